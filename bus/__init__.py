@@ -1,0 +1,32 @@
+"""bus: a guaranteed-delivery HTTP event bus. Public API: emit, emit_many and the exception types."""
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import (
+    BodyTooLarge,
+    BusError,
+    ConfigError,
+    InvalidBody,
+    InvalidTag,
+    NoRoute,
+    RouteError,
+    Unavailable,
+)
+
+__all__ = [
+    "emit", "emit_many", "BusError", "BodyTooLarge", "ConfigError", "InvalidBody",
+    "InvalidTag", "NoRoute", "RouteError", "Unavailable",
+]
+
+
+def emit(tag: str, record: dict[str, Any]) -> str:
+    """Hand one event to the bus; returns its id once it is in Redis, raises a BusError otherwise."""
+    return emit_many(tag, [record])[0]
+
+
+def emit_many(tag: str, records: list[dict[str, Any]]) -> list[str]:
+    """Hand several events with one tag to the bus, all or nothing; returns their ids."""
+    from . import intake
+
+    return intake.accept(intake.default(), tag, list(records))

@@ -1,0 +1,43 @@
+"""Retry delays: exponential backoff with jitter, and Retry-After parsing (pure).
+
+Knobs, all per route:
+- first delay: 1 s (FIRST_DELAY), doubling each attempt;
+- cap: the route's retry_max_interval (60 s default, as Fluentd's seed config);
+- jitter: the delay is drawn from [d/2, d], so retries of many events spread
+  out but a delay is never zero (full jitter could fire at once and hammer a
+  host that just failed);
+- Retry-After from the endpoint wins over the computed delay, but is capped at
+  retry_max_interval because the visibility timeout is sized for that cap
+  (see routes.VISIBILITY_MARGIN).
+"""
+from __future__ import annotations
+
+import random
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+
+FIRST_DELAY = 1.0
+
+
+def delay(attempt: int, max_interval: float, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based)."""
+    if retry_after is not None:
+        return max(FIRST_DELAY, min(retry_after, max_interval))
+    base = min(FIRST_DELAY * 2 ** max(attempt - 1, 0), max_interval)
+    return base / 2 * (1 + (rng or random).random())
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max((when - (now or datetime.now(timezone.utc))).total_seconds(), 0.0)

@@ -1,0 +1,25 @@
+"""The Celery app: `celery -A bus ...` finds it here; it reads celeryconfig.py when one is importable."""
+from __future__ import annotations
+
+import importlib
+import sys
+import os
+
+from celery import Celery
+
+app = Celery("bus", include=["bus.delivery"])
+
+
+def _config_module() -> str:
+    # The top-level celeryconfig.py is what users edit; running outside the
+    # checkout (an installed package) falls back to the bundled defaults.
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        importlib.import_module("celeryconfig")
+        return "celeryconfig"
+    except ModuleNotFoundError:
+        return "bus.celery_defaults"
+
+
+app.config_from_object(_config_module())

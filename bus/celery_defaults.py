@@ -1,0 +1,30 @@
+"""Celery settings the bus relies on; celeryconfig.py at the top level imports these and may override them."""
+from bus import settings as _settings
+
+_s = _settings.load()
+
+broker_url = _s.redis_url
+broker_transport_options = {
+    # Larger than the longest retry delay plus one request (routes.py refuses
+    # routes that break this), so a waiting retry is never restored as a
+    # duplicate; small enough that a task of a killed worker is redelivered
+    # within two minutes.
+    "visibility_timeout": _s.visibility_timeout,
+    "socket_timeout": 10,
+    "socket_connect_timeout": 5,
+}
+broker_connection_retry_on_startup = True
+broker_connection_max_retries = None
+
+task_serializer = "json"
+accept_content = ["json"]
+task_ignore_result = True
+# A task is acknowledged only after its attempt is journaled; a worker killed
+# mid-request leaves it unacked, and losing the worker process rejects it back.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+worker_cancel_long_running_tasks_on_connection_loss = True
+
+# Flower builds its task list from these events.
+worker_send_task_events = True

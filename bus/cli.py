@@ -1,0 +1,135 @@
+"""The `bus` command line: thin translation of arguments into calls, errors into exit status 1."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from . import intake, journal, settings
+from .errors import BusError, ConfigError
+from .ingress.bodies import parse_records
+from .routes import Route, Router, load_routes
+from .tags import validate_tag
+
+
+def _router(config: settings.Settings) -> Router:
+    return load_routes(config.routes_dir, config.visibility_timeout)
+
+
+def _hostport(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
+    return value
+
+
+def cmd_routes(args: argparse.Namespace, config: settings.Settings) -> int:
+    router = _router(config)
+    if args.tag:
+        validate_tag(args.tag)
+        route = router.match(args.tag)
+        print(f"{args.tag} -> route {route.name} ({route.file}), queue {journal.queue_name(route.name)}")
+        print(f"{route.method} {route.endpoint.render(args.tag)}")
+        return 0
+    rows = [("#", "ROUTE", "MATCH", "METHOD", "ENDPOINT", "FILE")]
+    rows += [(str(i), r.name, " ".join(r.match), r.method, r.endpoint.template, r.file) for i, r in enumerate(router.routes, 1)]
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
+def cmd_emit(args: argparse.Namespace, config: settings.Settings) -> int:
+    records = parse_records(args.json.encode(), "application/json")
+    for event_id in intake.accept(intake.load(config), args.tag, records):
+        print(event_id)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, config: settings.Settings) -> int:
+    from .ingress.server import serve
+
+    serve(intake.load(config), args.bind, workers=args.workers, threads=args.threads)
+    return 0
+
+
+def _worker_routes(router: Router, names: Sequence[str]) -> list[Route]:
+    if not names:
+        return list(router.routes)
+    unknown = [n for n in names if n not in router.by_name]
+    if unknown:
+        raise ConfigError(f"no route named {unknown[0]!r}; routes are: {', '.join(router.by_name)}")
+    return [router.by_name[n] for n in names]
+
+
+def cmd_worker(args: argparse.Namespace, config: settings.Settings) -> int:
+    routes = _worker_routes(_router(config), args.routes)
+    from .celery import app
+
+    argv = [
+        "worker",
+        "--queues", ",".join(journal.queue_name(r.name) for r in routes),
+        "--hostname", f"{'+'.join(r.name for r in routes)}@%h",
+        "--loglevel", args.loglevel,
+        # Mingle and gossip are start-up and per-task chatter our workers never use.
+        "--without-mingle", "--without-gossip",
+    ]
+    if args.concurrency:
+        argv += ["--concurrency", str(args.concurrency)]
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace, config: settings.Settings) -> int:
+    from .up import run
+
+    _router(config)  # a broken route file stops `bus up` before anything starts
+    return run(config, bind=args.bind, redis_port=args.redis_port, flower_port=args.flower_port)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bus", description="Guaranteed-delivery HTTP event bus.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run everything locally: Redis (AOF, ./var), ingress, a worker per route, Flower")
+    up.add_argument("--bind", type=_hostport, default="127.0.0.1:8080")
+    up.add_argument("--redis-port", type=int, default=6380, help="port of the Redis that `bus up` starts (default 6380)")
+    up.add_argument("--flower-port", type=int, default=5555, help="0 to run without Flower")
+    up.set_defaults(func=cmd_up)
+
+    serve = sub.add_parser("serve", help="run the HTTP ingress")
+    serve.add_argument("--bind", type=_hostport, default="127.0.0.1:8080")
+    serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
+    serve.add_argument("--threads", type=int, default=8, help="threads per worker process (default 8)")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run a Celery worker for the given routes (all when none given)")
+    worker.add_argument("routes", nargs="*", metavar="ROUTE")
+    worker.add_argument("--concurrency", type=int, default=0, help="worker processes (default: Celery's, the CPU count)")
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(func=cmd_worker)
+
+    routes = sub.add_parser("routes", help="print the route table, or which route takes TAG and its URL")
+    routes.add_argument("tag", nargs="?")
+    routes.set_defaults(func=cmd_routes)
+
+    emit = sub.add_parser("emit", help="send one event (a JSON object) or a batch (a JSON array); prints the ids")
+    emit.add_argument("tag")
+    emit.add_argument("json")
+    emit.set_defaults(func=cmd_emit)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args, settings.load())
+    except BusError as exc:
+        print(f"bus {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

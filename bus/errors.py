@@ -1,0 +1,35 @@
+"""Exceptions a user of the bus can act on; each message says what was wrong and what to do."""
+
+
+class BusError(Exception):
+    """Base of every error the bus raises on purpose."""
+
+
+class InvalidTag(BusError):
+    """The tag is not 1-255 chars of dot-separated [A-Za-z0-9_-]+ parts."""
+
+
+class InvalidBody(BusError):
+    """The request body is not a JSON object, a JSON array of objects or NDJSON."""
+
+
+class BodyTooLarge(BusError):
+    """The request body is over the configured limit."""
+
+
+class NoRoute(BusError):
+    """No route matches the tag, or the matching route cannot build a URL for it."""
+
+
+class Unavailable(BusError):
+    """Redis cannot be reached in time: nothing was accepted, try again later."""
+
+    retry_after = 5
+
+
+class RouteError(BusError):
+    """A route file is broken; the message names the file, the key and the problem."""
+
+
+class ConfigError(BusError):
+    """An environment variable or command-line value is invalid."""

@@ -1,0 +1,76 @@
+"""The one door into the bus: validate tag and records, pick the route, assign ids, journal and enqueue."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+
+from . import journal, settings
+from .errors import InvalidBody
+from .events import new_id
+from .messages import delivery_message
+from .routes import Router, load_routes
+from .tags import validate_tag
+
+
+@dataclass(frozen=True)
+class Intake:
+    """What accepting an event needs, loaded once per process."""
+
+    settings: settings.Settings
+    router: Router
+    redis: redis.Redis
+
+
+_lock = threading.Lock()
+_default: Intake | None = None
+
+
+def load(config: settings.Settings | None = None) -> Intake:
+    config = config or settings.load()
+    return Intake(
+        settings=config,
+        router=load_routes(config.routes_dir, config.visibility_timeout),
+        redis=journal.connect(config.redis_url, config.redis_timeout),
+    )
+
+
+def default() -> Intake:
+    """The process-wide intake, built from the environment on first use."""
+    global _default
+    with _lock:
+        if _default is None:
+            _default = load()
+        return _default
+
+
+def accept(intake: Intake, tag: str, records: list[Any]) -> list[str]:
+    """Accept a batch for one tag, all or nothing; return the event ids once they are in Redis."""
+    validate_tag(tag)
+    route = intake.router.match(tag)
+    route.endpoint.render(tag)  # a tag the route cannot build a URL for is refused now, not dead-lettered later
+    if not records:
+        raise InvalidBody("no events in the request: send a JSON object, a non-empty array of objects or NDJSON")
+    received = time.time()
+    queue = journal.queue_name(route.name)
+    events = []
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            where = f"item {i}" if len(records) > 1 else "the body"
+            raise InvalidBody(f"{where} is a JSON {_json_type(record)}, not an object; each event must be a JSON object")
+        try:
+            body = orjson.dumps(record)
+        except TypeError as exc:
+            raise InvalidBody(f"item {i} cannot be encoded as JSON: {exc}") from None
+        event_id = new_id()
+        events.append(journal.NewEvent(event_id, tag, route.name, body, received, delivery_message(event_id, tag, queue)))
+    journal.accept(intake.redis, events)
+    return [e.id for e in events]
+
+
+def _json_type(value: Any) -> str:
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")

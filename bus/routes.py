@@ -1,0 +1,249 @@
+"""Routes: load and validate routes/*.toml, match a tag, render an endpoint (pure after loading)."""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from .errors import NoRoute, RouteError
+from .tags import compile_patterns
+
+DEFAULT_RETRYABLE = frozenset([408, 425, 429, *range(500, 600)])
+METHODS = ("POST", "PUT", "PATCH")
+# A retry held as an ETA task stays unacked in Redis until it runs; the request
+# after it must also finish before the visibility timeout, or kombu restores the
+# message and the event is delivered twice (kombu#337). This margin covers the
+# worker's own scheduling slack on top of the route's timeouts.
+VISIBILITY_MARGIN = 10
+_ROUTE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+_TAG_PLACEHOLDER = re.compile(r"tag(?:\[(-?\d+)\])?")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An endpoint template split at load time into literal text and tag-part indexes."""
+
+    template: str
+    # Literal strings and, between them, None (whole tag) or an int (tag part index).
+    pieces: tuple[str | int | None, ...]
+
+    def render(self, tag: str) -> str:
+        parts = tag.split(".")
+        out = []
+        for i, piece in enumerate(self.pieces):
+            if i % 2 == 0:
+                out.append(piece)
+                continue
+            if piece is None:
+                value = tag
+            else:
+                try:
+                    value = parts[piece]
+                except IndexError:
+                    raise NoRoute(
+                        f"tag {tag!r} has no part [{piece}] for endpoint {self.template}; "
+                        "send a tag with more parts or fix the route's match"
+                    ) from None
+            out.append(quote(value, safe=""))
+        return "".join(out)
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    file: str
+    match: tuple[str, ...]
+    endpoint: Endpoint
+    method: str = "POST"
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    open_timeout: float = 2.0
+    read_timeout: float = 15.0
+    retryable_statuses: frozenset[int] = DEFAULT_RETRYABLE
+    retry_max_interval: float = 60.0
+    max_attempts: int | None = None
+
+
+class Router:
+    """Routes in file-name order; the first whose patterns match a tag takes it, as in Fluentd."""
+
+    def __init__(self, routes: list[Route]):
+        self.routes = routes
+        self.by_name = {r.name: r for r in routes}
+        self._regexes = [(compile_patterns(list(r.match)), r) for r in routes]
+        self._cache: dict[str, Route | None] = {}
+
+    def match(self, tag: str) -> Route:
+        """The route that takes this tag, or NoRoute."""
+        try:
+            route = self._cache[tag]
+        except KeyError:
+            route = next((r for rx, r in self._regexes if rx.match(tag)), None)
+            if len(self._cache) < 100_000:
+                self._cache[tag] = route
+        if route is None:
+            raise NoRoute(f"no route matches tag {tag!r}; add a route whose match covers it")
+        return route
+
+
+def parse_endpoint(template: str) -> Endpoint:
+    """Split an endpoint template; placeholders may only sit in the path, query or fragment."""
+    pieces: list[str | int | None] = []
+    pos = 0
+    for m in _PLACEHOLDER.finditer(template):
+        inner = _TAG_PLACEHOLDER.fullmatch(m.group(1).strip())
+        if not inner:
+            raise ValueError(f"unknown placeholder {m.group(0)!r}; use ${{tag}} or ${{tag[N]}}")
+        pieces.append(template[pos : m.start()])
+        pieces.append(None if inner.group(1) is None else int(inner.group(1)))
+        pos = m.end()
+    pieces.append(template[pos:])
+    marker = "\x00"
+    skeleton = "".join(p if i % 2 == 0 else marker for i, p in enumerate(pieces))
+    url = urlsplit(skeleton)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(f"{template!r} is not an http:// or https:// URL with a host")
+    if marker in url.scheme or marker in url.netloc:
+        # A tag must never choose where the data goes, only which path on the host.
+        raise ValueError(f"{template!r} puts a placeholder in the scheme, host or port; only the path and query may hold one")
+    try:
+        url.port
+    except ValueError:
+        raise ValueError(f"{template!r} has an invalid port") from None
+    return Endpoint(template, tuple(pieces))
+
+
+def _endpoint(value: Any) -> Endpoint:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a URL string, got {value!r}")
+    return parse_endpoint(value)
+
+
+def _statuses(value: Any) -> frozenset[int]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("expected a non-empty list such as [408, 429, \"500-599\"]")
+    codes: set[int] = set()
+    for item in value:
+        if isinstance(item, int) and not isinstance(item, bool) and 100 <= item <= 599:
+            codes.add(item)
+        elif isinstance(item, str) and re.fullmatch(r"\d{3}-\d{3}", item):
+            lo, hi = map(int, item.split("-"))
+            if not 100 <= lo <= hi <= 599:
+                raise ValueError(f"range {item!r} is not within 100-599")
+            codes.update(range(lo, hi + 1))
+        else:
+            raise ValueError(f"{item!r} is not a status code (100-599) or a range like \"500-599\"")
+    if any(200 <= c < 300 for c in codes):
+        raise ValueError("2xx statuses mean delivered and cannot be retried")
+    return frozenset(codes)
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"expected a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _interval(value: Any) -> float:
+    seconds = _seconds(value)
+    if seconds < 1:
+        raise ValueError(f"expected at least 1 second (backoff starts at 1 s), got {value!r}")
+    return seconds
+
+
+def _patterns(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(p, str) for p in value):
+        raise ValueError("expected a pattern or a non-empty list of patterns such as [\"api.*\"]")
+    compile_patterns(value)
+    return tuple(value)
+
+
+def _method(value: Any) -> str:
+    if not isinstance(value, str) or value.upper() not in METHODS:
+        raise ValueError(f"expected one of {', '.join(METHODS)}, got {value!r}")
+    return value.upper()
+
+
+def _headers(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError("expected a table of header names to string values")
+    for k, v in value.items():
+        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", k) or "\n" in v or "\r" in v:
+            raise ValueError(f"header {k!r} has an invalid name or a line break in its value")
+    return dict(value)
+
+
+def _content_type(value: Any) -> str:
+    if not isinstance(value, str) or "/" not in value or "\n" in value:
+        raise ValueError(f"expected a media type such as \"application/json\", got {value!r}")
+    return value
+
+
+def _max_attempts(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a whole number of attempts >= 1 (leave it out to retry forever), got {value!r}")
+    return value
+
+
+_KEYS = {
+    "match": _patterns,
+    "endpoint": _endpoint,
+    "method": _method,
+    "content_type": _content_type,
+    "headers": _headers,
+    "open_timeout": _seconds,
+    "read_timeout": _seconds,
+    "retryable_statuses": _statuses,
+    "retry_max_interval": _interval,
+    "max_attempts": _max_attempts,
+}
+
+
+def parse_route(name: str, file: str, table: dict[str, Any], visibility_timeout: int) -> Route:
+    """Validate one route's table; every problem names the file and the key."""
+    if not _ROUTE_NAME.fullmatch(name):
+        raise RouteError(f"{file}: the file name must be letters, digits, '_' or '-' (it names queue bus.{name})")
+    unknown = sorted(set(table) - set(_KEYS))
+    if unknown:
+        raise RouteError(f"{file}: unknown key {unknown[0]!r}; known keys are {', '.join(_KEYS)}")
+    for required in ("match", "endpoint"):
+        if required not in table:
+            raise RouteError(f"{file}: key {required!r} is required")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        try:
+            values[key] = _KEYS[key](value)
+        except (ValueError, RouteError) as exc:
+            raise RouteError(f"{file}: key {key!r}: {exc}") from None
+    route = Route(name=name, file=file, **values)
+    longest = route.retry_max_interval + route.open_timeout + route.read_timeout + VISIBILITY_MARGIN
+    if longest >= visibility_timeout:
+        raise RouteError(
+            f"{file}: key 'retry_max_interval': {route.retry_max_interval:g}s plus open_timeout and read_timeout "
+            f"({longest:g}s with margin) must stay under the Redis visibility timeout ({visibility_timeout}s), "
+            "or a waiting retry is redelivered as a duplicate; lower it or raise BUS_VISIBILITY_TIMEOUT"
+        )
+    return route
+
+
+def load_routes(directory: Path | str, visibility_timeout: int) -> Router:
+    """Read every *.toml in file-name order; the first broken file stops start-up."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise RouteError(f"{directory}: routes folder not found; create it or set BUS_ROUTES")
+    routes = []
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise RouteError(f"{path}: not valid TOML: {exc}") from None
+        routes.append(parse_route(path.stem, str(path), table, visibility_timeout))
+    if not routes:
+        raise RouteError(f"{directory}: no *.toml route files; add one such as routes/api.toml")
+    return Router(routes)

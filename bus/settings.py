@@ -1,0 +1,47 @@
+"""Every environment variable the bus reads, with its default, in one place."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+# Fluentd's in_http body_size_limit default.
+DEFAULT_MAX_BODY = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    routes_dir: Path
+    max_body: int
+    redis_timeout: float
+    visibility_timeout: int
+    var_dir: Path
+
+
+def _number(env: dict[str, str], name: str, default: float, cast: type = float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number; unset it or give a positive {cast.__name__}") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def load(env: dict[str, str] | None = None) -> Settings:
+    """Read the environment once; callers pass the result around as a value."""
+    env = dict(os.environ if env is None else env)
+    return Settings(
+        redis_url=env.get("BUS_REDIS_URL") or "redis://127.0.0.1:6379/0",
+        routes_dir=Path(env.get("BUS_ROUTES") or "./routes"),
+        max_body=int(_number(env, "BUS_MAX_BODY", DEFAULT_MAX_BODY, int)),
+        redis_timeout=_number(env, "BUS_REDIS_TIMEOUT", 2.0),
+        visibility_timeout=int(_number(env, "BUS_VISIBILITY_TIMEOUT", 110, int)),
+        var_dir=Path(env.get("BUS_VAR") or "./var"),
+    )

@@ -1,0 +1,97 @@
+"""`bus up`: run Redis (AOF under ./var), the ingress, one worker per route and Flower; stop them all on Ctrl-C."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import redis
+
+from . import journal, settings
+from .errors import ConfigError
+from .routes import load_routes
+
+
+def _start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    # Own session: Ctrl-C reaches only `bus up`, which then stops children in order
+    # (ingress first, Redis last) instead of all of them at once.
+    print(f"bus up: starting {name}: {' '.join(argv)}", flush=True)
+    return subprocess.Popen(argv, env=env, start_new_session=True)
+
+
+def _wait_for_redis(url: str, proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    client = journal.connect(url, 1.0)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ConfigError(f"redis-server exited with status {proc.returncode}; see its log under ./var")
+        try:
+            client.ping()
+            return
+        except journal.REDIS_DOWN:
+            time.sleep(0.1)
+    raise ConfigError(f"redis-server did not answer on {url} within {timeout:.0f}s")
+
+
+def _stop(procs: list[tuple[str, subprocess.Popen]], grace: float = 20.0) -> None:
+    for name, proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                print(f"bus up: {name} did not stop in {grace:.0f}s; killing it", file=sys.stderr)
+                proc.kill()
+                proc.wait()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int) -> int:
+    # SIGTERM (docker stop, systemd, `timeout`) must stop the children too, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    redis_server = shutil.which("redis-server")
+    if not redis_server:
+        raise ConfigError("redis-server is not installed; install it (apt-get install redis-server)")
+    var = config.var_dir.resolve()
+    (var / "redis").mkdir(parents=True, exist_ok=True)
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    # Flower's API is open only because `bus up` binds everything to loopback.
+    env = {"FLOWER_UNAUTHENTICATED_API": "true", **os.environ,
+           "BUS_REDIS_URL": url, "BUS_ROUTES": str(config.routes_dir.resolve())}
+    bus_cmd = [sys.executable, "-m", "bus"]
+    procs: list[tuple[str, subprocess.Popen]] = []
+    try:
+        rproc = _start("redis", [
+            redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(var / "redis"),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            "--logfile", str(var / "redis.log"), "--daemonize", "no",
+        ], env)
+        procs.append(("redis", rproc))
+        _wait_for_redis(url, rproc)
+        router = load_routes(config.routes_dir, config.visibility_timeout)
+        procs.insert(0, ("ingress", _start("ingress", bus_cmd + ["serve", "--bind", bind], env)))
+        for route in router.routes:
+            procs.insert(1, (f"worker {route.name}", _start(f"worker {route.name}", bus_cmd + ["worker", route.name], env)))
+        if flower_port:
+            procs.insert(1, ("flower", _start("flower", [sys.executable, "-m", "celery", "-A", "bus", "flower",
+                                                          f"--port={flower_port}", "--address=127.0.0.1"], env)))
+            print(f"bus up: Flower on http://127.0.0.1:{flower_port}/", flush=True)
+        print(f"bus up: ingress on http://{bind}/ (POST /<tag>); Redis {url} with AOF in {var / 'redis'}; Ctrl-C stops all", flush=True)
+        while True:
+            for name, proc in procs:
+                if proc.poll() is not None:
+                    print(f"bus up: {name} exited with status {proc.returncode}; stopping everything", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("bus up: stopping", flush=True)
+        return 0
+    finally:
+        _stop(procs)

@@ -1,0 +1,280 @@
+"""Real parts for integration tests: a redis-server with AOF on a free port, an HTTP receiver
+that records requests and can go down, and `bus serve` / `bus worker` subprocesses."""
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import redis
+import requests
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class RedisServer:
+    """A redis-server of our own with appendonly on, in a temp dir; can be killed and restarted."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+             "--logfile", str(self.dir / "redis.log")],
+            start_new_session=True,
+        )
+        client = self.client()
+        wait_until(lambda: _pings(client), 10, what="redis-server to answer PING")
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=5)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+        return False
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on 127.0.0.1 recording every request; answers follow per-path scripts."""
+
+    port: int = field(default_factory=free_port)
+    requests: list[Received] = field(default_factory=list)
+    scripts: dict[str, list[tuple[int, dict[str, str], bytes]]] = field(default_factory=dict)
+    delays: dict[str, float] = field(default_factory=dict)
+    _server: http.server.ThreadingHTTPServer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def script(self, path: str, *answers: int | tuple[int, dict[str, str], bytes]) -> None:
+        """Answer the next requests to `path` with these statuses (then 200)."""
+        self.scripts[path] = [a if isinstance(a, tuple) else (a, {}, b"") for a in answers]
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                with receiver._lock:
+                    receiver.requests.append(Received(self.path, dict(self.headers), body, time.time()))
+                    script = receiver.scripts.get(self.path)
+                    status, headers, payload = script.pop(0) if script else (200, {}, b"ok")
+                time.sleep(receiver.delays.get(self.path, 0))
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_PUT = do_PATCH = do_POST
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def to(self, path_prefix: str) -> list[Received]:
+        with self._lock:
+            return [r for r in self.requests if r.path.startswith(path_prefix)]
+
+    def ids(self, path_prefix: str) -> list[str]:
+        return [r.headers["X-Request-Id"] for r in self.to(path_prefix)]
+
+
+class BusProcess:
+    """`bus serve` or `bus worker` as a real subprocess, its output in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+        self.args, self.env, self.log = args, env, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "BusProcess":
+        self._out = open(self.log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "bus", *self.args], env=self.env,
+                                     stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.proc.wait(10)
+        self._out.close()
+
+
+ROUTES = {
+    # File names sort in match order: `api` is taken before the catch-all `other`.
+    "api.toml": """
+match = ["api.*"]
+endpoint = "{receiver}/api/${{tag[1]}}/"
+open_timeout = 1
+read_timeout = 5
+retry_max_interval = 2
+""",
+    "limited.toml": """
+match = "limited.**"
+endpoint = "{receiver}/limited/${{tag}}"
+retry_max_interval = 1
+max_attempts = 3
+""",
+    "parked.toml": """
+# No worker consumes this route in the tests: its events must wait in bus.parked.
+match = "parked.*"
+endpoint = "{receiver}/parked/${{tag[-1]}}"
+""",
+}
+
+
+@dataclass
+class Bus:
+    """A running bus: its Redis, routes folder, receiver, ingress URL and environment."""
+
+    redis: RedisServer
+    receiver: Receiver
+    routes_dir: Path
+    env: dict[str, str]
+    url: str
+    tmp: Path
+
+    def post(self, tag: str, body: bytes | str, content_type: str = "application/json", **kw) -> requests.Response:
+        return requests.post(f"{self.url}/{tag}", data=body, headers={"Content-Type": content_type}, timeout=10, **kw)
+
+    def process(self, *args: str, env: dict[str, str] | None = None, name: str = "bus") -> BusProcess:
+        log = self.tmp / f"{name}-{time.monotonic_ns()}.log"
+        return BusProcess(list(args), {**self.env, **(env or {})}, log)
+
+
+def bus_env(redis_url: str, routes_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUS_")}
+    return {**env, "BUS_REDIS_URL": redis_url, "BUS_ROUTES": str(routes_dir), "PYTHONUNBUFFERED": "1", **extra}
+
+
+def start_ingress(env: dict[str, str], log: Path) -> tuple[BusProcess, str]:
+    port = free_port()
+    proc = BusProcess(["serve", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4"], env, log).start()
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.proc.poll() is not None:
+            raise AssertionError(f"bus serve exited:\n{proc.output()}")
+        try:
+            return requests.get(f"{url}/healthz", timeout=5).status_code in (200, 503)
+        except requests.ConnectionError:
+            return False
+
+    wait_until(up, 20, what="bus serve to answer /healthz")
+    return proc, url
+
+
+def start_worker(env: dict[str, str], log: Path, *routes: str) -> BusProcess:
+    proc = BusProcess(["worker", *routes, "--concurrency", "2"], env, log).start()
+
+    def ready() -> bool:
+        if proc.proc.poll() is not None:
+            raise AssertionError(f"bus worker exited:\n{proc.output()}")
+        return " ready." in proc.output()
+
+    wait_until(ready, 30, what="bus worker to be ready")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def bus(tmp_path_factory: pytest.TempPathFactory):
+    """One bus for the session: Redis with AOF, a receiver, an ingress and a worker for `api` and `limited`."""
+    tmp = tmp_path_factory.mktemp("bus")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    receiver = Receiver()
+    receiver.start()
+    routes_dir = tmp / "routes"
+    routes_dir.mkdir()
+    for name, text in ROUTES.items():
+        (routes_dir / name).write_text(text.format(receiver=receiver.url))
+    env = bus_env(server.url, routes_dir, BUS_MAX_BODY=str(64 * 1024))
+    ingress, url = start_ingress(env, tmp / "ingress.log")
+    worker = start_worker(env, tmp / "worker.log", "api", "limited")
+    try:
+        yield Bus(server, receiver, routes_dir, env, url, tmp)
+    finally:
+        ingress.stop()
+        worker.stop()
+        receiver.stop()
+        server.stop()
