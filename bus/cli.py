@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import intake, journal, settings
+from . import intake, journal, journal_cli, settings
 from .errors import BusError, ConfigError
 from .ingress.bodies import parse_records
 from .routes import Route, Router, load_routes
@@ -33,9 +33,7 @@ def cmd_routes(args: argparse.Namespace, config: settings.Settings) -> int:
         return 0
     rows = [("#", "ROUTE", "MATCH", "METHOD", "ENDPOINT", "FILE")]
     rows += [(str(i), r.name, " ".join(r.match), r.method, r.endpoint.template, r.file) for i, r in enumerate(router.routes, 1)]
-    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    journal_cli.print_table(rows)
     return 0
 
 
@@ -117,6 +115,8 @@ def parser() -> argparse.ArgumentParser:
     emit.add_argument("tag")
     emit.add_argument("json")
     emit.set_defaults(func=cmd_emit)
+
+    journal_cli.add_commands(sub)
     return p
 
 

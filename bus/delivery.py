@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import requests
@@ -18,6 +18,8 @@ from .messages import DELIVER_TASK
 from .routes import Route, Router, load_routes
 
 log = logging.getLogger("bus.delivery")
+# A copy sent with `bus replay --to` (a staging service) is tried this many times, not forever.
+COPY_ATTEMPTS = 5
 
 
 class RetryLater(Exception):
@@ -49,6 +51,8 @@ class Worker:
 
 _lock = threading.Lock()
 _worker: Worker | None = None
+_last_sweep = 0.0
+SWEEP_EVERY = 60.0
 
 
 def worker() -> Worker:
@@ -65,7 +69,8 @@ def worker() -> Worker:
         return _worker
 
 
-def send(session: requests.Session, route: Route, url: str, event: dict[str, Any], attempt: int) -> dict[str, Any]:
+def send(session: requests.Session, route: Route, url: str, event: dict[str, Any], attempt: int,
+         extra_headers: dict[str, str] | None = None) -> dict[str, Any]:
     """One HTTP attempt; returns the attempt record (never raises for network trouble)."""
     headers = {
         **route.headers,
@@ -73,6 +78,7 @@ def send(session: requests.Session, route: Route, url: str, event: dict[str, Any
         "X-Request-Id": event["id"],
         "X-Bus-Tag": event["tag"],
         "X-Bus-Attempt": str(attempt),
+        **(extra_headers or {}),
     }
     record: dict[str, Any] = {"attempt": attempt, "at": time.time(), "url": url}
     started = time.monotonic()
@@ -88,32 +94,69 @@ def send(session: requests.Session, route: Route, url: str, event: dict[str, Any
             resp.close()
         record.update(status_code=resp.status_code, response=body.decode("utf-8", "replace"),
                       retry_after=resp.headers.get("Retry-After"))
+        if resp.headers.get("Location"):
+            record["location"] = resp.headers["Location"][:500]
     except requests.RequestException as exc:
         record.update(status_code=None, error=f"{type(exc).__name__}: {exc}"[:500])
     record["duration"] = round(time.monotonic() - started, 4)
     return record
 
 
+def _log(event: dict[str, Any], record: dict[str, Any], outcome: Outcome, copy_to: str | None = None) -> None:
+    log.info(
+        "event %s tag=%s route=%s attempt=%d result=%s duration=%.3fs verdict=%s%s%s",
+        event["id"], event["tag"], event["route"], record["attempt"],
+        record.get("status_code") or record.get("error"), record["duration"], outcome.verdict,
+        f" delay={outcome.delay:.1f}s" if outcome.delay else "", f" copy_to={copy_to}" if copy_to else "",
+    )
+
+
 def _journal_verdict(w: Worker, event: dict[str, Any], record: dict[str, Any], outcome: Outcome) -> None:
     status = {DELIVERED: journal.DELIVERED, DEAD: journal.DEAD}.get(outcome.verdict, journal.RETRYING)
     if outcome.reason:
         record["reason"] = outcome.reason
-    journal.record_attempt(w.redis, event["id"], record, status, event["received"])
-    log.info(
-        "event %s tag=%s route=%s attempt=%d result=%s duration=%.3fs verdict=%s%s",
-        event["id"], event["tag"], event["route"], record["attempt"],
-        record.get("status_code") or record.get("error"), record["duration"], outcome.verdict,
-        f" delay={outcome.delay:.1f}s" if outcome.delay else "",
-    )
+    journal.record_attempt(w.redis, event, record, status, w.settings.retention)
+    _log(event, record, outcome)
+
+
+def _send_copy(task: "DeliveryTask", w: Worker, route: Route, event: dict[str, Any], to: str) -> str:
+    """A replay to another URL (a staging copy): its own attempts, the event's state untouched."""
+    attempt = task.request.retries + 1
+    record = send(w.session, route, to, event, attempt, {"X-Bus-Replay": "copy"})
+    outcome = classify(replace(route, max_attempts=COPY_ATTEMPTS), attempt, record.get("status_code"),
+                       record.pop("retry_after", None))
+    record["verdict"] = outcome.verdict
+    journal.record_copy(w.redis, event["id"], record)
+    _log(event, record, outcome, copy_to=to)
+    if outcome.verdict in (DELIVERED, DEAD):
+        return outcome.verdict
+    raise RetryLater(outcome.delay, str(record.get("status_code") or record.get("error")))
+
+
+def _maybe_sweep(w: Worker) -> None:
+    """Keep retention-expired ids out of the indexes even when nobody lists events."""
+    global _last_sweep
+    now = time.monotonic()
+    if now - _last_sweep < SWEEP_EVERY:
+        return
+    _last_sweep = now
+    try:
+        journal.sweep(w.redis, w.settings.retention)
+    except journal.REDIS_DOWN:
+        log.warning("journal sweep skipped: Redis unreachable")
 
 
 @app.task(
     name=DELIVER_TASK, bind=True, base=DeliveryTask, acks_late=True, reject_on_worker_lost=True,
     max_retries=None, autoretry_for=(RetryLater,), ignore_result=True,
 )
-def deliver(self: DeliveryTask, event_id: str) -> str:
-    """Deliver one event: one attempt per run; a retryable failure raises RetryLater."""
+def deliver(self: DeliveryTask, event_id: str, to: str | None = None) -> str:
+    """Deliver one event: one attempt per run; a retryable failure raises RetryLater.
+
+    With `to`, send a copy there instead (bus replay --to) and leave the event's state alone.
+    """
     w = worker()
+    _maybe_sweep(w)
     try:
         event = journal.load(w.redis, event_id)
     except journal.REDIS_DOWN as exc:
@@ -122,19 +165,25 @@ def deliver(self: DeliveryTask, event_id: str) -> str:
     if event is None:
         log.warning("event %s is not in the journal (expired or purged); nothing to deliver", event_id)
         return "missing"
+    route = w.router.by_name.get(event["route"])
+    if to is not None:
+        if route is None:
+            log.warning("event %s: route %r no longer exists; copy to %s not sent", event_id, event["route"], to)
+            return DEAD
+        return _send_copy(self, w, route, event, to)
     if event["status"] in (journal.DELIVERED, journal.DEAD):
         # A redelivery after a crash: the endpoint already has it, or it is parked.
         log.info("event %s is already %s; not sending it again", event_id, event["status"])
         return event["status"]
     attempt = event["attempts"] + 1
-    route = w.router.by_name.get(event["route"])
     if route is None:
         record = {"attempt": attempt, "at": time.time(), "duration": 0.0, "status_code": None,
                   "error": f"route {event['route']!r} no longer exists; restore it and replay"}
         _journal_verdict(w, event, record, Outcome(DEAD, reason=record["error"]))
         return DEAD
     record = send(w.session, route, route.endpoint.render(event["tag"]), event, attempt)
-    outcome = classify(route, attempt, record.get("status_code"), record.pop("retry_after", None))
+    # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
+    outcome = classify(route, attempt - event["round"], record.get("status_code"), record.pop("retry_after", None))
     _journal_verdict(w, event, record, outcome)
     if outcome.verdict in (DELIVERED, DEAD):
         return outcome.verdict

@@ -33,3 +33,11 @@ class RouteError(BusError):
 
 class ConfigError(BusError):
     """An environment variable or command-line value is invalid."""
+
+
+class BadFilter(BusError):
+    """A journal filter (status, tag pattern, time) is malformed."""
+
+
+class EventNotFound(BusError):
+    """No event with that id in the journal (never accepted, expired or purged)."""

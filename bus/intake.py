@@ -48,8 +48,12 @@ def default() -> Intake:
         return _default
 
 
-def accept(intake: Intake, tag: str, records: list[Any]) -> list[str]:
-    """Accept a batch for one tag, all or nothing; return the event ids once they are in Redis."""
+def accept(intake: Intake, tag: str, records: list[Any], headers: bytes = b"") -> list[str]:
+    """Accept a batch for one tag, all or nothing; return the event ids once they are in Redis.
+
+    `headers` is the JSON of the request headers the events came with (already
+    stripped of secrets), kept in the journal for `bus events ID`.
+    """
     validate_tag(tag)
     route = intake.router.match(tag)
     route.endpoint.render(tag)  # a tag the route cannot build a URL for is refused now, not dead-lettered later
@@ -67,7 +71,8 @@ def accept(intake: Intake, tag: str, records: list[Any]) -> list[str]:
         except TypeError as exc:
             raise InvalidBody(f"item {i} cannot be encoded as JSON: {exc}") from None
         event_id = new_id()
-        events.append(journal.NewEvent(event_id, tag, route.name, body, received, delivery_message(event_id, tag, queue)))
+        events.append(journal.NewEvent(event_id, tag, route.name, body, received,
+                                       delivery_message(event_id, tag, queue), headers))
     journal.accept(intake.redis, events)
     return [e.id for e in events]
 

@@ -1,27 +1,36 @@
 """The journal: the only module that knows Redis key names and the event record layout.
 
 Keys (every name is built here and nowhere else):
-- bus.<route>                  Celery queue of the route (a kombu Redis list)
-- bus:event:<id>               hash: tag, route, body, received, status, attempts, last
-- bus:event:<id>:attempts      list of JSON attempt records, oldest first
-- bus:status:<status>          sorted set of ids by received time, one per status
+- bus.<route>                    Celery queue of the route (a kombu Redis list)
+- bus:event:<id>                 hash: tag, route, body, headers, received, status,
+                                 attempts, round (attempts before the last replay), last
+- bus:event:<id>:attempts        list of JSON attempt records, oldest first
+- bus:event:<id>:copies          list of JSON records of replays sent elsewhere (--to)
+- bus:all                        sorted set of every event id by received time
+- bus:status:<status>            sorted set of ids by received time, one per status
+- bus:route:<route>:<status>     the same per route
+
+Like rq's registries, each state is a sorted set scored by time, so a filtered
+listing reads only its own set, and reading cleans out what retention expired.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import orjson
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .errors import Unavailable
+from .errors import EventNotFound, Unavailable
+from .filters import STATUSES, EventFilter
 
-QUEUED, RETRYING, DELIVERED, DEAD = "queued", "retrying", "delivered", "dead"
-STATUSES = (QUEUED, RETRYING, DELIVERED, DEAD)
+QUEUED, RETRYING, DELIVERED, DEAD = STATUSES
 DEFAULT_RETENTION = 7 * 24 * 3600
 RESPONSE_KEEP = 2048
+SUMMARY_FIELDS = ("tag", "route", "status", "attempts", "last", "received")
 # Errors that mean "Redis is not answering", as opposed to a bug in our calls.
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
 
@@ -34,6 +43,13 @@ class NewEvent:
     body: bytes
     received: float
     message: bytes  # the Celery task message that will deliver it
+    headers: bytes = b""  # JSON of the request headers it came with, secrets removed
+
+
+@dataclass(frozen=True)
+class Page:
+    events: list[dict[str, Any]]
+    cursor: str | None  # pass back to continue; None when there is nothing more
 
 
 def queue_name(route: str) -> str:
@@ -48,8 +64,14 @@ def _attempts_key(event_id: str) -> str:
     return f"bus:event:{event_id}:attempts"
 
 
-def _status_key(status: str) -> str:
-    return f"bus:status:{status}"
+def _copies_key(event_id: str) -> str:
+    return f"bus:event:{event_id}:copies"
+
+
+def _index_key(status: str | None, route: str | None = None) -> str:
+    if route:
+        return f"bus:route:{route}:{status}" if status else f"bus:route:{route}:all"
+    return f"bus:status:{status}" if status else "bus:all"
 
 
 def connect(url: str, timeout: float) -> redis.Redis:
@@ -63,15 +85,25 @@ def connect(url: str, timeout: float) -> redis.Redis:
     )
 
 
+def _move(pipe: Any, event_id: str, route: str, received: float, old: str | None, new: str) -> None:
+    if old and old != new:
+        pipe.zrem(_index_key(old), event_id)
+        pipe.zrem(_index_key(old, route), event_id)
+    pipe.zadd(_index_key(new), {event_id: received})
+    pipe.zadd(_index_key(new, route), {event_id: received})
+
+
 def accept(client: redis.Redis, events: list[NewEvent]) -> None:
     """Journal the events and enqueue their delivery tasks in one atomic round trip: all or none."""
     pipe = client.pipeline(transaction=True)
     for ev in events:
-        pipe.hset(
-            _event_key(ev.id),
-            mapping={"tag": ev.tag, "route": ev.route, "body": ev.body, "received": ev.received, "status": QUEUED, "attempts": 0},
-        )
-        pipe.zadd(_status_key(QUEUED), {ev.id: ev.received})
+        pipe.hset(_event_key(ev.id), mapping={
+            "tag": ev.tag, "route": ev.route, "body": ev.body, "headers": ev.headers,
+            "received": ev.received, "status": QUEUED, "attempts": 0, "round": 0,
+        })
+        pipe.zadd(_index_key(None), {ev.id: ev.received})
+        pipe.zadd(_index_key(None, ev.route), {ev.id: ev.received})
+        _move(pipe, ev.id, ev.route, ev.received, None, QUEUED)
         pipe.lpush(queue_name(ev.route), ev.message)
     try:
         pipe.execute()
@@ -79,62 +111,195 @@ def accept(client: redis.Redis, events: list[NewEvent]) -> None:
         raise Unavailable(f"Redis did not answer ({exc.__class__.__name__}): nothing was accepted; retry later") from exc
 
 
-def load(client: redis.Redis, event_id: str) -> dict[str, Any] | None:
-    """The event's record, or None when it is gone (expired or purged)."""
-    raw = client.hgetall(_event_key(event_id))
-    if not raw:
-        return None
-    record = {k.decode(): v for k, v in raw.items()}
+def _decode(event_id: str, raw: dict[bytes, bytes]) -> dict[str, Any]:
+    record: dict[str, Any] = {k.decode(): v for k, v in raw.items()}
     for k in ("tag", "route", "status", "last"):
         if k in record:
             record[k] = record[k].decode()
     record["received"] = float(record["received"])
-    record["attempts"] = int(record["attempts"])
+    record["attempts"] = int(record.get("attempts", 0))
+    record["round"] = int(record.get("round", 0))
     record["id"] = event_id
     return record
+
+
+def load(client: redis.Redis, event_id: str) -> dict[str, Any] | None:
+    """The event's record (body and headers as bytes), or None when it is gone (expired or purged)."""
+    raw = client.hgetall(_event_key(event_id))
+    return _decode(event_id, raw) if raw else None
 
 
 def attempts(client: redis.Redis, event_id: str) -> list[dict[str, Any]]:
     return [orjson.loads(a) for a in client.lrange(_attempts_key(event_id), 0, -1)]
 
 
-def record_attempt(
-    client: redis.Redis,
-    event_id: str,
-    attempt: dict[str, Any],
-    status: str,
-    received: float,
-    retention: int = DEFAULT_RETENTION,
-) -> None:
+def show(client: redis.Redis, event_id: str) -> dict[str, Any]:
+    """One event with its body, received headers, every attempt and every copy sent elsewhere."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(_event_key(event_id))
+    pipe.lrange(_attempts_key(event_id), 0, -1)
+    pipe.lrange(_copies_key(event_id), 0, -1)
+    raw, tries, copies = pipe.execute()
+    if not raw:
+        raise EventNotFound(f"no event {event_id!r} in the journal (never accepted, expired after retention, or purged)")
+    record = _decode(event_id, raw)
+    try:
+        record["body"] = orjson.loads(record["body"])
+    except orjson.JSONDecodeError:
+        record["body"] = record["body"].decode("utf-8", "replace")
+    record["headers"] = orjson.loads(record["headers"]) if record.get("headers") else {}
+    record["attempt_log"] = [orjson.loads(a) for a in tries]
+    record["copies"] = [orjson.loads(c) for c in copies]
+    return record
+
+
+def record_attempt(client: redis.Redis, event: dict[str, Any], attempt: dict[str, Any], status: str,
+                   retention: int = DEFAULT_RETENTION) -> None:
     """Append an attempt and move the event to `status` in one transaction.
 
     Delivered events expire after `retention`; dead ones are kept until replayed
     or purged, because nobody has looked at them yet.
     """
-    if "response" in attempt and attempt["response"] is not None:
+    if attempt.get("response") is not None:
         attempt["response"] = attempt["response"][:RESPONSE_KEEP]
     last = attempt.get("status_code") or attempt.get("error") or ""
+    event_id = event["id"]
     key, akey = _event_key(event_id), _attempts_key(event_id)
     pipe = client.pipeline(transaction=True)
     pipe.rpush(akey, orjson.dumps(attempt))
     pipe.hincrby(key, "attempts", 1)
     pipe.hset(key, mapping={"status": status, "last": str(last)})
-    for other in STATUSES:
-        if other != status:
-            pipe.zrem(_status_key(other), event_id)
-    pipe.zadd(_status_key(status), {event_id: received})
+    _move(pipe, event_id, event["route"], event["received"], event["status"], status)
     if status == DELIVERED:
-        pipe.expire(key, retention)
-        pipe.expire(akey, retention)
+        for k in (key, akey, _copies_key(event_id)):
+            pipe.expire(k, retention)
     pipe.execute()
 
 
-def count(client: redis.Redis, status: str) -> int:
-    return client.zcard(_status_key(status))
+def record_copy(client: redis.Redis, event_id: str, attempt: dict[str, Any]) -> None:
+    """A replay sent to another URL (--to): kept apart so the event's own state is untouched."""
+    if attempt.get("response") is not None:
+        attempt["response"] = attempt["response"][:RESPONSE_KEEP]
+    client.rpush(_copies_key(event_id), orjson.dumps(attempt))
 
 
-def ids(client: redis.Redis, status: str, limit: int = 100) -> Iterator[str]:
-    """Newest first."""
-    for raw in client.zrevrange(_status_key(status), 0, limit - 1):
-        yield raw.decode()
+def requeue(client: redis.Redis, events: Iterable[dict[str, Any]], messages: Iterable[bytes]) -> None:
+    """Replay to the route: status back to queued, retention lifted, a new task queued; one transaction."""
+    pipe = client.pipeline(transaction=True)
+    for event, message in zip(events, messages):
+        key = _event_key(event["id"])
+        pipe.hset(key, mapping={"status": QUEUED, "round": event["attempts"]})
+        for k in (key, _attempts_key(event["id"]), _copies_key(event["id"])):
+            pipe.persist(k)
+        _move(pipe, event["id"], event["route"], event["received"], event["status"], QUEUED)
+        pipe.lpush(queue_name(event["route"]), message)
+    pipe.execute()
 
+
+def enqueue(client: redis.Redis, route: str, messages: list[bytes]) -> None:
+    """Queue extra tasks for events without changing their state (copies for `replay --to`)."""
+    if messages:
+        client.lpush(queue_name(route), *messages)
+
+
+def sweep(client: redis.Redis, retention: int, now: float | None = None, batch: int = 5000) -> int:
+    """Drop from every index the delivered events older than retention (their hashes expire on their own)."""
+    cutoff = (now or time.time()) - retention
+    stale = client.zrangebyscore(_index_key(DELIVERED), "-inf", cutoff, start=0, num=batch)
+    if not stale:
+        return 0
+    routes = client.pipeline(transaction=False)
+    for event_id in stale:
+        routes.hget(_event_key(event_id.decode()), "route")
+    _drop_from_indexes(client, [(i.decode(), r.decode() if r else None) for i, r in zip(stale, routes.execute())],
+                       DELIVERED)
+    return len(stale)
+
+
+def _drop_from_indexes(client: redis.Redis, items: list[tuple[str, str | None]], status: str | None) -> None:
+    pipe = client.pipeline(transaction=False)
+    for event_id, route in items:
+        for s in ([status] if status else list(STATUSES)) + [None]:
+            pipe.zrem(_index_key(s), event_id)
+            if route:
+                pipe.zrem(_index_key(s, route), event_id)
+    pipe.execute()
+
+
+def purge(client: redis.Redis, events: list[dict[str, Any]]) -> int:
+    """Delete events (record, attempts, copies and index entries) for good."""
+    pipe = client.pipeline(transaction=True)
+    for event in events:
+        pipe.delete(_event_key(event["id"]), _attempts_key(event["id"]), _copies_key(event["id"]))
+    pipe.execute()
+    _drop_from_indexes(client, [(e["id"], e["route"]) for e in events], None)
+    return len(events)
+
+
+def _cursor_bounds(f: EventFilter, cursor: str | None) -> tuple[float | str, str | None]:
+    if not cursor:
+        return (f.until if f.until is not None else "+inf"), None
+    score, _, last_id = cursor.partition(":")
+    return float(score), last_id
+
+
+def find(client: redis.Redis, f: EventFilter, limit: int = 50, cursor: str | None = None,
+         retention: int = DEFAULT_RETENTION, max_scan: int = 20_000) -> Page:
+    """Events matching `f`, newest first, `limit` at most; reads only the index of the status/route asked for.
+
+    A tag pattern is checked per candidate; at most `max_scan` candidates are read
+    per call, so a rare tag in a huge index returns a short page with a cursor
+    rather than a slow one.
+    """
+    sweep(client, retention)
+    index = _index_key(f.status, f.route)
+    high, after_id = _cursor_bounds(f, cursor)
+    low = f.since if f.since is not None else "-inf"
+    found: list[dict[str, Any]] = []
+    scanned, offset, chunk = 0, 0, max(limit * 2, 100)
+    while scanned < max_scan:
+        batch = client.zrevrangebyscore(index, high, low, start=offset, num=chunk, withscores=True)
+        if not batch:
+            return Page(found, None)
+        offset += len(batch)
+        scanned += len(batch)
+        candidates = [(m.decode(), s) for m, s in batch if not (after_id and s == high and m.decode() >= after_id)]
+        pipe = client.pipeline(transaction=False)
+        for event_id, _ in candidates:
+            pipe.hmget(_event_key(event_id), SUMMARY_FIELDS)
+        gone = []
+        for (event_id, score), values in zip(candidates, pipe.execute()):
+            if values[0] is None:
+                gone.append((event_id, None))
+                continue
+            summary = _summary(event_id, values)
+            if f.matches_tag(summary["tag"]):
+                found.append(summary)
+                if len(found) == limit:
+                    return Page(found, f"{score!r}:{event_id}")
+        if gone:
+            _drop_from_indexes(client, gone, None)
+    # The scan budget ran out: hand back where it stopped so the caller can go on.
+    return Page(found, f"{batch[-1][1]!r}:{batch[-1][0].decode()}")
+
+
+def _summary(event_id: str, values: list[bytes | None]) -> dict[str, Any]:
+    tag, route, status, tries, last, received = (v.decode() if v is not None else None for v in values)
+    return {"id": event_id, "tag": tag, "route": route, "status": status, "attempts": int(tries or 0),
+            "last": last or "", "received": float(received or 0)}
+
+
+def iter_matching(client: redis.Redis, f: EventFilter, retention: int = DEFAULT_RETENTION,
+                  page: int = 500) -> Iterator[dict[str, Any]]:
+    """Every matching event summary, page by page (for replay and purge)."""
+    cursor = None
+    while True:
+        result = find(client, f, limit=page, cursor=cursor, retention=retention)
+        yield from result.events
+        if result.cursor is None or result.cursor == cursor:
+            return
+        cursor = result.cursor
+
+
+def count(client: redis.Redis, status: str, route: str | None = None) -> int:
+    return client.zcard(_index_key(status, route))

@@ -19,6 +19,7 @@ class Settings:
     redis_timeout: float
     visibility_timeout: int
     var_dir: Path
+    retention: int
 
 
 def _number(env: dict[str, str], name: str, default: float, cast: type = float) -> float:
@@ -34,6 +35,21 @@ def _number(env: dict[str, str], name: str, default: float, cast: type = float) 
     return value
 
 
+def _retention(raw: str | None) -> int:
+    from .filters import parse_duration
+    from .errors import BadFilter
+
+    if not raw:
+        return 7 * 24 * 3600
+    try:
+        seconds = int(parse_duration(raw))
+    except BadFilter:
+        raise ConfigError(f"BUS_RETENTION={raw!r} is not a duration; use e.g. 7d, 12h or seconds") from None
+    if seconds < 60:
+        raise ConfigError(f"BUS_RETENTION={raw!r} is under a minute; delivered events would vanish before anyone looks")
+    return seconds
+
+
 def load(env: dict[str, str] | None = None) -> Settings:
     """Read the environment once; callers pass the result around as a value."""
     env = dict(os.environ if env is None else env)
@@ -44,4 +60,5 @@ def load(env: dict[str, str] | None = None) -> Settings:
         redis_timeout=_number(env, "BUS_REDIS_TIMEOUT", 2.0),
         visibility_timeout=int(_number(env, "BUS_VISIBILITY_TIMEOUT", 110, int)),
         var_dir=Path(env.get("BUS_VAR") or "./var"),
+        retention=_retention(env.get("BUS_RETENTION")),
     )

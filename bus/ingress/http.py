@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable, Iterable
 
 import orjson
@@ -9,19 +10,26 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from .. import intake
-from ..errors import BodyTooLarge, BusError, InvalidBody, InvalidTag, NoRoute, Unavailable
+from .. import filters, intake, journal, replay
+from ..errors import BadFilter, BodyTooLarge, BusError, EventNotFound, InvalidBody, InvalidTag, NoRoute, Unavailable
 from ..journal import REDIS_DOWN
 from .bodies import parse_records
 
 log = logging.getLogger("bus.ingress")
 
 # The one table from our error types to HTTP statuses.
-STATUS = {InvalidTag: 400, InvalidBody: 400, NoRoute: 404, BodyTooLarge: 413, Unavailable: 503}
+STATUS = {InvalidTag: 400, InvalidBody: 400, BadFilter: 400, NoRoute: 404, EventNotFound: 404,
+          BodyTooLarge: 413, Unavailable: 503}
+# Request headers never written to the journal: they carry producers' credentials.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"})
+MAX_LIST = 1000
 
 URLS = Map([
     Rule("/healthz", endpoint="healthz", methods=["GET"]),
-    Rule("/<path:tag>", endpoint="events", methods=["POST"]),
+    Rule("/events", endpoint="list_events", methods=["GET"]),
+    Rule("/events/replay", endpoint="replay_events", methods=["POST"]),
+    Rule("/events/<event_id>", endpoint="show_event", methods=["GET"]),
+    Rule("/<path:tag>", endpoint="post_events", methods=["POST"]),
 ])
 
 
@@ -44,11 +52,58 @@ def _read_body(request: Request, limit: int) -> bytes:
     return body
 
 
+def _received_headers(request: Request) -> bytes:
+    kept = {k: v[:1024] for k, v in list(request.headers.items())[:64] if k.lower() not in SECRET_HEADERS}
+    return orjson.dumps(kept)
+
+
 def post_events(bus: intake.Intake, request: Request, tag: str) -> Response:
     body = _read_body(request, bus.settings.max_body)
     records = parse_records(body, request.content_type or "application/json")
-    ids = intake.accept(bus, tag, records)
+    ids = intake.accept(bus, tag, records, _received_headers(request))
     return _json({"ids": ids}, 202)
+
+
+def _limit(raw: object, default: int = 50) -> int:
+    if raw in (None, ""):
+        return default
+    if isinstance(raw, bool) or not str(raw).isdigit() or not 1 <= int(str(raw)) <= MAX_LIST:
+        raise BadFilter(f"limit {raw!r} must be a whole number from 1 to {MAX_LIST}")
+    return int(str(raw))
+
+
+def _filter(values: dict, status_default: str | None) -> filters.EventFilter:
+    return filters.build(values.get("status", status_default), values.get("tag"), values.get("route"),
+                         values.get("since"), values.get("until"), now=time.time())
+
+
+def list_events(bus: intake.Intake, request: Request) -> Response:
+    args = request.args.to_dict()
+    page = journal.find(bus.redis, _filter(args, None), limit=_limit(args.get("limit")),
+                        cursor=args.get("cursor") or None, retention=bus.settings.retention)
+    return _json({"events": page.events, "cursor": page.cursor}, 200)
+
+
+def show_event(bus: intake.Intake, event_id: str) -> Response:
+    return _json(journal.show(bus.redis, event_id), 200)
+
+
+def replay_events(bus: intake.Intake, request: Request) -> Response:
+    """POST /events/replay {"status", "tag", "route", "since", "until", "to", "dry_run", "limit"}."""
+    try:
+        spec = orjson.loads(_read_body(request, 64 * 1024) or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidBody(f"the body is not valid JSON: {exc.msg}") from None
+    if not isinstance(spec, dict):
+        raise InvalidBody("send a JSON object of filters, e.g. {\"status\": \"dead\"}")
+    to = spec.get("to")
+    if to is not None:
+        replay.check_target(str(to))
+    limit = _limit(spec.get("limit"), default=0) if spec.get("limit") is not None else None
+    chosen = replay.plan(bus.redis, bus.router, _filter(spec, journal.DEAD), bus.settings.retention, limit)
+    sent = 0 if spec.get("dry_run") else replay.run(bus.redis, chosen.events, to=to)
+    return _json({"matched": len(chosen.events), "replayed": sent, "dry_run": bool(spec.get("dry_run")),
+                  "unroutable": len(chosen.unroutable), "ids": [e["id"] for e in chosen.events[:100]]}, 200)
 
 
 def healthz(bus: intake.Intake) -> Response:
@@ -69,10 +124,18 @@ def make_app(bus: intake.Intake | None = None) -> Callable[[dict, Callable], Ite
             current = bus or intake.default()
             if endpoint == "healthz":
                 response = healthz(current)
-            else:
+            elif endpoint == "post_events":
                 response = post_events(current, request, args["tag"])
+            elif endpoint == "list_events":
+                response = list_events(current, request)
+            elif endpoint == "show_event":
+                response = show_event(current, args["event_id"])
+            else:
+                response = replay_events(current, request)
         except BusError as exc:
             response = _error(exc)
+        except REDIS_DOWN as exc:
+            response = _error(Unavailable(f"Redis did not answer ({exc.__class__.__name__}); retry later"))
         except MethodNotAllowed as exc:
             response = _json({"error": f"{request.method} is not allowed here; use {', '.join(exc.valid_methods or [])}"}, 405)
         except NotFound:

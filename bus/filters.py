@@ -1,0 +1,80 @@
+"""Event filters shared by `bus events`, `bus replay`, `bus purge` and GET /events: parsed and validated here (pure)."""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .errors import BadFilter, RouteError
+from .tags import compile_patterns
+
+STATUSES = ("queued", "retrying", "delivered", "dead")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    status: str | None = None
+    tag: str | None = None
+    route: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def matches_tag(self, tag: str) -> bool:
+        return self.tag is None or bool(_tag_regex(self.tag).match(tag))
+
+
+@lru_cache(maxsize=256)
+def _tag_regex(pattern: str) -> re.Pattern[str]:
+    return compile_patterns([pattern])
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '30m', '1h', '7d', '2w' or plain seconds."""
+    text = text.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return float(text)
+    m = _DURATION.fullmatch(text)
+    if not m:
+        raise BadFilter(f"{text!r} is not a duration; use e.g. 90s, 30m, 1h, 7d")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def parse_time(text: str, now: float, name: str) -> float:
+    """A point in time: a duration ago ('1h'), an ISO 8601 date-time, or Unix seconds."""
+    text = text.strip()
+    if re.fullmatch(r"\d{9,}(?:\.\d+)?", text):
+        return float(text)
+    try:
+        return now - parse_duration(text)
+    except BadFilter:
+        pass
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadFilter(f"--{name} {text!r} is not a time; use a duration ago (1h, 30m), "
+                        "an ISO date-time (2026-11-22T10:00:00Z) or Unix seconds") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def build(status: str | None = None, tag: str | None = None, route: str | None = None,
+          since: str | None = None, until: str | None = None, *, now: float) -> EventFilter:
+    """Validate raw filter values (from a command line or a query string) into an EventFilter."""
+    if status is not None and status not in STATUSES:
+        raise BadFilter(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+    if tag is not None:
+        try:
+            compile_patterns([tag])
+        except RouteError as exc:
+            raise BadFilter(f"bad tag pattern: {exc}") from None
+    if route is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", route):
+        raise BadFilter(f"{route!r} is not a route name")
+    lo = parse_time(since, now, "since") if since else None
+    hi = parse_time(until, now, "until") if until else None
+    if lo is not None and hi is not None and lo > hi:
+        raise BadFilter("--since is after --until: nothing can match")
+    return EventFilter(status=status, tag=tag, route=route, since=lo, until=hi)

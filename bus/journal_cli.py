@@ -1,0 +1,172 @@
+"""`bus events`, `bus replay` and `bus purge`: the journal on the command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from . import filters, journal, replay, settings
+from .routes import load_routes
+
+
+def add_filter_args(p: argparse.ArgumentParser, status_default: str | None, many_statuses: bool) -> None:
+    if many_statuses:
+        p.add_argument("--status", action="append", choices=filters.STATUSES,
+                       help=f"repeat for several (default: {status_default})")
+    else:
+        p.add_argument("--status", choices=filters.STATUSES, default=status_default)
+    p.add_argument("--tag", help="Fluentd-style tag pattern, e.g. 'api.**'")
+    p.add_argument("--route", help="route name")
+    p.add_argument("--since", help="e.g. 1h, 30m, 2026-11-22T10:00:00Z, Unix seconds")
+    p.add_argument("--until", help="same forms as --since")
+
+
+def _filters(args: argparse.Namespace, statuses: list[str | None]) -> list[filters.EventFilter]:
+    now = time.time()
+    return [filters.build(s, args.tag, args.route, args.since, args.until, now=now) for s in statuses]
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    """Columns padded to fit; the last one is left ragged."""
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def _client(config: settings.Settings):
+    return journal.connect(config.redis_url, config.redis_timeout)
+
+
+def cmd_events(args: argparse.Namespace, config: settings.Settings) -> int:
+    client = _client(config)
+    if args.id:
+        record = journal.show(client, args.id)
+        if args.json:
+            print(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
+        else:
+            _print_event(record)
+        return 0
+    (f,) = _filters(args, [args.status])
+    page = journal.find(client, f, limit=args.limit, cursor=args.cursor, retention=config.retention)
+    if args.json:
+        print(orjson.dumps({"events": page.events, "cursor": page.cursor}).decode())
+        return 0
+    rows = [("ID", "TAG", "ROUTE", "STATUS", "ATTEMPTS", "RECEIVED", "LAST")]
+    rows += [(e["id"], e["tag"], e["route"], e["status"], str(e["attempts"]), _when(e["received"]), e["last"])
+             for e in page.events]
+    if page.events:
+        print_table(rows)
+    else:
+        print("no matching events")
+    if page.cursor:
+        print(f"more: add --cursor {page.cursor}", file=sys.stderr)
+    return 0
+
+
+def _print_event(e: dict[str, Any]) -> None:
+    print(f"id        {e['id']}\ntag       {e['tag']}\nroute     {e['route']}\nstatus    {e['status']}")
+    print(f"received  {_when(e['received'])}\nattempts  {e['attempts']}")
+    print("headers:")
+    for k, v in e["headers"].items():
+        print(f"  {k}: {v}")
+    print("body:")
+    print("  " + orjson.dumps(e["body"], option=orjson.OPT_INDENT_2).decode().replace("\n", "\n  "))
+    for title, log in (("attempts:", e["attempt_log"]), ("copies sent elsewhere (replay --to):", e["copies"])):
+        if not log:
+            continue
+        print(title)
+        for a in log:
+            result = a.get("status_code") or a.get("error")
+            print(f"  #{a['attempt']} {_when(a['at'])} {a.get('duration', 0):.3f}s {result} {a.get('url', '')}")
+            if a.get("reason"):
+                print(f"     {a['reason']}")
+            if a.get("response"):
+                print(f"     response: {a['response'][:200]!r}")
+
+
+def _progress(done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        width = 30
+        filled = width * done // max(total, 1)
+        print(f"\rreplaying [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
+        if done == total:
+            print(file=sys.stderr)
+    elif done == total or done % 10_000 < replay.CHUNK:
+        print(f"replayed {done}/{total}", file=sys.stderr)
+
+
+def _select(args: argparse.Namespace, config: settings.Settings, default_status: str) -> tuple[Any, replay.Plan]:
+    client = _client(config)
+    router = load_routes(config.routes_dir, config.visibility_timeout)
+    chosen = replay.Plan()
+    for f in _filters(args, args.status or [default_status]):
+        part = replay.plan(client, router, f, config.retention, getattr(args, "limit", None))
+        chosen.events += part.events
+        chosen.unroutable += part.unroutable
+    return client, chosen
+
+
+def cmd_replay(args: argparse.Namespace, config: settings.Settings) -> int:
+    if args.to:
+        replay.check_target(args.to)
+    client, chosen = _select(args, config, journal.DEAD)
+    where = f"copies to {args.to}" if args.to else "to their routes"
+    if chosen.unroutable:
+        print(f"skipping {len(chosen.unroutable)} events whose route no longer exists "
+              f"(e.g. {chosen.unroutable[0]['id']} of route {chosen.unroutable[0]['route']!r})", file=sys.stderr)
+    if not chosen.events:
+        print("no matching events: nothing to replay")
+        return 0
+    if args.dry_run:
+        for e in chosen.events[:20]:
+            print(f"would send {e['id']} {e['tag']} ({e['status']}, route {e['route']})")
+        if len(chosen.events) > 20:
+            print(f"... and {len(chosen.events) - 20} more")
+        print(f"dry run: {len(chosen.events)} events would be sent {where}")
+        return 0
+    n = replay.run(client, chosen.events, to=args.to, progress=_progress)
+    print(f"replayed {n} events {where}")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace, config: settings.Settings) -> int:
+    client, chosen = _select(args, config, journal.DEAD)
+    events = chosen.events + chosen.unroutable
+    if not events:
+        print("no matching events: nothing to purge")
+        return 0
+    if not args.yes:
+        print(f"{len(events)} events match; nothing deleted. Add --yes to delete them for good.")
+        return 0
+    print(f"purged {journal.purge(client, events)} events")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    events = sub.add_parser("events", help="list journaled events by filter, or show one by id")
+    events.add_argument("id", nargs="?", help="an event id: show it with its body, headers and attempts")
+    add_filter_args(events, None, many_statuses=False)
+    events.add_argument("--limit", type=int, default=50)
+    events.add_argument("--cursor", help="continue a listing where the last page stopped")
+    events.add_argument("--json", action="store_true", help="machine-readable output")
+    events.set_defaults(func=cmd_events)
+
+    rep = sub.add_parser("replay", help="re-send events chosen by filter (dead ones by default)")
+    add_filter_args(rep, "dead", many_statuses=True)
+    rep.add_argument("--to", help="send copies to this URL instead (a staging service); the events' state is untouched")
+    rep.add_argument("--dry-run", action="store_true", help="say what would be sent and how many")
+    rep.add_argument("--limit", type=int, help="replay at most this many")
+    rep.set_defaults(func=cmd_replay)
+
+    purge = sub.add_parser("purge", help="delete events chosen by filter (dead ones by default) for good")
+    add_filter_args(purge, "dead", many_statuses=True)
+    purge.add_argument("--yes", action="store_true", help="really delete (without it, only count)")
+    purge.set_defaults(func=cmd_purge)
