@@ -6,9 +6,21 @@ Knobs, all per route:
 - jitter: the delay is drawn from [d/2, d], so retries of many events spread
   out but a delay is never zero (full jitter could fire at once and hammer a
   host that just failed);
-- Retry-After from the endpoint wins over the computed delay, but is capped at
-  retry_max_interval because the visibility timeout is sized for that cap
-  (see routes.VISIBILITY_MARGIN).
+- Retry-After from the endpoint wins over the computed delay, capped at
+  retry_max_interval;
+- breaker: after BREAKER_THRESHOLD retryable failures in a row a route's
+  breaker opens; while open, no event of the route is sent: they wait in
+  Redis. It half-opens after 1 s, then 2 s, 4 s... capped at
+  min(retry_max_interval, BREAKER_MAX_INTERVAL), and lets one probe through;
+  the probe's success closes it and everything waiting drains at once. The
+  cap is short because a probe costs a dead host one connection, while a
+  long cap would keep a recovered endpoint waiting.
+
+Retries wait in a Redis sorted set (journal's retry schedule), not as Celery
+ETA tasks: an ETA task sits unacked in worker memory and, past kombu's
+visibility timeout, is redelivered as a duplicate (kombu#337). So the delay
+has no upper bound tied to the visibility timeout; only one attempt must fit
+in it (routes.VISIBILITY_MARGIN).
 """
 from __future__ import annotations
 
@@ -17,6 +29,8 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 FIRST_DELAY = 1.0
+BREAKER_THRESHOLD = 5
+BREAKER_MAX_INTERVAL = 5.0
 
 
 def delay(attempt: int, max_interval: float, retry_after: float | None = None, rng: random.Random | None = None) -> float:

@@ -7,7 +7,7 @@ import os
 
 from celery import Celery
 
-app = Celery("bus", include=["bus.delivery"])
+app = Celery("bus", include=["bus.delivery", "bus.scheduler"])
 
 
 def _config_module() -> str:

@@ -5,10 +5,11 @@ _s = _settings.load()
 
 broker_url = _s.redis_url
 broker_transport_options = {
-    # Larger than the longest retry delay plus one request (routes.py refuses
-    # routes that break this), so a waiting retry is never restored as a
-    # duplicate; small enough that a task of a killed worker is redelivered
-    # within two minutes.
+    # Longer than one attempt (routes.py refuses routes whose timeouts break
+    # this), so a running attempt is never handed to a second worker; short
+    # enough that a task of a killed worker is redelivered within two minutes.
+    # Retries do not wait as unacked ETA tasks (see backoff.py), so the retry
+    # delay is not bounded by it.
     "visibility_timeout": _s.visibility_timeout,
     "socket_timeout": 10,
     "socket_connect_timeout": 5,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -11,32 +12,18 @@ import requests
 from celery import Task
 from celery.exceptions import Reject
 
-from . import journal, settings
+from . import backoff, journal, settings
 from .celery import app
-from .classify import DEAD, DELIVERED, Outcome, classify
+from .classify import DEAD, DELIVERED, RETRY, Outcome, classify
 from .messages import DELIVER_TASK
 from .routes import Route, Router, load_routes
 
 log = logging.getLogger("bus.delivery")
-# A copy sent with `bus replay --to` (a staging service) is tried this many times, not forever.
+# A copy sent with `bus replay --to` (a staging service) is tried this many
+# times, a few seconds apart, as Celery retries: few and short, so holding them
+# in worker memory is harmless.
 COPY_ATTEMPTS = 5
-
-
-class RetryLater(Exception):
-    """Raised by an attempt that should be tried again after `delay` seconds."""
-
-    def __init__(self, delay: float, reason: str):
-        super().__init__(f"{reason}; next attempt in {delay:.1f}s")
-        self.delay = delay
-
-
-class DeliveryTask(Task):
-    """Celery's autoretry_for uses one fixed countdown; ours comes from the failed attempt (backoff, Retry-After)."""
-
-    def retry(self, *args: Any, exc: BaseException | None = None, countdown: float | None = None, **kwargs: Any):
-        if countdown is None and isinstance(exc, RetryLater):
-            countdown = exc.delay
-        return super().retry(*args, exc=exc, countdown=countdown, **kwargs)
+COPY_MAX_DELAY = 10.0
 
 
 @dataclass(frozen=True)
@@ -111,15 +98,30 @@ def _log(event: dict[str, Any], record: dict[str, Any], outcome: Outcome, copy_t
     )
 
 
-def _journal_verdict(w: Worker, event: dict[str, Any], record: dict[str, Any], outcome: Outcome) -> None:
+def _endpoint_failed(record: dict[str, Any], route: Route) -> bool:
+    """No answer, or an answer that says the endpoint cannot take anything right now."""
+    code = record.get("status_code")
+    return code is None or code in route.retryable_statuses
+
+
+def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], record: dict[str, Any],
+                     outcome: Outcome) -> None:
     status = {DELIVERED: journal.DELIVERED, DEAD: journal.DEAD}.get(outcome.verdict, journal.RETRYING)
     if outcome.reason:
         record["reason"] = outcome.reason
-    journal.record_attempt(w.redis, event, record, status, w.settings.retention)
+    failed = route is not None and _endpoint_failed(record, route)
+    journal.record_attempt(
+        w.redis, event, record, status, w.settings.retention,
+        retry_at=time.time() + outcome.delay if outcome.verdict == RETRY else None,
+        endpoint_alive=route is not None and not failed,
+    )
+    if failed:
+        journal.breaker_failed(w.redis, route.name, time.time(), backoff.BREAKER_THRESHOLD,
+                               min(route.retry_max_interval, backoff.BREAKER_MAX_INTERVAL), random.random())
     _log(event, record, outcome)
 
 
-def _send_copy(task: "DeliveryTask", w: Worker, route: Route, event: dict[str, Any], to: str) -> str:
+def _send_copy(task: Task, w: Worker, route: Route, event: dict[str, Any], to: str) -> str:
     """A replay to another URL (a staging copy): its own attempts, the event's state untouched."""
     attempt = task.request.retries + 1
     record = send(w.session, route, to, event, attempt, {"X-Bus-Replay": "copy"})
@@ -128,9 +130,9 @@ def _send_copy(task: "DeliveryTask", w: Worker, route: Route, event: dict[str, A
     record["verdict"] = outcome.verdict
     journal.record_copy(w.redis, event["id"], record)
     _log(event, record, outcome, copy_to=to)
-    if outcome.verdict in (DELIVERED, DEAD):
-        return outcome.verdict
-    raise RetryLater(outcome.delay, str(record.get("status_code") or record.get("error")))
+    if outcome.verdict == RETRY:
+        raise task.retry(countdown=min(outcome.delay, COPY_MAX_DELAY), max_retries=COPY_ATTEMPTS)
+    return outcome.verdict
 
 
 def _maybe_sweep(w: Worker) -> None:
@@ -146,19 +148,23 @@ def _maybe_sweep(w: Worker) -> None:
         log.warning("journal sweep skipped: Redis unreachable")
 
 
-@app.task(
-    name=DELIVER_TASK, bind=True, base=DeliveryTask, acks_late=True, reject_on_worker_lost=True,
-    max_retries=None, autoretry_for=(RetryLater,), ignore_result=True,
-)
-def deliver(self: DeliveryTask, event_id: str, to: str | None = None) -> str:
-    """Deliver one event: one attempt per run; a retryable failure raises RetryLater.
+def _route_of_queue(task: Task) -> str | None:
+    queue = (task.request.delivery_info or {}).get("routing_key") or ""
+    return queue[4:] if queue.startswith("bus.") else None
+
+
+@app.task(name=DELIVER_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def deliver(self: Task, event_id: str, to: str | None = None, probe: bool = False) -> str:
+    """Deliver one event: one attempt per run. A retryable failure puts it on the route's retry
+    schedule (journal) and the task ends; the scheduler queues it again when it is due.
 
     With `to`, send a copy there instead (bus replay --to) and leave the event's state alone.
+    `probe` marks the one event a half-open breaker lets through.
     """
     w = worker()
     _maybe_sweep(w)
     try:
-        event = journal.load(w.redis, event_id)
+        event, open_until = journal.load_for_delivery(w.redis, event_id, _route_of_queue(self))
     except journal.REDIS_DOWN as exc:
         # Leave the message to Redis: rejected back to its queue, or restored after the visibility timeout.
         raise Reject(f"journal unreachable: {exc}", requeue=True) from exc
@@ -179,12 +185,14 @@ def deliver(self: DeliveryTask, event_id: str, to: str | None = None) -> str:
     if route is None:
         record = {"attempt": attempt, "at": time.time(), "duration": 0.0, "status_code": None,
                   "error": f"route {event['route']!r} no longer exists; restore it and replay"}
-        _journal_verdict(w, event, record, Outcome(DEAD, reason=record["error"]))
+        _journal_verdict(w, None, event, record, Outcome(DEAD, reason=record["error"]))
         return DEAD
+    if open_until > time.time() and not probe:
+        # The endpoint is failing: wait in Redis for the breaker instead of hammering it.
+        journal.park(w.redis, event, open_until)
+        return "waiting"
     record = send(w.session, route, route.endpoint.render(event["tag"]), event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
     outcome = classify(route, attempt - event["round"], record.get("status_code"), record.pop("retry_after", None))
-    _journal_verdict(w, event, record, outcome)
-    if outcome.verdict in (DELIVERED, DEAD):
-        return outcome.verdict
-    raise RetryLater(outcome.delay, str(record.get("status_code") or record.get("error")))
+    _journal_verdict(w, route, event, record, outcome)
+    return outcome.verdict

@@ -9,6 +9,8 @@ Keys (every name is built here and nowhere else):
 - bus:all                        sorted set of every event id by received time
 - bus:status:<status>            sorted set of ids by received time, one per status
 - bus:route:<route>:<status>     the same per route
+- bus:retry:<route>              sorted set of ids waiting for their next attempt, by due time
+- bus:breaker:<route>            hash: failures, step, open_until, since (the route's circuit breaker)
 
 Like rq's registries, each state is a sorted set scored by time, so a filtered
 listing reads only its own set, and reading cleans out what retention expired.
@@ -66,6 +68,14 @@ def _attempts_key(event_id: str) -> str:
 
 def _copies_key(event_id: str) -> str:
     return f"bus:event:{event_id}:copies"
+
+
+def _retry_key(route: str) -> str:
+    return f"bus:retry:{route}"
+
+
+def _breaker_key(route: str) -> str:
+    return f"bus:breaker:{route}"
 
 
 def _index_key(status: str | None, route: str | None = None) -> str:
@@ -129,6 +139,23 @@ def load(client: redis.Redis, event_id: str) -> dict[str, Any] | None:
     return _decode(event_id, raw) if raw else None
 
 
+def load_for_delivery(client: redis.Redis, event_id: str, route: str | None = None) -> tuple[dict[str, Any] | None, float]:
+    """The event and, when its route is known, the time its breaker stays open until (0: closed)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(_event_key(event_id))
+    if route:
+        pipe.hget(_breaker_key(route), "open_until")
+    raw, *rest = pipe.execute()
+    if not raw:
+        return None, 0.0
+    event = _decode(event_id, raw)
+    if route is None or event["route"] != route:
+        open_until = client.hget(_breaker_key(event["route"]), "open_until")
+    else:
+        open_until = rest[0]
+    return event, float(open_until or 0)
+
+
 def attempts(client: redis.Redis, event_id: str) -> list[dict[str, Any]]:
     return [orjson.loads(a) for a in client.lrange(_attempts_key(event_id), 0, -1)]
 
@@ -154,11 +181,14 @@ def show(client: redis.Redis, event_id: str) -> dict[str, Any]:
 
 
 def record_attempt(client: redis.Redis, event: dict[str, Any], attempt: dict[str, Any], status: str,
-                   retention: int = DEFAULT_RETENTION) -> None:
+                   retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
+                   endpoint_alive: bool = False) -> None:
     """Append an attempt and move the event to `status` in one transaction.
 
-    Delivered events expire after `retention`; dead ones are kept until replayed
-    or purged, because nobody has looked at them yet.
+    `retry_at` puts a retrying event on the route's retry schedule; `endpoint_alive`
+    (any non-retryable answer) closes the route's breaker. Delivered events expire
+    after `retention`; dead ones are kept until replayed or purged, because nobody
+    has looked at them yet.
     """
     if attempt.get("response") is not None:
         attempt["response"] = attempt["response"][:RESPONSE_KEEP]
@@ -173,7 +203,88 @@ def record_attempt(client: redis.Redis, event: dict[str, Any], attempt: dict[str
     if status == DELIVERED:
         for k in (key, akey, _copies_key(event_id)):
             pipe.expire(k, retention)
+    if retry_at is not None:
+        pipe.zadd(_retry_key(event["route"]), {event_id: retry_at})
+    if endpoint_alive:
+        pipe.delete(_breaker_key(event["route"]))
     pipe.execute()
+
+
+def park(client: redis.Redis, event: dict[str, Any], until: float) -> None:
+    """Hold an event off while its route's breaker is open: no attempt, no worker memory, just Redis."""
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(_event_key(event["id"]), mapping={"status": RETRYING, "last": "waiting: endpoint failing (breaker open)"})
+    _move(pipe, event["id"], event["route"], event["received"], event["status"], RETRYING)
+    pipe.zadd(_retry_key(event["route"]), {event["id"]: until})
+    pipe.execute()
+
+
+# Both scripts keep every breaker/schedule transition atomic across any number of
+# workers and cost one round trip each (the dramatiq pattern).
+_BREAKER_FAIL = """
+local now, threshold, cap, jitter = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+if open_until > now then return tostring(open_until) end
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+if failures < threshold then return false end
+local step = redis.call('HINCRBY', KEYS[1], 'step', 1)
+local delay = math.min(2 ^ (step - 1), cap)
+open_until = now + delay / 2 * (1 + jitter)
+redis.call('HSET', KEYS[1], 'open_until', tostring(open_until))
+redis.call('HSETNX', KEYS[1], 'since', tostring(now))
+return tostring(open_until)
+"""
+
+_RELEASE = """
+local moved = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('LPUSH', KEYS[2], ARGV[i + 1])
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+
+def breaker_failed(client: redis.Redis, route: str, now: float, threshold: int, cap: float, jitter: float) -> float | None:
+    """Count a retryable failure; returns the time the breaker stays open until, if it is open."""
+    result = client.eval(_BREAKER_FAIL, 1, _breaker_key(route), now, threshold, cap, jitter)
+    return float(result) if result else None
+
+
+def breaker(client: redis.Redis, route: str) -> dict[str, float]:
+    """The route's breaker: empty when closed, else open_until, since, failures, step."""
+    return {k.decode(): float(v) for k, v in client.hgetall(_breaker_key(route)).items()}
+
+
+def hold_breaker(client: redis.Redis, route: str, until: float) -> None:
+    """While a probe is out, keep everyone else waiting until it reports (or times out)."""
+    client.hset(_breaker_key(route), "open_until", repr(until))
+
+
+def due(client: redis.Redis, route: str, now: float, limit: int) -> list[tuple[str, str]]:
+    """Up to `limit` (id, tag) of the route's events whose retry time has come."""
+    ids = [i.decode() for i in client.zrangebyscore(_retry_key(route), "-inf", now, start=0, num=limit)]
+    if not ids:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for event_id in ids:
+        pipe.hget(_event_key(event_id), "tag")
+    return [(i, t.decode() if t else "") for i, t in zip(ids, pipe.execute())]
+
+
+def release(client: redis.Redis, route: str, items: list[tuple[str, bytes]]) -> int:
+    """Move scheduled events to the route's queue; an id another worker already moved is skipped."""
+    if not items:
+        return 0
+    argv = [x for pair in items for x in pair]
+    return int(client.eval(_RELEASE, 2, _retry_key(route), queue_name(route), *argv))
+
+
+def drop_scheduled(client: redis.Redis, route: str, event_id: str) -> None:
+    """An id on the schedule whose record is gone (expired or purged) has nothing left to send."""
+    client.zrem(_retry_key(route), event_id)
 
 
 def record_copy(client: redis.Redis, event_id: str, attempt: dict[str, Any]) -> None:
@@ -192,6 +303,7 @@ def requeue(client: redis.Redis, events: Iterable[dict[str, Any]], messages: Ite
         for k in (key, _attempts_key(event["id"]), _copies_key(event["id"])):
             pipe.persist(k)
         _move(pipe, event["id"], event["route"], event["received"], event["status"], QUEUED)
+        pipe.zrem(_retry_key(event["route"]), event["id"])
         pipe.lpush(queue_name(event["route"]), message)
     pipe.execute()
 
@@ -231,6 +343,7 @@ def purge(client: redis.Redis, events: list[dict[str, Any]]) -> int:
     pipe = client.pipeline(transaction=True)
     for event in events:
         pipe.delete(_event_key(event["id"]), _attempts_key(event["id"]), _copies_key(event["id"]))
+        pipe.zrem(_retry_key(event["route"]), event["id"])
     pipe.execute()
     _drop_from_indexes(client, [(e["id"], e["route"]) for e in events], None)
     return len(events)

@@ -12,14 +12,17 @@ _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
-def delivery_message(event_id: str, tag: str, queue: str, task_id: str | None = None, to: str | None = None) -> bytes:
+def delivery_message(event_id: str, tag: str, queue: str, task_id: str | None = None, to: str | None = None,
+                     probe: bool = False) -> bytes:
     """A Celery protocol-2 message for kombu's Redis transport, as LPUSHed onto list `queue`.
 
     The body travels as plain JSON (no base64 'body_encoding'), which kombu
     decodes as is; argsrepr puts the tag next to the id in Flower's task list.
     """
     task_id = task_id or event_id
-    kwargs = {"to": to} if to else {}
+    kwargs: dict[str, object] = {"to": to} if to else {}
+    if probe:
+        kwargs["probe"] = True
     body = orjson.dumps([[event_id], kwargs, _EMBED]).decode()
     return orjson.dumps(
         {
@@ -40,7 +43,7 @@ def delivery_message(event_id: str, tag: str, queue: str, task_id: str | None = 
                 "root_id": task_id,
                 "parent_id": None,
                 "argsrepr": f"{tag} {event_id}",
-                "kwargsrepr": f"to={to}" if to else "{}",
+                "kwargsrepr": repr(kwargs) if kwargs else "{}",
                 "origin": _ORIGIN,
                 "ignore_result": True,
             },

@@ -13,11 +13,13 @@ from .tags import compile_patterns
 
 DEFAULT_RETRYABLE = frozenset([408, 425, 429, *range(500, 600)])
 METHODS = ("POST", "PUT", "PATCH")
-# A retry held as an ETA task stays unacked in Redis until it runs; the request
-# after it must also finish before the visibility timeout, or kombu restores the
-# message and the event is delivered twice (kombu#337). This margin covers the
-# worker's own scheduling slack on top of the route's timeouts.
+# A task stays unacked in Redis while its attempt runs; the attempt must finish
+# before the visibility timeout, or kombu restores the message and the event is
+# sent twice (kombu#337). Retries wait on the journal's schedule, not as unacked
+# ETA tasks, so only one attempt (connect + read) plus this margin must fit.
 VISIBILITY_MARGIN = 10
+# A day between attempts is as patient as anyone wants; beyond it, park as dead.
+MAX_RETRY_INTERVAL = 86400
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 _TAG_PLACEHOLDER = re.compile(r"tag(?:\[(-?\d+)\])?")
@@ -150,8 +152,8 @@ def _seconds(value: Any) -> float:
 
 def _interval(value: Any) -> float:
     seconds = _seconds(value)
-    if seconds < 1:
-        raise ValueError(f"expected at least 1 second (backoff starts at 1 s), got {value!r}")
+    if not 1 <= seconds <= MAX_RETRY_INTERVAL:
+        raise ValueError(f"expected 1 to {MAX_RETRY_INTERVAL} seconds (backoff starts at 1 s), got {value!r}")
     return seconds
 
 
@@ -222,12 +224,12 @@ def parse_route(name: str, file: str, table: dict[str, Any], visibility_timeout:
         except (ValueError, RouteError) as exc:
             raise RouteError(f"{file}: key {key!r}: {exc}") from None
     route = Route(name=name, file=file, **values)
-    longest = route.retry_max_interval + route.open_timeout + route.read_timeout + VISIBILITY_MARGIN
+    longest = route.open_timeout + route.read_timeout + VISIBILITY_MARGIN
     if longest >= visibility_timeout:
         raise RouteError(
-            f"{file}: key 'retry_max_interval': {route.retry_max_interval:g}s plus open_timeout and read_timeout "
-            f"({longest:g}s with margin) must stay under the Redis visibility timeout ({visibility_timeout}s), "
-            "or a waiting retry is redelivered as a duplicate; lower it or raise BUS_VISIBILITY_TIMEOUT"
+            f"{file}: key 'read_timeout': open_timeout + read_timeout + {VISIBILITY_MARGIN}s margin ({longest:g}s) "
+            f"must stay under the Redis visibility timeout ({visibility_timeout}s), or an attempt still running "
+            "is handed to another worker and sent twice; lower the timeouts or raise BUS_VISIBILITY_TIMEOUT"
         )
     return route
 

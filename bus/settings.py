@@ -58,7 +58,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         routes_dir=Path(env.get("BUS_ROUTES") or "./routes"),
         max_body=int(_number(env, "BUS_MAX_BODY", DEFAULT_MAX_BODY, int)),
         redis_timeout=_number(env, "BUS_REDIS_TIMEOUT", 2.0),
-        visibility_timeout=int(_number(env, "BUS_VISIBILITY_TIMEOUT", 110, int)),
+        visibility_timeout=int(_number(env, "BUS_VISIBILITY_TIMEOUT", 60, int)),
         var_dir=Path(env.get("BUS_VAR") or "./var"),
         retention=_retention(env.get("BUS_RETENTION")),
     )

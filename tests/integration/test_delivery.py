@@ -117,7 +117,10 @@ def test_receiver_down_then_up_delivers_all_30_events_each_once(bus):
     got = bus.receiver.ids(f"/api/{name}/")
     assert sorted(got) == sorted(ids), "each event exactly once"
     client = bus.redis.client()
-    assert all(journal.load(client, i)["attempts"] >= 2 for i in ids), "they really were retried"
+    failed = [a for i in ids for a in journal.attempts(client, i) if a["status_code"] is None]
+    assert failed, "the outage really was hit"
+    # The route's breaker holds the rest back: the dead port saw a handful of attempts, not one per event.
+    assert len(failed) <= 12, f"{len(failed)} attempts against the closed port"
 
 
 def test_a_redelivered_task_of_a_delivered_event_is_not_sent_again(bus):

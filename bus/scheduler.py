@@ -1,0 +1,81 @@
+"""The retry schedule's mover: due retries go back to their route's queue; a half-open breaker lets one probe out.
+
+It runs as a thread in every worker's main process (started on Celery's
+worker_ready signal) for the routes that worker consumes. Several workers may
+move the same route: journal.release moves an id only once.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+from celery.signals import worker_ready, worker_shutdown
+
+from . import journal
+from .messages import delivery_message
+from .routes import Route
+
+log = logging.getLogger("bus.scheduler")
+TICK = 0.2
+BATCH = 500
+PROBE_SLACK = 5.0
+
+_stop = threading.Event()
+
+
+def tick(client: object, routes: list[Route], now: float | None = None) -> int:
+    """One pass over the routes; returns how many events were moved to their queues."""
+    moved = 0
+    now = time.time() if now is None else now
+    for route in routes:
+        open_until = journal.breaker(client, route.name).get("open_until", 0.0)
+        if open_until > now:
+            continue
+        probe = open_until > 0  # the breaker's wait is over: one event tests the endpoint
+        items = journal.due(client, route.name, now, 1 if probe else BATCH)
+        if not items:
+            continue
+        if probe:
+            journal.hold_breaker(client, route.name, now + route.open_timeout + route.read_timeout + PROBE_SLACK)
+        queue = journal.queue_name(route.name)
+        messages = []
+        for event_id, tag in items:
+            if not tag:
+                journal.drop_scheduled(client, route.name, event_id)
+                continue
+            messages.append((event_id, delivery_message(event_id, tag, queue, task_id=str(uuid.uuid4()), probe=probe)))
+        moved += journal.release(client, route.name, messages)
+    return moved
+
+
+def _run(routes: list[Route]) -> None:
+    from .delivery import worker
+
+    while not _stop.is_set():
+        try:
+            tick(worker().redis, routes)
+        except journal.REDIS_DOWN as exc:
+            log.warning("retry schedule paused: Redis unreachable (%s)", exc)
+            _stop.wait(1.0)
+        except Exception:
+            log.exception("retry schedule tick failed; trying again")
+            _stop.wait(1.0)
+        _stop.wait(TICK)
+
+
+@worker_ready.connect
+def _start(sender: object = None, **_: object) -> None:
+    from .delivery import worker
+
+    consumed = set(sender.app.amqp.queues.consume_from or sender.app.amqp.queues) if sender else set()
+    routes = [r for r in worker().router.routes if journal.queue_name(r.name) in consumed]
+    if routes:
+        threading.Thread(target=_run, args=(routes,), name="bus-retry-schedule", daemon=True).start()
+        log.info("retry schedule running for routes: %s", ", ".join(r.name for r in routes))
+
+
+@worker_shutdown.connect
+def _shutdown(**_: object) -> None:
+    _stop.set()
