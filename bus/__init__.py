@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import (
+    BacklogFull,
     BodyTooLarge,
     BusError,
     ConfigError,
@@ -15,7 +16,7 @@ from .errors import (
 )
 
 __all__ = [
-    "emit", "emit_many", "BusError", "BodyTooLarge", "ConfigError", "InvalidBody",
+    "emit", "emit_many", "BacklogFull", "BusError", "BodyTooLarge", "ConfigError", "InvalidBody",
     "InvalidTag", "NoRoute", "RouteError", "Unavailable",
 ]
 

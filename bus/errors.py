@@ -27,6 +27,10 @@ class Unavailable(BusError):
     retry_after = 5
 
 
+class BacklogFull(Unavailable):
+    """The route's backlog is at its backlog_limit: nothing was accepted, try again once it drains."""
+
+
 class RouteError(BusError):
     """A route file is broken; the message names the file, the key and the problem."""
 

@@ -10,7 +10,7 @@ import orjson
 import redis
 
 from . import journal, settings
-from .errors import InvalidBody
+from .errors import BacklogFull, InvalidBody
 from .events import new_id
 from .messages import delivery_message
 from .routes import Router, load_routes
@@ -73,6 +73,12 @@ def accept(intake: Intake, tag: str, records: list[Any], headers: bytes = b"") -
         event_id = new_id()
         events.append(journal.NewEvent(event_id, tag, route.name, body, received,
                                        delivery_message(event_id, tag, queue), headers))
+    if route.backlog_limit is not None:
+        # Checked before the write, so concurrent requests may overshoot by a batch; it is a soft ceiling.
+        waiting = journal.backlog(intake.redis, route.name)
+        if waiting + len(events) > route.backlog_limit:
+            raise BacklogFull(f"route {route.name} has {waiting} events waiting, its backlog_limit is "
+                              f"{route.backlog_limit}: nothing was accepted; retry after it drains")
     journal.accept(intake.redis, events)
     return [e.id for e in events]
 

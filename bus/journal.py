@@ -416,3 +416,14 @@ def iter_matching(client: redis.Redis, f: EventFilter, retention: int = DEFAULT_
 
 def count(client: redis.Redis, status: str, route: str | None = None) -> int:
     return client.zcard(_index_key(status, route))
+
+
+def backlog(client: redis.Redis, route: str) -> int:
+    """Events of the route accepted but neither delivered nor dead (queued or waiting to retry)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.zcard(_index_key(QUEUED, route))
+    pipe.zcard(_index_key(RETRYING, route))
+    try:
+        return sum(pipe.execute())
+    except REDIS_DOWN as exc:
+        raise Unavailable(f"Redis did not answer ({exc.__class__.__name__}): nothing was accepted; retry later") from exc

@@ -68,6 +68,7 @@ class Route:
     retryable_statuses: frozenset[int] = DEFAULT_RETRYABLE
     retry_max_interval: float = 60.0
     max_attempts: int | None = None
+    backlog_limit: int | None = None
 
 
 class Router:
@@ -193,6 +194,14 @@ def _max_attempts(value: Any) -> int:
     return value
 
 
+def _backlog_limit(value: Any) -> int:
+    if isinstance(value, str):
+        raise ValueError(f"{value!r}: backlog_limit counts events (a whole number); a size in bytes is not supported yet")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a whole number of events >= 1, got {value!r}")
+    return value
+
+
 _KEYS = {
     "match": _patterns,
     "endpoint": _endpoint,
@@ -204,6 +213,7 @@ _KEYS = {
     "retryable_statuses": _statuses,
     "retry_max_interval": _interval,
     "max_attempts": _max_attempts,
+    "backlog_limit": _backlog_limit,
 }
 
 

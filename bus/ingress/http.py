@@ -11,7 +11,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from .. import filters, intake, journal, replay
-from ..errors import BadFilter, BodyTooLarge, BusError, EventNotFound, InvalidBody, InvalidTag, NoRoute, Unavailable
+from ..errors import BacklogFull, BadFilter, BodyTooLarge, BusError, EventNotFound, InvalidBody, InvalidTag, NoRoute, Unavailable
 from ..journal import REDIS_DOWN
 from .bodies import parse_records
 
@@ -19,7 +19,7 @@ log = logging.getLogger("bus.ingress")
 
 # The one table from our error types to HTTP statuses.
 STATUS = {InvalidTag: 400, InvalidBody: 400, BadFilter: 400, NoRoute: 404, EventNotFound: 404,
-          BodyTooLarge: 413, Unavailable: 503}
+          BodyTooLarge: 413, Unavailable: 503, BacklogFull: 503}
 # Request headers never written to the journal: they carry producers' credentials.
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"})
 MAX_LIST = 1000

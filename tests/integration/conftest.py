@@ -195,6 +195,12 @@ endpoint = "{receiver}/limited/${{tag}}"
 retry_max_interval = 1
 max_attempts = 3
 """,
+    "capped.toml": """
+# No session worker consumes it: its backlog only drains when a test starts one.
+match = "capped.*"
+endpoint = "{receiver}/capped/${{tag[1]}}"
+backlog_limit = 3
+""",
     "parked.toml": """
 # No worker consumes this route in the tests: its events must wait in bus.parked.
 match = "parked.*"
