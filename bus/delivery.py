@@ -105,7 +105,7 @@ def _endpoint_failed(record: dict[str, Any], route: Route) -> bool:
 
 
 def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], record: dict[str, Any],
-                     outcome: Outcome) -> None:
+                     outcome: Outcome, probe: bool = False) -> None:
     status = {DELIVERED: journal.DELIVERED, DEAD: journal.DEAD}.get(outcome.verdict, journal.RETRYING)
     if outcome.reason:
         record["reason"] = outcome.reason
@@ -117,7 +117,7 @@ def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], reco
     )
     if failed:
         journal.breaker_failed(w.redis, route.name, time.time(), backoff.BREAKER_THRESHOLD,
-                               min(route.retry_max_interval, backoff.BREAKER_MAX_INTERVAL), random.random())
+                               min(route.retry_max_interval, backoff.BREAKER_MAX_INTERVAL), random.random(), probe)
     _log(event, record, outcome)
 
 
@@ -194,5 +194,5 @@ def deliver(self: Task, event_id: str, to: str | None = None, probe: bool = Fals
     record = send(w.session, route, route.endpoint.render(event["tag"]), event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
     outcome = classify(route, attempt - event["round"], record.get("status_code"), record.pop("retry_after", None))
-    _journal_verdict(w, route, event, record, outcome)
+    _journal_verdict(w, route, event, record, outcome, probe)
     return outcome.verdict

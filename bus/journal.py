@@ -223,10 +223,12 @@ def park(client: redis.Redis, event: dict[str, Any], until: float) -> None:
 # workers and cost one round trip each (the dramatiq pattern).
 _BREAKER_FAIL = """
 local now, threshold, cap, jitter = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local probe = ARGV[5] == '1'
 local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
-if open_until > now then return tostring(open_until) end
+-- Failures of attempts already in flight when it opened do not lengthen the wait; a failed probe does.
+if open_until > now and not probe then return tostring(open_until) end
 local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-if failures < threshold then return false end
+if failures < threshold and not probe then return false end
 local step = redis.call('HINCRBY', KEYS[1], 'step', 1)
 local delay = math.min(2 ^ (step - 1), cap)
 open_until = now + delay / 2 * (1 + jitter)
@@ -235,11 +237,15 @@ redis.call('HSETNX', KEYS[1], 'since', tostring(now))
 return tostring(open_until)
 """
 
+# RPUSH puts a released event at the head of the queue (kombu LPUSHes and
+# BRPOPs): it has waited longer than anything queued, and a probe must not
+# wait behind a backlog that is only going to be parked again. Pushed latest
+# first, so the earliest due ends up next in line.
 _RELEASE = """
 local moved = 0
-for i = 1, #ARGV, 2 do
+for i = #ARGV - 1, 1, -2 do
   if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
-    redis.call('LPUSH', KEYS[2], ARGV[i + 1])
+    redis.call('RPUSH', KEYS[2], ARGV[i + 1])
     moved = moved + 1
   end
 end
@@ -247,9 +253,10 @@ return moved
 """
 
 
-def breaker_failed(client: redis.Redis, route: str, now: float, threshold: int, cap: float, jitter: float) -> float | None:
+def breaker_failed(client: redis.Redis, route: str, now: float, threshold: int, cap: float, jitter: float,
+                   probe: bool = False) -> float | None:
     """Count a retryable failure; returns the time the breaker stays open until, if it is open."""
-    result = client.eval(_BREAKER_FAIL, 1, _breaker_key(route), now, threshold, cap, jitter)
+    result = client.eval(_BREAKER_FAIL, 1, _breaker_key(route), now, threshold, cap, jitter, int(probe))
     return float(result) if result else None
 
 
