@@ -5,15 +5,15 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import intake, journal, journal_cli, settings
+from . import auth, intake, journal, journal_cli, settings
 from .errors import BusError, ConfigError
 from .ingress.bodies import parse_records
-from .routes import Route, Router, load_routes
+from .routes import Route, Router, load_configured
 from .tags import validate_tag
 
 
 def _router(config: settings.Settings) -> Router:
-    return load_routes(config.routes_dir, config.visibility_timeout)
+    return load_configured(config)
 
 
 def _hostport(value: str) -> str:
@@ -47,7 +47,26 @@ def cmd_emit(args: argparse.Namespace, config: settings.Settings) -> int:
 def cmd_serve(args: argparse.Namespace, config: settings.Settings) -> int:
     from .ingress.server import serve
 
-    serve(intake.load(config), args.bind, workers=args.workers, threads=args.threads)
+    tokens = auth.load_tokens(config.tokens_file) if config.tokens_file else None
+    host = args.bind.rpartition(":")[0].strip("[]")
+    if tokens is None and host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"bus serve: WARNING: no BUS_TOKENS and bound to {host}: anyone who reaches this port can send "
+              "events and read the journal. Set BUS_TOKENS (see `bus tokens new`).", file=sys.stderr, flush=True)
+    serve(intake.load(config), args.bind, workers=args.workers, threads=args.threads, tokens=tokens)
+    return 0
+
+
+def cmd_tokens_new(args: argparse.Namespace, config: settings.Settings) -> int:
+    token, hexdigest = auth.new_token()
+    print(f"token (give it to the producer; it is not stored anywhere): {token}")
+    print(f"line for the BUS_TOKENS file:\n{hexdigest}  {args.patterns}  {args.name}")
+    return 0
+
+
+def cmd_secret_new(args: argparse.Namespace, config: settings.Settings) -> int:
+    from .secrets import new_signing_secret
+
+    print(new_signing_secret())
     return 0
 
 
@@ -117,6 +136,17 @@ def parser() -> argparse.ArgumentParser:
     emit.set_defaults(func=cmd_emit)
 
     journal_cli.add_commands(sub)
+
+    tokens = sub.add_parser("tokens", help="producer tokens for BUS_TOKENS")
+    tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True)
+    new = tokens_sub.add_parser("new", help="make a token; prints it once, and the line for the tokens file")
+    new.add_argument("name", help="who uses it, e.g. orders-service")
+    new.add_argument("patterns", help="comma-separated tag patterns it may send, plus @journal to read the journal")
+    new.set_defaults(func=cmd_tokens_new)
+
+    secret = sub.add_parser("secret", help="signing secrets for routes")
+    secret_sub = secret.add_subparsers(dest="secret_command", required=True)
+    secret_sub.add_parser("new", help="print a new Standard Webhooks secret (whsec_...)").set_defaults(func=cmd_secret_new)
     return p
 
 

@@ -8,15 +8,17 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from urllib.parse import urljoin, urlsplit
+
 import requests
 from celery import Task
 from celery.exceptions import Reject
 
-from . import backoff, journal, settings
+from . import backoff, journal, settings, signing
 from .celery import app
 from .classify import DEAD, DELIVERED, RETRY, Outcome, classify
 from .messages import DELIVER_TASK
-from .routes import Route, Router, load_routes
+from .routes import Route, Router, load_configured
 
 log = logging.getLogger("bus.delivery")
 # A copy sent with `bus replay --to` (a staging service) is tried this many
@@ -24,6 +26,7 @@ log = logging.getLogger("bus.delivery")
 # in worker memory is harmless.
 COPY_ATTEMPTS = 5
 COPY_MAX_DELAY = 10.0
+MAX_REDIRECTS = 5
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ def worker() -> Worker:
             config = settings.load()
             _worker = Worker(
                 settings=config,
-                router=load_routes(config.routes_dir, config.visibility_timeout),
+                router=load_configured(config),
                 redis=journal.connect(config.redis_url, config.redis_timeout),
                 session=requests.Session(),
             )
@@ -61,19 +64,30 @@ def send(session: requests.Session, route: Route, url: str, event: dict[str, Any
     """One HTTP attempt; returns the attempt record (never raises for network trouble)."""
     headers = {
         **route.headers,
+        **route.secret_headers,
         "Content-Type": route.content_type,
         "X-Request-Id": event["id"],
         "X-Bus-Tag": event["tag"],
         "X-Bus-Attempt": str(attempt),
         **(extra_headers or {}),
     }
+    if route.signing_keys:
+        headers.update(signing.headers(event["id"], event["body"], route.signing_keys, time.time()))
     record: dict[str, Any] = {"attempt": attempt, "at": time.time(), "url": url}
     started = time.monotonic()
     try:
-        resp = session.request(
-            route.method, url, data=event["body"], headers=headers,
-            timeout=(route.open_timeout, route.read_timeout), allow_redirects=False, stream=True,
-        )
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = session.request(
+                route.method, url, data=event["body"], headers=headers,
+                timeout=(route.open_timeout, route.read_timeout), allow_redirects=False, stream=True,
+                verify=route.ca_file or route.tls_verify,
+                cert=(route.client_cert, route.client_key) if route.client_key else route.client_cert,
+            )
+            target = _same_origin_redirect(url, resp) if route.follow_redirects else None
+            if target is None:
+                break
+            resp.close()
+            url = record["url"] = target
         try:
             # Keep only the first bytes: a huge error page must not fill worker memory.
             body = resp.raw.read(journal.RESPONSE_KEEP, decode_content=True) or b""
@@ -87,6 +101,19 @@ def send(session: requests.Session, route: Route, url: str, event: dict[str, Any
         record.update(status_code=None, error=f"{type(exc).__name__}: {exc}"[:500])
     record["duration"] = round(time.monotonic() - started, 4)
     return record
+
+
+def _same_origin_redirect(url: str, resp: requests.Response) -> str | None:
+    """Where a redirect points, if it stays on the endpoint's scheme, host and port.
+
+    Another origin is never followed: the route's secret headers and signed body
+    are meant for the endpoint's host alone.
+    """
+    if resp.status_code not in (301, 302, 303, 307, 308) or not resp.headers.get("Location"):
+        return None
+    target = urljoin(url, resp.headers["Location"])
+    a, b = urlsplit(url), urlsplit(target)
+    return target if (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port) else None
 
 
 def _log(event: dict[str, Any], record: dict[str, Any], outcome: Outcome, copy_to: str | None = None) -> None:

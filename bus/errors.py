@@ -45,3 +45,11 @@ class BadFilter(BusError):
 
 class EventNotFound(BusError):
     """No event with that id in the journal (never accepted, expired or purged)."""
+
+
+class Unauthorized(BusError):
+    """The request carries no token, or one the bus does not know."""
+
+
+class Forbidden(BusError):
+    """The token is known but may not do this (send this tag, or read the journal)."""

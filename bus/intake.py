@@ -13,7 +13,7 @@ from . import journal, settings
 from .errors import BacklogFull, InvalidBody
 from .events import new_id
 from .messages import delivery_message
-from .routes import Router, load_routes
+from .routes import Router, load_configured
 from .tags import validate_tag
 
 
@@ -34,7 +34,7 @@ def load(config: settings.Settings | None = None) -> Intake:
     config = config or settings.load()
     return Intake(
         settings=config,
-        router=load_routes(config.routes_dir, config.visibility_timeout),
+        router=load_configured(config),
         redis=journal.connect(config.redis_url, config.redis_timeout),
     )
 

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from . import filters, journal, replay, settings
-from .routes import load_routes
+from .routes import load_configured
 
 
 def add_filter_args(p: argparse.ArgumentParser, status_default: str | None, many_statuses: bool) -> None:
@@ -105,7 +105,7 @@ def _progress(done: int, total: int) -> None:
 
 def _select(args: argparse.Namespace, config: settings.Settings, default_status: str) -> tuple[Any, replay.Plan]:
     client = _client(config)
-    router = load_routes(config.routes_dir, config.visibility_timeout)
+    router = load_configured(config)
     chosen = replay.Plan()
     for f in _filters(args, args.status or [default_status]):
         part = replay.plan(client, router, f, config.retention, getattr(args, "limit", None))

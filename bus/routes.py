@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from fnmatch import fnmatchcase
+from typing import Any, Mapping
 from urllib.parse import quote, urlsplit
 
+from . import secrets
 from .errors import NoRoute, RouteError
 from .tags import compile_patterns
 
@@ -32,6 +34,8 @@ class Endpoint:
     template: str
     # Literal strings and, between them, None (whole tag) or an int (tag part index).
     pieces: tuple[str | int | None, ...]
+    host_templated: bool = False
+    allowed_hosts: tuple[str, ...] = ()
 
     def render(self, tag: str) -> str:
         parts = tag.split(".")
@@ -51,7 +55,12 @@ class Endpoint:
                         "send a tag with more parts or fix the route's match"
                     ) from None
             out.append(quote(value, safe=""))
-        return "".join(out)
+        url = "".join(out)
+        if self.host_templated:
+            host = urlsplit(url).hostname or ""
+            if not any(fnmatchcase(host, pattern) for pattern in self.allowed_hosts):
+                raise NoRoute(f"tag {tag!r} makes host {host!r}, which is not in the route's allowed_hosts")
+        return url
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,14 @@ class Route:
     retry_max_interval: float = 60.0
     max_attempts: int | None = None
     backlog_limit: int | None = None
+    tls_verify: bool = True
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    follow_redirects: bool = False
+    # Resolved secrets: kept out of repr so no log line or traceback shows them.
+    secret_headers: dict[str, str] = field(default_factory=dict, repr=False)
+    signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
 
 class Router:
@@ -110,14 +127,14 @@ def parse_endpoint(template: str) -> Endpoint:
     url = urlsplit(skeleton)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise ValueError(f"{template!r} is not an http:// or https:// URL with a host")
-    if marker in url.scheme or marker in url.netloc:
-        # A tag must never choose where the data goes, only which path on the host.
-        raise ValueError(f"{template!r} puts a placeholder in the scheme, host or port; only the path and query may hold one")
+    if marker in url.scheme or "@" in url.netloc:
+        raise ValueError(f"{template!r}: the scheme, port and user info must be fixed (no placeholders, no '@')")
     try:
         url.port
     except ValueError:
         raise ValueError(f"{template!r} has an invalid port") from None
-    return Endpoint(template, tuple(pieces))
+    # A tag in the host decides where data goes: allowed only with allowed_hosts (checked in parse_route).
+    return Endpoint(template, tuple(pieces), host_templated=marker in url.netloc)
 
 
 def _endpoint(value: Any) -> Endpoint:
@@ -202,6 +219,24 @@ def _backlog_limit(value: Any) -> int:
     return value
 
 
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _existing_file(value: Any) -> str:
+    if not isinstance(value, str) or not Path(value).is_file():
+        raise ValueError(f"expected the path of a readable file, got {value!r}")
+    return value
+
+
+def _hosts(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(h, str) and h for h in value):
+        raise ValueError("expected a non-empty list of host names, e.g. [\"*.svc.internal\", \"api.example.com\"]")
+    return tuple(h.lower() for h in value)
+
+
 _KEYS = {
     "match": _patterns,
     "endpoint": _endpoint,
@@ -214,25 +249,67 @@ _KEYS = {
     "retry_max_interval": _interval,
     "max_attempts": _max_attempts,
     "backlog_limit": _backlog_limit,
+    "allowed_hosts": _hosts,
+    "tls_verify": _bool,
+    "ca_file": _existing_file,
+    "client_cert": _existing_file,
+    "client_key": _existing_file,
+    "follow_redirects": _bool,
 }
+# Keys whose values are secret references, resolved against the environment.
+_SECRET_KEYS = ("secret_headers", "signing_secret")
 
 
-def parse_route(name: str, file: str, table: dict[str, Any], visibility_timeout: int) -> Route:
-    """Validate one route's table; every problem names the file and the key."""
+def _secret_values(table: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    try:
+        if "secret_headers" in table:
+            key, refs = "secret_headers", table["secret_headers"]
+            if not isinstance(refs, dict) or not refs:
+                raise ValueError("expected a table such as { Authorization = \"env:API_TOKEN\" }")
+            values["secret_headers"] = _headers({name: secrets.resolve(ref, environ) for name, ref in refs.items()})
+        if "signing_secret" in table:
+            key, refs = "signing_secret", table["signing_secret"]
+            refs = [refs] if isinstance(refs, str) else refs
+            if not isinstance(refs, list) or not 1 <= len(refs) <= 2:
+                raise ValueError("expected one reference, or a list of two while rotating")
+            values["signing_keys"] = tuple(secrets.signing_key(secrets.resolve(r, environ)) for r in refs)
+    except ValueError as exc:
+        raise ValueError(f"key {key!r}: {exc}") from None
+    return values
+
+
+def parse_route(name: str, file: str, table: dict[str, Any], visibility_timeout: int,
+                environ: Mapping[str, str] | None = None) -> Route:
+    """Validate one route's table; every problem names the file and the key (never a secret's value)."""
     if not _ROUTE_NAME.fullmatch(name):
         raise RouteError(f"{file}: the file name must be letters, digits, '_' or '-' (it names queue bus.{name})")
-    unknown = sorted(set(table) - set(_KEYS))
+    unknown = sorted(set(table) - set(_KEYS) - set(_SECRET_KEYS))
     if unknown:
-        raise RouteError(f"{file}: unknown key {unknown[0]!r}; known keys are {', '.join(_KEYS)}")
+        raise RouteError(f"{file}: unknown key {unknown[0]!r}; known keys are {', '.join([*_KEYS, *_SECRET_KEYS])}")
     for required in ("match", "endpoint"):
         if required not in table:
             raise RouteError(f"{file}: key {required!r} is required")
     values: dict[str, Any] = {}
     for key, value in table.items():
+        if key in _SECRET_KEYS:
+            continue
         try:
             values[key] = _KEYS[key](value)
         except (ValueError, RouteError) as exc:
             raise RouteError(f"{file}: key {key!r}: {exc}") from None
+    try:
+        values.update(_secret_values(table, environ or {}))
+    except ValueError as exc:
+        raise RouteError(f"{file}: {exc}") from None
+    endpoint = values["endpoint"]
+    hosts = values.pop("allowed_hosts", ())
+    if endpoint.host_templated and not hosts:
+        raise RouteError(f"{file}: key 'endpoint': a placeholder in the host lets a tag choose where data goes; "
+                         "list the hosts it may reach in allowed_hosts")
+    values["endpoint"] = replace(endpoint, allowed_hosts=hosts)
+    if "client_key" in values and "client_cert" not in values:
+        raise RouteError(f"{file}: key 'client_key': set client_cert too")
     route = Route(name=name, file=file, **values)
     longest = route.open_timeout + route.read_timeout + VISIBILITY_MARGIN
     if longest >= visibility_timeout:
@@ -244,7 +321,12 @@ def parse_route(name: str, file: str, table: dict[str, Any], visibility_timeout:
     return route
 
 
-def load_routes(directory: Path | str, visibility_timeout: int) -> Router:
+def load_configured(config: Any) -> Router:
+    """The routes the settings point at (BUS_ROUTES), with secrets resolved from its environment."""
+    return load_routes(config.routes_dir, config.visibility_timeout, config.environ)
+
+
+def load_routes(directory: Path | str, visibility_timeout: int, environ: Mapping[str, str] | None = None) -> Router:
     """Read every *.toml in file-name order; the first broken file stops start-up."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -255,7 +337,7 @@ def load_routes(directory: Path | str, visibility_timeout: int) -> Router:
             table = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise RouteError(f"{path}: not valid TOML: {exc}") from None
-        routes.append(parse_route(path.stem, str(path), table, visibility_timeout))
+        routes.append(parse_route(path.stem, str(path), table, visibility_timeout, environ))
     if not routes:
         raise RouteError(f"{directory}: no *.toml route files; add one such as routes/api.toml")
     return Router(routes)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from .errors import ConfigError
 
@@ -20,6 +21,10 @@ class Settings:
     visibility_timeout: int
     var_dir: Path
     retention: int
+    tokens_file: Path | None
+    max_batch: int
+    # The environment as read once, for route secrets given as "env:NAME"; kept out of repr.
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 def _number(env: dict[str, str], name: str, default: float, cast: type = float) -> float:
@@ -61,4 +66,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         visibility_timeout=int(_number(env, "BUS_VISIBILITY_TIMEOUT", 60, int)),
         var_dir=Path(env.get("BUS_VAR") or "./var"),
         retention=_retention(env.get("BUS_RETENTION")),
+        tokens_file=Path(env["BUS_TOKENS"]) if env.get("BUS_TOKENS") else None,
+        max_batch=int(_number(env, "BUS_MAX_BATCH", 10_000, int)),
+        environ=env,
     )

@@ -12,7 +12,7 @@ import redis
 
 from . import journal, settings
 from .errors import ConfigError
-from .routes import load_routes
+from .routes import load_configured
 
 
 def _start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -75,7 +75,7 @@ def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int)
         ], env)
         procs.append(("redis", rproc))
         _wait_for_redis(url, rproc)
-        router = load_routes(config.routes_dir, config.visibility_timeout)
+        router = load_configured(config)
         procs.insert(0, ("ingress", _start("ingress", bus_cmd + ["serve", "--bind", bind], env)))
         for route in router.routes:
             procs.insert(1, (f"worker {route.name}", _start(f"worker {route.name}", bus_cmd + ["worker", route.name], env)))

@@ -10,16 +10,17 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from .. import filters, intake, journal, replay
-from ..errors import BacklogFull, BadFilter, BodyTooLarge, BusError, EventNotFound, InvalidBody, InvalidTag, NoRoute, Unavailable
+from .. import auth, filters, intake, journal, replay
+from ..errors import (BacklogFull, BadFilter, BodyTooLarge, BusError, EventNotFound, Forbidden, InvalidBody, InvalidTag,
+                      NoRoute, Unauthorized, Unavailable)
 from ..journal import REDIS_DOWN
 from .bodies import parse_records
 
 log = logging.getLogger("bus.ingress")
 
 # The one table from our error types to HTTP statuses.
-STATUS = {InvalidTag: 400, InvalidBody: 400, BadFilter: 400, NoRoute: 404, EventNotFound: 404,
-          BodyTooLarge: 413, Unavailable: 503, BacklogFull: 503}
+STATUS = {InvalidTag: 400, InvalidBody: 400, BadFilter: 400, Unauthorized: 401, Forbidden: 403, NoRoute: 404,
+          EventNotFound: 404, BodyTooLarge: 413, Unavailable: 503, BacklogFull: 503}
 # Request headers never written to the journal: they carry producers' credentials.
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"})
 MAX_LIST = 1000
@@ -39,7 +40,9 @@ def _json(payload: object, status: int, headers: dict[str, str] | None = None) -
 
 def _error(exc: BusError) -> Response:
     status = STATUS.get(type(exc), 400)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else {}
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="bus"'
     return _json({"error": str(exc)}, status, headers)
 
 
@@ -60,6 +63,8 @@ def _received_headers(request: Request) -> bytes:
 def post_events(bus: intake.Intake, request: Request, tag: str) -> Response:
     body = _read_body(request, bus.settings.max_body)
     records = parse_records(body, request.content_type or "application/json")
+    if len(records) > bus.settings.max_batch:
+        raise BodyTooLarge(f"the batch has {len(records)} events; the limit is {bus.settings.max_batch} (BUS_MAX_BATCH)")
     ids = intake.accept(bus, tag, records, _received_headers(request))
     return _json({"ids": ids}, 202)
 
@@ -114,13 +119,27 @@ def healthz(bus: intake.Intake) -> Response:
     return _json({"status": "ok"}, 200)
 
 
-def make_app(bus: intake.Intake | None = None) -> Callable[[dict, Callable], Iterable[bytes]]:
-    """The WSGI app; `bus` defaults to the process-wide intake loaded from the environment."""
+def _authorize(tokens: list[auth.Token] | None, request: Request, endpoint: str, args: dict) -> None:
+    """With BUS_TOKENS set, events need a token allowed for their tag and the journal needs @journal."""
+    if tokens is None or endpoint == "healthz":
+        return
+    token = auth.authenticate(tokens, request.headers.get("Authorization"))
+    if endpoint == "post_events":
+        auth.check_tag(token, args["tag"])
+    else:
+        auth.check_journal(token)
+
+
+def make_app(bus: intake.Intake | None = None, tokens: list[auth.Token] | None = None
+             ) -> Callable[[dict, Callable], Iterable[bytes]]:
+    """The WSGI app; `bus` defaults to the process-wide intake loaded from the environment.
+    `tokens` None means an open bus (no BUS_TOKENS)."""
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
         try:
             endpoint, args = URLS.bind_to_environ(environ).match()
+            _authorize(tokens, request, endpoint, args)
             current = bus or intake.default()
             if endpoint == "healthz":
                 response = healthz(current)

@@ -5,7 +5,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from .. import intake
+from .. import auth, intake
 from .http import make_app
 
 
@@ -23,9 +23,10 @@ class _Gunicorn(BaseApplication):
         return self.application
 
 
-def serve(bus: intake.Intake, bind: str, workers: int = 2, threads: int = 8) -> None:
+def serve(bus: intake.Intake, bind: str, workers: int = 2, threads: int = 8,
+          tokens: list[auth.Token] | None = None) -> None:
     """Run until SIGTERM/SIGINT; gunicorn lets in-flight requests finish (graceful_timeout)."""
-    _Gunicorn(make_app(bus), {
+    _Gunicorn(make_app(bus, tokens), {
         "bind": bind,
         "workers": workers,
         "worker_class": "gthread",
@@ -36,4 +37,8 @@ def serve(bus: intake.Intake, bind: str, workers: int = 2, threads: int = 8) -> 
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "bus-ingress",
+        # Request line and header limits: oversized heads are refused by gunicorn before the app runs.
+        "limit_request_line": 8190,
+        "limit_request_fields": 100,
+        "limit_request_field_size": 8190,
     }).run()

@@ -201,11 +201,27 @@ match = "capped.*"
 endpoint = "{receiver}/capped/${{tag[1]}}"
 backlog_limit = 3
 """,
+    "signed.toml": """
+match = "signed.*"
+endpoint = "{receiver}/signed/${{tag[1]}}"
+# Two secrets while rotating: both signatures are sent.
+signing_secret = ["env:BUS_TEST_SIGNING_OLD", "env:BUS_TEST_SIGNING_NEW"]
+secret_headers = {{ Authorization = "env:BUS_TEST_ENDPOINT_TOKEN" }}
+retry_max_interval = 1
+""",
     "parked.toml": """
 # No worker consumes this route in the tests: its events must wait in bus.parked.
 match = "parked.*"
 endpoint = "{receiver}/parked/${{tag[-1]}}"
 """,
+}
+
+
+# Secrets the `signed` route reads from the environment (made for the tests, nothing real).
+ROUTE_SECRETS = {
+    "BUS_TEST_SIGNING_OLD": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "BUS_TEST_SIGNING_NEW": "whsec_dGVzdC1zZWNyZXQtbmV3LTAxMjM0NTY3ODk=",
+    "BUS_TEST_ENDPOINT_TOKEN": "Bearer endpoint-token-7f3a9c",
 }
 
 
@@ -230,7 +246,8 @@ class Bus:
 
 def bus_env(redis_url: str, routes_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BUS_")}
-    return {**env, "BUS_REDIS_URL": redis_url, "BUS_ROUTES": str(routes_dir), "PYTHONUNBUFFERED": "1", **extra}
+    return {**env, **ROUTE_SECRETS, "BUS_REDIS_URL": redis_url, "BUS_ROUTES": str(routes_dir),
+            "PYTHONUNBUFFERED": "1", **extra}
 
 
 def start_ingress(env: dict[str, str], log: Path) -> tuple[BusProcess, str]:
@@ -276,7 +293,7 @@ def bus(tmp_path_factory: pytest.TempPathFactory):
         (routes_dir / name).write_text(text.format(receiver=receiver.url))
     env = bus_env(server.url, routes_dir, BUS_MAX_BODY=str(64 * 1024))
     ingress, url = start_ingress(env, tmp / "ingress.log")
-    worker = start_worker(env, tmp / "worker.log", "api", "limited")
+    worker = start_worker(env, tmp / "worker.log", "api", "limited", "signed")
     try:
         yield Bus(server, receiver, routes_dir, env, url, tmp)
     finally:

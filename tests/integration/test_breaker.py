@@ -20,7 +20,7 @@ def fresh_route(bus):
     """The `parked` route: no worker consumes it, so these tests drive the schedule by hand."""
     client = bus.redis.client()
     client.delete("bus:breaker:parked", "bus:retry:parked", "bus.parked")
-    return client, load_routes(bus.routes_dir, 60).by_name["parked"]
+    return client, load_routes(bus.routes_dir, 60, bus.env).by_name["parked"]
 
 
 def test_breaker_opens_after_five_failures_in_a_row_and_only_a_failed_probe_lengthens_it(bus):

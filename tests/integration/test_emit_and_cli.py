@@ -30,8 +30,9 @@ def test_bus_emit_function_uses_the_environment(bus, monkeypatch):
     import bus as bus_pkg
 
     monkeypatch.setattr(intake, "_default", None)
-    monkeypatch.setenv("BUS_REDIS_URL", bus.env["BUS_REDIS_URL"])
-    monkeypatch.setenv("BUS_ROUTES", bus.env["BUS_ROUTES"])
+    for key, value in bus.env.items():
+        if key.startswith("BUS_"):
+            monkeypatch.setenv(key, value)
     name = uuid.uuid4().hex[:8]
     event_id = bus_pkg.emit(f"api.{name}", {"a": 1})
     wait_until(lambda: bus.receiver.ids(f"/api/{name}/") == [event_id], 15, what="emitted event")
@@ -74,7 +75,7 @@ def test_bus_routes_prints_the_table_in_match_order_and_the_url_for_a_tag(bus):
     table = run_bus(bus, "routes")
     assert table.returncode == 0
     names = [line.split()[1] for line in table.stdout.splitlines()[1:]]
-    assert names == ["api", "capped", "limited", "parked"]
+    assert names == ["api", "capped", "limited", "parked", "signed"]
     one = run_bus(bus, "routes", "api.orders")
     assert one.returncode == 0
     assert one.stdout.splitlines()[1] == f"POST {bus.receiver.url}/api/orders/"
