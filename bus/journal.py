@@ -103,22 +103,47 @@ def _move(pipe: Any, event_id: str, route: str, received: float, old: str | None
     pipe.zadd(_index_key(new, route), {event_id: received})
 
 
+# One script per request: the journal record, every index entry and the task
+# message of each event, atomically and in one round trip. The key names are
+# the ones the functions above build; keep the two in step.
+_ACCEPT = """
+local route, queued = ARGV[1], ARGV[2]
+local route_all, route_queued = 'bus:route:' .. route .. ':all', 'bus:route:' .. route .. ':' .. queued
+local queue = 'bus.' .. route
+for i = 3, #ARGV, 6 do
+  local id, received = ARGV[i], ARGV[i + 4]
+  redis.call('HSET', 'bus:event:' .. id, 'tag', ARGV[i + 1], 'route', route, 'body', ARGV[i + 2],
+             'headers', ARGV[i + 3], 'received', received, 'status', queued, 'attempts', 0, 'round', 0)
+  redis.call('ZADD', 'bus:all', received, id)
+  redis.call('ZADD', route_all, received, id)
+  redis.call('ZADD', 'bus:status:' .. queued, received, id)
+  redis.call('ZADD', route_queued, received, id)
+  redis.call('LPUSH', queue, ARGV[i + 5])
+end
+return (#ARGV - 2) / 6
+"""
+
+
 def accept(client: redis.Redis, events: list[NewEvent]) -> None:
-    """Journal the events and enqueue their delivery tasks in one atomic round trip: all or none."""
-    pipe = client.pipeline(transaction=True)
+    """Journal the events of one route and enqueue their delivery tasks in one atomic round trip: all or none."""
+    route = events[0].route
+    args: list[Any] = [route, QUEUED]
     for ev in events:
-        pipe.hset(_event_key(ev.id), mapping={
-            "tag": ev.tag, "route": ev.route, "body": ev.body, "headers": ev.headers,
-            "received": ev.received, "status": QUEUED, "attempts": 0, "round": 0,
-        })
-        pipe.zadd(_index_key(None), {ev.id: ev.received})
-        pipe.zadd(_index_key(None, ev.route), {ev.id: ev.received})
-        _move(pipe, ev.id, ev.route, ev.received, None, QUEUED)
-        pipe.lpush(queue_name(ev.route), ev.message)
+        if ev.route != route:
+            raise ValueError("accept() takes the events of one route at a time")
+        args += [ev.id, ev.tag, ev.body, ev.headers, repr(ev.received), ev.message]
     try:
-        pipe.execute()
+        _script(client, _ACCEPT)(args=args)
     except REDIS_DOWN as exc:
         raise Unavailable(f"Redis did not answer ({exc.__class__.__name__}): nothing was accepted; retry later") from exc
+
+
+def _script(client: redis.Redis, source: str) -> Any:
+    """A registered script per client (EVALSHA, falling back to EVAL after a Redis restart)."""
+    cache = client.__dict__.setdefault("_bus_scripts", {})
+    if source not in cache:
+        cache[source] = client.register_script(source)
+    return cache[source]
 
 
 def _decode(event_id: str, raw: dict[bytes, bytes]) -> dict[str, Any]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import socket
-import uuid
 
 import orjson
 
@@ -52,7 +51,9 @@ def delivery_message(event_id: str, tag: str, queue: str, task_id: str | None = 
                 "delivery_mode": 2,
                 "delivery_info": {"exchange": "", "routing_key": queue},
                 "priority": 0,
-                "delivery_tag": str(uuid.uuid4()),
+                # Unique among messages in flight: the event id for a first delivery,
+                # a fresh uuid for every retry or replay (their task_id).
+                "delivery_tag": task_id,
             },
         }
     )
