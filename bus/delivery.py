@@ -132,7 +132,8 @@ def _endpoint_failed(record: dict[str, Any], route: Route) -> bool:
 
 
 def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], record: dict[str, Any],
-                     outcome: Outcome, probe: bool = False) -> None:
+                     outcome: Outcome, probe: bool = False) -> float | None:
+    """Record the attempt; returns until when the route's breaker is open, if this failure left it open."""
     status = {DELIVERED: journal.DELIVERED, DEAD: journal.DEAD}.get(outcome.verdict, journal.RETRYING)
     if outcome.reason:
         record["reason"] = outcome.reason
@@ -142,10 +143,13 @@ def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], reco
         retry_at=time.time() + outcome.delay if outcome.verdict == RETRY else None,
         endpoint_alive=route is not None and not failed,
     )
+    opened = None
     if failed:
-        journal.breaker_failed(w.redis, route.name, time.time(), backoff.BREAKER_THRESHOLD,
-                               min(route.retry_max_interval, backoff.BREAKER_MAX_INTERVAL), random.random(), probe)
+        opened = journal.breaker_failed(w.redis, route.name, time.time(), backoff.BREAKER_THRESHOLD,
+                                        min(route.retry_max_interval, backoff.BREAKER_MAX_INTERVAL),
+                                        random.random(), probe)
     _log(event, record, outcome)
+    return opened
 
 
 def _send_copy(task: Task, w: Worker, route: Route, event: dict[str, Any], to: str) -> str:
@@ -157,8 +161,6 @@ def _send_copy(task: Task, w: Worker, route: Route, event: dict[str, Any], to: s
     record["verdict"] = outcome.verdict
     journal.record_copy(w.redis, event["id"], record)
     _log(event, record, outcome, copy_to=to)
-    if outcome.verdict == RETRY:
-        raise task.retry(countdown=min(outcome.delay, COPY_MAX_DELAY), max_retries=COPY_ATTEMPTS)
     return outcome.verdict
 
 
@@ -175,51 +177,70 @@ def _maybe_sweep(w: Worker) -> None:
         log.warning("journal sweep skipped: Redis unreachable")
 
 
-def _route_of_queue(task: Task) -> str | None:
+def _route_of_queue(task: Task) -> str:
     queue = (task.request.delivery_info or {}).get("routing_key") or ""
-    return queue[4:] if queue.startswith("bus.") else None
+    return queue[4:] if queue.startswith("bus.") else ""
 
 
-@app.task(name=DELIVER_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def deliver(self: Task, event_id: str, to: str | None = None, probe: bool = False) -> str:
-    """Deliver one event: one attempt per run. A retryable failure puts it on the route's retry
-    schedule (journal) and the task ends; the scheduler queues it again when it is due.
-
-    With `to`, send a copy there instead (bus replay --to) and leave the event's state alone.
-    `probe` marks the one event a half-open breaker lets through.
-    """
-    w = worker()
-    _maybe_sweep(w)
-    try:
-        event, open_until = journal.load_for_delivery(w.redis, event_id, _route_of_queue(self))
-    except journal.REDIS_DOWN as exc:
-        # Leave the message to Redis: rejected back to its queue, or restored after the visibility timeout.
-        raise Reject(f"journal unreachable: {exc}", requeue=True) from exc
-    if event is None:
-        log.warning("event %s is not in the journal (expired or purged); nothing to deliver", event_id)
-        return "missing"
+def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float, to: str | None,
+                 probe: bool) -> tuple[str, float]:
+    """One event of the task's group; returns its verdict and the breaker's open_until after it."""
     route = w.router.by_name.get(event["route"])
     if to is not None:
         if route is None:
-            log.warning("event %s: route %r no longer exists; copy to %s not sent", event_id, event["route"], to)
-            return DEAD
-        return _send_copy(self, w, route, event, to)
+            log.warning("event %s: route %r no longer exists; copy to %s not sent", event["id"], event["route"], to)
+            return DEAD, open_until
+        return _send_copy(task, w, route, event, to), open_until
     if event["status"] in (journal.DELIVERED, journal.DEAD):
         # A redelivery after a crash: the endpoint already has it, or it is parked.
-        log.info("event %s is already %s; not sending it again", event_id, event["status"])
-        return event["status"]
+        log.info("event %s is already %s; not sending it again", event["id"], event["status"])
+        return event["status"], open_until
     attempt = event["attempts"] + 1
     if route is None:
         record = {"attempt": attempt, "at": time.time(), "duration": 0.0, "status_code": None,
                   "error": f"route {event['route']!r} no longer exists; restore it and replay"}
         _journal_verdict(w, None, event, record, Outcome(DEAD, reason=record["error"]))
-        return DEAD
+        return DEAD, open_until
     if open_until > time.time() and not probe:
         # The endpoint is failing: wait in Redis for the breaker instead of hammering it.
         journal.park(w.redis, event, open_until)
-        return "waiting"
+        return "waiting", open_until
     record = send(w.session, route, route.endpoint.render(event["tag"]), event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
     outcome = classify(route, attempt - event["round"], record.get("status_code"), record.pop("retry_after", None))
-    _journal_verdict(w, route, event, record, outcome, probe)
-    return outcome.verdict
+    opened = _journal_verdict(w, route, event, record, outcome, probe)
+    return outcome.verdict, opened if opened is not None else open_until
+
+
+@app.task(name=DELIVER_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool = False) -> str:
+    """Deliver a group of events of one route, one attempt each. A retryable failure puts that
+    event on the route's retry schedule (journal); the scheduler queues it again when it is due.
+
+    With `to`, send copies there instead (bus replay --to) and leave the events' state alone.
+    `probe` marks the one event a half-open breaker lets through.
+    """
+    w = worker()
+    _maybe_sweep(w)
+    try:
+        events, open_until = journal.load_many(w.redis, event_ids, _route_of_queue(self))
+        verdicts: dict[str, int] = {}
+        copies_to_retry = []
+        for event_id, event in zip(event_ids, events):
+            if event is None:
+                log.warning("event %s is not in the journal (expired or purged); nothing to deliver", event_id)
+                verdict = "missing"
+            else:
+                # A failure may open the breaker: the rest of the group then waits instead of being sent.
+                verdict, open_until = _deliver_one(self, w, event, open_until, to, probe)
+                if to is not None and verdict == RETRY:
+                    copies_to_retry.append(event_id)
+            verdicts[verdict] = verdicts.get(verdict, 0) + 1
+    except journal.REDIS_DOWN as exc:
+        # Leave the message to Redis: rejected back to its queue (events already journaled are
+        # skipped when it comes back), or restored after the visibility timeout.
+        raise Reject(f"journal unreachable: {exc}", requeue=True) from exc
+    if copies_to_retry:
+        raise self.retry(args=[copies_to_retry], kwargs={"to": to}, max_retries=COPY_ATTEMPTS - 1,
+                         countdown=min(2 ** self.request.retries, COPY_MAX_DELAY))
+    return " ".join(f"{k}={v}" for k, v in sorted(verdicts.items()))

@@ -12,7 +12,7 @@ import redis
 from . import journal, settings
 from .errors import BacklogFull, InvalidBody
 from .events import new_id
-from .messages import delivery_message
+from .messages import delivery_message, groups
 from .routes import Router, load_configured
 from .tags import validate_tag
 
@@ -71,15 +71,15 @@ def accept(intake: Intake, tag: str, records: list[Any], headers: bytes = b"") -
         except TypeError as exc:
             raise InvalidBody(f"item {i} cannot be encoded as JSON: {exc}") from None
         event_id = new_id()
-        events.append(journal.NewEvent(event_id, tag, route.name, body, received,
-                                       delivery_message(event_id, tag, queue), headers))
+        events.append(journal.NewEvent(event_id, tag, route.name, body, received, headers))
     if route.backlog_limit is not None:
         # Checked before the write, so concurrent requests may overshoot by a batch; it is a soft ceiling.
         waiting = journal.backlog(intake.redis, route.name)
         if waiting + len(events) > route.backlog_limit:
             raise BacklogFull(f"route {route.name} has {waiting} events waiting, its backlog_limit is "
                               f"{route.backlog_limit}: nothing was accepted; retry after it drains")
-    journal.accept(intake.redis, events)
+    messages = [delivery_message([(e.id, tag) for e in group], queue) for group in groups(events)]
+    journal.accept(intake.redis, events, messages)
     return [e.id for e in events]
 
 

@@ -11,6 +11,7 @@ Keys (every name is built here and nowhere else):
 - bus:route:<route>:<status>     the same per route
 - bus:retry:<route>              sorted set of ids waiting for their next attempt, by due time
 - bus:breaker:<route>            hash: failures, step, open_until, since (the route's circuit breaker)
+- bus:mover:<route>              which worker moves the route's due retries right now (expires)
 
 Like rq's registries, each state is a sorted set scored by time, so a filtered
 listing reads only its own set, and reading cleans out what retention expired.
@@ -44,7 +45,6 @@ class NewEvent:
     route: str
     body: bytes
     received: float
-    message: bytes  # the Celery task message that will deliver it
     headers: bytes = b""  # JSON of the request headers it came with, secrets removed
 
 
@@ -107,10 +107,10 @@ def _move(pipe: Any, event_id: str, route: str, received: float, old: str | None
 # message of each event, atomically and in one round trip. The key names are
 # the ones the functions above build; keep the two in step.
 _ACCEPT = """
-local route, queued = ARGV[1], ARGV[2]
+local route, queued, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local route_all, route_queued = 'bus:route:' .. route .. ':all', 'bus:route:' .. route .. ':' .. queued
 local queue = 'bus.' .. route
-for i = 3, #ARGV, 6 do
+for i = 4, 3 + n * 5, 5 do
   local id, received = ARGV[i], ARGV[i + 4]
   redis.call('HSET', 'bus:event:' .. id, 'tag', ARGV[i + 1], 'route', route, 'body', ARGV[i + 2],
              'headers', ARGV[i + 3], 'received', received, 'status', queued, 'attempts', 0, 'round', 0)
@@ -118,20 +118,24 @@ for i = 3, #ARGV, 6 do
   redis.call('ZADD', route_all, received, id)
   redis.call('ZADD', 'bus:status:' .. queued, received, id)
   redis.call('ZADD', route_queued, received, id)
-  redis.call('LPUSH', queue, ARGV[i + 5])
 end
-return (#ARGV - 2) / 6
+for i = 4 + n * 5, #ARGV do
+  redis.call('LPUSH', queue, ARGV[i])
+end
+return n
 """
 
 
-def accept(client: redis.Redis, events: list[NewEvent]) -> None:
-    """Journal the events of one route and enqueue their delivery tasks in one atomic round trip: all or none."""
+def accept(client: redis.Redis, events: list[NewEvent], messages: list[bytes]) -> None:
+    """Journal the events of one route and enqueue the task messages that deliver them,
+    atomically and in one round trip: all or none."""
     route = events[0].route
-    args: list[Any] = [route, QUEUED]
+    args: list[Any] = [route, QUEUED, len(events)]
     for ev in events:
         if ev.route != route:
             raise ValueError("accept() takes the events of one route at a time")
-        args += [ev.id, ev.tag, ev.body, ev.headers, repr(ev.received), ev.message]
+        args += [ev.id, ev.tag, ev.body, ev.headers, repr(ev.received)]
+    args += messages
     try:
         _script(client, _ACCEPT)(args=args)
     except REDIS_DOWN as exc:
@@ -164,21 +168,14 @@ def load(client: redis.Redis, event_id: str) -> dict[str, Any] | None:
     return _decode(event_id, raw) if raw else None
 
 
-def load_for_delivery(client: redis.Redis, event_id: str, route: str | None = None) -> tuple[dict[str, Any] | None, float]:
-    """The event and, when its route is known, the time its breaker stays open until (0: closed)."""
+def load_many(client: redis.Redis, event_ids: list[str], route: str) -> tuple[list[dict[str, Any] | None], float]:
+    """The events (None for those gone) and the time the route's breaker stays open until (0: closed)."""
     pipe = client.pipeline(transaction=False)
-    pipe.hgetall(_event_key(event_id))
-    if route:
-        pipe.hget(_breaker_key(route), "open_until")
-    raw, *rest = pipe.execute()
-    if not raw:
-        return None, 0.0
-    event = _decode(event_id, raw)
-    if route is None or event["route"] != route:
-        open_until = client.hget(_breaker_key(event["route"]), "open_until")
-    else:
-        open_until = rest[0]
-    return event, float(open_until or 0)
+    for event_id in event_ids:
+        pipe.hgetall(_event_key(event_id))
+    pipe.hget(_breaker_key(route), "open_until")
+    *raws, open_until = pipe.execute()
+    return [_decode(i, raw) if raw else None for i, raw in zip(event_ids, raws)], float(open_until or 0)
 
 
 def attempts(client: redis.Redis, event_id: str) -> list[dict[str, Any]]:
@@ -262,16 +259,28 @@ redis.call('HSETNX', KEYS[1], 'since', tostring(now))
 return tostring(open_until)
 """
 
-# RPUSH puts a released event at the head of the queue (kombu LPUSHes and
-# BRPOPs): it has waited longer than anything queued, and a probe must not
-# wait behind a backlog that is only going to be parked again. Pushed latest
-# first, so the earliest due ends up next in line.
+# RPUSH puts released events at the head of the queue (kombu LPUSHes and
+# BRPOPs): they have waited longer than anything queued, and a probe must not
+# wait behind a backlog that is only going to be parked again. ARGV holds
+# groups of (count, ids..., message); the earliest group is pushed last so it
+# is next in line. An id another mover already took is not counted again.
 _RELEASE = """
+local starts = {}
+local i = 1
+while i <= #ARGV do
+  starts[#starts + 1] = i
+  i = i + tonumber(ARGV[i]) + 2
+end
 local moved = 0
-for i = #ARGV - 1, 1, -2 do
-  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
-    redis.call('RPUSH', KEYS[2], ARGV[i + 1])
-    moved = moved + 1
+for g = #starts, 1, -1 do
+  local first, n = starts[g] + 1, tonumber(ARGV[starts[g]])
+  local removed = 0
+  for j = first, first + n - 1 do
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[j])
+  end
+  if removed > 0 then
+    redis.call('RPUSH', KEYS[2], ARGV[first + n])
+    moved = moved + removed
   end
 end
 return moved
@@ -281,7 +290,7 @@ return moved
 def breaker_failed(client: redis.Redis, route: str, now: float, threshold: int, cap: float, jitter: float,
                    probe: bool = False) -> float | None:
     """Count a retryable failure; returns the time the breaker stays open until, if it is open."""
-    result = client.eval(_BREAKER_FAIL, 1, _breaker_key(route), now, threshold, cap, jitter, int(probe))
+    result = _script(client, _BREAKER_FAIL)(keys=[_breaker_key(route)], args=[now, threshold, cap, jitter, int(probe)])
     return float(result) if result else None
 
 
@@ -306,12 +315,20 @@ def due(client: redis.Redis, route: str, now: float, limit: int) -> list[tuple[s
     return [(i, t.decode() if t else "") for i, t in zip(ids, pipe.execute())]
 
 
-def release(client: redis.Redis, route: str, items: list[tuple[str, bytes]]) -> int:
-    """Move scheduled events to the route's queue; an id another worker already moved is skipped."""
-    if not items:
+def release(client: redis.Redis, route: str, groups: list[tuple[list[str], bytes]]) -> int:
+    """Move scheduled events to the head of the route's queue, one message per group of ids."""
+    if not groups:
         return 0
-    argv = [x for pair in items for x in pair]
-    return int(client.eval(_RELEASE, 2, _retry_key(route), queue_name(route), *argv))
+    argv: list[Any] = []
+    for ids, message in groups:
+        argv += [len(ids), *ids, message]
+    return int(_script(client, _RELEASE)(keys=[_retry_key(route), queue_name(route)], args=argv))
+
+
+def claim_mover(client: redis.Redis, route: str, worker_id: str, ms: int) -> bool:
+    """One mover per route at a time, so a group is never moved twice by two workers."""
+    key = f"bus:mover:{route}"
+    return bool(client.set(key, worker_id, nx=True, px=ms)) or client.get(key) == worker_id.encode()
 
 
 def drop_scheduled(client: redis.Redis, route: str, event_id: str) -> None:
@@ -326,17 +343,19 @@ def record_copy(client: redis.Redis, event_id: str, attempt: dict[str, Any]) -> 
     client.rpush(_copies_key(event_id), orjson.dumps(attempt))
 
 
-def requeue(client: redis.Redis, events: Iterable[dict[str, Any]], messages: Iterable[bytes]) -> None:
-    """Replay to the route: status back to queued, retention lifted, a new task queued; one transaction."""
+def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tuple[bytes, str]]) -> None:
+    """Replay to the route: status back to queued, retention lifted, new (message, route) tasks queued;
+    one transaction."""
     pipe = client.pipeline(transaction=True)
-    for event, message in zip(events, messages):
+    for event in events:
         key = _event_key(event["id"])
         pipe.hset(key, mapping={"status": QUEUED, "round": event["attempts"]})
         for k in (key, _attempts_key(event["id"]), _copies_key(event["id"])):
             pipe.persist(k)
         _move(pipe, event["id"], event["route"], event["received"], event["status"], QUEUED)
         pipe.zrem(_retry_key(event["route"]), event["id"])
-        pipe.lpush(queue_name(event["route"]), message)
+    for message, route in messages:
+        pipe.lpush(queue_name(route), message)
     pipe.execute()
 
 

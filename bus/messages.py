@@ -11,18 +11,34 @@ _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
-def delivery_message(event_id: str, tag: str, queue: str, task_id: str | None = None, to: str | None = None,
+# Events of one route that arrived together travel in one task: Celery's own
+# cost per task (receive, pool hand-off, ack, events) is paid once per group.
+# Each event keeps its own journal record, attempts and retry schedule.
+GROUP_SIZE = 50
+
+
+def groups(items: list, size: int = GROUP_SIZE) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def delivery_message(events: list[tuple[str, str]], queue: str, task_id: str | None = None, to: str | None = None,
                      probe: bool = False) -> bytes:
     """A Celery protocol-2 message for kombu's Redis transport, as LPUSHed onto list `queue`.
 
-    The body travels as plain JSON (no base64 'body_encoding'), which kombu
-    decodes as is; argsrepr puts the tag next to the id in Flower's task list.
+    `events` is (event id, tag) pairs of one route. The body travels as plain
+    JSON (no base64 'body_encoding'), which kombu decodes as is; argsrepr lists
+    the tags and ids so Flower shows which events a task carries.
     """
-    task_id = task_id or event_id
+    ids = [event_id for event_id, _ in events]
+    # Unique among messages in flight: an event is in one first-delivery task,
+    # so its id names that task; retries and replays pass a fresh uuid.
+    task_id = task_id or ids[0]
     kwargs: dict[str, object] = {"to": to} if to else {}
     if probe:
         kwargs["probe"] = True
-    body = orjson.dumps([[event_id], kwargs, _EMBED]).decode()
+    shown = " ".join(f"{tag}:{event_id}" for event_id, tag in events[:5])
+    argsrepr = shown if len(events) <= 5 else f"{len(events)} events {shown} ..."
+    body = orjson.dumps([[ids], kwargs, _EMBED]).decode()
     return orjson.dumps(
         {
             "body": body,
@@ -41,7 +57,7 @@ def delivery_message(event_id: str, tag: str, queue: str, task_id: str | None = 
                 "timelimit": [None, None],
                 "root_id": task_id,
                 "parent_id": None,
-                "argsrepr": f"{tag} {event_id}",
+                "argsrepr": argsrepr,
                 "kwargsrepr": repr(kwargs) if kwargs else "{}",
                 "origin": _ORIGIN,
                 "ignore_result": True,
@@ -51,8 +67,6 @@ def delivery_message(event_id: str, tag: str, queue: str, task_id: str | None = 
                 "delivery_mode": 2,
                 "delivery_info": {"exchange": "", "routing_key": queue},
                 "priority": 0,
-                # Unique among messages in flight: the event id for a first delivery,
-                # a fresh uuid for every retry or replay (their task_id).
                 "delivery_tag": task_id,
             },
         }

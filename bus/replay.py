@@ -11,7 +11,7 @@ import redis
 from . import journal
 from .errors import BadFilter
 from .filters import EventFilter
-from .messages import delivery_message
+from .messages import delivery_message, groups
 from .routes import Router
 
 CHUNK = 500
@@ -43,20 +43,23 @@ def plan(client: redis.Redis, router: Router, f: EventFilter, retention: int, li
 
 def run(client: redis.Redis, events: list[dict[str, Any]], to: str | None = None,
         progress: Callable[[int, int], None] | None = None) -> int:
-    """Queue a new delivery task per event (same event id, so X-Request-Id is unchanged); returns how many."""
+    """Queue new delivery tasks for the events (same event ids, so X-Request-Id is unchanged); returns how many."""
     done = 0
     for start in range(0, len(events), CHUNK):
         chunk = events[start : start + CHUNK]
-        messages = [delivery_message(e["id"], e["tag"], journal.queue_name(e["route"]), task_id=str(uuid.uuid4()), to=to)
-                    for e in chunk]
+        by_route: dict[str, list[dict[str, Any]]] = {}
+        for e in chunk:
+            by_route.setdefault(e["route"], []).append(e)
+        messages = [
+            (delivery_message([(e["id"], e["tag"]) for e in group], journal.queue_name(route),
+                              task_id=str(uuid.uuid4()), to=to), route)
+            for route, route_events in by_route.items() for group in groups(route_events)
+        ]
         if to is None:
             journal.requeue(client, chunk, messages)
         else:
-            by_route: dict[str, list[bytes]] = {}
-            for e, m in zip(chunk, messages):
-                by_route.setdefault(e["route"], []).append(m)
-            for route, route_messages in by_route.items():
-                journal.enqueue(client, route, route_messages)
+            for message, route in messages:
+                journal.enqueue(client, route, [message])
         done += len(chunk)
         if progress:
             progress(done, len(events))

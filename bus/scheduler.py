@@ -14,24 +14,26 @@ import uuid
 from celery.signals import worker_ready, worker_shutdown
 
 from . import journal
-from .messages import delivery_message
+from .messages import delivery_message, groups
 from .routes import Route
 
 log = logging.getLogger("bus.scheduler")
 TICK = 0.2
 BATCH = 500
 PROBE_SLACK = 5.0
+MOVER_LEASE_MS = 2000
+_MOVER = str(uuid.uuid4())
 
 _stop = threading.Event()
 
 
-def tick(client: object, routes: list[Route], now: float | None = None) -> int:
+def tick(client: object, routes: list[Route], now: float | None = None, mover: str = "") -> int:
     """One pass over the routes; returns how many events were moved to their queues."""
     moved = 0
     now = time.time() if now is None else now
     for route in routes:
         open_until = journal.breaker(client, route.name).get("open_until", 0.0)
-        if open_until > now:
+        if open_until > now or not journal.claim_mover(client, route.name, mover or _MOVER, MOVER_LEASE_MS):
             continue
         probe = open_until > 0  # the breaker's wait is over: one event tests the endpoint
         items = journal.due(client, route.name, now, 1 if probe else BATCH)
@@ -39,14 +41,15 @@ def tick(client: object, routes: list[Route], now: float | None = None) -> int:
             continue
         if probe:
             journal.hold_breaker(client, route.name, now + route.open_timeout + route.read_timeout + PROBE_SLACK)
-        queue = journal.queue_name(route.name)
-        messages = []
         for event_id, tag in items:
             if not tag:
                 journal.drop_scheduled(client, route.name, event_id)
-                continue
-            messages.append((event_id, delivery_message(event_id, tag, queue, task_id=str(uuid.uuid4()), probe=probe)))
-        moved += journal.release(client, route.name, messages)
+        items = [(event_id, tag) for event_id, tag in items if tag]
+        queue = journal.queue_name(route.name)
+        batches = [([event_id for event_id, _ in group],
+                     delivery_message(group, queue, task_id=str(uuid.uuid4()), probe=probe))
+                   for group in groups(items)]
+        moved += journal.release(client, route.name, batches)
     return moved
 
 
