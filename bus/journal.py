@@ -104,23 +104,22 @@ def _move(pipe: Any, event_id: str, route: str, received: float, old: str | None
 
 
 # One script per request: the journal record, every index entry and the task
-# message of each event, atomically and in one round trip. The key names are
-# the ones the functions above build; keep the two in step.
+# messages of its events, atomically and in one round trip. KEYS: bus:all, the
+# route's :all index, the queued index and the route's queued index, the
+# route's queue, then each event's hash key (all built by the functions above).
+# ARGV: the number of events, then id, tag, body, headers, received per event,
+# then the messages.
 _ACCEPT = """
-local route, queued, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local route_all, route_queued = 'bus:route:' .. route .. ':all', 'bus:route:' .. route .. ':' .. queued
-local queue = 'bus.' .. route
-for i = 4, 3 + n * 5, 5 do
+local n = tonumber(ARGV[1])
+for e = 1, n do
+  local i = 2 + (e - 1) * 5
   local id, received = ARGV[i], ARGV[i + 4]
-  redis.call('HSET', 'bus:event:' .. id, 'tag', ARGV[i + 1], 'route', route, 'body', ARGV[i + 2],
-             'headers', ARGV[i + 3], 'received', received, 'status', queued, 'attempts', 0, 'round', 0)
-  redis.call('ZADD', 'bus:all', received, id)
-  redis.call('ZADD', route_all, received, id)
-  redis.call('ZADD', 'bus:status:' .. queued, received, id)
-  redis.call('ZADD', route_queued, received, id)
+  redis.call('HSET', KEYS[5 + e], 'tag', ARGV[i + 1], 'route', ARGV[#ARGV], 'body', ARGV[i + 2],
+             'headers', ARGV[i + 3], 'received', received, 'status', 'queued', 'attempts', 0, 'round', 0)
+  for k = 1, 4 do redis.call('ZADD', KEYS[k], received, id) end
 end
-for i = 4 + n * 5, #ARGV do
-  redis.call('LPUSH', queue, ARGV[i])
+for i = 2 + n * 5, #ARGV - 1 do
+  redis.call('LPUSH', KEYS[5], ARGV[i])
 end
 return n
 """
@@ -130,14 +129,16 @@ def accept(client: redis.Redis, events: list[NewEvent], messages: list[bytes]) -
     """Journal the events of one route and enqueue the task messages that deliver them,
     atomically and in one round trip: all or none."""
     route = events[0].route
-    args: list[Any] = [route, QUEUED, len(events)]
+    keys = [_index_key(None), _index_key(None, route), _index_key(QUEUED), _index_key(QUEUED, route), queue_name(route)]
+    args: list[Any] = [len(events)]
     for ev in events:
         if ev.route != route:
             raise ValueError("accept() takes the events of one route at a time")
+        keys.append(_event_key(ev.id))
         args += [ev.id, ev.tag, ev.body, ev.headers, repr(ev.received)]
-    args += messages
+    args += [*messages, route]
     try:
-        _script(client, _ACCEPT)(args=args)
+        _script(client, _ACCEPT)(keys=keys, args=args)
     except REDIS_DOWN as exc:
         raise Unavailable(f"Redis did not answer ({exc.__class__.__name__}): nothing was accepted; retry later") from exc
 
@@ -202,10 +203,35 @@ def show(client: redis.Redis, event_id: str) -> dict[str, Any]:
     return record
 
 
+# KEYS: event, attempts, copies, old status index, old route index, new status
+# index, new route index, route retry schedule, route breaker (all built by the
+# functions above). ARGV: id, received, moved ('1' when the status changes),
+# attempt JSON, status, last result, retention (or '' to keep), retry time
+# (or ''), '1' to close the breaker.
+_RECORD_ATTEMPT = """
+local id, received = ARGV[1], ARGV[2]
+redis.call('RPUSH', KEYS[2], ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', ARGV[5], 'last', ARGV[6])
+if ARGV[3] == '1' then
+  redis.call('ZREM', KEYS[4], id)
+  redis.call('ZREM', KEYS[5], id)
+end
+redis.call('ZADD', KEYS[6], received, id)
+redis.call('ZADD', KEYS[7], received, id)
+if ARGV[7] ~= '' then
+  for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ARGV[7]) end
+end
+if ARGV[8] ~= '' then redis.call('ZADD', KEYS[8], ARGV[8], id) end
+if ARGV[9] == '1' then redis.call('DEL', KEYS[9]) end
+return 1
+"""
+
+
 def record_attempt(client: redis.Redis, event: dict[str, Any], attempt: dict[str, Any], status: str,
                    retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
                    endpoint_alive: bool = False) -> None:
-    """Append an attempt and move the event to `status` in one transaction.
+    """Append an attempt and move the event to `status`, atomically in one round trip.
 
     `retry_at` puts a retrying event on the route's retry schedule; `endpoint_alive`
     (any non-retryable answer) closes the route's breaker. Delivered events expire
@@ -215,21 +241,14 @@ def record_attempt(client: redis.Redis, event: dict[str, Any], attempt: dict[str
     if attempt.get("response") is not None:
         attempt["response"] = attempt["response"][:RESPONSE_KEEP]
     last = attempt.get("status_code") or attempt.get("error") or ""
-    event_id = event["id"]
-    key, akey = _event_key(event_id), _attempts_key(event_id)
-    pipe = client.pipeline(transaction=True)
-    pipe.rpush(akey, orjson.dumps(attempt))
-    pipe.hincrby(key, "attempts", 1)
-    pipe.hset(key, mapping={"status": status, "last": str(last)})
-    _move(pipe, event_id, event["route"], event["received"], event["status"], status)
-    if status == DELIVERED:
-        for k in (key, akey, _copies_key(event_id)):
-            pipe.expire(k, retention)
-    if retry_at is not None:
-        pipe.zadd(_retry_key(event["route"]), {event_id: retry_at})
-    if endpoint_alive:
-        pipe.delete(_breaker_key(event["route"]))
-    pipe.execute()
+    event_id, route, old = event["id"], event["route"], event["status"] or status
+    keys = [_event_key(event_id), _attempts_key(event_id), _copies_key(event_id),
+            _index_key(old), _index_key(old, route), _index_key(status), _index_key(status, route),
+            _retry_key(route), _breaker_key(route)]
+    args = [event_id, repr(event["received"]), "1" if old != status else "0", orjson.dumps(attempt), status,
+            str(last), retention if status == DELIVERED else "", repr(retry_at) if retry_at is not None else "",
+            "1" if endpoint_alive else "0"]
+    _script(client, _RECORD_ATTEMPT)(keys=keys, args=args)
 
 
 def park(client: redis.Redis, event: dict[str, Any], until: float) -> None:
