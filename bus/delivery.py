@@ -77,9 +77,14 @@ def send(session: requests.Session, route: Route, url: str, event: dict[str, Any
     started = time.monotonic()
     try:
         for _ in range(MAX_REDIRECTS + 1):
-            resp = session.request(
-                route.method, url, data=event["body"], headers=headers,
-                timeout=(route.open_timeout, route.read_timeout), allow_redirects=False, stream=True,
+            # Straight to the session's connection pool: Session.request would merge
+            # environment proxies, netrc and a cookie jar shared by every event
+            # (a receiver's cookies must not ride along with the next event), at
+            # about 300 us of CPU per attempt.
+            prepared = requests.PreparedRequest()
+            prepared.prepare(method=route.method, url=url, headers=headers, data=event["body"])
+            resp = session.get_adapter(url).send(
+                prepared, stream=True, timeout=(route.open_timeout, route.read_timeout),
                 verify=route.ca_file or route.tls_verify,
                 cert=(route.client_cert, route.client_key) if route.client_key else route.client_cert,
             )
