@@ -37,7 +37,8 @@ def delay(attempt: int, max_interval: float, retry_after: float | None = None, r
     """Seconds to wait after failed attempt number `attempt` (1-based)."""
     if retry_after is not None:
         return max(FIRST_DELAY, min(retry_after, max_interval))
-    base = min(FIRST_DELAY * 2 ** max(attempt - 1, 0), max_interval)
+    # Cap the exponent first: 2 ** 1024 no longer fits a float, and "forever" reaches it.
+    base = min(FIRST_DELAY * 2 ** min(max(attempt - 1, 0), 64), max_interval)
     return base / 2 * (1 + (rng or random).random())
 
 
@@ -46,7 +47,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
