@@ -11,11 +11,13 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from celery import Task
 from celery.exceptions import Reject
 
 from . import backoff, journal, settings, signing
 from .celery import app
+from .errors import NoRoute
 from .classify import DEAD, DELIVERED, RETRY, Outcome, classify
 from .messages import DELIVER_TASK
 from .routes import Route, Router, load_configured
@@ -27,6 +29,7 @@ log = logging.getLogger("bus.delivery")
 COPY_ATTEMPTS = 5
 COPY_MAX_DELAY = 10.0
 MAX_REDIRECTS = 5
+INTERNAL_ERROR_DELAY = 30
 
 
 @dataclass(frozen=True)
@@ -93,9 +96,14 @@ def send(session: requests.Session, route: Route, url: str, event: dict[str, Any
                 break
             resp.close()
             url = record["url"] = target
+        body = b""
         try:
             # Keep only the first bytes: a huge error page must not fill worker memory.
             body = resp.raw.read(journal.RESPONSE_KEEP, decode_content=True) or b""
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            # The status line arrived, so the endpoint has answered and its status decides,
+            # as for a body we never read past 2 KiB.
+            record["response_error"] = f"{type(exc).__name__}: {exc}"[:500]
         finally:
             resp.close()
         record.update(status_code=resp.status_code, response=body.decode("utf-8", "replace"),
@@ -210,7 +218,14 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
         # The endpoint is failing: wait in Redis for the breaker instead of hammering it.
         journal.park(w.redis, event, open_until)
         return "waiting", open_until
-    record = send(w.session, route, route.endpoint.render(event["tag"]), event, attempt)
+    try:
+        url = route.endpoint.render(event["tag"])
+    except NoRoute as exc:
+        # The route changed since the event was accepted and can no longer build its URL.
+        record = {"attempt": attempt, "at": time.time(), "duration": 0.0, "status_code": None, "error": str(exc)}
+        _journal_verdict(w, None, event, record, Outcome(DEAD, reason=str(exc)))
+        return DEAD, open_until
+    record = send(w.session, route, url, event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
     outcome = classify(route, attempt - event["round"], record.get("status_code"), record.pop("retry_after", None))
     opened = _journal_verdict(w, route, event, record, outcome, probe)
@@ -236,8 +251,17 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                 log.warning("event %s is not in the journal (expired or purged); nothing to deliver", event_id)
                 verdict = "missing"
             else:
-                # A failure may open the breaker: the rest of the group then waits instead of being sent.
-                verdict, open_until = _deliver_one(self, w, event, open_until, to, probe)
+                try:
+                    # A failure may open the breaker: the rest of the group then waits instead of being sent.
+                    verdict, open_until = _deliver_one(self, w, event, open_until, to, probe)
+                except journal.REDIS_DOWN:
+                    raise
+                except Exception:
+                    # A bug must not lose the event: Celery acks a failed task, so park it for a later try.
+                    log.exception("event %s: unexpected error while delivering; trying it again in %ss",
+                                  event_id, INTERNAL_ERROR_DELAY)
+                    journal.park(w.redis, event, time.time() + INTERNAL_ERROR_DELAY, "waiting: internal error, see worker log")
+                    verdict = "error"
                 if to is not None and verdict == RETRY:
                     copies_to_retry.append(event_id)
             verdicts[verdict] = verdicts.get(verdict, 0) + 1

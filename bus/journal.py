@@ -251,10 +251,11 @@ def record_attempt(client: redis.Redis, event: dict[str, Any], attempt: dict[str
     _script(client, _RECORD_ATTEMPT)(keys=keys, args=args)
 
 
-def park(client: redis.Redis, event: dict[str, Any], until: float) -> None:
-    """Hold an event off while its route's breaker is open: no attempt, no worker memory, just Redis."""
+def park(client: redis.Redis, event: dict[str, Any], until: float,
+         reason: str = "waiting: endpoint failing (breaker open)") -> None:
+    """Hold an event off until `until` without an attempt: no worker memory, just Redis."""
     pipe = client.pipeline(transaction=True)
-    pipe.hset(_event_key(event["id"]), mapping={"status": RETRYING, "last": "waiting: endpoint failing (breaker open)"})
+    pipe.hset(_event_key(event["id"]), mapping={"status": RETRYING, "last": reason})
     _move(pipe, event["id"], event["route"], event["received"], event["status"], RETRYING)
     pipe.zadd(_retry_key(event["route"]), {event["id"]: until})
     pipe.execute()

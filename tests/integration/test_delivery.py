@@ -147,3 +147,23 @@ def test_worker_consumes_only_the_queues_of_its_routes(bus):
     wait_until(lambda: bus.receiver.to(f"/api/{name}/"), 15, what="api event")
     assert client.llen("bus.parked") == before + 1
     assert not bus.receiver.to("/parked/")
+
+
+def test_an_event_its_changed_route_can_no_longer_address_is_dead_lettered(bus, tmp_path):
+    """Routes are read at start-up: a worker started after a route change meets events accepted before it."""
+    import shutil
+
+    from conftest import bus_env, start_worker
+
+    client = bus.redis.client()
+    (event_id,) = bus.post("parked.orders", "{}").json()["ids"]
+    routes = tmp_path / "routes"
+    shutil.copytree(bus.routes_dir, routes)
+    (routes / "parked.toml").write_text(f'match = "parked.*"\nendpoint = "{bus.receiver.url}/parked/${{tag[5]}}"\n')
+    worker = start_worker(bus_env(bus.redis.url, routes), tmp_path / "worker.log", "parked")
+    try:
+        wait_until(lambda: journal.load(client, event_id)["status"] == journal.DEAD, 20, what="dead letter")
+        (attempt,) = journal.attempts(client, event_id)
+        assert "has no part [5]" in attempt["error"]
+    finally:
+        worker.stop()
