@@ -3,6 +3,7 @@ exception, and nothing of a refused request enqueued (property-based, against a 
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from werkzeug.test import Client
@@ -37,7 +38,8 @@ def _client_cache(bus) -> tuple[Client, object]:
 
 def _check(client: Client, redis, tag: str, body: bytes, content_type: str) -> None:
     before = journal.count(redis, "queued", "parked")
-    resp = client.post("/" + tag.replace("?", "%3F").replace("#", "%23"), data=body, content_type=content_type)
+    # Percent-encoded so the test client's own URL parsing cannot choke; the app sees the decoded tag.
+    resp = client.post("/" + quote(tag, safe="."), data=body, content_type=content_type)
     assert resp.status_code in ALLOWED, (resp.status_code, resp.get_data())
     assert set(json.loads(resp.get_data())) <= {"ids", "error"}
     if resp.status_code != 202:
