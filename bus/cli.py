@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Sequence
 
-from . import intake, journal, journal_cli, settings
+from . import intake, journal, journal_cli, logs, settings
 from .errors import BusError, ConfigError
 from .ingress.bodies import parse_records
 from .routes import Route, Router, load_routes
@@ -64,7 +65,14 @@ def cmd_worker(args: argparse.Namespace, config: settings.Settings) -> int:
     routes = _worker_routes(_router(config), args.routes)
     from .celery import app
 
-    argv = [
+    argv = []
+    if config.log_format == "json":
+        # JSON from the first line: no banner, and start-up warnings (before Celery sets up
+        # logging) go through a JSON handler too.
+        argv.append("--quiet")
+        logs.configure("json")
+        logging.captureWarnings(True)
+    argv += [
         "worker",
         "--queues", ",".join(journal.queue_name(r.name) for r in routes),
         "--hostname", f"{'+'.join(r.name for r in routes)}@%h",

@@ -9,6 +9,7 @@ from .errors import ConfigError
 
 # Fluentd's in_http body_size_limit default.
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Settings:
     visibility_timeout: int
     var_dir: Path
     retention: int
+    log_format: str = "text"  # BUS_LOG_FORMAT: worker and ingress logs as text lines or one JSON object a line
 
 
 def _number(env: dict[str, str], name: str, default: float, cast: type = float) -> float:
@@ -61,4 +63,12 @@ def load(env: dict[str, str] | None = None) -> Settings:
         visibility_timeout=int(_number(env, "BUS_VISIBILITY_TIMEOUT", 60, int)),
         var_dir=Path(env.get("BUS_VAR") or "./var"),
         retention=_retention(env.get("BUS_RETENTION")),
+        log_format=_log_format(env.get("BUS_LOG_FORMAT")),
     )
+
+
+def _log_format(raw: str | None) -> str:
+    value = (raw or "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"BUS_LOG_FORMAT={raw!r}: use 'text' or 'json'")
+    return value
