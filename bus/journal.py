@@ -270,15 +270,15 @@ def hold_breaker(client: redis.Redis, route: str, until: float) -> None:
     client.hset(_breaker_key(route), "open_until", repr(until))
 
 
-def due(client: redis.Redis, route: str, now: float, limit: int) -> list[tuple[str, str]]:
-    """Up to `limit` (id, tag) of the route's events whose retry time has come."""
+def due(client: redis.Redis, route: str, now: float, limit: int) -> list[tuple[str, str, int]]:
+    """Up to `limit` (id, tag, attempts so far) of the route's events whose retry time has come; tag '' when gone."""
     ids = [i.decode() for i in client.zrangebyscore(_retry_key(route), "-inf", now, start=0, num=limit)]
     if not ids:
         return []
     pipe = client.pipeline(transaction=False)
     for event_id in ids:
-        pipe.hget(_event_key(event_id), "tag")
-    return [(i, t.decode() if t else "") for i, t in zip(ids, pipe.execute())]
+        pipe.hmget(_event_key(event_id), ("tag", "attempts"))
+    return [(i, t.decode() if t else "", int(n or 0)) for i, (t, n) in zip(ids, pipe.execute())]
 
 
 def release(client: redis.Redis, route: str, items: list[tuple[str, bytes]]) -> int:

@@ -13,11 +13,12 @@ _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
 def delivery_message(event_id: str, tag: str, queue: str, task_id: str | None = None, to: str | None = None,
-                     probe: bool = False) -> bytes:
+                     probe: bool = False, attempt: int = 1) -> bytes:
     """A Celery protocol-2 message for kombu's Redis transport, as LPUSHed onto list `queue`.
 
     The body travels as plain JSON (no base64 'body_encoding'), which kombu
-    decodes as is; argsrepr puts the tag next to the id in Flower's task list.
+    decodes as is. argsrepr is what Flower shows as the task's arguments: the
+    tag, the event id and which attempt this task makes (or that it sends a copy).
     """
     task_id = task_id or event_id
     kwargs: dict[str, object] = {"to": to} if to else {}
@@ -42,7 +43,7 @@ def delivery_message(event_id: str, tag: str, queue: str, task_id: str | None = 
                 "timelimit": [None, None],
                 "root_id": task_id,
                 "parent_id": None,
-                "argsrepr": f"{tag} {event_id}",
+                "argsrepr": describe(tag, event_id, attempt, to is not None, probe),
                 "kwargsrepr": repr(kwargs) if kwargs else "{}",
                 "origin": _ORIGIN,
                 "ignore_result": True,
@@ -56,3 +57,10 @@ def delivery_message(event_id: str, tag: str, queue: str, task_id: str | None = 
             },
         }
     )
+
+
+def describe(tag: str, event_id: str, attempt: int, copy: bool = False, probe: bool = False) -> str:
+    """'api.orders 0190... attempt 2': how a delivery task reads in Flower's task list."""
+    if copy:
+        return f"{tag} {event_id} copy"
+    return f"{tag} {event_id} attempt {attempt}" + (" probe" if probe else "")

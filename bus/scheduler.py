@@ -41,11 +41,12 @@ def tick(client: object, routes: list[Route], now: float | None = None) -> int:
             journal.hold_breaker(client, route.name, now + route.open_timeout + route.read_timeout + PROBE_SLACK)
         queue = journal.queue_name(route.name)
         messages = []
-        for event_id, tag in items:
+        for event_id, tag, attempts in items:
             if not tag:
                 journal.drop_scheduled(client, route.name, event_id)
                 continue
-            messages.append((event_id, delivery_message(event_id, tag, queue, task_id=str(uuid.uuid4()), probe=probe)))
+            messages.append((event_id, delivery_message(event_id, tag, queue, task_id=str(uuid.uuid4()), probe=probe,
+                                                        attempt=attempts + 1)))
         moved += journal.release(client, route.name, messages)
     return moved
 
