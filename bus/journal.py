@@ -10,7 +10,13 @@ Keys (every name is built here and nowhere else):
 - bus:status:<status>            sorted set of ids by received time, one per status
 - bus:route:<route>:<status>     the same per route
 - bus:retry:<route>              sorted set of ids waiting for their next attempt, by due time
-- bus:breaker:<route>            hash: failures, step, open_until, since (the route's circuit breaker)
+- bus:breaker:<route>            hash: failures, failing_since, step, open_until, since (the route's circuit breaker)
+- bus:counters                   hash of ever-growing counters for /metrics, field "<kind>:<route>[:<label>]"
+- bus:latency:<route>            hash: accept-to-2xx histogram: count per bucket (not cumulative), sum, count
+- bus:delivered:<route>:<slot>   deliveries in one 10-second slot (expires after an hour), for `bus stats`
+
+Counters are bumped in the same transaction as the transition they count, so
+/metrics never disagrees with the journal, whatever process made the change.
 
 Like rq's registries, each state is a sorted set scored by time, so a filtered
 listing reads only its own set, and reading cleans out what retention expired.
@@ -33,6 +39,11 @@ QUEUED, RETRYING, DELIVERED, DEAD = STATUSES
 DEFAULT_RETENTION = 7 * 24 * 3600
 RESPONSE_KEEP = 2048
 SUMMARY_FIELDS = ("tag", "route", "status", "attempts", "last", "received")
+COUNTERS = "bus:counters"
+# Accept-to-2xx seconds: from a healthy endpoint's tens of milliseconds to a day-long outage.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0)
+SLOT = 10  # seconds per delivered-count slot
+SLOTS_KEPT = 3600 // SLOT
 # Errors that mean "Redis is not answering", as opposed to a bug in our calls.
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
 
@@ -78,6 +89,14 @@ def _breaker_key(route: str) -> str:
     return f"bus:breaker:{route}"
 
 
+def _latency_key(route: str) -> str:
+    return f"bus:latency:{route}"
+
+
+def _slot_key(route: str, slot: int) -> str:
+    return f"bus:delivered:{route}:{slot}"
+
+
 def _index_key(status: str | None, route: str | None = None) -> str:
     if route:
         return f"bus:route:{route}:{status}" if status else f"bus:route:{route}:all"
@@ -115,6 +134,7 @@ def accept(client: redis.Redis, events: list[NewEvent]) -> None:
         pipe.zadd(_index_key(None, ev.route), {ev.id: ev.received})
         _move(pipe, ev.id, ev.route, ev.received, None, QUEUED)
         pipe.lpush(queue_name(ev.route), ev.message)
+        pipe.hincrby(COUNTERS, f"accepted:{ev.route}", 1)
     try:
         pipe.execute()
     except REDIS_DOWN as exc:
@@ -129,6 +149,8 @@ def _decode(event_id: str, raw: dict[bytes, bytes]) -> dict[str, Any]:
     record["received"] = float(record["received"])
     record["attempts"] = int(record.get("attempts", 0))
     record["round"] = int(record.get("round", 0))
+    if "replayed" in record:
+        record["replayed"] = float(record["replayed"])
     record["id"] = event_id
     return record
 
@@ -207,7 +229,107 @@ def record_attempt(client: redis.Redis, event: dict[str, Any], attempt: dict[str
         pipe.zadd(_retry_key(event["route"]), {event_id: retry_at})
     if endpoint_alive:
         pipe.delete(_breaker_key(event["route"]))
+    _count_outcome(pipe, event, status, attempt)
     pipe.execute()
+
+
+def status_class(code: int | None) -> str:
+    """'2xx' ... '5xx' for an HTTP status, 'error' for no answer (connection error, timeout, route gone)."""
+    return f"{code // 100}xx" if code else "error"
+
+
+def _count_outcome(pipe: Any, event: dict[str, Any], status: str, attempt: dict[str, Any]) -> None:
+    route = event["route"]
+    if status in (RETRYING, DEAD):
+        kind = "retried" if status == RETRYING else "dead"
+        pipe.hincrby(COUNTERS, f"{kind}:{route}:{status_class(attempt.get('status_code'))}", 1)
+    elif status == DELIVERED:
+        done = attempt.get("at", time.time()) + attempt.get("duration", 0.0)
+        # A replayed event is timed from its replay: the days it spent dead say nothing about delivery.
+        seconds = max(0.0, done - max(event["received"], event.get("replayed", 0.0)))
+        bucket = next((repr(b) for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
+        pipe.hincrby(COUNTERS, f"delivered:{route}", 1)
+        pipe.hincrby(_latency_key(route), bucket, 1)
+        pipe.hincrbyfloat(_latency_key(route), "sum", seconds)
+        pipe.hincrby(_latency_key(route), "count", 1)
+        slot = _slot_key(route, int(done // SLOT))
+        pipe.incr(slot)
+        pipe.expire(slot, 3600 + 2 * SLOT)
+
+
+def count_refused(client: redis.Redis, route: str, reason: str) -> None:
+    """A request the ingress refused; `route` is '' when none was chosen (bad tag, no route)."""
+    client.hincrby(COUNTERS, f"refused:{route}:{reason}", 1)
+
+
+def counters(client: redis.Redis) -> list[tuple[str, str, str, int]]:
+    """Every counter as (kind, route, label, value); label is '' for kinds without one."""
+    out = []
+    for name, value in client.hgetall(COUNTERS).items():
+        kind, _, rest = name.decode().partition(":")
+        route, _, label = rest.partition(":")
+        out.append((kind, route, label, int(value)))
+    return out
+
+
+def latency(client: redis.Redis, routes: Iterable[str]) -> dict[str, tuple[list[tuple[str, int]], float]]:
+    """Per route with deliveries: cumulative (upper bound, count) buckets ending with '+Inf', and the sum."""
+    routes = list(routes)
+    pipe = client.pipeline(transaction=False)
+    for route in routes:
+        pipe.hgetall(_latency_key(route))
+    out = {}
+    for route, raw in zip(routes, pipe.execute()):
+        if not raw:
+            continue
+        values = {k.decode(): v for k, v in raw.items()}
+        running, buckets = 0, []
+        for bound in [repr(b) for b in LATENCY_BUCKETS] + ["+Inf"]:
+            running += int(values.get(bound, 0))
+            buckets.append((bound, running))
+        out[route] = (buckets, float(values.get("sum", 0)))
+    return out
+
+
+@dataclass(frozen=True)
+class RouteSnapshot:
+    """What Redis says about one route at one moment."""
+
+    queued: int
+    retrying: int
+    dead: int
+    queue_length: int  # task messages in bus.<route> waiting for a worker
+    oldest_waiting: float | None  # received time of the oldest queued or retrying event
+    breaker: dict[str, float]
+    delivered_per_slot: list[int]  # the last hour, SLOT seconds each, oldest first; the last is the current slot
+
+
+def snapshot(client: redis.Redis, routes: Iterable[str], now: float) -> dict[str, RouteSnapshot]:
+    """Every route's counts, oldest waiting event, breaker and recent deliveries, in one round trip."""
+    routes = list(routes)
+    current = int(now // SLOT)
+    slots = range(current - SLOTS_KEPT + 1, current + 1)
+    pipe = client.pipeline(transaction=False)
+    for route in routes:
+        for status in (QUEUED, RETRYING, DEAD):
+            pipe.zcard(_index_key(status, route))
+        for status in (QUEUED, RETRYING):
+            pipe.zrange(_index_key(status, route), 0, 0, withscores=True)
+        pipe.llen(queue_name(route))
+        pipe.hgetall(_breaker_key(route))
+        pipe.mget([_slot_key(route, s) for s in slots])
+    results = pipe.execute()
+    out = {}
+    for i, route in enumerate(routes):
+        queued, retrying, dead, first_queued, first_retrying, length, breaker_, slot_counts = results[i * 8:(i + 1) * 8]
+        oldest = [score for _, score in first_queued + first_retrying]
+        out[route] = RouteSnapshot(
+            queued=queued, retrying=retrying, dead=dead, queue_length=length,
+            oldest_waiting=min(oldest) if oldest else None,
+            breaker={k.decode(): float(v) for k, v in breaker_.items()},
+            delivered_per_slot=[int(c or 0) for c in slot_counts],
+        )
+    return out
 
 
 def park(client: redis.Redis, event: dict[str, Any], until: float) -> None:
@@ -224,6 +346,7 @@ def park(client: redis.Redis, event: dict[str, Any], until: float) -> None:
 _BREAKER_FAIL = """
 local now, threshold, cap, jitter = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local probe = ARGV[5] == '1'
+redis.call('HSETNX', KEYS[1], 'failing_since', tostring(now))
 local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
 -- Failures of attempts already in flight when it opened do not lengthen the wait; a failed probe does.
 if open_until > now and not probe then return tostring(open_until) end
@@ -261,7 +384,7 @@ def breaker_failed(client: redis.Redis, route: str, now: float, threshold: int, 
 
 
 def breaker(client: redis.Redis, route: str) -> dict[str, float]:
-    """The route's breaker: empty when closed, else open_until, since, failures, step."""
+    """The route's breaker: empty while the endpoint answers, else failures, failing_since, open_until, since, step."""
     return {k.decode(): float(v) for k, v in client.hgetall(_breaker_key(route)).items()}
 
 
@@ -306,7 +429,7 @@ def requeue(client: redis.Redis, events: Iterable[dict[str, Any]], messages: Ite
     pipe = client.pipeline(transaction=True)
     for event, message in zip(events, messages):
         key = _event_key(event["id"])
-        pipe.hset(key, mapping={"status": QUEUED, "round": event["attempts"]})
+        pipe.hset(key, mapping={"status": QUEUED, "round": event["attempts"], "replayed": repr(time.time())})
         for k in (key, _attempts_key(event["id"]), _copies_key(event["id"])):
             pipe.persist(k)
         _move(pipe, event["id"], event["route"], event["received"], event["status"], QUEUED)

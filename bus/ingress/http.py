@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from .. import filters, intake, journal, replay
+from .. import filters, intake, journal, metrics, replay, stats
 from ..errors import BacklogFull, BadFilter, BodyTooLarge, BusError, EventNotFound, InvalidBody, InvalidTag, NoRoute, Unavailable
 from ..journal import REDIS_DOWN
 from .bodies import parse_records
@@ -26,6 +26,8 @@ MAX_LIST = 1000
 
 URLS = Map([
     Rule("/healthz", endpoint="healthz", methods=["GET"]),
+    Rule("/metrics", endpoint="metrics", methods=["GET"]),
+    Rule("/stats", endpoint="stats", methods=["GET"]),
     Rule("/events", endpoint="list_events", methods=["GET"]),
     Rule("/events/replay", endpoint="replay_events", methods=["POST"]),
     Rule("/events/<event_id>", endpoint="show_event", methods=["GET"]),
@@ -58,9 +60,13 @@ def _received_headers(request: Request) -> bytes:
 
 
 def post_events(bus: intake.Intake, request: Request, tag: str) -> Response:
-    body = _read_body(request, bus.settings.max_body)
-    records = parse_records(body, request.content_type or "application/json")
-    ids = intake.accept(bus, tag, records, _received_headers(request))
+    try:
+        body = _read_body(request, bus.settings.max_body)
+        records = parse_records(body, request.content_type or "application/json")
+        ids = intake.accept(bus, tag, records, _received_headers(request))
+    except BusError as exc:
+        intake.count_refusal(bus, tag, exc)
+        raise
     return _json({"ids": ids}, 202)
 
 
@@ -106,6 +112,21 @@ def replay_events(bus: intake.Intake, request: Request) -> Response:
                   "unroutable": len(chosen.unroutable), "ids": [e["id"] for e in chosen.events[:100]]}, 200)
 
 
+def metrics_page(bus: intake.Intake, request: Request) -> Response:
+    body, content_type = metrics.exposition(bus.redis, _route_names(bus), request.headers.get("Accept", ""))
+    return Response(body, content_type=content_type)
+
+
+def stats_page(bus: intake.Intake) -> Response:
+    """GET /stats: what `bus stats --json` prints (the console's backlog table reads it)."""
+    now = time.time()
+    return _json(stats.as_json(stats.read(bus.redis, _route_names(bus), now), now), 200)
+
+
+def _route_names(bus: intake.Intake) -> list[str]:
+    return [r.name for r in bus.router.routes]
+
+
 def healthz(bus: intake.Intake) -> Response:
     try:
         bus.redis.ping()
@@ -130,6 +151,10 @@ def make_app(bus: intake.Intake | None = None) -> Callable[[dict, Callable], Ite
                 response = list_events(current, request)
             elif endpoint == "show_event":
                 response = show_event(current, args["event_id"])
+            elif endpoint == "metrics":
+                response = metrics_page(current, request)
+            elif endpoint == "stats":
+                response = stats_page(current)
             else:
                 response = replay_events(current, request)
         except BusError as exc:
