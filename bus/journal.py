@@ -332,6 +332,15 @@ def snapshot(client: redis.Redis, routes: Iterable[str], now: float) -> dict[str
     return out
 
 
+def summaries(client: redis.Redis, event_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """Summaries of these events in the order given; ids not in the journal are left out."""
+    event_ids = list(event_ids)
+    pipe = client.pipeline(transaction=False)
+    for event_id in event_ids:
+        pipe.hmget(_event_key(event_id), SUMMARY_FIELDS)
+    return [_summary(i, v) for i, v in zip(event_ids, pipe.execute()) if v[0] is not None]
+
+
 def park(client: redis.Redis, event: dict[str, Any], until: float) -> None:
     """Hold an event off while its route's breaker is open: no attempt, no worker memory, just Redis."""
     pipe = client.pipeline(transaction=True)

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import logging
 import time
+from importlib import resources
 from typing import Callable, Iterable
 
 import orjson
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, UnsupportedMediaType
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
@@ -23,11 +24,20 @@ STATUS = {InvalidTag: 400, InvalidBody: 400, BadFilter: 400, NoRoute: 404, Event
 # Request headers never written to the journal: they carry producers' credentials.
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"})
 MAX_LIST = 1000
+CONSOLE_TYPES = {"index.html": "text/html", "console.js": "text/javascript", "console.css": "text/css"}
+# The console is our own files only: no inline script, nothing from elsewhere, never framed.
+CONSOLE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
 
 URLS = Map([
     Rule("/healthz", endpoint="healthz", methods=["GET"]),
     Rule("/metrics", endpoint="metrics", methods=["GET"]),
     Rule("/stats", endpoint="stats", methods=["GET"]),
+    Rule("/console", endpoint="console", methods=["GET"]),
+    Rule("/console/<any(console.js, console.css):asset>", endpoint="console", methods=["GET"]),
     Rule("/events", endpoint="list_events", methods=["GET"]),
     Rule("/events/replay", endpoint="replay_events", methods=["POST"]),
     Rule("/events/<event_id>", endpoint="show_event", methods=["GET"]),
@@ -95,7 +105,11 @@ def show_event(bus: intake.Intake, event_id: str) -> Response:
 
 
 def replay_events(bus: intake.Intake, request: Request) -> Response:
-    """POST /events/replay {"status", "tag", "route", "since", "until", "to", "dry_run", "limit"}."""
+    """POST /events/replay {"ids", "status", "tag", "route", "since", "until", "to", "dry_run", "limit"}."""
+    if request.mimetype != "application/json":
+        # A cross-site form can post text/plain but not application/json without the browser asking
+        # first (CORS preflight): this keeps another web page from replaying events through a browser.
+        raise UnsupportedMediaType("send the replay request as JSON with Content-Type: application/json")
     try:
         spec = orjson.loads(_read_body(request, 64 * 1024) or b"{}")
     except orjson.JSONDecodeError as exc:
@@ -106,7 +120,8 @@ def replay_events(bus: intake.Intake, request: Request) -> Response:
     if to is not None:
         replay.check_target(str(to))
     limit = _limit(spec.get("limit"), default=0) if spec.get("limit") is not None else None
-    chosen = replay.plan(bus.redis, bus.router, _filter(spec, journal.DEAD), bus.settings.retention, limit)
+    ids = replay.check_ids(spec["ids"]) if spec.get("ids") is not None else None
+    chosen = replay.plan(bus.redis, bus.router, _filter(spec, journal.DEAD), bus.settings.retention, limit, ids)
     sent = 0 if spec.get("dry_run") else replay.run(bus.redis, chosen.events, to=to)
     return _json({"matched": len(chosen.events), "replayed": sent, "dry_run": bool(spec.get("dry_run")),
                   "unroutable": len(chosen.unroutable), "ids": [e["id"] for e in chosen.events[:100]]}, 200)
@@ -125,6 +140,12 @@ def stats_page(bus: intake.Intake) -> Response:
 
 def _route_names(bus: intake.Intake) -> list[str]:
     return [r.name for r in bus.router.routes]
+
+
+def console(asset: str = "index.html") -> Response:
+    """The journal console: static files shipped in the package, talking to the JSON API above."""
+    body = (resources.files("bus") / "console" / asset).read_bytes()
+    return Response(body, content_type=f"{CONSOLE_TYPES[asset]}; charset=utf-8", headers=CONSOLE_HEADERS)
 
 
 def healthz(bus: intake.Intake) -> Response:
@@ -155,6 +176,8 @@ def make_app(bus: intake.Intake | None = None) -> Callable[[dict, Callable], Ite
                 response = metrics_page(current, request)
             elif endpoint == "stats":
                 response = stats_page(current)
+            elif endpoint == "console":
+                response = console(args.get("asset", "index.html"))
             else:
                 response = replay_events(current, request)
         except BusError as exc:
