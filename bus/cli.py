@@ -57,7 +57,8 @@ def cmd_stats(args: argparse.Namespace, config: settings.Settings) -> int:
     except KeyboardInterrupt:
         pass  # Ctrl-C is how --watch ends
     except journal.REDIS_DOWN as exc:
-        raise Unavailable(f"Redis at {config.redis_url.rpartition('@')[2]} did not answer ({exc.__class__.__name__})") from exc
+        where = config.redis_url.rpartition("@")[2]  # never print a password from the URL
+        raise Unavailable(f"Redis at {where} did not answer ({exc.__class__.__name__})") from exc
     return 0
 
 
@@ -169,7 +170,8 @@ def parser() -> argparse.ArgumentParser:
     emit.add_argument("json")
     emit.set_defaults(func=cmd_emit)
 
-    st = sub.add_parser("stats", help="per route: backlog, retrying, dead, recent deliveries, oldest waiting, endpoint state")
+    st = sub.add_parser("stats", help="per route: backlog, retrying, dead, recent deliveries, oldest waiting, "
+                                      "endpoint state")
     st.add_argument("--watch", type=_positive, nargs="?", const=2.0, metavar="SECONDS",
                     help="refresh every SECONDS (default 2) until Ctrl-C")
     st.add_argument("--count", type=int, default=0, help="with --watch, stop after this many refreshes")

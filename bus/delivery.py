@@ -186,7 +186,8 @@ def deliver(self: Task, event_id: str, to: str | None = None, probe: bool = Fals
     route = w.router.by_name.get(event["route"])
     if to is not None:
         if route is None:
-            log.warning("event %s: route %r no longer exists; copy to %s not sent", event_id, event["route"], logs.redact(to))
+            log.warning("event %s: route %r no longer exists; copy to %s not sent", event_id, event["route"],
+                        logs.redact(to))
             return DEAD
         return _send_copy(self, w, route, event, to)
     if event["status"] in (journal.DELIVERED, journal.DEAD):

@@ -66,8 +66,8 @@ def run(client: redis.Redis, events: list[dict[str, Any]], to: str | None = None
     done = 0
     for start in range(0, len(events), CHUNK):
         chunk = events[start : start + CHUNK]
-        messages = [delivery_message(e["id"], e["tag"], journal.queue_name(e["route"]), task_id=str(uuid.uuid4()), to=to,
-                                     attempt=e["attempts"] + 1) for e in chunk]
+        messages = [delivery_message(e["id"], e["tag"], journal.queue_name(e["route"]), task_id=str(uuid.uuid4()),
+                                     to=to, attempt=e["attempts"] + 1) for e in chunk]
         if to is None:
             journal.requeue(client, chunk, messages)
         else:

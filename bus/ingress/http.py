@@ -27,7 +27,8 @@ MAX_LIST = 1000
 CONSOLE_TYPES = {"index.html": "text/html", "console.js": "text/javascript", "console.css": "text/css"}
 # The console is our own files only: no inline script, nothing from elsewhere, never framed.
 CONSOLE_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
+                               "form-action 'none'",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",
 }

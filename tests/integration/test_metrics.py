@@ -88,13 +88,17 @@ def test_backlog_retrying_oldest_and_breaker_gauges_equal_what_redis_holds(bus):
     assert value(after, "bus_breaker_open", route="parked") == 1
     assert value(after, "bus_endpoint_failing", route="parked") == 1
     assert value(after, "bus_endpoint_consecutive_failures", route="parked") == 5
-    assert value(after, "bus_endpoint_failing_since_timestamp_seconds", route="parked") == pytest.approx(time.time(), abs=5)
+    since = value(after, "bus_endpoint_failing_since_timestamp_seconds", route="parked")
+    assert since == pytest.approx(time.time(), abs=5)
     client.delete("bus:breaker:parked")
 
 
-def test_metrics_answer_with_redis_up_0_when_redis_is_down(bus):
-    env = {**bus.env, "BUS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "BUS_REDIS_TIMEOUT": "1"}
-    ingress, url = start_ingress(env, bus.tmp / f"ingress-noredis-{uuid.uuid4().hex[:6]}.log")
+def test_metrics_answer_with_redis_up_0_when_redis_is_down_and_the_ingress_logs_json(bus):
+    """One extra ingress for two checks: a scrape without Redis, and BUS_LOG_FORMAT=json on the ingress side."""
+    env = {**bus.env, "BUS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "BUS_REDIS_TIMEOUT": "1",
+           "BUS_LOG_FORMAT": "json"}
+    log = bus.tmp / f"ingress-noredis-{uuid.uuid4().hex[:6]}.log"
+    ingress, url = start_ingress(env, log)
     try:
         started = time.monotonic()
         samples = scrape(url)
@@ -103,3 +107,6 @@ def test_metrics_answer_with_redis_up_0_when_redis_is_down(bus):
         assert not any(name.startswith("bus_events_") for name, _ in samples)
     finally:
         ingress.stop()
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert {"gunicorn.error"} <= {line["logger"] for line in lines}
+    assert any(line["message"].startswith("Listening at: ") for line in lines)
