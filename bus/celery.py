@@ -2,12 +2,23 @@
 from __future__ import annotations
 
 import importlib
-import sys
+import logging
 import os
+import sys
 
 from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
+
+from . import logs, settings
 
 app = Celery("bus", include=["bus.delivery", "bus.scheduler"])
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(logger: logging.Logger, **_: object) -> None:
+    # Celery builds its handlers itself; BUS_LOG_FORMAT=json swaps their formatter afterwards.
+    logs.use_format(logger, settings.load().log_format)
 
 
 def _config_module() -> str:

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import time
 from typing import Sequence
 
-from . import auth, intake, journal, journal_cli, settings
-from .errors import BusError, ConfigError
+import orjson
+import redis
+
+from . import auth, intake, journal, journal_cli, logs, settings, stats
+from .errors import BusError, ConfigError, Unavailable
 from .ingress.bodies import parse_records
 from .routes import Route, Router, load_configured
 from .tags import validate_tag
@@ -42,6 +47,48 @@ def cmd_emit(args: argparse.Namespace, config: settings.Settings) -> int:
     for event_id in intake.accept(intake.load(config), args.tag, records):
         print(event_id)
     return 0
+
+
+def cmd_stats(args: argparse.Namespace, config: settings.Settings) -> int:
+    names = [r.name for r in _router(config).routes]
+    client = journal.connect(config.redis_url, config.redis_timeout)
+    try:
+        _show_stats(args, client, names)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how --watch ends
+    except journal.REDIS_DOWN as exc:
+        where = config.redis_url.rpartition("@")[2]  # never print a password from the URL
+        raise Unavailable(f"Redis at {where} did not answer ({exc.__class__.__name__})") from exc
+    return 0
+
+
+def _show_stats(args: argparse.Namespace, client: redis.Redis, names: list[str]) -> None:
+    shown = 0
+    while True:
+        now = time.time()
+        current = stats.read(client, names, now)
+        if args.watch and sys.stdout.isatty():
+            print("\x1b[H\x1b[2J", end="")  # redraw in place, like watch(1)
+        if args.json:
+            print(orjson.dumps(stats.as_json(current, now)).decode())
+        else:
+            journal_cli.print_table(stats.table(current, now))
+        shown += 1
+        if not args.watch or (args.count and shown >= args.count):
+            return
+        if not args.json:
+            print(f"\nevery {args.watch:g}s; Ctrl-C to stop", flush=True)
+        time.sleep(args.watch)
+
+
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
+    return number
 
 
 def cmd_serve(args: argparse.Namespace, config: settings.Settings) -> int:
@@ -83,7 +130,14 @@ def cmd_worker(args: argparse.Namespace, config: settings.Settings) -> int:
     routes = _worker_routes(_router(config), args.routes)
     from .celery import app
 
-    argv = [
+    argv = []
+    if config.log_format == "json":
+        # JSON from the first line: no banner, and start-up warnings (before Celery sets up
+        # logging) go through a JSON handler too.
+        argv.append("--quiet")
+        logs.configure("json")
+        logging.captureWarnings(True)
+    argv += [
         "worker",
         "--queues", ",".join(journal.queue_name(r.name) for r in routes),
         "--hostname", f"{'+'.join(r.name for r in routes)}@%h",
@@ -134,6 +188,14 @@ def parser() -> argparse.ArgumentParser:
     emit.add_argument("tag")
     emit.add_argument("json")
     emit.set_defaults(func=cmd_emit)
+
+    st = sub.add_parser("stats", help="per route: backlog, retrying, dead, recent deliveries, oldest waiting, "
+                                      "endpoint state")
+    st.add_argument("--watch", type=_positive, nargs="?", const=2.0, metavar="SECONDS",
+                    help="refresh every SECONDS (default 2) until Ctrl-C")
+    st.add_argument("--count", type=int, default=0, help="with --watch, stop after this many refreshes")
+    st.add_argument("--json", action="store_true", help="one JSON object per refresh, as GET /stats answers")
+    st.set_defaults(func=cmd_stats)
 
     journal_cli.add_commands(sub)
 

@@ -15,7 +15,7 @@ import urllib3
 from celery import Task
 from celery.exceptions import Reject
 
-from . import backoff, journal, settings, signing
+from . import backoff, journal, logs, settings, signing
 from .celery import app
 from .errors import NoRoute
 from .classify import DEAD, DELIVERED, RETRY, Outcome, classify
@@ -130,11 +130,23 @@ def _same_origin_redirect(url: str, resp: requests.Response) -> str | None:
 
 
 def _log(event: dict[str, Any], record: dict[str, Any], outcome: Outcome, copy_to: str | None = None) -> None:
+    """One line per attempt. Never the request's headers (the route's credentials) nor query values (tokens)."""
+    fields: dict[str, Any] = {
+        "event_id": event["id"], "tag": event["tag"], "route": event["route"], "attempt": record["attempt"],
+        "status_code": record.get("status_code"), "duration": record["duration"], "verdict": outcome.verdict,
+    }
+    if record.get("error"):
+        fields["error"] = logs.redact(record["error"])
+    if outcome.delay:
+        fields["retry_in"] = round(outcome.delay, 3)
+    if copy_to:
+        fields["copy_to"] = logs.redact(copy_to)
     log.info(
         "event %s tag=%s route=%s attempt=%d result=%s duration=%.3fs verdict=%s%s%s",
         event["id"], event["tag"], event["route"], record["attempt"],
-        record.get("status_code") or record.get("error"), record["duration"], outcome.verdict,
-        f" delay={outcome.delay:.1f}s" if outcome.delay else "", f" copy_to={copy_to}" if copy_to else "",
+        fields["status_code"] or fields.get("error"), record["duration"], outcome.verdict,
+        f" delay={outcome.delay:.1f}s" if outcome.delay else "", f" copy_to={fields['copy_to']}" if copy_to else "",
+        extra={logs.FIELDS: fields},
     )
 
 
@@ -201,7 +213,8 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
     route = w.router.by_name.get(event["route"])
     if to is not None:
         if route is None:
-            log.warning("event %s: route %r no longer exists; copy to %s not sent", event["id"], event["route"], to)
+            log.warning("event %s: route %r no longer exists; copy to %s not sent", event["id"], event["route"],
+                        logs.redact(to))
             return DEAD, open_until
         return _send_copy(task, w, route, event, to), open_until
     if event["status"] in (journal.DELIVERED, journal.DEAD):

@@ -25,6 +25,14 @@ class EventFilter:
     def matches_tag(self, tag: str) -> bool:
         return self.tag is None or bool(_tag_regex(self.tag).match(tag))
 
+    def matches(self, summary: dict) -> bool:
+        """Whether an event summary (as journal.find returns them) passes every part of the filter."""
+        return ((self.status is None or summary["status"] == self.status)
+                and (self.route is None or summary["route"] == self.route)
+                and (self.since is None or summary["received"] >= self.since)
+                and (self.until is None or summary["received"] <= self.until)
+                and self.matches_tag(summary["tag"]))
+
 
 @lru_cache(maxsize=256)
 def _tag_regex(pattern: str) -> re.Pattern[str]:

@@ -10,7 +10,7 @@ import orjson
 import redis
 
 from . import journal, settings
-from .errors import BacklogFull, InvalidBody
+from .errors import BacklogFull, BodyTooLarge, BusError, InvalidBody, InvalidTag, NoRoute
 from .events import new_id
 from .messages import delivery_message, groups
 from .routes import Router, load_configured
@@ -81,6 +81,28 @@ def accept(intake: Intake, tag: str, records: list[Any], headers: bytes = b"") -
     messages = [delivery_message([(e.id, tag) for e in group], queue) for group in groups(events)]
     journal.accept(intake.redis, events, messages)
     return [e.id for e in events]
+
+
+# Refusals counted for /metrics, by reason. Unavailable (Redis down) is missing on purpose:
+# there is nowhere to count it, and trying would make the 503 wait for Redis again.
+REFUSAL_REASONS = {InvalidTag: "invalid_tag", NoRoute: "no_route", InvalidBody: "invalid_body",
+                   BodyTooLarge: "too_large", BacklogFull: "backlog_full"}
+
+
+def count_refusal(intake: Intake, tag: str, exc: BusError) -> None:
+    """Count a refused request under the route its tag would take ('' when none) and the refusal's reason."""
+    reason = REFUSAL_REASONS.get(type(exc))
+    if reason is None:
+        return
+    try:
+        validate_tag(tag)
+        route = intake.router.match(tag).name
+    except BusError:
+        route = ""
+    try:
+        journal.count_refused(intake.redis, route, reason)
+    except journal.REDIS_DOWN:
+        pass  # the refusal stands; only its count is lost
 
 
 def _json_type(value: Any) -> str:

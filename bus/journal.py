@@ -10,8 +10,14 @@ Keys (every name is built here and nowhere else):
 - bus:status:<status>            sorted set of ids by received time, one per status
 - bus:route:<route>:<status>     the same per route
 - bus:retry:<route>              sorted set of ids waiting for their next attempt, by due time
-- bus:breaker:<route>            hash: failures, step, open_until, since (the route's circuit breaker)
+- bus:breaker:<route>            hash: failures, failing_since, step, open_until, since (the route's circuit breaker)
 - bus:mover:<route>              which worker moves the route's due retries right now (expires)
+- bus:counters                   hash of ever-growing counters for /metrics, field "<kind>:<route>[:<label>]"
+- bus:latency:<route>            hash: accept-to-2xx histogram: count per bucket (not cumulative), sum, count
+- bus:delivered:<route>:<slot>   deliveries in one 10-second slot (expires after an hour), for `bus stats`
+
+Counters are bumped in the same transaction as the transition they count, so
+/metrics never disagrees with the journal, whatever process made the change.
 
 Like rq's registries, each state is a sorted set scored by time, so a filtered
 listing reads only its own set, and reading cleans out what retention expired.
@@ -34,6 +40,11 @@ QUEUED, RETRYING, DELIVERED, DEAD = STATUSES
 DEFAULT_RETENTION = 7 * 24 * 3600
 RESPONSE_KEEP = 2048
 SUMMARY_FIELDS = ("tag", "route", "status", "attempts", "last", "received")
+COUNTERS = "bus:counters"
+# Accept-to-2xx seconds: from a healthy endpoint's tens of milliseconds to a day-long outage.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0)
+SLOT = 10  # seconds per delivered-count slot
+SLOTS_KEPT = 3600 // SLOT
 # Errors that mean "Redis is not answering", as opposed to a bug in our calls.
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
 
@@ -78,6 +89,14 @@ def _breaker_key(route: str) -> str:
     return f"bus:breaker:{route}"
 
 
+def _latency_key(route: str) -> str:
+    return f"bus:latency:{route}"
+
+
+def _slot_key(route: str, slot: int) -> str:
+    return f"bus:delivered:{route}:{slot}"
+
+
 def _index_key(status: str | None, route: str | None = None) -> str:
     if route:
         return f"bus:route:{route}:{status}" if status else f"bus:route:{route}:all"
@@ -103,24 +122,26 @@ def _move(pipe: Any, event_id: str, route: str, received: float, old: str | None
     pipe.zadd(_index_key(new, route), {event_id: received})
 
 
-# One script per request: the journal record, every index entry and the task
-# messages of its events, atomically and in one round trip. KEYS: bus:all, the
-# route's :all index, the queued index and the route's queued index, the
-# route's queue, then each event's hash key (all built by the functions above).
-# ARGV: the number of events, then id, tag, body, headers, received per event,
+# One script per request: the journal record, every index entry, the task
+# messages of its events and the accepted counter, atomically and in one round
+# trip. KEYS: bus:all, the route's :all index, the queued index, the route's
+# queued index, the route's queue, the counters hash, then each event's hash
+# key (all built by the functions above). ARGV: the number of events, the
+# route, the counter's field, then id, tag, body, headers, received per event,
 # then the messages.
 _ACCEPT = """
-local n = tonumber(ARGV[1])
+local n, route = tonumber(ARGV[1]), ARGV[2]
 for e = 1, n do
-  local i = 2 + (e - 1) * 5
+  local i = 4 + (e - 1) * 5
   local id, received = ARGV[i], ARGV[i + 4]
-  redis.call('HSET', KEYS[5 + e], 'tag', ARGV[i + 1], 'route', ARGV[#ARGV], 'body', ARGV[i + 2],
+  redis.call('HSET', KEYS[6 + e], 'tag', ARGV[i + 1], 'route', route, 'body', ARGV[i + 2],
              'headers', ARGV[i + 3], 'received', received, 'status', 'queued', 'attempts', 0, 'round', 0)
   for k = 1, 4 do redis.call('ZADD', KEYS[k], received, id) end
 end
-for i = 2 + n * 5, #ARGV - 1 do
+for i = 4 + n * 5, #ARGV do
   redis.call('LPUSH', KEYS[5], ARGV[i])
 end
+redis.call('HINCRBY', KEYS[6], ARGV[3], n)
 return n
 """
 
@@ -129,14 +150,15 @@ def accept(client: redis.Redis, events: list[NewEvent], messages: list[bytes]) -
     """Journal the events of one route and enqueue the task messages that deliver them,
     atomically and in one round trip: all or none."""
     route = events[0].route
-    keys = [_index_key(None), _index_key(None, route), _index_key(QUEUED), _index_key(QUEUED, route), queue_name(route)]
-    args: list[Any] = [len(events)]
+    keys = [_index_key(None), _index_key(None, route), _index_key(QUEUED), _index_key(QUEUED, route), queue_name(route),
+            COUNTERS]
+    args: list[Any] = [len(events), route, f"accepted:{route}"]
     for ev in events:
         if ev.route != route:
             raise ValueError("accept() takes the events of one route at a time")
         keys.append(_event_key(ev.id))
         args += [ev.id, ev.tag, ev.body, ev.headers, repr(ev.received)]
-    args += [*messages, route]
+    args += messages
     try:
         _script(client, _ACCEPT)(keys=keys, args=args)
     except REDIS_DOWN as exc:
@@ -159,6 +181,8 @@ def _decode(event_id: str, raw: dict[bytes, bytes]) -> dict[str, Any]:
     record["received"] = float(record["received"])
     record["attempts"] = int(record.get("attempts", 0))
     record["round"] = int(record.get("round", 0))
+    if "replayed" in record:
+        record["replayed"] = float(record["replayed"])
     record["id"] = event_id
     return record
 
@@ -204,10 +228,12 @@ def show(client: redis.Redis, event_id: str) -> dict[str, Any]:
 
 
 # KEYS: event, attempts, copies, old status index, old route index, new status
-# index, new route index, route retry schedule, route breaker (all built by the
+# index, new route index, route retry schedule, route breaker, counters, the
+# route's latency histogram, the current delivered slot (all built by the
 # functions above). ARGV: id, received, moved ('1' when the status changes),
 # attempt JSON, status, last result, retention (or '' to keep), retry time
-# (or ''), '1' to close the breaker.
+# (or ''), '1' to close the breaker, the counter field to bump, and for a
+# delivery the latency bucket, the seconds and the slot's time to live.
 _RECORD_ATTEMPT = """
 local id, received = ARGV[1], ARGV[2]
 redis.call('RPUSH', KEYS[2], ARGV[4])
@@ -224,6 +250,14 @@ if ARGV[7] ~= '' then
 end
 if ARGV[8] ~= '' then redis.call('ZADD', KEYS[8], ARGV[8], id) end
 if ARGV[9] == '1' then redis.call('DEL', KEYS[9]) end
+redis.call('HINCRBY', KEYS[10], ARGV[10], 1)
+if ARGV[11] ~= '' then
+  redis.call('HINCRBY', KEYS[11], ARGV[11], 1)
+  redis.call('HINCRBYFLOAT', KEYS[11], 'sum', ARGV[12])
+  redis.call('HINCRBY', KEYS[11], 'count', 1)
+  redis.call('INCR', KEYS[12])
+  redis.call('EXPIRE', KEYS[12], ARGV[13])
+end
 return 1
 """
 
@@ -244,11 +278,115 @@ def record_attempt(client: redis.Redis, event: dict[str, Any], attempt: dict[str
     event_id, route, old = event["id"], event["route"], event["status"] or status
     keys = [_event_key(event_id), _attempts_key(event_id), _copies_key(event_id),
             _index_key(old), _index_key(old, route), _index_key(status), _index_key(status, route),
-            _retry_key(route), _breaker_key(route)]
+            _retry_key(route), _breaker_key(route), COUNTERS, _latency_key(route)]
     args = [event_id, repr(event["received"]), "1" if old != status else "0", orjson.dumps(attempt), status,
             str(last), retention if status == DELIVERED else "", repr(retry_at) if retry_at is not None else "",
             "1" if endpoint_alive else "0"]
-    _script(client, _RECORD_ATTEMPT)(keys=keys, args=args)
+    slot, counted = _count_outcome(event, status, attempt)
+    _script(client, _RECORD_ATTEMPT)(keys=keys + [slot], args=args + counted)
+
+
+def status_class(code: int | None) -> str:
+    """'2xx' ... '5xx' for an HTTP status, 'error' for no answer (connection error, timeout, route gone)."""
+    return f"{code // 100}xx" if code else "error"
+
+
+def _count_outcome(event: dict[str, Any], status: str, attempt: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The delivered-slot key and the counter arguments of record_attempt's script for this outcome."""
+    route = event["route"]
+    done = attempt.get("at", time.time()) + attempt.get("duration", 0.0)
+    slot = _slot_key(route, int(done // SLOT))
+    if status != DELIVERED:
+        kind = "retried" if status == RETRYING else "dead"
+        return slot, [f"{kind}:{route}:{status_class(attempt.get('status_code'))}", "", 0, 0]
+    # A replayed event is timed from its replay: the days it spent dead say nothing about delivery.
+    seconds = max(0.0, done - max(event["received"], event.get("replayed", 0.0)))
+    bucket = next((repr(b) for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
+    return slot, [f"delivered:{route}", bucket, repr(seconds), 3600 + 2 * SLOT]
+
+
+def count_refused(client: redis.Redis, route: str, reason: str) -> None:
+    """A request the ingress refused; `route` is '' when none was chosen (bad tag, no route)."""
+    client.hincrby(COUNTERS, f"refused:{route}:{reason}", 1)
+
+
+def counters(client: redis.Redis) -> list[tuple[str, str, str, int]]:
+    """Every counter as (kind, route, label, value); label is '' for kinds without one."""
+    out = []
+    for name, value in client.hgetall(COUNTERS).items():
+        kind, _, rest = name.decode().partition(":")
+        route, _, label = rest.partition(":")
+        out.append((kind, route, label, int(value)))
+    return out
+
+
+def latency(client: redis.Redis, routes: Iterable[str]) -> dict[str, tuple[list[tuple[str, int]], float]]:
+    """Per route with deliveries: cumulative (upper bound, count) buckets ending with '+Inf', and the sum."""
+    routes = list(routes)
+    pipe = client.pipeline(transaction=False)
+    for route in routes:
+        pipe.hgetall(_latency_key(route))
+    out = {}
+    for route, raw in zip(routes, pipe.execute()):
+        if not raw:
+            continue
+        values = {k.decode(): v for k, v in raw.items()}
+        running, buckets = 0, []
+        for bound in [repr(b) for b in LATENCY_BUCKETS] + ["+Inf"]:
+            running += int(values.get(bound, 0))
+            buckets.append((bound, running))
+        out[route] = (buckets, float(values.get("sum", 0)))
+    return out
+
+
+@dataclass(frozen=True)
+class RouteSnapshot:
+    """What Redis says about one route at one moment."""
+
+    queued: int
+    retrying: int
+    dead: int
+    queue_length: int  # task messages in bus.<route> waiting for a worker
+    oldest_waiting: float | None  # received time of the oldest queued or retrying event
+    breaker: dict[str, float]
+    delivered_per_slot: list[int]  # the last hour, SLOT seconds each, oldest first; the last is the current slot
+
+
+def snapshot(client: redis.Redis, routes: Iterable[str], now: float) -> dict[str, RouteSnapshot]:
+    """Every route's counts, oldest waiting event, breaker and recent deliveries, in one round trip."""
+    routes = list(routes)
+    current = int(now // SLOT)
+    slots = range(current - SLOTS_KEPT + 1, current + 1)
+    pipe = client.pipeline(transaction=False)
+    for route in routes:
+        for status in (QUEUED, RETRYING, DEAD):
+            pipe.zcard(_index_key(status, route))
+        for status in (QUEUED, RETRYING):
+            pipe.zrange(_index_key(status, route), 0, 0, withscores=True)
+        pipe.llen(queue_name(route))
+        pipe.hgetall(_breaker_key(route))
+        pipe.mget([_slot_key(route, s) for s in slots])
+    results = pipe.execute()
+    out = {}
+    for i, route in enumerate(routes):
+        queued, retrying, dead, first_queued, first_retrying, length, breaker_, slot_counts = results[i * 8:(i + 1) * 8]
+        oldest = [score for _, score in first_queued + first_retrying]
+        out[route] = RouteSnapshot(
+            queued=queued, retrying=retrying, dead=dead, queue_length=length,
+            oldest_waiting=min(oldest) if oldest else None,
+            breaker={k.decode(): float(v) for k, v in breaker_.items()},
+            delivered_per_slot=[int(c or 0) for c in slot_counts],
+        )
+    return out
+
+
+def summaries(client: redis.Redis, event_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """Summaries of these events in the order given; ids not in the journal are left out."""
+    event_ids = list(event_ids)
+    pipe = client.pipeline(transaction=False)
+    for event_id in event_ids:
+        pipe.hmget(_event_key(event_id), SUMMARY_FIELDS)
+    return [_summary(i, v) for i, v in zip(event_ids, pipe.execute()) if v[0] is not None]
 
 
 def park(client: redis.Redis, event: dict[str, Any], until: float,
@@ -266,6 +404,7 @@ def park(client: redis.Redis, event: dict[str, Any], until: float,
 _BREAKER_FAIL = """
 local now, threshold, cap, jitter = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local probe = ARGV[5] == '1'
+redis.call('HSETNX', KEYS[1], 'failing_since', tostring(now))
 local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
 -- Failures of attempts already in flight when it opened do not lengthen the wait; a failed probe does.
 if open_until > now and not probe then return tostring(open_until) end
@@ -315,7 +454,7 @@ def breaker_failed(client: redis.Redis, route: str, now: float, threshold: int, 
 
 
 def breaker(client: redis.Redis, route: str) -> dict[str, float]:
-    """The route's breaker: empty when closed, else open_until, since, failures, step."""
+    """The route's breaker: empty while the endpoint answers, else failures, failing_since, open_until, since, step."""
     return {k.decode(): float(v) for k, v in client.hgetall(_breaker_key(route)).items()}
 
 
@@ -324,15 +463,15 @@ def hold_breaker(client: redis.Redis, route: str, until: float) -> None:
     client.hset(_breaker_key(route), "open_until", repr(until))
 
 
-def due(client: redis.Redis, route: str, now: float, limit: int) -> list[tuple[str, str]]:
-    """Up to `limit` (id, tag) of the route's events whose retry time has come."""
+def due(client: redis.Redis, route: str, now: float, limit: int) -> list[tuple[str, str, int]]:
+    """Up to `limit` (id, tag, attempts so far) of the route's events whose retry time has come; tag '' when gone."""
     ids = [i.decode() for i in client.zrangebyscore(_retry_key(route), "-inf", now, start=0, num=limit)]
     if not ids:
         return []
     pipe = client.pipeline(transaction=False)
     for event_id in ids:
-        pipe.hget(_event_key(event_id), "tag")
-    return [(i, t.decode() if t else "") for i, t in zip(ids, pipe.execute())]
+        pipe.hmget(_event_key(event_id), ("tag", "attempts"))
+    return [(i, t.decode() if t else "", int(n or 0)) for i, (t, n) in zip(ids, pipe.execute())]
 
 
 def release(client: redis.Redis, route: str, groups: list[tuple[list[str], bytes]]) -> int:
@@ -369,7 +508,7 @@ def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tu
     pipe = client.pipeline(transaction=True)
     for event in events:
         key = _event_key(event["id"])
-        pipe.hset(key, mapping={"status": QUEUED, "round": event["attempts"]})
+        pipe.hset(key, mapping={"status": QUEUED, "round": event["attempts"], "replayed": repr(time.time())})
         for k in (key, _attempts_key(event["id"]), _copies_key(event["id"])):
             pipe.persist(k)
         _move(pipe, event["id"], event["route"], event["received"], event["status"], QUEUED)

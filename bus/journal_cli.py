@@ -107,8 +107,9 @@ def _select(args: argparse.Namespace, config: settings.Settings, default_status:
     client = _client(config)
     router = load_configured(config)
     chosen = replay.Plan()
+    ids = replay.check_ids(args.ids) if getattr(args, "ids", None) else None
     for f in _filters(args, args.status or [default_status]):
-        part = replay.plan(client, router, f, config.retention, getattr(args, "limit", None))
+        part = replay.plan(client, router, f, config.retention, getattr(args, "limit", None), ids)
         chosen.events += part.events
         chosen.unroutable += part.unroutable
     return client, chosen
@@ -164,6 +165,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--to", help="send copies to this URL instead (a staging service); the events' state is untouched")
     rep.add_argument("--dry-run", action="store_true", help="say what would be sent and how many")
     rep.add_argument("--limit", type=int, help="replay at most this many")
+    rep.add_argument("--id", dest="ids", action="append", metavar="ID",
+                     help="only this event (repeat for several); the other filters still apply")
     rep.set_defaults(func=cmd_replay)
 
     purge = sub.add_parser("purge", help="delete events chosen by filter (dead ones by default) for good")

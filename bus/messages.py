@@ -21,23 +21,25 @@ def groups(items: list, size: int = GROUP_SIZE) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def delivery_message(events: list[tuple[str, str]], queue: str, task_id: str | None = None, to: str | None = None,
+def delivery_message(events: list[tuple], queue: str, task_id: str | None = None, to: str | None = None,
                      probe: bool = False) -> bytes:
     """A Celery protocol-2 message for kombu's Redis transport, as LPUSHed onto list `queue`.
 
-    `events` is (event id, tag) pairs of one route. The body travels as plain
-    JSON (no base64 'body_encoding'), which kombu decodes as is; argsrepr lists
-    the tags and ids so Flower shows which events a task carries.
+    `events` is (event id, tag) or (event id, tag, attempt) of one route. The
+    body travels as plain JSON (no base64 'body_encoding'), which kombu decodes
+    as is. argsrepr is what Flower shows as the task's arguments: the tag, the
+    event id and which attempt this task makes (or that it sends a copy), for
+    the first few events of the group.
     """
-    ids = [event_id for event_id, _ in events]
+    ids = [e[0] for e in events]
     # Unique among messages in flight: an event is in one first-delivery task,
     # so its id names that task; retries and replays pass a fresh uuid.
     task_id = task_id or ids[0]
     kwargs: dict[str, object] = {"to": to} if to else {}
     if probe:
         kwargs["probe"] = True
-    shown = " ".join(f"{tag}:{event_id}" for event_id, tag in events[:5])
-    argsrepr = shown if len(events) <= 5 else f"{len(events)} events {shown} ..."
+    shown = ", ".join(describe(e[1], e[0], e[2] if len(e) > 2 else 1, to is not None, probe) for e in events[:5])
+    argsrepr = shown if len(events) <= 5 else f"{len(events)} events: {shown}, ..."
     body = orjson.dumps([[ids], kwargs, _EMBED]).decode()
     return orjson.dumps(
         {
@@ -71,3 +73,17 @@ def delivery_message(events: list[tuple[str, str]], queue: str, task_id: str | N
             },
         }
     )
+
+
+def describe(tag: str, event_id: str, attempt: int, copy: bool = False, probe: bool = False) -> str:
+    """'api.orders 0190... attempt 2': how a delivery task reads in Flower's task list."""
+    if copy:
+        return f"{tag} {event_id} copy"
+    return f"{tag} {event_id} attempt {attempt}" + (" probe" if probe else "")
+
+
+def describe(tag: str, event_id: str, attempt: int, copy: bool = False, probe: bool = False) -> str:
+    """'api.orders 0190... attempt 2': how a delivery task reads in Flower's task list."""
+    if copy:
+        return f"{tag} {event_id} copy"
+    return f"{tag} {event_id} attempt {attempt}" + (" probe" if probe else "")

@@ -1,9 +1,10 @@
 """Replay: re-send journaled events chosen by a filter, to their route or as copies to another URL."""
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
 import redis
@@ -15,6 +16,8 @@ from .messages import delivery_message, groups
 from .routes import Router
 
 CHUNK = 500
+MAX_IDS = 1000
+_EVENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass
@@ -32,9 +35,25 @@ def check_target(url: str) -> str:
     return url
 
 
-def plan(client: redis.Redis, router: Router, f: EventFilter, retention: int, limit: int | None = None) -> Plan:
+def check_ids(raw: object) -> list[str]:
+    """The `ids` of a replay request: a list of 1 to MAX_IDS event ids, duplicates dropped."""
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_IDS:
+        raise BadFilter(f"ids must be a list of 1 to {MAX_IDS} event ids")
+    bad = next((i for i in raw if not isinstance(i, str) or not _EVENT_ID.fullmatch(i)), None)
+    if bad is not None:
+        raise BadFilter(f"ids: {bad!r} is not an event id (a UUID such as 0190b7c4-8f3e-7a21-9c44-5d2e8f6a7b10)")
+    return list(dict.fromkeys(raw))
+
+
+def plan(client: redis.Redis, router: Router, f: EventFilter, retention: int, limit: int | None = None,
+         ids: Sequence[str] | None = None) -> Plan:
+    """The events `f` chooses; with `ids`, only those events, each still checked against `f`."""
     result = Plan()
-    for event in journal.iter_matching(client, f, retention):
+    if ids:
+        chosen: Iterable[dict[str, Any]] = (e for e in journal.summaries(client, ids) if f.matches(e))
+    else:
+        chosen = journal.iter_matching(client, f, retention)
+    for event in chosen:
         (result.events if event["route"] in router.by_name else result.unroutable).append(event)
         if limit is not None and len(result.events) >= limit:
             break
@@ -51,7 +70,7 @@ def run(client: redis.Redis, events: list[dict[str, Any]], to: str | None = None
         for e in chunk:
             by_route.setdefault(e["route"], []).append(e)
         messages = [
-            (delivery_message([(e["id"], e["tag"]) for e in group], journal.queue_name(route),
+            (delivery_message([(e["id"], e["tag"], e["attempts"] + 1) for e in group], journal.queue_name(route),
                               task_id=str(uuid.uuid4()), to=to), route)
             for route, route_events in by_route.items() for group in groups(route_events)
         ]

@@ -41,12 +41,12 @@ def tick(client: object, routes: list[Route], now: float | None = None, mover: s
             continue
         if probe:
             journal.hold_breaker(client, route.name, now + route.open_timeout + route.read_timeout + PROBE_SLACK)
-        for event_id, tag in items:
+        for event_id, tag, _ in items:
             if not tag:
                 journal.drop_scheduled(client, route.name, event_id)
-        items = [(event_id, tag) for event_id, tag in items if tag]
+        items = [(event_id, tag, attempts + 1) for event_id, tag, attempts in items if tag]
         queue = journal.queue_name(route.name)
-        batches = [([event_id for event_id, _ in group],
+        batches = [([event_id for event_id, _, _ in group],
                      delivery_message(group, queue, task_id=str(uuid.uuid4()), probe=probe))
                    for group in groups(items)]
         moved += journal.release(client, route.name, batches)

@@ -10,6 +10,7 @@ from .errors import ConfigError
 
 # Fluentd's in_http body_size_limit default.
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Settings:
     retention: int
     tokens_file: Path | None
     max_batch: int
+    log_format: str = "text"  # BUS_LOG_FORMAT: worker and ingress logs as text lines or one JSON object a line
     # The environment as read once, for route secrets given as "env:NAME"; kept out of repr.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -68,5 +70,13 @@ def load(env: dict[str, str] | None = None) -> Settings:
         retention=_retention(env.get("BUS_RETENTION")),
         tokens_file=Path(env["BUS_TOKENS"]) if env.get("BUS_TOKENS") else None,
         max_batch=int(_number(env, "BUS_MAX_BATCH", 10_000, int)),
+        log_format=_log_format(env.get("BUS_LOG_FORMAT")),
         environ=env,
     )
+
+
+def _log_format(raw: str | None) -> str:
+    value = (raw or "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"BUS_LOG_FORMAT={raw!r}: use 'text' or 'json'")
+    return value

@@ -81,7 +81,8 @@ def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int)
             procs.insert(1, (f"worker {route.name}", _start(f"worker {route.name}", bus_cmd + ["worker", route.name], env)))
         if flower_port:
             procs.insert(1, ("flower", _start("flower", [sys.executable, "-m", "celery", "-A", "bus", "flower",
-                                                          f"--port={flower_port}", "--address=127.0.0.1"], env)))
+                                                          f"--port={flower_port}", "--address=127.0.0.1",
+                                                          "--persistent=True", f"--db={var / 'flower.db'}"], env)))
             print(f"bus up: Flower on http://127.0.0.1:{flower_port}/", flush=True)
         print(f"bus up: ingress on http://{bind}/ (POST /<tag>); Redis {url} with AOF in {var / 'redis'}; Ctrl-C stops all", flush=True)
         while True:

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import logging
 import time
+from importlib import resources
 from typing import Callable, Iterable
 
 import orjson
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, UnsupportedMediaType
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from .. import auth, filters, intake, journal, replay
+from .. import auth, filters, intake, journal, metrics, replay, stats
 from ..errors import (BacklogFull, BadFilter, BodyTooLarge, BusError, EventNotFound, Forbidden, InvalidBody, InvalidTag,
                       NoRoute, Unauthorized, Unavailable)
 from ..journal import REDIS_DOWN
@@ -24,9 +25,22 @@ STATUS = {InvalidTag: 400, InvalidBody: 400, BadFilter: 400, Unauthorized: 401, 
 # Request headers never written to the journal: they carry producers' credentials.
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"})
 MAX_LIST = 1000
+OPEN_ENDPOINTS = frozenset({"healthz", "metrics", "console"})
+CONSOLE_TYPES = {"index.html": "text/html", "console.js": "text/javascript", "console.css": "text/css"}
+# The console is our own files only: no inline script, nothing from elsewhere, never framed.
+CONSOLE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
+                               "form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
 
 URLS = Map([
     Rule("/healthz", endpoint="healthz", methods=["GET"]),
+    Rule("/metrics", endpoint="metrics", methods=["GET"]),
+    Rule("/stats", endpoint="stats", methods=["GET"]),
+    Rule("/console", endpoint="console", methods=["GET"]),
+    Rule("/console/<any(console.js, console.css):asset>", endpoint="console", methods=["GET"]),
     Rule("/events", endpoint="list_events", methods=["GET"]),
     Rule("/events/replay", endpoint="replay_events", methods=["POST"]),
     Rule("/events/<event_id>", endpoint="show_event", methods=["GET"]),
@@ -61,11 +75,16 @@ def _received_headers(request: Request) -> bytes:
 
 
 def post_events(bus: intake.Intake, request: Request, tag: str) -> Response:
-    body = _read_body(request, bus.settings.max_body)
-    records = parse_records(body, request.content_type or "application/json")
-    if len(records) > bus.settings.max_batch:
-        raise BodyTooLarge(f"the batch has {len(records)} events; the limit is {bus.settings.max_batch} (BUS_MAX_BATCH)")
-    ids = intake.accept(bus, tag, records, _received_headers(request))
+    try:
+        body = _read_body(request, bus.settings.max_body)
+        records = parse_records(body, request.content_type or "application/json")
+        if len(records) > bus.settings.max_batch:
+            raise BodyTooLarge(f"the batch has {len(records)} events; the limit is {bus.settings.max_batch} "
+                               "(BUS_MAX_BATCH)")
+        ids = intake.accept(bus, tag, records, _received_headers(request))
+    except BusError as exc:
+        intake.count_refusal(bus, tag, exc)
+        raise
     return _json({"ids": ids}, 202)
 
 
@@ -94,7 +113,11 @@ def show_event(bus: intake.Intake, event_id: str) -> Response:
 
 
 def replay_events(bus: intake.Intake, request: Request) -> Response:
-    """POST /events/replay {"status", "tag", "route", "since", "until", "to", "dry_run", "limit"}."""
+    """POST /events/replay {"ids", "status", "tag", "route", "since", "until", "to", "dry_run", "limit"}."""
+    if request.mimetype != "application/json":
+        # A cross-site form can post text/plain but not application/json without the browser asking
+        # first (CORS preflight): this keeps another web page from replaying events through a browser.
+        raise UnsupportedMediaType("send the replay request as JSON with Content-Type: application/json")
     try:
         spec = orjson.loads(_read_body(request, 64 * 1024) or b"{}")
     except orjson.JSONDecodeError as exc:
@@ -105,10 +128,32 @@ def replay_events(bus: intake.Intake, request: Request) -> Response:
     if to is not None:
         replay.check_target(str(to))
     limit = _limit(spec.get("limit"), default=0) if spec.get("limit") is not None else None
-    chosen = replay.plan(bus.redis, bus.router, _filter(spec, journal.DEAD), bus.settings.retention, limit)
+    ids = replay.check_ids(spec["ids"]) if spec.get("ids") is not None else None
+    chosen = replay.plan(bus.redis, bus.router, _filter(spec, journal.DEAD), bus.settings.retention, limit, ids)
     sent = 0 if spec.get("dry_run") else replay.run(bus.redis, chosen.events, to=to)
     return _json({"matched": len(chosen.events), "replayed": sent, "dry_run": bool(spec.get("dry_run")),
                   "unroutable": len(chosen.unroutable), "ids": [e["id"] for e in chosen.events[:100]]}, 200)
+
+
+def metrics_page(bus: intake.Intake, request: Request) -> Response:
+    body, content_type = metrics.exposition(bus.redis, _route_names(bus), request.headers.get("Accept", ""))
+    return Response(body, content_type=content_type)
+
+
+def stats_page(bus: intake.Intake) -> Response:
+    """GET /stats: what `bus stats --json` prints (the console's backlog table reads it)."""
+    now = time.time()
+    return _json(stats.as_json(stats.read(bus.redis, _route_names(bus), now), now), 200)
+
+
+def _route_names(bus: intake.Intake) -> list[str]:
+    return [r.name for r in bus.router.routes]
+
+
+def console(asset: str = "index.html") -> Response:
+    """The journal console: static files shipped in the package, talking to the JSON API above."""
+    body = (resources.files("bus") / "console" / asset).read_bytes()
+    return Response(body, content_type=f"{CONSOLE_TYPES[asset]}; charset=utf-8", headers=CONSOLE_HEADERS)
 
 
 def healthz(bus: intake.Intake) -> Response:
@@ -120,8 +165,9 @@ def healthz(bus: intake.Intake) -> Response:
 
 
 def _authorize(tokens: list[auth.Token] | None, request: Request, endpoint: str, args: dict) -> None:
-    """With BUS_TOKENS set, events need a token allowed for their tag and the journal needs @journal."""
-    if tokens is None or endpoint == "healthz":
+    """With BUS_TOKENS set, events need a token allowed for their tag and the journal needs @journal.
+    Health, metrics (counts, no event data) and the console's static files stay open."""
+    if tokens is None or endpoint in OPEN_ENDPOINTS:
         return
     token = auth.authenticate(tokens, request.headers.get("Authorization"))
     if endpoint == "post_events":
@@ -149,6 +195,12 @@ def make_app(bus: intake.Intake | None = None, tokens: list[auth.Token] | None =
                 response = list_events(current, request)
             elif endpoint == "show_event":
                 response = show_event(current, args["event_id"])
+            elif endpoint == "metrics":
+                response = metrics_page(current, request)
+            elif endpoint == "stats":
+                response = stats_page(current)
+            elif endpoint == "console":
+                response = console(args.get("asset", "index.html"))
             else:
                 response = replay_events(current, request)
         except BusError as exc:

@@ -4,9 +4,18 @@ from __future__ import annotations
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 
-from .. import auth, intake
+from .. import auth, intake, logs
 from .http import make_app
+
+
+class _JsonLogger(Logger):
+    """gunicorn's own lines (start, stop, worker timeouts) in the same JSON shape as ours."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        logs.use_format(self.error_log, "json")
 
 
 class _Gunicorn(BaseApplication):
@@ -26,7 +35,10 @@ class _Gunicorn(BaseApplication):
 def serve(bus: intake.Intake, bind: str, workers: int = 2, threads: int = 8,
           tokens: list[auth.Token] | None = None) -> None:
     """Run until SIGTERM/SIGINT; gunicorn lets in-flight requests finish (graceful_timeout)."""
+    logs.configure(bus.settings.log_format)
+    options: dict[str, Any] = {"logger_class": _JsonLogger} if bus.settings.log_format == "json" else {}
     _Gunicorn(make_app(bus, tokens), {
+        **options,
         "bind": bind,
         "workers": workers,
         "worker_class": "gthread",

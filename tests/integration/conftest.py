@@ -209,10 +209,24 @@ signing_secret = ["env:BUS_TEST_SIGNING_OLD", "env:BUS_TEST_SIGNING_NEW"]
 secret_headers = {{ Authorization = "env:BUS_TEST_ENDPOINT_TOKEN" }}
 retry_max_interval = 1
 """,
+    "ops.toml": """
+# The operating tests' own route (metrics, console, Flower), so other tests' traffic does not move its numbers.
+match = "ops.**"
+endpoint = "{receiver}/ops/${{tag}}"
+retry_max_interval = 1
+""",
     "parked.toml": """
 # No worker consumes this route in the tests: its events must wait in bus.parked.
 match = "parked.*"
 endpoint = "{receiver}/parked/${{tag[-1]}}"
+""",
+    "secret.toml": """
+# Credentials in a header and in the query string: they must never reach a log. Only test_logs runs its worker.
+match = "secret.*"
+endpoint = "{receiver}/secret/${{tag[1]}}?token=query-secret-value"
+headers = {{ Authorization = "Bearer header-secret-value" }}
+retry_max_interval = 1
+max_attempts = 2
 """,
 }
 
@@ -281,7 +295,7 @@ def start_worker(env: dict[str, str], log: Path, *routes: str) -> BusProcess:
 
 @pytest.fixture(scope="session")
 def bus(tmp_path_factory: pytest.TempPathFactory):
-    """One bus for the session: Redis with AOF, a receiver, an ingress and a worker for `api` and `limited`."""
+    """One bus for the session: Redis with AOF, a receiver, an ingress and a worker for `api`, `limited` and `ops`."""
     tmp = tmp_path_factory.mktemp("bus")
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
@@ -293,7 +307,7 @@ def bus(tmp_path_factory: pytest.TempPathFactory):
         (routes_dir / name).write_text(text.format(receiver=receiver.url))
     env = bus_env(server.url, routes_dir, BUS_MAX_BODY=str(64 * 1024))
     ingress, url = start_ingress(env, tmp / "ingress.log")
-    worker = start_worker(env, tmp / "worker.log", "api", "limited", "signed")
+    worker = start_worker(env, tmp / "worker.log", "api", "limited", "signed", "ops")
     try:
         yield Bus(server, receiver, routes_dir, env, url, tmp)
     finally:

@@ -75,7 +75,7 @@ def test_bus_routes_prints_the_table_in_match_order_and_the_url_for_a_tag(bus):
     table = run_bus(bus, "routes")
     assert table.returncode == 0
     names = [line.split()[1] for line in table.stdout.splitlines()[1:]]
-    assert names == ["api", "capped", "limited", "parked", "signed"]
+    assert names == ["api", "capped", "limited", "ops", "parked", "secret", "signed"]
     one = run_bus(bus, "routes", "api.orders")
     assert one.returncode == 0
     assert one.stdout.splitlines()[1] == f"POST {bus.receiver.url}/api/orders/"

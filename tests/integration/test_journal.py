@@ -184,3 +184,14 @@ def test_dead_events_do_not_expire(bus):
     client = bus.redis.client()
     assert client.ttl(f"bus:event:{event_id}") == -1
     assert journal.find(client, EventFilter(status="dead", tag=f"api.{name}"), retention=1).events[0]["id"] == event_id
+
+
+def test_replay_by_id_resends_only_those_events(bus):
+    name = f"j{uuid.uuid4().hex[:8]}"
+    ids = dead_events(bus, name, 3)
+    done = run_bus(bus, "replay", "--id", ids[0], "--id", ids[2])
+    assert done.returncode == 0 and "replayed 2 events to their routes" in done.stdout, done.stderr
+    wait_until(lambda: status_of(bus, ids[0]) == status_of(bus, ids[2]) == journal.DELIVERED, 20, what="the two")
+    assert status_of(bus, ids[1]) == journal.DEAD
+    bad = run_bus(bus, "replay", "--id", "nope")
+    assert bad.returncode == 1 and "not an event id" in bad.stderr

@@ -1,0 +1,117 @@
+"""GET /metrics: Prometheus metrics read from Redis at scrape time by a prometheus_client custom collector.
+
+Why Redis and not prometheus_client's multiprocess mode: the bus's counting
+processes are Celery prefork children and gunicorn workers, in several
+containers (a worker per route). Multiprocess mode only adds up processes that
+share one directory on one host, and loses counts when a child is replaced.
+The journal's transitions already run as Redis transactions, so each counter is
+an HINCRBY inside the transaction of the transition it counts: the numbers are
+cluster-wide, survive restarts (AOF), and a redelivered task that does not
+change the journal does not count twice. Any ingress process answers a scrape
+with the same numbers.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterable, Iterator
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from . import journal, stats
+
+# kind in the journal's counters -> (metric name without _total, help, extra label)
+COUNTERS = {
+    "accepted": ("bus_events_accepted", "Events accepted (journaled and queued).", None),
+    "refused": ("bus_requests_refused", "Requests refused at the ingress, by route ('' when none matched) "
+                "and reason; not counted when Redis itself is down.", "reason"),
+    "delivered": ("bus_events_delivered", "Events delivered (the endpoint answered 2xx).", None),
+    "retried": ("bus_events_retried", "Failed attempts that were scheduled to be tried again, by status class.",
+                "status_class"),
+    "dead": ("bus_events_dead", "Events dead-lettered, by the status class of their last attempt.", "status_class"),
+}
+
+
+class BusCollector(Collector):
+    """Counters and the latency histogram kept in Redis, and gauges of each route's current state."""
+
+    def __init__(self, client: redis.Redis, routes: Iterable[str]):
+        self.client = client
+        self.routes = list(routes)
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("bus_redis_up", "1 when the journal's Redis answered this scrape, else 0.")
+        now = time.time()
+        try:
+            counts = journal.counters(self.client)
+            seen = sorted(set(self.routes) | {route for kind, route, _, _ in counts if kind != "refused" and route})
+            latency = journal.latency(self.client, seen)
+            current = stats.read(self.client, self.routes, now)
+        except journal.REDIS_DOWN:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from self._counters(counts)
+        hist = HistogramMetricFamily("bus_delivery_latency_seconds",
+                                     "Seconds from acceptance (or replay) to the endpoint's 2xx.", labels=["route"])
+        for route, (buckets, total) in latency.items():
+            hist.add_metric([route], buckets, total)
+        yield hist
+        yield from _gauges(current)
+
+    def _counters(self, counts: list[tuple[str, str, str, int]]) -> Iterator[Metric]:
+        families = {}
+        for kind, (name, doc, extra) in COUNTERS.items():
+            families[kind] = CounterMetricFamily(name, doc, labels=["route"] + ([extra] if extra else []))
+        # Zero for every configured route, so rate() works from the first event on.
+        zero = {(kind, route, "") for kind in ("accepted", "delivered") for route in self.routes}
+        present = {(kind, route, label) for kind, route, label, _ in counts}
+        for kind, route, label, value in sorted(counts + [(*z, 0) for z in zero - present]):
+            if kind in families:
+                families[kind].add_metric([route] + ([label] if COUNTERS[kind][2] else []), value)
+        yield from families.values()
+
+
+def _gauges(current: list[stats.RouteStats]) -> Iterator[Metric]:
+    gauges = {
+        "backlog": GaugeMetricFamily("bus_backlog_events", "Events accepted and neither delivered nor dead "
+                                     "(queued + retrying): what backlog_limit counts.", labels=["route"]),
+        "queued": GaugeMetricFamily("bus_queued_events", "Events queued for their next attempt.", labels=["route"]),
+        "retrying": GaugeMetricFamily("bus_retrying_events", "Events waiting in Redis to be tried again.",
+                                      labels=["route"]),
+        "dead": GaugeMetricFamily("bus_dead_events", "Dead-lettered events kept in the journal.", labels=["route"]),
+        "queue_length": GaugeMetricFamily("bus_queue_messages", "Task messages in the route's Celery queue.",
+                                          labels=["route"]),
+    }
+    oldest = GaugeMetricFamily("bus_oldest_waiting_seconds", "Age since acceptance of the route's oldest queued "
+                               "or retrying event; 0 when none waits.", labels=["route"])
+    failing = GaugeMetricFamily("bus_endpoint_failing", "1 while the route's last attempts failed (no answer or a "
+                                "retryable status), else 0.", labels=["route"])
+    failures = GaugeMetricFamily("bus_endpoint_consecutive_failures", "Failed attempts in a row counted by the "
+                                 "route's breaker.", labels=["route"])
+    since = GaugeMetricFamily("bus_endpoint_failing_since_timestamp_seconds", "When the route's current run of "
+                              "failures began (Unix time); only for failing routes.", labels=["route"])
+    breaker = GaugeMetricFamily("bus_breaker_open", "1 while the route's breaker holds its events back (open or "
+                                "half-open), else 0.", labels=["route"])
+    for s in current:
+        for field_, gauge in gauges.items():
+            gauge.add_metric([s.route], getattr(s, field_))
+        oldest.add_metric([s.route], s.oldest_waiting_seconds or 0.0)
+        failing.add_metric([s.route], int(s.endpoint == "failing"))
+        failures.add_metric([s.route], s.failures)
+        if s.failing_since:
+            since.add_metric([s.route], s.failing_since)
+        breaker.add_metric([s.route], int(s.breaker != "closed"))
+    yield from [*gauges.values(), oldest, failing, failures, since, breaker]
+
+
+def exposition(client: redis.Redis, routes: Iterable[str], accept: str = "") -> tuple[bytes, str]:
+    """The scrape answer and its content type (Prometheus text, or OpenMetrics when the scraper asks for it)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BusCollector(client, routes))
+    encode, content_type = choose_encoder(accept)
+    return encode(registry), content_type

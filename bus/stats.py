@@ -1,0 +1,102 @@
+"""Each route's operating state: backlog, retrying, dead, recent deliveries, oldest waiting event, endpoint state.
+
+One reading serves `bus stats`, GET /stats (the console) and the gauges of GET /metrics,
+so the three never disagree about what "backlog" or "failing" means.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import redis
+
+from . import journal
+
+MINUTE_SLOTS = 60 // journal.SLOT
+
+
+@dataclass(frozen=True)
+class RouteStats:
+    route: str
+    backlog: int  # accepted, neither delivered nor dead: what backlog_limit counts
+    queued: int
+    retrying: int
+    dead: int
+    queue_length: int  # task messages waiting in bus.<route> for a worker
+    delivered_last_minute: int
+    delivered_last_hour: int
+    oldest_waiting_seconds: float | None  # since acceptance, of the oldest queued or retrying event
+    endpoint: str  # "ok", or "failing" while the route's last attempts failed (connection error or retryable status)
+    failing_since: float | None  # Unix time of the first failure in the current run of failures
+    failures: int  # failures in a row, counted while the breaker is closed
+    breaker: str  # "closed"; "open": events wait in Redis; "half-open": one probe is about to test the endpoint
+    breaker_open_until: float | None
+
+
+def read(client: redis.Redis, routes: Iterable[str], now: float | None = None) -> list[RouteStats]:
+    """The stats of every route, in the order given, from one Redis round trip."""
+    now = time.time() if now is None else now
+    return [_route_stats(route, snap, now) for route, snap in journal.snapshot(client, routes, now).items()]
+
+
+def _route_stats(route: str, snap: journal.RouteSnapshot, now: float) -> RouteStats:
+    b = snap.breaker
+    open_until = b.get("open_until")
+    breaker = "closed" if not open_until else "open" if open_until > now else "half-open"
+    failing = bool(b.get("failures") or open_until)
+    return RouteStats(
+        route=route,
+        backlog=snap.queued + snap.retrying,
+        queued=snap.queued,
+        retrying=snap.retrying,
+        dead=snap.dead,
+        queue_length=snap.queue_length,
+        # Counted in whole slots: "last minute" is the last 50-60 s, "last hour" the last 59m50s-60m.
+        delivered_last_minute=sum(snap.delivered_per_slot[-MINUTE_SLOTS:]),
+        delivered_last_hour=sum(snap.delivered_per_slot),
+        oldest_waiting_seconds=max(0.0, now - snap.oldest_waiting) if snap.oldest_waiting is not None else None,
+        endpoint="failing" if failing else "ok",
+        failing_since=(b.get("failing_since") or b.get("since")) if failing else None,
+        failures=int(b.get("failures", 0)),
+        breaker=breaker,
+        breaker_open_until=open_until,
+    )
+
+
+def as_json(stats: list[RouteStats], now: float) -> dict[str, Any]:
+    """What GET /stats and `bus stats --json` answer."""
+    return {"at": now, "routes": [asdict(s) for s in stats]}
+
+
+def age(seconds: float | None) -> str:
+    """A short human duration: 45s, 3m05s, 2h10m, 4d03h; '-' for none."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def endpoint_text(s: RouteStats, now: float) -> str:
+    if s.endpoint == "ok":
+        return "ok"
+    since = ""
+    if s.failing_since:
+        when = datetime.fromtimestamp(s.failing_since, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        since = f" since {when} ({age(now - s.failing_since)} ago)"
+    return f"failing{since}, {s.failures} failures in a row, breaker {s.breaker}"
+
+
+def table(stats: list[RouteStats], now: float) -> list[tuple[str, ...]]:
+    """Rows for `bus stats`, header first."""
+    rows = [("ROUTE", "BACKLOG", "RETRYING", "DEAD", "DELIVERED/1M", "DELIVERED/1H", "OLDEST WAITING", "ENDPOINT")]
+    rows += [(s.route, str(s.backlog), str(s.retrying), str(s.dead), str(s.delivered_last_minute),
+              str(s.delivered_last_hour), age(s.oldest_waiting_seconds), endpoint_text(s, now)) for s in stats]
+    return rows

@@ -1,0 +1,110 @@
+"""`bus stats` and GET /stats: per route backlog, retrying, dead, recent deliveries, oldest waiting, endpoint state."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import requests
+
+from bus import journal
+from bus.messages import delivery_message
+from bus.routes import load_routes
+
+DB = 9  # a Redis database of its own on the session server: nothing else writes there
+
+
+def accept(client, route: str, received: float) -> dict:
+    event_id = str(uuid.uuid4())
+    tag = f"{route}.x"
+    journal.accept(client, [journal.NewEvent(event_id, tag, route, b"{}", received)],
+                   [delivery_message([(event_id, tag)], f"bus.{route}")])
+    return journal.load(client, event_id)
+
+
+def attempt(client, event: dict, status: str, code: int, at: float, **kw) -> None:
+    journal.record_attempt(client, event, {"attempt": 1, "at": at, "duration": 0.1, "status_code": code}, status, **kw)
+
+
+@pytest.fixture()
+def known(bus, tmp_path):
+    """Two routes in a state built by hand: alpha busy and healthy, beta failing behind a half-open breaker."""
+    url = bus.redis.url.rsplit("/", 1)[0] + f"/{DB}"
+    client = journal.connect(url, 5)
+    client.flushdb()
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    for name in ("alpha", "beta"):
+        (routes / f"{name}.toml").write_text(f'match = "{name}.*"\nendpoint = "http://127.0.0.1:9/{name}"\n')
+    now = time.time()
+    attempt(client, accept(client, "alpha", now - 30), journal.DELIVERED, 200, now - 10)
+    attempt(client, accept(client, "alpha", now - 2000), journal.DELIVERED, 200, now - 1900)
+    attempt(client, accept(client, "alpha", now - 100), journal.DEAD, 422, now - 90)
+    accept(client, "alpha", now - 50)
+    attempt(client, accept(client, "beta", now - 7200), journal.RETRYING, 503, now - 60, retry_at=now + 60)
+    for _ in range(5):
+        journal.breaker_failed(client, "beta", now - 300, 5, 5.0, 0.0)
+    yield {**bus.env, "BUS_REDIS_URL": url, "BUS_ROUTES": str(routes)}, now
+    client.flushdb()
+
+
+def bus_stats(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bus", "stats", *args], env=env, capture_output=True, text=True,
+                          timeout=30)
+
+
+def test_bus_stats_json_reports_each_route_of_a_known_state(known):
+    env, now = known
+    done = bus_stats(env, "--json")
+    assert done.returncode == 0, done.stderr
+    alpha, beta = json.loads(done.stdout)["routes"]
+    assert alpha | {"oldest_waiting_seconds": 0} == {
+        "route": "alpha", "backlog": 1, "queued": 1, "retrying": 0, "dead": 1, "queue_length": 4,
+        "delivered_last_minute": 1, "delivered_last_hour": 2, "oldest_waiting_seconds": 0,
+        "endpoint": "ok", "failing_since": None, "failures": 0, "breaker": "closed", "breaker_open_until": None}
+    assert alpha["oldest_waiting_seconds"] == pytest.approx(50, abs=5)
+    assert beta["oldest_waiting_seconds"] == pytest.approx(7200, abs=5)
+    assert (beta["backlog"], beta["queued"], beta["retrying"], beta["dead"]) == (1, 0, 1, 0)
+    assert (beta["delivered_last_minute"], beta["delivered_last_hour"]) == (0, 0)
+    assert (beta["endpoint"], beta["failures"], beta["breaker"]) == ("failing", 5, "half-open")
+    assert beta["failing_since"] == pytest.approx(now - 300, abs=0.01)
+
+
+def test_bus_stats_prints_a_table_per_route_and_watch_refreshes_it(known):
+    env, _ = known
+    done = bus_stats(env)
+    assert done.returncode == 0, done.stderr
+    header, alpha, beta = done.stdout.splitlines()
+    assert header.split() == ["ROUTE", "BACKLOG", "RETRYING", "DEAD", "DELIVERED/1M", "DELIVERED/1H", "OLDEST",
+                              "WAITING", "ENDPOINT"]
+    assert alpha.split()[:6] == ["alpha", "1", "0", "1", "1", "2"] and alpha.split()[7:] == ["ok"]
+    assert alpha.split()[6] in ("49s", "50s", "51s", "52s")
+    assert beta.split()[:7] == ["beta", "1", "1", "0", "0", "0", "2h00m"]
+    assert re.fullmatch(r"failing since \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ \(5m0\ds ago\), 5 failures in a row, "
+                        r"breaker half-open", " ".join(beta.split()[7:]))
+    watched = bus_stats(env, "--watch", "0.2", "--count", "2")
+    assert watched.returncode == 0 and watched.stdout.count("ROUTE") == 2
+    assert "every 0.2s; Ctrl-C to stop" in watched.stdout
+
+
+def test_get_stats_answers_what_bus_stats_json_prints(bus):
+    """`parked` has no worker, so the two readings must agree on it exactly."""
+    bus.post("parked.stats", "{}")
+    over_http = requests.get(f"{bus.url}/stats", timeout=10).json()
+    on_cli = json.loads(bus_stats(bus.env, "--json").stdout)
+    configured = [r.name for r in load_routes(bus.routes_dir, 60, bus.env).routes]
+    assert [r["route"] for r in over_http["routes"]] == [r["route"] for r in on_cli["routes"]] == configured
+    assert {"ops", "parked"} <= set(configured)
+    http_parked, cli_parked = (next(r for r in d["routes"] if r["route"] == "parked") for d in (over_http, on_cli))
+    stable = ("backlog", "queued", "retrying", "dead", "queue_length")
+    assert [http_parked[k] for k in stable] == [cli_parked[k] for k in stable]
+    assert http_parked["backlog"] == journal.backlog(bus.redis.client(), "parked") >= 1
+
+
+def test_bus_stats_says_when_redis_is_down(bus):
+    done = bus_stats({**bus.env, "BUS_REDIS_URL": "redis://127.0.0.1:9/0", "BUS_REDIS_TIMEOUT": "1"})
+    assert done.returncode == 1 and "did not answer" in done.stderr
