@@ -11,6 +11,8 @@ from .ingress.bodies import parse_records
 from .routes import Route, Router, load_routes
 from .tags import validate_tag
 
+DEFAULT_FORWARD = "127.0.0.1:24224"
+
 
 def _router(config: settings.Settings) -> Router:
     return load_routes(config.routes_dir, config.visibility_timeout)
@@ -21,6 +23,15 @@ def _hostport(value: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
     return value
+
+
+def _forward(value: str) -> str:
+    return value if value == "off" else _hostport(value)
+
+
+def _split_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host, int(port)
 
 
 def cmd_routes(args: argparse.Namespace, config: settings.Settings) -> int:
@@ -47,10 +58,13 @@ def cmd_emit(args: argparse.Namespace, config: settings.Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, config: settings.Settings) -> int:
-    from .ingress.server import serve
+    from .ingress.server import serve, serve_with_forward
 
-    serve(intake.load(config), args.bind, workers=args.workers, threads=args.threads)
-    return 0
+    bus = intake.load(config)
+    if args.forward == "off":
+        serve(bus, args.bind, workers=args.workers, threads=args.threads)
+        return 0
+    return serve_with_forward(bus, args.bind, _split_hostport(args.forward), workers=args.workers, threads=args.threads)
 
 
 def _worker_routes(router: Router, names: Sequence[str]) -> list[Route]:
@@ -84,7 +98,7 @@ def cmd_up(args: argparse.Namespace, config: settings.Settings) -> int:
     from .up import run
 
     _router(config)  # a broken route file stops `bus up` before anything starts
-    return run(config, bind=args.bind, redis_port=args.redis_port, flower_port=args.flower_port)
+    return run(config, bind=args.bind, redis_port=args.redis_port, flower_port=args.flower_port, forward=args.forward)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -93,12 +107,16 @@ def parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run everything locally: Redis (AOF, ./var), ingress, a worker per route, Flower")
     up.add_argument("--bind", type=_hostport, default="127.0.0.1:8080")
+    up.add_argument("--forward", type=_forward, default=DEFAULT_FORWARD,
+                    help=f"Fluentd forward listener HOST:PORT, or off (default {DEFAULT_FORWARD})")
     up.add_argument("--redis-port", type=int, default=6380, help="port of the Redis that `bus up` starts (default 6380)")
     up.add_argument("--flower-port", type=int, default=5555, help="0 to run without Flower")
     up.set_defaults(func=cmd_up)
 
-    serve = sub.add_parser("serve", help="run the HTTP ingress")
+    serve = sub.add_parser("serve", help="run the ingress: HTTP and the Fluentd forward listener")
     serve.add_argument("--bind", type=_hostport, default="127.0.0.1:8080")
+    serve.add_argument("--forward", type=_forward, default=DEFAULT_FORWARD,
+                       help=f"Fluentd forward listener HOST:PORT (tcp events, udp heartbeats), or off (default {DEFAULT_FORWARD})")
     serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     serve.add_argument("--threads", type=int, default=8, help="threads per worker process (default 8)")
     serve.set_defaults(func=cmd_serve)

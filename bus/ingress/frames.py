@@ -100,7 +100,7 @@ class FrameReader:
                 break
             except _MALFORMED as exc:
                 raise InvalidBody(f"malformed msgpack in {self.source}, in the value starting at byte {self._boundary}: "
-                                  f"{exc or type(exc).__name__}") from None
+                                  f"{str(exc) or type(exc).__name__}") from None
             end = self._unpacker.tell()
             if end - self._boundary > self.max_size:
                 raise self._too_large()

@@ -213,6 +213,7 @@ class Bus:
     env: dict[str, str]
     url: str
     tmp: Path
+    forward_port: int = 0  # the ingress's Fluentd forward listener on 127.0.0.1
 
     def post(self, tag: str, body: bytes | str, content_type: str = "application/json", **kw) -> requests.Response:
         return requests.post(f"{self.url}/{tag}", data=body, headers={"Content-Type": content_type}, timeout=10, **kw)
@@ -227,9 +228,12 @@ def bus_env(redis_url: str, routes_dir: Path, **extra: str) -> dict[str, str]:
     return {**env, "BUS_REDIS_URL": redis_url, "BUS_ROUTES": str(routes_dir), "PYTHONUNBUFFERED": "1", **extra}
 
 
-def start_ingress(env: dict[str, str], log: Path) -> tuple[BusProcess, str]:
+def start_ingress(env: dict[str, str], log: Path, forward_port: int | None = None) -> tuple[BusProcess, str]:
+    """`bus serve` on a free port; its forward listener on 127.0.0.1:forward_port, off when None."""
     port = free_port()
-    proc = BusProcess(["serve", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4"], env, log).start()
+    forward = "off" if forward_port is None else f"127.0.0.1:{forward_port}"
+    proc = BusProcess(["serve", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
+                       "--forward", forward], env, log).start()
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -258,7 +262,7 @@ def start_worker(env: dict[str, str], log: Path, *routes: str) -> BusProcess:
 
 @pytest.fixture(scope="session")
 def bus(tmp_path_factory: pytest.TempPathFactory):
-    """One bus for the session: Redis with AOF, a receiver, an ingress and a worker for `api` and `limited`."""
+    """One bus for the session: Redis with AOF, a receiver, an ingress (HTTP and forward) and a worker for `api` and `limited`."""
     tmp = tmp_path_factory.mktemp("bus")
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
@@ -269,10 +273,11 @@ def bus(tmp_path_factory: pytest.TempPathFactory):
     for name, text in ROUTES.items():
         (routes_dir / name).write_text(text.format(receiver=receiver.url))
     env = bus_env(server.url, routes_dir, BUS_MAX_BODY=str(64 * 1024))
-    ingress, url = start_ingress(env, tmp / "ingress.log")
+    forward_port = free_port()
+    ingress, url = start_ingress(env, tmp / "ingress.log", forward_port)
     worker = start_worker(env, tmp / "worker.log", "api", "limited")
     try:
-        yield Bus(server, receiver, routes_dir, env, url, tmp)
+        yield Bus(server, receiver, routes_dir, env, url, tmp, forward_port)
     finally:
         ingress.stop()
         worker.stop()

@@ -199,9 +199,9 @@ _LEAVES = (st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value
            | st.builds(event_time, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
            | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=8)))
 _VALUES = st.recursive(_LEAVES, lambda inner: st.lists(inner, max_size=4)
-                       | st.dictionaries(st.text(max_size=5) | st.binary(max_size=5), inner, max_size=4), max_leaves=20)
+                       | st.dictionaries(st.text(max_size=5) | st.binary(max_size=5), inner, max_size=4), max_leaves=8)
 _OPTIONS = st.none() | st.fixed_dictionaries({}, optional={
-    "chunk": st.text(max_size=5) | st.binary(max_size=5) | st.integers(),
+    "chunk": st.text(max_size=5) | st.binary(max_size=5) | st.integers(-1000, 1000),
     "size": st.integers(-2, 5) | st.text(max_size=2),
     "compressed": st.sampled_from(["gzip", "text", "zstd"]) | st.none(),
 }) | _VALUES
