@@ -46,7 +46,8 @@ def _read_body(request: Request, limit: int) -> bytes:
 
 def post_events(bus: intake.Intake, request: Request, tag: str) -> Response:
     body = _read_body(request, bus.settings.max_body)
-    records = parse_records(body, request.content_type or "application/json")
+    records = parse_records(body, request.content_type or "application/json", query=request.args,
+                            content_encoding=request.headers.get("Content-Encoding", ""), limit=bus.settings.max_body)
     ids = intake.accept(bus, tag, records)
     return _json({"ids": ids}, 202)
 

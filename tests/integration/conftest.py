@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,6 +19,8 @@ from typing import Callable
 import pytest
 import redis
 import requests
+
+from bus import journal
 
 pytestmark = pytest.mark.integration
 
@@ -258,6 +261,26 @@ def start_worker(env: dict[str, str], log: Path, *routes: str) -> BusProcess:
 
     wait_until(ready, 30, what="bus worker to be ready")
     return proc
+
+
+def journaled(bus: Bus, tag: str) -> list[dict]:
+    """Events with this tag that are in Redis right now and not yet delivered."""
+    client = bus.redis.client()
+    events = (journal.load(client, i) for i in journal.ids(client, journal.QUEUED, 5000))
+    return [e for e in events if e and e["tag"] == tag]
+
+
+def parked_tag() -> str:
+    """A fresh tag of the `parked` route: no worker consumes it, so its events stay queued for the test to see."""
+    return f"parked.{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def parked_len(bus):
+    """How many delivery tasks were queued on bus.parked since the test began."""
+    client = bus.redis.client()
+    before = client.llen("bus.parked")
+    return lambda: client.llen("bus.parked") - before
 
 
 @pytest.fixture(scope="session")

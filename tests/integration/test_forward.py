@@ -15,8 +15,7 @@ import msgpack
 import pytest
 from fluent import sender
 
-from bus import journal
-from conftest import bus_env, free_port, start_ingress, wait_until
+from conftest import bus_env, free_port, journaled, parked_tag, start_ingress, wait_until
 
 
 class Client:
@@ -55,25 +54,6 @@ class Client:
 
 def event_time(seconds: float) -> msgpack.ExtType:
     return msgpack.ExtType(0, struct.pack(">II", int(seconds), int(seconds % 1 * 1e9)))
-
-
-def journaled(bus, tag: str) -> list[dict]:
-    """Events with this tag that are in Redis right now (queued, not yet delivered)."""
-    client = bus.redis.client()
-    events = (journal.load(client, i) for i in journal.ids(client, journal.QUEUED, 5000))
-    return [e for e in events if e and e["tag"] == tag]
-
-
-def parked_tag() -> str:
-    # No worker consumes `parked`: its events stay queued in Redis, where the test can see them.
-    return f"parked.{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def parked_len(bus):
-    client = bus.redis.client()
-    before = client.llen("bus.parked")
-    return lambda: client.llen("bus.parked") - before
 
 
 def test_fluent_logger_events_are_delivered_by_their_route(bus):
