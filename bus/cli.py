@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from . import intake, journal, settings
@@ -35,6 +36,10 @@ def _split_hostport(value: str) -> tuple[str, int]:
 
 
 def cmd_routes(args: argparse.Namespace, config: settings.Settings) -> int:
+    if args.tag == "import":
+        return cmd_routes_import(args, config)
+    if args.file or args.out or args.dry_run:
+        raise UsageError("FILE, --out and --dry-run go with `bus routes import FILE`")
     router = _router(config)
     if args.tag:
         validate_tag(args.tag)
@@ -47,6 +52,43 @@ def cmd_routes(args: argparse.Namespace, config: settings.Settings) -> int:
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
+def cmd_routes_import(args: argparse.Namespace, config: settings.Settings) -> int:
+    from .fluentd_config import parse
+    from .fluentd_routes import convert
+
+    if not args.file:
+        raise UsageError("usage: bus routes import FLUENTD.CONF [--out DIR] [--dry-run]")
+    path = Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
+    result = convert(parse(text, str(path)), config.visibility_timeout, path.name)
+    out = Path(args.out) if args.out else config.routes_dir
+    for note in result.notes:
+        print(note)
+    targets = [(out / f"{route.name}.toml", route.text) for route in result.routes]
+    if args.dry_run:
+        for target, route_text in targets:
+            print(f"\n# --- {target} (dry run: not written)\n{route_text}", end="")
+    else:
+        existing = [target for target, _ in targets if target.exists()]
+        if existing:
+            raise ConfigError(f"{existing[0]} already exists; nothing was written: move it away or use --out")
+        others = sorted(out.glob("*.toml")) if out.is_dir() else []
+        out.mkdir(parents=True, exist_ok=True)
+        for target, route_text in targets:
+            target.write_text(route_text, encoding="utf-8")
+            print(f"wrote {target}")
+        if others:
+            print(f"note: {out} already held {len(others)} route file(s); all are tried in file-name order")
+    if result.failed:
+        print(f"bus routes import: {result.failed} <match> block(s) with @type http could not be converted "
+              "(see NOT converted above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -127,8 +169,12 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=cmd_worker)
 
-    routes = sub.add_parser("routes", help="print the route table, or which route takes TAG and its URL")
-    routes.add_argument("tag", nargs="?")
+    routes = sub.add_parser("routes", help="print the route table, or which route takes TAG and its URL; "
+                                          "`bus routes import FLUENTD.CONF` converts Fluentd <match> blocks")
+    routes.add_argument("tag", nargs="?", help="a tag, or `import`")
+    routes.add_argument("file", nargs="?", help="with `import`: the Fluentd config file")
+    routes.add_argument("--out", help="with `import`: where to write the route files (default: BUS_ROUTES)")
+    routes.add_argument("--dry-run", action="store_true", help="with `import`: print the routes, write nothing")
     routes.set_defaults(func=cmd_routes)
 
     emit = sub.add_parser("emit", help="send one event (a JSON object) or a batch (a JSON array); prints the ids")
@@ -138,10 +184,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+class UsageError(Exception):
+    """Arguments argparse accepts but that do not go together: exit status 2."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args, settings.load())
+    except UsageError as exc:
+        print(f"bus {args.command}: {exc}", file=sys.stderr)
+        return 2
     except BusError as exc:
         print(f"bus {args.command}: {exc}", file=sys.stderr)
         return 1
