@@ -61,9 +61,14 @@ class ForwardServer:
     def address(self) -> tuple[str, int]:
         return self._tcp.getsockname()[:2]
 
+    @property
+    def serving(self) -> bool:
+        """False once the accept or heartbeat loop has died (bus serve then stops everything)."""
+        return all(thread.is_alive() for thread in self._threads)
+
     def start(self) -> "ForwardServer":
         for target, name in ((self._accept_loop, "forward-accept"), (self._heartbeat_loop, "forward-heartbeat")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread = threading.Thread(target=_logged(target), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
         security = "shared-key handshake on" if self.config.shared_key else "no handshake"
@@ -221,6 +226,16 @@ class _Connection:
     def _send(self, message: Any) -> None:
         self.sock.settimeout(self.config.read_timeout)
         self.sock.sendall(msgpack.packb(message))
+
+
+def _logged(loop: Any) -> Any:
+    def run() -> None:
+        try:
+            loop()
+        except Exception:
+            log.exception("forward: %s died", loop.__name__)
+
+    return run
 
 
 def _bind(kind: int, host: str, port: int) -> socket.socket:

@@ -77,6 +77,9 @@ def serve_with_forward(bus: intake.Intake, bind: str, forward: tuple[str, int], 
             if http.poll() is not None:
                 log.error("the HTTP ingress (gunicorn, pid %d) exited with status %d; stopping", http.pid, http.returncode)
                 return 1
+            if not server.serving:
+                log.error("the forward listener stopped serving; stopping")
+                return 1
         log.info("signal %d: stopping the HTTP ingress and the forward listener", signalled[0])
         return 0
     finally:
