@@ -134,7 +134,7 @@ def decode_frame(obj: Any, max_size: int) -> Frame | None:
         mode = PACKED
         if option.compressed == "gzip":
             stream, mode = gunzip(stream, max_size), COMPRESSED
-        entries = _unpack_stream(stream, max_size)
+        entries = unpack_all(stream, max_size, "the packed entries")
     else:
         if len(obj) < 3:
             raise InvalidBody("a Message frame is [tag, time, record, option]; the record is missing")
@@ -211,10 +211,6 @@ def unpack_all(data: bytes, max_size: int, what: str) -> list[Any]:
     if reader.pending:
         raise InvalidBody(f"{what} ends in the middle of a msgpack value (its last {reader.pending} bytes)")
     return objects
-
-
-def _unpack_stream(stream: bytes, max_size: int) -> list[Any]:
-    return unpack_all(stream, max_size, "the packed entries")
 
 
 def gunzip(data: bytes, limit: int) -> bytes:
