@@ -13,35 +13,8 @@ from bus.fluentd_config import parse
 from bus.fluentd_routes import convert
 from bus.routes import DEFAULT_RETRYABLE, load_routes
 
-SEED = Path("/work/shared/seed-fluentd.conf")
-SEED_TEXT = SEED.read_text() if SEED.exists() else """
-<source>
-  @type forward
-  port 24224
-  bind 0.0.0.0
-</source>
-<match api.*>
-  @type http
-  @log_level debug
-  endpoint "http://http:8000/api/${tag[1]}/"
-  open_timeout 2
-  http_method post
-  content_type application/json
-  <buffer tag>
-    @type file
-    path /fluentd/log/api.buffer
-    retry_forever true
-    flush_mode immediate
-    chunk_limit_records 1
-    total_limit_size 10GB
-    flush_thread_count 10
-    retry_type exponential_backoff
-    retry_max_interval 60s
-    retry_randomize true
-    compress text
-  </buffer>
-</match>
-"""
+# A copy of the seed configuration (shared/seed-fluentd.conf) that `bus` replaces.
+SEED_TEXT = (Path(__file__).parent / "data" / "seed-fluentd.conf").read_text()
 VISIBILITY = 110
 
 
