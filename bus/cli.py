@@ -5,6 +5,7 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 import orjson
@@ -15,6 +16,8 @@ from .errors import BusError, ConfigError, Unavailable
 from .ingress.bodies import parse_records
 from .routes import Route, Router, load_configured
 from .tags import validate_tag
+
+DEFAULT_FORWARD = "127.0.0.1:24224"
 
 
 def _router(config: settings.Settings) -> Router:
@@ -28,7 +31,20 @@ def _hostport(value: str) -> str:
     return value
 
 
+def _forward(value: str) -> str:
+    return value if value == "off" else _hostport(value)
+
+
+def _split_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host, int(port)
+
+
 def cmd_routes(args: argparse.Namespace, config: settings.Settings) -> int:
+    if args.tag == "import":
+        return cmd_routes_import(args, config)
+    if args.file or args.out or args.dry_run:
+        raise UsageError("FILE, --out and --dry-run go with `bus routes import FILE`")
     router = _router(config)
     if args.tag:
         validate_tag(args.tag)
@@ -39,6 +55,43 @@ def cmd_routes(args: argparse.Namespace, config: settings.Settings) -> int:
     rows = [("#", "ROUTE", "MATCH", "METHOD", "ENDPOINT", "FILE")]
     rows += [(str(i), r.name, " ".join(r.match), r.method, r.endpoint.template, r.file) for i, r in enumerate(router.routes, 1)]
     journal_cli.print_table(rows)
+    return 0
+
+
+def cmd_routes_import(args: argparse.Namespace, config: settings.Settings) -> int:
+    from .fluentd_config import parse
+    from .fluentd_routes import convert
+
+    if not args.file:
+        raise UsageError("usage: bus routes import FLUENTD.CONF [--out DIR] [--dry-run]")
+    path = Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
+    result = convert(parse(text, str(path)), config.visibility_timeout, path.name)
+    out = Path(args.out) if args.out else config.routes_dir
+    for note in result.notes:
+        print(note)
+    targets = [(out / f"{route.name}.toml", route.text) for route in result.routes]
+    if args.dry_run:
+        for target, route_text in targets:
+            print(f"\n# --- {target} (dry run: not written)\n{route_text}", end="")
+    else:
+        existing = [target for target, _ in targets if target.exists()]
+        if existing:
+            raise ConfigError(f"{existing[0]} already exists; nothing was written: move it away or use --out")
+        others = sorted(out.glob("*.toml")) if out.is_dir() else []
+        out.mkdir(parents=True, exist_ok=True)
+        for target, route_text in targets:
+            target.write_text(route_text, encoding="utf-8")
+            print(f"wrote {target}")
+        if others:
+            print(f"note: {out} already held {len(others)} route file(s); all are tried in file-name order")
+    if result.failed:
+        print(f"bus routes import: {result.failed} <match> block(s) with @type http could not be converted "
+              "(see NOT converted above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -92,14 +145,19 @@ def _positive(value: str) -> float:
 
 
 def cmd_serve(args: argparse.Namespace, config: settings.Settings) -> int:
-    from .ingress.server import serve
+    from .ingress.server import serve, serve_with_forward
 
+    bus = intake.load(config)
+    if args.forward != "off":
+        # The HTTP side runs as a child `bus serve --forward off`, which checks the tokens itself.
+        return serve_with_forward(bus, args.bind, _split_hostport(args.forward), workers=args.workers,
+                                  threads=args.threads)
     tokens = auth.load_tokens(config.tokens_file) if config.tokens_file else None
     host = args.bind.rpartition(":")[0].strip("[]")
     if tokens is None and host not in ("127.0.0.1", "localhost", "::1"):
         print(f"bus serve: WARNING: no BUS_TOKENS and bound to {host}: anyone who reaches this port can send "
               "events and read the journal. Set BUS_TOKENS (see `bus tokens new`).", file=sys.stderr, flush=True)
-    serve(intake.load(config), args.bind, workers=args.workers, threads=args.threads, tokens=tokens)
+    serve(bus, args.bind, workers=args.workers, threads=args.threads, tokens=tokens)
     return 0
 
 
@@ -155,7 +213,7 @@ def cmd_up(args: argparse.Namespace, config: settings.Settings) -> int:
     from .up import run
 
     _router(config)  # a broken route file stops `bus up` before anything starts
-    return run(config, bind=args.bind, redis_port=args.redis_port, flower_port=args.flower_port)
+    return run(config, bind=args.bind, redis_port=args.redis_port, flower_port=args.flower_port, forward=args.forward)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -164,12 +222,16 @@ def parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run everything locally: Redis (AOF, ./var), ingress, a worker per route, Flower")
     up.add_argument("--bind", type=_hostport, default="127.0.0.1:8080")
+    up.add_argument("--forward", type=_forward, default=DEFAULT_FORWARD,
+                    help=f"Fluentd forward listener HOST:PORT, or off (default {DEFAULT_FORWARD})")
     up.add_argument("--redis-port", type=int, default=6380, help="port of the Redis that `bus up` starts (default 6380)")
     up.add_argument("--flower-port", type=int, default=5555, help="0 to run without Flower")
     up.set_defaults(func=cmd_up)
 
-    serve = sub.add_parser("serve", help="run the HTTP ingress")
+    serve = sub.add_parser("serve", help="run the ingress: HTTP and the Fluentd forward listener")
     serve.add_argument("--bind", type=_hostport, default="127.0.0.1:8080")
+    serve.add_argument("--forward", type=_forward, default=DEFAULT_FORWARD,
+                       help=f"Fluentd forward listener HOST:PORT (tcp events, udp heartbeats), or off (default {DEFAULT_FORWARD})")
     serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     serve.add_argument("--threads", type=int, default=8, help="threads per worker process (default 8)")
     serve.set_defaults(func=cmd_serve)
@@ -180,8 +242,12 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=cmd_worker)
 
-    routes = sub.add_parser("routes", help="print the route table, or which route takes TAG and its URL")
-    routes.add_argument("tag", nargs="?")
+    routes = sub.add_parser("routes", help="print the route table, or which route takes TAG and its URL; "
+                                          "`bus routes import FLUENTD.CONF` converts Fluentd <match> blocks")
+    routes.add_argument("tag", nargs="?", help="a tag, or `import`")
+    routes.add_argument("file", nargs="?", help="with `import`: the Fluentd config file")
+    routes.add_argument("--out", help="with `import`: where to write the route files (default: BUS_ROUTES)")
+    routes.add_argument("--dry-run", action="store_true", help="with `import`: print the routes, write nothing")
     routes.set_defaults(func=cmd_routes)
 
     emit = sub.add_parser("emit", help="send one event (a JSON object) or a batch (a JSON array); prints the ids")
@@ -212,10 +278,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+class UsageError(Exception):
+    """Arguments argparse accepts but that do not go together: exit status 2."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args, settings.load())
+    except UsageError as exc:
+        print(f"bus {args.command}: {exc}", file=sys.stderr)
+        return 2
     except BusError as exc:
         print(f"bus {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -11,6 +12,22 @@ from .errors import ConfigError
 # Fluentd's in_http body_size_limit default.
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class ForwardSettings:
+    """The Fluentd forward listener's knobs; the handshake is on when shared_key is set."""
+
+    shared_key: str | None = None
+    self_hostname: str = "bus"
+    username: str | None = None
+    password: str | None = None
+    # A frame (or the handshake) that has started must arrive whole within this many seconds:
+    # slow-loris and stalled clients are closed, nothing of their partial frame accepted.
+    read_timeout: float = 30.0
+    # None: an idle connection stays open, as with Fluentd's in_forward (loggers keep one open).
+    idle_timeout: float | None = None
+    max_connections: int = 1000
 
 
 @dataclass(frozen=True)
@@ -25,6 +42,7 @@ class Settings:
     tokens_file: Path | None
     max_batch: int
     log_format: str = "text"  # BUS_LOG_FORMAT: worker and ingress logs as text lines or one JSON object a line
+    forward: ForwardSettings = field(default_factory=ForwardSettings)
     # The environment as read once, for route secrets given as "env:NAME"; kept out of repr.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -57,6 +75,40 @@ def _retention(raw: str | None) -> int:
     return seconds
 
 
+def _secret(env: dict[str, str], name: str) -> str | None:
+    """NAME, or the content of the file NAME_FILE (a Docker/Kubernetes secret), never both."""
+    value, path = env.get(name) or None, env.get(f"{name}_FILE") or None
+    if value and path:
+        raise ConfigError(f"both {name} and {name}_FILE are set; keep one")
+    if path:
+        try:
+            value = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"{name}_FILE={path!r} is empty")
+    return value
+
+
+def _forward(env: dict[str, str]) -> ForwardSettings:
+    shared_key = _secret(env, "BUS_FORWARD_SHARED_KEY")
+    username, password = env.get("BUS_FORWARD_USERNAME") or None, _secret(env, "BUS_FORWARD_PASSWORD")
+    if bool(username) != bool(password):
+        raise ConfigError("set both BUS_FORWARD_USERNAME and BUS_FORWARD_PASSWORD, or neither")
+    if username and not shared_key:
+        raise ConfigError("BUS_FORWARD_USERNAME needs BUS_FORWARD_SHARED_KEY: user authentication is part of the handshake")
+    idle = env.get("BUS_FORWARD_IDLE_TIMEOUT")
+    return ForwardSettings(
+        shared_key=shared_key,
+        self_hostname=env.get("BUS_FORWARD_SELF_HOSTNAME") or socket.gethostname(),
+        username=username,
+        password=password,
+        read_timeout=_number(env, "BUS_FORWARD_READ_TIMEOUT", 30.0),
+        idle_timeout=None if idle in (None, "", "0") else _number(env, "BUS_FORWARD_IDLE_TIMEOUT", 0.0),
+        max_connections=int(_number(env, "BUS_FORWARD_MAX_CONNECTIONS", 1000, int)),
+    )
+
+
 def load(env: dict[str, str] | None = None) -> Settings:
     """Read the environment once; callers pass the result around as a value."""
     env = dict(os.environ if env is None else env)
@@ -71,6 +123,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         tokens_file=Path(env["BUS_TOKENS"]) if env.get("BUS_TOKENS") else None,
         max_batch=int(_number(env, "BUS_MAX_BATCH", 10_000, int)),
         log_format=_log_format(env.get("BUS_LOG_FORMAT")),
+        forward=_forward(env),
         environ=env,
     )
 

@@ -52,7 +52,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int) -> int:
+def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int, forward: str = "127.0.0.1:24224") -> int:
     # SIGTERM (docker stop, systemd, `timeout`) must stop the children too, as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
@@ -76,7 +76,7 @@ def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int)
         procs.append(("redis", rproc))
         _wait_for_redis(url, rproc)
         router = load_configured(config)
-        procs.insert(0, ("ingress", _start("ingress", bus_cmd + ["serve", "--bind", bind], env)))
+        procs.insert(0, ("ingress", _start("ingress", bus_cmd + ["serve", "--bind", bind, "--forward", forward], env)))
         for route in router.routes:
             procs.insert(1, (f"worker {route.name}", _start(f"worker {route.name}", bus_cmd + ["worker", route.name], env)))
         if flower_port:
@@ -84,6 +84,8 @@ def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int)
                                                           f"--port={flower_port}", "--address=127.0.0.1",
                                                           "--persistent=True", f"--db={var / 'flower.db'}"], env)))
             print(f"bus up: Flower on http://127.0.0.1:{flower_port}/", flush=True)
+        if forward != "off":
+            print(f"bus up: Fluentd forward listener on {forward}", flush=True)
         print(f"bus up: ingress on http://{bind}/ (POST /<tag>); Redis {url} with AOF in {var / 'redis'}; Ctrl-C stops all", flush=True)
         while True:
             for name, proc in procs:

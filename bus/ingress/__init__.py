@@ -1,1 +1,1 @@
-"""Ways in over the network: the HTTP ingress (and, later, the Fluentd forward listener)."""
+"""Ways in over the network: the HTTP ingress and the Fluentd forward listener."""

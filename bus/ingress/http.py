@@ -77,7 +77,9 @@ def _received_headers(request: Request) -> bytes:
 def post_events(bus: intake.Intake, request: Request, tag: str) -> Response:
     try:
         body = _read_body(request, bus.settings.max_body)
-        records = parse_records(body, request.content_type or "application/json")
+        records = parse_records(body, request.content_type or "application/json", query=request.args,
+                                content_encoding=request.headers.get("Content-Encoding", ""),
+                                limit=bus.settings.max_body)
         if len(records) > bus.settings.max_batch:
             raise BodyTooLarge(f"the batch has {len(records)} events; the limit is {bus.settings.max_batch} "
                                "(BUS_MAX_BATCH)")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,6 +19,9 @@ from typing import Callable
 import pytest
 import redis
 import requests
+
+from bus import journal
+from bus.filters import EventFilter
 
 pytestmark = pytest.mark.integration
 
@@ -249,6 +253,7 @@ class Bus:
     env: dict[str, str]
     url: str
     tmp: Path
+    forward_port: int = 0  # the ingress's Fluentd forward listener on 127.0.0.1
 
     def post(self, tag: str, body: bytes | str, content_type: str = "application/json", **kw) -> requests.Response:
         return requests.post(f"{self.url}/{tag}", data=body, headers={"Content-Type": content_type}, timeout=10, **kw)
@@ -264,9 +269,12 @@ def bus_env(redis_url: str, routes_dir: Path, **extra: str) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1", **extra}
 
 
-def start_ingress(env: dict[str, str], log: Path) -> tuple[BusProcess, str]:
+def start_ingress(env: dict[str, str], log: Path, forward_port: int | None = None) -> tuple[BusProcess, str]:
+    """`bus serve` on a free port; its forward listener on 127.0.0.1:forward_port, off when None."""
     port = free_port()
-    proc = BusProcess(["serve", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4"], env, log).start()
+    forward = "off" if forward_port is None else f"127.0.0.1:{forward_port}"
+    proc = BusProcess(["serve", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
+                       "--forward", forward], env, log).start()
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -293,9 +301,31 @@ def start_worker(env: dict[str, str], log: Path, *routes: str) -> BusProcess:
     return proc
 
 
+def journaled(bus: Bus, tag: str) -> list[dict]:
+    """Events with this tag that are in Redis right now and not yet delivered."""
+    client = bus.redis.client()
+    page = journal.find(client, EventFilter(status=journal.QUEUED, tag=tag), limit=1000)
+    events = (journal.load(client, e["id"]) for e in page.events)
+    return [e for e in events if e]
+
+
+def parked_tag() -> str:
+    """A fresh tag of the `parked` route: no worker consumes it, so its events stay queued for the test to see."""
+    return f"parked.{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def parked_len(bus):
+    """How many delivery tasks were queued on bus.parked since the test began."""
+    client = bus.redis.client()
+    before = client.llen("bus.parked")
+    return lambda: client.llen("bus.parked") - before
+
+
 @pytest.fixture(scope="session")
 def bus(tmp_path_factory: pytest.TempPathFactory):
-    """One bus for the session: Redis with AOF, a receiver, an ingress and a worker for `api`, `limited` and `ops`."""
+    """One bus for the session: Redis with AOF, a receiver, an ingress (HTTP and forward) and a worker for
+    `api`, `limited`, `signed` and `ops`."""
     tmp = tmp_path_factory.mktemp("bus")
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
@@ -306,10 +336,11 @@ def bus(tmp_path_factory: pytest.TempPathFactory):
     for name, text in ROUTES.items():
         (routes_dir / name).write_text(text.format(receiver=receiver.url))
     env = bus_env(server.url, routes_dir, BUS_MAX_BODY=str(64 * 1024))
-    ingress, url = start_ingress(env, tmp / "ingress.log")
+    forward_port = free_port()
+    ingress, url = start_ingress(env, tmp / "ingress.log", forward_port)
     worker = start_worker(env, tmp / "worker.log", "api", "limited", "signed", "ops")
     try:
-        yield Bus(server, receiver, routes_dir, env, url, tmp)
+        yield Bus(server, receiver, routes_dir, env, url, tmp, forward_port)
     finally:
         ingress.stop()
         worker.stop()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import requests
+from fluent import sender
 
 from conftest import Receiver, free_port, wait_until
 
@@ -31,12 +32,12 @@ def test_bus_up_delivers_and_ctrl_c_leaves_nothing_running(tmp_path):
     routes.mkdir()
     (routes / "api.toml").write_text(f'match = ["api.*"]\nendpoint = "{receiver.url}/api/${{tag[1]}}/"\nopen_timeout = 2\n')
     marker = f"bus-up-test-{os.getpid()}-{free_port()}"
-    ingress, redis_port, flower_port = free_port(), free_port(), free_port()
+    ingress, redis_port, flower_port, forward = free_port(), free_port(), free_port(), free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("BUS_")},
            "BUS_ROUTES": str(routes), "BUS_VAR": str(tmp_path / "var"), "BUS_TEST_MARKER": marker}
     up = subprocess.Popen(
         [sys.executable, "-m", "bus", "up", "--bind", f"127.0.0.1:{ingress}",
-         "--redis-port", str(redis_port), "--flower-port", str(flower_port)],
+         "--redis-port", str(redis_port), "--flower-port", str(flower_port), "--forward", f"127.0.0.1:{forward}"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
@@ -49,6 +50,10 @@ def test_bus_up_delivers_and_ctrl_c_leaves_nothing_running(tmp_path):
 
         (event_id,) = wait_until(post, 30, what="the ingress of bus up").json()["ids"]
         wait_until(lambda: receiver.ids("/api/orders/") == [event_id], 30, what="delivery through bus up's worker")
+        fluent = sender.FluentSender("api", host="127.0.0.1", port=forward)
+        assert fluent.emit("forwarded", {"order": 2}), fluent.last_error
+        fluent.close()
+        wait_until(lambda: receiver.to("/api/forwarded/"), 30, what="an event through bus up's forward listener")
         assert (tmp_path / "var" / "redis" / "appendonlydir").is_dir(), "Redis runs with AOF under ./var"
         wait_until(lambda: _answers(f"http://127.0.0.1:{flower_port}/"), 30, what="Flower")
         assert len(processes_with_env(marker)) >= 5  # bus up, redis, ingress, worker, flower

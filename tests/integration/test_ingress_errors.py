@@ -12,13 +12,6 @@ import requests
 from conftest import bus_env, start_ingress
 
 
-@pytest.fixture
-def parked_len(bus):
-    client = bus.redis.client()
-    before = client.llen("bus.parked")
-    return lambda: client.llen("bus.parked") - before
-
-
 @pytest.mark.parametrize("tag, says", [
     ("parked..x", "no empty part"),
     ("parked.x%20y", "invalid"),

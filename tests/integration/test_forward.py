@@ -1,0 +1,303 @@
+"""The Fluentd forward listener of `bus serve`: real fluent-logger and hand-built frames in, acks and deliveries out."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import signal
+import socket
+import struct
+import time
+import uuid
+
+import msgpack
+import pytest
+from fluent import sender
+
+from conftest import bus_env, free_port, journaled, parked_tag, start_ingress, wait_until
+
+
+class Client:
+    """A forward-protocol client over a plain socket, reading the server's msgpack answers."""
+
+    def __init__(self, port: int, timeout: float = 5):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.unpacker = msgpack.Unpacker(raw=False)
+
+    def send(self, frame: object) -> None:
+        self.sock.sendall(frame if isinstance(frame, bytes) else msgpack.packb(frame))
+
+    def send_unless_closed(self, data: bytes) -> bool:
+        """Send; False when the server has already closed the connection (it may, mid-frame)."""
+        try:
+            self.send(data)
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+
+    def read(self) -> object:
+        """The server's next message; EOFError when it closed the connection instead."""
+        while True:
+            for obj in self.unpacker:
+                return obj
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                raise EOFError("the server closed the connection")
+            self.unpacker.feed(data)
+
+    def closed_without_answer(self) -> bool:
+        try:
+            answer = self.read()
+        except EOFError:
+            return True
+        raise AssertionError(f"expected the connection closed, got {answer!r}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def event_time(seconds: float) -> msgpack.ExtType:
+    return msgpack.ExtType(0, struct.pack(">II", int(seconds), int(seconds % 1 * 1e9)))
+
+
+def test_fluent_logger_events_are_delivered_by_their_route(bus):
+    name = uuid.uuid4().hex[:8]
+    plain = sender.FluentSender("api", host="127.0.0.1", port=bus.forward_port)
+    precise = sender.FluentSender("api", host="127.0.0.1", port=bus.forward_port, nanosecond_precision=True)
+    try:
+        for i in range(3):
+            assert plain.emit(name, {"n": i, "via": "fluent-logger"}), plain.last_error
+        assert precise.emit(name, {"n": 3, "via": "EventTime"}), precise.last_error
+    finally:
+        plain.close()
+        precise.close()
+    got = wait_until(lambda: len(bus.receiver.to(f"/api/{name}/")) == 4 and bus.receiver.to(f"/api/{name}/"), 20,
+                     what="4 fluent-logger events at the receiver")
+    assert sorted(json.loads(r.body)["n"] for r in got) == [0, 1, 2, 3]
+    assert all(r.headers["X-Bus-Tag"] == f"api.{name}" for r in got)
+
+
+def mode_frames(tag: str, chunk: str) -> dict[str, list]:
+    entries = [[int(time.time()), {"n": 0}], [event_time(time.time()), {"n": 1}]]
+    stream = b"".join(msgpack.packb(e) for e in entries)
+    return {
+        "Message": [tag, event_time(time.time()), {"n": 0}, {"chunk": chunk}],
+        "Forward": [tag, entries, {"chunk": chunk, "size": 2}],
+        "PackedForward": [tag, stream, {"chunk": chunk, "size": 2}],
+        "CompressedPackedForward": [tag, gzip.compress(stream[:5]) + gzip.compress(stream[5:]),
+                                    {"chunk": chunk, "size": 2, "compressed": "gzip"}],
+    }
+
+
+@pytest.mark.parametrize("mode", ["Message", "Forward", "PackedForward", "CompressedPackedForward"])
+def test_every_mode_is_acked_once_its_events_are_in_redis(bus, mode):
+    tag, chunk = parked_tag(), uuid.uuid4().hex
+    with Client(bus.forward_port) as client:
+        client.send(mode_frames(tag, chunk)[mode])
+        assert client.read() == {"ack": chunk}
+        # Read at once, no waiting: the ack is only sent after intake.accept returned.
+        events = journaled(bus, tag)
+        expected = 1 if mode == "Message" else 2
+        assert sorted(json.loads(e["body"])["n"] for e in events) == list(range(expected))
+        assert {e["route"] for e in events} == {"parked"}
+
+
+def test_several_frames_on_one_connection_each_get_their_ack_in_order(bus):
+    tag = parked_tag()
+    with Client(bus.forward_port) as client:
+        client.send(b"".join(msgpack.packb([tag, i, {"i": i}, {"chunk": f"c{i}"}]) for i in range(5))
+                    + msgpack.packb(None))  # a nil heartbeat in between is ignored
+        assert [client.read() for _ in range(5)] == [{"ack": f"c{i}"} for i in range(5)]
+        assert len(journaled(bus, tag)) == 5
+
+
+def test_half_closed_client_still_gets_its_ack(bus):
+    tag = parked_tag()
+    with Client(bus.forward_port) as client:
+        client.send([tag, [[1, {"a": 1}]], {"chunk": "half"}])
+        client.sock.shutdown(socket.SHUT_WR)
+        assert client.read() == {"ack": "half"}
+        assert client.closed_without_answer()
+        assert len(journaled(bus, tag)) == 1
+
+
+BAD_FRAMES = {
+    "malformed msgpack": b"\xc1\xc1\xc1",
+    "not an array": msgpack.packb({"tag": "parked.x"}),
+    "wrong array shape": msgpack.packb(["parked.x"]),
+    "tag fails validation": msgpack.packb(["parked..x", 1, {"a": 1}, {"chunk": "bad"}]),
+    "tag no route takes": msgpack.packb(["nobody.listens", 1, {"a": 1}, {"chunk": "bad"}]),
+    "one bad record in a batch": msgpack.packb(["parked.x", [[1, {"a": 1}], [1, "text"]], {"chunk": "bad"}]),
+    "size option that lies": msgpack.packb(["parked.x", [[1, {"a": 1}]], {"chunk": "bad", "size": 3}]),
+    "frame over BUS_MAX_BODY": msgpack.packb(["parked.x", 1, {"x": "y" * (70 * 1024)}, {"chunk": "bad"}]),
+    "gzip bomb": msgpack.packb(["parked.x", gzip.compress(b"\x00" * (1024 * 1024)), {"compressed": "gzip", "chunk": "bad"}]),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_FRAMES))
+def test_bad_frame_closes_the_connection_enqueues_nothing_and_the_listener_serves_on(bus, parked_len, name):
+    with Client(bus.forward_port) as client:
+        client.send_unless_closed(BAD_FRAMES[name])
+        assert client.closed_without_answer()
+    assert parked_len() == 0
+    with Client(bus.forward_port) as good:
+        good.send(["parked.after", 1, {"ok": True}, {"chunk": "next"}])
+        assert good.read() == {"ack": "next"}
+
+
+def test_client_that_closes_mid_frame_gets_nothing_accepted(bus, parked_len):
+    frame = msgpack.packb(["parked.x", [[1, {"n": i}] for i in range(50)], {"chunk": "cut"}])
+    with Client(bus.forward_port) as client:
+        client.send(frame[: len(frame) // 2])
+    time.sleep(0.3)
+    assert parked_len() == 0
+
+
+def test_udp_heartbeat_is_answered(bus):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(5)
+        udp.sendto(b"\x00", ("127.0.0.1", bus.forward_port))
+        assert udp.recvfrom(16)[0] == b"\x00"
+
+
+# --- an ingress with the shared-key handshake and short timeouts
+
+KEY, USER, PASSWORD, SERVER_HOST = "s3cret-key", "alice", "pa55", "bus-under-test"
+
+
+@pytest.fixture(scope="module")
+def secured(bus):
+    port = free_port()
+    env = bus_env(bus.redis.url, bus.routes_dir, BUS_FORWARD_SHARED_KEY=KEY, BUS_FORWARD_USERNAME=USER,
+                  BUS_FORWARD_PASSWORD=PASSWORD, BUS_FORWARD_SELF_HOSTNAME=SERVER_HOST,
+                  BUS_FORWARD_READ_TIMEOUT="1", BUS_FORWARD_IDLE_TIMEOUT="2")
+    proc, _ = start_ingress(env, bus.tmp / "secured-ingress.log", port)
+    yield port
+    proc.stop()
+
+
+def sha512_hex(*parts: str | bytes) -> str:
+    return hashlib.sha512(b"".join(p if isinstance(p, bytes) else p.encode() for p in parts)).hexdigest()
+
+
+def handshake(port: int, key: str = KEY, user: str = USER, password: str = PASSWORD) -> tuple[Client, list]:
+    """Connect, read HELO, send PING as out_forward does; return the client and the PONG."""
+    client = Client(port)
+    helo = client.read()
+    assert helo[0] == "HELO"
+    nonce, auth = helo[1]["nonce"], helo[1]["auth"]
+    salt, hostname = os.urandom(16).hex(), "fluent-client"
+    client.send(["PING", hostname, salt, sha512_hex(salt, hostname, nonce, key),
+                 user, sha512_hex(auth, user, password) if auth else ""])
+    pong = client.read()
+    if pong[1]:  # the server proves it knows the key too
+        assert pong[3:] == [SERVER_HOST, sha512_hex(salt, SERVER_HOST, nonce, key)]
+    return client, pong
+
+
+def test_handshake_with_the_right_key_then_events_are_acked(bus, secured):
+    client, pong = handshake(secured)
+    with client:
+        assert pong[:3] == ["PONG", True, ""]
+        tag = parked_tag()
+        client.send([tag, [[1, {"secure": True}]], {"chunk": "s1"}])
+        assert client.read() == {"ack": "s1"}
+        assert len(journaled(bus, tag)) == 1
+
+
+@pytest.mark.parametrize("key, password, reason", [
+    ("wrong-key", PASSWORD, "shared_key mismatch"),
+    (KEY, "wrong-password", "username/password mismatch"),
+])
+def test_handshake_with_a_wrong_key_or_password_is_refused_and_closed(secured, key, password, reason):
+    client, pong = handshake(secured, key=key, password=password)
+    with client:
+        assert pong == ["PONG", False, reason, "", ""]
+        assert client.closed_without_answer()
+
+
+def test_frames_without_the_handshake_are_refused(secured, parked_len):
+    with Client(secured) as client:
+        assert client.read()[0] == "HELO"
+        client.send(["parked.x", 1, {"sneaky": True}, {"chunk": "no"}])
+        pong = client.read()
+        assert pong[:3] == ["PONG", False, pong[2]] and "invalid ping" in pong[2]
+        assert client.closed_without_answer()
+    assert parked_len() == 0
+
+
+def test_client_silent_after_helo_is_closed_after_the_read_timeout(secured):
+    with Client(secured) as client:
+        assert client.read()[0] == "HELO"
+        started = time.monotonic()
+        assert client.closed_without_answer()
+        assert 0.8 < time.monotonic() - started < 4
+
+
+def test_slow_loris_frame_is_closed_after_the_read_timeout_however_it_trickles(secured, parked_len):
+    client, pong = handshake(secured)
+    frame = msgpack.packb(["parked.x", 1, {"slow": "x" * 40}, {"chunk": "slow"}])
+    started = time.monotonic()
+    with client:
+        for byte in frame[:-1]:  # one byte every 0.1 s: each is in time, the frame is not
+            if not client.send_unless_closed(bytes([byte])) or time.monotonic() - started > 4:
+                break
+            time.sleep(0.1)
+        assert client.closed_without_answer()
+        assert time.monotonic() - started < 4
+    assert parked_len() == 0
+
+
+def test_idle_client_is_closed_after_the_idle_timeout(secured):
+    client, pong = handshake(secured)
+    with client:
+        assert pong[1] is True
+        started = time.monotonic()
+        assert client.closed_without_answer()
+        assert 1.5 < time.monotonic() - started < 5
+
+
+# --- one process to run, and to stop
+
+
+def test_serve_stops_both_listeners_on_sigterm_and_exits_when_http_dies(bus):
+    for how in ("sigterm", "http dies"):
+        forward = free_port()
+        proc, url = start_ingress(bus.env, bus.tmp / f"serve-{how.replace(' ', '-')}.log", forward)
+        socket.create_connection(("127.0.0.1", forward), timeout=5).close()
+        children = [int(p) for p in open(f"/proc/{proc.proc.pid}/task/{proc.proc.pid}/children").read().split()]
+        assert len(children) == 1, "bus serve runs gunicorn as its one child"
+        if how == "sigterm":
+            proc.proc.send_signal(signal.SIGTERM)  # to the parent only: it must stop gunicorn itself
+            assert proc.proc.wait(30) == 0
+        else:
+            os.kill(children[0], signal.SIGKILL)
+            assert proc.proc.wait(30) == 1
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", forward), timeout=2)
+        try:
+            # gunicorn and its workers share the process group of `bus serve`: all must be gone.
+            wait_until(lambda: _group_gone(proc.proc.pid), 30, what="every process of bus serve to exit")
+        finally:
+            proc.stop()
+            if not _group_gone(proc.proc.pid):
+                os.killpg(proc.proc.pid, signal.SIGKILL)
+        assert "forward listener stopped" in proc.output()
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False

@@ -1,0 +1,36 @@
+"""Forward listener settings from the environment: secrets from variables or files, checked together."""
+from __future__ import annotations
+
+import pytest
+
+from bus import settings
+from bus.errors import ConfigError
+
+
+def test_forward_defaults_have_no_handshake_and_no_idle_timeout():
+    forward = settings.load({}).forward
+    assert forward.shared_key is None and forward.idle_timeout is None
+    assert forward.read_timeout == 30 and forward.self_hostname
+
+
+def test_shared_key_and_password_come_from_a_variable_or_a_file(tmp_path):
+    (tmp_path / "key").write_text("from-file\n")
+    (tmp_path / "pw").write_text("pw-file")
+    forward = settings.load({"BUS_FORWARD_SHARED_KEY_FILE": str(tmp_path / "key"), "BUS_FORWARD_USERNAME": "u",
+                             "BUS_FORWARD_PASSWORD_FILE": str(tmp_path / "pw"), "BUS_FORWARD_IDLE_TIMEOUT": "2.5",
+                             "BUS_FORWARD_SELF_HOSTNAME": "bus-1"}).forward
+    assert (forward.shared_key, forward.username, forward.password) == ("from-file", "u", "pw-file")
+    assert (forward.idle_timeout, forward.self_hostname) == (2.5, "bus-1")
+    assert settings.load({"BUS_FORWARD_SHARED_KEY": "k"}).forward.shared_key == "k"
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"BUS_FORWARD_SHARED_KEY": "a", "BUS_FORWARD_SHARED_KEY_FILE": "/x"}, "keep one"),
+    ({"BUS_FORWARD_SHARED_KEY_FILE": "/nonexistent/key"}, "cannot be read"),
+    ({"BUS_FORWARD_USERNAME": "u", "BUS_FORWARD_PASSWORD": "p"}, "needs BUS_FORWARD_SHARED_KEY"),
+    ({"BUS_FORWARD_SHARED_KEY": "k", "BUS_FORWARD_USERNAME": "u"}, "both BUS_FORWARD_USERNAME and BUS_FORWARD_PASSWORD"),
+    ({"BUS_FORWARD_READ_TIMEOUT": "soon"}, "not a number"),
+])
+def test_inconsistent_forward_settings_are_refused(env, says):
+    with pytest.raises(ConfigError, match=says):
+        settings.load(env)
