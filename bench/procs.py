@@ -73,7 +73,7 @@ class Cluster:
         self._logs: list = []
 
     # -- plumbing -------------------------------------------------------------
-    def _spawn(self, role: str, argv: list[str]) -> subprocess.Popen:
+    def spawn(self, role: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.tmp / f"{role}.log", "ab")
         self._logs.append(log)
         proc = subprocess.Popen(argv, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
@@ -104,7 +104,7 @@ class Cluster:
 
     def tool(self, role: str, argv: list[str], timeout: float) -> dict:
         """Run a bench tool (load generator, emitter) to completion; its JSON summary line."""
-        proc = self._spawn(role, [PY, "-m", *argv])
+        proc = self.spawn(role, [PY, "-m", *argv])
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -121,7 +121,7 @@ class Cluster:
     def start_redis(self) -> None:
         data = self.tmp / "redis"
         data.mkdir(exist_ok=True)
-        self._spawn("redis", [
+        self.spawn("redis", [
             shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
             "--dir", str(data), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
             "--logfile", str(self.tmp / "redis-server.log"),
@@ -133,7 +133,7 @@ class Cluster:
         return redis.Redis(port=self.redis_port, socket_timeout=30)
 
     def start_ingress(self, workers: int = 2, threads: int = 8) -> None:
-        self._spawn("ingress", [PY, "-m", "bus", "serve", "--bind", f"127.0.0.1:{self.ingress_port}",
+        self.spawn("ingress", [PY, "-m", "bus", "serve", "--bind", f"127.0.0.1:{self.ingress_port}",
                                 "--workers", str(workers), "--threads", str(threads)])
 
         def healthy() -> bool:
@@ -146,7 +146,7 @@ class Cluster:
         wait_until(healthy, 30, "bus serve to answer /healthz")
 
     def start_receiver(self) -> None:
-        self._spawn("receiver", [PY, "-m", "bench.receiver", str(self.receiver_port)])
+        self.spawn("receiver", [PY, "-m", "bench.receiver", str(self.receiver_port)])
         wait_until(lambda: self._check_alive("receiver") or _connects(self.receiver_port), 10, "the receiver to listen")
 
     def start_worker(self, route: str, pool: str = "prefork", concurrency: int = 2, role: str = "worker") -> None:
@@ -157,7 +157,7 @@ class Cluster:
             argv = [PY, "-m", "celery", "-A", "bus", "worker", "-P", pool, "-c", str(concurrency),
                     "-Q", f"bus.{route}", "--hostname", f"{route}-{pool}@%h", "--loglevel", "INFO",
                     "--without-mingle", "--without-gossip"]
-        self._spawn(role, argv)
+        self.spawn(role, argv)
         wait_until(lambda: self._check_alive(role) or " ready." in self.log(role), 60, f"{role} ({pool}) to be ready")
 
     # -- the receiver's control paths -----------------------------------------
