@@ -36,6 +36,13 @@ def scenarios(run: Run) -> list[Scenario]:
         if importlib.util.find_spec("gevent"):
             chosen.append(delivering.pool("gevent", 50))
         chosen.append(delivering.pool("solo", 1))
+        # Experiments with settings the bus could change: Flower's task events off (Flower can switch
+        # them on while it runs), and a deeper prefetch (fewer BRPOP round trips per task).
+        chosen.append(delivering.pool("prefork", 2, {"worker_send_task_events": False}, "_noevents"))
+        chosen.append(delivering.pool("prefork", 2, {"worker_send_task_events": False, "worker_prefetch_multiplier": 8},
+                                      "_noevents_prefetch8"))
+        # What grouping buys: the same worker fed requests of 100 events, which the intake packs into tasks.
+        chosen.append(delivering.pool("prefork", 2, label="_fed_batches100", feed_batch=100))
     if run.sizes.backlog:
         chosen.append(delivering.backlog)
     return chosen

@@ -78,7 +78,7 @@ def redis_memory(run: Run) -> dict:
     parts = {
         # journal.py owns these key names; the bench borrows them to split the bill.
         "event_hash": client.memory_usage(journal._event_key(sample), samples=0),
-        "status_index": round(client.memory_usage(journal._status_key(journal.QUEUED), samples=0) / n),
+        "status_index": round(client.memory_usage(journal._index_key(journal.QUEUED), samples=0) / n),
         "queued_task": round(client.memory_usage(journal.queue_name(PARKED), samples=0) / n),
         "task_message_bytes": len(client.lindex(journal.queue_name(PARKED), 0) or b""),
     }

@@ -69,22 +69,29 @@ def drain_outage(run: Run) -> dict:
                   outage_s=run.sizes.outage_s, first_after_back_s=round(min(times) - back, 2) if times else None)
 
 
-def pool(kind: str, concurrency: int) -> Callable[[Run], dict]:
-    """A worker pool draining events fed in batches of 100 (CPU per event from the worker's processes only)."""
+def pool(kind: str, concurrency: int, config: dict | None = None, label: str = "",
+         feed_batch: int = 1) -> Callable[[Run], dict]:
+    """A worker pool draining events queued before it starts, single events (one per task, as e2e) unless
+    `feed_batch` > 1; rate from first to last receipt, CPU from the worker's processes once it is ready.
+    `config` overrides Celery settings of that worker (an experiment, named by `label`)."""
+    name = f"pool_{kind}_c{concurrency}{label}"
 
     def scenario(run: Run) -> dict:
-        run.ensure_worker(kind, concurrency)
+        run.no_worker()
+        run.flush()
         run.cluster.reset_receiver()
+        summary, accepted = run.loadgen(f"pool-{kind}", f"/{ROUTE}.pool", run.sizes.pool_events,
+                                      batch=feed_batch, max_seconds=120)
+        run.ensure_worker(kind, concurrency, config, flush=False)
         win = run.window()
-        summary, accepted = run.loadgen(f"pool-{kind}", f"/{ROUTE}.pool", run.sizes.pool_events, batch=100, max_seconds=120)
         counts, received = _delivered(run, accepted, summary, run.wait_for(len(accepted)))
-        window = win.stop([tool_process("loadgen", summary)])
+        window = win.stop()
         times = sorted(received[i] for i in accepted if i in received)
         rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None
         run.no_worker()
-        return result(f"pool_{kind}_c{concurrency}", counts, rate, "(compare)", None, window)
+        return result(name, counts, rate, "(compare)", None, window, celery_overrides=config, feed_batch=feed_batch)
 
-    scenario.__name__ = f"pool_{kind}_c{concurrency}"
+    scenario.__name__ = name
     return scenario
 
 

@@ -73,10 +73,11 @@ class Cluster:
         self._logs: list = []
 
     # -- plumbing -------------------------------------------------------------
-    def spawn(self, role: str, argv: list[str]) -> subprocess.Popen:
+    def spawn(self, role: str, argv: list[str], env: dict[str, str] | None = None,
+              cwd: Path = REPO) -> subprocess.Popen:
         log = open(self.tmp / f"{role}.log", "ab")
         self._logs.append(log)
-        proc = subprocess.Popen(argv, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         self.roles[role] = proc
         return proc
@@ -149,7 +150,17 @@ class Cluster:
         self.spawn("receiver", [PY, "-m", "bench.receiver", str(self.receiver_port)])
         wait_until(lambda: self._check_alive("receiver") or _connects(self.receiver_port), 10, "the receiver to listen")
 
-    def start_worker(self, route: str, pool: str = "prefork", concurrency: int = 2, role: str = "worker") -> None:
+    def start_worker(self, route: str, pool: str = "prefork", concurrency: int = 2, role: str = "worker",
+                     config: dict[str, object] | None = None) -> None:
+        """`config` overrides Celery settings for this worker only, through a celeryconfig.py of its own in
+        the folder it runs in (the bus imports `celeryconfig` from the path, where the working dir comes first)."""
+        env, cwd = {}, REPO
+        if config:
+            folder = self.tmp / f"celeryconfig-{len(self._logs)}"
+            folder.mkdir()
+            (folder / "celeryconfig.py").write_text(
+                "from bus.celery_defaults import *  # noqa\n" + "".join(f"{k} = {v!r}\n" for k, v in config.items()))
+            env["PYTHONPATH"], cwd = str(REPO), folder
         if pool == "prefork":
             # The production path: `bus worker` (prefork, mingle and gossip off).
             argv = [PY, "-m", "bus", "worker", route, "--concurrency", str(concurrency)]
@@ -157,7 +168,7 @@ class Cluster:
             argv = [PY, "-m", "celery", "-A", "bus", "worker", "-P", pool, "-c", str(concurrency),
                     "-Q", f"bus.{route}", "--hostname", f"{route}-{pool}@%h", "--loglevel", "INFO",
                     "--without-mingle", "--without-gossip"]
-        self.spawn(role, argv)
+        self.spawn(role, argv, env, cwd)
         wait_until(lambda: self._check_alive(role) or " ready." in self.log(role), 60, f"{role} ({pool}) to be ready")
 
     # -- the receiver's control paths -----------------------------------------

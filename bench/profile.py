@@ -87,12 +87,14 @@ def phase_ingress(run: Run, seconds: float, out: Path) -> str:
 
 def phase_worker(run: Run, pool: str, concurrency: int, seconds: float, out: Path) -> str:
     cluster = run.cluster
-    run.ensure_worker(pool, concurrency)
+    run.no_worker()
+    run.flush()
     cluster.reset_receiver()
-    main = cluster.roles["worker"].pid
-    # Fill the queue faster than the worker drains it, then profile only the worker.
+    # Queue single events (one per task, as producers send them) with no worker, then profile only the worker.
     cluster.tool("loadgen-fill", ["bench.loadgen", "--port", str(cluster.ingress_port), "--path", f"/{ROUTE}.profile",
-                                  "--events", str(int(600 * seconds)), "--batch", "100"], timeout=120)
+                                  "--events", str(int(600 * seconds))], timeout=120)
+    run.ensure_worker(pool, concurrency, flush=False)
+    main = cluster.roles["worker"].pid
     pids = stats.tree(main)
     before, got0 = {p: cpu_of([p]) for p in pids}, cluster.received()["unique"]
     spy = record(cluster, "worker", main, seconds, out / "worker.raw")

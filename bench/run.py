@@ -42,7 +42,7 @@ class Run:
     cluster: Cluster
     sizes: Sizes
     quick: bool
-    worker_spec: tuple[str, int] | None = None
+    worker_spec: tuple | None = None
     results: list[dict] = field(default_factory=list)
 
     def write_routes(self) -> None:
@@ -64,13 +64,16 @@ class Run:
             self.cluster.stop(role, grace=20.0)
         self.worker_spec = None
 
-    def ensure_worker(self, pool: str = "prefork", concurrency: int = 2) -> None:
-        if self.worker_spec == (pool, concurrency):
+    def ensure_worker(self, pool: str = "prefork", concurrency: int = 2, config: dict | None = None,
+                      flush: bool = True) -> None:
+        spec = (pool, concurrency, sorted((config or {}).items()))
+        if self.worker_spec == spec:
             return
         self.no_worker()
-        self.flush()
-        self.cluster.start_worker(ROUTE, pool, concurrency)
-        self.worker_spec = (pool, concurrency)
+        if flush:
+            self.flush()
+        self.cluster.start_worker(ROUTE, pool, concurrency, config=config)
+        self.worker_spec = spec
 
     # -- the tools --------------------------------------------------------------
     def loadgen(self, name: str, path: str, events: int, batch: int = 1, rate: float = 0.0, body_bytes: int = 40,
