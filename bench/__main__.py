@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenario", action="append", metavar="NAME", help="run only this scenario (repeatable)")
     p.add_argument("--backlog-minutes", type=float, help="how long the receiver stays down in `backlog` (default 5)")
     p.add_argument("--backlog-events", type=int, help="events in `backlog` (default 100000)")
+    p.add_argument("--ingress", default="gunicorn:2x8", metavar="SERVER:WxT",
+                   help="gunicorn:WxT (bus serve --workers W --threads T, default 2x8) or granian:WxT (an experiment)")
+    p.add_argument("--redis-setting", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra redis-server setting, e.g. hash-max-listpack-value=4096 (repeatable)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir with every process's log")
     args = p.parse_args(argv)
     sizes = QUICK if args.quick else FULL
@@ -75,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
     signal.signal(signal.SIGTERM, _interrupt)
     tmp = Path(tempfile.mkdtemp(prefix="bus-bench-"))
-    cluster = Cluster(tmp)
+    redis_settings = [part for kv in args.redis_setting for part in ("--" + kv.split("=", 1)[0], kv.split("=", 1)[1])]
+    cluster = Cluster(tmp, args.ingress, redis_settings)
     run = Run(cluster, sizes, args.quick)
     chosen = scenarios(run)
     if args.scenario:
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [s for s in chosen if _name(s) in args.scenario]
     record = {"mode": "quick" if args.quick else "full", "cores": os.cpu_count(), "loadavg_start": stats.loadavg(),
               "versions": _versions(), "command": shlex.join(["python", "-m", "bench", *(argv or sys.argv[1:])]),
-              "results": run.results}
+              "ingress": args.ingress, "redis_settings": args.redis_setting, "results": run.results}
     keep = args.keep
     try:
         run.write_routes()

@@ -62,8 +62,9 @@ def _kill_group(proc: subprocess.Popen, grace: float) -> None:
 class Cluster:
     """Starts and stops the bench's processes; `roles` maps a role name to its running root process."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, ingress: str = "gunicorn:2x8", redis_settings: list[str] = ()):
         self.tmp = tmp
+        self.ingress_spec, self.redis_settings = ingress, list(redis_settings)
         self.roles: dict[str, subprocess.Popen] = {}
         self.redis_port, self.ingress_port, self.receiver_port = free_port(), free_port(), free_port()
         self.routes_dir = tmp / "routes"
@@ -125,7 +126,7 @@ class Cluster:
         self.spawn("redis", [
             shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
             "--dir", str(data), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-            "--logfile", str(self.tmp / "redis-server.log"),
+            "--logfile", str(self.tmp / "redis-server.log"), *self.redis_settings,
         ])
         client = self.redis()
         wait_until(lambda: self._check_alive("redis") or _pings(client), 10, "redis-server to answer PING")
@@ -133,9 +134,18 @@ class Cluster:
     def redis(self) -> redis.Redis:
         return redis.Redis(port=self.redis_port, socket_timeout=30)
 
-    def start_ingress(self, workers: int = 2, threads: int = 8) -> None:
-        self.spawn("ingress", [PY, "-m", "bus", "serve", "--bind", f"127.0.0.1:{self.ingress_port}",
-                                "--workers", str(workers), "--threads", str(threads)])
+    def start_ingress(self) -> None:
+        """`gunicorn:WxT` is `bus serve --workers W --threads T`; `granian:WxT` serves the same WSGI app with
+        granian (W workers, T blocking threads each): an experiment, `bus serve` does not offer it."""
+        server, _, shape = self.ingress_spec.partition(":")
+        workers, _, threads = (shape or "2x8").partition("x")
+        if server == "granian":
+            self.spawn("ingress", [str(Path(PY).parent / "granian"), "--interface", "wsgi", "--host", "127.0.0.1",
+                                   "--port", str(self.ingress_port), "--workers", workers, "--blocking-threads",
+                                   threads, "--log-level", "warning", "bench.wsgi:app"])
+        else:
+            self.spawn("ingress", [PY, "-m", "bus", "serve", "--bind", f"127.0.0.1:{self.ingress_port}",
+                                    "--workers", workers, "--threads", threads])
 
         def healthy() -> bool:
             self._check_alive("ingress")
