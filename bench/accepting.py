@@ -1,0 +1,86 @@
+"""Scenarios without delivery: the receiver's own ceiling, ingress accept rates, emit(), Redis memory per event."""
+from __future__ import annotations
+
+from bus import journal
+
+from . import verify
+from .run import PARKED, Run, result, tool_process
+
+
+def receiver_ceiling(run: Run) -> dict:
+    """The receiver must not be what limits delivery: 4 keep-alive producers straight at it."""
+    run.cluster.reset_receiver()
+    win = run.window()
+    summary, accepted = run.loadgen("receiver", "/direct/x", run.sizes.receiver, direct=True, max_seconds=120)
+    window = win.stop([tool_process("loadgen", summary)])
+    received = run.cluster.received_ids()
+    events = verify.delivery(run.cluster, accepted, received, run.cluster.received(), summary["events_sent"])
+    events["lost"] = events.pop("late") + events["lost"]  # the bus is not involved: every miss is the receiver's
+    rate = len(accepted) / (summary["last_answer"] - summary["first_send"])
+    run.cluster.reset_receiver()
+    return result("receiver", events, rate, ">= 5,200/s (4x e2e target)", rate >= 5200, window,
+                  note="load generator and receiver share the 2 cores; the receiver alone is faster")
+
+
+def _accept_only(run: Run, name: str, batch: int, events: int, target: float, body_bytes: int = 40) -> dict:
+    run.no_worker()
+    run.flush()
+    before = verify.queue_depth(run.cluster, PARKED)
+    win = run.window()
+    summary, accepted = run.loadgen(name, f"/{PARKED}.{name}", events, batch=batch, body_bytes=body_bytes, max_seconds=120)
+    window = win.stop([tool_process("loadgen", summary)])
+    counts = verify.queued(run.cluster, PARKED, accepted, summary["events_sent"], before)
+    rate = len(accepted) / (summary["last_answer"] - summary["first_send"]) if accepted else None
+    refused = {k: v for k, v in summary["statuses"].items() if k != "202"}
+    return result(name, counts, rate, f">= {target:,.0f}/s", bool(rate and rate >= target), window,
+                  refused=refused, errors=summary["errors"])
+
+
+def ingress_single(run: Run) -> dict:
+    return _accept_only(run, "ingress_single", 1, run.sizes.ingress_single, 5000)
+
+
+def ingress_batch100(run: Run) -> dict:
+    return _accept_only(run, "ingress_batch100", 100, run.sizes.ingress_batch, 30000)
+
+
+def emit(run: Run) -> dict:
+    """bus.emit() from one process: intake.accept per event, as `bus.emit` does."""
+    run.no_worker()
+    run.flush()
+    before = verify.queue_depth(run.cluster, PARKED)
+    ids = run.cluster.tmp / "emit.ids"
+    win = run.window()
+    summary = run.cluster.tool("emitter", ["bench.emitter", "--tag", f"{PARKED}.emit", "--events", str(run.sizes.emit),
+                                           "--ids-out", str(ids), "--max-seconds", "120"], timeout=180)
+    window = win.stop([tool_process("emitter", summary)])
+    accepted = verify.read_ids(ids)
+    counts = verify.queued(run.cluster, PARKED, accepted, run.sizes.emit, before)
+    rate = len(accepted) / summary["elapsed"]
+    return result("emit", counts, rate, ">= 10,000/s", rate >= 10000, window)
+
+
+def redis_memory(run: Run) -> dict:
+    """Bytes of Redis per waiting event with a 1 KiB body (journal hash + status index + queued task)."""
+    run.no_worker()
+    run.flush()
+    client = run.cluster.redis()
+    before = verify.queue_depth(run.cluster, PARKED)
+    used_before = client.info("memory")["used_memory"]
+    win = run.window()
+    summary, accepted = run.loadgen("redis_memory", f"/{PARKED}.memory", run.sizes.memory, batch=100,
+                                    body_bytes=1024, max_seconds=120)
+    window = win.stop([tool_process("loadgen", summary)])
+    counts = verify.queued(run.cluster, PARKED, accepted, summary["events_sent"], before)
+    per_event = (client.info("memory")["used_memory"] - used_before) / max(1, len(accepted))
+    sample = next(iter(accepted))
+    n = max(1, len(accepted))
+    parts = {
+        # journal.py owns these key names; the bench borrows them to split the bill.
+        "event_hash": client.memory_usage(journal._event_key(sample), samples=0),
+        "status_index": round(client.memory_usage(journal._index_key(journal.QUEUED), samples=0) / n),
+        "queued_task": round(client.memory_usage(journal.queue_name(PARKED), samples=0) / n),
+        "task_message_bytes": len(client.lindex(journal.queue_name(PARKED), 0) or b""),
+    }
+    return result("redis_memory", counts, None, "<= 2,048 B/event", per_event <= 2048, window,
+                  bytes_per_event=round(per_event), bytes_per_event_parts=parts)

@@ -1,0 +1,129 @@
+"""Scenarios that deliver: end to end, latency, drain after an outage, worker pools, a 100k backlog."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from . import stats, verify
+from .run import FLOOR_RATE, ROUTE, Run, result, tool_process
+
+E2E_TARGET = 1300.0
+RSS_GUARD_KIB = 2 * 1024 * 1024  # a backlog that pushes a worker past 2 GiB ends early to spare the machine
+
+
+def _delivered(run: Run, accepted: dict[str, float], summary: dict, wait: float) -> tuple[dict, dict]:
+    verify.wait_delivered(run.cluster, len(accepted), wait)
+    received = run.cluster.received_ids()
+    counts = verify.delivery(run.cluster, accepted, received, run.cluster.received(), summary["events_sent"])
+    return counts, received
+
+
+def e2e(run: Run) -> dict:
+    """4 keep-alive producers of single events over HTTP; delivered per second from first send to last receipt."""
+    run.ensure_worker()
+    run.cluster.reset_receiver()
+    win = run.window()
+    summary, accepted = run.loadgen("e2e", f"/{ROUTE}.e2e", run.sizes.e2e, max_seconds=300)
+    counts, received = _delivered(run, accepted, summary, run.wait_for(len(accepted)))
+    window = win.stop([tool_process("loadgen", summary)])
+    times = [received[i] for i in accepted if i in received]
+    rate = counts["delivered"] / (max(times) - summary["first_send"]) if times else 0.0
+    accept_rate = len(accepted) / (summary["last_answer"] - summary["first_send"])
+    return result("e2e", counts, rate, f">= {E2E_TARGET:,.0f}/s", rate >= E2E_TARGET, window,
+                  accept_rate=round(accept_rate, 1), collapse=rate < E2E_TARGET / 10)
+
+
+def latency(run: Run) -> dict:
+    """POST -> receipt at a steady 100 events/s (send and receipt stamped by the same clock)."""
+    run.ensure_worker()
+    run.cluster.reset_receiver()
+    n = int(100 * run.sizes.latency_s)
+    win = run.window()
+    summary, accepted = run.loadgen("latency", f"/{ROUTE}.latency", n, rate=100.0, max_seconds=run.sizes.latency_s + 30)
+    counts, received = _delivered(run, accepted, summary, run.wait_for(len(accepted)))
+    window = win.stop([tool_process("loadgen", summary)])
+    ms = [(received[i] - sent) * 1000 for i, sent in accepted.items() if i in received]
+    p50, p99 = stats.percentile(ms, 50), stats.percentile(ms, 99)
+    ok = p50 is not None and p50 <= 5 and p99 <= 25
+    return result("latency", counts, len(accepted) / run.sizes.latency_s, "p50 <= 5 ms, p99 <= 25 ms", ok, window,
+                  p50_ms=_ms(p50), p99_ms=_ms(p99), max_ms=_ms(max(ms) if ms else None))
+
+
+def drain_outage(run: Run) -> dict:
+    """Receiver down, events accepted, receiver back after the outage: seconds until the last one arrives."""
+    run.ensure_worker()
+    run.cluster.stop("receiver")
+    win = run.window()
+    started = time.monotonic()
+    summary, accepted = run.loadgen("drain", f"/{ROUTE}.drain", run.sizes.drain_events, max_seconds=120)
+    time.sleep(max(0.0, run.sizes.outage_s - (time.monotonic() - started)))
+    run.cluster.start_receiver()
+    back = time.time()
+    counts, received = _delivered(run, accepted, summary, run.sizes.delivery_slack_s + 60)
+    window = win.stop([tool_process("loadgen", summary)])
+    times = [received[i] for i in accepted if i in received]
+    drain_s = max(times) - back if times else None
+    return result("drain_outage", counts, None, "last event <= 5 s after receiver is back",
+                  drain_s is not None and counts["delivered"] == counts["accepted"] and drain_s <= 5, window,
+                  drain_s=round(drain_s, 2) if drain_s is not None else None,
+                  outage_s=run.sizes.outage_s, first_after_back_s=round(min(times) - back, 2) if times else None)
+
+
+def pool(kind: str, concurrency: int, config: dict | None = None, label: str = "",
+         feed_batch: int = 1) -> Callable[[Run], dict]:
+    """A worker pool draining events queued before it starts, single events (one per task, as e2e) unless
+    `feed_batch` > 1; rate from first to last receipt, CPU from the worker's processes once it is ready.
+    `config` overrides Celery settings of that worker (an experiment, named by `label`)."""
+    name = f"pool_{kind}_c{concurrency}{label}"
+
+    def scenario(run: Run) -> dict:
+        run.no_worker()
+        run.flush()
+        run.cluster.reset_receiver()
+        summary, accepted = run.loadgen(f"pool-{kind}", f"/{ROUTE}.pool", run.sizes.pool_events,
+                                      batch=feed_batch, max_seconds=120)
+        run.ensure_worker(kind, concurrency, config, flush=False)
+        win = run.window()
+        counts, received = _delivered(run, accepted, summary, run.wait_for(len(accepted)))
+        window = win.stop()
+        times = sorted(received[i] for i in accepted if i in received)
+        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None
+        run.no_worker()
+        return result(name, counts, rate, "(compare)", None, window, celery_overrides=config, feed_batch=feed_batch)
+
+    scenario.__name__ = name
+    return scenario
+
+
+def backlog(run: Run) -> dict:
+    """A large backlog accepted while the receiver is down for minutes; worker RSS over time, then the drain."""
+    run.ensure_worker()
+    run.cluster.stop("receiver")
+    win = run.window(interval=2.0, record_backlog=True)
+    started = time.monotonic()
+    summary, accepted = run.loadgen("backlog", f"/{ROUTE}.backlog", run.sizes.backlog, batch=100, max_seconds=600)
+    guard = None
+    while time.monotonic() - started < run.sizes.backlog_minutes * 60:
+        worker_rss = max((stats.read_rss_kib(p) or 0 for r, proc in run.cluster.roles.items() if r.startswith("worker")
+                          for p in stats.tree(proc.pid)), default=0)
+        if worker_rss > RSS_GUARD_KIB:
+            guard = f"a worker process passed {RSS_GUARD_KIB // 1024} MiB RSS; receiver brought back early"
+            break
+        time.sleep(1.0)
+    down_s = time.monotonic() - started
+    run.cluster.start_receiver()
+    back = time.time()
+    counts, received = _delivered(run, accepted, summary, len(accepted) / FLOOR_RATE + run.sizes.delivery_slack_s)
+    window = win.stop([tool_process("loadgen", summary)])
+    times = [received[i] for i in accepted if i in received]
+    rate = counts["delivered"] / (max(times) - back) if times else None
+    worker_peak = max((p["peak_rss_mib"] for p in window["processes"] if p["role"].startswith("worker")), default=0)
+    ok = worker_peak <= 200 and bool(rate and rate >= E2E_TARGET) and guard is None
+    run.no_worker()
+    return result("backlog", counts, rate, "worker RSS <= 200 MB each; drain >= 1,300/s", ok, window,
+                  receiver_down_s=round(down_s, 1), worker_peak_rss_mib=worker_peak, guard=guard,
+                  first_after_back_s=round(min(times) - back, 2) if times else None)
+
+
+def _ms(value: float | None) -> float | None:
+    return round(value, 2) if value is not None else None

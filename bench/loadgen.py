@@ -1,0 +1,138 @@
+"""The load generator: N keep-alive HTTP/1.1 connections POSTing events, as fast as they go or at a steady rate.
+
+Run as `python -m bench.loadgen --port P --path /TAG --events N ...`; prints one
+JSON summary line on stdout and writes "id send-time" lines of every accepted
+event to --ids-out. With --direct it talks to the receiver itself, sending its
+own X-Request-Id (to measure the receiver's own ceiling).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+import uuid
+from collections import Counter
+
+
+class Plan:
+    """Hands out request numbers to the connections and says when each may be sent."""
+
+    def __init__(self, requests: int, batch: int, rate: float, deadline: float):
+        self.requests, self.batch, self.rate, self.deadline = requests, batch, rate, deadline
+        self.next = 0
+        self.start = time.monotonic()
+
+    def take(self) -> int | None:
+        if self.next >= self.requests or time.monotonic() > self.deadline:
+            return None
+        self.next += 1
+        return self.next - 1
+
+    def due(self, n: int) -> float:
+        return self.start + n * self.batch / self.rate if self.rate else 0.0
+
+
+def body(n: int, batch: int, pad: bytes) -> bytes:
+    records = [b'{"n":%d,"pad":"%s"}' % (n * batch + i, pad) for i in range(batch)]
+    return records[0] if batch == 1 else b"[" + b",".join(records) + b"]"
+
+
+class Result:
+    def __init__(self) -> None:
+        self.statuses: Counter[int] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.accepted: list[tuple[str, float]] = []
+        self.events_sent = 0
+        self.first_send: float | None = None
+        self.last_answer = 0.0
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    return status, await reader.readexactly(length) if length else b""
+
+
+async def connection(args: argparse.Namespace, plan: Plan, result: Result, pad: bytes) -> None:
+    reader = writer = None
+    while (n := plan.take()) is not None:
+        due = plan.due(n)
+        if due:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+        payload = body(n, args.batch, pad)
+        own_id = uuid.uuid4().hex if args.direct else None
+        extra = b"X-Request-Id: %s\r\n" % own_id.encode() if own_id else b""
+        request = (b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n"
+                   % (args.path.encode(), extra, len(payload))) + payload
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", args.port)
+            sent = time.time()
+            result.first_send = result.first_send or sent
+            result.events_sent += args.batch
+            status, answer = await _exchange(reader, writer, request)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            # Not resent: a request whose answer was lost may have been accepted (the receiver then
+            # counts it as unexpected), and resending would blur the duplicate count.
+            result.errors[type(exc).__name__] += 1
+            if writer is not None:
+                writer.close()
+            reader = writer = None
+            continue
+        result.last_answer = time.time()
+        result.statuses[status] += 1
+        if args.direct and status == 200:
+            result.accepted.append((own_id, sent))
+        elif status == 202:
+            result.accepted.extend((i, sent) for i in json.loads(answer)["ids"])
+    if writer is not None:
+        writer.close()
+
+
+async def run(args: argparse.Namespace) -> Result:
+    result = Result()
+    plan = Plan(-(-args.events // args.batch), args.batch, args.rate, time.monotonic() + args.max_seconds)
+    pad = b"x" * max(0, args.body_bytes - 20)
+    await asyncio.gather(*(connection(args, plan, result, pad) for _ in range(args.connections)))
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--path", required=True, help="/<tag> on the ingress, any path on the receiver")
+    p.add_argument("--events", type=int, required=True)
+    p.add_argument("--batch", type=int, default=1, help="events per request (a JSON array when > 1)")
+    p.add_argument("--connections", type=int, default=4)
+    p.add_argument("--rate", type=float, default=0.0, help="events per second in all; 0 = as fast as answers come")
+    p.add_argument("--body-bytes", type=int, default=40, help="approximate size of one event's JSON")
+    p.add_argument("--max-seconds", type=float, default=600.0, help="stop sending new requests after this")
+    p.add_argument("--ids-out", help="write 'id send-time' for every accepted event here")
+    p.add_argument("--direct", action="store_true", help="send to the receiver with our own X-Request-Id")
+    args = p.parse_args()
+    started = time.monotonic()
+    result = asyncio.run(run(args))
+    elapsed = time.monotonic() - started
+    if args.ids_out:
+        with open(args.ids_out, "w") as f:
+            f.writelines(f"{i} {t:.6f}\n" for i, t in result.accepted)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    json.dump({
+        "events_sent": result.events_sent, "accepted": len(result.accepted),
+        "statuses": {str(k): v for k, v in result.statuses.items()}, "errors": dict(result.errors),
+        "elapsed": elapsed, "first_send": result.first_send, "last_answer": result.last_answer,
+        "cpu": usage.ru_utime + usage.ru_stime, "max_rss_kib": usage.ru_maxrss,
+    }, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()

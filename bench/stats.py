@@ -1,0 +1,98 @@
+"""Numbers the bench reports: percentiles (pure) and per-process CPU and RSS read from /proc."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """The p-th percentile (0..100) with linear interpolation between closest ranks; None when empty."""
+    if not values:
+        return None
+    if not 0 <= p <= 100:
+        raise ValueError(f"percentile {p} is outside 0..100")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * p / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def rate(count: int, seconds: float) -> float | None:
+    return count / seconds if seconds > 0 and count else None
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    pid: int
+    ppid: int
+    name: str
+    cpu: float  # seconds of user+system CPU of this process (threads included)
+    reaped_children_cpu: float  # CPU of children that exited and were waited for
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    # The name sits in parentheses and may itself contain spaces or ')'.
+    name = raw[raw.index("(") + 1:raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2:].split()
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return ProcStat(pid, int(fields[1]), name, (utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK)
+
+
+def read_rss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return 0  # a zombie has no VmRSS line
+
+
+def tree(root: int) -> list[int]:
+    """`root` and all its live descendants (scanning /proc: children files need a kernel option)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = read_stat(int(entry))
+            if st:
+                children.setdefault(st.ppid, []).append(st.pid)
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if os.path.exists(f"/proc/{pid}"):
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def tree_cpu(pids: Iterable[int], root: int) -> dict[int, float]:
+    """CPU seconds per live pid; the root also carries what its reaped children used."""
+    out = {}
+    for pid in pids:
+        st = read_stat(pid)
+        if st:
+            out[pid] = st.cpu + (st.reaped_children_cpu if pid == root else 0.0)
+    return out
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (from /proc/stat), to see how much others used."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in parts[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
