@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,30 +24,9 @@ from bus import journal
 from bus.events import new_id
 from bus.filters import EventFilter
 
+from .procs import Cluster
+
 CHUNK = 1000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _redis(directory: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--dir", str(directory), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-                             "--logfile", str(directory / "redis.log")])
-    url = f"redis://127.0.0.1:{port}/0"
-    client = journal.connect(url, 5)
-    for _ in range(100):
-        try:
-            client.ping()
-            return proc, url
-        except journal.REDIS_DOWN:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("redis-server did not start")
 
 
 def fill(client, events: int, dead: int) -> list[str]:
@@ -95,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = _redis(Path(tmp))
+        cluster = Cluster(Path(tmp))
         try:
-            client = journal.connect(url, 30)
+            cluster.start_redis()
+            client = journal.connect(cluster.env["BUS_REDIS_URL"], 30)
             before = client.info("memory")["used_memory"]
             t = time.monotonic()
             fill(client, args.events, args.dead)
@@ -113,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             rows = {name: timed(client, f) for name, f in cases.items()}
         finally:
-            proc.terminate()
-            proc.wait(30)
+            cluster.close()
     result = {"events": args.events, "dead": args.dead, "fill_seconds": round(fill_s, 1),
               "redis_bytes_per_event": round(per_event), "queries": rows}
     if args.json:
