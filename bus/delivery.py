@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+import urllib3
 from celery import Task
 from celery.exceptions import Reject
 
@@ -81,13 +82,22 @@ def send(session: requests.Session, route: Route, url: str, event: dict[str, Any
             route.method, url, data=event["body"], headers=headers,
             timeout=(route.open_timeout, route.read_timeout), allow_redirects=False, stream=True,
         )
+        body = b""
         try:
             # Keep only the first bytes: a huge error page must not fill worker memory.
             body = resp.raw.read(journal.RESPONSE_KEEP, decode_content=True) or b""
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            # The status line arrived, so the endpoint has answered and its status decides, as
+            # for a body we never read past 2 KiB. Escaping here would fail the task, and Celery
+            # acks a failed task: the event would be lost.
+            record["response_error"] = f"{type(exc).__name__}: {exc}"[:500]
         finally:
             resp.close()
         record.update(status_code=resp.status_code, response=body.decode("utf-8", "replace"),
                       retry_after=resp.headers.get("Retry-After"))
+        if 300 <= resp.status_code < 400:
+            # Redirects are not followed (classify.py); keep where it pointed for whoever replays it.
+            record["location"] = resp.headers.get("Location")
     except requests.RequestException as exc:
         record.update(status_code=None, error=f"{type(exc).__name__}: {exc}"[:500])
     record["duration"] = round(time.monotonic() - started, 4)
@@ -98,7 +108,12 @@ def _journal_verdict(w: Worker, event: dict[str, Any], record: dict[str, Any], o
     status = {DELIVERED: journal.DELIVERED, DEAD: journal.DEAD}.get(outcome.verdict, journal.RETRYING)
     if outcome.reason:
         record["reason"] = outcome.reason
-    journal.record_attempt(w.redis, event["id"], record, status, event["received"])
+    try:
+        journal.record_attempt(w.redis, event["id"], record, status, event["received"])
+    except journal.REDIS_DOWN as exc:
+        # The attempt is not journaled. Failing the task would make Celery ack it (acks_late acks
+        # failures too) and the event would be lost; put the task back instead: a repeat, same id.
+        raise Reject(f"journal unreachable after attempt {record['attempt']}: {exc}", requeue=True) from exc
     log.info(
         "event %s tag=%s route=%s attempt=%d result=%s duration=%.3fs verdict=%s%s",
         event["id"], event["tag"], event["route"], record["attempt"],
