@@ -122,7 +122,7 @@ def make_fault_bus(tmp: Path, routes: dict[str, str], visibility_timeout: int) -
     routes_dir = tmp / "routes"
     routes_dir.mkdir()
     for name, text in routes.items():
-        (routes_dir / f"{name}.toml").write_text(text.format(receiver=receiver.url))
+        (routes_dir / f"{name}.toml").write_text(text.replace("{receiver}", receiver.url))
     env = bus_env(server.url, routes_dir, BUS_VISIBILITY_TIMEOUT=str(visibility_timeout))
     return FaultBus(tmp, server, receiver, routes_dir, env)
 
@@ -131,8 +131,8 @@ class MisbehavingReceiver:
     """A raw TCP HTTP server whose answer per path follows a script of misbehaviours, then 200.
 
     Modes: ("sleep", s) answers 200 after s seconds; ("status", code, headers) answers with that
-    status; "reset" closes with RST after reading the request; "cut_body" sends a 200 status line
-    and part of the body, then RST; ("huge", code, nbytes) streams nbytes of body; ("trickle", s)
+    status; "reset" closes with RST after reading the request; "cut_headers" sends half a status
+    line and header, then RST; "cut_body" sends a 200 status line and part of the body, then RST; ("huge", code, nbytes) streams nbytes of body; ("trickle", s)
     sends one header byte every s seconds, forever.
     """
 
@@ -209,6 +209,10 @@ class MisbehavingReceiver:
             extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
             conn.sendall(f"HTTP/1.1 {code} X\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\nno".encode())
         elif kind == "reset":
+            _rst(conn)
+        elif kind == "cut_headers":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Le")
+            time.sleep(0.2)
             _rst(conn)
         elif kind == "cut_body":
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
