@@ -11,6 +11,17 @@ broker_transport_options = {
     # Retries do not wait as unacked ETA tasks (see backoff.py), so the retry
     # delay is not bounded by it.
     "visibility_timeout": _s.visibility_timeout,
+    # kombu looks for messages older than the visibility timeout (those of a
+    # killed worker) only on every 10th tick of a 10 s timer: every 100 s. With
+    # the 110 s timeout a killed worker's events came back after up to 210 s.
+    # Sweep every 5 s instead (one ZRANGE under a lock): back within
+    # visibility_timeout + 5 s of the kill, once any worker runs.
+    "unacked_restore_interval": 5,
+    "unacked_restore_throttle": 1,
+    # The sweep holds a lock in Redis; a worker killed while holding it would
+    # stop every sweep until it expires (300 s by default). Restoring is safe
+    # without it (a WATCH transaction per message), so keep the lock short.
+    "unacked_mutex_expire": 30,
     "socket_timeout": 10,
     "socket_connect_timeout": 5,
 }

@@ -5,6 +5,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,8 +20,8 @@ from . import backoff, journal, logs, settings, signing
 from .celery import app
 from .errors import NoRoute
 from .classify import DEAD, DELIVERED, RETRY, Outcome, classify
-from .messages import DELIVER_TASK
-from .routes import Route, Router, load_configured
+from .messages import DELIVER_TASK, delivery_message
+from .routes import VISIBILITY_MARGIN, Route, Router, load_configured
 
 log = logging.getLogger("bus.delivery")
 # A copy sent with `bus replay --to` (a staging service) is tried this many
@@ -101,8 +102,9 @@ def send(session: requests.Session, route: Route, url: str, event: dict[str, Any
             # Keep only the first bytes: a huge error page must not fill worker memory.
             body = resp.raw.read(journal.RESPONSE_KEEP, decode_content=True) or b""
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            # The status line arrived, so the endpoint has answered and its status decides,
-            # as for a body we never read past 2 KiB.
+            # The status line arrived, so the endpoint has answered and its status decides, as
+            # for a body we never read past 2 KiB. Escaping here would fail the task, and Celery
+            # acks a failed task: the event would be lost.
             record["response_error"] = f"{type(exc).__name__}: {exc}"[:500]
         finally:
             resp.close()
@@ -245,6 +247,25 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
     return outcome.verdict, opened if opened is not None else open_until
 
 
+def _group_deadline(w: Worker, route_name: str) -> float:
+    """When this task must stop starting attempts: its last one must end before the visibility
+    timeout, or kombu hands the task to a second worker while this one still runs it."""
+    route = w.router.by_name.get(route_name)
+    attempt = (route.open_timeout + route.read_timeout) if route else 0.0
+    return time.monotonic() + w.settings.visibility_timeout - VISIBILITY_MARGIN - attempt
+
+
+def _hand_off(w: Worker, route_name: str, rest: list[dict[str, Any]], to: str | None) -> None:
+    """Queue the events this task has no time left for as a task of their own (same ids)."""
+    if not rest:
+        return
+    queue = journal.queue_name(route_name)
+    message = delivery_message([(e["id"], e["tag"], e["attempts"] + 1) for e in rest], queue,
+                               task_id=str(uuid.uuid4()), to=to)
+    journal.enqueue(w.redis, route_name, [message])
+    log.info("handing %d events of a slow group to a new task of route %s", len(rest), route_name)
+
+
 @app.task(name=DELIVER_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool = False) -> str:
     """Deliver a group of events of one route, one attempt each. A retryable failure puts that
@@ -255,11 +276,17 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
     """
     w = worker()
     _maybe_sweep(w)
+    route_name = _route_of_queue(self)
+    deadline = _group_deadline(w, route_name)
     try:
-        events, open_until = journal.load_many(w.redis, event_ids, _route_of_queue(self))
+        events, open_until = journal.load_many(w.redis, event_ids, route_name)
         verdicts: dict[str, int] = {}
         copies_to_retry = []
-        for event_id, event in zip(event_ids, events):
+        for i, (event_id, event) in enumerate(zip(event_ids, events)):
+            if i and time.monotonic() > deadline:
+                _hand_off(w, route_name, [e for e in events[i:] if e is not None], to)
+                verdicts["handed_off"] = len(event_ids) - i
+                break
             if event is None:
                 log.warning("event %s is not in the journal (expired or purged); nothing to deliver", event_id)
                 verdict = "missing"
