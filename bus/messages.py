@@ -14,11 +14,12 @@ _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 # Events of one route that arrived together travel in one task: Celery's own
 # cost per task (receive, pool hand-off, ack, events) is paid once per group.
 # Each event keeps its own journal record, attempts and retry schedule. A group
-# is sent one event after another, so it stays small: a slow endpoint then
-# still gets parallel attempts from several worker processes, and a killed
-# worker's group comes back small (delivery.py also hands off what would not
-# finish within the visibility timeout).
-GROUP_SIZE = 10
+# is sent one event after another, so it stays modest: a slow endpoint still
+# gets parallel attempts from several worker processes, and a killed worker's
+# group comes back small (delivery.py also hands off what would not finish
+# within the visibility timeout). Measured on 2 cores, prefork -c 2, a fast
+# receiver: 10 -> ~950 events/s, 25 -> ~1,730/s, 50 -> ~1,820/s.
+GROUP_SIZE = 25
 
 
 def groups(items: list, size: int = GROUP_SIZE) -> list[list]:

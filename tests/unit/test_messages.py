@@ -150,9 +150,9 @@ def test_tag_with_quotes_stays_valid_json():
     assert body(raw)[1] == {"to": 'http://x/"q"'}
 
 
-@pytest.mark.parametrize("count,sizes", [(1, [1]), (10, [10]), (11, [10, 1]), (25, [10, 10, 5])])
-def test_groups_split_events_into_tasks_of_at_most_ten(count, sizes):
-    assert GROUP_SIZE == 10
+@pytest.mark.parametrize("count,sizes", [(1, [1]), (25, [25]), (26, [25, 1]), (60, [25, 25, 10])])
+def test_groups_split_events_into_tasks_of_at_most_twenty_five(count, sizes):
+    assert GROUP_SIZE == 25
     items = list(range(count))
     chunks = groups(items)
     assert [len(c) for c in chunks] == sizes
