@@ -7,6 +7,8 @@ import os
 
 from celery import Celery
 
+from . import kombu_fixes
+
 app = Celery("bus", include=["bus.delivery"])
 
 
@@ -23,3 +25,4 @@ def _config_module() -> str:
 
 
 app.config_from_object(_config_module())
+kombu_fixes.apply()
