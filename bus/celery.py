@@ -8,6 +8,7 @@ import os
 from celery import Celery
 
 from . import kombu_fixes
+from .recovery import RecoverLostTasks
 
 app = Celery("bus", include=["bus.delivery"])
 
@@ -26,3 +27,5 @@ def _config_module() -> str:
 
 app.config_from_object(_config_module())
 kombu_fixes.apply()
+# Runs at every (re)connection of a worker: requeues tasks kombu lost in a crash (recovery.py).
+app.steps["consumer"].add(RecoverLostTasks)

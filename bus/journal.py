@@ -138,3 +138,60 @@ def ids(client: redis.Redis, status: str, limit: int = 100) -> Iterator[str]:
     for raw in client.zrevrange(_status_key(status), 0, limit - 1):
         yield raw.decode()
 
+
+
+# --- Lost-task recovery (see recovery.py) ------------------------------------------------------
+# kombu's Redis transport hands a task to a worker with BRPOP and only then records it in its
+# `unacked` hash (delivery tag -> [message, exchange, routing key]). A Redis or worker crash between
+# the two drops the task while the journal still says queued/retrying. These read where a waiting
+# event's task can be, so recovery can find the events whose task is nowhere.
+KOMBU_UNACKED = "unacked"
+_RECOVERY_LOCK = "bus:recovery:lock"
+_SCAN_CHUNK = 1000
+# Put a task back only if its event is still waiting, at the consuming end of the queue.
+_REQUEUE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'queued' or status == 'retrying' then
+    redis.call('RPUSH', KEYS[2], ARGV[1])
+    return 1
+end
+return 0
+"""
+
+
+def waiting_ids(client: redis.Redis) -> set[str]:
+    """Ids of every event not yet delivered or dead."""
+    found: set[str] = set()
+    for status in (QUEUED, RETRYING):
+        for start in range(0, client.zcard(_status_key(status)), _SCAN_CHUNK):
+            found.update(raw.decode() for raw in client.zrange(_status_key(status), start, start + _SCAN_CHUNK - 1))
+    return found
+
+
+def task_messages(client: redis.Redis) -> Iterator[dict[str, Any]]:
+    """Every task message Redis holds: waiting in a route's queue, or handed to a worker and unacked.
+
+    Recovery requeues any waiting event not found here, so a new place where events wait for
+    their next attempt (a retry schedule) must be read here too.
+    """
+    for queue in client.scan_iter(match=queue_name("*"), _type="list"):
+        for start in range(0, client.llen(queue), _SCAN_CHUNK):
+            for raw in client.lrange(queue, start, start + _SCAN_CHUNK - 1):
+                yield orjson.loads(raw)
+    for _, raw in client.hscan_iter(KOMBU_UNACKED, count=_SCAN_CHUNK):
+        yield orjson.loads(raw)[0]
+
+
+def requeue(client: redis.Redis, event_id: str, route: str, message: bytes) -> bool:
+    """Queue a new task for an event that is still waiting; False when it was delivered or dead meanwhile."""
+    return bool(client.eval(_REQUEUE, 2, _event_key(event_id), queue_name(route), message))
+
+
+def recovery_lock(client: redis.Redis, holder: str, seconds: int) -> bool:
+    """One recovery at a time across workers: the second would only find what the first requeued."""
+    return bool(client.set(_RECOVERY_LOCK, holder, nx=True, ex=seconds))
+
+
+def recovery_unlock(client: redis.Redis, holder: str) -> None:
+    if client.get(_RECOVERY_LOCK) == holder.encode():
+        client.delete(_RECOVERY_LOCK)

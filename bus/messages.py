@@ -1,6 +1,7 @@
 """Celery task messages for the deliver task, built by hand so intake can push them in its own Redis transaction (pure)."""
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import uuid
@@ -52,3 +53,18 @@ def delivery_message(event_id: str, tag: str, queue: str, task_id: str | None = 
             },
         }
     )
+
+
+def event_id_of(message: dict) -> str | None:
+    """The event a task message delivers, whether we built it (plain JSON body) or Celery
+    published it for a retry (base64 body); None for anything else."""
+    body = message.get("body")
+    if not isinstance(body, str) or message.get("headers", {}).get("task") != DELIVER_TASK:
+        return None
+    try:
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body).decode()
+        args = orjson.loads(body)[0]
+        return args[0] if args and isinstance(args[0], str) else None
+    except (ValueError, TypeError, IndexError, KeyError):
+        return None
