@@ -157,6 +157,7 @@ if status == 'queued' or status == 'retrying' then
 end
 return 0
 """
+_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 def waiting_ids(client: redis.Redis) -> set[str]:
@@ -175,9 +176,14 @@ def task_messages(client: redis.Redis) -> Iterator[dict[str, Any]]:
     their next attempt (a retry schedule) must be read here too.
     """
     for queue in client.scan_iter(match=queue_name("*"), _type="list"):
-        for start in range(0, client.llen(queue), _SCAN_CHUNK):
-            for raw in client.lrange(queue, start, start + _SCAN_CHUNK - 1):
-                yield orjson.loads(raw)
+        # Read by index from the pushing end until the list ends: tasks pushed meanwhile shift the
+        # rest towards the end (re-read, never skipped); bounded in case pushes outrun the scan.
+        limit = 2 * client.llen(queue) + _SCAN_CHUNK
+        for start in range(0, limit, _SCAN_CHUNK):
+            chunk = client.lrange(queue, start, start + _SCAN_CHUNK - 1)
+            if not chunk:
+                break
+            yield from map(orjson.loads, chunk)
     for _, raw in client.hscan_iter(KOMBU_UNACKED, count=_SCAN_CHUNK):
         yield orjson.loads(raw)[0]
 
@@ -193,5 +199,4 @@ def recovery_lock(client: redis.Redis, holder: str, seconds: int) -> bool:
 
 
 def recovery_unlock(client: redis.Redis, holder: str) -> None:
-    if client.get(_RECOVERY_LOCK) == holder.encode():
-        client.delete(_RECOVERY_LOCK)
+    client.eval(_UNLOCK, 1, _RECOVERY_LOCK, holder)  # only our own lock, not one taken after ours expired

@@ -4,14 +4,14 @@ kombu's Redis transport is not atomic where it hands a task to a worker: BRPOP t
 off the queue, and only the worker's next round trip records it in the `unacked` hash that the
 visibility timeout restores from. If Redis is killed (or the worker's main process is) between
 the two, the task is gone while the journal still says the event is queued or retrying. Nothing
-in Celery notices; the fault test that kills Redis under load lost an event about one run in four.
+in Celery notices; the fault test that kills Redis under load lost an event this way.
 
 So whenever a worker's consumer (re)connects (start-up, and after every broker reconnect, which
 is when such a crash shows) it compares the journal with the queues and the unacked hash, twice a
 few seconds apart so that a task merely between BRPOP and unacked is not taken for lost, and
 queues a new task for each event found in neither pass. A false positive costs a repeated attempt
 with the same X-Request-Id, never a loss. The scan reads every queued task: O(backlog), done only
-on (re)connect.
+on (re)connect, by one worker at a time.
 """
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ from .messages import delivery_message, event_id_of
 log = logging.getLogger("bus.recovery")
 
 PAUSE = 3.0  # seconds between the two passes; a task spends microseconds between BRPOP and unacked
-LOCK_SECONDS = 300
+# One recovery at a time. A worker killed while holding the lock blocks the others only this long;
+# they wait for it rather than skip, since the crash that lost a task may be the one they saw.
+LOCK_SECONDS = 120
 
 
 def missing_tasks(client: redis.Redis) -> set[str]:
@@ -44,8 +46,12 @@ def missing_tasks(client: redis.Redis) -> set[str]:
 def recover(client: redis.Redis, pause: float = PAUSE) -> list[str]:
     """Requeue every event whose task is lost; returns their ids."""
     holder = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-    if not journal.recovery_lock(client, holder, LOCK_SECONDS):
-        return []  # another worker is at it
+    deadline = time.monotonic() + LOCK_SECONDS + 30
+    while not journal.recovery_lock(client, holder, LOCK_SECONDS):
+        if time.monotonic() > deadline:
+            log.warning("lost-task recovery skipped: another worker held the lock for %ds", LOCK_SECONDS + 30)
+            return []
+        time.sleep(2)
     try:
         suspects = missing_tasks(client)
         if not suspects:
