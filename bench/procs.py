@@ -126,6 +126,7 @@ class Cluster:
         self.spawn("redis", [
             shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
             "--dir", str(data), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            "--hash-max-listpack-value", "4096",  # as bus up and docker-compose run it
             "--logfile", str(self.tmp / "redis-server.log"), *self.redis_settings,
         ])
         client = self.redis()

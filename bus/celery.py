@@ -9,7 +9,8 @@ import sys
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 
-from . import logs, settings
+from . import kombu_fixes, logs, settings
+from .recovery import RecoverLostTasks
 
 app = Celery("bus", include=["bus.delivery", "bus.scheduler"])
 
@@ -34,3 +35,6 @@ def _config_module() -> str:
 
 
 app.config_from_object(_config_module())
+kombu_fixes.apply()
+# Runs at every (re)connection of a worker: requeues tasks kombu lost in a crash (recovery.py).
+app.steps["consumer"].add(RecoverLostTasks)

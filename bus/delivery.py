@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Iterator
 
 from urllib.parse import urljoin, urlsplit
 
@@ -63,6 +65,32 @@ def worker() -> Worker:
         return _worker
 
 
+class AttemptDeadline(Exception):
+    """The whole attempt took longer than open_timeout + read_timeout (not an OSError: urllib3 must not catch it)."""
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Bound the whole attempt, not each socket read as requests does: a receiver sending a byte
+    every second would otherwise hold a pool process for ever, and outlive the visibility timeout
+    that routes.py sized for open_timeout + read_timeout. Prefork pool processes run tasks in
+    their main thread, where SIGALRM can interrupt a blocked read; other pools go without."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum: int, frame: object) -> None:
+        raise AttemptDeadline(f"no complete answer within {seconds:g}s (open_timeout + read_timeout)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def send(session: requests.Session, route: Route, url: str, event: dict[str, Any], attempt: int,
          extra_headers: dict[str, str] | None = None) -> dict[str, Any]:
     """One HTTP attempt; returns the attempt record (never raises for network trouble)."""
@@ -80,39 +108,41 @@ def send(session: requests.Session, route: Route, url: str, event: dict[str, Any
     record: dict[str, Any] = {"attempt": attempt, "at": time.time(), "url": url}
     started = time.monotonic()
     try:
-        for _ in range(MAX_REDIRECTS + 1):
-            # Straight to the session's connection pool: Session.request would merge
-            # environment proxies, netrc and a cookie jar shared by every event
-            # (a receiver's cookies must not ride along with the next event), at
-            # about 300 us of CPU per attempt.
-            prepared = requests.PreparedRequest()
-            prepared.prepare(method=route.method, url=url, headers=headers, data=event["body"])
-            resp = session.get_adapter(url).send(
-                prepared, stream=True, timeout=(route.open_timeout, route.read_timeout),
-                verify=route.ca_file or route.tls_verify,
-                cert=(route.client_cert, route.client_key) if route.client_key else route.client_cert,
-            )
-            target = _same_origin_redirect(url, resp) if route.follow_redirects else None
-            if target is None:
-                break
-            resp.close()
-            url = record["url"] = target
-        body = b""
-        try:
-            # Keep only the first bytes: a huge error page must not fill worker memory.
-            body = resp.raw.read(journal.RESPONSE_KEEP, decode_content=True) or b""
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            # The status line arrived, so the endpoint has answered and its status decides, as
-            # for a body we never read past 2 KiB. Escaping here would fail the task, and Celery
-            # acks a failed task: the event would be lost.
-            record["response_error"] = f"{type(exc).__name__}: {exc}"[:500]
-        finally:
-            resp.close()
+        # One deadline for the whole attempt, redirects included.
+        with _deadline(route.open_timeout + route.read_timeout):
+            for _ in range(MAX_REDIRECTS + 1):
+                # Straight to the session's connection pool: Session.request would merge
+                # environment proxies, netrc and a cookie jar shared by every event
+                # (a receiver's cookies must not ride along with the next event), at
+                # about 300 us of CPU per attempt.
+                prepared = requests.PreparedRequest()
+                prepared.prepare(method=route.method, url=url, headers=headers, data=event["body"])
+                resp = session.get_adapter(url).send(
+                    prepared, stream=True, timeout=(route.open_timeout, route.read_timeout),
+                    verify=route.ca_file or route.tls_verify,
+                    cert=(route.client_cert, route.client_key) if route.client_key else route.client_cert,
+                )
+                target = _same_origin_redirect(url, resp) if route.follow_redirects else None
+                if target is None:
+                    break
+                resp.close()
+                url = record["url"] = target
+            body = b""
+            try:
+                # Keep only the first bytes: a huge error page must not fill worker memory.
+                body = resp.raw.read(journal.RESPONSE_KEEP, decode_content=True) or b""
+            except (urllib3.exceptions.HTTPError, OSError, AttemptDeadline) as exc:
+                # The status line arrived, so the endpoint has answered and its status decides, as
+                # for a body we never read past 2 KiB. Escaping here would fail the task, and Celery
+                # acks a failed task: the event would be lost.
+                record["response_error"] = f"{type(exc).__name__}: {exc}"[:500]
+            finally:
+                resp.close()
         record.update(status_code=resp.status_code, response=body.decode("utf-8", "replace"),
                       retry_after=resp.headers.get("Retry-After"))
         if resp.headers.get("Location"):
             record["location"] = resp.headers["Location"][:500]
-    except requests.RequestException as exc:
+    except (requests.RequestException, AttemptDeadline) as exc:
         record.update(status_code=None, error=f"{type(exc).__name__}: {exc}"[:500])
     record["duration"] = round(time.monotonic() - started, 4)
     return record

@@ -1,6 +1,7 @@
 """Celery task messages for the deliver task, built by hand so intake can push them in its own Redis transaction (pure)."""
 from __future__ import annotations
 
+import base64
 import os
 import socket
 
@@ -87,8 +88,16 @@ def describe(tag: str, event_id: str, attempt: int, copy: bool = False, probe: b
     return f"{tag} {event_id} attempt {attempt}" + (" probe" if probe else "")
 
 
-def describe(tag: str, event_id: str, attempt: int, copy: bool = False, probe: bool = False) -> str:
-    """'api.orders 0190... attempt 2': how a delivery task reads in Flower's task list."""
-    if copy:
-        return f"{tag} {event_id} copy"
-    return f"{tag} {event_id} attempt {attempt}" + (" probe" if probe else "")
+def event_ids_of(message: dict) -> list[str]:
+    """The events a task message delivers, whether we built it (plain JSON body) or Celery
+    published it (a copy's retry: base64 body); [] for anything else."""
+    body = message.get("body")
+    if not isinstance(body, str) or message.get("headers", {}).get("task") != DELIVER_TASK:
+        return []
+    try:
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body).decode()
+        ids = orjson.loads(body)[0][0]
+        return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+    except (ValueError, TypeError, IndexError, KeyError):
+        return []

@@ -71,6 +71,8 @@ def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int,
         rproc = _start("redis", [
             redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(var / "redis"),
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            # Event hashes hold a body over the 64-byte default: keep them compact (~650 B less each).
+            "--hash-max-listpack-value", "4096",
             "--logfile", str(var / "redis.log"), "--daemonize", "no",
         ], env)
         procs.append(("redis", rproc))

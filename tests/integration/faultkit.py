@@ -79,10 +79,16 @@ class FaultBus:
     receiver: Receiver
     routes_dir: Path
     env: dict[str, str]
+    appendfsync: str = "always"
     procs: list[BusProcess] = field(default_factory=list)
 
     def client(self) -> redis.Redis:
         return self.redis.client()
+
+    def start_redis(self) -> None:
+        """(Re)start Redis on its port from its AOF, with this bus's fsync policy."""
+        self.redis.start()
+        self.client().config_set("appendfsync", self.appendfsync)
 
     def intake(self) -> intake.Intake:
         return intake.load(settings.load(self.env))
@@ -113,10 +119,9 @@ class FaultBus:
         self.redis.kill()
 
 
-def make_fault_bus(tmp: Path, routes: dict[str, str], visibility_timeout: int) -> FaultBus:
+def make_fault_bus(tmp: Path, routes: dict[str, str], visibility_timeout: int, appendfsync: str = "always") -> FaultBus:
     (tmp / "redis").mkdir()
     server = RedisServer(tmp / "redis")
-    server.start()
     receiver = Receiver()
     receiver.start()
     routes_dir = tmp / "routes"
@@ -124,7 +129,9 @@ def make_fault_bus(tmp: Path, routes: dict[str, str], visibility_timeout: int) -
     for name, text in routes.items():
         (routes_dir / f"{name}.toml").write_text(text.replace("{receiver}", receiver.url))
     env = bus_env(server.url, routes_dir, BUS_VISIBILITY_TIMEOUT=str(visibility_timeout))
-    return FaultBus(tmp, server, receiver, routes_dir, env)
+    bus = FaultBus(tmp, server, receiver, routes_dir, env, appendfsync)
+    bus.start_redis()
+    return bus
 
 
 class MisbehavingReceiver:

@@ -9,6 +9,7 @@ fails here rather than in a worker.
 """
 from __future__ import annotations
 
+import base64
 import inspect
 import json
 import uuid
@@ -19,7 +20,7 @@ from celery.worker.request import Request
 from kombu import Connection
 
 from bus.events import new_id
-from bus.messages import DELIVER_TASK, GROUP_SIZE, delivery_message, groups
+from bus.messages import DELIVER_TASK, GROUP_SIZE, delivery_message, event_ids_of, groups
 
 EVENT_ID = "01900000-0000-7000-8000-000000000001"
 TAG = "api.orders"
@@ -241,3 +242,24 @@ def test_kombu_reads_priority_zero_so_redis_uses_the_plain_queue_key():
     payload = json.loads(delivery_message(ONE, QUEUE))
     with Connection("memory://") as conn:
         assert conn.default_channel._get_message_priority(payload, reverse=False) == 0
+
+
+# --------------------------------------------------------------------------- reading a message back (recovery)
+
+def test_event_ids_of_a_message_intake_built():
+    events = [(new_id(), TAG), (new_id(), TAG)]
+    assert event_ids_of(json.loads(delivery_message(events, QUEUE))) == [e[0] for e in events]
+
+
+def test_event_ids_of_a_retry_celery_published_with_a_base64_body():
+    # The shape kombu's Redis transport stores for Task.retry (body_encoding base64), as seen in an AOF.
+    raw = b'[[["01a2-ev"]], {"to": "http://x/"}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]'
+    message = {"body": base64.b64encode(raw).decode(), "headers": {"task": DELIVER_TASK, "id": "t", "retries": 1},
+               "properties": {"body_encoding": "base64", "delivery_tag": "t"}}
+    assert event_ids_of(message) == ["01a2-ev"]
+
+
+def test_event_ids_of_anything_else_is_empty():
+    assert event_ids_of({"body": "[[[1]], {}, {}]", "headers": {"task": "other.task"}}) == []
+    assert event_ids_of({"body": "not json", "headers": {"task": DELIVER_TASK}}) == []
+    assert event_ids_of({}) == []

@@ -1,0 +1,96 @@
+"""Recovery of lost delivery tasks: requeue waiting events whose task Redis no longer holds.
+
+kombu's Redis transport is not atomic where it hands a task to a worker: BRPOP takes the message
+off the queue, and only the worker's next round trip records it in the `unacked` hash that the
+visibility timeout restores from. If Redis is killed (or the worker's main process is) between
+the two, the task is gone while the journal still says the event is queued or retrying. Nothing
+in Celery notices; the fault test that kills Redis under load lost an event this way.
+
+So whenever a worker's consumer (re)connects (start-up, and after every broker reconnect, which
+is when such a crash shows) it compares the journal with the queues and the unacked hash, twice a
+few seconds apart so that a task merely between BRPOP and unacked is not taken for lost, and
+queues a new task for each event found in neither pass. A false positive costs a repeated attempt
+with the same X-Request-Id, never a loss. The scan reads every queued task: O(backlog), done only
+on (re)connect, by one worker at a time.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+import redis
+from celery import bootsteps
+
+from . import journal, settings
+from .messages import delivery_message, event_ids_of
+
+log = logging.getLogger("bus.recovery")
+
+PAUSE = 3.0  # seconds between the two passes; a task spends microseconds between BRPOP and unacked
+# One recovery at a time. A worker killed while holding the lock blocks the others only this long;
+# they wait for it rather than skip, since the crash that lost a task may be the one they saw.
+LOCK_SECONDS = 120
+
+
+def missing_tasks(client: redis.Redis) -> set[str]:
+    """Waiting events that no task in Redis delivers (one pass; may include tasks in transit)."""
+    waiting = journal.waiting_ids(client)
+    if not waiting:
+        return set()
+    waiting -= journal.scheduled_ids(client)
+    return waiting - {i for m in journal.task_messages(client) for i in event_ids_of(m)}
+
+
+def recover(client: redis.Redis, pause: float = PAUSE) -> list[str]:
+    """Requeue every event whose task is lost; returns their ids."""
+    holder = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    deadline = time.monotonic() + LOCK_SECONDS + 30
+    while not journal.recovery_lock(client, holder, LOCK_SECONDS):
+        if time.monotonic() > deadline:
+            log.warning("lost-task recovery skipped: another worker held the lock for %ds", LOCK_SECONDS + 30)
+            return []
+        time.sleep(2)
+    try:
+        suspects = missing_tasks(client)
+        if not suspects:
+            return []
+        time.sleep(pause)
+        requeued = []
+        for event_id in sorted(suspects & missing_tasks(client)):
+            event = journal.load(client, event_id)
+            if event is None:
+                continue
+            message = delivery_message([(event_id, event["tag"], event["attempts"] + 1)],
+                                       journal.queue_name(event["route"]), task_id=str(uuid.uuid4()))
+            if journal.requeue_lost(client, event_id, event["route"], message):
+                requeued.append(event_id)
+        if requeued:
+            log.warning("requeued %d event(s) whose delivery task was lost in a crash: %s",
+                        len(requeued), " ".join(requeued[:20]) + (" ..." if len(requeued) > 20 else ""))
+        return requeued
+    finally:
+        journal.recovery_unlock(client, holder)
+
+
+def _recover_in_background() -> None:
+    config = settings.load()
+    try:
+        recover(journal.connect(config.redis_url, max(config.redis_timeout, 10.0)))
+    except journal.REDIS_DOWN as exc:
+        # The consumer reconnects (and so runs this again) once Redis is back.
+        log.warning("lost-task recovery skipped, Redis did not answer: %s", exc)
+    except Exception:
+        log.exception("lost-task recovery failed")
+
+
+class RecoverLostTasks(bootsteps.StartStopStep):
+    """Consumer step: start() runs on every (re)connection of the worker to the broker."""
+
+    requires = {"celery.worker.consumer.tasks:Tasks"}
+
+    def start(self, c: object) -> None:
+        threading.Thread(target=_recover_in_background, name="bus-recovery", daemon=True).start()
