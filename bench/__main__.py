@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"mode": "quick" if args.quick else "full", "cores": os.cpu_count(), "loadavg_start": stats.loadavg(),
               "versions": _versions(), "command": shlex.join(["python", "-m", "bench", *(argv or sys.argv[1:])]),
               "ingress": args.ingress, "redis_settings": args.redis_setting, "results": run.results}
-    keep = args.keep
+    keep, interrupted = args.keep, False
     try:
         run.write_routes()
         cluster.start_redis()
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                 run.no_worker()
             print(f"bench: {_name(scenario)}: {_brief(run.results[-1])}", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
-        print("bench: interrupted; stopping every process", file=sys.stderr)
-        return 130
+        print("bench: interrupted; stopping every process (results so far below)", file=sys.stderr)
+        interrupted = True
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         keep = True
@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     record["loadavg_end"] = stats.loadavg()
     print(report.as_json(record) if args.json else report.text(record))
+    if interrupted:
+        return 130
     return 1 if report.failures(run.results) else 0
 
 

@@ -1,6 +1,8 @@
 """Watch a scenario's window: CPU and peak RSS of every process of every role, machine load, Redis counters."""
 from __future__ import annotations
 
+import os
+import resource
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ class Window:
         self.client = self.cluster.redis()
         self.redis_before = redis_counters(self.client)
         self.busy_before, self.t0 = stats.machine_busy_seconds(), time.monotonic()
+        self.own_before = _own_cpu()
         self.load_before = stats.loadavg()
         self._sample(first=True)
         self._stop = threading.Event()
@@ -88,7 +91,9 @@ class Window:
              "cpu_s": round(self.cpu_last.get(pid, 0.0) - self.cpu_start.get(pid, 0.0), 2),
              "peak_rss_mib": round(self.peak_rss.get(pid, 0) / 1024, 1)}
             for pid, (role, name) in sorted(self.names.items(), key=lambda kv: (kv[1][0], kv[0]))
-        ] + list(tools)
+        ] + list(tools) + [{"role": "bench", "pid": os.getpid(), "name": "orchestrator (sampling, polling)",
+                             "cpu_s": round(_own_cpu() - self.own_before, 2),
+                             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}]
         ours = sum(p["cpu_s"] for p in processes)
         calls = {k: v - self.redis_before["calls"].get(k, 0) for k, v in after["calls"].items()}
         return {
@@ -107,3 +112,8 @@ class Window:
             },
             "backlog_samples": self.samples,
         }
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime

@@ -92,6 +92,14 @@ class Cluster:
         if proc.poll() is not None:
             raise BenchError(f"{role} exited with status {proc.returncode}:\n{self.log(role)[-3000:]}")
 
+    def assert_running(self) -> None:
+        """Every long-running part is still up: a worker killed from outside (another job's `pkill`, the OOM
+        killer) must end the scenario with that reason, not a long wait that reports late events."""
+        for role, proc in list(self.roles.items()):
+            if not role.startswith(("loadgen", "emitter", "py-spy")) and proc.poll() is not None:
+                raise BenchError(f"{role} (pid {proc.pid}) exited with status {proc.returncode} during the scenario; "
+                                 "nothing in the bench stops it there, so something else killed it")
+
     def stop(self, role: str, grace: float = 10.0) -> None:
         proc = self.roles.pop(role, None)
         if proc:

@@ -23,6 +23,7 @@ def wait_delivered(cluster: Cluster, expected: int, timeout: float, poll: float 
     """Wait until the receiver has seen `expected` distinct ids; False after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        cluster.assert_running()
         if cluster.received()["unique"] >= expected:
             return True
         time.sleep(poll)
