@@ -29,8 +29,16 @@ function age(seconds) {
   return `${Math.floor(s / 86400)}d${String(Math.floor(s % 86400 / 3600)).padStart(2, "0")}h`;
 }
 
-async function api(path, options) {
-  const response = await fetch(path, options);
+// With BUS_TOKENS the journal API wants a token with @journal; it lives in this tab's
+// sessionStorage only, never in the page, a cookie or the URL.
+function token() {
+  return sessionStorage.getItem("busToken") || "";
+}
+
+async function api(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  if (token()) headers.set("Authorization", `Bearer ${token()}`);
+  const response = await fetch(path, { ...options, headers });
   const payload = await response.json().catch(() => ({ error: `${response.status} ${response.statusText}` }));
   if (!response.ok) throw new Error(payload.error || `${response.status} ${response.statusText}`);
   return payload;
@@ -186,6 +194,12 @@ function start() {
   $("select-all").addEventListener("change", (ev) => {
     for (const box of document.querySelectorAll("#events input.pick")) box.checked = ev.target.checked;
     updateReplayButton();
+  });
+  $("token").addEventListener("change", (ev) => {
+    sessionStorage.setItem("busToken", ev.target.value.trim());
+    ev.target.value = "";
+    loadRoutes();
+    search(false);
   });
   loadRoutes();
   setInterval(loadRoutes, ROUTES_EVERY_MS);

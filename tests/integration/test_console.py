@@ -117,3 +117,23 @@ def test_replay_api_takes_ids_checks_them_and_only_replays_events_in_the_asked_s
     wait_until(lambda: journal.load(client, dead[0])["status"] == journal.DELIVERED, 15, what="the one replayed")
     again = requests.post(replay, json={"ids": dead}, timeout=10).json()
     assert (again["matched"], again["ids"]) == (1, [dead[1]]), "delivered ones are not dead: left alone"
+
+
+def test_console_reads_a_guarded_journal_with_a_journal_token(bus, page, tmp_path):
+    """Under BUS_TOKENS the console's own calls carry the operator's token (kept in the tab's sessionStorage)."""
+    from bus.auth import new_token
+    from conftest import start_ingress
+
+    operator, digest = new_token()
+    (tmp_path / "tokens").write_text(f"{digest}  @journal  on-call\n")
+    ingress, url = start_ingress({**bus.env, "BUS_TOKENS": str(tmp_path / "tokens")}, tmp_path / "ingress.log")
+    try:
+        name = f"g{uuid.uuid4().hex[:8]}"
+        (event_id,) = bus.post(f"parked.{name}", '{"guarded": true}').json()["ids"]
+        assert requests.get(f"{url}/events", timeout=10).status_code == 401, "the journal API is guarded"
+        page.add_init_script(f"sessionStorage.setItem('busToken', {json.dumps(operator)})")
+        page.goto(f"{url}/console?tag=parked.{name}")
+        page.locator(f"#events tbody tr[data-id='{event_id}']").wait_for()
+        assert operator not in page.content(), "the token never lands in the page"
+    finally:
+        ingress.stop()
