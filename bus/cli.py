@@ -169,7 +169,7 @@ def cmd_tokens_new(args: argparse.Namespace, config: settings.Settings) -> int:
 
 
 def cmd_secret_new(args: argparse.Namespace, config: settings.Settings) -> int:
-    from .secrets import new_signing_secret
+    from .route_secrets import new_signing_secret
 
     print(new_signing_secret())
     return 0

@@ -9,7 +9,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Mapping
 from urllib.parse import quote, urlsplit
 
-from . import secrets
+from . import route_secrets
 from .errors import NoRoute, RouteError
 from .tags import compile_patterns
 
@@ -267,13 +267,13 @@ def _secret_values(table: dict[str, Any], environ: Mapping[str, str]) -> dict[st
             key, refs = "secret_headers", table["secret_headers"]
             if not isinstance(refs, dict) or not refs:
                 raise ValueError("expected a table such as { Authorization = \"env:API_TOKEN\" }")
-            values["secret_headers"] = _headers({name: secrets.resolve(ref, environ) for name, ref in refs.items()})
+            values["secret_headers"] = _headers({name: route_secrets.resolve(ref, environ) for name, ref in refs.items()})
         if "signing_secret" in table:
             key, refs = "signing_secret", table["signing_secret"]
             refs = [refs] if isinstance(refs, str) else refs
             if not isinstance(refs, list) or not 1 <= len(refs) <= 2:
                 raise ValueError("expected one reference, or a list of two while rotating")
-            values["signing_keys"] = tuple(secrets.signing_key(secrets.resolve(r, environ)) for r in refs)
+            values["signing_keys"] = tuple(route_secrets.signing_key(route_secrets.resolve(r, environ)) for r in refs)
     except ValueError as exc:
         raise ValueError(f"key {key!r}: {exc}") from None
     return values
