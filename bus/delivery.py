@@ -239,6 +239,12 @@ def _route_of_queue(task: Task) -> str:
     return queue[4:] if queue.startswith("bus.") else ""
 
 
+def _dead_unsent(w: Worker, event: dict[str, Any], attempt: int, reason: str) -> None:
+    """Dead-letter an event that cannot even be sent, recording why as its attempt."""
+    record = {"attempt": attempt, "at": time.time(), "duration": 0.0, "status_code": None, "error": reason}
+    _journal_verdict(w, None, event, record, Outcome(DEAD, reason=reason))
+
+
 def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float, to: str | None,
                  probe: bool) -> tuple[str, float]:
     """One event of the task's group; returns its verdict and the breaker's open_until after it."""
@@ -255,9 +261,7 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
         return event["status"], open_until
     attempt = event["attempts"] + 1
     if route is None:
-        record = {"attempt": attempt, "at": time.time(), "duration": 0.0, "status_code": None,
-                  "error": f"route {event['route']!r} no longer exists; restore it and replay"}
-        _journal_verdict(w, None, event, record, Outcome(DEAD, reason=record["error"]))
+        _dead_unsent(w, event, attempt, f"route {event['route']!r} no longer exists; restore it and replay")
         return DEAD, open_until
     if open_until > time.time() and not probe:
         # The endpoint is failing: wait in Redis for the breaker instead of hammering it.
@@ -267,8 +271,7 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
         url = route.endpoint.render(event["tag"])
     except NoRoute as exc:
         # The route changed since the event was accepted and can no longer build its URL.
-        record = {"attempt": attempt, "at": time.time(), "duration": 0.0, "status_code": None, "error": str(exc)}
-        _journal_verdict(w, None, event, record, Outcome(DEAD, reason=str(exc)))
+        _dead_unsent(w, event, attempt, str(exc))
         return DEAD, open_until
     record = send(w.session, route, url, event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.

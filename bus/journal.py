@@ -85,6 +85,10 @@ def _retry_key(route: str) -> str:
     return f"bus:retry:{route}"
 
 
+def _mover_key(route: str) -> str:
+    return f"bus:mover:{route}"
+
+
 def _breaker_key(route: str) -> str:
     return f"bus:breaker:{route}"
 
@@ -486,7 +490,7 @@ def release(client: redis.Redis, route: str, groups: list[tuple[list[str], bytes
 
 def claim_mover(client: redis.Redis, route: str, worker_id: str, ms: int) -> bool:
     """One mover per route at a time, so a group is never moved twice by two workers."""
-    key = f"bus:mover:{route}"
+    key = _mover_key(route)
     return bool(client.set(key, worker_id, nx=True, px=ms)) or client.get(key) == worker_id.encode()
 
 

@@ -346,3 +346,9 @@ def bus(tmp_path_factory: pytest.TempPathFactory):
         worker.stop()
         receiver.stop()
         server.stop()
+
+
+def run_bus(bus: "Bus", *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`bus ARGS...` as a user runs it, against this bus (or `env`), its output captured."""
+    return subprocess.run([sys.executable, "-m", "bus", *args], env=env or bus.env,
+                          capture_output=True, text=True, timeout=60)

@@ -2,20 +2,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 
 import pytest
 
 from bus import InvalidTag, NoRoute, Unavailable, intake, settings
-from conftest import bus_env, wait_until
+from conftest import bus_env, run_bus, wait_until
 
 
-def run_bus(bus, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bus", *args], env=env or bus.env,
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_emit_returns_the_id_and_the_event_is_delivered(bus):

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 
@@ -13,11 +11,9 @@ import requests
 
 from bus import journal
 from bus.filters import EventFilter
-from conftest import wait_until
+from conftest import run_bus, wait_until
 
 
-def run_bus(bus, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bus", *args], env=bus.env, capture_output=True, text=True, timeout=60)
 
 
 def status_of(bus, event_id: str) -> str:
