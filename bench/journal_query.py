@@ -39,7 +39,7 @@ def fill(client, events: int, dead: int) -> list[str]:
         route = "orders" if (start // CHUNK) % 2 == 0 else "billing"
         batch = [journal.NewEvent(new_id(), f"api.{route}.t{(start + i) % 10}", route, body, time.time(), b"{}")
                  for i in range(min(CHUNK, events - start))]
-        journal.accept(client, batch, [])
+        journal.accept(client, batch)
         for i, ev in enumerate(batch):
             if (start + i) % dead_every == 0 and len(dead_ids) < dead:
                 record = {"id": ev.id, "route": route, "received": ev.received, "status": journal.QUEUED}

@@ -12,7 +12,6 @@ import redis
 from . import journal, settings
 from .errors import BacklogFull, BodyTooLarge, BusError, InvalidBody, InvalidTag, NoRoute
 from .events import new_id
-from .messages import delivery_message, groups
 from .routes import Router, load_configured
 from .tags import validate_tag
 
@@ -60,7 +59,6 @@ def accept(intake: Intake, tag: str, records: list[Any], headers: bytes = b"") -
     if not records:
         raise InvalidBody("no events in the request: send a JSON object, a non-empty array of objects or NDJSON")
     received = time.time()
-    queue = journal.queue_name(route.name)
     events = []
     for i, record in enumerate(records):
         if not isinstance(record, dict):
@@ -78,8 +76,7 @@ def accept(intake: Intake, tag: str, records: list[Any], headers: bytes = b"") -
         if waiting + len(events) > route.backlog_limit:
             raise BacklogFull(f"route {route.name} has {waiting} events waiting, its backlog_limit is "
                               f"{route.backlog_limit}: nothing was accepted; retry after it drains")
-    messages = [delivery_message([(e.id, tag) for e in group], queue) for group in groups(events)]
-    journal.accept(intake.redis, events, messages)
+    journal.accept(intake.redis, events)
     return [e.id for e in events]
 
 

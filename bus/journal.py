@@ -9,6 +9,9 @@ Keys (every name is built here and nowhere else):
 - bus:all                        sorted set of every event id by received time
 - bus:status:<status>            sorted set of ids by received time, one per status
 - bus:route:<route>:<status>     the same per route
+- bus:pending:<route>            list of "<id> <tag>" accepted and not yet in a task message (FIFO)
+- bus:filling:<route>            set while a task message of the route is queued that will take the
+                                 next group off the pending list when it starts (expires)
 - bus:retry:<route>              sorted set of ids waiting for their next attempt, by due time
 - bus:breaker:<route>            hash: failures, failing_since, step, open_until, since (the route's circuit breaker)
 - bus:mover:<route>              which worker moves the route's due retries right now (expires)
@@ -35,6 +38,7 @@ from redis.retry import Retry
 
 from .errors import EventNotFound, Unavailable
 from .filters import STATUSES, EventFilter
+from .messages import GROUP_SIZE, SHOWN, group_template
 
 QUEUED, RETRYING, DELIVERED, DEAD = STATUSES
 DEFAULT_RETENTION = 7 * 24 * 3600
@@ -79,6 +83,14 @@ def _attempts_key(event_id: str) -> str:
 
 def _copies_key(event_id: str) -> str:
     return f"bus:event:{event_id}:copies"
+
+
+def _pending_key(route: str) -> str:
+    return f"bus:pending:{route}"
+
+
+def _filling_key(route: str) -> str:
+    return f"bus:filling:{route}"
 
 
 def _retry_key(route: str) -> str:
@@ -126,47 +138,122 @@ def _move(pipe: Any, event_id: str, route: str, received: float, old: str | None
     pipe.zadd(_index_key(new, route), {event_id: received})
 
 
-# One script per request: the journal record, every index entry, the task
-# messages of its events and the accepted counter, atomically and in one round
-# trip. KEYS: bus:all, the route's :all index, the queued index, the route's
-# queued index, the route's queue, the counters hash, then each event's hash
-# key (all built by the functions above). ARGV: the number of events, the
-# route, the counter's field, then id, tag, body, headers, received per event,
-# then the messages.
-_ACCEPT = """
-local n, route = tonumber(ARGV[1]), ARGV[2]
-for e = 1, n do
-  local i = 4 + (e - 1) * 5
-  local id, received = ARGV[i], ARGV[i + 4]
-  redis.call('HSET', KEYS[6 + e], 'tag', ARGV[i + 1], 'route', route, 'body', ARGV[i + 2],
-             'headers', ARGV[i + 3], 'received', received, 'status', 'queued', 'attempts', 0, 'round', 0)
-  for k = 1, 4 do redis.call('ZADD', KEYS[k], received, id) end
+# Newly accepted events wait on their route's pending list, and a task message takes them
+# off it in groups of up to GROUP_SIZE: a request of one event does not cost one Celery task
+# (receive, pool hand-off, ack, task events: ~2 ms of CPU, most of what an event costs).
+# Messages are made at two moments, both in Lua so taking ids off the list and queueing the
+# message that carries them are one step: on accept when no message of the route is queued
+# (the "filling" flag is absent), and when a task starts (refill). A task starting while
+# events pile up takes up to a group with it into the next message, so under load groups
+# grow by themselves and at low rates an event still gets its task at once. The flag
+# expires, and the mover (scheduler.py) refills a route whose pending list has no message
+# coming, so events whose message was lost in a crash are not stranded.
+#
+# group_message(template, entries, shown): the message for "<id> <tag>" entries, filled into
+# messages.group_template(); the same message as messages.delivery_message() builds.
+_GROUP_LUA = """
+local function group_message(template, entries, shown)
+  local ids, described = {}, {}
+  for i, entry in ipairs(entries) do
+    local space = string.find(entry, ' ', 1, true)
+    ids[i] = string.sub(entry, 1, space - 1)
+    if i <= shown then described[i] = string.sub(entry, space + 1) .. ' ' .. ids[i] .. ' attempt 1' end
+  end
+  local argsrepr = table.concat(described, ', ')
+  if #entries > shown then argsrepr = #entries .. ' events: ' .. argsrepr .. ', ...' end
+  local body = '[[["' .. table.concat(ids, '","') ..
+               '"]],{},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]'
+  local values = {ID = cjson.encode(ids[1]), BODY = cjson.encode(body), ARGSREPR = cjson.encode(argsrepr)}
+  return (string.gsub(template, '"@@(%u+)@@"', function(name) return values[name] end))
 end
-for i = 4 + n * 5, #ARGV do
-  redis.call('LPUSH', KEYS[5], ARGV[i])
+
+-- Take up to `size` entries off the pending list into one message at the tail of the queue.
+local function take_group(pending, queue, template, size, shown)
+  local entries = redis.call('LPOP', pending, size)
+  if not entries then return false end
+  redis.call('LPUSH', queue, group_message(template, entries, shown))
+  return true
+end
+"""
+
+# One script per request: the journal record, every index entry, the pending entries and the
+# accepted counter (and a task message when none of the route is coming), atomically and in
+# one round trip. KEYS: bus:all, the route's :all index, the queued index, the route's queued
+# index, the route's queue, the counters hash, the pending list, the filling flag, then each
+# event's hash key (all built by the functions above). ARGV: the number of events, the route,
+# the counter's field, the message template, the group size, how many events argsrepr shows,
+# the flag's lifetime in ms, then id, tag, body, headers, received per event.
+_ACCEPT = _GROUP_LUA + """
+local n, route = tonumber(ARGV[1]), ARGV[2]
+local first = 8
+local entries = {}
+for e = 1, n do
+  local i = first + (e - 1) * 5
+  local id, received = ARGV[i], ARGV[i + 4]
+  redis.call('HSET', KEYS[8 + e], 'tag', ARGV[i + 1], 'route', route, 'body', ARGV[i + 2],
+             'headers', ARGV[i + 3], 'received', received, 'status', ARGV[#ARGV], 'attempts', 0, 'round', 0)
+  for k = 1, 4 do redis.call('ZADD', KEYS[k], received, id) end
+  entries[#entries + 1] = id .. ' ' .. ARGV[i + 1]
+  if #entries == 1000 or e == n then  -- unpack() has a stack limit; a batch may hold 10,000
+    redis.call('RPUSH', KEYS[7], unpack(entries))
+    entries = {}
+  end
+end
+if redis.call('SET', KEYS[8], '1', 'NX', 'PX', ARGV[7]) then
+  take_group(KEYS[7], KEYS[5], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
 end
 redis.call('HINCRBY', KEYS[6], ARGV[3], n)
 return n
 """
 
+# A task of the route starts (or the mover finds pending events with no message coming:
+# ARGV[5] = 'if-idle'): the next group goes into a message and the flag stays; nothing pending
+# clears the flag, so the next accept queues its own message at once.
+# KEYS: pending list, filling flag, queue. ARGV: template, group size, shown, flag ms, mode.
+_REFILL = _GROUP_LUA + """
+if ARGV[5] == 'if-idle' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if take_group(KEYS[1], KEYS[3], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])) then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+  return 1
+end
+redis.call('DEL', KEYS[2])
+return 0
+"""
+# Longer than a queued message usually waits for a worker; when it expires early (a long
+# queue, workers down) the cost is an extra message, never a lost event.
+FILLING_MS = 10_000
 
-def accept(client: redis.Redis, events: list[NewEvent], messages: list[bytes]) -> None:
-    """Journal the events of one route and enqueue the task messages that deliver them,
-    atomically and in one round trip: all or none."""
+
+def accept(client: redis.Redis, events: list[NewEvent]) -> None:
+    """Journal the events of one route and put them on its pending list (queueing a task
+    message for them when none is coming), atomically and in one round trip: all or none."""
     route = events[0].route
     keys = [_index_key(None), _index_key(None, route), _index_key(QUEUED), _index_key(QUEUED, route), queue_name(route),
-            COUNTERS]
-    args: list[Any] = [len(events), route, f"accepted:{route}"]
+            COUNTERS, _pending_key(route), _filling_key(route)]
+    args: list[Any] = [len(events), route, f"accepted:{route}", group_template(queue_name(route)), GROUP_SIZE, SHOWN,
+                       FILLING_MS]
     for ev in events:
         if ev.route != route:
             raise ValueError("accept() takes the events of one route at a time")
         keys.append(_event_key(ev.id))
         args += [ev.id, ev.tag, ev.body, ev.headers, repr(ev.received)]
-    args += messages
+    args.append(QUEUED)
     try:
         _script(client, _ACCEPT)(keys=keys, args=args)
     except REDIS_DOWN as exc:
         raise Unavailable(f"Redis did not answer ({exc.__class__.__name__}): nothing was accepted; retry later") from exc
+
+
+def _refill_call(route: str, mode: str) -> tuple[list[str], list[Any]]:
+    return ([_pending_key(route), _filling_key(route), queue_name(route)],
+            [group_template(queue_name(route)), GROUP_SIZE, SHOWN, FILLING_MS, mode])
+
+
+def refill_if_idle(client: redis.Redis, route: str) -> bool:
+    """The mover's check: pending events and no message coming for them (it was lost, or the
+    flag expired) -> queue one; True when it did."""
+    keys, args = _refill_call(route, "if-idle")
+    return bool(_script(client, _REFILL)(keys=keys, args=args))
 
 
 def _script(client: redis.Redis, source: str) -> Any:
@@ -198,12 +285,18 @@ def load(client: redis.Redis, event_id: str) -> dict[str, Any] | None:
 
 
 def load_many(client: redis.Redis, event_ids: list[str], route: str) -> tuple[list[dict[str, Any] | None], float]:
-    """The events (None for those gone) and the time the route's breaker stays open until (0: closed)."""
+    """A task starts: the events (None for those gone) and the time the route's breaker stays
+    open until (0: closed). In the same round trip the route's next pending group goes into a
+    message of its own (see _REFILL), so events that arrived meanwhile are on their way."""
     pipe = client.pipeline(transaction=False)
+    if route:
+        keys, args = _refill_call(route, "on-start")
+        _script(client, _REFILL)(keys=keys, args=args, client=pipe)
     for event_id in event_ids:
         pipe.hgetall(_event_key(event_id))
     pipe.hget(_breaker_key(route), "open_until")
-    *raws, open_until = pipe.execute()
+    results = pipe.execute()
+    *raws, open_until = results[1:] if route else results
     return [_decode(i, raw) if raw else None for i, raw in zip(event_ids, raws)], float(open_until or 0)
 
 
@@ -351,6 +444,7 @@ class RouteSnapshot:
     retrying: int
     dead: int
     queue_length: int  # task messages in bus.<route> waiting for a worker
+    pending: int  # events on the route's pending list: the next task message of the route takes them
     oldest_waiting: float | None  # received time of the oldest queued or retrying event
     breaker: dict[str, float]
     delivered_per_slot: list[int]  # the last hour, SLOT seconds each, oldest first; the last is the current slot
@@ -368,15 +462,17 @@ def snapshot(client: redis.Redis, routes: Iterable[str], now: float) -> dict[str
         for status in (QUEUED, RETRYING):
             pipe.zrange(_index_key(status, route), 0, 0, withscores=True)
         pipe.llen(queue_name(route))
+        pipe.llen(_pending_key(route))
         pipe.hgetall(_breaker_key(route))
         pipe.mget([_slot_key(route, s) for s in slots])
     results = pipe.execute()
     out = {}
     for i, route in enumerate(routes):
-        queued, retrying, dead, first_queued, first_retrying, length, breaker_, slot_counts = results[i * 8:(i + 1) * 8]
+        queued, retrying, dead, first_queued, first_retrying, length, pending, breaker_, slot_counts = \
+            results[i * 9:(i + 1) * 9]
         oldest = [score for _, score in first_queued + first_retrying]
         out[route] = RouteSnapshot(
-            queued=queued, retrying=retrying, dead=dead, queue_length=length,
+            queued=queued, retrying=retrying, dead=dead, queue_length=length, pending=pending,
             oldest_waiting=min(oldest) if oldest else None,
             breaker={k.decode(): float(v) for k, v in breaker_.items()},
             delivered_per_slot=[int(c or 0) for c in slot_counts],
@@ -691,11 +787,26 @@ def scheduled_ids(client: redis.Redis) -> set[str]:
     return found
 
 
+def pending_ids(client: redis.Redis, route: str | None = None) -> list[str]:
+    """Ids on the route's pending list (every route's when None), oldest first: a task message
+    takes them when the next task of the route starts."""
+    keys = [_pending_key(route)] if route else client.scan_iter(match=_pending_key("*"), _type="list")
+    found: list[str] = []
+    for key in keys:
+        for start in range(0, 2 * client.llen(key) + _SCAN_CHUNK, _SCAN_CHUNK):
+            chunk = client.lrange(key, start, start + _SCAN_CHUNK - 1)
+            if not chunk:
+                break
+            found += [entry.split(b" ", 1)[0].decode() for entry in chunk]
+    return found
+
+
 def task_messages(client: redis.Redis) -> Iterator[dict[str, Any]]:
     """Every task message Redis holds: waiting in a route's queue, or handed to a worker and unacked.
 
-    Recovery requeues any waiting event found neither here nor on a retry schedule
-    (scheduled_ids); a new place where events wait must be read there too.
+    Recovery requeues any waiting event found neither here, nor on a retry schedule
+    (scheduled_ids), nor on a pending list (pending_ids); a new place where events wait must
+    be read there too.
     """
     for queue in client.scan_iter(match=queue_name("*"), _type="list"):
         # Read by index from the pushing end until the list ends: tasks pushed meanwhile shift the

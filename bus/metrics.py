@@ -86,6 +86,8 @@ def _gauges(current: list[stats.RouteStats]) -> Iterator[Metric]:
         "dead": GaugeMetricFamily("bus_dead_events", "Dead-lettered events kept in the journal.", labels=["route"]),
         "queue_length": GaugeMetricFamily("bus_queue_messages", "Task messages in the route's Celery queue.",
                                           labels=["route"]),
+        "pending": GaugeMetricFamily("bus_pending_events", "Queued events not yet in a task message: the route's "
+                                     "next task takes them along in groups.", labels=["route"]),
     }
     oldest = GaugeMetricFamily("bus_oldest_waiting_seconds", "Age since acceptance of the route's oldest queued "
                                "or retrying event; 0 when none waits.", labels=["route"])

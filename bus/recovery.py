@@ -41,7 +41,8 @@ def missing_tasks(client: redis.Redis) -> set[str]:
     waiting = journal.waiting_ids(client)
     if not waiting:
         return set()
-    waiting -= journal.scheduled_ids(client)
+    # Pending before messages: an id taken off a pending list meanwhile is then in a message.
+    waiting -= journal.scheduled_ids(client) | set(journal.pending_ids(client))
     return waiting - {i for m in journal.task_messages(client) for i in event_ids_of(m)}
 
 

@@ -1,4 +1,5 @@
-"""The retry schedule's mover: due retries go back to their route's queue; a half-open breaker lets one probe out.
+"""The retry schedule's mover: due retries go back to their route's queue; a half-open breaker lets one probe out;
+pending events with no task message coming get one.
 
 It runs as a thread in every worker's main process (started on Celery's
 worker_ready signal) for the routes that worker consumes. Several workers may
@@ -32,8 +33,13 @@ def tick(client: object, routes: list[Route], now: float | None = None, mover: s
     moved = 0
     now = time.time() if now is None else now
     for route in routes:
+        if not journal.claim_mover(client, route.name, mover or _MOVER, MOVER_LEASE_MS):
+            continue
+        # Pending events whose task message was lost in a crash get a new one; the breaker does
+        # not hold this back (the task parks them), so they show as retrying, not as queued.
+        journal.refill_if_idle(client, route.name)
         open_until = journal.breaker(client, route.name).get("open_until", 0.0)
-        if open_until > now or not journal.claim_mover(client, route.name, mover or _MOVER, MOVER_LEASE_MS):
+        if open_until > now:
             continue
         probe = open_until > 0  # the breaker's wait is over: one event tests the endpoint
         items = journal.due(client, route.name, now, 1 if probe else BATCH)

@@ -25,6 +25,7 @@ class RouteStats:
     retrying: int
     dead: int
     queue_length: int  # task messages waiting in bus.<route> for a worker
+    pending: int  # queued events not yet in a task message: the route's next task takes them along
     delivered_last_minute: int
     delivered_last_hour: int
     oldest_waiting_seconds: float | None  # since acceptance, of the oldest queued or retrying event
@@ -53,6 +54,7 @@ def _route_stats(route: str, snap: journal.RouteSnapshot, now: float) -> RouteSt
         retrying=snap.retrying,
         dead=snap.dead,
         queue_length=snap.queue_length,
+        pending=snap.pending,
         # Counted in whole slots: "last minute" is the last 50-60 s, "last hour" the last 59m50s-60m.
         delivered_last_minute=sum(snap.delivered_per_slot[-MINUTE_SLOTS:]),
         delivered_last_hour=sum(snap.delivered_per_slot),

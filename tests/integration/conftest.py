@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import orjson
 import pytest
 import redis
 import requests
 
 from bus import journal
 from bus.filters import EventFilter
+from bus.messages import event_ids_of
 
 pytestmark = pytest.mark.integration
 
@@ -314,12 +316,18 @@ def parked_tag() -> str:
     return f"parked.{uuid.uuid4().hex[:10]}"
 
 
+def waiting_for_a_task(client: redis.Redis, route: str) -> list[str]:
+    """Event ids the route's queue holds: in its task messages, or on its pending list for the next one."""
+    in_messages = [i for m in client.lrange(journal.queue_name(route), 0, -1) for i in event_ids_of(orjson.loads(m))]
+    return in_messages + journal.pending_ids(client, route)
+
+
 @pytest.fixture
 def parked_len(bus):
-    """How many delivery tasks were queued on bus.parked since the test began."""
+    """How many events were queued for delivery on the `parked` route since the test began."""
     client = bus.redis.client()
-    before = client.llen("bus.parked")
-    return lambda: client.llen("bus.parked") - before
+    before = len(waiting_for_a_task(client, "parked"))
+    return lambda: len(waiting_for_a_task(client, "parked")) - before
 
 
 @pytest.fixture(scope="session")

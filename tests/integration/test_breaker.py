@@ -19,7 +19,8 @@ THRESHOLD = 5
 def fresh_route(bus):
     """The `parked` route: no worker consumes it, so these tests drive the schedule by hand."""
     client = bus.redis.client()
-    client.delete("bus:breaker:parked", "bus:retry:parked", "bus.parked")
+    client.delete("bus:breaker:parked", "bus:retry:parked")
+    drop_tasks(client)
     return client, load_routes(bus.routes_dir, 60, bus.env).by_name["parked"]
 
 
@@ -40,7 +41,7 @@ def test_breaker_opens_after_five_failures_in_a_row_and_only_a_failed_probe_leng
 def test_due_retries_go_back_to_the_head_of_the_queue_once_each(bus):
     client, route = fresh_route(bus)
     ids = [bus.post("parked.s", "{}").json()["ids"][0] for _ in range(3)]
-    client.delete("bus.parked")
+    drop_tasks(client)
     client.lpush("bus.parked", b"newer-message")
     now = time.time()
     for event_id, due in zip(ids, (now - 2, now - 1, now + 60)):
@@ -49,6 +50,11 @@ def test_due_retries_go_back_to_the_head_of_the_queue_once_each(bus):
     assert queued_event_ids(client) == ids[:2] + ["newer-message"]
     assert scheduler.tick(client, [route], now) == 0, "moved once, never twice"
     assert client.zscore("bus:retry:parked", ids[2]) == now + 60
+
+
+def drop_tasks(client) -> None:
+    """Forget the route's queued tasks and pending events: the test parks and moves them by hand."""
+    client.delete("bus.parked", "bus:pending:parked", "bus:filling:parked")
 
 
 def queued_event_ids(client) -> list[str]:
@@ -62,7 +68,7 @@ def queued_event_ids(client) -> list[str]:
 def test_open_breaker_holds_everything_and_half_open_lets_exactly_one_probe_out(bus):
     client, route = fresh_route(bus)
     ids = [bus.post("parked.p", "{}").json()["ids"][0] for _ in range(4)]
-    client.delete("bus.parked")
+    drop_tasks(client)
     now = time.time()
     for event_id in ids:
         journal.park(client, journal.load(client, event_id), now - 1)

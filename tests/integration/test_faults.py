@@ -17,14 +17,12 @@ import threading
 import time
 from collections import Counter
 
-import orjson
 import pytest
 import requests
 
 from bus import RouteError, intake, journal
-from bus.messages import event_ids_of
 from bus.routes import load_routes
-from conftest import BusProcess, bus_env, wait_until
+from conftest import BusProcess, bus_env, wait_until, waiting_for_a_task
 from faultkit import (
     FaultBus, MisbehavingReceiver, duplicates, group_pids, make_fault_bus, peak_rss_mb, report, wait_group_gone,
 )
@@ -229,7 +227,8 @@ retry_max_interval = 2
 
 
 def queued_event_ids(bus: FaultBus, queue: str) -> list[str]:
-    return [i for m in bus.client().lrange(queue, 0, -1) for i in event_ids_of(orjson.loads(m))]
+    """Ids in the queue's task messages and on its route's pending list (the next task takes those)."""
+    return waiting_for_a_task(bus.client(), queue.removeprefix("bus."))
 
 
 def test_a_task_lost_between_brpop_and_unacked_is_requeued_when_a_worker_starts_or_reconnects(fault_bus):

@@ -73,6 +73,7 @@ def test_backlog_retrying_oldest_and_breaker_gauges_equal_what_redis_holds(bus):
     assert value(samples, "bus_retrying_events", route="parked") == client.zcard("bus:route:parked:retrying") >= 1
     assert value(samples, "bus_queued_events", route="parked") == client.zcard("bus:route:parked:queued") >= 2
     assert value(samples, "bus_queue_messages", route="parked") == client.llen("bus.parked")
+    assert value(samples, "bus_pending_events", route="parked") == client.llen("bus:pending:parked")
     oldest = min(s for _, s in client.zrange("bus:route:parked:queued", 0, 0, withscores=True)
                  + client.zrange("bus:route:parked:retrying", 0, 0, withscores=True))
     assert value(samples, "bus_oldest_waiting_seconds", route="parked") == pytest.approx(time.time() - oldest, abs=2)

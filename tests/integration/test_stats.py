@@ -12,7 +12,6 @@ import pytest
 import requests
 
 from bus import journal
-from bus.messages import delivery_message
 from bus.routes import load_routes
 
 DB = 9  # a Redis database of its own on the session server: nothing else writes there
@@ -21,8 +20,7 @@ DB = 9  # a Redis database of its own on the session server: nothing else writes
 def accept(client, route: str, received: float) -> dict:
     event_id = str(uuid.uuid4())
     tag = f"{route}.x"
-    journal.accept(client, [journal.NewEvent(event_id, tag, route, b"{}", received)],
-                   [delivery_message([(event_id, tag)], f"bus.{route}")])
+    journal.accept(client, [journal.NewEvent(event_id, tag, route, b"{}", received)])
     return journal.load(client, event_id)
 
 
@@ -63,7 +61,9 @@ def test_bus_stats_json_reports_each_route_of_a_known_state(known):
     assert done.returncode == 0, done.stderr
     alpha, beta = json.loads(done.stdout)["routes"]
     assert alpha | {"oldest_waiting_seconds": 0} == {
-        "route": "alpha", "backlog": 1, "queued": 1, "retrying": 0, "dead": 1, "queue_length": 4,
+        "route": "alpha", "backlog": 1, "queued": 1, "retrying": 0, "dead": 1,
+        # The first event's task is queued; the next three wait for it on the pending list.
+        "queue_length": 1, "pending": 3,
         "delivered_last_minute": 1, "delivered_last_hour": 2, "oldest_waiting_seconds": 0,
         "endpoint": "ok", "failing_since": None, "failures": 0, "breaker": "closed", "breaker_open_until": None}
     assert alpha["oldest_waiting_seconds"] == pytest.approx(50, abs=5)
