@@ -13,12 +13,11 @@ from typing import Any, Iterator
 
 from urllib.parse import urljoin, urlsplit
 
-import requests
 import urllib3
 from celery import Task
 from celery.exceptions import Reject
 
-from . import backoff, journal, logs, settings, signing
+from . import backoff, journal, logs, outbound, settings, signing
 from .celery import app
 from .errors import NoRoute
 from .classify import DEAD, DELIVERED, RETRY, Outcome, classify
@@ -33,6 +32,7 @@ COPY_ATTEMPTS = 5
 COPY_MAX_DELAY = 10.0
 MAX_REDIRECTS = 5
 INTERNAL_ERROR_DELAY = 30
+USER_AGENT = "bus-delivery"
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Worker:
     settings: settings.Settings
     router: Router
     redis: Any
-    session: requests.Session
+    pools: outbound.Pools
 
 
 _lock = threading.Lock()
@@ -60,7 +60,7 @@ def worker() -> Worker:
                 settings=config,
                 router=load_configured(config),
                 redis=journal.connect(config.redis_url, config.redis_timeout),
-                session=requests.Session(),
+                pools=outbound.Pools(),
             )
         return _worker
 
@@ -91,10 +91,11 @@ def _deadline(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def send(session: requests.Session, route: Route, url: str, event: dict[str, Any], attempt: int,
+def send(pools: outbound.Pools, route: Route, url: str, event: dict[str, Any], attempt: int,
          extra_headers: dict[str, str] | None = None) -> dict[str, Any]:
     """One HTTP attempt; returns the attempt record (never raises for network trouble)."""
     headers = {
+        "User-Agent": USER_AGENT,
         **route.headers,
         **route.secret_headers,
         "Content-Type": route.content_type,
@@ -111,50 +112,41 @@ def send(session: requests.Session, route: Route, url: str, event: dict[str, Any
         # One deadline for the whole attempt, redirects included.
         with _deadline(route.open_timeout + route.read_timeout):
             for _ in range(MAX_REDIRECTS + 1):
-                # Straight to the session's connection pool: Session.request would merge
-                # environment proxies, netrc and a cookie jar shared by every event
-                # (a receiver's cookies must not ride along with the next event), at
-                # about 300 us of CPU per attempt.
-                prepared = requests.PreparedRequest()
-                prepared.prepare(method=route.method, url=url, headers=headers, data=event["body"])
-                resp = session.get_adapter(url).send(
-                    prepared, stream=True, timeout=(route.open_timeout, route.read_timeout),
-                    verify=route.ca_file or route.tls_verify,
-                    cert=(route.client_cert, route.client_key) if route.client_key else route.client_cert,
-                )
+                resp = outbound.open_response(pools, route, url, headers, event["body"])
                 target = _same_origin_redirect(url, resp) if route.follow_redirects else None
                 if target is None:
                     break
-                resp.close()
+                outbound.finish(resp)
                 url = record["url"] = target
             body = b""
             try:
                 # Keep only the first bytes: a huge error page must not fill worker memory.
-                body = resp.raw.read(journal.RESPONSE_KEEP, decode_content=True) or b""
+                body = resp.read(journal.RESPONSE_KEEP) or b""
             except (urllib3.exceptions.HTTPError, OSError, AttemptDeadline) as exc:
                 # The status line arrived, so the endpoint has answered and its status decides, as
                 # for a body we never read past 2 KiB. Escaping here would fail the task, and Celery
                 # acks a failed task: the event would be lost.
                 record["response_error"] = f"{type(exc).__name__}: {exc}"[:500]
             finally:
-                resp.close()
-        record.update(status_code=resp.status_code, response=body.decode("utf-8", "replace"),
+                outbound.finish(resp)
+        record.update(status_code=resp.status, response=body.decode("utf-8", "replace"),
                       retry_after=resp.headers.get("Retry-After"))
         if resp.headers.get("Location"):
             record["location"] = resp.headers["Location"][:500]
-    except (requests.RequestException, AttemptDeadline) as exc:
+    except (urllib3.exceptions.HTTPError, OSError, ValueError, AttemptDeadline) as exc:
+        # No answer: refused, timed out, TLS refused, reset (ValueError: a URL urllib3 cannot use).
         record.update(status_code=None, error=f"{type(exc).__name__}: {exc}"[:500])
     record["duration"] = round(time.monotonic() - started, 4)
     return record
 
 
-def _same_origin_redirect(url: str, resp: requests.Response) -> str | None:
+def _same_origin_redirect(url: str, resp: urllib3.BaseHTTPResponse) -> str | None:
     """Where a redirect points, if it stays on the endpoint's scheme, host and port.
 
     Another origin is never followed: the route's secret headers and signed body
     are meant for the endpoint's host alone.
     """
-    if resp.status_code not in (301, 302, 303, 307, 308) or not resp.headers.get("Location"):
+    if resp.status not in (301, 302, 303, 307, 308) or not resp.headers.get("Location"):
         return None
     target = urljoin(url, resp.headers["Location"])
     a, b = urlsplit(url), urlsplit(target)
@@ -212,7 +204,7 @@ def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], reco
 def _send_copy(task: Task, w: Worker, route: Route, event: dict[str, Any], to: str) -> str:
     """A replay to another URL (a staging copy): its own attempts, the event's state untouched."""
     attempt = task.request.retries + 1
-    record = send(w.session, route, to, event, attempt, {"X-Bus-Replay": "copy"})
+    record = send(w.pools, route, to, event, attempt, {"X-Bus-Replay": "copy"})
     outcome = classify(replace(route, max_attempts=COPY_ATTEMPTS), attempt, record.get("status_code"),
                        record.pop("retry_after", None))
     record["verdict"] = outcome.verdict
@@ -273,7 +265,7 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
         # The route changed since the event was accepted and can no longer build its URL.
         _dead_unsent(w, event, attempt, str(exc))
         return DEAD, open_until
-    record = send(w.session, route, url, event, attempt)
+    record = send(w.pools, route, url, event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
     outcome = classify(route, attempt - event["round"], record.get("status_code"), record.pop("retry_after", None))
     opened = _journal_verdict(w, route, event, record, outcome, probe)
