@@ -26,6 +26,7 @@ import logging
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from gunicorn import util
@@ -116,50 +117,56 @@ class DeadlineUnreader(SocketUnreader):
         return data
 
 
+@dataclass
+class _Client:
+    open: int = 0
+    unlogged: int = 0  # refusals not written to the log yet
+    logged_at: float = float("-inf")
+
+
 class ClientCounter:
     """Open connections per client address in this process; refusals logged at most every REFUSAL_LOG_EVERY s."""
 
     def __init__(self, cap: int, clock: Callable[[], float] = time.monotonic):
         self.cap, self.clock = cap, clock
         self._lock = threading.Lock()
-        # address -> [open connections, refusals not yet logged, when the last refusal line was written]
-        self._clients: dict[str, list[float]] = {}
+        self._clients: dict[str, _Client] = {}
 
     def open(self, address: str) -> int:
         with self._lock:
-            entry = self._clients.get(address)
-            return int(entry[0]) if entry else 0
+            client = self._clients.get(address)
+            return client.open if client else 0
 
     def admit(self, address: str, who: str) -> bool:
         """Count a new connection from `address`, or refuse it (False) when the address is at the cap."""
         with self._lock:
-            entry = self._clients.setdefault(address, [0, 0, float("-inf")])
-            if entry[0] < self.cap:
-                entry[0] += 1
+            client = self._clients.setdefault(address, _Client())
+            if client.open < self.cap:
+                client.open += 1
                 return True
-            entry[1] += 1
+            client.unlogged += 1
             now = self.clock()
-            if now - entry[2] < REFUSAL_LOG_EVERY:
+            if now - client.logged_at < REFUSAL_LOG_EVERY:
                 return False
-            refused, entry[1], entry[2] = int(entry[1]), 0, now
+            refused, client.unlogged, client.logged_at = client.unlogged, 0, now
         log.warning("http: refusing %s: %s already has %d connections open (BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT)%s",
                     who, address, self.cap, f"; {refused} refusals since the last line" if refused > 1 else "")
         return False
 
     def release(self, address: str) -> None:
         with self._lock:
-            entry = self._clients.get(address)
-            if entry is None:
+            client = self._clients.get(address)
+            if client is None:
                 return
-            entry[0] -= 1
-            if entry[0] > 0:
+            client.open -= 1
+            if client.open > 0:
                 return
             # Forgotten with its last connection, so the table never outgrows the open connections.
             del self._clients[address]
-            unlogged = int(entry[1])
+            unlogged = client.unlogged
         if unlogged:
-            log.warning("http: %s: %d more connection(s) refused since the last line (BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT)",
-                        address, unlogged)
+            log.warning("http: %s: %d more connection(s) refused since the last line "
+                        "(BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT)", address, unlogged)
 
 
 class GuardedConn(TConn):
@@ -241,7 +248,7 @@ class GuardedThreadWorker(ThreadWorker):
 
 
 def configure(read_timeout: float, max_connections_per_client: int) -> type[GuardedThreadWorker]:
-    """The worker class with these limits, for gunicorn's worker_class (a class of its own, so nothing global changes)."""
+    """The worker class with these limits for gunicorn's worker_class; a class of its own, so nothing global changes."""
     return type("GuardedThreadWorker", (GuardedThreadWorker,), {
         "read_timeout": read_timeout, "max_connections_per_client": max_connections_per_client,
         "__module__": __name__})
