@@ -17,6 +17,10 @@ class BodyTooLarge(BusError):
     """The request body is over the configured limit."""
 
 
+class RequestTimeout(BusError):
+    """The request's head or body did not arrive whole within BUS_HTTP_READ_TIMEOUT: nothing was accepted."""
+
+
 class NoRoute(BusError):
     """No route matches the tag, or the matching route cannot build a URL for it."""
 

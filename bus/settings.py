@@ -1,6 +1,7 @@
 """Every environment variable the bus reads, with its default, in one place."""
 from __future__ import annotations
 
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -31,6 +32,19 @@ class ForwardSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """Limits of the HTTP port that gunicorn has none of (see bus/ingress/guarded_worker.py)."""
+
+    # A request's head and body must arrive whole within this many seconds of its first byte,
+    # however slowly they trickle in: a slow-loris client would otherwise hold a thread for ever.
+    read_timeout: float = 30.0
+    # Open connections from one client address, per ingress worker process. A host runs 4-64
+    # keep-alive producers; 256 leaves room for bursts and reconnects without letting one
+    # host take most of a worker's 1000 (gunicorn's worker_connections).
+    max_connections_per_client: int = 256
+
+
+@dataclass(frozen=True)
 class Settings:
     redis_url: str
     routes_dir: Path
@@ -43,6 +57,7 @@ class Settings:
     max_batch: int
     log_format: str = "text"  # BUS_LOG_FORMAT: worker and ingress logs as text lines or one JSON object a line
     forward: ForwardSettings = field(default_factory=ForwardSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     # The environment as read once, for route secrets given as "env:NAME"; kept out of repr.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -55,8 +70,9 @@ def _number(env: dict[str, str], name: str, default: float, cast: type = float) 
         value = cast(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number; unset it or give a positive {cast.__name__}") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be positive")
+    if not math.isfinite(value) or value <= 0:
+        # inf or nan would pass as a timeout and break it (socket timeouts refuse them).
+        raise ConfigError(f"{name}={raw!r} must be a positive, finite number")
     return value
 
 
@@ -124,6 +140,10 @@ def load(env: dict[str, str] | None = None) -> Settings:
         max_batch=int(_number(env, "BUS_MAX_BATCH", 10_000, int)),
         log_format=_log_format(env.get("BUS_LOG_FORMAT")),
         forward=_forward(env),
+        http=HttpSettings(
+            read_timeout=_number(env, "BUS_HTTP_READ_TIMEOUT", 30.0),
+            max_connections_per_client=int(_number(env, "BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT", 256, int)),
+        ),
         environ=env,
     )
 

@@ -13,7 +13,7 @@ from werkzeug.wrappers import Request, Response
 
 from .. import auth, filters, intake, journal, metrics, replay, stats
 from ..errors import (BacklogFull, BadFilter, BodyTooLarge, BusError, EventNotFound, Forbidden, InvalidBody, InvalidTag,
-                      NoRoute, Unauthorized, Unavailable)
+                      NoRoute, RequestTimeout, Unauthorized, Unavailable)
 from ..journal import REDIS_DOWN
 from .bodies import parse_records
 
@@ -21,7 +21,7 @@ log = logging.getLogger("bus.ingress")
 
 # The one table from our error types to HTTP statuses.
 STATUS = {InvalidTag: 400, InvalidBody: 400, BadFilter: 400, Unauthorized: 401, Forbidden: 403, NoRoute: 404,
-          EventNotFound: 404, BodyTooLarge: 413, Unavailable: 503, BacklogFull: 503}
+          EventNotFound: 404, RequestTimeout: 408, BodyTooLarge: 413, Unavailable: 503, BacklogFull: 503}
 # Request headers never written to the journal: they carry producers' credentials.
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"})
 MAX_LIST = 1000

@@ -12,6 +12,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
 from .. import auth, intake, logs
+from . import guarded_worker
 from .http import make_app
 
 log = logging.getLogger("bus.serve")
@@ -50,7 +51,9 @@ def serve(bus: intake.Intake, bind: str, workers: int = 2, threads: int = 8,
         **options,
         "bind": bind,
         "workers": workers,
-        "worker_class": "gthread",
+        # gthread plus a read deadline per request and a cap on connections per client (slow-loris, floods).
+        "worker_class": guarded_worker.configure(bus.settings.http.read_timeout,
+                                                 bus.settings.http.max_connections_per_client),
         "threads": threads,
         "keepalive": 5,
         "timeout": 30,

@@ -1,5 +1,7 @@
-"""Forward listener settings from the environment: secrets from variables or files, checked together."""
+"""Listener settings from the environment (forward and HTTP): secrets from variables or files, limits checked."""
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -33,4 +35,24 @@ def test_shared_key_and_password_come_from_a_variable_or_a_file(tmp_path):
 ])
 def test_inconsistent_forward_settings_are_refused(env, says):
     with pytest.raises(ConfigError, match=says):
+        settings.load(env)
+
+
+def test_http_limits_default_to_30_seconds_and_256_connections_per_client():
+    http = settings.load({}).http
+    assert (http.read_timeout, http.max_connections_per_client) == (30.0, 256)
+    http = settings.load({"BUS_HTTP_READ_TIMEOUT": "2.5", "BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT": "3"}).http
+    assert (http.read_timeout, http.max_connections_per_client) == (2.5, 3)
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"BUS_HTTP_READ_TIMEOUT": "soon"}, "BUS_HTTP_READ_TIMEOUT='soon' is not a number"),
+    ({"BUS_HTTP_READ_TIMEOUT": "0"}, "BUS_HTTP_READ_TIMEOUT='0' must be a positive"),
+    ({"BUS_HTTP_READ_TIMEOUT": "inf"}, "BUS_HTTP_READ_TIMEOUT='inf' must be a positive, finite"),
+    ({"BUS_HTTP_READ_TIMEOUT": "nan"}, "BUS_HTTP_READ_TIMEOUT='nan' must be a positive, finite"),
+    ({"BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT": "-1"}, "BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT='-1' must be a positive"),
+    ({"BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT": "2.5"}, "BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT='2.5' is not a number"),
+])
+def test_bad_http_limits_are_refused_naming_the_variable(env, says):
+    with pytest.raises(ConfigError, match=re.escape(says)):
         settings.load(env)

@@ -1,0 +1,62 @@
+"""The HTTP worker's bookkeeping: connections counted per client and given back, refusals logged sparingly."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from bus.errors import RequestTimeout
+from bus.ingress.guarded_worker import REFUSAL_LOG_EVERY, ClientCounter, ReadDeadline
+
+
+def test_a_client_at_the_cap_is_refused_until_one_of_its_connections_ends():
+    counter = ClientCounter(2)
+    assert counter.admit("10.0.0.1", "10.0.0.1:1") and counter.admit("10.0.0.1", "10.0.0.1:2")
+    assert not counter.admit("10.0.0.1", "10.0.0.1:3")
+    assert counter.admit("10.0.0.2", "10.0.0.2:1"), "another address has its own count"
+    counter.release("10.0.0.1")
+    assert counter.admit("10.0.0.1", "10.0.0.1:4")
+    for _ in range(2):
+        counter.release("10.0.0.1")
+    counter.release("10.0.0.2")
+    assert counter.open("10.0.0.1") == counter.open("10.0.0.2") == 0
+    # Many connections opened and closed leave nothing behind.
+    for _ in range(1000):
+        assert counter.admit("10.0.0.1", "10.0.0.1:5")
+        counter.release("10.0.0.1")
+    assert counter._clients == {}
+
+
+def test_a_flood_of_refusals_writes_one_line_per_interval_and_the_rest_is_counted(caplog):
+    now = [100.0]
+    counter = ClientCounter(1, clock=lambda: now[0])
+    caplog.set_level(logging.WARNING, "bus.ingress")
+    assert counter.admit("10.0.0.1", "10.0.0.1:1")
+    for _ in range(50):
+        assert not counter.admit("10.0.0.1", "10.0.0.1:2")
+    assert len(caplog.records) == 1 and "refusing 10.0.0.1:2" in caplog.records[0].getMessage()
+    now[0] += REFUSAL_LOG_EVERY
+    assert not counter.admit("10.0.0.1", "10.0.0.1:3")
+    assert "50 refusals since the last line" in caplog.records[1].getMessage()
+    assert not counter.admit("10.0.0.1", "10.0.0.1:4")
+    counter.release("10.0.0.1")
+    assert "1 more connection(s) refused" in caplog.records[2].getMessage()
+    assert len(caplog.records) == 3
+
+
+def test_the_read_deadline_runs_from_the_first_read_and_is_off_between_requests(monkeypatch, caplog):
+    now = [0.0]
+    monkeypatch.setattr("bus.ingress.guarded_worker.time.monotonic", lambda: now[0])
+    deadline = ReadDeadline(2.0, "10.0.0.1:1")
+    assert deadline.remaining() is None, "no request yet: gunicorn's keep-alive wait applies"
+    deadline.begin()
+    now[0] = 50.0  # the idle wait before the first byte does not count
+    assert deadline.remaining() == 2.0
+    now[0] = 51.5
+    assert deadline.remaining() == pytest.approx(0.5)
+    now[0] = 52.0
+    with pytest.raises(RequestTimeout, match="the request head did not arrive whole within 2s"):
+        deadline.remaining()
+    assert deadline.expired and "BUS_HTTP_READ_TIMEOUT" in caplog.text
+    deadline.done()
+    assert deadline.remaining() is None
