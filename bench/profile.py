@@ -75,10 +75,11 @@ def phase_ingress(run: Run, seconds: float, out: Path) -> str:
                                              "--path", f"/{PARKED}.profile", "--events", "1000000",
                                              "--max-seconds", str(seconds + 3)])
     time.sleep(1.5)
-    before, lpush0 = cpu_of(pids), _calls(cluster, "lpush")
+    before, hset0 = cpu_of(pids), _calls(cluster, "hset")
     spy = record(cluster, "ingress", master, seconds, out / "ingress.raw")
     spy.wait()
-    accepted, used = _calls(cluster, "lpush") - lpush0, cpu_of(pids) - before
+    # One HSET per accepted event (its record); task messages are no longer one per event.
+    accepted, used = _calls(cluster, "hset") - hset0, cpu_of(pids) - before
     load.wait()
     parts = flame.split_processes(flame.parse(open(out / "ingress.raw")))
     return report(f"A. ingress alone: {accepted} events accepted in {seconds:.0f}s ({accepted / seconds:.0f}/s)",

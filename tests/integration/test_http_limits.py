@@ -5,6 +5,7 @@ own, so other tests' connections and traffic never count against the cap.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import socket
 import time
 
@@ -13,7 +14,7 @@ import requests
 
 from bus import journal
 from bus.filters import EventFilter
-from conftest import ROUTES, RedisServer, bus_env, start_ingress, wait_until
+from conftest import ROUTES, RedisServer, bus_env, start_ingress, wait_until, waiting_for_a_task
 
 READ_TIMEOUT = 2.0
 CAP = 3
@@ -112,7 +113,7 @@ def test_a_request_head_trickled_byte_by_byte_is_cut_off_at_the_read_timeout(ing
 
 def test_a_body_that_stalls_gets_408_and_nothing_of_it_is_enqueued(ingress):
     client = ingress.redis.client()
-    before = client.llen("bus.parked")
+    before = len(waiting_for_a_task(client, "parked"))
     sock = ingress.connect()
     try:
         sock.sendall(b"POST /parked.stall HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -125,13 +126,13 @@ def test_a_body_that_stalls_gets_408_and_nothing_of_it_is_enqueued(ingress):
     assert closed and elapsed <= READ_TIMEOUT + MARGIN + 0.5, (closed, elapsed)
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert b"connection: close" in answer.lower() and b"did not arrive whole" in answer
-    assert client.llen("bus.parked") == before
+    assert len(waiting_for_a_task(client, "parked")) == before
     assert journal.find(client, EventFilter(tag="parked.stall")).events == []
     lines = wait_until(lambda: ingress.log_lines("the body of POST /parked.stall"), 5, what="the body-timeout log line")
     assert "WARNING" in lines[0] and "127.0.0.1:" in lines[0] and "BUS_HTTP_READ_TIMEOUT" in lines[0], lines
     # A whole request is still accepted, and lands where the stalled one would have.
     assert requests.post(f"{ingress.url}/parked.stall", json={"a": 1}, timeout=5).status_code == 202
-    assert client.llen("bus.parked") == before + 1
+    assert len(waiting_for_a_task(client, "parked")) == before + 1
 
 
 def test_connections_over_the_cap_are_closed_at_accept_and_the_count_is_given_back(ingress):
@@ -171,7 +172,7 @@ def _healthz(session: requests.Session, url: str) -> int:
 
 def test_a_keep_alive_client_sends_many_requests_on_one_connection_unhindered(ingress):
     client = ingress.redis.client()
-    before = client.llen("bus.parked")
+    before = len(waiting_for_a_task(client, "parked"))
     sock = ingress.connect()
     started = time.monotonic()
     try:
@@ -186,7 +187,7 @@ def test_a_keep_alive_client_sends_many_requests_on_one_connection_unhindered(in
     finally:
         sock.close()
     assert time.monotonic() - started > READ_TIMEOUT
-    assert client.llen("bus.parked") == before + 200
+    assert len(waiting_for_a_task(client, "parked")) == before + 200
     assert len(journal.find(client, EventFilter(tag="parked.keepalive"), limit=1000).events) == 200
 
 
@@ -205,3 +206,31 @@ def _read_response(sock: socket.socket) -> bytes:
         assert chunk, "connection closed mid-body"
         body += chunk
     return head + b"\r\n\r\n" + body
+
+
+def test_more_back_to_back_keep_alive_producers_than_threads_are_all_served(bus):
+    """A thread keeps reading a connection whose next request follows at once only while another
+    thread is free: 8 producers on the session's ingress of 4 threads all get every answer."""
+    client = bus.redis.client()
+    before = len(waiting_for_a_task(client, "parked"))
+    host, port = bus.url.removeprefix("http://").split(":")
+
+    def produce(n: int) -> list[bytes]:
+        sock = socket.create_connection((host, int(port)), timeout=5)
+        try:
+            answers = []
+            for i in range(50):
+                body = b'{"p": %d, "i": %d}' % (n, i)
+                sock.sendall(b"POST /parked.busy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                answers.append(_read_response(sock).split(b"\r\n", 1)[0])
+            return answers
+        finally:
+            sock.close()
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = [a for got in pool.map(produce, range(8)) for a in got]
+    assert [a.split(b" ")[1] for a in answers] == [b"202"] * 400
+    assert time.monotonic() - started < 30
+    assert len(waiting_for_a_task(client, "parked")) == before + 400
