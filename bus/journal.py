@@ -191,7 +191,7 @@ for e = 1, n do
   local i = first + (e - 1) * 5
   local id, received = ARGV[i], ARGV[i + 4]
   redis.call('HSET', KEYS[8 + e], 'tag', ARGV[i + 1], 'route', route, 'body', ARGV[i + 2],
-             'headers', ARGV[i + 3], 'received', received, 'status', ARGV[#ARGV], 'attempts', 0, 'round', 0)
+             'headers', ARGV[i + 3], 'received', received, 'status', ARGV[#ARGV])
   for k = 1, 4 do redis.call('ZADD', KEYS[k], received, id) end
   entries[#entries + 1] = id .. ' ' .. ARGV[i + 1]
   if #entries == 1000 or e == n then  -- unpack() has a stack limit; a batch may hold 10,000

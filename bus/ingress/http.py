@@ -24,6 +24,11 @@ STATUS = {InvalidTag: 400, InvalidBody: 400, BadFilter: 400, Unauthorized: 401, 
           EventNotFound: 404, RequestTimeout: 408, BodyTooLarge: 413, Unavailable: 503, BacklogFull: 503}
 # Request headers never written to the journal: they carry producers' credentials.
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"})
+# Nor those that describe the connection to the bus rather than the events (every event of a
+# request would repeat them: ~100 bytes of Redis memory each).
+TRANSPORT_HEADERS = frozenset({"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te",
+                               "upgrade", "expect", "accept", "accept-encoding"})
+NOT_JOURNALED = SECRET_HEADERS | TRANSPORT_HEADERS
 MAX_LIST = 1000
 OPEN_ENDPOINTS = frozenset({"healthz", "metrics", "console"})
 CONSOLE_TYPES = {"index.html": "text/html", "console.js": "text/javascript", "console.css": "text/css"}
@@ -70,7 +75,7 @@ def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _received_headers(request: Request) -> bytes:
-    kept = {k: v[:1024] for k, v in list(request.headers.items())[:64] if k.lower() not in SECRET_HEADERS}
+    kept = {k: v[:1024] for k, v in list(request.headers.items())[:64] if k.lower() not in NOT_JOURNALED}
     return orjson.dumps(kept)
 
 
