@@ -12,6 +12,7 @@ same-origin redirects itself).
 from __future__ import annotations
 
 import threading
+from urllib.parse import urlsplit
 
 import certifi
 import urllib3
@@ -22,6 +23,9 @@ from .routes import Route
 # pool may send more at once, and the extra connections are opened and closed as needed.
 CONNECTIONS_PER_HOST = 4
 NO_RETRIES = urllib3.Retry(total=False, redirect=False)
+# Origins kept per worker process. The pools cached here are never more than each pool manager
+# holds, so a manager never evicts (and closes) a pool this cache still hands out.
+MAX_POOLS = 1000
 
 
 class Pools:
@@ -29,7 +33,19 @@ class Pools:
 
     def __init__(self) -> None:
         self._managers: dict[tuple, urllib3.PoolManager] = {}
+        # The connection pool per TLS setting and origin, looked up without PoolManager's
+        # per-call URL parsing and pool-key building.
+        self._pools: dict[tuple, urllib3.HTTPConnectionPool] = {}
         self._lock = threading.Lock()
+
+    def pool(self, route: Route, scheme: str, host: str, port: int | None) -> urllib3.HTTPConnectionPool:
+        key = (route.tls_verify, route.ca_file, route.client_cert, route.client_key, scheme, host, port)
+        pool = self._pools.get(key)
+        if pool is None:
+            if len(self._pools) >= MAX_POOLS:
+                self._pools.clear()  # a templated host with many values: start over rather than grow
+            pool = self._pools[key] = self.manager(route).connection_from_host(host, port, scheme)
+        return pool
 
     def manager(self, route: Route) -> urllib3.PoolManager:
         key = (route.tls_verify, route.ca_file, route.client_cert, route.client_key)
@@ -44,19 +60,19 @@ class Pools:
     def _new(verify: bool, ca_file: str | None, client_cert: str | None, client_key: str | None) -> urllib3.PoolManager:
         tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_file or certifi.where()} if verify else \
             {"cert_reqs": "CERT_NONE", "assert_hostname": False}
-        return urllib3.PoolManager(num_pools=100, maxsize=CONNECTIONS_PER_HOST, cert_file=client_cert,
+        return urllib3.PoolManager(num_pools=MAX_POOLS, maxsize=CONNECTIONS_PER_HOST, cert_file=client_cert,
                                    key_file=client_key, **tls)
-
-    def clear(self) -> None:
-        for manager in self._managers.values():
-            manager.clear()
 
 
 def open_response(pools: Pools, route: Route, url: str, headers: dict[str, str], body: bytes) -> urllib3.BaseHTTPResponse:
     """Send the request and return once the status line and headers are in; the body is left to
     read (or not). Raises urllib3's HTTPError or OSError when there is no answer."""
-    return pools.manager(route).urlopen(
-        route.method, url, body=body, headers=headers, redirect=False, retries=NO_RETRIES,
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url}")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return pools.pool(route, parts.scheme, parts.hostname, parts.port).urlopen(
+        route.method, path, body=body, headers=headers, redirect=False, retries=NO_RETRIES, assert_same_host=False,
         timeout=urllib3.Timeout(connect=route.open_timeout, read=route.read_timeout),
         preload_content=False, decode_content=True,
     )
