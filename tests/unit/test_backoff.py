@@ -203,4 +203,4 @@ def test_retry_after_date_then_delay_caps_and_floors():
 
 def test_breaker_knobs_are_as_documented():
     assert backoff.BREAKER_THRESHOLD == 5
-    assert backoff.BREAKER_MAX_INTERVAL == 5.0
+    assert backoff.BREAKER_MAX_INTERVAL == 2.5
