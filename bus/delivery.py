@@ -71,7 +71,7 @@ class AttemptDeadline(Exception):
 
 @contextmanager
 def _deadline(seconds: float) -> Iterator[None]:
-    """Bound the whole attempt, not each socket read as requests does: a receiver sending a byte
+    """Bound the whole attempt, not each socket read as urllib3 does: a receiver sending a byte
     every second would otherwise hold a pool process for ever, and outlive the visibility timeout
     that routes.py sized for open_timeout + read_timeout. Prefork pool processes run tasks in
     their main thread, where SIGALRM can interrupt a blocked read; other pools go without."""

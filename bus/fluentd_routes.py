@@ -36,19 +36,17 @@ class Conversion:
     failed: int = 0  # @type http matches that could not become a route
 
 
+# out_http's TLS settings and the route keys they become.
+_TLS_FILES = {"tls_ca_cert_path": "ca_file", "tls_client_cert_path": "client_cert", "tls_private_key_path": "client_key"}
 _CARRIED_MATCH = {"@type", "@id", "endpoint", "http_method", "content_type", "headers", "open_timeout", "read_timeout",
-                  "retryable_response_codes", "json_array"}
+                  "retryable_response_codes", "json_array", "tls_verify_mode", *_TLS_FILES}
 # out_http settings bus has no counterpart for, and why.
 _MATCH_NOT_CARRIED = {
     "@log_level": "bus logs per process, not per route",
     "@label": "bus has no labels: a route takes events by tag only",
     "proxy": "bus does not send through a proxy",
     "ssl_timeout": "bus has no separate TLS timeout (open_timeout covers the connection)",
-    "tls_ca_cert_path": "bus verifies TLS against the CA bundle of Python requests (certifi), not a per-route CA",
-    "tls_client_cert_path": "bus does not send client certificates",
-    "tls_private_key_path": "bus does not send client certificates",
-    "tls_private_key_passphrase": "bus does not send client certificates",
-    "tls_verify_mode": "bus always verifies TLS certificates",
+    "tls_private_key_passphrase": "bus reads unencrypted client keys only (client_key)",
     "tls_version": "bus uses the TLS versions of the Python ssl module",
     "tls_ciphers": "bus uses the ciphers of the Python ssl module",
     "error_response_as_unrecoverable": "bus parks every non-retryable answer as a dead event (replayable), never drops it",
@@ -156,6 +154,13 @@ def _route_table(match: Section) -> tuple[dict[str, Any], list[str]]:
         else:
             notes.append(f"{key}: not set: out_http waits Net::HTTP's {NET_HTTP_TIMEOUT} s; "
                          f"the route keeps bus's default {getattr(Route, key):g} s")
+    for fluentd_key, key in _TLS_FILES.items():
+        if fluentd_key in p:
+            table[key] = p[fluentd_key]
+    if "tls_verify_mode" in p:
+        table["tls_verify"] = p["tls_verify_mode"].strip().lower() != "none"
+        if not table["tls_verify"]:
+            notes.append("tls_verify_mode none: carried as tls_verify = false (certificates are not checked)")
     if "retryable_response_codes" in p:
         table["retryable_statuses"] = _param(p, "retryable_response_codes", _codes)
     else:

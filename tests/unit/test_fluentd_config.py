@@ -238,3 +238,33 @@ def test_route_file_text_round_trips_awkward_strings(tmp_path):
     assert route.endpoint.template == 'http://h/p?q="x"&r=\\y&s=ü'
     assert tomllib.loads(result.routes[0].text)["endpoint"] == route.endpoint.template
     assert route.headers == {"X-Quote": 'say "hi"', "X-Tab": "a\tb"}
+
+
+def test_tls_settings_become_the_route_tls_keys(tmp_path):
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (tmp_path / name).write_text("not read by the converter or the loader")
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    text = f"""
+<match secure.*>
+  @type http
+  endpoint https://svc.example/in
+  tls_ca_cert_path {tmp_path / "ca.pem"}
+  tls_client_cert_path {tmp_path / "client.pem"}
+  tls_private_key_path {tmp_path / "client.key"}
+  tls_private_key_passphrase secret
+</match>
+<match lab.*>
+  @type http
+  endpoint https://lab.example/in
+  tls_verify_mode none
+</match>
+"""
+    result, router = import_routes(text, routes)
+    secure, lab = (router.by_name[r.name] for r in result.routes)
+    assert (secure.ca_file, secure.client_cert, secure.client_key, secure.tls_verify) == (
+        str(tmp_path / "ca.pem"), str(tmp_path / "client.pem"), str(tmp_path / "client.key"), True)
+    assert lab.tls_verify is False
+    notes = "\n".join(result.notes)
+    assert "tls_private_key_passphrase: not carried: bus reads unencrypted client keys only" in notes
+    assert "tls_verify_mode none: carried as tls_verify = false" in notes
