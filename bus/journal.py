@@ -6,9 +6,9 @@ Keys (every name is built here and nowhere else):
                                  attempts, round (attempts before the last replay), last
 - bus:event:<id>:attempts        list of JSON attempt records, oldest first
 - bus:event:<id>:copies          list of JSON records of replays sent elsewhere (--to)
-- bus:all                        sorted set of every event id by received time
 - bus:status:<status>            sorted set of ids by received time, one per status
-- bus:route:<route>:<status>     the same per route
+- bus:route:<route>:<status>     the same per route (an event is in exactly one status of each;
+                                 a listing of any status merges the four)
 - bus:pending:<route>            list of "<id> <tag>" accepted and not yet in a task message (FIFO)
 - bus:filling:<route>            set while a task message of the route is queued that will take the
                                  next group off the pending list when it starts (expires)
@@ -27,6 +27,8 @@ listing reads only its own set, and reading cleans out what retention expired.
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
@@ -113,10 +115,8 @@ def _slot_key(route: str, slot: int) -> str:
     return f"bus:delivered:{route}:{slot}"
 
 
-def _index_key(status: str | None, route: str | None = None) -> str:
-    if route:
-        return f"bus:route:{route}:{status}" if status else f"bus:route:{route}:all"
-    return f"bus:status:{status}" if status else "bus:all"
+def _index_key(status: str, route: str | None = None) -> str:
+    return f"bus:route:{route}:{status}" if route else f"bus:status:{status}"
 
 
 def connect(url: str, timeout: float) -> redis.Redis:
@@ -176,13 +176,13 @@ local function take_group(pending, queue, template, size, shown)
 end
 """
 
-# One script per request: the journal record, every index entry, the pending entries and the
-# accepted counter (and a task message when none of the route is coming), atomically and in
-# one round trip. KEYS: bus:all, the route's :all index, the queued index, the route's queued
-# index, the route's queue, the counters hash, the pending list, the filling flag, then each
-# event's hash key (all built by the functions above). ARGV: the number of events, the route,
-# the counter's field, the message template, the group size, how many events argsrepr shows,
-# the flag's lifetime in ms, then id, tag, body, headers, received per event.
+# One script per request: the journal record, its two index entries, the pending entries and
+# the accepted counter (and a task message when none of the route is coming), atomically and in
+# one round trip. KEYS: the queued index, the route's queued index, the route's queue, the
+# counters hash, the pending list, the filling flag, then each event's hash key (all built by
+# the functions above). ARGV: the number of events, the route, the counter's field, the message
+# template, the group size, how many events argsrepr shows, the flag's lifetime in ms, then id,
+# tag, body, headers, received per event, then the queued status.
 _ACCEPT = _GROUP_LUA + """
 local n, route = tonumber(ARGV[1]), ARGV[2]
 local first = 8
@@ -190,19 +190,20 @@ local entries = {}
 for e = 1, n do
   local i = first + (e - 1) * 5
   local id, received = ARGV[i], ARGV[i + 4]
-  redis.call('HSET', KEYS[8 + e], 'tag', ARGV[i + 1], 'route', route, 'body', ARGV[i + 2],
+  redis.call('HSET', KEYS[6 + e], 'tag', ARGV[i + 1], 'route', route, 'body', ARGV[i + 2],
              'headers', ARGV[i + 3], 'received', received, 'status', ARGV[#ARGV])
-  for k = 1, 4 do redis.call('ZADD', KEYS[k], received, id) end
+  redis.call('ZADD', KEYS[1], received, id)
+  redis.call('ZADD', KEYS[2], received, id)
   entries[#entries + 1] = id .. ' ' .. ARGV[i + 1]
   if #entries == 1000 or e == n then  -- unpack() has a stack limit; a batch may hold 10,000
-    redis.call('RPUSH', KEYS[7], unpack(entries))
+    redis.call('RPUSH', KEYS[5], unpack(entries))
     entries = {}
   end
 end
-if redis.call('SET', KEYS[8], '1', 'NX', 'PX', ARGV[7]) then
-  take_group(KEYS[7], KEYS[5], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
+if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[7]) then
+  take_group(KEYS[5], KEYS[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
 end
-redis.call('HINCRBY', KEYS[6], ARGV[3], n)
+redis.call('HINCRBY', KEYS[4], ARGV[3], n)
 return n
 """
 
@@ -228,8 +229,8 @@ def accept(client: redis.Redis, events: list[NewEvent]) -> None:
     """Journal the events of one route and put them on its pending list (queueing a task
     message for them when none is coming), atomically and in one round trip: all or none."""
     route = events[0].route
-    keys = [_index_key(None), _index_key(None, route), _index_key(QUEUED), _index_key(QUEUED, route), queue_name(route),
-            COUNTERS, _pending_key(route), _filling_key(route)]
+    keys = [_index_key(QUEUED), _index_key(QUEUED, route), queue_name(route), COUNTERS, _pending_key(route),
+            _filling_key(route)]
     args: list[Any] = [len(events), route, f"accepted:{route}", group_template(queue_name(route)), GROUP_SIZE, SHOWN,
                        FILLING_MS]
     for ev in events:
@@ -625,23 +626,31 @@ def enqueue(client: redis.Redis, route: str, messages: list[bytes]) -> None:
 
 
 def sweep(client: redis.Redis, retention: int, now: float | None = None, batch: int = 5000) -> int:
-    """Drop from every index the delivered events older than retention (their hashes expire on their own)."""
+    """Drop from the delivered indexes, overall and per route, the events received before the
+    retention (their hashes expire on their own); at most `batch` per index per call."""
     cutoff = (now or time.time()) - retention
-    stale = client.zrangebyscore(_index_key(DELIVERED), "-inf", cutoff, start=0, num=batch)
-    if not stale:
+    if not client.zcount(_index_key(DELIVERED), "-inf", cutoff):
         return 0
-    routes = client.pipeline(transaction=False)
-    for event_id in stale:
-        routes.hget(_event_key(event_id.decode()), "route")
-    _drop_from_indexes(client, [(i.decode(), r.decode() if r else None) for i, r in zip(stale, routes.execute())],
-                       DELIVERED)
-    return len(stale)
+    # Every route that ever delivered has a delivered counter; an expired record no longer says its route.
+    routes = [name.decode()[len("delivered:"):] for name in client.hkeys(COUNTERS)
+              if name.startswith(b"delivered:")]
+    indexes = [_index_key(DELIVERED)] + [_index_key(DELIVERED, route) for route in routes]
+    pipe = client.pipeline(transaction=False)
+    for index in indexes:
+        pipe.zrangebyscore(index, "-inf", cutoff, start=0, num=batch)
+    stale = pipe.execute()
+    pipe = client.pipeline(transaction=False)
+    for index, ids in zip(indexes, stale):
+        if ids:
+            pipe.zrem(index, *ids)
+    pipe.execute()
+    return len(stale[0])
 
 
 def _drop_from_indexes(client: redis.Redis, items: list[tuple[str, str | None]], status: str | None) -> None:
     pipe = client.pipeline(transaction=False)
     for event_id, route in items:
-        for s in ([status] if status else list(STATUSES)) + [None]:
+        for s in [status] if status else STATUSES:
             pipe.zrem(_index_key(s), event_id)
             if route:
                 pipe.zrem(_index_key(s, route), event_id)
@@ -668,32 +677,35 @@ def _cursor_bounds(f: EventFilter, cursor: str | None) -> tuple[float | str, str
 
 def find(client: redis.Redis, f: EventFilter, limit: int = 50, cursor: str | None = None,
          retention: int = DEFAULT_RETENTION, max_scan: int = 20_000) -> Page:
-    """Events matching `f`, newest first, `limit` at most; reads only the index of the status/route asked for.
+    """Events matching `f`, newest first, `limit` at most; reads only the indexes of the status/route asked for
+    (the four status indexes, merged, when any status will do).
 
     A tag pattern is checked per candidate; at most `max_scan` candidates are read
     per call, so a rare tag in a huge index returns a short page with a cursor
     rather than a slow one.
     """
     sweep(client, retention)
-    index = _index_key(f.status, f.route)
     high, after_id = _cursor_bounds(f, cursor)
     low = f.since if f.since is not None else "-inf"
+    indexes = [_index_key(status, f.route) for status in ([f.status] if f.status else STATUSES)]
+    newest_first = heapq.merge(*(_index_order(client, index, high, low) for index in indexes),
+                               key=lambda item: (item[1], item[0]), reverse=True)
     found: list[dict[str, Any]] = []
-    scanned, offset, chunk = 0, 0, max(limit * 2, 100)
+    scanned, chunk, last = 0, max(limit * 2, 100), None
     while scanned < max_scan:
-        batch = client.zrevrangebyscore(index, high, low, start=offset, num=chunk, withscores=True)
+        batch = list(itertools.islice(newest_first, chunk))
         if not batch:
             return Page(found, None)
-        offset += len(batch)
         scanned += len(batch)
-        candidates = [(m.decode(), s) for m, s in batch if not (after_id and s == high and m.decode() >= after_id)]
+        last = batch[-1]
+        candidates = [(m, sc) for m, sc in batch if not (after_id and sc == high and m >= after_id)]
         if f.tag is not None:
             # Read only the tags first: a selective pattern then costs one small field per candidate.
             pipe = client.pipeline(transaction=False)
             for event_id, _ in candidates:
                 pipe.hget(_event_key(event_id), "tag")
             tags = pipe.execute()
-            gone = [(event_id, None) for (event_id, _), tag in zip(candidates, tags) if tag is None]
+            gone = [(event_id, f.route) for (event_id, _), tag in zip(candidates, tags) if tag is None]
             candidates = [c for c, tag in zip(candidates, tags) if tag is not None and f.matches_tag(tag.decode())]
         else:
             gone = []
@@ -702,7 +714,7 @@ def find(client: redis.Redis, f: EventFilter, limit: int = 50, cursor: str | Non
             pipe.hmget(_event_key(event_id), SUMMARY_FIELDS)
         for (event_id, score), values in zip(candidates, pipe.execute()):
             if values[0] is None:
-                gone.append((event_id, None))
+                gone.append((event_id, f.route))
                 continue
             found.append(_summary(event_id, values))
             if len(found) == limit:
@@ -714,7 +726,22 @@ def find(client: redis.Redis, f: EventFilter, limit: int = 50, cursor: str | Non
         # A filter that matches little needs bigger reads, fewer round trips.
         chunk = min(chunk * 2, 2000)
     # The scan budget ran out: hand back where it stopped so the caller can go on.
-    return Page(found, f"{batch[-1][1]!r}:{batch[-1][0].decode()}")
+    return Page(found, f"{last[1]!r}:{last[0]}")
+
+
+def _index_order(client: redis.Redis, index: str, high: float | str, low: float | str
+                 ) -> Iterator[tuple[str, float]]:
+    """(id, received) of one index from `high` down to `low`, newest first (ties: greater id first,
+    as ZREVRANGEBYSCORE orders them), read in pages that grow as the reader keeps going."""
+    offset, page = 0, 100
+    while True:
+        batch = client.zrevrangebyscore(index, high, low, start=offset, num=page, withscores=True)
+        for member, score in batch:
+            yield member.decode(), score
+        if len(batch) < page:
+            return
+        offset += len(batch)
+        page = min(page * 2, 2000)
 
 
 def _summary(event_id: str, values: list[bytes | None]) -> dict[str, Any]:
