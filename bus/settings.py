@@ -29,6 +29,9 @@ class ForwardSettings:
     # None: an idle connection stays open, as with Fluentd's in_forward (loggers keep one open).
     idle_timeout: float | None = None
     max_connections: int = 1000
+    # One client address may hold this many of them (a host of Docker containers logging through
+    # the fluentd driver opens one per container).
+    max_connections_per_client: int = 256
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ def _forward(env: dict[str, str]) -> ForwardSettings:
         read_timeout=_number(env, "BUS_FORWARD_READ_TIMEOUT", 30.0),
         idle_timeout=None if idle in (None, "", "0") else _number(env, "BUS_FORWARD_IDLE_TIMEOUT", 0.0),
         max_connections=int(_number(env, "BUS_FORWARD_MAX_CONNECTIONS", 1000, int)),
+        max_connections_per_client=int(_number(env, "BUS_FORWARD_MAX_CONNECTIONS_PER_CLIENT", 256, int)),
     )
 
 

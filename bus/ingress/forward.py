@@ -20,6 +20,7 @@ import msgpack
 from .. import intake
 from ..errors import BusError, ConfigError
 from ..settings import ForwardSettings
+from .client_limits import ClientCounter
 from .frames import FrameReader, Handshake, decode_frame
 
 log = logging.getLogger("bus.forward")
@@ -55,6 +56,8 @@ class ForwardServer:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, threading.Thread] = {}
+        self._clients = ClientCounter(self.config.max_connections_per_client, "forward",
+                                      "BUS_FORWARD_MAX_CONNECTIONS_PER_CLIENT")
         self._threads: list[threading.Thread] = []
 
     @property
@@ -111,6 +114,9 @@ class ForwardServer:
                                 _peer(peer), len(self._connections))
                     sock.close()
                     continue
+                if not self._clients.admit(peer[0], _peer(peer)):
+                    sock.close()
+                    continue
                 thread = threading.Thread(target=self._serve, args=(sock, peer), name=f"forward {_peer(peer)}", daemon=True)
                 self._connections[sock] = thread
             thread.start()
@@ -148,6 +154,7 @@ class ForwardServer:
             _quietly(sock.close)
             with self._lock:
                 self._connections.pop(sock, None)
+            self._clients.release(peer[0])
 
 
 class _Connection:

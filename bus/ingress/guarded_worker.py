@@ -27,7 +27,6 @@ import select
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from gunicorn import util
@@ -35,11 +34,10 @@ from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import ThreadWorker, TConn
 
 from ..errors import RequestTimeout
+from .client_limits import ClientCounter
 
 log = logging.getLogger("bus.ingress")
 
-# One refusal line per client address at most this often; the lines in between are counted.
-REFUSAL_LOG_EVERY = 10.0
 # What a timed-out connection's close reads off the socket without waiting, so the kernel
 # does not answer unread bytes with a reset that could swallow the 408.
 CLOSE_DRAIN = 64 * 1024
@@ -122,58 +120,6 @@ class DeadlineUnreader(SocketUnreader):
         return data
 
 
-@dataclass
-class _Client:
-    open: int = 0
-    unlogged: int = 0  # refusals not written to the log yet
-    logged_at: float = float("-inf")
-
-
-class ClientCounter:
-    """Open connections per client address in this process; refusals logged at most every REFUSAL_LOG_EVERY s."""
-
-    def __init__(self, cap: int, clock: Callable[[], float] = time.monotonic):
-        self.cap, self.clock = cap, clock
-        self._lock = threading.Lock()
-        self._clients: dict[str, _Client] = {}
-
-    def open(self, address: str) -> int:
-        with self._lock:
-            client = self._clients.get(address)
-            return client.open if client else 0
-
-    def admit(self, address: str, who: str) -> bool:
-        """Count a new connection from `address`, or refuse it (False) when the address is at the cap."""
-        with self._lock:
-            client = self._clients.setdefault(address, _Client())
-            if client.open < self.cap:
-                client.open += 1
-                return True
-            client.unlogged += 1
-            now = self.clock()
-            if now - client.logged_at < REFUSAL_LOG_EVERY:
-                return False
-            refused, client.unlogged, client.logged_at = client.unlogged, 0, now
-        log.warning("http: refusing %s: %s already has %d connections open (BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT)%s",
-                    who, address, self.cap, f"; {refused} refusals since the last line" if refused > 1 else "")
-        return False
-
-    def release(self, address: str) -> None:
-        with self._lock:
-            client = self._clients.get(address)
-            if client is None:
-                return
-            client.open -= 1
-            if client.open > 0:
-                return
-            # Forgotten with its last connection, so the table never outgrows the open connections.
-            del self._clients[address]
-            unlogged = client.unlogged
-        if unlogged:
-            log.warning("http: %s: %d more connection(s) refused since the last line "
-                        "(BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT)", address, unlogged)
-
-
 class GuardedConn(TConn):
     """A gthread connection with a read deadline, giving its client's count back however it ends."""
 
@@ -212,7 +158,7 @@ class GuardedThreadWorker(ThreadWorker):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.clients = ClientCounter(self.max_connections_per_client)
+        self.clients = ClientCounter(self.max_connections_per_client, "http", "BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT")
         self._busy = 0  # threads inside handle()
         self._busy_lock = threading.Lock()
 

@@ -301,3 +301,39 @@ def _group_gone(pgid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+def test_one_client_address_holds_at_most_its_cap_of_connections(bus):
+    """BUS_FORWARD_MAX_CONNECTIONS_PER_CLIENT=2: a third connection from 127.0.0.1 is closed at once
+    with a log line; once one closes, a new one is served."""
+    port = free_port()
+    env = bus_env(bus.redis.url, bus.routes_dir, BUS_FORWARD_MAX_CONNECTIONS_PER_CLIENT="2")
+    proc, _ = start_ingress(env, bus.tmp / "capped-forward.log", port)
+    tag = parked_tag()
+
+    def served(client: Client, n: int) -> bool:
+        client.send([tag, int(time.time()), {"n": n}, {"chunk": f"c{n}"}])
+        return client.read() == {"ack": f"c{n}"}
+
+    try:
+        first, second = Client(port), Client(port)
+        assert served(first, 1) and served(second, 2)
+        with Client(port) as third:
+            assert third.closed_without_answer()
+        lines = wait_until(lambda: [line for line in proc.output().splitlines()
+                                    if "BUS_FORWARD_MAX_CONNECTIONS_PER_CLIENT" in line], 5, what="the refusal line")
+        assert "forward: refusing 127.0.0.1:" in lines[0]
+        first.close()
+
+        def a_new_one_is_served() -> bool:
+            try:
+                with Client(port) as again:
+                    return served(again, 3)
+            except (EOFError, OSError):
+                return False
+
+        assert wait_until(a_new_one_is_served, 10, interval=0.2, what="a connection after one closed")
+        second.close()
+        assert len(journaled(bus, tag)) == 3
+    finally:
+        proc.stop()

@@ -6,7 +6,8 @@ import logging
 import pytest
 
 from bus.errors import RequestTimeout
-from bus.ingress.guarded_worker import REFUSAL_LOG_EVERY, ClientCounter, ReadDeadline
+from bus.ingress.client_limits import REFUSAL_LOG_EVERY, ClientCounter
+from bus.ingress.guarded_worker import ReadDeadline
 
 
 def test_a_client_at_the_cap_is_refused_until_one_of_its_connections_ends():

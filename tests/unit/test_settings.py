@@ -45,6 +45,11 @@ def test_http_limits_default_to_30_seconds_and_256_connections_per_client():
     assert (http.read_timeout, http.max_connections_per_client) == (2.5, 3)
 
 
+def test_forward_connections_per_client_default_to_256():
+    assert settings.load({}).forward.max_connections_per_client == 256
+    assert settings.load({"BUS_FORWARD_MAX_CONNECTIONS_PER_CLIENT": "4"}).forward.max_connections_per_client == 4
+
+
 @pytest.mark.parametrize("env, says", [
     ({"BUS_HTTP_READ_TIMEOUT": "soon"}, "BUS_HTTP_READ_TIMEOUT='soon' is not a number"),
     ({"BUS_HTTP_READ_TIMEOUT": "0"}, "BUS_HTTP_READ_TIMEOUT='0' must be a positive"),
@@ -52,6 +57,7 @@ def test_http_limits_default_to_30_seconds_and_256_connections_per_client():
     ({"BUS_HTTP_READ_TIMEOUT": "nan"}, "BUS_HTTP_READ_TIMEOUT='nan' must be a positive, finite"),
     ({"BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT": "-1"}, "BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT='-1' must be a positive"),
     ({"BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT": "2.5"}, "BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT='2.5' is not a number"),
+    ({"BUS_FORWARD_MAX_CONNECTIONS_PER_CLIENT": "0"}, "BUS_FORWARD_MAX_CONNECTIONS_PER_CLIENT='0' must be a positive"),
 ])
 def test_bad_http_limits_are_refused_naming_the_variable(env, says):
     with pytest.raises(ConfigError, match=re.escape(says)):
