@@ -21,7 +21,7 @@ from . import backoff, journal, logs, outbound, settings, signing
 from .celery import app
 from .errors import NoRoute
 from .classify import DEAD, DELIVERED, RETRY, Outcome, classify
-from .messages import DELIVER_TASK, delivery_message
+from .messages import DELIVER_TASK, GROUP_SIZE, delivery_message
 from .routes import VISIBILITY_MARGIN, Route, Router, load_configured
 
 log = logging.getLogger("bus.delivery")
@@ -181,8 +181,9 @@ def _endpoint_failed(record: dict[str, Any], route: Route) -> bool:
 
 
 def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], record: dict[str, Any],
-                     outcome: Outcome, probe: bool = False) -> float | None:
-    """Record the attempt; returns until when the route's breaker is open, if this failure left it open."""
+                     outcome: Outcome, probe: bool = False, count_failure: bool = True) -> float | None:
+    """Record the attempt; returns until when the route's breaker is open, if this failure left it open.
+    `count_failure` False: the request's failure is counted by the breaker elsewhere (a batch counts once)."""
     status = {DELIVERED: journal.DELIVERED, DEAD: journal.DEAD}.get(outcome.verdict, journal.RETRYING)
     if outcome.reason:
         record["reason"] = outcome.reason
@@ -192,13 +193,14 @@ def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], reco
         retry_at=time.time() + outcome.delay if outcome.verdict == RETRY else None,
         endpoint_alive=route is not None and not failed,
     )
-    opened = None
-    if failed:
-        opened = journal.breaker_failed(w.redis, route.name, time.time(), backoff.BREAKER_THRESHOLD,
-                                        min(route.retry_max_interval, backoff.BREAKER_MAX_INTERVAL),
-                                        random.random(), probe)
+    opened = _breaker_failed(w, route, probe) if failed and count_failure else None
     _log(event, record, outcome)
     return opened
+
+
+def _breaker_failed(w: Worker, route: Route, probe: bool) -> float | None:
+    return journal.breaker_failed(w.redis, route.name, time.time(), backoff.BREAKER_THRESHOLD,
+                                  min(route.retry_max_interval, backoff.BREAKER_MAX_INTERVAL), random.random(), probe)
 
 
 def _send_copy(task: Task, w: Worker, route: Route, event: dict[str, Any], to: str) -> str:
@@ -272,6 +274,63 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
     return outcome.verdict, opened if opened is not None else open_until
 
 
+def _deliver_batch(w: Worker, route: Route, batch: list[dict[str, Any]], open_until: float,
+                   probe: bool) -> tuple[list[str], float]:
+    """Events of one tag in one request (route batch_max), as Fluentd's out_http json_array sends
+    them: a JSON array of their bodies (NDJSON lines for an ndjson content type). The answer
+    decides for every event of the batch, each journaled with its own attempt number; the
+    breaker counts the request once. Returns the verdicts and the breaker's open_until after it."""
+    if open_until > time.time() and not probe:
+        for event in batch:
+            journal.park(w.redis, event, open_until)
+        return ["waiting"] * len(batch), open_until
+    try:
+        url = route.endpoint.render(batch[0]["tag"])
+    except NoRoute as exc:
+        for event in batch:
+            _dead_unsent(w, event, event["attempts"] + 1, str(exc))
+        return [DEAD] * len(batch), open_until
+    attempts = [event["attempts"] + 1 for event in batch]
+    ids = [event["id"] for event in batch]
+    bodies = [event["body"] for event in batch]
+    body = b"\n".join(bodies) + b"\n" if "ndjson" in route.content_type else b"[" + b",".join(bodies) + b"]"
+    # The request has an id of its own (X-Request-Id, and webhook-id when signed); the events' ids
+    # travel in X-Bus-Event-Ids, in the order of the body.
+    request = {"id": str(uuid.uuid4()), "tag": batch[0]["tag"], "body": body}
+    sent = send(w.pools, route, url, request, max(attempts), {"X-Bus-Event-Ids": ",".join(ids)})
+    retry_after = sent.pop("retry_after", None)
+    failed = _endpoint_failed(sent, route)
+    verdicts = []
+    for event, attempt in zip(batch, attempts):
+        record = {**sent, "attempt": attempt, "request_id": request["id"], "batch": len(batch)}
+        outcome = classify(route, attempt - event["round"], record.get("status_code"), retry_after)
+        _journal_verdict(w, route, event, record, outcome, probe, count_failure=False)
+        verdicts.append(outcome.verdict)
+    opened = _breaker_failed(w, route, probe) if failed else None
+    return verdicts, opened if opened is not None else open_until
+
+
+def _units(route: Route | None, events: list[dict[str, Any] | None], to: str | None) -> list[tuple[list[int], bool]]:
+    """The task's events in sending order: (indexes, batched) per request. A route with batch_max
+    sends events still to be sent as arrays (even of one, as out_http's json_array does), runs
+    of one tag at most batch_max long; anything else one event per request."""
+    def sendable(event: dict[str, Any] | None) -> bool:
+        return event is not None and event["status"] not in (journal.DELIVERED, journal.DEAD)
+
+    batching = route is not None and route.batch_max > 1 and to is None
+    units: list[tuple[list[int], bool]] = []
+    for i, event in enumerate(events):
+        if not (batching and sendable(event)):
+            units.append(([i], False))
+            continue
+        last, batched = units[-1] if units else ([], False)
+        if batched and len(last) < route.batch_max and events[last[0]]["tag"] == event["tag"]:
+            last.append(i)
+        else:
+            units.append(([i], True))
+    return units
+
+
 def _group_deadline(w: Worker, route_name: str) -> float:
     """When this task must stop starting attempts: its last one must end before the visibility
     timeout, or kombu hands the task to a second worker while this one still runs it."""
@@ -302,16 +361,34 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
     w = worker()
     _maybe_sweep(w)
     route_name = _route_of_queue(self)
+    route = w.router.by_name.get(route_name)
     deadline = _group_deadline(w, route_name)
     try:
-        events, open_until = journal.load_many(w.redis, event_ids, route_name)
+        events, open_until = journal.load_many(w.redis, event_ids, route_name,
+                                               route.group_size if route else GROUP_SIZE)
         verdicts: dict[str, int] = {}
         copies_to_retry = []
-        for i, (event_id, event) in enumerate(zip(event_ids, events)):
-            if i and time.monotonic() > deadline:
-                _hand_off(w, route_name, [e for e in events[i:] if e is not None], to)
-                verdicts["handed_off"] = len(event_ids) - i
+        for n, (unit, batched) in enumerate(_units(route, events, to)):
+            if n and time.monotonic() > deadline:
+                _hand_off(w, route_name, [e for e in events[unit[0]:] if e is not None], to)
+                verdicts["handed_off"] = len(event_ids) - unit[0]
                 break
+            if batched:
+                try:
+                    outcomes, open_until = _deliver_batch(w, route, [events[i] for i in unit], open_until, probe)
+                except journal.REDIS_DOWN:
+                    raise
+                except Exception:
+                    log.exception("events %s: unexpected error while delivering a batch; trying them again in %ss",
+                                  " ".join(event_ids[i] for i in unit), INTERNAL_ERROR_DELAY)
+                    for i in unit:
+                        journal.park(w.redis, events[i], time.time() + INTERNAL_ERROR_DELAY,
+                                     "waiting: internal error, see worker log")
+                    outcomes = ["error"] * len(unit)
+                for verdict in outcomes:
+                    verdicts[verdict] = verdicts.get(verdict, 0) + 1
+                continue
+            event_id, event = event_ids[unit[0]], events[unit[0]]
             if event is None:
                 log.warning("event %s is not in the journal (expired or purged); nothing to deliver", event_id)
                 verdict = "missing"

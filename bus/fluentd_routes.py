@@ -16,11 +16,13 @@ from typing import Any
 
 from .errors import RouteError
 from .fluentd_config import Section, boolean, headers, seconds
-from .routes import Route, parse_route
+from .routes import MAX_BATCH, Route, parse_route
 from .tags import compile_pattern
 
 # Net::HTTP's timeouts, what out_http uses when open_timeout/read_timeout are unset.
 NET_HTTP_TIMEOUT = 60
+# Events per request for json_array when the buffer sets no chunk_limit_records.
+DEFAULT_JSON_ARRAY_BATCH = 100
 
 
 @dataclass
@@ -60,8 +62,8 @@ _BUFFER_SAME = {
     "flush_mode": "bus delivers each event as soon as a worker is free",
     "flush_interval": "bus delivers each event as soon as a worker is free",
     "flush_at_shutdown": "queued events stay in Redis across restarts",
-    "chunk_limit_records": "bus sends one event per request",
-    "chunk_limit_size": "bus sends one event per request",
+    "chunk_limit_records": "bus sends one event per request unless json_array (then it is batch_max)",
+    "chunk_limit_size": "bus sends one event per request, or batch_max events with json_array",
     "queue_limit_length": "events wait in Redis, not in memory",
     "retry_type": "bus always backs off exponentially (1 s doubling up to retry_max_interval)",
     "retry_randomize": "bus always adds jitter (each delay drawn from [d/2, d])",
@@ -212,7 +214,13 @@ def _body(match: Section, p: dict[str, str], table: dict[str, Any]) -> list[str]
         table["content_type"] = "application/x-ndjson"
         notes.append("content_type: not set; out_http then sends application/x-ndjson (one JSON line), so the route does too")
     if json_array:
-        notes.append("json_array: not carried: bus sends one record per request as a JSON object, not an array")
+        buffer = match.sub("buffer")
+        records = buffer.params.get("chunk_limit_records", (None, 0))[0] if buffer else None
+        table["batch_max"] = min(int(records), MAX_BATCH) if records and records.isdigit() and int(records) > 0 \
+            else DEFAULT_JSON_ARRAY_BATCH
+        table.setdefault("content_type", "application/json")
+        notes.append(f"json_array true: kept as batch_max = {table['batch_max']} (a JSON array of the events of one tag "
+                     "per request" + ("" if records else "; out_http batches by chunk size, bus by count") + ")")
     return notes
 
 

@@ -76,7 +76,7 @@ def accept(intake: Intake, tag: str, records: list[Any], headers: bytes = b"") -
         if waiting + len(events) > route.backlog_limit:
             raise BacklogFull(f"route {route.name} has {waiting} events waiting, its backlog_limit is "
                               f"{route.backlog_limit}: nothing was accepted; retry after it drains")
-    journal.accept(intake.redis, events)
+    journal.accept(intake.redis, events, route.group_size)
     return [e.id for e in events]
 
 

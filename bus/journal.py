@@ -225,13 +225,14 @@ return 0
 FILLING_MS = 10_000
 
 
-def accept(client: redis.Redis, events: list[NewEvent]) -> None:
+def accept(client: redis.Redis, events: list[NewEvent], group_size: int = GROUP_SIZE) -> None:
     """Journal the events of one route and put them on its pending list (queueing a task
-    message for them when none is coming), atomically and in one round trip: all or none."""
+    message for them when none is coming), atomically and in one round trip: all or none.
+    A task message carries `group_size` events at most (the route's)."""
     route = events[0].route
     keys = [_index_key(QUEUED), _index_key(QUEUED, route), queue_name(route), COUNTERS, _pending_key(route),
             _filling_key(route)]
-    args: list[Any] = [len(events), route, f"accepted:{route}", group_template(queue_name(route)), GROUP_SIZE, SHOWN,
+    args: list[Any] = [len(events), route, f"accepted:{route}", group_template(queue_name(route)), group_size, SHOWN,
                        FILLING_MS]
     for ev in events:
         if ev.route != route:
@@ -245,15 +246,15 @@ def accept(client: redis.Redis, events: list[NewEvent]) -> None:
         raise Unavailable(f"Redis did not answer ({exc.__class__.__name__}): nothing was accepted; retry later") from exc
 
 
-def _refill_call(route: str, mode: str) -> tuple[list[str], list[Any]]:
+def _refill_call(route: str, mode: str, group_size: int) -> tuple[list[str], list[Any]]:
     return ([_pending_key(route), _filling_key(route), queue_name(route)],
-            [group_template(queue_name(route)), GROUP_SIZE, SHOWN, FILLING_MS, mode])
+            [group_template(queue_name(route)), group_size, SHOWN, FILLING_MS, mode])
 
 
-def refill_if_idle(client: redis.Redis, route: str) -> bool:
+def refill_if_idle(client: redis.Redis, route: str, group_size: int = GROUP_SIZE) -> bool:
     """The mover's check: pending events and no message coming for them (it was lost, or the
     flag expired) -> queue one; True when it did."""
-    keys, args = _refill_call(route, "if-idle")
+    keys, args = _refill_call(route, "if-idle", group_size)
     return bool(_script(client, _REFILL)(keys=keys, args=args))
 
 
@@ -285,13 +286,14 @@ def load(client: redis.Redis, event_id: str) -> dict[str, Any] | None:
     return _decode(event_id, raw) if raw else None
 
 
-def load_many(client: redis.Redis, event_ids: list[str], route: str) -> tuple[list[dict[str, Any] | None], float]:
+def load_many(client: redis.Redis, event_ids: list[str], route: str, group_size: int = GROUP_SIZE
+              ) -> tuple[list[dict[str, Any] | None], float]:
     """A task starts: the events (None for those gone) and the time the route's breaker stays
     open until (0: closed). In the same round trip the route's next pending group goes into a
     message of its own (see _REFILL), so events that arrived meanwhile are on their way."""
     pipe = client.pipeline(transaction=False)
     if route:
-        keys, args = _refill_call(route, "on-start")
+        keys, args = _refill_call(route, "on-start", group_size)
         _script(client, _REFILL)(keys=keys, args=args, client=pipe)
     for event_id in event_ids:
         pipe.hgetall(_event_key(event_id))

@@ -11,6 +11,7 @@ from urllib.parse import quote, urlsplit
 
 from . import route_secrets
 from .errors import NoRoute, RouteError
+from .messages import GROUP_SIZE
 from .tags import compile_patterns
 
 DEFAULT_RETRYABLE = frozenset([408, 425, 429, *range(500, 600)])
@@ -22,6 +23,8 @@ METHODS = ("POST", "PUT", "PATCH")
 VISIBILITY_MARGIN = 10
 # A day between attempts is as patient as anyone wants; beyond it, park as dead.
 MAX_RETRY_INTERVAL = 86400
+# Events per request with batch_max: a task carries one batch at least, and a worker holds it.
+MAX_BATCH = 500
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 _TAG_PLACEHOLDER = re.compile(r"tag(?:\[(-?\d+)\])?")
@@ -83,9 +86,18 @@ class Route:
     client_cert: str | None = None
     client_key: str | None = None
     follow_redirects: bool = False
+    # Events per request, sent as one JSON array (NDJSON lines for an ndjson content_type) the
+    # way Fluentd's out_http json_array does; 1 sends each event on its own.
+    batch_max: int = 1
     # Resolved secrets: kept out of repr so no log line or traceback shows them.
     secret_headers: dict[str, str] = field(default_factory=dict, repr=False)
     signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
+
+
+    @property
+    def group_size(self) -> int:
+        """Events a task message of this route carries at most: a batch must fit in one task."""
+        return max(GROUP_SIZE, self.batch_max)
 
 
 class Router:
@@ -219,6 +231,12 @@ def _backlog_limit(value: Any) -> int:
     return value
 
 
+def _batch_max(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BATCH:
+        raise ValueError(f"expected a whole number of events per request from 1 to {MAX_BATCH}, got {value!r}")
+    return value
+
+
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {value!r}")
@@ -255,6 +273,7 @@ _KEYS = {
     "client_cert": _existing_file,
     "client_key": _existing_file,
     "follow_redirects": _bool,
+    "batch_max": _batch_max,
 }
 # Keys whose values are secret references, resolved against the environment.
 _SECRET_KEYS = ("secret_headers", "signing_secret")

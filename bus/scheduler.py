@@ -37,7 +37,7 @@ def tick(client: object, routes: list[Route], now: float | None = None, mover: s
             continue
         # Pending events whose task message was lost in a crash get a new one; the breaker does
         # not hold this back (the task parks them), so they show as retrying, not as queued.
-        journal.refill_if_idle(client, route.name)
+        journal.refill_if_idle(client, route.name, route.group_size)
         open_until = journal.breaker(client, route.name).get("open_until", 0.0)
         if open_until > now:
             continue
@@ -54,7 +54,7 @@ def tick(client: object, routes: list[Route], now: float | None = None, mover: s
         queue = journal.queue_name(route.name)
         batches = [([event_id for event_id, _, _ in group],
                      delivery_message(group, queue, task_id=str(uuid.uuid4()), probe=probe))
-                   for group in groups(items)]
+                   for group in groups(items, route.group_size)]
         moved += journal.release(client, route.name, batches)
     return moved
 

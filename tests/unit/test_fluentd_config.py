@@ -181,6 +181,7 @@ def test_several_matches_keep_their_order_and_everything_not_carried_is_reported
     assert api.content_type == "application/x-ndjson"  # out_http's default for its json format
     catchall = router.match("anything.else")
     assert catchall.name == "05-all" and catchall.headers == {"X-A": "1", "X-B": "2"}
+    assert (catchall.batch_max, catchall.content_type) == (100, "application/json")
     assert router.match("api.orders").name == "02-api_v2"  # first match wins, as in Fluentd
     notes = "\n".join(result.notes)
     for expected in [
@@ -198,7 +199,7 @@ def test_several_matches_keep_their_order_and_everything_not_carried_is_reported
         "<match logs.**> (fluentd.conf:37): NOT converted: endpoint uses %Y",
         "<match slow.**> (fluentd.conf:41): NOT converted: 04-slow.toml: key 'retry_max_interval'",
         "<label @ARCHIVE> (fluentd.conf:48): not carried (1 <match> inside)",
-        "json_array: not carried",
+        "json_array true: kept as batch_max = 100",
         "<format> @type msgpack: not carried",
     ]:
         assert expected in notes, expected
