@@ -8,6 +8,7 @@ import sys
 
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.utils.log import get_multiprocessing_logger
 
 from . import kombu_fixes, logs, settings
 from .recovery import RecoverLostTasks
@@ -19,7 +20,11 @@ app = Celery("bus", include=["bus.delivery", "bus.scheduler"])
 @after_setup_task_logger.connect
 def _log_format(logger: logging.Logger, **_: object) -> None:
     # Celery builds its handlers itself; BUS_LOG_FORMAT=json swaps their formatter afterwards.
-    logs.use_format(logger, settings.load().log_format)
+    # billiard's logger (pool processes exiting, e.g. "exited with signal 15" at a stop) does not
+    # propagate and gets handlers of its own, so it is switched too.
+    log_format = settings.load().log_format
+    logs.use_format(logger, log_format)
+    logs.use_format(get_multiprocessing_logger(), log_format)
 
 
 def _config_module() -> str:
