@@ -76,9 +76,9 @@ def redis_memory(run: Run) -> dict:
     sample = next(iter(accepted))
     n = max(1, len(accepted))
     parts = {
-        # journal.py owns these key names; the bench borrows them to split the bill.
-        "event_hash": client.memory_usage(journal._event_key(sample), samples=0),
-        "status_index": round(client.memory_usage(journal._index_key(journal.QUEUED), samples=0) / n),
+        # journal.keys owns these key names; the bench borrows them to split the bill.
+        "event_hash": client.memory_usage(journal.event_key(sample), samples=0),
+        "status_index": round(client.memory_usage(journal.index_key(journal.QUEUED), samples=0) / n),
         "queued_task": round(client.memory_usage(journal.queue_name(PARKED), samples=0) / n),
         "task_message_bytes": len(client.lindex(journal.queue_name(PARKED), 0) or b""),
     }

@@ -60,7 +60,7 @@ def queued(cluster: Cluster, route: str, accepted: dict[str, float], sent: int, 
     client = cluster.redis()
     pipe = client.pipeline(transaction=False)
     for event_id in accepted:
-        pipe.hget(journal._event_key(event_id), "status")  # journal.py owns the key layout; the bench borrows it
+        pipe.hget(journal.event_key(event_id), "status")  # journal.keys owns the key layout; the bench borrows it
     statuses = pipe.execute()
     journaled = sum(1 for s in statuses if s == journal.QUEUED.encode())
     return {

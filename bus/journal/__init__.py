@@ -1,0 +1,55 @@
+"""The journal: what the bus keeps in Redis about events, and the only code that names Redis keys.
+
+- keys.py         the key layout: every key name is built there and nowhere else
+- store.py        the connection, our Lua scripts, reading and decoding event records
+- grouping.py     accepting events: the record, the pending list and the task messages made from it
+- transitions.py  an event's moves after that: attempts, the retry schedule, the breaker, replays
+- counters.py     counters, latency and per-route snapshots for /metrics and `bus stats`
+- listing.py      listing, sweeping and purging through the status indexes
+- lost.py         where a waiting event's task can be, for lost-task recovery
+
+Callers use `from bus import journal` and the names below.
+"""
+from __future__ import annotations
+
+from ..filters import STATUSES
+
+from .keys import (
+    COUNTERS, KOMBU_UNACKED, RECOVERY_LOCK, attempts_key, breaker_key, copies_key, event_key, filling_key,
+    index_key, latency_key, mover_key, pending_key, queue_name, retry_key, slot_key,
+)
+from .store import (
+    DEAD, DEFAULT_RETENTION, DELIVERED, QUEUED, REDIS_DOWN, RESPONSE_KEEP, RETRYING, SUMMARY_FIELDS, attempts,
+    connect, load, NewEvent, Page, show, summaries,
+)
+from .grouping import (
+    FILLING_MS, accept, load_many, refill_if_idle,
+)
+from .transitions import (
+    breaker, breaker_failed, claim_mover, drop_scheduled, due, enqueue, hold_breaker, park, record_attempt,
+    record_copy, release, requeue, status_class,
+)
+from .counters import (
+    LATENCY_BUCKETS, SLOT, SLOTS_KEPT, backlog, count, count_refused, counters, latency, RouteSnapshot,
+    snapshot,
+)
+from .listing import (
+    find, iter_matching, purge, sweep,
+)
+from .lost import (
+    pending_ids, recovery_lock, recovery_unlock, requeue_lost, scheduled_ids, task_messages, waiting_ids,
+)
+
+
+__all__ = [
+    "STATUSES",
+    "COUNTERS", "KOMBU_UNACKED", "RECOVERY_LOCK", "attempts_key", "breaker_key", "copies_key", "event_key",
+    "filling_key", "index_key", "latency_key", "mover_key", "pending_key", "queue_name", "retry_key",
+    "slot_key", "DEAD", "DEFAULT_RETENTION", "DELIVERED", "QUEUED", "REDIS_DOWN", "RESPONSE_KEEP", "RETRYING",
+    "SUMMARY_FIELDS", "attempts", "connect", "load", "NewEvent", "Page", "show", "summaries", "FILLING_MS",
+    "accept", "load_many", "refill_if_idle", "breaker", "breaker_failed", "claim_mover", "drop_scheduled",
+    "due", "enqueue", "hold_breaker", "park", "record_attempt", "record_copy", "release", "requeue",
+    "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",
+    "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "pending_ids",
+    "recovery_lock", "recovery_unlock", "requeue_lost", "scheduled_ids", "task_messages", "waiting_ids",
+]

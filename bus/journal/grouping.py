@@ -1,0 +1,148 @@
+"""Accepting events and grouping them into task messages: the pending list per route and its Lua."""
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from ..errors import Unavailable
+from ..messages import GROUP_SIZE, SHOWN, group_template
+from .keys import COUNTERS, breaker_key, event_key, filling_key, index_key, pending_key, queue_name
+from .store import QUEUED, REDIS_DOWN, NewEvent, decode, script
+
+
+# Newly accepted events wait on their route's pending list, and a task message takes them
+# off it in groups of up to GROUP_SIZE: a request of one event does not cost one Celery task
+# (receive, pool hand-off, ack, task events: ~2 ms of CPU, most of what an event costs).
+# Messages are made at two moments, both in Lua so taking ids off the list and queueing the
+# message that carries them are one step: on accept when no message of the route is queued
+# (the "filling" flag is absent), and when a task starts (refill). A task starting while
+# events pile up takes up to a group with it into the next message, so under load groups
+# grow by themselves and at low rates an event still gets its task at once. The flag
+# expires, and the mover (scheduler.py) refills a route whose pending list has no message
+# coming, so events whose message was lost in a crash are not stranded.
+#
+# group_message(template, entries, shown): the message for "<id> <tag>" entries, filled into
+# messages.group_template(); the same message as messages.delivery_message() builds.
+_GROUP_LUA = """
+local function group_message(template, entries, shown)
+  local ids, described = {}, {}
+  for i, entry in ipairs(entries) do
+    local space = string.find(entry, ' ', 1, true)
+    ids[i] = string.sub(entry, 1, space - 1)
+    if i <= shown then described[i] = string.sub(entry, space + 1) .. ' ' .. ids[i] .. ' attempt 1' end
+  end
+  local argsrepr = table.concat(described, ', ')
+  if #entries > shown then argsrepr = #entries .. ' events: ' .. argsrepr .. ', ...' end
+  local body = '[[["' .. table.concat(ids, '","') ..
+               '"]],{},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]'
+  local values = {ID = cjson.encode(ids[1]), BODY = cjson.encode(body), ARGSREPR = cjson.encode(argsrepr)}
+  return (string.gsub(template, '"@@(%u+)@@"', function(name) return values[name] end))
+end
+
+-- Take up to `size` entries off the pending list into one message at the tail of the queue.
+local function take_group(pending, queue, template, size, shown)
+  local entries = redis.call('LPOP', pending, size)
+  if not entries then return false end
+  redis.call('LPUSH', queue, group_message(template, entries, shown))
+  return true
+end
+"""
+
+# One script per request: the journal record, its two index entries, the pending entries and
+# the accepted counter (and a task message when none of the route is coming), atomically and in
+# one round trip. KEYS: the queued index, the route's queued index, the route's queue, the
+# counters hash, the pending list, the filling flag, then each event's hash key (all built by
+# the functions above). ARGV: the number of events, the route, the counter's field, the message
+# template, the group size, how many events argsrepr shows, the flag's lifetime in ms, then id,
+# tag, body, headers, received per event, then the queued status.
+_ACCEPT = _GROUP_LUA + """
+local n, route = tonumber(ARGV[1]), ARGV[2]
+local first = 8
+local entries = {}
+for e = 1, n do
+  local i = first + (e - 1) * 5
+  local id, received = ARGV[i], ARGV[i + 4]
+  redis.call('HSET', KEYS[6 + e], 'tag', ARGV[i + 1], 'route', route, 'body', ARGV[i + 2],
+             'headers', ARGV[i + 3], 'received', received, 'status', ARGV[#ARGV])
+  redis.call('ZADD', KEYS[1], received, id)
+  redis.call('ZADD', KEYS[2], received, id)
+  entries[#entries + 1] = id .. ' ' .. ARGV[i + 1]
+  if #entries == 1000 or e == n then  -- unpack() has a stack limit; a batch may hold 10,000
+    redis.call('RPUSH', KEYS[5], unpack(entries))
+    entries = {}
+  end
+end
+if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[7]) then
+  take_group(KEYS[5], KEYS[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
+end
+redis.call('HINCRBY', KEYS[4], ARGV[3], n)
+return n
+"""
+
+# A task of the route starts (or the mover finds pending events with no message coming:
+# ARGV[5] = 'if-idle'): the next group goes into a message and the flag stays; nothing pending
+# clears the flag, so the next accept queues its own message at once.
+# KEYS: pending list, filling flag, queue. ARGV: template, group size, shown, flag ms, mode.
+_REFILL = _GROUP_LUA + """
+if ARGV[5] == 'if-idle' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if take_group(KEYS[1], KEYS[3], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])) then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+  return 1
+end
+redis.call('DEL', KEYS[2])
+return 0
+"""
+# Longer than a queued message usually waits for a worker; when it expires early (a long
+# queue, workers down) the cost is an extra message, never a lost event.
+FILLING_MS = 10_000
+
+
+def accept(client: redis.Redis, events: list[NewEvent], group_size: int = GROUP_SIZE) -> None:
+    """Journal the events of one route and put them on its pending list (queueing a task
+    message for them when none is coming), atomically and in one round trip: all or none.
+    A task message carries `group_size` events at most (the route's)."""
+    route = events[0].route
+    keys = [index_key(QUEUED), index_key(QUEUED, route), queue_name(route), COUNTERS, pending_key(route),
+            filling_key(route)]
+    args: list[Any] = [len(events), route, f"accepted:{route}", group_template(queue_name(route)), group_size, SHOWN,
+                       FILLING_MS]
+    for ev in events:
+        if ev.route != route:
+            raise ValueError("accept() takes the events of one route at a time")
+        keys.append(event_key(ev.id))
+        args += [ev.id, ev.tag, ev.body, ev.headers, repr(ev.received)]
+    args.append(QUEUED)
+    try:
+        script(client, _ACCEPT)(keys=keys, args=args)
+    except REDIS_DOWN as exc:
+        raise Unavailable(f"Redis did not answer ({exc.__class__.__name__}): nothing was accepted; retry later") from exc
+
+
+def _refill_call(route: str, mode: str, group_size: int) -> tuple[list[str], list[Any]]:
+    return ([pending_key(route), filling_key(route), queue_name(route)],
+            [group_template(queue_name(route)), group_size, SHOWN, FILLING_MS, mode])
+
+
+def refill_if_idle(client: redis.Redis, route: str, group_size: int = GROUP_SIZE) -> bool:
+    """The mover's check: pending events and no message coming for them (it was lost, or the
+    flag expired) -> queue one; True when it did."""
+    keys, args = _refill_call(route, "if-idle", group_size)
+    return bool(script(client, _REFILL)(keys=keys, args=args))
+
+
+def load_many(client: redis.Redis, event_ids: list[str], route: str, group_size: int = GROUP_SIZE
+              ) -> tuple[list[dict[str, Any] | None], float]:
+    """A task starts: the events (None for those gone) and the time the route's breaker stays
+    open until (0: closed). In the same round trip the route's next pending group goes into a
+    message of its own (see _REFILL), so events that arrived meanwhile are on their way."""
+    pipe = client.pipeline(transaction=False)
+    if route:
+        keys, args = _refill_call(route, "on-start", group_size)
+        script(client, _REFILL)(keys=keys, args=args, client=pipe)
+    for event_id in event_ids:
+        pipe.hgetall(event_key(event_id))
+    pipe.hget(breaker_key(route), "open_until")
+    results = pipe.execute()
+    *raws, open_until = results[1:] if route else results
+    return [decode(i, raw) if raw else None for i, raw in zip(event_ids, raws)], float(open_until or 0)

@@ -1,0 +1,87 @@
+"""The journal's Redis key layout: every key name the bus uses is built here and nowhere else.
+
+Keys (every name is built here and nowhere else):
+- bus.<route>                    Celery queue of the route (a kombu Redis list)
+- bus:event:<id>                 hash: tag, route, body, headers, received, status,
+                                 attempts, round (attempts before the last replay), last
+- bus:event:<id>:attempts        list of JSON attempt records, oldest first
+- bus:event:<id>:copies          list of JSON records of replays sent elsewhere (--to)
+- bus:status:<status>            sorted set of ids by received time, one per status
+- bus:route:<route>:<status>     the same per route (an event is in exactly one status of each;
+                                 a listing of any status merges the four)
+- bus:pending:<route>            list of "<id> <tag>" accepted and not yet in a task message (FIFO)
+- bus:filling:<route>            set while a task message of the route is queued that will take the
+                                 next group off the pending list when it starts (expires)
+- bus:retry:<route>              sorted set of ids waiting for their next attempt, by due time
+- bus:breaker:<route>            hash: failures, failing_since, step, open_until, since (the route's circuit breaker)
+- bus:mover:<route>              which worker moves the route's due retries right now (expires)
+- bus:counters                   hash of ever-growing counters for /metrics, field "<kind>:<route>[:<label>]"
+- bus:latency:<route>            hash: accept-to-2xx histogram: count per bucket (not cumulative), sum, count
+- bus:delivered:<route>:<slot>   deliveries in one 10-second slot (expires after an hour), for `bus stats`
+- bus:recovery:lock              held by the worker running lost-task recovery (expires)
+- unacked                        kombu's hash of tasks handed to workers and not acked yet (read only)
+
+Counters are bumped in the same transaction as the transition they count, so
+/metrics never disagrees with the journal, whatever process made the change.
+
+Like rq's registries, each state is a sorted set scored by time, so a filtered
+listing reads only its own set, and reading cleans out what retention expired.
+"""
+from __future__ import annotations
+
+
+COUNTERS = "bus:counters"
+
+
+def queue_name(route: str) -> str:
+    return f"bus.{route}"
+
+
+def event_key(event_id: str) -> str:
+    return f"bus:event:{event_id}"
+
+
+def attempts_key(event_id: str) -> str:
+    return f"bus:event:{event_id}:attempts"
+
+
+def copies_key(event_id: str) -> str:
+    return f"bus:event:{event_id}:copies"
+
+
+def pending_key(route: str) -> str:
+    return f"bus:pending:{route}"
+
+
+def filling_key(route: str) -> str:
+    return f"bus:filling:{route}"
+
+
+def retry_key(route: str) -> str:
+    return f"bus:retry:{route}"
+
+
+def mover_key(route: str) -> str:
+    return f"bus:mover:{route}"
+
+
+def breaker_key(route: str) -> str:
+    return f"bus:breaker:{route}"
+
+
+def latency_key(route: str) -> str:
+    return f"bus:latency:{route}"
+
+
+def slot_key(route: str, slot: int) -> str:
+    return f"bus:delivered:{route}:{slot}"
+
+
+def index_key(status: str, route: str | None = None) -> str:
+    return f"bus:route:{route}:{status}" if route else f"bus:status:{status}"
+
+
+# kombu's hash of the tasks handed to workers and not acked yet (lost-task recovery reads it),
+# and the lock that keeps recovery to one worker at a time.
+KOMBU_UNACKED = "unacked"
+RECOVERY_LOCK = "bus:recovery:lock"

@@ -1,0 +1,95 @@
+"""Where a waiting event's task can be, for lost-task recovery (recovery.py).
+
+kombu's Redis transport hands a task to a worker with BRPOP and only then records it in its
+`unacked` hash (delivery tag -> [message, exchange, routing key]). A Redis or worker crash between
+the two drops the task while the journal still says queued/retrying. These read where a waiting
+event's task can be, so recovery can find the events whose task is nowhere.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import orjson
+import redis
+
+from .keys import KOMBU_UNACKED, RECOVERY_LOCK, event_key, index_key, pending_key, queue_name, retry_key
+from .store import QUEUED, RETRYING, script
+
+
+_SCAN_CHUNK = 1000
+# Put a task back only if its event is still waiting, at the consuming end of the queue.
+_REQUEUE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'queued' or status == 'retrying' then
+    redis.call('RPUSH', KEYS[2], ARGV[1])
+    return 1
+end
+return 0
+"""
+_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def waiting_ids(client: redis.Redis) -> set[str]:
+    """Ids of every event not yet delivered or dead."""
+    found: set[str] = set()
+    for status in (QUEUED, RETRYING):
+        for start in range(0, client.zcard(index_key(status)), _SCAN_CHUNK):
+            found.update(raw.decode() for raw in client.zrange(index_key(status), start, start + _SCAN_CHUNK - 1))
+    return found
+
+
+def scheduled_ids(client: redis.Redis) -> set[str]:
+    """Ids waiting on a route's retry schedule: their next task is made when they are due."""
+    found: set[str] = set()
+    for key in client.scan_iter(match=retry_key("*"), _type="zset"):
+        for start in range(0, client.zcard(key), _SCAN_CHUNK):
+            found.update(raw.decode() for raw in client.zrange(key, start, start + _SCAN_CHUNK - 1))
+    return found
+
+
+def pending_ids(client: redis.Redis, route: str | None = None) -> list[str]:
+    """Ids on the route's pending list (every route's when None), oldest first: a task message
+    takes them when the next task of the route starts."""
+    keys = [pending_key(route)] if route else client.scan_iter(match=pending_key("*"), _type="list")
+    found: list[str] = []
+    for key in keys:
+        for start in range(0, 2 * client.llen(key) + _SCAN_CHUNK, _SCAN_CHUNK):
+            chunk = client.lrange(key, start, start + _SCAN_CHUNK - 1)
+            if not chunk:
+                break
+            found += [entry.split(b" ", 1)[0].decode() for entry in chunk]
+    return found
+
+
+def task_messages(client: redis.Redis) -> Iterator[dict[str, Any]]:
+    """Every task message Redis holds: waiting in a route's queue, or handed to a worker and unacked.
+
+    Recovery requeues any waiting event found neither here, nor on a retry schedule
+    (scheduled_ids), nor on a pending list (pending_ids); a new place where events wait must
+    be read there too.
+    """
+    for queue in client.scan_iter(match=queue_name("*"), _type="list"):
+        # Read by index from the pushing end until the list ends: tasks pushed meanwhile shift the
+        # rest towards the end (re-read, never skipped); bounded in case pushes outrun the scan.
+        limit = 2 * client.llen(queue) + _SCAN_CHUNK
+        for start in range(0, limit, _SCAN_CHUNK):
+            chunk = client.lrange(queue, start, start + _SCAN_CHUNK - 1)
+            if not chunk:
+                break
+            yield from map(orjson.loads, chunk)
+    for _, raw in client.hscan_iter(KOMBU_UNACKED, count=_SCAN_CHUNK):
+        yield orjson.loads(raw)[0]
+
+
+def requeue_lost(client: redis.Redis, event_id: str, route: str, message: bytes) -> bool:
+    """Queue a new task for an event that is still waiting; False when it was delivered or dead meanwhile."""
+    return bool(script(client, _REQUEUE)(keys=[event_key(event_id), queue_name(route)], args=[message]))
+
+
+def recovery_lock(client: redis.Redis, holder: str, seconds: int) -> bool:
+    """One recovery at a time across workers: the second would only find what the first requeued."""
+    return bool(client.set(RECOVERY_LOCK, holder, nx=True, ex=seconds))
+
+
+def recovery_unlock(client: redis.Redis, holder: str) -> None:
+    client.eval(_UNLOCK, 1, RECOVERY_LOCK, holder)  # only our own lock, not one taken after ours expired

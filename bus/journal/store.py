@@ -1,0 +1,116 @@
+"""The event record: connecting to Redis, running our scripts, reading and decoding events."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import orjson
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..errors import EventNotFound
+from ..filters import STATUSES
+from .keys import attempts_key, copies_key, event_key
+
+
+QUEUED, RETRYING, DELIVERED, DEAD = STATUSES
+DEFAULT_RETENTION = 7 * 24 * 3600
+RESPONSE_KEEP = 2048
+SUMMARY_FIELDS = ("tag", "route", "status", "attempts", "last", "received")
+# Errors that mean "Redis is not answering", as opposed to a bug in our calls.
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    id: str
+    tag: str
+    route: str
+    body: bytes
+    received: float
+    headers: bytes = b""  # JSON of the request headers it came with, secrets removed
+
+
+@dataclass(frozen=True)
+class Page:
+    events: list[dict[str, Any]]
+    cursor: str | None  # pass back to continue; None when there is nothing more
+
+
+def connect(url: str, timeout: float) -> redis.Redis:
+    """A client that fails fast: a request must get 503 in seconds, never hang on a dead Redis."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
+
+
+def script(client: redis.Redis, source: str) -> Any:
+    """A registered script per client (EVALSHA, falling back to EVAL after a Redis restart)."""
+    cache = client.__dict__.setdefault("_bus_scripts", {})
+    if source not in cache:
+        cache[source] = client.register_script(source)
+    return cache[source]
+
+
+def decode(event_id: str, raw: dict[bytes, bytes]) -> dict[str, Any]:
+    record: dict[str, Any] = {k.decode(): v for k, v in raw.items()}
+    for k in ("tag", "route", "status", "last"):
+        if k in record:
+            record[k] = record[k].decode()
+    record["received"] = float(record["received"])
+    record["attempts"] = int(record.get("attempts", 0))
+    record["round"] = int(record.get("round", 0))
+    if "replayed" in record:
+        record["replayed"] = float(record["replayed"])
+    record["id"] = event_id
+    return record
+
+
+def load(client: redis.Redis, event_id: str) -> dict[str, Any] | None:
+    """The event's record (body and headers as bytes), or None when it is gone (expired or purged)."""
+    raw = client.hgetall(event_key(event_id))
+    return decode(event_id, raw) if raw else None
+
+
+def attempts(client: redis.Redis, event_id: str) -> list[dict[str, Any]]:
+    return [orjson.loads(a) for a in client.lrange(attempts_key(event_id), 0, -1)]
+
+
+def show(client: redis.Redis, event_id: str) -> dict[str, Any]:
+    """One event with its body, received headers, every attempt and every copy sent elsewhere."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(event_key(event_id))
+    pipe.lrange(attempts_key(event_id), 0, -1)
+    pipe.lrange(copies_key(event_id), 0, -1)
+    raw, tries, copies = pipe.execute()
+    if not raw:
+        raise EventNotFound(f"no event {event_id!r} in the journal (never accepted, expired after retention, or purged)")
+    record = decode(event_id, raw)
+    try:
+        record["body"] = orjson.loads(record["body"])
+    except orjson.JSONDecodeError:
+        record["body"] = record["body"].decode("utf-8", "replace")
+    record["headers"] = orjson.loads(record["headers"]) if record.get("headers") else {}
+    record["attempt_log"] = [orjson.loads(a) for a in tries]
+    record["copies"] = [orjson.loads(c) for c in copies]
+    return record
+
+
+def summaries(client: redis.Redis, event_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """Summaries of these events in the order given; ids not in the journal are left out."""
+    event_ids = list(event_ids)
+    pipe = client.pipeline(transaction=False)
+    for event_id in event_ids:
+        pipe.hmget(event_key(event_id), SUMMARY_FIELDS)
+    return [summary(i, v) for i, v in zip(event_ids, pipe.execute()) if v[0] is not None]
+
+
+def summary(event_id: str, values: list[bytes | None]) -> dict[str, Any]:
+    tag, route, status, tries, last, received = (v.decode() if v is not None else None for v in values)
+    return {"id": event_id, "tag": tag, "route": route, "status": status, "attempts": int(tries or 0),
+            "last": last or "", "received": float(received or 0)}

@@ -1,0 +1,236 @@
+"""An event's moves after acceptance: attempts, the retry schedule, the breaker, replays, copies."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import redis
+
+from .counters import LATENCY_BUCKETS, SLOT
+from .keys import (
+    COUNTERS, attempts_key, breaker_key, copies_key, event_key, index_key, latency_key, mover_key, queue_name,
+    retry_key, slot_key,
+)
+from .store import DEFAULT_RETENTION, DELIVERED, QUEUED, RESPONSE_KEEP, RETRYING, script
+
+
+def _move(pipe: Any, event_id: str, route: str, received: float, old: str | None, new: str) -> None:
+    if old and old != new:
+        pipe.zrem(index_key(old), event_id)
+        pipe.zrem(index_key(old, route), event_id)
+    pipe.zadd(index_key(new), {event_id: received})
+    pipe.zadd(index_key(new, route), {event_id: received})
+
+
+# KEYS: event, attempts, copies, old status index, old route index, new status
+# index, new route index, route retry schedule, route breaker, counters, the
+# route's latency histogram, the current delivered slot (all built by the
+# functions above). ARGV: id, received, moved ('1' when the status changes),
+# attempt JSON, status, last result, retention (or '' to keep), retry time
+# (or ''), '1' to close the breaker, the counter field to bump, and for a
+# delivery the latency bucket, the seconds and the slot's time to live.
+_RECORD_ATTEMPT = """
+local id, received = ARGV[1], ARGV[2]
+redis.call('RPUSH', KEYS[2], ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', ARGV[5], 'last', ARGV[6])
+if ARGV[3] == '1' then
+  redis.call('ZREM', KEYS[4], id)
+  redis.call('ZREM', KEYS[5], id)
+end
+redis.call('ZADD', KEYS[6], received, id)
+redis.call('ZADD', KEYS[7], received, id)
+if ARGV[7] ~= '' then
+  for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ARGV[7]) end
+end
+if ARGV[8] ~= '' then redis.call('ZADD', KEYS[8], ARGV[8], id) end
+if ARGV[9] == '1' then redis.call('DEL', KEYS[9]) end
+redis.call('HINCRBY', KEYS[10], ARGV[10], 1)
+if ARGV[11] ~= '' then
+  redis.call('HINCRBY', KEYS[11], ARGV[11], 1)
+  redis.call('HINCRBYFLOAT', KEYS[11], 'sum', ARGV[12])
+  redis.call('HINCRBY', KEYS[11], 'count', 1)
+  redis.call('INCR', KEYS[12])
+  redis.call('EXPIRE', KEYS[12], ARGV[13])
+end
+return 1
+"""
+
+
+def record_attempt(client: redis.Redis, event: dict[str, Any], attempt: dict[str, Any], status: str,
+                   retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
+                   endpoint_alive: bool = False) -> None:
+    """Append an attempt and move the event to `status`, atomically in one round trip.
+
+    `retry_at` puts a retrying event on the route's retry schedule; `endpoint_alive`
+    (any non-retryable answer) closes the route's breaker. Delivered events expire
+    after `retention`; dead ones are kept until replayed or purged, because nobody
+    has looked at them yet.
+    """
+    if attempt.get("response") is not None:
+        attempt["response"] = attempt["response"][:RESPONSE_KEEP]
+    last = attempt.get("status_code") or attempt.get("error") or ""
+    event_id, route, old = event["id"], event["route"], event["status"] or status
+    keys = [event_key(event_id), attempts_key(event_id), copies_key(event_id),
+            index_key(old), index_key(old, route), index_key(status), index_key(status, route),
+            retry_key(route), breaker_key(route), COUNTERS, latency_key(route)]
+    args = [event_id, repr(event["received"]), "1" if old != status else "0", orjson.dumps(attempt), status,
+            str(last), retention if status == DELIVERED else "", repr(retry_at) if retry_at is not None else "",
+            "1" if endpoint_alive else "0"]
+    slot, counted = _count_outcome(event, status, attempt)
+    script(client, _RECORD_ATTEMPT)(keys=keys + [slot], args=args + counted)
+
+
+def status_class(code: int | None) -> str:
+    """'2xx' ... '5xx' for an HTTP status, 'error' for no answer (connection error, timeout, route gone)."""
+    return f"{code // 100}xx" if code else "error"
+
+
+def _count_outcome(event: dict[str, Any], status: str, attempt: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The delivered-slot key and the counter arguments of record_attempt's script for this outcome."""
+    route = event["route"]
+    done = attempt.get("at", time.time()) + attempt.get("duration", 0.0)
+    slot = slot_key(route, int(done // SLOT))
+    if status != DELIVERED:
+        kind = "retried" if status == RETRYING else "dead"
+        return slot, [f"{kind}:{route}:{status_class(attempt.get('status_code'))}", "", 0, 0]
+    # A replayed event is timed from its replay: the days it spent dead say nothing about delivery.
+    seconds = max(0.0, done - max(event["received"], event.get("replayed", 0.0)))
+    bucket = next((repr(b) for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
+    return slot, [f"delivered:{route}", bucket, repr(seconds), 3600 + 2 * SLOT]
+
+
+def park(client: redis.Redis, event: dict[str, Any], until: float,
+         reason: str = "waiting: endpoint failing (breaker open)") -> None:
+    """Hold an event off until `until` without an attempt: no worker memory, just Redis."""
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(event_key(event["id"]), mapping={"status": RETRYING, "last": reason})
+    _move(pipe, event["id"], event["route"], event["received"], event["status"], RETRYING)
+    pipe.zadd(retry_key(event["route"]), {event["id"]: until})
+    pipe.execute()
+
+
+# Both scripts keep every breaker/schedule transition atomic across any number of
+# workers and cost one round trip each (the dramatiq pattern).
+_BREAKER_FAIL = """
+local now, threshold, cap, jitter = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local probe = ARGV[5] == '1'
+redis.call('HSETNX', KEYS[1], 'failing_since', tostring(now))
+local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+-- Failures of attempts already in flight when it opened do not lengthen the wait; a failed probe does.
+if open_until > now and not probe then return tostring(open_until) end
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+if failures < threshold and not probe then return false end
+local step = redis.call('HINCRBY', KEYS[1], 'step', 1)
+local delay = math.min(2 ^ (step - 1), cap)
+open_until = now + delay / 2 * (1 + jitter)
+redis.call('HSET', KEYS[1], 'open_until', tostring(open_until))
+redis.call('HSETNX', KEYS[1], 'since', tostring(now))
+return tostring(open_until)
+"""
+
+# RPUSH puts released events at the head of the queue (kombu LPUSHes and
+# BRPOPs): they have waited longer than anything queued, and a probe must not
+# wait behind a backlog that is only going to be parked again. ARGV holds
+# groups of (count, ids..., message); the earliest group is pushed last so it
+# is next in line. An id another mover already took is not counted again.
+_RELEASE = """
+local starts = {}
+local i = 1
+while i <= #ARGV do
+  starts[#starts + 1] = i
+  i = i + tonumber(ARGV[i]) + 2
+end
+local moved = 0
+for g = #starts, 1, -1 do
+  local first, n = starts[g] + 1, tonumber(ARGV[starts[g]])
+  local removed = 0
+  for j = first, first + n - 1 do
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[j])
+  end
+  if removed > 0 then
+    redis.call('RPUSH', KEYS[2], ARGV[first + n])
+    moved = moved + removed
+  end
+end
+return moved
+"""
+
+
+def breaker_failed(client: redis.Redis, route: str, now: float, threshold: int, cap: float, jitter: float,
+                   probe: bool = False) -> float | None:
+    """Count a retryable failure; returns the time the breaker stays open until, if it is open."""
+    result = script(client, _BREAKER_FAIL)(keys=[breaker_key(route)], args=[now, threshold, cap, jitter, int(probe)])
+    return float(result) if result else None
+
+
+def breaker(client: redis.Redis, route: str) -> dict[str, float]:
+    """The route's breaker: empty while the endpoint answers, else failures, failing_since, open_until, since, step."""
+    return {k.decode(): float(v) for k, v in client.hgetall(breaker_key(route)).items()}
+
+
+def hold_breaker(client: redis.Redis, route: str, until: float) -> None:
+    """While a probe is out, keep everyone else waiting until it reports (or times out)."""
+    client.hset(breaker_key(route), "open_until", repr(until))
+
+
+def due(client: redis.Redis, route: str, now: float, limit: int) -> list[tuple[str, str, int]]:
+    """Up to `limit` (id, tag, attempts so far) of the route's events whose retry time has come; tag '' when gone."""
+    ids = [i.decode() for i in client.zrangebyscore(retry_key(route), "-inf", now, start=0, num=limit)]
+    if not ids:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for event_id in ids:
+        pipe.hmget(event_key(event_id), ("tag", "attempts"))
+    return [(i, t.decode() if t else "", int(n or 0)) for i, (t, n) in zip(ids, pipe.execute())]
+
+
+def release(client: redis.Redis, route: str, groups: list[tuple[list[str], bytes]]) -> int:
+    """Move scheduled events to the head of the route's queue, one message per group of ids."""
+    if not groups:
+        return 0
+    argv: list[Any] = []
+    for ids, message in groups:
+        argv += [len(ids), *ids, message]
+    return int(script(client, _RELEASE)(keys=[retry_key(route), queue_name(route)], args=argv))
+
+
+def claim_mover(client: redis.Redis, route: str, worker_id: str, ms: int) -> bool:
+    """One mover per route at a time, so a group is never moved twice by two workers."""
+    key = mover_key(route)
+    return bool(client.set(key, worker_id, nx=True, px=ms)) or client.get(key) == worker_id.encode()
+
+
+def drop_scheduled(client: redis.Redis, route: str, event_id: str) -> None:
+    """An id on the schedule whose record is gone (expired or purged) has nothing left to send."""
+    client.zrem(retry_key(route), event_id)
+
+
+def record_copy(client: redis.Redis, event_id: str, attempt: dict[str, Any]) -> None:
+    """A replay sent to another URL (--to): kept apart so the event's own state is untouched."""
+    if attempt.get("response") is not None:
+        attempt["response"] = attempt["response"][:RESPONSE_KEEP]
+    client.rpush(copies_key(event_id), orjson.dumps(attempt))
+
+
+def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tuple[bytes, str]]) -> None:
+    """Replay to the route: status back to queued, retention lifted, new (message, route) tasks queued;
+    one transaction."""
+    pipe = client.pipeline(transaction=True)
+    for event in events:
+        key = event_key(event["id"])
+        pipe.hset(key, mapping={"status": QUEUED, "round": event["attempts"], "replayed": repr(time.time())})
+        for k in (key, attempts_key(event["id"]), copies_key(event["id"])):
+            pipe.persist(k)
+        _move(pipe, event["id"], event["route"], event["received"], event["status"], QUEUED)
+        pipe.zrem(retry_key(event["route"]), event["id"])
+    for message, route in messages:
+        pipe.lpush(queue_name(route), message)
+    pipe.execute()
+
+
+def enqueue(client: redis.Redis, route: str, messages: list[bytes]) -> None:
+    """Queue extra tasks for events without changing their state (copies for `replay --to`)."""
+    if messages:
+        client.lpush(queue_name(route), *messages)
