@@ -25,3 +25,21 @@ def test_json_formatter_writes_message_and_structured_fields_on_one_line():
     assert parsed["message"] == "event e1 done" and parsed["level"] == "INFO" and parsed["logger"] == "bus.delivery"
     assert (parsed["event_id"], parsed["attempt"], parsed["status_code"]) == ("e1", 2, None)
     assert parsed["time"].endswith("+00:00")
+
+
+def test_json_format_reaches_the_pool_processes_logger_too(monkeypatch):
+    """billiard logs a pool process's exit through its own non-propagating logger: it must be JSON too."""
+    import io
+
+    from celery.utils.log import get_multiprocessing_logger
+
+    from bus import celery as bus_celery
+
+    monkeypatch.setenv("BUS_LOG_FORMAT", "json")
+    handler = logging.StreamHandler(io.StringIO())
+    get_multiprocessing_logger().addHandler(handler)
+    try:
+        bus_celery._log_format(logging.getLogger("bus-test-root"))
+        assert isinstance(handler.formatter, logs.JsonFormatter)
+    finally:
+        get_multiprocessing_logger().removeHandler(handler)
