@@ -171,6 +171,19 @@ def healthz(bus: intake.Intake) -> Response:
     return _json({"status": "ok"}, 200)
 
 
+# URLS' endpoints and what answers them: (intake, request, URL arguments) -> response.
+HANDLERS: dict[str, Callable[[intake.Intake, Request, dict], Response]] = {
+    "healthz": lambda bus, request, args: healthz(bus),
+    "post_events": lambda bus, request, args: post_events(bus, request, args["tag"]),
+    "list_events": lambda bus, request, args: list_events(bus, request),
+    "show_event": lambda bus, request, args: show_event(bus, args["event_id"]),
+    "replay_events": lambda bus, request, args: replay_events(bus, request),
+    "metrics": lambda bus, request, args: metrics_page(bus, request),
+    "stats": lambda bus, request, args: stats_page(bus),
+    "console": lambda bus, request, args: console(args.get("asset", "index.html")),
+}
+
+
 def _authorize(tokens: list[auth.Token] | None, request: Request, endpoint: str, args: dict) -> None:
     """With BUS_TOKENS set, events need a token allowed for their tag and the journal needs @journal.
     Health, metrics (counts, no event data) and the console's static files stay open."""
@@ -193,23 +206,7 @@ def make_app(bus: intake.Intake | None = None, tokens: list[auth.Token] | None =
         try:
             endpoint, args = URLS.bind_to_environ(environ).match()
             _authorize(tokens, request, endpoint, args)
-            current = bus or intake.default()
-            if endpoint == "healthz":
-                response = healthz(current)
-            elif endpoint == "post_events":
-                response = post_events(current, request, args["tag"])
-            elif endpoint == "list_events":
-                response = list_events(current, request)
-            elif endpoint == "show_event":
-                response = show_event(current, args["event_id"])
-            elif endpoint == "metrics":
-                response = metrics_page(current, request)
-            elif endpoint == "stats":
-                response = stats_page(current)
-            elif endpoint == "console":
-                response = console(args.get("asset", "index.html"))
-            else:
-                response = replay_events(current, request)
+            response = HANDLERS[endpoint](bus or intake.default(), request, args)
         except BusError as exc:
             response = _error(exc)
         except REDIS_DOWN as exc:
