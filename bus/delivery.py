@@ -181,26 +181,26 @@ def _endpoint_failed(record: dict[str, Any], route: Route) -> bool:
 
 
 def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], record: dict[str, Any],
-                     outcome: Outcome, probe: bool = False, count_failure: bool = True) -> float | None:
-    """Record the attempt; returns until when the route's breaker is open, if this failure left it open.
-    `count_failure` False: the request's failure is counted by the breaker elsewhere (a batch counts once)."""
+                     outcome: Outcome) -> None:
+    """Record the attempt and log it. The breaker is told by whoever sent the request (once per request)."""
     status = {DELIVERED: journal.DELIVERED, DEAD: journal.DEAD}.get(outcome.verdict, journal.RETRYING)
     if outcome.reason:
         record["reason"] = outcome.reason
-    failed = route is not None and _endpoint_failed(record, route)
     journal.record_attempt(
         w.redis, event, record, status, w.settings.retention,
         retry_at=time.time() + outcome.delay if outcome.verdict == RETRY else None,
-        endpoint_alive=route is not None and not failed,
+        endpoint_alive=route is not None and not _endpoint_failed(record, route),
     )
-    opened = _breaker_failed(w, route, probe) if failed and count_failure else None
     _log(event, record, outcome)
-    return opened
 
 
-def _breaker_failed(w: Worker, route: Route, probe: bool) -> float | None:
-    return journal.breaker_failed(w.redis, route.name, time.time(), backoff.BREAKER_THRESHOLD,
-                                  min(route.retry_max_interval, backoff.BREAKER_MAX_INTERVAL), random.random(), probe)
+def _breaker_after(w: Worker, route: Route, record: dict[str, Any], open_until: float, probe: bool) -> float:
+    """Count a failed request with the route's breaker; the time the breaker stays open until after it."""
+    if not _endpoint_failed(record, route):
+        return open_until
+    opened = journal.breaker_failed(w.redis, route.name, time.time(), backoff.BREAKER_THRESHOLD,
+                                    min(route.retry_max_interval, backoff.BREAKER_MAX_INTERVAL), random.random(), probe)
+    return opened if opened is not None else open_until
 
 
 def _send_copy(task: Task, w: Worker, route: Route, event: dict[str, Any], to: str) -> str:
@@ -270,8 +270,8 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
     record = send(w.pools, route, url, event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
     outcome = classify(route, attempt - event["round"], record.get("status_code"), record.pop("retry_after", None))
-    opened = _journal_verdict(w, route, event, record, outcome, probe)
-    return outcome.verdict, opened if opened is not None else open_until
+    _journal_verdict(w, route, event, record, outcome)
+    return outcome.verdict, _breaker_after(w, route, record, open_until, probe)
 
 
 def _deliver_batch(w: Worker, route: Route, batch: list[dict[str, Any]], open_until: float,
@@ -299,15 +299,13 @@ def _deliver_batch(w: Worker, route: Route, batch: list[dict[str, Any]], open_un
     request = {"id": str(uuid.uuid4()), "tag": batch[0]["tag"], "body": body}
     sent = send(w.pools, route, url, request, max(attempts), {"X-Bus-Event-Ids": ",".join(ids)})
     retry_after = sent.pop("retry_after", None)
-    failed = _endpoint_failed(sent, route)
     verdicts = []
     for event, attempt in zip(batch, attempts):
         record = {**sent, "attempt": attempt, "request_id": request["id"], "batch": len(batch)}
         outcome = classify(route, attempt - event["round"], record.get("status_code"), retry_after)
-        _journal_verdict(w, route, event, record, outcome, probe, count_failure=False)
+        _journal_verdict(w, route, event, record, outcome)
         verdicts.append(outcome.verdict)
-    opened = _breaker_failed(w, route, probe) if failed else None
-    return verdicts, opened if opened is not None else open_until
+    return verdicts, _breaker_after(w, route, sent, open_until, probe)
 
 
 def _units(route: Route | None, events: list[dict[str, Any] | None], to: str | None) -> list[tuple[list[int], bool]]:
@@ -373,40 +371,31 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                 _hand_off(w, route_name, [e for e in events[unit[0]:] if e is not None], to)
                 verdicts["handed_off"] = len(event_ids) - unit[0]
                 break
-            if batched:
-                try:
-                    outcomes, open_until = _deliver_batch(w, route, [events[i] for i in unit], open_until, probe)
-                except journal.REDIS_DOWN:
-                    raise
-                except Exception:
-                    log.exception("events %s: unexpected error while delivering a batch; trying them again in %ss",
-                                  " ".join(event_ids[i] for i in unit), INTERNAL_ERROR_DELAY)
-                    for i in unit:
-                        journal.park(w.redis, events[i], time.time() + INTERNAL_ERROR_DELAY,
-                                     "waiting: internal error, see worker log")
-                    outcomes = ["error"] * len(unit)
-                for verdict in outcomes:
-                    verdicts[verdict] = verdicts.get(verdict, 0) + 1
-                continue
-            event_id, event = event_ids[unit[0]], events[unit[0]]
-            if event is None:
-                log.warning("event %s is not in the journal (expired or purged); nothing to deliver", event_id)
-                verdict = "missing"
-            else:
-                try:
-                    # A failure may open the breaker: the rest of the group then waits instead of being sent.
-                    verdict, open_until = _deliver_one(self, w, event, open_until, to, probe)
-                except journal.REDIS_DOWN:
-                    raise
-                except Exception:
-                    # A bug must not lose the event: Celery acks a failed task, so park it for a later try.
-                    log.exception("event %s: unexpected error while delivering; trying it again in %ss",
-                                  event_id, INTERNAL_ERROR_DELAY)
-                    journal.park(w.redis, event, time.time() + INTERNAL_ERROR_DELAY, "waiting: internal error, see worker log")
-                    verdict = "error"
+            ids, unit_events = [event_ids[i] for i in unit], [events[i] for i in unit]
+            try:
+                # A failure may open the breaker: the rest of the group then waits instead of being sent.
+                if batched:
+                    outcomes, open_until = _deliver_batch(w, route, unit_events, open_until, probe)
+                elif unit_events[0] is None:
+                    log.warning("event %s is not in the journal (expired or purged); nothing to deliver", ids[0])
+                    outcomes = ["missing"]
+                else:
+                    verdict, open_until = _deliver_one(self, w, unit_events[0], open_until, to, probe)
+                    outcomes = [verdict]
+            except journal.REDIS_DOWN:
+                raise
+            except Exception:
+                # A bug must not lose an event: Celery acks a failed task, so park them for a later try.
+                log.exception("events %s: unexpected error while delivering; trying again in %ss",
+                              " ".join(ids), INTERNAL_ERROR_DELAY)
+                for event in unit_events:
+                    journal.park(w.redis, event, time.time() + INTERNAL_ERROR_DELAY,
+                                 "waiting: internal error, see worker log")
+                outcomes = ["error"] * len(unit)
+            for event_id, verdict in zip(ids, outcomes):
+                verdicts[verdict] = verdicts.get(verdict, 0) + 1
                 if to is not None and verdict == RETRY:
                     copies_to_retry.append(event_id)
-            verdicts[verdict] = verdicts.get(verdict, 0) + 1
     except journal.REDIS_DOWN as exc:
         # Leave the message to Redis: rejected back to its queue (events already journaled are
         # skipped when it comes back), or restored after the visibility timeout.

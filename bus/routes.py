@@ -93,7 +93,6 @@ class Route:
     secret_headers: dict[str, str] = field(default_factory=dict, repr=False)
     signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
-
     @property
     def group_size(self) -> int:
         """Events a task message of this route carries at most: a batch must fit in one task."""

@@ -81,10 +81,11 @@ def snapshot(client: redis.Redis, routes: Iterable[str], now: float) -> dict[str
         pipe.hgetall(breaker_key(route))
         pipe.mget([slot_key(route, s) for s in slots])
     results = pipe.execute()
+    per_route = len(results) // max(1, len(routes))
     out = {}
     for i, route in enumerate(routes):
         queued, retrying, dead, first_queued, first_retrying, length, pending, breaker_, slot_counts = \
-            results[i * 9:(i + 1) * 9]
+            results[i * per_route:(i + 1) * per_route]
         oldest = [score for _, score in first_queued + first_retrying]
         out[route] = RouteSnapshot(
             queued=queued, retrying=retrying, dead=dead, queue_length=length, pending=pending,

@@ -52,8 +52,8 @@ end
 # One script per request: the journal record, its two index entries, the pending entries and
 # the accepted counter (and a task message when none of the route is coming), atomically and in
 # one round trip. KEYS: the queued index, the route's queued index, the route's queue, the
-# counters hash, the pending list, the filling flag, then each event's hash key (all built by
-# the functions above). ARGV: the number of events, the route, the counter's field, the message
+# counters hash, the pending list, the filling flag, then each event's hash key (all named by
+# keys.py). ARGV: the number of events, the route, the counter's field, the message
 # template, the group size, how many events argsrepr shows, the flag's lifetime in ms, then id,
 # tag, body, headers, received per event, then the queued status.
 _ACCEPT = _GROUP_LUA + """

@@ -9,7 +9,8 @@ from typing import Any, Iterator
 import redis
 
 from ..filters import STATUSES, EventFilter
-from .keys import COUNTERS, attempts_key, copies_key, event_key, index_key, retry_key
+from .counters import counters
+from .keys import attempts_key, copies_key, event_key, index_key, retry_key
 from .store import DEFAULT_RETENTION, DELIVERED, SUMMARY_FIELDS, Page, summary
 
 
@@ -20,8 +21,7 @@ def sweep(client: redis.Redis, retention: int, now: float | None = None, batch: 
     if not client.zcount(index_key(DELIVERED), "-inf", cutoff):
         return 0
     # Every route that ever delivered has a delivered counter; an expired record no longer says its route.
-    routes = [name.decode()[len("delivered:"):] for name in client.hkeys(COUNTERS)
-              if name.startswith(b"delivered:")]
+    routes = sorted({route for kind, route, _, _ in counters(client) if kind == "delivered"})
     indexes = [index_key(DELIVERED)] + [index_key(DELIVERED, route) for route in routes]
     pipe = client.pipeline(transaction=False)
     for index in indexes:
