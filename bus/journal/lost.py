@@ -53,11 +53,16 @@ def pending_ids(client: redis.Redis, route: str | None = None) -> list[str]:
     keys = [pending_key(route)] if route else client.scan_iter(match=pending_key("*"), _type="list")
     found: list[str] = []
     for key in keys:
+        # Read from the accepting end (RPUSH), as task_messages reads a queue from its pushing end:
+        # tasks taking groups off the other end (LPOP) do not shift what is still to be read, and
+        # events accepted meanwhile only make some be read twice; bounded in case accepts outrun it.
+        chunks = []
         for start in range(0, 2 * client.llen(key) + _SCAN_CHUNK, _SCAN_CHUNK):
-            chunk = client.lrange(key, start, start + _SCAN_CHUNK - 1)
+            chunk = client.lrange(key, -(start + _SCAN_CHUNK), -(start + 1))
             if not chunk:
                 break
-            found += [entry.split(b" ", 1)[0].decode() for entry in chunk]
+            chunks.append(chunk)
+        found += [entry.split(b" ", 1)[0].decode() for chunk in reversed(chunks) for entry in chunk]
     return found
 
 

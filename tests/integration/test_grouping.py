@@ -132,3 +132,29 @@ def test_single_events_to_a_slow_endpoint_share_tasks_and_each_arrives_once(bus)
     log = (bus.tmp / "worker.log").read_text()
     tasks = set(re.findall(r"Task bus\.deliver\[([0-9a-f-]+)\] received", log)) & set(ids)
     assert 1 <= len(tasks) <= 15, f"{len(tasks)} tasks for 30 events"
+
+
+class PopsBetweenReads:
+    """The client, except that a task starts (taking a group off the pending list) right after
+    the first read of the list: what recovery's scan can meet on a busy route."""
+
+    def __init__(self, client, popped: int):
+        self.client, self.popped = client, popped
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def lrange(self, key, start, end):
+        chunk = self.client.lrange(key, start, end)
+        if self.popped:
+            self.client.lpop(key, self.popped)
+            self.popped = 0
+        return chunk
+
+
+def test_recovery_sees_every_pending_event_while_tasks_take_groups_off_the_list(client):
+    accept(client)
+    waiting = accept(client, 1500)  # more than one read of the list
+    assert sorted(journal.pending_ids(client, ROUTE)) == sorted(waiting)
+    found = journal.pending_ids(PopsBetweenReads(client, 10), ROUTE)
+    assert set(waiting[10:]) <= set(found), "an event still pending was skipped"
