@@ -12,7 +12,8 @@ import redis
 from . import journal, settings
 from .errors import BacklogFull, BodyTooLarge, BusError, InvalidBody, InvalidTag, NoRoute
 from .events import new_id
-from .routes import Router, load_configured
+from .journal.pipelined import SharedPipe
+from .routes import Route, Router, load_configured
 from .tags import validate_tag
 
 
@@ -23,6 +24,8 @@ class Intake:
     settings: settings.Settings
     router: Router
     redis: redis.Redis
+    # Accepts go through this one connection, shared by the process's threads (journal/pipelined.py).
+    pipe: SharedPipe
 
 
 _lock = threading.Lock()
@@ -35,6 +38,7 @@ def load(config: settings.Settings | None = None) -> Intake:
         settings=config,
         router=load_configured(config),
         redis=journal.connect(config.redis_url, config.redis_timeout),
+        pipe=SharedPipe(config.redis_url, config.redis_timeout),
     )
 
 
@@ -47,12 +51,20 @@ def default() -> Intake:
         return _default
 
 
-def accept(intake: Intake, tag: str, records: list[Any], headers: bytes = b"") -> list[str]:
-    """Accept a batch for one tag, all or nothing; return the event ids once they are in Redis.
+@dataclass(frozen=True)
+class Prepared:
+    """Events checked and given ids, ready for one ACCEPT_SCRIPT call (journal.accept_call)."""
 
-    `headers` is the JSON of the request headers the events came with (already
-    stripped of secrets), kept in the journal for `bus events ID`.
-    """
+    route: Route
+    events: list[journal.NewEvent]
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.id for e in self.events]
+
+
+def prepare(intake: Intake, tag: str, records: list[Any], headers: bytes = b"") -> Prepared:
+    """Everything accepting does before Redis: the tag, its route, each record, ids. Raises a BusError."""
     validate_tag(tag)
     route = intake.router.match(tag)
     route.endpoint.render(tag)  # a tag the route cannot build a URL for is refused now, not dead-lettered later
@@ -68,16 +80,36 @@ def accept(intake: Intake, tag: str, records: list[Any], headers: bytes = b"") -
             body = orjson.dumps(record)
         except TypeError as exc:
             raise InvalidBody(f"item {i} cannot be encoded as JSON: {exc}") from None
-        event_id = new_id()
-        events.append(journal.NewEvent(event_id, tag, route.name, body, received, headers))
-    if route.backlog_limit is not None:
-        # Checked before the write, so concurrent requests may overshoot by a batch; it is a soft ceiling.
-        waiting = journal.backlog(intake.redis, route.name)
-        if waiting + len(events) > route.backlog_limit:
-            raise BacklogFull(f"route {route.name} has {waiting} events waiting, its backlog_limit is "
-                              f"{route.backlog_limit}: nothing was accepted; retry after it drains")
-    journal.accept(intake.redis, events, route.group_size)
-    return [e.id for e in events]
+        events.append(journal.NewEvent(new_id(), tag, route.name, body, received, headers))
+    return Prepared(route, events)
+
+
+def accept(intake: Intake, tag: str, records: list[Any], headers: bytes = b"") -> list[str]:
+    """Accept a batch for one tag, all or nothing; return the event ids once they are in Redis.
+
+    `headers` is the JSON of the request headers the events came with (already
+    stripped of secrets), kept in the journal for `bus events ID`.
+    """
+    prepared = prepare(intake, tag, records, headers)
+    check_backlog(intake, prepared)
+    keys, args = journal.accept_call(prepared.events, prepared.route.group_size)
+    try:
+        intake.pipe.run_script(journal.ACCEPT_SCRIPT, keys, args)
+    except journal.REDIS_DOWN as exc:
+        raise journal.unavailable(exc) from exc
+    return prepared.ids
+
+
+def check_backlog(intake: Intake, prepared: Prepared) -> None:
+    """BacklogFull when the route has a backlog_limit the events would pass."""
+    route = prepared.route
+    if route.backlog_limit is None:
+        return
+    # Checked before the write, so concurrent requests may overshoot by a batch; it is a soft ceiling.
+    waiting = journal.backlog(intake.redis, route.name)
+    if waiting + len(prepared.events) > route.backlog_limit:
+        raise BacklogFull(f"route {route.name} has {waiting} events waiting, its backlog_limit is "
+                          f"{route.backlog_limit}: nothing was accepted; retry after it drains")
 
 
 # Refusals counted for /metrics, by reason. Unavailable (Redis down) is missing on purpose:

@@ -20,10 +20,10 @@ from .keys import (
 )
 from .store import (
     DEAD, DEFAULT_RETENTION, DELIVERED, QUEUED, REDIS_DOWN, RESPONSE_KEEP, RETRYING, SUMMARY_FIELDS, attempts,
-    connect, load, NewEvent, Page, show, summaries,
+    connect, load, NewEvent, Page, show, summaries, unavailable,
 )
 from .grouping import (
-    FILLING_MS, accept, load_many, refill_if_idle,
+    ACCEPT_SCRIPT, FILLING_MS, accept, accept_call, load_many, refill_if_idle,
 )
 from .transitions import (
     breaker, breaker_failed, claim_mover, drop_scheduled, due, enqueue, hold_breaker, park, record_attempt,

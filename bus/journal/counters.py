@@ -6,9 +6,8 @@ from typing import Iterable
 
 import redis
 
-from ..errors import Unavailable
 from .keys import COUNTERS, breaker_key, index_key, latency_key, pending_key, queue_name, slot_key
-from .store import DEAD, QUEUED, REDIS_DOWN, RETRYING
+from .store import unavailable, DEAD, QUEUED, REDIS_DOWN, RETRYING
 
 
 # Accept-to-2xx seconds: from a healthy endpoint's tens of milliseconds to a day-long outage.
@@ -108,4 +107,4 @@ def backlog(client: redis.Redis, route: str) -> int:
     try:
         return sum(pipe.execute())
     except REDIS_DOWN as exc:
-        raise Unavailable(f"Redis did not answer ({exc.__class__.__name__}): nothing was accepted; retry later") from exc
+        raise unavailable(exc) from exc

@@ -5,10 +5,9 @@ from typing import Any
 
 import redis
 
-from ..errors import Unavailable
 from ..messages import GROUP_SIZE, SHOWN, group_template
 from .keys import COUNTERS, breaker_key, event_key, filling_key, index_key, pending_key, queue_name
-from .store import QUEUED, REDIS_DOWN, NewEvent, decode, script
+from .store import unavailable, QUEUED, REDIS_DOWN, NewEvent, decode, script
 
 
 # Newly accepted events wait on their route's pending list, and a task message takes them
@@ -56,7 +55,7 @@ end
 # keys.py). ARGV: the number of events, the route, the counter's field, the message
 # template, the group size, how many events argsrepr shows, the flag's lifetime in ms, then id,
 # tag, body, headers, received per event, then the queued status.
-_ACCEPT = _GROUP_LUA + """
+ACCEPT_SCRIPT = _GROUP_LUA + """
 local n, route = tonumber(ARGV[1]), ARGV[2]
 local first = 8
 local entries = {}
@@ -98,10 +97,8 @@ return 0
 FILLING_MS = 10_000
 
 
-def accept(client: redis.Redis, events: list[NewEvent], group_size: int = GROUP_SIZE) -> None:
-    """Journal the events of one route and put them on its pending list (queueing a task
-    message for them when none is coming), atomically and in one round trip: all or none.
-    A task message carries `group_size` events at most (the route's)."""
+def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of ACCEPT_SCRIPT for the events of one route (see accept())."""
     route = events[0].route
     keys = [index_key(QUEUED), index_key(QUEUED, route), queue_name(route), COUNTERS, pending_key(route),
             filling_key(route)]
@@ -113,10 +110,18 @@ def accept(client: redis.Redis, events: list[NewEvent], group_size: int = GROUP_
         keys.append(event_key(ev.id))
         args += [ev.id, ev.tag, ev.body, ev.headers, repr(ev.received)]
     args.append(QUEUED)
+    return keys, args
+
+
+def accept(client: redis.Redis, events: list[NewEvent], group_size: int = GROUP_SIZE) -> None:
+    """Journal the events of one route and put them on its pending list (queueing a task
+    message for them when none is coming), atomically and in one round trip: all or none.
+    A task message carries `group_size` events at most (the route's)."""
+    keys, args = accept_call(events, group_size)
     try:
-        script(client, _ACCEPT)(keys=keys, args=args)
+        script(client, ACCEPT_SCRIPT)(keys=keys, args=args)
     except REDIS_DOWN as exc:
-        raise Unavailable(f"Redis did not answer ({exc.__class__.__name__}): nothing was accepted; retry later") from exc
+        raise unavailable(exc) from exc
 
 
 def _refill_call(route: str, mode: str, group_size: int) -> tuple[list[str], list[Any]]:

@@ -9,7 +9,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..errors import EventNotFound
+from ..errors import EventNotFound, Unavailable
 from ..filters import STATUSES
 from .keys import attempts_key, copies_key, event_key
 
@@ -36,6 +36,11 @@ class NewEvent:
 class Page:
     events: list[dict[str, Any]]
     cursor: str | None  # pass back to continue; None when there is nothing more
+
+
+def unavailable(exc: BaseException) -> Unavailable:
+    """What a producer is told when Redis did not answer its accept."""
+    return Unavailable(f"Redis did not answer ({exc.__class__.__name__}): nothing was accepted; retry later")
 
 
 def connect(url: str, timeout: float) -> redis.Redis:

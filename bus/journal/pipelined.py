@@ -1,0 +1,359 @@
+"""Connections to Redis for accepting events, shared by concurrent callers whose commands go out together.
+
+PipelinedRedis is the HTTP ingress's: one asyncio connection per event loop.
+SharedPipe is the same idea for threads (bus.emit() in a threaded program, the
+forward listener): one blocking connection per process.
+
+The HTTP ingress answers many connections from one event loop. Each request's
+accept is one EVALSHA; requests that arrive in the same loop iteration have
+their commands written to Redis in one write and their replies read in one
+read, so a burst of N requests costs one round trip, not N (a cross-process
+wake-up is the dearest part of a small request on a small VM). Replies come
+back in the order commands were written, so each waiter is the next one in line.
+
+Failure is what `redis.Redis` raises: ConnectionError when Redis is unreachable
+or closes the connection (every command in flight fails, none is retried:
+the caller answers 503 and the producer retries), TimeoutError when no reply
+comes within `timeout` (the connection is dropped, so a late reply can never be
+taken for another command's).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import hiredis
+import redis
+from redis.connection import SSLConnection, parse_url
+
+
+def pack(args: tuple[Any, ...] | list[Any]) -> bytes:
+    """One command in RESP: str as UTF-8, int and float as decimal text, bytes as they are."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, (int, float)) and not isinstance(arg, bool):
+            data = repr(arg).encode()
+        else:
+            raise TypeError(f"cannot send {type(arg).__name__} to Redis")
+        parts.append(b"$%d\r\n" % len(data))
+        parts.append(data)
+        parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def handshake(options: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The commands a new connection sends first: AUTH and SELECT, as the URL asks."""
+    commands: list[tuple[Any, ...]] = []
+    if options.get("password"):
+        commands.append(("AUTH", options["username"], options["password"]) if options.get("username")
+                        else ("AUTH", options["password"]))
+    if options.get("db"):
+        commands.append(("SELECT", options["db"]))
+    return commands
+
+
+def script_sha(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()
+
+
+def is_noscript(exc: Exception) -> bool:
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith("NOSCRIPT")
+
+
+class _Link(asyncio.Protocol):
+    """The socket's side: feeds replies to the connection's waiters in order."""
+
+    def __init__(self, owner: "PipelinedRedis"):
+        self.owner = owner
+        self.reader = hiredis.Reader()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        waiting = self.owner._waiting
+        while True:
+            try:
+                reply = self.reader.gets()
+            except hiredis.ProtocolError as exc:
+                self.owner._drop(self, redis.ConnectionError(f"Redis sent something that is not RESP: {exc}"))
+                return
+            if reply is False:
+                return
+            if not waiting:
+                self.owner._drop(self, redis.ConnectionError("Redis sent a reply nobody asked for"))
+                return
+            future, _ = waiting.popleft()
+            if future.done():
+                continue  # its caller gave up (cancelled); the reply is still its own
+            if isinstance(reply, hiredis.ReplyError):
+                future.set_exception(redis.ResponseError(str(reply)))
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._drop(self, redis.ConnectionError(f"Redis closed the connection ({exc or 'end of stream'})"))
+
+
+class PipelinedRedis:
+    """A lazily connected, self-healing Redis connection for one event loop; see the module doc."""
+
+    def __init__(self, url: str, timeout: float):
+        self.timeout = timeout
+        self._options = parse_url(url)
+        self._link: _Link | None = None
+        self._connecting: asyncio.Task | None = None
+        self._waiting: deque[tuple[asyncio.Future, float]] = deque()
+        self._out: list[bytes] = []
+        self._flush_pending = False
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    async def execute(self, *args: Any) -> Any:
+        """Send one command and wait for its reply (written with whatever else this loop iteration sends)."""
+        if self._link is None:
+            await self._connected()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._out.append(pack(args))
+        self._waiting.append((future, time.monotonic()))
+        if not self._flush_pending:
+            self._flush_pending = True
+            loop.call_soon(self._flush)
+        return await future
+
+    async def run_script(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA, and EVAL when Redis does not know the script yet (a restart, a new server)."""
+        try:
+            return await self.execute("EVALSHA", script_sha(source), len(keys), *keys, *args)
+        except redis.ResponseError as exc:
+            if not is_noscript(exc):
+                raise
+        return await self.execute("EVAL", source, len(keys), *keys, *args)
+
+    def close(self) -> None:
+        if self._link is not None and self._link.transport is not None:
+            self._link.transport.close()
+
+    # -- connection ---------------------------------------------------------------------------
+
+    async def _connected(self) -> _Link:
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+        try:
+            # shield: one caller timing out must not cancel the attempt the others wait on
+            return await asyncio.shield(self._connecting)
+        finally:
+            if self._connecting is not None and self._connecting.done():
+                self._connecting = None
+
+    async def _connect(self) -> _Link:
+        loop = asyncio.get_running_loop()
+        opts = self._options
+        try:
+            if opts.get("path"):
+                _, link = await asyncio.wait_for(
+                    loop.create_unix_connection(lambda: _Link(self), opts["path"]), self.timeout)
+            else:
+                tls = ssl.create_default_context() if opts.get("connection_class") is SSLConnection else None
+                _, link = await asyncio.wait_for(
+                    loop.create_connection(lambda: _Link(self), opts.get("host", "localhost"), opts.get("port", 6379),
+                                           ssl=tls), self.timeout)
+        except asyncio.TimeoutError:
+            raise redis.TimeoutError(f"no connection to Redis within {self.timeout:g}s") from None
+        except OSError as exc:
+            raise redis.ConnectionError(f"cannot connect to Redis: {exc}") from exc
+        self._link = link
+        try:
+            for command in handshake(opts):
+                await self.execute(*command)
+        except BaseException:
+            self.close()
+            raise
+        return link
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        link = self._link
+        if link is None or link.transport is None or link.transport.is_closing():
+            self._link = None
+            self._fail_all(redis.ConnectionError("the connection to Redis was lost"))
+            return
+        out, self._out = self._out, []
+        link.transport.write(b"".join(out))
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().call_later(self.timeout, self._check_replies)
+
+    def _check_replies(self) -> None:
+        self._watchdog = None
+        if not self._waiting:
+            return
+        overdue = self._waiting[0][1] + self.timeout - time.monotonic()
+        if overdue <= 0 and self._link is not None:
+            self._drop(self._link, redis.TimeoutError(f"Redis did not answer within {self.timeout:g}s"))
+        else:
+            self._watchdog = asyncio.get_running_loop().call_later(max(overdue, 0.01), self._check_replies)
+
+    def _drop(self, link: _Link, error: Exception) -> None:
+        """The link is done for: every command in flight fails with `error`; the next one reconnects."""
+        if link is self._link:
+            self._link = None
+            self._fail_all(error)
+        if link.transport is not None and not link.transport.is_closing():
+            link.transport.abort()
+
+    def _fail_all(self, error: Exception) -> None:
+        waiting, self._waiting, self._out = self._waiting, deque(), []
+        for future, _ in waiting:
+            if not future.done():
+                future.set_exception(error)
+
+
+_PENDING = object()
+
+
+class SharedPipe:
+    """One blocking connection per process, shared by its threads (group commit).
+
+    A thread with a command takes the connection when it is free, and sends its
+    command together with any that other threads left while it was busy; those
+    threads wait for their replies instead of opening round trips of their own.
+    One thread alone pays one lock and one round trip per command. A forked child
+    starts with a connection (and a lock) of its own.
+    """
+
+    def __init__(self, url: str, timeout: float):
+        self.timeout = timeout
+        self._options = parse_url(url)
+        self._fresh()
+
+    def _fresh(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: list[list[Any]] = []
+        self._busy = False
+        self._sock: socket.socket | None = None
+        self._reader = hiredis.Reader()
+
+    def execute(self, *args: Any) -> Any:
+        return self._submit(pack(args))
+
+    def run_script(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA, and EVAL when Redis does not know the script yet (a restart, a new server)."""
+        try:
+            return self._submit(pack(("EVALSHA", script_sha(source), len(keys), *keys, *args)))
+        except redis.ResponseError as exc:
+            if not is_noscript(exc):
+                raise
+        return self._submit(pack(("EVAL", source, len(keys), *keys, *args)))
+
+    def close(self) -> None:
+        with self._cond:
+            self._disconnect()
+
+    def _submit(self, packed: bytes) -> Any:
+        if self._pid != os.getpid():
+            self._fresh()  # the parent's socket and lock are not ours to use
+        slot = [packed, _PENDING]
+        with self._cond:
+            self._queue.append(slot)
+            while self._busy and slot[1] is _PENDING:
+                self._cond.wait()
+            batch = None
+            if slot[1] is _PENDING:
+                self._busy = True
+                batch, self._queue = self._queue, []
+        if batch is not None:
+            try:
+                self._exchange(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+        result = slot[1]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _exchange(self, batch: list[list[Any]]) -> None:
+        """Send the batch's commands in one write and give each its reply (or the error that ended them)."""
+        try:
+            sock = self._sock or self._connect()
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+            for slot in batch:
+                slot[1] = exc
+            return
+        try:
+            sock.sendall(b"".join(slot[0] for slot in batch))
+            for slot in batch:
+                reply = self._read_reply(sock)
+                slot[1] = redis.ResponseError(str(reply)) if isinstance(reply, hiredis.ReplyError) else reply
+        except (OSError, redis.ConnectionError, redis.TimeoutError, hiredis.ProtocolError) as exc:
+            self._disconnect()
+            if isinstance(exc, socket.timeout):
+                error: Exception = redis.TimeoutError(f"Redis did not answer within {self.timeout:g}s")
+            elif isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+                error = exc
+            else:
+                error = redis.ConnectionError(f"Redis connection failed: {exc}")
+            for slot in batch:
+                if slot[1] is _PENDING:
+                    slot[1] = error
+
+    def _read_reply(self, sock: socket.socket) -> Any:
+        while True:
+            reply = self._reader.gets()
+            if reply is not False:
+                return reply
+            data = sock.recv(65536)
+            if not data:
+                raise redis.ConnectionError("Redis closed the connection")
+            self._reader.feed(data)
+
+    def _connect(self) -> socket.socket:
+        opts = self._options
+        try:
+            if opts.get("path"):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(self.timeout)
+                sock.connect(opts["path"])
+            else:
+                sock = socket.create_connection((opts.get("host", "localhost"), opts.get("port", 6379)), self.timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if opts.get("connection_class") is SSLConnection:
+                    sock = ssl.create_default_context().wrap_socket(sock, server_hostname=opts.get("host"))
+            sock.settimeout(self.timeout)
+            self._sock, self._reader = sock, hiredis.Reader()
+            for command in handshake(opts):
+                sock.sendall(pack(command))
+                reply = self._read_reply(sock)
+                if isinstance(reply, hiredis.ReplyError):
+                    self._disconnect()
+                    raise redis.ResponseError(str(reply))
+        except socket.timeout:
+            self._disconnect()
+            raise redis.TimeoutError(f"no connection to Redis within {self.timeout:g}s") from None
+        except OSError as exc:
+            self._disconnect()
+            raise redis.ConnectionError(f"cannot connect to Redis: {exc}") from exc
+        return sock
+
+    def _disconnect(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
