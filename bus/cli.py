@@ -157,7 +157,7 @@ def cmd_serve(args: argparse.Namespace, config: settings.Settings) -> int:
     if tokens is None and host not in ("127.0.0.1", "localhost", "::1"):
         print(f"bus serve: WARNING: no BUS_TOKENS and bound to {host}: anyone who reaches this port can send "
               "events and read the journal. Set BUS_TOKENS (see `bus tokens new`).", file=sys.stderr, flush=True)
-    serve(bus, args.bind, workers=args.workers, threads=args.threads, tokens=tokens)
+    serve(bus, args.bind, workers=args.workers, threads=args.threads)
     return 0
 
 
@@ -232,8 +232,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--bind", type=_hostport, default="127.0.0.1:8080")
     serve.add_argument("--forward", type=_forward, default=DEFAULT_FORWARD,
                        help=f"Fluentd forward listener HOST:PORT (tcp events, udp heartbeats), or off (default {DEFAULT_FORWARD})")
-    serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
-    serve.add_argument("--threads", type=int, default=8, help="threads per worker process (default 8)")
+    serve.add_argument("--workers", type=int, default=2, help="HTTP worker processes, one event loop each (default 2)")
+    serve.add_argument("--threads", type=int, default=8,
+                       help="threads per worker process for the journal API, console and metrics (default 8)")
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="run a Celery worker for the given routes (all when none given)")

@@ -1,7 +1,7 @@
 """GET /metrics: Prometheus metrics read from Redis at scrape time by a prometheus_client custom collector.
 
 Why Redis and not prometheus_client's multiprocess mode: the bus's counting
-processes are Celery prefork children and gunicorn workers, in several
+processes are Celery prefork children and uvicorn workers, in several
 containers (a worker per route). Multiprocess mode only adds up processes that
 share one directory on one host, and loses counts when a child is replaced.
 The journal's transitions already run as Redis transactions, so each counter is

@@ -36,14 +36,14 @@ class ForwardSettings:
 
 @dataclass(frozen=True)
 class HttpSettings:
-    """Limits of the HTTP port that gunicorn has none of (see bus/ingress/guarded_worker.py)."""
+    """Limits of the HTTP port that uvicorn has none of (see bus/ingress/guarded_protocol.py)."""
 
     # A request's head and body must arrive whole within this many seconds of its first byte,
-    # however slowly they trickle in: a slow-loris client would otherwise hold a thread for ever.
+    # however slowly they trickle in: a slow-loris client would otherwise hold a connection for ever.
     read_timeout: float = 30.0
     # Open connections from one client address, per ingress worker process. A host runs 4-64
     # keep-alive producers; 256 leaves room for bursts and reconnects without letting one
-    # host take most of a worker's 1000 (gunicorn's worker_connections).
+    # host take most of a worker's 1000 (uvicorn's limit_concurrency in bus serve).
     max_connections_per_client: int = 256
 
 

@@ -57,26 +57,46 @@ def _json(payload: object, status: int, headers: dict[str, str] | None = None) -
     return Response(orjson.dumps(payload), status=status, mimetype="application/json", headers=headers)
 
 
-def _error(exc: BusError) -> Response:
+def error_answer(exc: BusError) -> tuple[int, dict[str, str], bytes]:
+    """Status, extra headers and JSON body of the answer to a refused request (WSGI and ASGI alike)."""
     status = STATUS.get(type(exc), 400)
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else {}
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="bus"'
-    return _json({"error": str(exc)}, status, headers)
+    return status, headers, orjson.dumps({"error": str(exc)})
+
+
+def _error(exc: BusError) -> Response:
+    status, headers, body = error_answer(exc)
+    return Response(body, status=status, mimetype="application/json", headers=headers)
+
+
+def check_declared_length(length: int | None, limit: int) -> None:
+    if length is not None and length > limit:
+        raise BodyTooLarge(f"the body is {length} bytes; the limit is {limit} (BUS_MAX_BODY)")
+
+
+def check_read_length(length: int, limit: int) -> None:
+    if length > limit:
+        raise BodyTooLarge(f"the body is over the limit of {limit} bytes (BUS_MAX_BODY)")
 
 
 def _read_body(request: Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge(f"the body is {request.content_length} bytes; the limit is {limit} (BUS_MAX_BODY)")
+    check_declared_length(request.content_length, limit)
     body = request.stream.read(limit + 1)
-    if len(body) > limit:
-        raise BodyTooLarge(f"the body is over the limit of {limit} bytes (BUS_MAX_BODY)")
+    check_read_length(len(body), limit)
     return body
 
 
-def _received_headers(request: Request) -> bytes:
-    kept = {k: v[:1024] for k, v in list(request.headers.items())[:64] if k.lower() not in NOT_JOURNALED}
+def received_headers(items: Iterable[tuple[str, str]]) -> bytes:
+    """JSON of the request headers kept in the journal: no credentials, no transport headers, bounded."""
+    kept = {k: v[:1024] for k, v in list(items)[:64] if k.lower() not in NOT_JOURNALED}
     return orjson.dumps(kept)
+
+
+def check_batch(records: list, max_batch: int) -> None:
+    if len(records) > max_batch:
+        raise BodyTooLarge(f"the batch has {len(records)} events; the limit is {max_batch} (BUS_MAX_BATCH)")
 
 
 def post_events(bus: intake.Intake, request: Request, tag: str) -> Response:
@@ -85,10 +105,8 @@ def post_events(bus: intake.Intake, request: Request, tag: str) -> Response:
         records = parse_records(body, request.content_type or "application/json", query=request.args,
                                 content_encoding=request.headers.get("Content-Encoding", ""),
                                 limit=bus.settings.max_body)
-        if len(records) > bus.settings.max_batch:
-            raise BodyTooLarge(f"the batch has {len(records)} events; the limit is {bus.settings.max_batch} "
-                               "(BUS_MAX_BATCH)")
-        ids = intake.accept(bus, tag, records, _received_headers(request))
+        check_batch(records, bus.settings.max_batch)
+        ids = intake.accept(bus, tag, records, received_headers(request.headers.items()))
     except BusError as exc:
         intake.count_refusal(bus, tag, exc)
         raise
@@ -184,12 +202,12 @@ HANDLERS: dict[str, Callable[[intake.Intake, Request, dict], Response]] = {
 }
 
 
-def _authorize(tokens: list[auth.Token] | None, request: Request, endpoint: str, args: dict) -> None:
+def authorize(tokens: list[auth.Token] | None, authorization: str | None, endpoint: str, args: dict) -> None:
     """With BUS_TOKENS set, events need a token allowed for their tag and the journal needs @journal.
     Health, metrics (counts, no event data) and the console's static files stay open."""
     if tokens is None or endpoint in OPEN_ENDPOINTS:
         return
-    token = auth.authenticate(tokens, request.headers.get("Authorization"))
+    token = auth.authenticate(tokens, authorization)
     if endpoint == "post_events":
         auth.check_tag(token, args["tag"])
     else:
@@ -205,7 +223,7 @@ def make_app(bus: intake.Intake | None = None, tokens: list[auth.Token] | None =
         request = Request(environ)
         try:
             endpoint, args = URLS.bind_to_environ(environ).match()
-            _authorize(tokens, request, endpoint, args)
+            authorize(tokens, request.headers.get("Authorization"), endpoint, args)
             response = HANDLERS[endpoint](bus or intake.default(), request, args)
         except BusError as exc:
             response = _error(exc)

@@ -1,80 +1,53 @@
-"""Run `bus serve`: the HTTP ingress under gunicorn and, next to it, the Fluentd forward listener."""
+"""Run `bus serve`: the HTTP ingress under uvicorn and, next to it, the Fluentd forward listener."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
 import threading
-from typing import Any
 
-from gunicorn.app.base import BaseApplication
-from gunicorn.glogging import Logger
+import uvicorn
 
-from .. import auth, intake, logs
-from . import guarded_worker
-from .http import make_app
+from .. import intake, logs
+from .asgi import THREADS_ENV
+from .guarded_protocol import GuardedProtocol
 
 log = logging.getLogger("bus.serve")
-# gunicorn's own graceful_timeout is 20 s; the parent waits a little longer before killing it.
+# uvicorn lets in-flight requests finish for this long on SIGTERM; the parent waits a little longer.
+GRACEFUL = 20
 HTTP_STOP_GRACE = 25.0
 
 
-class _JsonLogger(Logger):
-    """gunicorn's own lines (start, stop, worker timeouts) in the same JSON shape as ours."""
+def serve(bus: intake.Intake, bind: str, workers: int = 2, threads: int = 8) -> None:
+    """Run the HTTP ingress until SIGTERM/SIGINT; in-flight requests finish first (up to GRACEFUL s).
 
-    def setup(self, cfg: Any) -> None:
-        super().setup(cfg)
-        logs.use_format(self.error_log, "json")
-
-
-class _Gunicorn(BaseApplication):
-    def __init__(self, application: Any, options: dict[str, Any]):
-        self.options = options
-        self.application = application
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Any:
-        return self.application
-
-
-def serve(bus: intake.Intake, bind: str, workers: int = 2, threads: int = 8,
-          tokens: list[auth.Token] | None = None) -> None:
-    """Run the HTTP ingress until SIGTERM/SIGINT; gunicorn lets in-flight requests finish (graceful_timeout)."""
+    Each worker process runs asgi.from_environment(): settings, tokens and limits come from the
+    environment this process has, so every worker reads the same ones."""
     logs.configure(bus.settings.log_format)
-    options: dict[str, Any] = {"logger_class": _JsonLogger} if bus.settings.log_format == "json" else {}
-    _Gunicorn(make_app(bus, tokens), {
-        **options,
-        "bind": bind,
-        "workers": workers,
-        # gthread plus a read deadline per request and a cap on connections per client (slow-loris, floods).
-        "worker_class": guarded_worker.configure(bus.settings.http.read_timeout,
-                                                 bus.settings.http.max_connections_per_client),
-        "threads": threads,
-        "keepalive": 5,
-        "timeout": 30,
-        "graceful_timeout": 20,
-        "errorlog": "-",
-        "loglevel": "info",
-        "proc_name": "bus-ingress",
-        # Request line and header limits: oversized heads are refused by gunicorn before the app runs.
-        "limit_request_line": 8190,
-        "limit_request_fields": 100,
-        "limit_request_field_size": 8190,
-    }).run()
+    host, _, port = bind.rpartition(":")
+    os.environ[THREADS_ENV] = str(threads)
+    uvicorn.run(
+        "bus.ingress.asgi:from_environment", factory=True,
+        host=host.strip("[]"), port=int(port), workers=workers,
+        # httptools' parser plus our read deadline, per-client cap and head limits (slow-loris, floods).
+        http=GuardedProtocol, loop="uvloop", lifespan="on",
+        timeout_keep_alive=5, timeout_graceful_shutdown=GRACEFUL,
+        # Per worker: past this many connections (or requests in progress) uvicorn answers 503.
+        limit_concurrency=1000, backlog=2048,
+        # Our logging (logs.configure in each worker) and no access log: a line per event would cost more than the event.
+        log_config=None, access_log=False, server_header=False, proxy_headers=False,
+    )
 
 
 def serve_with_forward(bus: intake.Intake, bind: str, forward: tuple[str, int], workers: int = 2, threads: int = 8) -> int:
     """The forward listener in this process, the HTTP ingress in a child `bus serve --forward off`.
 
-    gunicorn's master forks and reaps workers (and would reap any other child of
-    its process), and forking a process that runs listener threads risks
-    inheriting held locks; so the listener lives in a plain parent process that
-    supervises gunicorn: SIGTERM/SIGINT/SIGHUP stop both, and if either side
+    uvicorn's supervisor starts and reaps its workers (and would reap any other
+    child of its process), and forking a process that runs listener threads
+    risks inheriting held locks; so the listener lives in a plain parent process
+    that supervises uvicorn: SIGTERM/SIGINT/SIGHUP stop both, and if either side
     dies the other is stopped and `bus serve` exits 1.
     """
     from .forward import ForwardServer
@@ -95,7 +68,7 @@ def serve_with_forward(bus: intake.Intake, bind: str, forward: tuple[str, int], 
     try:
         while not stop.wait(0.5):
             if http.poll() is not None:
-                log.error("the HTTP ingress (gunicorn, pid %d) exited with status %d; stopping", http.pid, http.returncode)
+                log.error("the HTTP ingress (uvicorn, pid %d) exited with status %d; stopping", http.pid, http.returncode)
                 return 1
             if not server.serving:
                 log.error("the forward listener stopped serving; stopping")

@@ -276,9 +276,9 @@ def test_serve_stops_both_listeners_on_sigterm_and_exits_when_http_dies(bus):
         proc, url = start_ingress(bus.env, bus.tmp / f"serve-{how.replace(' ', '-')}.log", forward)
         socket.create_connection(("127.0.0.1", forward), timeout=5).close()
         children = [int(p) for p in open(f"/proc/{proc.proc.pid}/task/{proc.proc.pid}/children").read().split()]
-        assert len(children) == 1, "bus serve runs gunicorn as its one child"
+        assert len(children) == 1, "bus serve runs the HTTP ingress (uvicorn) as its one child"
         if how == "sigterm":
-            proc.proc.send_signal(signal.SIGTERM)  # to the parent only: it must stop gunicorn itself
+            proc.proc.send_signal(signal.SIGTERM)  # to the parent only: it must stop the HTTP ingress itself
             assert proc.proc.wait(30) == 0
         else:
             os.kill(children[0], signal.SIGKILL)
@@ -286,7 +286,7 @@ def test_serve_stops_both_listeners_on_sigterm_and_exits_when_http_dies(bus):
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", forward), timeout=2)
         try:
-            # gunicorn and its workers share the process group of `bus serve`: all must be gone.
+            # uvicorn and its workers share the process group of `bus serve`: all must be gone.
             wait_until(lambda: _group_gone(proc.proc.pid), 30, what="every process of bus serve to exit")
         finally:
             proc.stop()

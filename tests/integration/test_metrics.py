@@ -109,5 +109,5 @@ def test_metrics_answer_with_redis_up_0_when_redis_is_down_and_the_ingress_logs_
     finally:
         ingress.stop()
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    assert {"gunicorn.error"} <= {line["logger"] for line in lines}
-    assert any(line["message"].startswith("Listening at: ") for line in lines)
+    assert {"uvicorn.error"} <= {line["logger"] for line in lines}
+    assert any(line["message"].startswith("Uvicorn running on ") for line in lines)

@@ -1,13 +1,9 @@
-"""The HTTP worker's bookkeeping: connections counted per client and given back, refusals logged sparingly."""
+"""A listener's bookkeeping: connections counted per client and given back, refusals logged sparingly."""
 from __future__ import annotations
 
 import logging
 
-import pytest
-
-from bus.errors import RequestTimeout
 from bus.ingress.client_limits import REFUSAL_LOG_EVERY, ClientCounter
-from bus.ingress.guarded_worker import ReadDeadline
 
 
 def test_a_client_at_the_cap_is_refused_until_one_of_its_connections_ends():
@@ -43,21 +39,3 @@ def test_a_flood_of_refusals_writes_one_line_per_interval_and_the_rest_is_counte
     counter.release("10.0.0.1")
     assert "1 more connection(s) refused" in caplog.records[2].getMessage()
     assert len(caplog.records) == 3
-
-
-def test_the_read_deadline_runs_from_the_first_read_and_is_off_between_requests(monkeypatch, caplog):
-    now = [0.0]
-    monkeypatch.setattr("bus.ingress.guarded_worker.time.monotonic", lambda: now[0])
-    deadline = ReadDeadline(2.0, "10.0.0.1:1")
-    assert deadline.remaining() is None, "no request yet: gunicorn's keep-alive wait applies"
-    deadline.begin()
-    now[0] = 50.0  # the idle wait before the first byte does not count
-    assert deadline.remaining() == 2.0
-    now[0] = 51.5
-    assert deadline.remaining() == pytest.approx(0.5)
-    now[0] = 52.0
-    with pytest.raises(RequestTimeout, match="the request head did not arrive whole within 2s"):
-        deadline.remaining()
-    assert deadline.expired and "BUS_HTTP_READ_TIMEOUT" in caplog.text
-    deadline.done()
-    assert deadline.remaining() is None

@@ -1,0 +1,250 @@
+"""The HTTP ingress as an ASGI app under uvicorn: POST /<tag> on the event loop, the rest through the WSGI app.
+
+Accepting events is the hot path: it runs on the loop, and its one Redis
+script goes through a PipelinedRedis, so requests that arrive together share
+a round trip. Everything else (journal API, console, metrics, health, replay)
+is the werkzeug app of http.py, run in a small thread pool: those are rare,
+and some read a lot from Redis. Routes with a backlog_limit take the same
+thread-pool path for their accept, as its check reads Redis before the write.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qsl
+
+import orjson
+
+from .. import auth, intake, journal, logs, settings
+from ..errors import BusError
+from ..journal import REDIS_DOWN
+from ..journal.pipelined import PipelinedRedis
+from . import guarded_protocol
+from .bodies import parse_records
+from .http import (authorize, check_batch, check_declared_length, check_read_length, error_answer, make_app,
+                   received_headers)
+
+log = logging.getLogger("bus.ingress")
+
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+JSON = (b"content-type", b"application/json")
+# Paths the werkzeug app answers itself for any method (http.URLS); every other path is a tag.
+OWN_PATHS = frozenset({"/", "/healthz", "/metrics", "/stats", "/console", "/events", "/events/replay"})
+OWN_PREFIXES = ("/console/", "/events/")
+# How many threads run the werkzeug app (and accepts with a backlog check) per worker process.
+THREADS_ENV = "_BUS_SERVE_THREADS"
+PARENT_CHECK = 1.0
+
+
+class ClientGone(Exception):
+    """The client went away (or its read deadline passed) before its request arrived whole."""
+
+
+def is_event_post(method: str, path: str) -> bool:
+    """POST /<tag>: the one request the loop answers itself; the same paths as http.URLS' `/<path:tag>`
+    (it starts with one slash and, as its regex's `.`, never spans a newline)."""
+    return (method == "POST" and path[1:2] not in ("", "/") and "\n" not in path and path not in OWN_PATHS
+            and not path.startswith(OWN_PREFIXES))
+
+
+class Ingress:
+    def __init__(self, bus: intake.Intake, tokens: list[auth.Token] | None, threads: int = 8):
+        self.bus, self.tokens = bus, tokens
+        self.wsgi = make_app(bus, tokens)
+        self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="bus-http")
+        self.redis = PipelinedRedis(bus.settings.redis_url, bus.settings.redis_timeout)
+
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if is_event_post(scope["method"], scope["path"]):
+                await self.post_events(scope, receive, send)
+            else:
+                await self.through_wsgi(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        watch: asyncio.Task | None = None
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if multiprocessing.parent_process() is not None:  # a worker of uvicorn's supervisor (--workers > 1)
+                    watch = asyncio.ensure_future(_stop_when_orphaned(os.getppid()))
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if watch is not None:
+                    watch.cancel()
+                self.redis.close()
+                self.pool.shutdown(wait=False)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def post_events(self, scope: dict, receive: Receive, send: Send) -> None:
+        bus = self.bus
+        tag = scope["path"][1:]
+        headers = _headers(scope)
+        try:
+            try:
+                authorize(self.tokens, headers.get("Authorization"), "post_events", {"tag": tag})
+                body = await _read_body(receive, bus.settings.max_body, headers.get("Content-Length"))
+                records = parse_records(body, headers.get("Content-Type") or "application/json",
+                                        query=_query(scope), content_encoding=headers.get("Content-Encoding", ""),
+                                        limit=bus.settings.max_body)
+                check_batch(records, bus.settings.max_batch)
+                prepared = intake.prepare(bus, tag, records, received_headers(headers.items()))
+                if prepared.route.backlog_limit is not None:
+                    await asyncio.get_running_loop().run_in_executor(self.pool, _accept_checked, bus, prepared)
+                else:
+                    keys, args = journal.accept_call(prepared.events, prepared.route.group_size)
+                    await self.redis.run_script(journal.ACCEPT_SCRIPT, keys, args)
+            except REDIS_DOWN as exc:
+                raise journal.unavailable(exc) from exc
+            except BusError as exc:
+                await asyncio.get_running_loop().run_in_executor(self.pool, intake.count_refusal, bus, tag, exc)
+                raise
+        except BusError as exc:
+            status, extra, answer = error_answer(exc)
+            await _respond(send, status, answer, extra)
+            return
+        except ClientGone:
+            return
+        except Exception:
+            log.exception("unexpected error handling POST %s", scope["path"])
+            await _respond(send, 500, b'{"error":"internal error; nothing was accepted, see the ingress log"}')
+            return
+        await _respond(send, 202, orjson.dumps({"ids": prepared.ids}))
+
+    async def through_wsgi(self, scope: dict, receive: Receive, send: Send) -> None:
+        headers = _headers(scope)
+        try:
+            body = await _read_body(receive, self.bus.settings.max_body, headers.get("Content-Length"))
+        except ClientGone:
+            return
+        except BusError as exc:
+            status, extra, answer = error_answer(exc)
+            await _respond(send, status, answer, extra)
+            return
+        environ = _environ(scope, headers, body)
+        status, response_headers, answer = await asyncio.get_running_loop().run_in_executor(
+            self.pool, _call_wsgi, self.wsgi, environ)
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": answer})
+
+
+def from_environment() -> Ingress:
+    """uvicorn's app factory, run in each worker process: settings, tokens and limits from the environment."""
+    config = settings.load()
+    logs.configure(config.log_format)
+    guarded_protocol.configure(config.http.read_timeout, config.http.max_connections_per_client)
+    tokens = auth.load_tokens(config.tokens_file) if config.tokens_file else None
+    return Ingress(intake.load(config), tokens, int(os.environ.get(THREADS_ENV, "8")))
+
+
+async def _stop_when_orphaned(parent: int) -> None:
+    """A worker whose supervisor died (SIGKILL, OOM) stops too, instead of holding the port for ever."""
+    while os.getppid() == parent:
+        await asyncio.sleep(PARENT_CHECK)
+    log.error("the ingress supervisor (pid %d) is gone; this worker stops", parent)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _accept_checked(bus: intake.Intake, prepared: intake.Prepared) -> None:
+    intake.check_backlog(bus, prepared)
+    journal.accept(bus.redis, prepared.events, prepared.route.group_size)
+
+
+def _headers(scope: dict) -> dict[str, str]:
+    """Request headers by their usual spelling (as werkzeug shows them); repeated fields joined by ','."""
+    out: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name, value = raw_name.decode("latin-1").title(), raw_value.decode("latin-1")
+        out[name] = f"{out[name]},{value}" if name in out else value
+    return out
+
+
+def _query(scope: dict) -> dict[str, str]:
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
+        query.setdefault(name, value)  # the first of repeated fields, as werkzeug's args.get()
+    return query
+
+
+async def _read_body(receive: Receive, limit: int, declared: str | None) -> bytes:
+    check_declared_length(int(declared) if declared and declared.isdigit() else None, limit)
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        check_read_length(size, limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
+    headers = [JSON, (b"content-length", b"%d" % len(body))]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _environ(scope: dict, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    server = scope.get("server") or ("127.0.0.1", 0)
+    client = scope.get("client") or ("", 0)
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": "",
+        # PEP 3333: the path's bytes, each as one character.
+        "PATH_INFO": scope["path"].encode("utf-8").decode("latin-1"),
+        "QUERY_STRING": scope["query_string"].decode("latin-1"),
+        "SERVER_NAME": str(server[0]),
+        "SERVER_PORT": str(server[1] or ""),
+        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
+        "REMOTE_ADDR": str(client[0]),
+        "REMOTE_PORT": str(client[1]),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    for name, value in headers.items():
+        key = name.upper().replace("-", "_")
+        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            environ[key] = value
+        else:
+            environ[f"HTTP_{key}"] = value
+    return environ
+
+
+def _call_wsgi(app: Callable, environ: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    started: list[Any] = []
+    chunks: list[bytes] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+        started[:] = [status, headers]
+        return chunks.append
+
+    result = app(environ, start_response)
+    try:
+        chunks.extend(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    status, headers = started
+    return (int(status.split(" ", 1)[0]), [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+            b"".join(chunks))
