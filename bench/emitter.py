@@ -1,8 +1,10 @@
-"""`bus.emit()` from one process: intake.accept in a loop, one event per call.
+"""`bus.emit()` from one process: intake.accept in a loop, one event per call, from one thread or several.
 
-Run as `python -m bench.emitter --tag TAG --events N` with BUS_* set; prints one JSON
-summary line and writes the accepted ids to --ids-out. `--profile FILE` wraps the
-loop in pyinstrument (when installed) and writes its text report there.
+Run as `python -m bench.emitter --tag TAG --events N [--threads T]` with BUS_* set;
+prints one JSON summary line and writes the accepted ids to --ids-out. With T
+threads each sends N/T events, all through the process's one intake (as threads
+of a web app calling bus.emit() would). `--profile FILE` wraps the loop in
+pyinstrument (when installed, one thread only) and writes its text report there.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import json
 import resource
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from bus import intake, settings
 
@@ -30,6 +33,7 @@ def main() -> None:
     p.add_argument("--tag", required=True)
     p.add_argument("--events", type=int, required=True)
     p.add_argument("--batch", type=int, default=1, help="events per accept call (emit_many)")
+    p.add_argument("--threads", type=int, default=1, help="threads calling it at once, sharing the events")
     p.add_argument("--max-seconds", type=float, default=120.0)
     p.add_argument("--ids-out")
     p.add_argument("--profile", help="write a pyinstrument text report of the loop here")
@@ -43,7 +47,14 @@ def main() -> None:
         profiler = Profiler(interval=0.0005)
         profiler.start()
     started = time.monotonic()
-    ids = emit_loop(bus, args.tag, args.events, args.batch, args.max_seconds)
+    if args.threads == 1:
+        ids = emit_loop(bus, args.tag, args.events, args.batch, args.max_seconds)
+    else:
+        share = -(-args.events // args.threads)
+        with ThreadPoolExecutor(args.threads) as pool:
+            parts = pool.map(lambda t: emit_loop(bus, args.tag, min(share, args.events - t * share), args.batch,
+                                                 args.max_seconds), range(args.threads))
+            ids = [i for part in parts for i in part]
     elapsed = time.monotonic() - started
     if profiler:
         profiler.stop()

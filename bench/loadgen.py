@@ -16,6 +16,8 @@ import time
 import uuid
 from collections import Counter
 
+import uvloop
+
 
 class Plan:
     """Hands out request numbers to the connections and says when each may be sent."""
@@ -119,7 +121,7 @@ def main() -> None:
     p.add_argument("--direct", action="store_true", help="send to the receiver with our own X-Request-Id")
     args = p.parse_args()
     started = time.monotonic()
-    result = asyncio.run(run(args))
+    result = uvloop.run(run(args))
     elapsed = time.monotonic() - started
     if args.ids_out:
         with open(args.ids_out, "w") as f:
