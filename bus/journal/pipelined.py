@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import select
 import socket
 import ssl
 import threading
@@ -31,6 +32,7 @@ from typing import Any
 
 import hiredis
 import redis
+from redis._parsers.base import BaseParser
 from redis.connection import SSLConnection, parse_url
 
 
@@ -68,7 +70,13 @@ def script_sha(source: str) -> str:
 
 
 def is_noscript(exc: Exception) -> bool:
-    return isinstance(exc, redis.ResponseError) and str(exc).startswith("NOSCRIPT")
+    return isinstance(exc, redis.exceptions.NoScriptError)
+
+
+def reply_error(reply: hiredis.ReplyError) -> redis.RedisError:
+    """The exception redis-py raises for this error reply: LOADING is a BusyLoadingError (Redis is
+    restarting: a ConnectionError, so callers treat it as Redis being down), NOSCRIPT a NoScriptError."""
+    return BaseParser.parse_error(str(reply))
 
 
 class _Link(asyncio.Protocol):
@@ -100,7 +108,7 @@ class _Link(asyncio.Protocol):
             if future.done():
                 continue  # its caller gave up (cancelled); the reply is still its own
             if isinstance(reply, hiredis.ReplyError):
-                future.set_exception(redis.ResponseError(str(reply)))
+                future.set_exception(reply_error(reply))
             else:
                 future.set_result(reply)
 
@@ -289,6 +297,10 @@ class SharedPipe:
 
     def _exchange(self, batch: list[list[Any]]) -> None:
         """Send the batch's commands in one write and give each its reply (or the error that ended them)."""
+        if self._sock is not None and _readable(self._sock):
+            # An idle connection with something to read has been closed by Redis (a restart, a
+            # timeout, a kill): sending on it would fail a command Redis, now up, would take.
+            self._disconnect()
         try:
             sock = self._sock or self._connect()
         except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
@@ -299,7 +311,7 @@ class SharedPipe:
             sock.sendall(b"".join(slot[0] for slot in batch))
             for slot in batch:
                 reply = self._read_reply(sock)
-                slot[1] = redis.ResponseError(str(reply)) if isinstance(reply, hiredis.ReplyError) else reply
+                slot[1] = reply_error(reply) if isinstance(reply, hiredis.ReplyError) else reply
         except (OSError, redis.ConnectionError, redis.TimeoutError, hiredis.ProtocolError) as exc:
             self._disconnect()
             if isinstance(exc, socket.timeout):
@@ -341,7 +353,7 @@ class SharedPipe:
                 reply = self._read_reply(sock)
                 if isinstance(reply, hiredis.ReplyError):
                     self._disconnect()
-                    raise redis.ResponseError(str(reply))
+                    raise reply_error(reply)
         except socket.timeout:
             self._disconnect()
             raise redis.TimeoutError(f"no connection to Redis within {self.timeout:g}s") from None
@@ -357,3 +369,10 @@ class SharedPipe:
                 sock.close()
             except OSError:
                 pass
+
+
+def _readable(sock: socket.socket) -> bool:
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True

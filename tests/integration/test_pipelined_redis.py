@@ -13,10 +13,11 @@ import socket
 import threading
 import time
 
+import hiredis
 import pytest
 import redis
 
-from bus.journal.pipelined import PipelinedRedis, SharedPipe
+from bus.journal.pipelined import PipelinedRedis, SharedPipe, reply_error
 from conftest import RedisServer, free_port
 
 
@@ -117,7 +118,7 @@ def test_a_password_and_a_database_number_in_the_url_are_used(tmp_path):
             conn.close()
             return await PipelinedRedis(f"redis://:wrong@127.0.0.1:{s.port}/0", 5).execute("PING")
 
-        with pytest.raises(redis.ResponseError):
+        with pytest.raises(redis.AuthenticationError):  # as redis-py: a ConnectionError, so Redis counts as down
             asyncio.run(main())
         assert redis.Redis(port=s.port, password="sekret", db=3).get("where") == b"db3"
     finally:
@@ -192,3 +193,23 @@ def test_a_forked_child_uses_a_connection_of_its_own(server):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert pipe.execute("GET", "child") == b"yes", "the parent's connection is still in step"
+
+
+def test_a_connection_redis_closed_while_idle_is_replaced_before_the_next_command(server):
+    """A worker's pipe sits idle while Redis restarts: its next command must reach the new Redis, not fail
+    on the dead socket (a failed attempt record after a successful POST would send the event again)."""
+    pipe = SharedPipe(server.url, 2)
+    assert pipe.execute("SET", "k", "v") == b"OK"
+    server.kill()
+    server.start()
+    assert pipe.execute("GET", "k") == b"v"
+    assert pipe.run_script("return redis.call('GET', KEYS[1])", ["k"], []) == b"v"
+
+
+def test_error_replies_become_redis_py_s_exception_types():
+    assert isinstance(reply_error(hiredis.ReplyError("LOADING Redis is loading the dataset in memory")),
+                      redis.BusyLoadingError)
+    assert isinstance(reply_error(hiredis.ReplyError("LOADING x")), redis.ConnectionError), "so: Redis is down"
+    assert isinstance(reply_error(hiredis.ReplyError("NOSCRIPT No matching script")), redis.exceptions.NoScriptError)
+    wrong = reply_error(hiredis.ReplyError("WRONGTYPE Operation against a key holding the wrong kind of value"))
+    assert type(wrong) is redis.ResponseError and "WRONGTYPE" in str(wrong)
