@@ -12,6 +12,7 @@ from redis.retry import Retry
 from ..errors import EventNotFound, Unavailable
 from ..filters import STATUSES
 from .keys import attempts_key, copies_key, event_key
+from .pipelined import SharedPipe
 
 
 QUEUED, RETRYING, DELIVERED, DEAD = STATUSES
@@ -54,8 +55,11 @@ def connect(url: str, timeout: float) -> redis.Redis:
     )
 
 
-def script(client: redis.Redis, source: str) -> Any:
-    """A registered script per client (EVALSHA, falling back to EVAL after a Redis restart)."""
+def script(client: redis.Redis | SharedPipe, source: str) -> Any:
+    """A registered script per client (EVALSHA, falling back to EVAL after a Redis restart).
+    A SharedPipe runs it without redis-py (the per-event scripts of the hot paths)."""
+    if isinstance(client, SharedPipe):
+        return lambda keys, args: client.run_script(source, keys, args)
     cache = client.__dict__.setdefault("_bus_scripts", {})
     if source not in cache:
         cache[source] = client.register_script(source)

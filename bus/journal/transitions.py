@@ -12,6 +12,7 @@ from .keys import (
     COUNTERS, attempts_key, breaker_key, copies_key, event_key, index_key, latency_key, mover_key, queue_name,
     retry_key, slot_key,
 )
+from .pipelined import SharedPipe
 from .store import DEFAULT_RETENTION, DELIVERED, QUEUED, RESPONSE_KEEP, RETRYING, script
 
 
@@ -58,7 +59,7 @@ return 1
 """
 
 
-def record_attempt(client: redis.Redis, event: dict[str, Any], attempt: dict[str, Any], status: str,
+def record_attempt(client: redis.Redis | SharedPipe, event: dict[str, Any], attempt: dict[str, Any], status: str,
                    retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
                    endpoint_alive: bool = False) -> None:
     """Append an attempt and move the event to `status`, atomically in one round trip.
