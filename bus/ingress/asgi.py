@@ -76,8 +76,10 @@ class Ingress:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                if multiprocessing.parent_process() is not None:  # a worker of uvicorn's supervisor (--workers > 1)
-                    watch = asyncio.ensure_future(_stop_when_orphaned(os.getppid()))
+                supervisor = multiprocessing.parent_process()  # set in a worker of uvicorn's (--workers > 1)
+                if supervisor is not None and supervisor.pid is not None:
+                    # Its pid from the spawn, not getppid() now: it may have died before this worker got here.
+                    watch = asyncio.ensure_future(_stop_when_orphaned(supervisor.pid))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if watch is not None:
