@@ -20,6 +20,7 @@ taken for another command's).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import select
@@ -40,17 +41,14 @@ def pack(args: tuple[Any, ...] | list[Any]) -> bytes:
     """One command in RESP: str as UTF-8, int and float as decimal text, bytes as they are."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        elif isinstance(arg, (int, float)) and not isinstance(arg, bool):
-            data = repr(arg).encode()
-        else:
-            raise TypeError(f"cannot send {type(arg).__name__} to Redis")
-        parts.append(b"$%d\r\n" % len(data))
-        parts.append(data)
-        parts.append(b"\r\n")
+        kind = type(arg)
+        if kind is str:
+            arg = arg.encode()
+        elif kind is not bytes:
+            if kind not in (int, float):
+                raise TypeError(f"cannot send {kind.__name__} to Redis")
+            arg = repr(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
     return b"".join(parts)
 
 
@@ -65,6 +63,7 @@ def handshake(options: dict[str, Any]) -> list[tuple[Any, ...]]:
     return commands
 
 
+@functools.lru_cache(maxsize=64)
 def script_sha(source: str) -> str:
     return hashlib.sha1(source.encode()).hexdigest()
 
