@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenario", action="append", metavar="NAME", help="run only this scenario (repeatable)")
     p.add_argument("--backlog-minutes", type=float, help="how long the receiver stays down in `backlog` (default 5)")
     p.add_argument("--backlog-events", type=int, help="events in `backlog` (default 100000)")
-    p.add_argument("--ingress", default="gunicorn:2x8", metavar="SERVER:WxT",
-                   help="gunicorn:WxT (bus serve --workers W --threads T, default 2x8) or granian:WxT (an experiment)")
+    p.add_argument("--ingress", default="bus:2x8", metavar="SERVER:WxT",
+                   help="bus:WxT (bus serve --workers W --threads T, default 2x8) or granian:WxT (the werkzeug app "
+                        "alone under granian: an experiment)")
     p.add_argument("--redis-setting", action="append", default=[], metavar="NAME=VALUE",
                    help="extra redis-server setting, e.g. hash-max-listpack-value=4096 (repeatable)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir with every process's log")
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run.write_routes()
         cluster.start_redis()
+        record["machine"] = stats.calibrate(cluster.redis_port)
         cluster.start_receiver()
         cluster.start_ingress()
         for scenario in chosen:

@@ -28,7 +28,8 @@ FRAMEWORK_STAGES: list[tuple[str, re.Pattern[str]]] = [(name, re.compile(rx)) fo
     ("prefork IPC (billiard)", r"billiard/"),
     ("kombu other (messaging, serialization)", r"kombu/"),
     ("werkzeug request/response", r"werkzeug/"),
-    ("gunicorn (accept, keep-alive, parse HTTP)", r"gunicorn/"),
+    ("uvicorn (protocol, request cycle)", r"uvicorn/"),
+    ("asyncio / uvloop event loop", r"asyncio/|uvloop/"),
     ("redis-py client (other)", r"redis/"),
 ]]
 

@@ -62,7 +62,7 @@ def _kill_group(proc: subprocess.Popen, grace: float) -> None:
 class Cluster:
     """Starts and stops the bench's processes; `roles` maps a role name to its running root process."""
 
-    def __init__(self, tmp: Path, ingress: str = "gunicorn:2x8", redis_settings: list[str] = ()):
+    def __init__(self, tmp: Path, ingress: str = "bus:2x8", redis_settings: list[str] = ()):
         self.tmp = tmp
         self.ingress_spec, self.redis_settings = ingress, list(redis_settings)
         self.roles: dict[str, subprocess.Popen] = {}
@@ -144,7 +144,7 @@ class Cluster:
         return redis.Redis(port=self.redis_port, socket_timeout=30)
 
     def start_ingress(self) -> None:
-        """`gunicorn:WxT` is `bus serve --workers W --threads T`; `granian:WxT` serves the same WSGI app with
+        """`bus:WxT` is `bus serve --workers W --threads T`; `granian:WxT` serves the werkzeug app alone with
         granian (W workers, T blocking threads each): an experiment, `bus serve` does not offer it."""
         server, _, shape = self.ingress_spec.partition(":")
         workers, _, threads = (shape or "2x8").partition("x")

@@ -55,7 +55,7 @@ def group_ingress(parts: dict[str, Counter], master: int) -> dict[str, Counter]:
     for root, stacks in parts.items():
         if not root.startswith(f"process {master}:"):
             merged.update(stacks)
-    return {"ingress workers (gunicorn gthread)": merged}
+    return {"ingress workers (uvicorn)": merged}
 
 
 def group_worker(parts: dict[str, Counter], main: int) -> dict[str, Counter]:
@@ -83,7 +83,7 @@ def phase_ingress(run: Run, seconds: float, out: Path) -> str:
     load.wait()
     parts = flame.split_processes(flame.parse(open(out / "ingress.raw")))
     return report(f"A. ingress alone: {accepted} events accepted in {seconds:.0f}s ({accepted / seconds:.0f}/s)",
-                  group_ingress(parts, master), {"ingress workers (gunicorn gthread)": 1000 * used / max(1, accepted)})
+                  group_ingress(parts, master), {"ingress workers (uvicorn)": 1000 * used / max(1, accepted)})
 
 
 def phase_worker(run: Run, pool: str, concurrency: int, seconds: float, out: Path) -> str:

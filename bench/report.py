@@ -45,6 +45,10 @@ def text(run: dict) -> str:
     results = run["results"]
     head = (f"bench {run['mode']} run, {run['cores']} cores, load average {run['loadavg_start']} at start, "
             f"{run['loadavg_end']} at end; {run['versions']}")
+    if run.get("machine"):
+        m = run["machine"]
+        head += (f"\nmachine: a bare PING round trip to Redis {m['redis_ping_us']} us ({m['bare_pings_per_s']:,}/s, "
+                 f"the ceiling of one synchronous caller), Python {m['python_loop_mops']} M loop steps/s")
     rows = [["scenario", "sent", "accepted", "delivered", "lost", "late", "dup", "rate/s", "target", "result", "detail"]]
     for r in results:
         ev = r.get("events", {})

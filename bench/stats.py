@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -96,3 +97,28 @@ def machine_busy_seconds() -> float:
 def loadavg() -> str:
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
+
+
+def calibrate(redis_port: int, pings: int = 3000) -> dict:
+    """How fast this machine is at the two things that bound the bus: a bare loopback round trip to
+    Redis (no client library: the floor under one synchronous caller, e.g. one thread calling emit())
+    and plain Python bytecode. Numbers from different machines compare only next to these."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", redis_port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(200):
+            sock.sendall(b"PING\r\n")
+            sock.recv(64)
+        started = time.perf_counter()
+        for _ in range(pings):
+            sock.sendall(b"PING\r\n")
+            sock.recv(64)
+        ping = (time.perf_counter() - started) / pings
+    started = time.perf_counter()
+    total = 0
+    for i in range(2_000_000):
+        total += i
+    loop = time.perf_counter() - started
+    return {"redis_ping_us": round(ping * 1e6, 1), "bare_pings_per_s": round(1 / ping),
+            "python_loop_mops": round(2 / loop, 1)}

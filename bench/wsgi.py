@@ -1,4 +1,4 @@
-"""The bus's WSGI app as a module attribute, for WSGI servers other than `bus serve`'s gunicorn (bench only)."""
+"""The bus's werkzeug WSGI app as a module attribute, for WSGI servers to serve alone (bench experiments only)."""
 from bus import intake
 from bus.ingress.http import make_app
 
