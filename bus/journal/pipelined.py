@@ -231,14 +231,25 @@ class PipelinedRedis:
 _PENDING = object()
 
 
+class _Slot:
+    """One caller's command, its reply, and what the caller waits on while another thread sends it."""
+
+    __slots__ = ("packed", "result", "wake", "lead")
+
+    def __init__(self, packed: bytes):
+        self.packed, self.result, self.wake, self.lead = packed, _PENDING, None, False
+
+
 class SharedPipe:
     """One blocking connection per process, shared by its threads (group commit).
 
-    A thread with a command takes the connection when it is free, and sends its
-    command together with any that other threads left while it was busy; those
-    threads wait for their replies instead of opening round trips of their own.
-    One thread alone pays one lock and one round trip per command. A forked child
-    starts with a connection (and a lock) of its own.
+    A thread with a command takes the connection when it is free and sends its
+    command together with any that other threads queued while it was busy. A
+    queued thread sleeps on a lock of its own until its reply is in, or until
+    the thread before it hands the connection over with the next batch to send:
+    one wake-up per command, none for threads whose reply is not in yet. One
+    thread alone pays one uncontended lock and one round trip per command. A
+    forked child starts with a connection (and a lock) of its own.
     """
 
     def __init__(self, url: str, timeout: float):
@@ -248,8 +259,8 @@ class SharedPipe:
 
     def _fresh(self) -> None:
         self._pid = os.getpid()
-        self._cond = threading.Condition(threading.Lock())
-        self._queue: list[list[Any]] = []
+        self._lock = threading.Lock()
+        self._queue: deque[_Slot] = deque()
         self._busy = False
         self._sock: socket.socket | None = None
         self._reader = hiredis.Reader()
@@ -267,34 +278,48 @@ class SharedPipe:
         return self._submit(pack(("EVAL", source, len(keys), *keys, *args)))
 
     def close(self) -> None:
-        with self._cond:
-            self._disconnect()
+        with self._lock:
+            if not self._busy:
+                self._disconnect()
 
     def _submit(self, packed: bytes) -> Any:
         if self._pid != os.getpid():
             self._fresh()  # the parent's socket and lock are not ours to use
-        slot = [packed, _PENDING]
-        with self._cond:
-            self._queue.append(slot)
-            while self._busy and slot[1] is _PENDING:
-                self._cond.wait()
-            batch = None
-            if slot[1] is _PENDING:
+        slot = _Slot(packed)
+        with self._lock:
+            if self._busy:
+                slot.wake = threading.Lock()
+                slot.wake.acquire()
+                self._queue.append(slot)
+            else:
                 self._busy = True
-                batch, self._queue = self._queue, []
-        if batch is not None:
-            try:
-                self._exchange(batch)
-            finally:
-                with self._cond:
+        if slot.wake is not None:
+            slot.wake.acquire()  # released by the sending thread: the reply is in, or it is our turn to send
+            if not slot.lead:
+                return _outcome(slot)
+        batch = [slot]
+        handed_to = None
+        try:
+            with self._lock:
+                batch.extend(self._queue)
+                self._queue.clear()
+            self._exchange(batch)
+        finally:
+            with self._lock:
+                if self._queue:
+                    handed_to = self._queue.popleft()
+                    handed_to.lead = True
+                else:
                     self._busy = False
-                    self._cond.notify_all()
-        result = slot[1]
-        if isinstance(result, Exception):
-            raise result
-        return result
+            for other in batch[1:]:
+                if other.result is _PENDING:
+                    other.result = redis.ConnectionError("the thread sending this command was interrupted")
+                other.wake.release()
+            if handed_to is not None:
+                handed_to.wake.release()
+        return _outcome(slot)
 
-    def _exchange(self, batch: list[list[Any]]) -> None:
+    def _exchange(self, batch: list[_Slot]) -> None:
         """Send the batch's commands in one write and give each its reply (or the error that ended them)."""
         if self._sock is not None and _readable(self._sock):
             # An idle connection with something to read has been closed by Redis (a restart, a
@@ -304,13 +329,13 @@ class SharedPipe:
             sock = self._sock or self._connect()
         except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
             for slot in batch:
-                slot[1] = exc
+                slot.result = exc
             return
         try:
-            sock.sendall(b"".join(slot[0] for slot in batch))
+            sock.sendall(b"".join(slot.packed for slot in batch))
             for slot in batch:
                 reply = self._read_reply(sock)
-                slot[1] = reply_error(reply) if isinstance(reply, hiredis.ReplyError) else reply
+                slot.result = reply_error(reply) if isinstance(reply, hiredis.ReplyError) else reply
         except (OSError, redis.ConnectionError, redis.TimeoutError, hiredis.ProtocolError) as exc:
             self._disconnect()
             if isinstance(exc, socket.timeout):
@@ -320,8 +345,8 @@ class SharedPipe:
             else:
                 error = redis.ConnectionError(f"Redis connection failed: {exc}")
             for slot in batch:
-                if slot[1] is _PENDING:
-                    slot[1] = error
+                if slot.result is _PENDING:
+                    slot.result = error
 
     def _read_reply(self, sock: socket.socket) -> Any:
         while True:
@@ -375,3 +400,9 @@ def _readable(sock: socket.socket) -> bool:
         return bool(select.select([sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True
+
+
+def _outcome(slot: _Slot) -> Any:
+    if isinstance(slot.result, Exception):
+        raise slot.result
+    return slot.result

@@ -213,3 +213,30 @@ def test_error_replies_become_redis_py_s_exception_types():
     assert isinstance(reply_error(hiredis.ReplyError("NOSCRIPT No matching script")), redis.exceptions.NoScriptError)
     wrong = reply_error(hiredis.ReplyError("WRONGTYPE Operation against a key holding the wrong kind of value"))
     assert type(wrong) is redis.ResponseError and "WRONGTYPE" in str(wrong)
+
+
+def test_threads_sharing_a_pipe_whose_redis_dies_each_get_their_own_reply_or_an_error_and_none_hangs(server):
+    pipe = SharedPipe(server.url, 2)
+    until = time.monotonic() + 3
+
+    def work(t: int) -> dict[str, int]:
+        seen = {"ok": 0, "down": 0}
+        for i in range(20_000):
+            if time.monotonic() > until:
+                break
+            try:
+                assert pipe.execute("ECHO", f"{t}:{i}") == f"{t}:{i}".encode()
+                seen["ok"] += 1
+            except redis.ConnectionError:
+                seen["down"] += 1
+        return seen
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(work, t) for t in range(16)]
+        time.sleep(1)
+        server.kill()
+        results = [f.result(timeout=30) for f in futures]
+    assert all(r["ok"] > 0 for r in results), results
+    assert sum(r["down"] for r in results) > 0, results
+    server.start()
+    assert pipe.execute("PING") == b"PONG"
