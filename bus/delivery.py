@@ -33,6 +33,8 @@ COPY_ATTEMPTS = 5
 COPY_MAX_DELAY = 10.0
 MAX_REDIRECTS = 5
 INTERNAL_ERROR_DELAY = 30
+# A claim outlives the attempt's own deadline (open + read timeout) by this much.
+CLAIM_MARGIN = 5.0
 USER_AGENT = "bus-delivery"
 
 
@@ -271,6 +273,10 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
         # The route changed since the event was accepted and can no longer build its URL.
         _dead_unsent(w, event, attempt, str(exc))
         return DEAD, open_until
+    claimed = _claim(task, w, route, [event])[0]
+    if claimed != "ok":
+        return claimed, open_until
+    attempt = event["attempts"] + 1
     record = send(w.pools, route, url, event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
     outcome = classify(route, attempt - event["round"], record.get("status_code"), record.pop("retry_after", None))
@@ -278,7 +284,22 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
     return outcome.verdict, _breaker_after(w, route, record, open_until, probe)
 
 
-def _deliver_batch(w: Worker, route: Route, batch: list[dict[str, Any]], open_until: float,
+def _claim(task: Task, w: Worker, route: Route, events: list[dict[str, Any]]) -> list[str]:
+    """Claim the events this task is about to send (journal.claim): 'ok' to send, else why not."""
+    states = journal.claim(w.pipe, events, task.request.id or "",
+                           route.open_timeout + route.read_timeout + CLAIM_MARGIN)
+    for event, state in zip(events, states):
+        if state == "busy":
+            log.info("event %s is being sent by another copy of its task right now; leaving it to that one",
+                     event["id"])
+        elif state in (journal.DELIVERED, journal.DEAD):
+            log.info("event %s is already %s; not sending it again", event["id"], state)
+        elif state == "gone":
+            log.warning("event %s is not in the journal (expired or purged); nothing to deliver", event["id"])
+    return states
+
+
+def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, Any]], open_until: float,
                    probe: bool) -> tuple[list[str], float]:
     """Events of one tag in one request (route batch_max), as Fluentd's out_http json_array sends
     them: a JSON array of their bodies (NDJSON lines for an ndjson content type). The answer
@@ -294,6 +315,11 @@ def _deliver_batch(w: Worker, route: Route, batch: list[dict[str, Any]], open_un
         for event in batch:
             _dead_unsent(w, event, event["attempts"] + 1, str(exc))
         return [DEAD] * len(batch), open_until
+    verdicts = _claim(task, w, route, batch)  # what is not "ok" is the verdict of an event not sent
+    sending = [i for i, state in enumerate(verdicts) if state == "ok"]
+    if not sending:
+        return verdicts, open_until
+    batch = [batch[i] for i in sending]
     attempts = [event["attempts"] + 1 for event in batch]
     ids = [event["id"] for event in batch]
     bodies = [event["body"] for event in batch]
@@ -303,12 +329,11 @@ def _deliver_batch(w: Worker, route: Route, batch: list[dict[str, Any]], open_un
     request = {"id": str(uuid.uuid4()), "tag": batch[0]["tag"], "body": body}
     sent = send(w.pools, route, url, request, max(attempts), {"X-Bus-Event-Ids": ",".join(ids)})
     retry_after = sent.pop("retry_after", None)
-    verdicts = []
-    for event, attempt in zip(batch, attempts):
+    for i, event, attempt in zip(sending, batch, attempts):
         record = {**sent, "attempt": attempt, "request_id": request["id"], "batch": len(batch)}
         outcome = classify(route, attempt - event["round"], record.get("status_code"), retry_after)
         _journal_verdict(w, route, event, record, outcome)
-        verdicts.append(outcome.verdict)
+        verdicts[i] = outcome.verdict
     return verdicts, _breaker_after(w, route, sent, open_until, probe)
 
 
@@ -379,7 +404,7 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
             try:
                 # A failure may open the breaker: the rest of the group then waits instead of being sent.
                 if batched:
-                    outcomes, open_until = _deliver_batch(w, route, unit_events, open_until, probe)
+                    outcomes, open_until = _deliver_batch(self, w, route, unit_events, open_until, probe)
                 elif unit_events[0] is None:
                     log.warning("event %s is not in the journal (expired or purged); nothing to deliver", ids[0])
                     outcomes = ["missing"]
@@ -395,6 +420,7 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                 for event in unit_events:
                     journal.park(w.redis, event, time.time() + INTERNAL_ERROR_DELAY,
                                  "waiting: internal error, see worker log")
+                    journal.release_claim(w.pipe, event["id"], self.request.id or "")
                 outcomes = ["error"] * len(unit)
             for event_id, verdict in zip(ids, outcomes):
                 verdicts[verdict] = verdicts.get(verdict, 0) + 1

@@ -9,8 +9,8 @@ import redis
 
 from .counters import LATENCY_BUCKETS, SLOT
 from .keys import (
-    COUNTERS, attempts_key, breaker_key, copies_key, event_key, index_key, latency_key, mover_key, queue_name,
-    retry_key, slot_key,
+    COUNTERS, attempts_key, breaker_key, claim_key, copies_key, event_key, index_key, latency_key, mover_key,
+    queue_name, retry_key, slot_key,
 )
 from .pipelined import SharedPipe
 from .store import DEFAULT_RETENTION, DELIVERED, QUEUED, RESPONSE_KEEP, RETRYING, script
@@ -55,6 +55,7 @@ if ARGV[11] ~= '' then
   redis.call('INCR', KEYS[12])
   redis.call('EXPIRE', KEYS[12], ARGV[13])
 end
+redis.call('DEL', KEYS[13])
 return 1
 """
 
@@ -80,7 +81,63 @@ def record_attempt(client: redis.Redis | SharedPipe, event: dict[str, Any], atte
             str(last), retention if status == DELIVERED else "", repr(retry_at) if retry_at is not None else "",
             "1" if endpoint_alive else "0"]
     slot, counted = _count_outcome(event, status, attempt)
-    script(client, _RECORD_ATTEMPT)(keys=keys + [slot], args=args + counted)
+    script(client, _RECORD_ATTEMPT)(keys=keys + [slot, claim_key(event_id)], args=args + counted)
+
+
+# Two copies of a task can run at once: a message requeued after Redis went away and the
+# copy lost-task recovery made for the same events, or one restored after the visibility
+# timeout while the first still runs. Each loaded its events when it started, so both would
+# send an event neither had recorded yet. Right before sending, a task claims the events it
+# is about to send: the claim fails for one already delivered or dead (by the other copy) or
+# being sent by the other copy right now; the attempt's record drops the claim (as does
+# release_claim), and a crashed sender's claim expires after one attempt's time. The owner is
+# the task id: a message requeued after Redis went away comes back with it and may go on. Each event answers
+# "ok <attempts> <status>", "busy", "gone", or its final status.
+# KEYS: per event its hash and its claim. ARGV: owner, claim ms.
+_CLAIM = """
+local out = {}
+for i = 1, #KEYS / 2 do
+  local record, claim = KEYS[2 * i - 1], KEYS[2 * i]
+  local status, attempts = unpack(redis.call('HMGET', record, 'status', 'attempts'))
+  if not status then
+    out[i] = 'gone'
+  elseif status == 'delivered' or status == 'dead' then
+    out[i] = status
+  elseif redis.call('SET', claim, ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', claim) == ARGV[1] then
+    redis.call('PEXPIRE', claim, ARGV[2])
+    out[i] = 'ok ' .. (attempts or '0') .. ' ' .. status
+  else
+    out[i] = 'busy'
+  end
+end
+return out
+"""
+
+
+def claim(client: redis.Redis | SharedPipe, events: list[dict[str, Any]], owner: str, seconds: float) -> list[str]:
+    """Claim the events for one attempt by `owner` (see _CLAIM). Claimed events get their attempts and
+    status refreshed from the journal (another copy may have tried them since this task loaded them);
+    returns per event 'ok', 'busy', 'gone', 'delivered' or 'dead'."""
+    keys = [k for event in events for k in (event_key(event["id"]), claim_key(event["id"]))]
+    answers = script(client, _CLAIM)(keys=keys, args=[owner, max(1, int(seconds * 1000))])
+    states = []
+    for event, raw in zip(events, answers):
+        state, *fresh = raw.decode().split(" ")
+        if state == "ok":
+            event["attempts"], event["status"] = int(fresh[0]), fresh[1]
+        states.append(state)
+    return states
+
+
+_RELEASE_CLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
+def release_claim(client: redis.Redis | SharedPipe, event_id: str, owner: str) -> None:
+    """Drop `owner`'s claim on the event (an attempt that ended without a record); another's stays."""
+    script(client, _RELEASE_CLAIM)(keys=[claim_key(event_id)], args=[owner])
 
 
 def status_class(code: int | None) -> str:

@@ -166,3 +166,26 @@ def test_an_event_its_changed_route_can_no_longer_address_is_dead_lettered(bus, 
         assert "has no part [5]" in attempt["error"]
     finally:
         worker.stop()
+
+
+def test_two_copies_of_a_task_running_at_once_send_each_event_once(bus):
+    """What a Redis outage can leave behind: a message requeued and a copy lost-task recovery made of
+    it, run by the worker's two pool processes at once. Each loaded the events as not yet sent; the
+    claim taken right before each POST lets only one copy send an event."""
+    from bus.events import new_id
+    from bus.messages import delivery_message
+
+    name = unique()
+    path = f"/api/{name}/"
+    bus.receiver.delays[path] = 0.3
+    client = bus.redis.client()
+    events = [journal.NewEvent(new_id(), f"api.{name}", "api", b'{"n": %d}' % i, time.time()) for i in range(4)]
+    journal.accept(client, events)  # queues the first copy
+    ids = [e.id for e in events]
+    client.lpush("bus.api", delivery_message([(i, f"api.{name}") for i in ids], "bus.api", task_id=str(uuid.uuid4())))
+    wait_until(lambda: all(journal.load(client, i)["status"] == journal.DELIVERED for i in ids), 20,
+               what="every event delivered")
+    time.sleep(1)
+    assert sorted(bus.receiver.ids(path)) == sorted(ids), "each event was sent once"
+    worker_log = (bus.tmp / "worker.log").read_text()
+    assert "being sent by another copy of its task right now" in worker_log

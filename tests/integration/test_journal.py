@@ -192,3 +192,33 @@ def test_replay_by_id_resends_only_those_events(bus):
     assert status_of(bus, ids[1]) == journal.DEAD
     bad = run_bus(bus, "replay", "--id", "nope")
     assert bad.returncode == 1 and "not an event id" in bad.stderr
+
+
+def test_an_event_is_claimed_by_one_sender_at_a_time_and_its_attempt_ends_the_claim(bus):
+    client = bus.redis.client()
+    (event_id,) = bus.post("parked.claim", "{}").json()["ids"]
+    mine, theirs = journal.load(client, event_id), journal.load(client, event_id)
+    assert journal.claim(client, [mine], "task-a", 5) == ["ok"]
+    assert journal.claim(client, [theirs], "task-b", 5) == ["busy"], "another copy is sending it now"
+    assert journal.claim(client, [mine], "task-a", 5) == ["ok"], "the same task again (a requeued message)"
+    journal.release_claim(client, event_id, "task-b")
+    assert journal.claim(client, [theirs], "task-b", 5) == ["busy"], "only the owner releases a claim"
+    journal.record_attempt(client, mine, {"attempt": 1, "at": time.time(), "duration": 0.0, "status_code": 503},
+                           journal.RETRYING)
+    # The attempt ended the claim; the other copy now sees the attempt it missed.
+    assert journal.claim(client, [theirs], "task-b", 5) == ["ok"]
+    assert (theirs["attempts"], theirs["status"]) == (1, journal.RETRYING)
+    journal.record_attempt(client, theirs, {"attempt": 2, "at": time.time(), "duration": 0.0, "status_code": 200},
+                           journal.DELIVERED)
+    assert journal.claim(client, [mine], "task-a", 5) == [journal.DELIVERED]
+    assert journal.claim(client, [{"id": "no-such-event"}], "task-a", 5) == ["gone"]
+
+
+def test_a_claim_whose_sender_died_expires_after_one_attempt_s_time(bus):
+    client = bus.redis.client()
+    (event_id,) = bus.post("parked.claim", "{}").json()["ids"]
+    event = journal.load(client, event_id)
+    assert journal.claim(client, [event], "crashed", 0.3) == ["ok"]
+    assert journal.claim(client, [dict(event)], "next", 5) == ["busy"]
+    time.sleep(0.5)
+    assert journal.claim(client, [dict(event)], "next", 5) == ["ok"]
