@@ -285,7 +285,13 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
 
 
 def _claim(task: Task, w: Worker, route: Route, events: list[dict[str, Any]]) -> list[str]:
-    """Claim the events this task is about to send (journal.claim): 'ok' to send, else why not."""
+    """Claim the events this task is about to send (journal.claim): 'ok' to send, else why not.
+
+    Only a redelivered message claims (kombu restored it, or lost-task recovery made it): two
+    copies of the same events run at once only around a broker reconnect, when both are marked;
+    a first delivery has nothing to race with and saves the round trip."""
+    if not (task.request.delivery_info or {}).get("redelivered"):
+        return ["ok"] * len(events)
     states = journal.claim(w.pipe, events, task.request.id or "",
                            route.open_timeout + route.read_timeout + CLAIM_MARGIN)
     for event, state in zip(events, states):

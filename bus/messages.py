@@ -30,14 +30,15 @@ def groups(items: list, size: int = GROUP_SIZE) -> list[list]:
 
 
 def delivery_message(events: list[tuple], queue: str, task_id: str | None = None, to: str | None = None,
-                     probe: bool = False) -> bytes:
+                     probe: bool = False, redelivered: bool = False) -> bytes:
     """A Celery protocol-2 message for kombu's Redis transport, as LPUSHed onto list `queue`.
 
     `events` is (event id, tag) or (event id, tag, attempt) of one route. The
     body travels as plain JSON (no base64 'body_encoding'), which kombu decodes
     as is. argsrepr is what Flower shows as the task's arguments: the tag, the
     event id and which attempt this task makes (or that it sends a copy), for
-    the first few events of the group.
+    the first few events of the group. `redelivered` marks it as kombu marks a message it
+    restores: a copy of events another task may be sending right now (delivery claims them).
     """
     ids = [e[0] for e in events]
     # Unique among messages in flight: an event is in one first-delivery task,
@@ -49,7 +50,7 @@ def delivery_message(events: list[tuple], queue: str, task_id: str | None = None
     shown = ", ".join(describe(e[1], e[0], e[2] if len(e) > 2 else 1, to is not None, probe) for e in events[:SHOWN])
     argsrepr = shown if len(events) <= SHOWN else f"{len(events)} events: {shown}, ..."
     body = orjson.dumps([[ids], kwargs, _EMBED]).decode()
-    return _envelope(task_id, body, argsrepr, repr(kwargs) if kwargs else "{}", queue)
+    return _envelope(task_id, body, argsrepr, repr(kwargs) if kwargs else "{}", queue, redelivered)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -61,39 +62,45 @@ def group_template(queue: str) -> str:
     return _envelope("@@ID@@", "@@BODY@@", "@@ARGSREPR@@", "{}", queue).decode()
 
 
-def _envelope(task_id: str, body: str, argsrepr: str, kwargsrepr: str, queue: str) -> bytes:
-    return orjson.dumps(
-        {
-            "body": body,
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": {
-                "lang": "py",
-                "task": DELIVER_TASK,
-                "id": task_id,
-                "shadow": None,
-                "eta": None,
-                "expires": None,
-                "group": None,
-                "group_index": None,
-                "retries": 0,
-                "timelimit": [None, None],
-                "root_id": task_id,
-                "parent_id": None,
-                "argsrepr": argsrepr,
-                "kwargsrepr": kwargsrepr,
-                "origin": _ORIGIN,
-                "ignore_result": True,
-            },
-            "properties": {
-                "correlation_id": task_id,
-                "delivery_mode": 2,
-                "delivery_info": {"exchange": "", "routing_key": queue},
-                "priority": 0,
-                "delivery_tag": task_id,
-            },
-        }
-    )
+def _envelope(task_id: str, body: str, argsrepr: str, kwargsrepr: str, queue: str, redelivered: bool = False) -> bytes:
+    message = _message(task_id, body, argsrepr, kwargsrepr, queue)
+    if redelivered:
+        message["headers"]["redelivered"] = True
+        message["properties"]["delivery_info"]["redelivered"] = True
+    return orjson.dumps(message)
+
+
+def _message(task_id: str, body: str, argsrepr: str, kwargsrepr: str, queue: str) -> dict:
+    return {
+        "body": body,
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
+            "lang": "py",
+            "task": DELIVER_TASK,
+            "id": task_id,
+            "shadow": None,
+            "eta": None,
+            "expires": None,
+            "group": None,
+            "group_index": None,
+            "retries": 0,
+            "timelimit": [None, None],
+            "root_id": task_id,
+            "parent_id": None,
+            "argsrepr": argsrepr,
+            "kwargsrepr": kwargsrepr,
+            "origin": _ORIGIN,
+            "ignore_result": True,
+        },
+        "properties": {
+            "correlation_id": task_id,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+            "delivery_tag": task_id,
+        },
+    }
 
 
 def describe(tag: str, event_id: str, attempt: int, copy: bool = False, probe: bool = False) -> str:

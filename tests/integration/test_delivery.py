@@ -180,9 +180,17 @@ def test_two_copies_of_a_task_running_at_once_send_each_event_once(bus):
     bus.receiver.delays[path] = 0.3
     client = bus.redis.client()
     events = [journal.NewEvent(new_id(), f"api.{name}", "api", b'{"n": %d}' % i, time.time()) for i in range(4)]
-    journal.accept(client, events)  # queues the first copy
     ids = [e.id for e in events]
-    client.lpush("bus.api", delivery_message([(i, f"api.{name}") for i in ids], "bus.api", task_id=str(uuid.uuid4())))
+    # Journaled with no task of their own: the route's filling flag held, their pending entries taken back.
+    client.set(journal.filling_key("api"), "1", px=30_000)
+    journal.accept(client, events)
+    for event in events:
+        client.lrem(journal.pending_key("api"), 0, f"{event.id} {event.tag}")
+    client.delete(journal.filling_key("api"))
+    # Both copies marked as kombu marks a restored message (and recovery its own).
+    for _ in range(2):
+        client.lpush("bus.api", delivery_message([(i, f"api.{name}") for i in ids], "bus.api",
+                                                 task_id=str(uuid.uuid4()), redelivered=True))
     wait_until(lambda: all(journal.load(client, i)["status"] == journal.DELIVERED for i in ids), 20,
                what="every event delivered")
     time.sleep(1)

@@ -263,3 +263,11 @@ def test_event_ids_of_anything_else_is_empty():
     assert event_ids_of({"body": "[[[1]], {}, {}]", "headers": {"task": "other.task"}}) == []
     assert event_ids_of({"body": "not json", "headers": {"task": DELIVER_TASK}}) == []
     assert event_ids_of({}) == []
+
+
+def test_a_redelivered_copy_is_marked_where_kombu_marks_a_restored_message():
+    message = decode(delivery_message(ONE, QUEUE, task_id="t", redelivered=True))
+    assert message["headers"]["redelivered"] is True
+    assert message["properties"]["delivery_info"]["redelivered"] is True
+    plain = decode(delivery_message(ONE, QUEUE, task_id="t"))
+    assert "redelivered" not in plain["headers"] and "redelivered" not in plain["properties"]["delivery_info"]
