@@ -10,6 +10,7 @@ thread-pool path for their accept, as its check reads Redis before the write.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import multiprocessing
@@ -42,6 +43,8 @@ OWN_PREFIXES = ("/console/", "/events/")
 # How many threads run the werkzeug app (and accepts with a backlog check) per worker process.
 THREADS_ENV = "_BUS_SERVE_THREADS"
 PARENT_CHECK = 1.0
+# Bodies up to this size are parsed on the event loop; bigger ones in the thread pool.
+INLINE_BODY = 64 * 1024
 
 
 class ClientGone(Exception):
@@ -97,11 +100,11 @@ class Ingress:
             try:
                 authorize(self.tokens, headers.get("Authorization"), "post_events", {"tag": tag})
                 body = await _read_body(receive, bus.settings.max_body, headers.get("Content-Length"))
-                records = parse_records(body, headers.get("Content-Type") or "application/json",
-                                        query=_query(scope), content_encoding=headers.get("Content-Encoding", ""),
-                                        limit=bus.settings.max_body)
-                check_batch(records, bus.settings.max_batch)
-                prepared = intake.prepare(bus, tag, records, received_headers(headers.items()))
+                work = functools.partial(_prepare, bus, tag, headers, _query(scope), body)
+                # A big batch (or a gzip bomb's check) would hold every other connection of the loop
+                # while it is parsed and given ids: that work goes to the thread pool.
+                prepared = work() if len(body) <= INLINE_BODY else \
+                    await asyncio.get_running_loop().run_in_executor(self.pool, work)
                 if prepared.route.backlog_limit is not None:
                     await asyncio.get_running_loop().run_in_executor(self.pool, _accept_checked, bus, prepared)
                 else:
@@ -148,6 +151,15 @@ def from_environment() -> Ingress:
     guarded_protocol.configure(config.http.read_timeout, config.http.max_connections_per_client)
     tokens = auth.load_tokens(config.tokens_file) if config.tokens_file else None
     return Ingress(intake.load(config), tokens, int(os.environ.get(THREADS_ENV, "8")))
+
+
+def _prepare(bus: intake.Intake, tag: str, headers: dict[str, str], query: dict[str, str], body: bytes
+             ) -> intake.Prepared:
+    """The body's records, checked and given ids (no I/O): what the werkzeug app's post_events does first."""
+    records = parse_records(body, headers.get("Content-Type") or "application/json", query=query,
+                            content_encoding=headers.get("Content-Encoding", ""), limit=bus.settings.max_body)
+    check_batch(records, bus.settings.max_batch)
+    return intake.prepare(bus, tag, records, received_headers(headers.items()))
 
 
 async def _stop_when_orphaned(parent: int) -> None:

@@ -6,6 +6,7 @@ own, so other tests' connections and traffic never count against the cap.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import socket
 import time
 
@@ -234,3 +235,20 @@ def test_more_back_to_back_keep_alive_producers_than_threads_are_all_served(bus)
     assert [a.split(b" ")[1] for a in answers] == [b"202"] * 400
     assert time.monotonic() - started < 30
     assert len(waiting_for_a_task(client, "parked")) == before + 400
+
+
+def test_a_batch_too_big_to_parse_on_the_event_loop_is_accepted_whole_or_refused_whole(ingress):
+    """Bodies over 64 KiB are parsed in the ingress's thread pool (asgi.INLINE_BODY): the same answers."""
+    client = ingress.redis.client()
+    before = len(waiting_for_a_task(client, "parked"))
+    body = json.dumps([{"n": i, "pad": "x" * 40} for i in range(3000)])
+    assert len(body) > 64 * 1024
+    resp = requests.post(f"{ingress.url}/parked.big", data=body, headers={"Content-Type": "application/json"},
+                         timeout=30)
+    assert resp.status_code == 202 and len(resp.json()["ids"]) == 3000
+    assert len(waiting_for_a_task(client, "parked")) == before + 3000
+    broken = body[:-1] + "}"
+    refused = requests.post(f"{ingress.url}/parked.big", data=broken, headers={"Content-Type": "application/json"},
+                            timeout=30)
+    assert refused.status_code == 400 and "not valid JSON" in refused.json()["error"], refused.text
+    assert len(waiting_for_a_task(client, "parked")) == before + 3000
