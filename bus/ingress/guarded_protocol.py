@@ -87,8 +87,10 @@ class GuardedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        self._received += len(data)
         super().data_received(data)
+        # Counted after the parser ran: a chunk that starts a request counts toward it (on_message_begin
+        # resets the count), so the head's bound holds from the request's first byte.
+        self._received += len(data)
         if self._in_head and self._received > MAX_HEAD and not self.transport.is_closing():
             self.send_400_response(f"the request head is over {MAX_HEAD} bytes")
 

@@ -252,3 +252,42 @@ def test_a_batch_too_big_to_parse_on_the_event_loop_is_accepted_whole_or_refused
                             timeout=30)
     assert refused.status_code == 400 and "not valid JSON" in refused.json()["error"], refused.text
     assert len(waiting_for_a_task(client, "parked")) == before + 3000
+
+
+@pytest.mark.parametrize("what, head", [
+    ("a request line over 8 KiB", b"POST /parked." + b"x" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ("more than 100 header fields", b"POST /parked.fields HTTP/1.1\r\n" + b"".join(b"X-F%d: v\r\n" % i for i in range(101))
+     + b"Content-Length: 2\r\n\r\n{}"),
+    ("a header field over 8 KiB", b"POST /parked.field HTTP/1.1\r\nX-Big: " + b"v" * 9000 + b"\r\nContent-Length: 2\r\n\r\n{}"),
+])
+def test_a_request_head_over_the_limits_gets_400_and_a_closed_connection(ingress, what, head):
+    client = ingress.redis.client()
+    before = len(waiting_for_a_task(client, "parked"))
+    sock = ingress.connect()
+    try:
+        sock.sendall(head)
+        closed, answer = _closed_within(sock, READ_TIMEOUT / 2)
+    finally:
+        sock.close()
+    assert closed and answer.startswith(b"HTTP/1.1 400 "), (what, answer[:200])
+    assert len(waiting_for_a_task(client, "parked")) == before
+
+
+def test_a_head_that_keeps_coming_is_cut_off_at_1_mib_before_its_deadline(ingress):
+    """One header value that never ends: httptools would collect it whole; the head's bound stops it."""
+    sock = ingress.connect()
+    started = time.monotonic()
+    try:
+        sock.sendall(b"POST /parked.endless HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        sent, cut = 0, False
+        while sent < 4 * 1024 * 1024 and not cut:
+            try:
+                sock.sendall(b"v" * 65536)
+                sent += 65536
+            except OSError:
+                cut = True
+        closed, answer = (True, b"") if cut else _closed_within(sock, READ_TIMEOUT / 2)
+    finally:
+        sock.close()
+    assert closed and time.monotonic() - started < READ_TIMEOUT, "cut off by the size bound, not the deadline"
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400 "), answer[:200]
