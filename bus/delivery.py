@@ -257,7 +257,7 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
         return _send_copy(task, w, route, event, to), open_until
     if event["status"] in (journal.DELIVERED, journal.DEAD):
         # A redelivery after a crash: the endpoint already has it, or it is parked.
-        log.info("event %s is already %s; not sending it again", event["id"], event["status"])
+        _not_sent(event["id"], event["status"])
         return event["status"], open_until
     attempt = event["attempts"] + 1
     if route is None:
@@ -290,19 +290,29 @@ def _claim(task: Task, w: Worker, route: Route, events: list[dict[str, Any]]) ->
     Only a redelivered message claims (kombu restored it, or lost-task recovery made it): two
     copies of the same events run at once only around a broker reconnect, when both are marked;
     a first delivery has nothing to race with and saves the round trip."""
-    if not (task.request.delivery_info or {}).get("redelivered"):
+    if not _claims(task):
         return ["ok"] * len(events)
     states = journal.claim(w.pipe, events, task.request.id or "",
                            route.open_timeout + route.read_timeout + CLAIM_MARGIN)
     for event, state in zip(events, states):
-        if state == "busy":
-            log.info("event %s is being sent by another copy of its task right now; leaving it to that one",
-                     event["id"])
-        elif state in (journal.DELIVERED, journal.DEAD):
-            log.info("event %s is already %s; not sending it again", event["id"], state)
-        elif state == "gone":
-            log.warning("event %s is not in the journal (expired or purged); nothing to deliver", event["id"])
+        if state != "ok":
+            _not_sent(event["id"], state)
     return states
+
+
+def _claims(task: Task) -> bool:
+    return bool((task.request.delivery_info or {}).get("redelivered"))
+
+
+def _not_sent(event_id: str, why: str) -> None:
+    """The log line of an event a task leaves alone: 'delivered' or 'dead' already, 'gone' from the
+    journal, or 'busy' (another copy of the task is sending it)."""
+    if why == "gone":
+        log.warning("event %s is not in the journal (expired or purged); nothing to deliver", event_id)
+    elif why == "busy":
+        log.info("event %s is being sent by another copy of its task right now; leaving it to that one", event_id)
+    else:
+        log.info("event %s is already %s; not sending it again", event_id, why)
 
 
 def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, Any]], open_until: float,
@@ -412,7 +422,7 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                 if batched:
                     outcomes, open_until = _deliver_batch(self, w, route, unit_events, open_until, probe)
                 elif unit_events[0] is None:
-                    log.warning("event %s is not in the journal (expired or purged); nothing to deliver", ids[0])
+                    _not_sent(ids[0], "gone")
                     outcomes = ["missing"]
                 else:
                     verdict, open_until = _deliver_one(self, w, unit_events[0], open_until, to, probe)
@@ -426,7 +436,8 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                 for event in unit_events:
                     journal.park(w.redis, event, time.time() + INTERNAL_ERROR_DELAY,
                                  "waiting: internal error, see worker log")
-                    journal.release_claim(w.pipe, event["id"], self.request.id or "")
+                    if _claims(self):
+                        journal.release_claim(w.pipe, event["id"], self.request.id or "")
                 outcomes = ["error"] * len(unit)
             for event_id, verdict in zip(ids, outcomes):
                 verdicts[verdict] = verdicts.get(verdict, 0) + 1

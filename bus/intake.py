@@ -91,13 +91,14 @@ def accept(intake: Intake, tag: str, records: list[Any], headers: bytes = b"") -
     stripped of secrets), kept in the journal for `bus events ID`.
     """
     prepared = prepare(intake, tag, records, headers)
-    check_backlog(intake, prepared)
-    keys, args = journal.accept_call(prepared.events, prepared.route.group_size)
-    try:
-        intake.pipe.run_script(journal.ACCEPT_SCRIPT, keys, args)
-    except journal.REDIS_DOWN as exc:
-        raise journal.unavailable(exc) from exc
+    commit(intake, prepared)
     return prepared.ids
+
+
+def commit(intake: Intake, prepared: Prepared) -> None:
+    """Journal and enqueue prepared events (after the route's backlog check), through the process's pipe."""
+    check_backlog(intake, prepared)
+    journal.accept(intake.pipe, prepared.events, prepared.route.group_size)
 
 
 def check_backlog(intake: Intake, prepared: Prepared) -> None:

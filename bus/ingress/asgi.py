@@ -28,18 +28,14 @@ from ..errors import BusError
 from ..journal import REDIS_DOWN
 from ..journal.pipelined import PipelinedRedis
 from . import guarded_protocol
-from .bodies import parse_records
-from .http import (authorize, check_batch, check_declared_length, check_read_length, error_answer, make_app,
-                   received_headers)
+from .http import (authorize, check_declared_length, check_read_length, error_answer, is_event_post, make_app,
+                   prepare_posted)
 
 log = logging.getLogger("bus.ingress")
 
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 JSON = (b"content-type", b"application/json")
-# Paths the werkzeug app answers itself for any method (http.URLS); every other path is a tag.
-OWN_PATHS = frozenset({"/", "/healthz", "/metrics", "/stats", "/console", "/events", "/events/replay"})
-OWN_PREFIXES = ("/console/", "/events/")
 # How many threads run the werkzeug app (and accepts with a backlog check) per worker process.
 THREADS_ENV = "_BUS_SERVE_THREADS"
 PARENT_CHECK = 1.0
@@ -49,13 +45,6 @@ INLINE_BODY = 64 * 1024
 
 class ClientGone(Exception):
     """The client went away (or its read deadline passed) before its request arrived whole."""
-
-
-def is_event_post(method: str, path: str) -> bool:
-    """POST /<tag>: the one request the loop answers itself; the same paths as http.URLS' `/<path:tag>`
-    (it starts with one slash and, as its regex's `.`, never spans a newline)."""
-    return (method == "POST" and path[1:2] not in ("", "/") and "\n" not in path and path not in OWN_PATHS
-            and not path.startswith(OWN_PREFIXES))
 
 
 class Ingress:
@@ -93,39 +82,40 @@ class Ingress:
                 return
 
     async def post_events(self, scope: dict, receive: Receive, send: Send) -> None:
-        bus = self.bus
         tag = scope["path"][1:]
-        headers = _headers(scope)
         try:
-            try:
-                authorize(self.tokens, headers.get("Authorization"), "post_events", {"tag": tag})
-                body = await _read_body(receive, bus.settings.max_body, headers.get("Content-Length"))
-                work = functools.partial(_prepare, bus, tag, headers, _query(scope), body)
-                # A big batch (or a gzip bomb's check) would hold every other connection of the loop
-                # while it is parsed and given ids: that work goes to the thread pool.
-                prepared = work() if len(body) <= INLINE_BODY else \
-                    await asyncio.get_running_loop().run_in_executor(self.pool, work)
-                if prepared.route.backlog_limit is not None:
-                    await asyncio.get_running_loop().run_in_executor(self.pool, _accept_checked, bus, prepared)
-                else:
-                    keys, args = journal.accept_call(prepared.events, prepared.route.group_size)
-                    await self.redis.run_script(journal.ACCEPT_SCRIPT, keys, args)
-            except REDIS_DOWN as exc:
-                raise journal.unavailable(exc) from exc
-            except BusError as exc:
-                await asyncio.get_running_loop().run_in_executor(self.pool, intake.count_refusal, bus, tag, exc)
-                raise
+            prepared = await self._accept(tag, _headers(scope), scope, receive)
+        except ClientGone:
+            return
         except BusError as exc:
+            await asyncio.get_running_loop().run_in_executor(self.pool, intake.count_refusal, self.bus, tag, exc)
             status, extra, answer = error_answer(exc)
             await _respond(send, status, answer, extra)
-            return
-        except ClientGone:
             return
         except Exception:
             log.exception("unexpected error handling POST %s", scope["path"])
             await _respond(send, 500, b'{"error":"internal error; nothing was accepted, see the ingress log"}')
             return
         await _respond(send, 202, orjson.dumps({"ids": prepared.ids}))
+
+    async def _accept(self, tag: str, headers: dict[str, str], scope: dict, receive: Receive) -> intake.Prepared:
+        """What the werkzeug app's post_events does, with the waits on the loop. Raises a BusError."""
+        bus, loop = self.bus, asyncio.get_running_loop()
+        authorize(self.tokens, headers.get("Authorization"), "post_events", {"tag": tag})
+        body = await _read_body(receive, bus.settings.max_body, headers.get("Content-Length"))
+        work = functools.partial(prepare_posted, bus, tag, headers, _query(scope), body)
+        # A big batch (or a gzip bomb's check) would hold every other connection of the loop
+        # while it is parsed and given ids: that work goes to the thread pool.
+        prepared = work() if len(body) <= INLINE_BODY else await loop.run_in_executor(self.pool, work)
+        if prepared.route.backlog_limit is not None:
+            await loop.run_in_executor(self.pool, intake.commit, bus, prepared)  # its check reads Redis first
+            return prepared
+        keys, args = journal.accept_call(prepared.events, prepared.route.group_size)
+        try:
+            await self.redis.run_script(journal.ACCEPT_SCRIPT, keys, args)
+        except REDIS_DOWN as exc:
+            raise journal.unavailable(exc) from exc
+        return prepared
 
     async def through_wsgi(self, scope: dict, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
@@ -153,26 +143,12 @@ def from_environment() -> Ingress:
     return Ingress(intake.load(config), tokens, int(os.environ.get(THREADS_ENV, "8")))
 
 
-def _prepare(bus: intake.Intake, tag: str, headers: dict[str, str], query: dict[str, str], body: bytes
-             ) -> intake.Prepared:
-    """The body's records, checked and given ids (no I/O): what the werkzeug app's post_events does first."""
-    records = parse_records(body, headers.get("Content-Type") or "application/json", query=query,
-                            content_encoding=headers.get("Content-Encoding", ""), limit=bus.settings.max_body)
-    check_batch(records, bus.settings.max_batch)
-    return intake.prepare(bus, tag, records, received_headers(headers.items()))
-
-
 async def _stop_when_orphaned(parent: int) -> None:
     """A worker whose supervisor died (SIGKILL, OOM) stops too, instead of holding the port for ever."""
     while os.getppid() == parent:
         await asyncio.sleep(PARENT_CHECK)
     log.error("the ingress supervisor (pid %d) is gone; this worker stops", parent)
     os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _accept_checked(bus: intake.Intake, prepared: intake.Prepared) -> None:
-    intake.check_backlog(bus, prepared)
-    journal.accept(bus.redis, prepared.events, prepared.route.group_size)
 
 
 def _headers(scope: dict) -> dict[str, str]:

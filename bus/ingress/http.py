@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from importlib import resources
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import orjson
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, UnsupportedMediaType
@@ -53,6 +53,20 @@ URLS = Map([
 ])
 
 
+# POST paths the werkzeug app answers with something other than post_events (static rules only:
+# a POST rule with a converter would need the URL map for every request).
+OWN_POSTS = frozenset(rule.rule for rule in URLS.iter_rules()
+                      if "POST" in (rule.methods or ()) and rule.endpoint != "post_events")
+assert not any("<" in path for path in OWN_POSTS), OWN_POSTS
+
+
+def is_event_post(method: str, path: str) -> bool:
+    """Whether URLS sends this request to post_events with the path's own tag: a POST whose path is
+    `/<path:tag>` (one slash, then anything on one line, as the converter's regex) and no other POST
+    rule's. A path starting "//" stays with werkzeug, which merges the slashes first."""
+    return method == "POST" and path[1:2] not in ("", "/") and "\n" not in path and path not in OWN_POSTS
+
+
 def _json(payload: object, status: int, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(payload), status=status, mimetype="application/json", headers=headers)
 
@@ -94,23 +108,29 @@ def received_headers(items: Iterable[tuple[str, str]]) -> bytes:
     return orjson.dumps(kept)
 
 
-def check_batch(records: list, max_batch: int) -> None:
+def _check_batch(records: list, max_batch: int) -> None:
     if len(records) > max_batch:
         raise BodyTooLarge(f"the batch has {len(records)} events; the limit is {max_batch} (BUS_MAX_BATCH)")
 
 
+def prepare_posted(bus: intake.Intake, tag: str, headers: Mapping[str, str], query: Mapping[str, str],
+                   body: bytes) -> intake.Prepared:
+    """A POST /<tag> body's records, checked and given ids (no I/O): the event loop's path
+    (asgi.py) and the werkzeug app's both start here."""
+    records = parse_records(body, headers.get("Content-Type") or "application/json", query=query,
+                            content_encoding=headers.get("Content-Encoding", ""), limit=bus.settings.max_body)
+    _check_batch(records, bus.settings.max_batch)
+    return intake.prepare(bus, tag, records, received_headers(headers.items()))
+
+
 def post_events(bus: intake.Intake, request: Request, tag: str) -> Response:
     try:
-        body = _read_body(request, bus.settings.max_body)
-        records = parse_records(body, request.content_type or "application/json", query=request.args,
-                                content_encoding=request.headers.get("Content-Encoding", ""),
-                                limit=bus.settings.max_body)
-        check_batch(records, bus.settings.max_batch)
-        ids = intake.accept(bus, tag, records, received_headers(request.headers.items()))
+        prepared = prepare_posted(bus, tag, request.headers, request.args, _read_body(request, bus.settings.max_body))
+        intake.commit(bus, prepared)
     except BusError as exc:
         intake.count_refusal(bus, tag, exc)
         raise
-    return _json({"ids": ids}, 202)
+    return _json({"ids": prepared.ids}, 202)
 
 
 def _limit(raw: object, default: int = 50) -> int:

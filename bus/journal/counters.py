@@ -7,7 +7,7 @@ from typing import Iterable
 import redis
 
 from .keys import COUNTERS, breaker_key, index_key, latency_key, pending_key, queue_name, slot_key
-from .store import unavailable, DEAD, QUEUED, REDIS_DOWN, RETRYING
+from .store import DEAD, QUEUED, REDIS_DOWN, RETRYING, unavailable
 
 
 # Accept-to-2xx seconds: from a healthy endpoint's tens of milliseconds to a day-long outage.

@@ -7,7 +7,8 @@ import redis
 
 from ..messages import GROUP_SIZE, SHOWN, group_template
 from .keys import COUNTERS, breaker_key, event_key, filling_key, index_key, pending_key, queue_name
-from .store import unavailable, QUEUED, REDIS_DOWN, NewEvent, decode, script
+from .pipelined import SharedPipe
+from .store import QUEUED, REDIS_DOWN, NewEvent, decode, script, unavailable
 
 
 # Newly accepted events wait on their route's pending list, and a task message takes them
@@ -113,7 +114,7 @@ def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE) -> tuple[l
     return keys, args
 
 
-def accept(client: redis.Redis, events: list[NewEvent], group_size: int = GROUP_SIZE) -> None:
+def accept(client: redis.Redis | SharedPipe, events: list[NewEvent], group_size: int = GROUP_SIZE) -> None:
     """Journal the events of one route and put them on its pending list (queueing a task
     message for them when none is coming), atomically and in one round trip: all or none.
     A task message carries `group_size` events at most (the route's)."""

@@ -34,6 +34,7 @@ from typing import Any
 import hiredis
 import redis
 from redis._parsers.base import BaseParser
+from redis.exceptions import NoScriptError
 from redis.connection import SSLConnection, parse_url
 
 
@@ -64,12 +65,18 @@ def handshake(options: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 
 @functools.lru_cache(maxsize=64)
-def script_sha(source: str) -> str:
+def _sha(source: str) -> str:
     return hashlib.sha1(source.encode()).hexdigest()
 
 
-def is_noscript(exc: Exception) -> bool:
-    return isinstance(exc, redis.exceptions.NoScriptError)
+def evalsha(source: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+    """The script by its SHA; Redis answers NOSCRIPT (a NoScriptError) when it does not know it yet."""
+    return ("EVALSHA", _sha(source), len(keys), *keys, *args)
+
+
+def eval_(source: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+    """The script itself, which also loads it: after NOSCRIPT (a restart, a new server)."""
+    return ("EVAL", source, len(keys), *keys, *args)
 
 
 def reply_error(reply: hiredis.ReplyError) -> redis.RedisError:
@@ -142,13 +149,10 @@ class PipelinedRedis:
         return await future
 
     async def run_script(self, source: str, keys: list[str], args: list[Any]) -> Any:
-        """EVALSHA, and EVAL when Redis does not know the script yet (a restart, a new server)."""
         try:
-            return await self.execute("EVALSHA", script_sha(source), len(keys), *keys, *args)
-        except redis.ResponseError as exc:
-            if not is_noscript(exc):
-                raise
-        return await self.execute("EVAL", source, len(keys), *keys, *args)
+            return await self.execute(*evalsha(source, keys, args))
+        except NoScriptError:
+            return await self.execute(*eval_(source, keys, args))
 
     def close(self) -> None:
         if self._link is not None and self._link.transport is not None:
@@ -174,10 +178,9 @@ class PipelinedRedis:
                 _, link = await asyncio.wait_for(
                     loop.create_unix_connection(lambda: _Link(self), opts["path"]), self.timeout)
             else:
-                tls = ssl.create_default_context() if opts.get("connection_class") is SSLConnection else None
+                host, port, tls = _tcp(opts)
                 _, link = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Link(self), opts.get("host", "localhost"), opts.get("port", 6379),
-                                           ssl=tls), self.timeout)
+                    loop.create_connection(lambda: _Link(self), host, port, ssl=tls), self.timeout)
         except asyncio.TimeoutError:
             raise redis.TimeoutError(f"no connection to Redis within {self.timeout:g}s") from None
         except OSError as exc:
@@ -269,13 +272,10 @@ class SharedPipe:
         return self._submit(pack(args))
 
     def run_script(self, source: str, keys: list[str], args: list[Any]) -> Any:
-        """EVALSHA, and EVAL when Redis does not know the script yet (a restart, a new server)."""
         try:
-            return self._submit(pack(("EVALSHA", script_sha(source), len(keys), *keys, *args)))
-        except redis.ResponseError as exc:
-            if not is_noscript(exc):
-                raise
-        return self._submit(pack(("EVAL", source, len(keys), *keys, *args)))
+            return self.execute(*evalsha(source, keys, args))
+        except NoScriptError:
+            return self.execute(*eval_(source, keys, args))
 
     def close(self) -> None:
         with self._lock:
@@ -366,10 +366,11 @@ class SharedPipe:
                 sock.settimeout(self.timeout)
                 sock.connect(opts["path"])
             else:
-                sock = socket.create_connection((opts.get("host", "localhost"), opts.get("port", 6379)), self.timeout)
+                host, port, tls = _tcp(opts)
+                sock = socket.create_connection((host, port), self.timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if opts.get("connection_class") is SSLConnection:
-                    sock = ssl.create_default_context().wrap_socket(sock, server_hostname=opts.get("host"))
+                if tls is not None:
+                    sock = tls.wrap_socket(sock, server_hostname=host)
             sock.settimeout(self.timeout)
             self._sock, self._reader = sock, hiredis.Reader()
             for command in handshake(opts):
@@ -393,6 +394,12 @@ class SharedPipe:
                 sock.close()
             except OSError:
                 pass
+
+
+def _tcp(options: dict[str, Any]) -> tuple[str, int, ssl.SSLContext | None]:
+    """Host, port and TLS context (rediss://) of a URL parsed by redis-py's parse_url."""
+    tls = ssl.create_default_context() if options.get("connection_class") is SSLConnection else None
+    return options.get("host", "localhost"), options.get("port", 6379), tls
 
 
 def _readable(sock: socket.socket) -> bool:

@@ -15,20 +15,21 @@ def test_every_url_rule_has_a_handler_and_every_handler_a_rule():
 
 PATHS = ["/api.x", "/a.b.c", "/healthz", "/metrics", "/stats", "/console", "/console/console.js", "/console/x",
          "/events", "/events/replay", "/events/0192", "/events/a/b", "/", "/api.x/", "/x/y", "/consoles",
-         "/eventsx", "/\u00e9t\u00e9", "//x", "/0\n", "/a\nb", "/a\rb", "/ "]
+         "/eventsx", "/events/replay/", "/events/replayx", "/\u00e9t\u00e9", "//x", "///", "/a//b", "/0\n", "/a\nb", "/a\rb", "/ "]
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_the_event_loop_answers_only_posts_the_url_map_sends_to_post_events(path):
+def test_the_event_loop_answers_exactly_the_posts_the_url_map_sends_to_post_events(path):
     from werkzeug.exceptions import HTTPException
 
     try:
         endpoint = http.URLS.bind("bus").match(path, "POST")[0]
     except HTTPException:
         endpoint = None
-    if asgi.is_event_post("POST", path):
-        assert endpoint == "post_events", path
-    assert not asgi.is_event_post("GET", path)
+    # A path starting "//" is left to werkzeug, which merges the slashes before taking the tag.
+    expected = endpoint == "post_events" and not path.startswith("//")
+    assert http.is_event_post("POST", path) == expected, (path, endpoint)
+    assert not http.is_event_post("GET", path)
 
 
 def test_commands_are_packed_as_resp():
