@@ -33,8 +33,6 @@ COPY_ATTEMPTS = 5
 COPY_MAX_DELAY = 10.0
 MAX_REDIRECTS = 5
 INTERNAL_ERROR_DELAY = 30
-# A claim outlives the attempt's own deadline (open + read timeout) by this much.
-CLAIM_MARGIN = 5.0
 USER_AGENT = "bus-delivery"
 
 
@@ -273,9 +271,9 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
         # The route changed since the event was accepted and can no longer build its URL.
         _dead_unsent(w, event, attempt, str(exc))
         return DEAD, open_until
-    claimed = _claim(task, w, route, [event])[0]
-    if claimed != "ok":
-        return claimed, open_until
+    state = _recheck(task, w, [event])[0]
+    if state != "ok":
+        return state, open_until
     attempt = event["attempts"] + 1
     record = send(w.pools, route, url, event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
@@ -284,35 +282,55 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
     return outcome.verdict, _breaker_after(w, route, record, open_until, probe)
 
 
-def _claim(task: Task, w: Worker, route: Route, events: list[dict[str, Any]]) -> list[str]:
-    """Claim the events this task is about to send (journal.claim): 'ok' to send, else why not.
+def _recheck(task: Task, w: Worker, events: list[dict[str, Any]]) -> list[str]:
+    """Right before sending, whether this task still sends the events (journal.recheck): 'ok', else why not.
 
-    Only a redelivered message claims (kombu restored it, or lost-task recovery made it): two
-    copies of the same events run at once only around a broker reconnect, when both are marked;
-    a first delivery has nothing to race with and saves the round trip."""
-    if not _claims(task):
+    Only a redelivered message checks (kombu restored it, or lost-task recovery made it): another
+    copy of it may be running, and recovery may hand its events to a new message while it runs.
+    A first delivery was checked when it loaded its events (_mine), and saves the round trip."""
+    if not _redelivered(task):
         return ["ok"] * len(events)
-    states = journal.claim(w.pipe, events, task.request.id or "",
-                           route.open_timeout + route.read_timeout + CLAIM_MARGIN)
+    states = journal.recheck(w.pipe, events, task.request.id or "")
     for event, state in zip(events, states):
         if state != "ok":
             _not_sent(event["id"], state)
     return states
 
 
-def _claims(task: Task) -> bool:
+def _redelivered(task: Task) -> bool:
     return bool((task.request.delivery_info or {}).get("redelivered"))
 
 
 def _not_sent(event_id: str, why: str) -> None:
     """The log line of an event a task leaves alone: 'delivered' or 'dead' already, 'gone' from the
-    journal, or 'busy' (another copy of the task is sending it)."""
+    journal, or 'superseded' (see _mine)."""
     if why == "gone":
         log.warning("event %s is not in the journal (expired or purged); nothing to deliver", event_id)
-    elif why == "busy":
-        log.info("event %s is being sent by another copy of its task right now; leaving it to that one", event_id)
+    elif why == "superseded":
+        log.info("event %s is no longer this task's to send (attempted, parked or handed to another task "
+                 "since this message was queued); leaving it", event_id)
     else:
         log.info("event %s is already %s; not sending it again", event_id, why)
+
+
+def _mine(task: Task, event_ids: list[str], events: list[dict[str, Any] | None]
+          ) -> tuple[list[str], list[dict[str, Any] | None], int]:
+    """The task's events that its message still sends, and how many it no longer does.
+
+    An event's record names the message that sends its next attempt (journal store.OWN_LUA).
+    Another name means this message came back after its work was done, its ack lost in a crash
+    (Redis restores it from `unacked`), or was replaced by a hand-off, the retry schedule, a
+    replay or lost-task recovery; sending would race the message that now has the event."""
+    keep_ids: list[str] = []
+    keep: list[dict[str, Any] | None] = []
+    for event_id, event in zip(event_ids, events):
+        owner = event.get("task") if event is not None else None
+        if owner is not None and owner != task.request.id:
+            _not_sent(event_id, "superseded")
+            continue
+        keep_ids.append(event_id)
+        keep.append(event)
+    return keep_ids, keep, len(event_ids) - len(keep_ids)
 
 
 def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, Any]], open_until: float,
@@ -331,7 +349,7 @@ def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, An
         for event in batch:
             _dead_unsent(w, event, event["attempts"] + 1, str(exc))
         return [DEAD] * len(batch), open_until
-    verdicts = _claim(task, w, route, batch)  # what is not "ok" is the verdict of an event not sent
+    verdicts = _recheck(task, w, batch)  # what is not "ok" is the verdict of an event not sent
     sending = [i for i, state in enumerate(verdicts) if state == "ok"]
     if not sending:
         return verdicts, open_until
@@ -389,7 +407,10 @@ def _hand_off(w: Worker, route_name: str, rest: list[dict[str, Any]], to: str | 
     queue = journal.queue_name(route_name)
     message = delivery_message([(e["id"], e["tag"], e["attempts"] + 1) for e in rest], queue,
                                task_id=str(uuid.uuid4()), to=to)
-    journal.enqueue(w.redis, route_name, [message])
+    if to is None:
+        journal.hand_off(w.redis, route_name, [e["id"] for e in rest], message)
+    else:
+        journal.enqueue(w.redis, route_name, [message])
     log.info("handing %d events of a slow group to a new task of route %s", len(rest), route_name)
 
 
@@ -410,6 +431,10 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
         events, open_until = journal.load_many(w.redis, event_ids, route_name,
                                                route.group_size if route else GROUP_SIZE)
         verdicts: dict[str, int] = {}
+        if to is None:  # a copy leaves the event's state alone, its owner included
+            event_ids, events, superseded = _mine(self, event_ids, events)
+            if superseded:
+                verdicts["superseded"] = superseded
         copies_to_retry = []
         for n, (unit, batched) in enumerate(_units(route, events, to)):
             if n and time.monotonic() > deadline:
@@ -436,8 +461,6 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                 for event in unit_events:
                     journal.park(w.redis, event, time.time() + INTERNAL_ERROR_DELAY,
                                  "waiting: internal error, see worker log")
-                    if _claims(self):
-                        journal.release_claim(w.pipe, event["id"], self.request.id or "")
                 outcomes = ["error"] * len(unit)
             for event_id, verdict in zip(ids, outcomes):
                 verdicts[verdict] = verdicts.get(verdict, 0) + 1

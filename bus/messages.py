@@ -38,7 +38,8 @@ def delivery_message(events: list[tuple], queue: str, task_id: str | None = None
     as is. argsrepr is what Flower shows as the task's arguments: the tag, the
     event id and which attempt this task makes (or that it sends a copy), for
     the first few events of the group. `redelivered` marks it as kombu marks a message it
-    restores: a copy of events another task may be sending right now (delivery claims them).
+    restores: a copy of events another task may be sending right now (delivery checks each
+    event again right before sending it).
     """
     ids = [e[0] for e in events]
     # Unique among messages in flight: an event is in one first-delivery task,
@@ -108,6 +109,11 @@ def describe(tag: str, event_id: str, attempt: int, copy: bool = False, probe: b
     if copy:
         return f"{tag} {event_id} copy"
     return f"{tag} {event_id} attempt {attempt}" + (" probe" if probe else "")
+
+
+def task_id_of(message: bytes) -> str:
+    """The task id of a message we built (what the events' records name as the one sending them)."""
+    return orjson.loads(message)["headers"]["id"]
 
 
 def event_ids_of(message: dict) -> list[str]:

@@ -65,8 +65,9 @@ def recover(client: redis.Redis, pause: float = PAUSE) -> list[str]:
             event = journal.load(client, event_id)
             if event is None:
                 continue
-            # Marked as kombu marks what it restores: the task thought lost may still come back and
-            # run at the same time, and redelivered tasks claim each event before sending it.
+            # The event's record names the new message, so the task thought lost leaves it alone
+            # should it come back after all. Marked as kombu marks what it restores: redelivered
+            # tasks check each event again right before sending it.
             message = delivery_message([(event_id, event["tag"], event["attempts"] + 1)],
                                        journal.queue_name(event["route"]), task_id=str(uuid.uuid4()), redelivered=True)
             if journal.requeue_lost(client, event_id, event["route"], message):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from ..filters import STATUSES
 
 from .keys import (
-    COUNTERS, KOMBU_UNACKED, RECOVERY_LOCK, attempts_key, breaker_key, claim_key, copies_key, event_key,
+    COUNTERS, KOMBU_UNACKED, RECOVERY_LOCK, attempts_key, breaker_key, copies_key, event_key,
     filling_key, index_key, latency_key, mover_key, pending_key, queue_name, retry_key, slot_key,
 )
 from .store import (
@@ -26,8 +26,8 @@ from .grouping import (
     ACCEPT_SCRIPT, FILLING_MS, accept, accept_call, load_many, refill_if_idle,
 )
 from .transitions import (
-    breaker, breaker_failed, claim, claim_mover, drop_scheduled, due, enqueue, hold_breaker, park, record_attempt,
-    record_copy, release, release_claim, requeue, status_class,
+    breaker, breaker_failed, claim_mover, drop_scheduled, due, enqueue, hand_off, hold_breaker, park,
+    record_attempt, record_copy, recheck, release, requeue, status_class,
 )
 from .counters import (
     LATENCY_BUCKETS, SLOT, SLOTS_KEPT, backlog, count, count_refused, counters, latency, RouteSnapshot,
@@ -42,13 +42,13 @@ from .lost import (
 
 
 __all__ = [
-    "STATUSES", "COUNTERS", "KOMBU_UNACKED", "RECOVERY_LOCK", "attempts_key", "breaker_key", "claim_key",
+    "STATUSES", "COUNTERS", "KOMBU_UNACKED", "RECOVERY_LOCK", "attempts_key", "breaker_key",
     "copies_key", "event_key", "filling_key", "index_key", "latency_key", "mover_key", "pending_key",
     "queue_name", "retry_key", "slot_key", "DEAD", "DEFAULT_RETENTION", "DELIVERED", "QUEUED", "REDIS_DOWN",
     "RESPONSE_KEEP", "RETRYING", "SUMMARY_FIELDS", "attempts", "connect", "load", "NewEvent", "Page", "show",
     "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "accept", "accept_call", "load_many",
-    "refill_if_idle", "breaker", "breaker_failed", "claim", "claim_mover", "drop_scheduled", "due", "enqueue",
-    "hold_breaker", "park", "record_attempt", "record_copy", "release", "release_claim", "requeue",
+    "refill_if_idle", "breaker", "breaker_failed", "claim_mover", "drop_scheduled", "due", "enqueue",
+    "hand_off", "hold_breaker", "park", "record_attempt", "record_copy", "recheck", "release", "requeue",
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",
     "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "pending_ids",
     "recovery_lock", "recovery_unlock", "requeue_lost", "scheduled_ids", "task_messages", "waiting_ids",

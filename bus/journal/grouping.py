@@ -8,7 +8,7 @@ import redis
 from ..messages import GROUP_SIZE, SHOWN, group_template
 from .keys import COUNTERS, breaker_key, event_key, filling_key, index_key, pending_key, queue_name
 from .pipelined import SharedPipe
-from .store import QUEUED, REDIS_DOWN, NewEvent, decode, script, unavailable
+from .store import OWN_LUA, QUEUED, REDIS_DOWN, NewEvent, decode, script, unavailable
 
 
 # Newly accepted events wait on their route's pending list, and a task message takes them
@@ -23,8 +23,8 @@ from .store import QUEUED, REDIS_DOWN, NewEvent, decode, script, unavailable
 # coming, so events whose message was lost in a crash are not stranded.
 #
 # group_message(template, entries, shown): the message for "<id> <tag>" entries, filled into
-# messages.group_template(); the same message as messages.delivery_message() builds.
-_GROUP_LUA = """
+# messages.group_template(); the same message as messages.delivery_message() builds; and its ids.
+_GROUP_LUA = OWN_LUA + """
 local function group_message(template, entries, shown)
   local ids, described = {}, {}
   for i, entry in ipairs(entries) do
@@ -37,14 +37,17 @@ local function group_message(template, entries, shown)
   local body = '[[["' .. table.concat(ids, '","') ..
                '"]],{},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]'
   local values = {ID = cjson.encode(ids[1]), BODY = cjson.encode(body), ARGSREPR = cjson.encode(argsrepr)}
-  return (string.gsub(template, '"@@(%u+)@@"', function(name) return values[name] end))
+  return (string.gsub(template, '"@@(%u+)@@"', function(name) return values[name] end)), ids
 end
 
--- Take up to `size` entries off the pending list into one message at the tail of the queue.
+-- Take up to `size` entries off the pending list into one message at the tail of the queue;
+-- the message's task id is its first event's id, and its events' records name it.
 local function take_group(pending, queue, template, size, shown)
   local entries = redis.call('LPOP', pending, size)
   if not entries then return false end
-  redis.call('LPUSH', queue, group_message(template, entries, shown))
+  local message, ids = group_message(template, entries, shown)
+  own(ids, ids[1])
+  redis.call('LPUSH', queue, message)
   return true
 end
 """

@@ -3,10 +3,10 @@
 Keys (every name is built here and nowhere else):
 - bus.<route>                    Celery queue of the route (a kombu Redis list)
 - bus:event:<id>                 hash: tag, route, body, headers, received, status,
-                                 attempts, round (attempts before the last replay), last
+                                 attempts, round (attempts before the last replay), last,
+                                 task (the task message that sends its next attempt; '' when none does)
 - bus:event:<id>:attempts        list of JSON attempt records, oldest first
 - bus:event:<id>:copies          list of JSON records of replays sent elsewhere (--to)
-- bus:event:<id>:claim           the task sending the event right now (expires after one attempt's time)
 - bus:status:<status>            sorted set of ids by received time, one per status
 - bus:route:<route>:<status>     the same per route (an event is in exactly one status of each;
                                  a listing of any status merges the four)
@@ -48,10 +48,6 @@ def attempts_key(event_id: str) -> str:
 
 def copies_key(event_id: str) -> str:
     return f"bus:event:{event_id}:copies"
-
-
-def claim_key(event_id: str) -> str:
-    return f"bus:event:{event_id}:claim"
 
 
 def pending_key(route: str) -> str:

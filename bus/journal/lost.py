@@ -12,16 +12,19 @@ from typing import Any, Iterator
 import orjson
 import redis
 
+from ..messages import task_id_of
 from .keys import KOMBU_UNACKED, RECOVERY_LOCK, event_key, index_key, pending_key, queue_name, retry_key
 from .store import QUEUED, RETRYING, script
 
 
 _SCAN_CHUNK = 1000
-# Put a task back only if its event is still waiting, at the consuming end of the queue.
+# Put a task back only if its event is still waiting, at the consuming end of the queue; the
+# record names it, so the lost one, should it come back after all, leaves the event to it.
 _REQUEUE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' or status == 'retrying' then
     redis.call('RPUSH', KEYS[2], ARGV[1])
+    redis.call('HSET', KEYS[1], 'task', ARGV[2])
     return 1
 end
 return 0
@@ -88,7 +91,8 @@ def task_messages(client: redis.Redis) -> Iterator[dict[str, Any]]:
 
 def requeue_lost(client: redis.Redis, event_id: str, route: str, message: bytes) -> bool:
     """Queue a new task for an event that is still waiting; False when it was delivered or dead meanwhile."""
-    return bool(script(client, _REQUEUE)(keys=[event_key(event_id), queue_name(route)], args=[message]))
+    return bool(script(client, _REQUEUE)(keys=[event_key(event_id), queue_name(route)],
+                                         args=[message, task_id_of(message)]))
 
 
 def recovery_lock(client: redis.Redis, holder: str, seconds: int) -> bool:

@@ -39,6 +39,25 @@ class Page:
     cursor: str | None  # pass back to continue; None when there is nothing more
 
 
+# Each record names the task message that sends the event's next attempt (field `task`): every
+# path that queues a message for events writes its task id there in the same step, and an
+# attempt's record or a park clears it (''). A message that finds another name, or '', came
+# back after its work was done (Redis restored it, unacked, after a crash lost its ack) or was
+# replaced (a hand-off, the retry schedule, a replay, lost-task recovery), and leaves the event
+# alone: without this, such a message and its replacement would send the event at once.
+# Records from before the field existed have none, and any message may send them.
+# own(ids, task): name `task` in the records of those ids that still exist.
+OWN_LUA = """
+local EVENT_KEY = '""" + event_key("") + """'
+local function own(ids, task)
+  for _, id in ipairs(ids) do
+    local key = EVENT_KEY .. id
+    if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'task', task) end
+  end
+end
+"""
+
+
 def unavailable(exc: BaseException) -> Unavailable:
     """What a producer is told when Redis did not answer its accept."""
     return Unavailable(f"Redis did not answer ({exc.__class__.__name__}): nothing was accepted; retry later")
@@ -68,7 +87,7 @@ def script(client: redis.Redis | SharedPipe, source: str) -> Any:
 
 def decode(event_id: str, raw: dict[bytes, bytes]) -> dict[str, Any]:
     record: dict[str, Any] = {k.decode(): v for k, v in raw.items()}
-    for k in ("tag", "route", "status", "last"):
+    for k in ("tag", "route", "status", "last", "task"):
         if k in record:
             record[k] = record[k].decode()
     record["received"] = float(record["received"])

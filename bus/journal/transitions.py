@@ -9,11 +9,12 @@ import redis
 
 from .counters import LATENCY_BUCKETS, SLOT
 from .keys import (
-    COUNTERS, attempts_key, breaker_key, claim_key, copies_key, event_key, index_key, latency_key, mover_key,
+    COUNTERS, attempts_key, breaker_key, copies_key, event_key, index_key, latency_key, mover_key,
     queue_name, retry_key, slot_key,
 )
 from .pipelined import SharedPipe
-from .store import DEFAULT_RETENTION, DELIVERED, QUEUED, RESPONSE_KEEP, RETRYING, script
+from ..messages import event_ids_of, task_id_of
+from .store import DEFAULT_RETENTION, DELIVERED, OWN_LUA, QUEUED, RESPONSE_KEEP, RETRYING, script
 
 
 def _move(pipe: Any, event_id: str, route: str, received: float, old: str | None, new: str) -> None:
@@ -35,7 +36,7 @@ _RECORD_ATTEMPT = """
 local id, received = ARGV[1], ARGV[2]
 redis.call('RPUSH', KEYS[2], ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'status', ARGV[5], 'last', ARGV[6])
+redis.call('HSET', KEYS[1], 'status', ARGV[5], 'last', ARGV[6], 'task', '')
 if ARGV[3] == '1' then
   redis.call('ZREM', KEYS[4], id)
   redis.call('ZREM', KEYS[5], id)
@@ -55,7 +56,6 @@ if ARGV[11] ~= '' then
   redis.call('INCR', KEYS[12])
   redis.call('EXPIRE', KEYS[12], ARGV[13])
 end
-redis.call('DEL', KEYS[13])
 return 1
 """
 
@@ -63,7 +63,8 @@ return 1
 def record_attempt(client: redis.Redis | SharedPipe, event: dict[str, Any], attempt: dict[str, Any], status: str,
                    retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
                    endpoint_alive: bool = False) -> None:
-    """Append an attempt and move the event to `status`, atomically in one round trip.
+    """Append an attempt and move the event to `status`, atomically in one round trip. No task
+    message sends the event after this one (store.OWN_LUA): a retry gets a new message when due.
 
     `retry_at` puts a retrying event on the route's retry schedule; `endpoint_alive`
     (any non-retryable answer) closes the route's breaker. Delivered events expire
@@ -81,45 +82,37 @@ def record_attempt(client: redis.Redis | SharedPipe, event: dict[str, Any], atte
             str(last), retention if status == DELIVERED else "", repr(retry_at) if retry_at is not None else "",
             "1" if endpoint_alive else "0"]
     slot, counted = _count_outcome(event, status, attempt)
-    script(client, _RECORD_ATTEMPT)(keys=keys + [slot, claim_key(event_id)], args=args + counted)
+    script(client, _RECORD_ATTEMPT)(keys=keys + [slot], args=args + counted)
 
 
-# Two copies of a task can run at once: a message requeued after Redis went away and the
-# copy lost-task recovery made for the same events, or one restored after the visibility
-# timeout while the first still runs. Each loaded its events when it started, so both would
-# send an event neither had recorded yet. Right before sending, a task claims the events it
-# is about to send: the claim fails for one already delivered or dead (by the other copy) or
-# being sent by the other copy right now; the attempt's record drops the claim (as does
-# release_claim), and a crashed sender's claim expires after one attempt's time. The owner is
-# the task id: a message requeued after Redis went away comes back with it and may go on. Each event answers
-# "ok <attempts> <status>", "busy", "gone", or its final status.
-# KEYS: per event its hash and its claim. ARGV: owner, claim ms.
-_CLAIM = """
+# A task loads its events when it starts and sends them one after another, for up to the
+# visibility timeout. A redelivered message (kombu restored it, or recovery made it) checks each
+# event again right before sending it: meanwhile another copy may have attempted it (its record
+# then names no message) or recovery may have handed it to a new message (store.OWN_LUA). Each
+# event answers "ok <attempts> <status>" (sent by us; the task's copy is refreshed), "gone",
+# "superseded", or its final status. KEYS: the events' records. ARGV: the task id.
+_RECHECK = """
 local out = {}
-for i = 1, #KEYS / 2 do
-  local record, claim = KEYS[2 * i - 1], KEYS[2 * i]
-  local status, attempts = unpack(redis.call('HMGET', record, 'status', 'attempts'))
+for i, record in ipairs(KEYS) do
+  local status, attempts, task = unpack(redis.call('HMGET', record, 'status', 'attempts', 'task'))
   if not status then
     out[i] = 'gone'
   elseif status == 'delivered' or status == 'dead' then
     out[i] = status
-  elseif redis.call('SET', claim, ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', claim) == ARGV[1] then
-    redis.call('PEXPIRE', claim, ARGV[2])
-    out[i] = 'ok ' .. (attempts or '0') .. ' ' .. status
+  elseif task and task ~= ARGV[1] then
+    out[i] = 'superseded'
   else
-    out[i] = 'busy'
+    out[i] = 'ok ' .. (attempts or '0') .. ' ' .. status
   end
 end
 return out
 """
 
 
-def claim(client: redis.Redis | SharedPipe, events: list[dict[str, Any]], owner: str, seconds: float) -> list[str]:
-    """Claim the events for one attempt by `owner` (see _CLAIM). Claimed events get their attempts and
-    status refreshed from the journal (another copy may have tried them since this task loaded them);
-    returns per event 'ok', 'busy', 'gone', 'delivered' or 'dead'."""
-    keys = [k for event in events for k in (event_key(event["id"]), claim_key(event["id"]))]
-    answers = script(client, _CLAIM)(keys=keys, args=[owner, max(1, int(seconds * 1000))])
+def recheck(client: redis.Redis | SharedPipe, events: list[dict[str, Any]], task_id: str) -> list[str]:
+    """Whether task `task_id` still sends each event (see _RECHECK): per event 'ok' (its attempts and
+    status refreshed from the journal), 'gone', 'superseded', 'delivered' or 'dead'."""
+    answers = script(client, _RECHECK)(keys=[event_key(event["id"]) for event in events], args=[task_id])
     states = []
     for event, raw in zip(events, answers):
         state, *fresh = raw.decode().split(" ")
@@ -127,17 +120,6 @@ def claim(client: redis.Redis | SharedPipe, events: list[dict[str, Any]], owner:
             event["attempts"], event["status"] = int(fresh[0]), fresh[1]
         states.append(state)
     return states
-
-
-_RELEASE_CLAIM = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-"""
-
-
-def release_claim(client: redis.Redis | SharedPipe, event_id: str, owner: str) -> None:
-    """Drop `owner`'s claim on the event (an attempt that ended without a record); another's stays."""
-    script(client, _RELEASE_CLAIM)(keys=[claim_key(event_id)], args=[owner])
 
 
 def status_class(code: int | None) -> str:
@@ -161,9 +143,10 @@ def _count_outcome(event: dict[str, Any], status: str, attempt: dict[str, Any]) 
 
 def park(client: redis.Redis, event: dict[str, Any], until: float,
          reason: str = "waiting: endpoint failing (breaker open)") -> None:
-    """Hold an event off until `until` without an attempt: no worker memory, just Redis."""
+    """Hold an event off until `until` without an attempt: no worker memory, just Redis. The
+    message that parked it is done with it: the retry schedule makes the next one."""
     pipe = client.pipeline(transaction=True)
-    pipe.hset(event_key(event["id"]), mapping={"status": RETRYING, "last": reason})
+    pipe.hset(event_key(event["id"]), mapping={"status": RETRYING, "last": reason, "task": ""})
     _move(pipe, event["id"], event["route"], event["received"], event["status"], RETRYING)
     pipe.zadd(retry_key(event["route"]), {event["id"]: until})
     pipe.execute()
@@ -191,21 +174,25 @@ return tostring(open_until)
 # RPUSH puts released events at the head of the queue (kombu LPUSHes and
 # BRPOPs): they have waited longer than anything queued, and a probe must not
 # wait behind a backlog that is only going to be parked again. ARGV holds
-# groups of (count, ids..., message); the earliest group is pushed last so it
-# is next in line. An id another mover already took is not counted again.
-_RELEASE = """
+# groups of (count, task id, ids..., message); the earliest group is pushed last so it
+# is next in line. An id another mover already took is not counted again, nor named as
+# the message's (store.OWN_LUA).
+_RELEASE = OWN_LUA + """
 local starts = {}
 local i = 1
 while i <= #ARGV do
   starts[#starts + 1] = i
-  i = i + tonumber(ARGV[i]) + 2
+  i = i + tonumber(ARGV[i]) + 3
 end
 local moved = 0
 for g = #starts, 1, -1 do
-  local first, n = starts[g] + 1, tonumber(ARGV[starts[g]])
+  local first, n, task = starts[g] + 2, tonumber(ARGV[starts[g]]), ARGV[starts[g] + 1]
   local removed = 0
   for j = first, first + n - 1 do
-    removed = removed + redis.call('ZREM', KEYS[1], ARGV[j])
+    if redis.call('ZREM', KEYS[1], ARGV[j]) == 1 then
+      own({ARGV[j]}, task)
+      removed = removed + 1
+    end
   end
   if removed > 0 then
     redis.call('RPUSH', KEYS[2], ARGV[first + n])
@@ -250,7 +237,7 @@ def release(client: redis.Redis, route: str, groups: list[tuple[list[str], bytes
         return 0
     argv: list[Any] = []
     for ids, message in groups:
-        argv += [len(ids), *ids, message]
+        argv += [len(ids), task_id_of(message), *ids, message]
     return int(script(client, _RELEASE)(keys=[retry_key(route), queue_name(route)], args=argv))
 
 
@@ -273,12 +260,14 @@ def record_copy(client: redis.Redis, event_id: str, attempt: dict[str, Any]) -> 
 
 
 def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tuple[bytes, str]]) -> None:
-    """Replay to the route: status back to queued, retention lifted, new (message, route) tasks queued;
-    one transaction."""
+    """Replay to the route: status back to queued, retention lifted, new (message, route) tasks queued
+    and named in their events' records; one transaction."""
+    owners = {i: task_id_of(message) for message, _ in messages for i in event_ids_of(orjson.loads(message))}
     pipe = client.pipeline(transaction=True)
     for event in events:
         key = event_key(event["id"])
-        pipe.hset(key, mapping={"status": QUEUED, "round": event["attempts"], "replayed": repr(time.time())})
+        pipe.hset(key, mapping={"status": QUEUED, "round": event["attempts"], "replayed": repr(time.time()),
+                                "task": owners[event["id"]]})
         for k in (key, attempts_key(event["id"]), copies_key(event["id"])):
             pipe.persist(k)
         _move(pipe, event["id"], event["route"], event["received"], event["status"], QUEUED)
@@ -292,3 +281,17 @@ def enqueue(client: redis.Redis, route: str, messages: list[bytes]) -> None:
     """Queue extra tasks for events without changing their state (copies for `replay --to`)."""
     if messages:
         client.lpush(queue_name(route), *messages)
+
+
+# KEYS: the queue, then the events' records. ARGV: the message, its task id, the events' ids.
+_HAND_OFF = OWN_LUA + """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+own({unpack(ARGV, 3)}, ARGV[2])
+return 1
+"""
+
+
+def hand_off(client: redis.Redis, route: str, event_ids: list[str], message: bytes) -> None:
+    """Queue a message that takes over these events from the task that queues it, in one step."""
+    script(client, _HAND_OFF)(keys=[queue_name(route)] + [event_key(i) for i in event_ids],
+                              args=[message, task_id_of(message), *event_ids])

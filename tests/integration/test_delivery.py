@@ -6,6 +6,7 @@ import time
 import uuid
 
 import orjson
+import pytest
 
 from bus import journal
 from conftest import waiting_for_a_task, wait_until
@@ -168,32 +169,73 @@ def test_an_event_its_changed_route_can_no_longer_address_is_dead_lettered(bus, 
         worker.stop()
 
 
-def test_two_copies_of_a_task_running_at_once_send_each_event_once(bus):
-    """What a Redis outage can leave behind: a message requeued and a copy lost-task recovery made of
-    it, run by the worker's two pool processes at once. Each loaded the events as not yet sent; the
-    claim taken right before each POST lets only one copy send an event."""
+def journaled_without_a_task(client, name: str, n: int) -> list[str]:
+    """n events of api.<name> in the journal with no task message yet (the route's filling flag held,
+    their pending entries taken back): the test queues their messages itself."""
     from bus.events import new_id
+
+    events = [journal.NewEvent(new_id(), f"api.{name}", "api", b'{"n": %d}' % i, time.time()) for i in range(n)]
+    client.set(journal.filling_key("api"), "1", px=30_000)
+    journal.accept(client, events)
+    for event in events:
+        client.lrem(journal.pending_key("api"), 0, f"{event.id} {event.tag}")
+    client.delete(journal.filling_key("api"))
+    return [e.id for e in events]
+
+
+def test_a_lost_task_that_comes_back_leaves_its_events_to_the_copy_recovery_made(bus):
+    """What a Redis outage can leave behind: a message requeued (marked redelivered) and, for each of its
+    events, the copy lost-task recovery made, which the event's record now names. Run by the worker's
+    two pool processes at once, each event is sent once: by recovery's copy."""
     from bus.messages import delivery_message
 
     name = unique()
     path = f"/api/{name}/"
     bus.receiver.delays[path] = 0.3
     client = bus.redis.client()
-    events = [journal.NewEvent(new_id(), f"api.{name}", "api", b'{"n": %d}' % i, time.time()) for i in range(4)]
-    ids = [e.id for e in events]
-    # Journaled with no task of their own: the route's filling flag held, their pending entries taken back.
-    client.set(journal.filling_key("api"), "1", px=30_000)
-    journal.accept(client, events)
-    for event in events:
-        client.lrem(journal.pending_key("api"), 0, f"{event.id} {event.tag}")
-    client.delete(journal.filling_key("api"))
-    # Both copies marked as kombu marks a restored message (and recovery its own).
-    for _ in range(2):
-        client.lpush("bus.api", delivery_message([(i, f"api.{name}") for i in ids], "bus.api",
-                                                 task_id=str(uuid.uuid4()), redelivered=True))
+    ids = journaled_without_a_task(client, name, 4)
+    pipe = client.pipeline(transaction=True)
+    copies = []
+    for event_id in ids:  # what journal.requeue_lost leaves: the record names the copy
+        copy = str(uuid.uuid4())
+        pipe.hset(journal.event_key(event_id), "task", copy)
+        copies.append(delivery_message([(event_id, f"api.{name}")], "bus.api", task_id=copy, redelivered=True))
+    pipe.lpush("bus.api", delivery_message([(i, f"api.{name}") for i in ids], "bus.api", task_id=ids[0],
+                                           redelivered=True), *copies)
+    pipe.execute()
     wait_until(lambda: all(journal.load(client, i)["status"] == journal.DELIVERED for i in ids), 20,
                what="every event delivered")
     time.sleep(1)
     assert sorted(bus.receiver.ids(path)) == sorted(ids), "each event was sent once"
     worker_log = (bus.tmp / "worker.log").read_text()
-    assert "being sent by another copy of its task right now" in worker_log
+    assert all(f"event {i} is no longer this task's to send" in worker_log for i in ids)
+
+
+@pytest.mark.parametrize("done", ["attempted", "parked"])
+def test_a_message_restored_after_its_work_was_done_leaves_its_events_to_the_retry_schedule(bus, done):
+    """Redis restores a message from `unacked` when its ack was lost (a crash right after the attempt
+    or the park was recorded). Its event waits on the retry schedule, which will send it in a message
+    of its own: the restored one must not send it too (the two would race: a duplicate)."""
+    from bus.messages import delivery_message
+
+    name = unique()
+    path = f"/api/{name}/"
+    client = bus.redis.client()
+    (event_id,) = journaled_without_a_task(client, name, 1)
+    later = time.time() + 3600
+    if done == "attempted":
+        journal.record_attempt(client, journal.load(client, event_id),
+                               {"attempt": 1, "at": time.time(), "duration": 0.0, "status_code": 503},
+                               journal.RETRYING, retry_at=later)
+    else:
+        journal.park(client, journal.load(client, event_id), later)
+    client.lpush("bus.api", delivery_message([(event_id, f"api.{name}")], "bus.api", task_id=event_id,
+                                             redelivered=True))
+    said = f"event {event_id} is no longer this task's to send"
+    wait_until(lambda: said in (bus.tmp / "worker.log").read_text() or bus.receiver.ids(path), 20,
+               what="the restored message to run")
+    assert bus.receiver.ids(path) == [], "the restored message sent nothing"
+    client.zadd(journal.retry_key("api"), {event_id: time.time()}, xx=True)  # now due
+    wait_until(lambda: journal.load(client, event_id)["status"] == journal.DELIVERED, 20, what="the retry")
+    time.sleep(0.5)
+    assert bus.receiver.ids(path) == [event_id]

@@ -11,7 +11,7 @@ import requests
 
 from bus import journal
 from bus.filters import EventFilter
-from conftest import run_bus, wait_until
+from conftest import parked_tag, run_bus, wait_until
 
 
 
@@ -194,31 +194,53 @@ def test_replay_by_id_resends_only_those_events(bus):
     assert bad.returncode == 1 and "not an event id" in bad.stderr
 
 
-def test_an_event_is_claimed_by_one_sender_at_a_time_and_its_attempt_ends_the_claim(bus):
-    client = bus.redis.client()
-    (event_id,) = bus.post("parked.claim", "{}").json()["ids"]
-    mine, theirs = journal.load(client, event_id), journal.load(client, event_id)
-    assert journal.claim(client, [mine], "task-a", 5) == ["ok"]
-    assert journal.claim(client, [theirs], "task-b", 5) == ["busy"], "another copy is sending it now"
-    assert journal.claim(client, [mine], "task-a", 5) == ["ok"], "the same task again (a requeued message)"
-    journal.release_claim(client, event_id, "task-b")
-    assert journal.claim(client, [theirs], "task-b", 5) == ["busy"], "only the owner releases a claim"
-    journal.record_attempt(client, mine, {"attempt": 1, "at": time.time(), "duration": 0.0, "status_code": 503},
-                           journal.RETRYING)
-    # The attempt ended the claim; the other copy now sees the attempt it missed.
-    assert journal.claim(client, [theirs], "task-b", 5) == ["ok"]
-    assert (theirs["attempts"], theirs["status"]) == (1, journal.RETRYING)
-    journal.record_attempt(client, theirs, {"attempt": 2, "at": time.time(), "duration": 0.0, "status_code": 200},
-                           journal.DELIVERED)
-    assert journal.claim(client, [mine], "task-a", 5) == [journal.DELIVERED]
-    assert journal.claim(client, [{"id": "no-such-event"}], "task-a", 5) == ["gone"]
+def test_the_record_names_the_task_message_that_sends_the_event_next(bus):
+    """Every path that queues a message for an event names it in the event's record in the same step;
+    an attempt or a park leaves no message named. A message that finds another name (or none) is
+    superseded: Redis restored it after its work was done, or another message took the event over."""
+    from bus.messages import delivery_message, event_ids_of
 
-
-def test_a_claim_whose_sender_died_expires_after_one_attempt_s_time(bus):
     client = bus.redis.client()
-    (event_id,) = bus.post("parked.claim", "{}").json()["ids"]
-    event = journal.load(client, event_id)
-    assert journal.claim(client, [event], "crashed", 0.3) == ["ok"]
-    assert journal.claim(client, [dict(event)], "next", 5) == ["busy"]
-    time.sleep(0.5)
-    assert journal.claim(client, [dict(event)], "next", 5) == ["ok"]
+    (event_id,) = bus.post(parked_tag(), "{}").json()["ids"]
+    for _ in range(100):  # earlier tests' events may wait before it on the route's pending list
+        carrying = [m for m in journal.task_messages(client) if event_id in event_ids_of(m)]
+        if carrying:
+            break
+        client.delete(journal.filling_key("parked"))
+        journal.refill_if_idle(client, "parked")
+    (group,) = carrying
+
+    def owner() -> str | None:
+        return journal.load(client, event_id).get("task")
+
+    def message(task_id: str, redelivered: bool = False) -> bytes:
+        return delivery_message([(event_id, "parked.x")], "bus.parked", task_id=task_id, redelivered=redelivered)
+
+    def check(task_id: str) -> str:
+        return journal.recheck(client, [journal.load(client, event_id)], task_id)[0]
+
+    assert owner() == group["headers"]["id"] == event_ids_of(group)[0], "a group's task id is its first event's"
+    assert (check(owner()), check("another-task")) == ("ok", "superseded")
+
+    journal.record_attempt(client, journal.load(client, event_id),
+                           {"attempt": 1, "at": time.time(), "duration": 0.0, "status_code": 503},
+                           journal.RETRYING, retry_at=time.time() - 1)
+    assert owner() == "" and check(group["headers"]["id"]) == "superseded", "the attempt was made: its message is done"
+    assert journal.release(client, "parked", [([event_id], message("from-the-schedule"))]) == 1
+    assert owner() == "from-the-schedule"
+
+    journal.park(client, journal.load(client, event_id), time.time() + 3600)
+    assert owner() == "" and check("from-the-schedule") == "superseded", "a park hands it to the schedule"
+
+    journal.hand_off(client, "parked", [event_id], message("handed-off"))
+    assert owner() == "handed-off"
+    journal.requeue(client, [journal.load(client, event_id)], [(message("replayed"), "parked")])
+    assert owner() == "replayed"
+    assert journal.requeue_lost(client, event_id, "parked", message("recovered", redelivered=True))
+    assert owner() == "recovered" and check("replayed") == "superseded"
+
+    client.hdel(journal.event_key(event_id), "task")  # a record from before messages were named
+    assert check("any-task") == "ok"
+    journal.hand_off(client, "parked", ["no-such-event"], message("handed-off"))
+    assert not client.exists(journal.event_key("no-such-event")), "naming a message never makes a record"
+    assert journal.recheck(client, [{"id": "no-such-event"}], "any-task") == ["gone"]
