@@ -13,7 +13,6 @@ from typing import Any, Iterator
 
 from urllib.parse import urljoin, urlsplit
 
-import urllib3
 from celery import Task
 from celery.exceptions import Reject
 
@@ -70,12 +69,13 @@ def worker() -> Worker:
 
 
 class AttemptDeadline(Exception):
-    """The whole attempt took longer than open_timeout + read_timeout (not an OSError: urllib3 must not catch it)."""
+    """The whole attempt took longer than open_timeout + read_timeout (not an OSError: nothing on the way may
+    take it for a network error and go on)."""
 
 
 @contextmanager
 def _deadline(seconds: float) -> Iterator[None]:
-    """Bound the whole attempt, not each socket read as urllib3 does: a receiver sending a byte
+    """Bound the whole attempt, not each socket read as the socket timeout does: a receiver sending a byte
     every second would otherwise hold a pool process for ever, and outlive the visibility timeout
     that routes.py sized for open_timeout + read_timeout. Prefork pool processes run tasks in
     their main thread, where SIGALRM can interrupt a blocked read; other pools go without."""
@@ -120,39 +120,39 @@ def send(pools: outbound.Pools, route: Route, url: str, event: dict[str, Any], a
                 target = _same_origin_redirect(url, resp) if route.follow_redirects else None
                 if target is None:
                     break
-                outbound.finish(resp)
+                outbound.finish(pools, resp)
                 url = record["url"] = target
             body = b""
             try:
                 # Keep only the first bytes: a huge error page must not fill worker memory.
-                body = resp.read(journal.RESPONSE_KEEP) or b""
-            except (urllib3.exceptions.HTTPError, OSError, AttemptDeadline) as exc:
+                body = resp.read(journal.RESPONSE_KEEP)
+            except (OSError, AttemptDeadline) as exc:
                 # The status line arrived, so the endpoint has answered and its status decides, as
                 # for a body we never read past 2 KiB. Escaping here would fail the task, and Celery
                 # acks a failed task: the event would be lost.
                 record["response_error"] = f"{type(exc).__name__}: {exc}"[:500]
             finally:
-                outbound.finish(resp)
+                outbound.finish(pools, resp)
         record.update(status_code=resp.status, response=body.decode("utf-8", "replace"),
-                      retry_after=resp.headers.get("Retry-After"))
-        if resp.headers.get("Location"):
-            record["location"] = resp.headers["Location"][:500]
-    except (urllib3.exceptions.HTTPError, OSError, ValueError, AttemptDeadline) as exc:
-        # No answer: refused, timed out, TLS refused, reset (ValueError: a URL urllib3 cannot use).
+                      retry_after=resp.headers.get("retry-after"))
+        if resp.headers.get("location"):
+            record["location"] = resp.headers["location"][:500]
+    except (OSError, ValueError, AttemptDeadline) as exc:
+        # No answer: refused, timed out, TLS refused, reset, garbled (ValueError: a URL or header that cannot be sent).
         record.update(status_code=None, error=f"{type(exc).__name__}: {exc}"[:500])
     record["duration"] = round(time.monotonic() - started, 4)
     return record
 
 
-def _same_origin_redirect(url: str, resp: urllib3.BaseHTTPResponse) -> str | None:
+def _same_origin_redirect(url: str, resp: outbound.Answer) -> str | None:
     """Where a redirect points, if it stays on the endpoint's scheme, host and port.
 
     Another origin is never followed: the route's secret headers and signed body
     are meant for the endpoint's host alone.
     """
-    if resp.status not in (301, 302, 303, 307, 308) or not resp.headers.get("Location"):
+    if resp.status not in (301, 302, 303, 307, 308) or not resp.headers.get("location"):
         return None
-    target = urljoin(url, resp.headers["Location"])
+    target = urljoin(url, resp.headers["location"])
     a, b = urlsplit(url), urlsplit(target)
     return target if (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port) else None
 

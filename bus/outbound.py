@@ -1,85 +1,229 @@
-"""Connections to endpoints: one urllib3 pool manager per TLS setting, kept for the worker process's life.
+"""Connections to endpoints: HTTP/1.1 over keep-alive sockets, kept per origin for the worker process's life.
 
-Deliveries go to urllib3 directly rather than through requests: building a
-PreparedRequest and a Response (header merging, URL re-quoting, cookie
-extraction) cost about 0.25 ms of CPU per attempt, a third of a delivered
-event's cost in the worker (docs/performance.md). What requests added that a
-delivery needs is kept here: its CA bundle (certifi) by default, TLS verified
-unless a route turns it off, a client certificate per route, no retries or
-redirects behind our back (the bus retries, and delivery.py follows
-same-origin redirects itself).
+A delivery is one small request and a status line to read, so the worker sends it
+itself: the request is written in one send, and the answer is parsed by httptools
+(llhttp, the C parser the ingress already uses). urllib3 and http.client cost about
+0.5 ms of CPU per attempt here (request objects, header dicts, email-style header
+parsing), half of what a delivered event cost the pool processes
+(docs/performance.md). What they gave a delivery is kept: TLS verified against
+certifi's bundle unless a route turns it off or names its own CA file, a client
+certificate per route, no retries and no redirects behind the bus's back (the bus
+retries, and delivery.py follows same-origin redirects itself), and a reused
+connection is dropped first if the endpoint closed it while it was idle.
 """
 from __future__ import annotations
 
+import re
+import select
+import socket
+import ssl
 import threading
 from urllib.parse import urlsplit
 
 import certifi
-import urllib3
+import httptools
 
 from .routes import Route
 
-# Connections kept per host: a prefork pool process sends one attempt at a time; a threads
-# pool may send more at once, and the extra connections are opened and closed as needed.
+# Idle connections kept per origin: a prefork pool process sends one attempt at a time; a threads
+# pool may send more at once, and connections beyond this are closed after their answer.
 CONNECTIONS_PER_HOST = 4
-NO_RETRIES = urllib3.Retry(total=False, redirect=False)
-# Origins kept per worker process. The pools cached here are never more than each pool manager
-# holds, so a manager never evicts (and closes) a pool this cache still hands out.
-MAX_POOLS = 1000
+# Origins kept per worker process (a templated host may have many values).
+MAX_ORIGINS = 1000
+READ_SIZE = 65536
+# Body bytes that arrive with the head are kept up to this until the reader says how many it wants.
+KEEP_BEFORE_READ = 65536
+_UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")
+_LINE_BREAK = re.compile(r"[\r\n]")
+
+
+class BrokenAnswer(ConnectionError):
+    """The endpoint closed the connection or sent something that is not an HTTP answer."""
+
+
+class Answer:
+    """An endpoint's answer: status and headers (names lower-cased) once the head is in; the body is read on demand."""
+
+    def __init__(self, sock: socket.socket, origin: tuple):
+        self.sock, self.origin = sock, origin
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_done = self.complete = self._keep_alive = False
+        self._body: list[bytes] = []
+        self._kept = 0
+        self._limit = KEEP_BEFORE_READ
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+        self._head_done = self.status >= 200
+
+    def on_body(self, body: bytes) -> None:
+        if self._kept < self._limit:
+            self._body.append(body[: self._limit - self._kept])
+            self._kept += len(self._body[-1])
+
+    def on_message_complete(self) -> None:
+        if self.status >= 200:
+            self.complete = True
+            self._keep_alive = self._parser.should_keep_alive()  # llhttp forgets it once the message is done
+        else:  # an interim answer (100 Continue): the real one follows on the same connection
+            self.headers = {}
+
+    def read_head(self) -> None:
+        while not self._head_done:
+            self._feed("before answering")
+
+    def read(self, limit: int) -> bytes:
+        """Up to `limit` bytes of the body, waiting for no more than that (the rest is never read)."""
+        self._limit = limit
+        while not self.complete and self._kept < limit:
+            self._feed("in the middle of its answer")
+        return b"".join(self._body)[:limit]
+
+    def reusable(self) -> bool:
+        return self.complete and self._keep_alive
+
+    def _feed(self, when: str) -> None:
+        data = self.sock.recv(READ_SIZE)
+        if not data:
+            if self._head_done and "content-length" not in self.headers and \
+                    "chunked" not in self.headers.get("transfer-encoding", ""):
+                self.complete = True  # a body that ends when the connection does (HTTP/1.0 style)
+                self._keep_alive = False
+                return
+            raise BrokenAnswer(f"the endpoint closed the connection {when}")
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            raise BrokenAnswer("the endpoint switched protocols instead of answering") from None
+        except httptools.HttpParserError as exc:
+            raise BrokenAnswer(f"not an HTTP answer: {exc}") from None
 
 
 class Pools:
-    """The pool managers of one worker process, by (verify, CA file, client cert, client key)."""
+    """The worker process's idle connections by TLS setting and origin, and one TLS context per setting."""
 
     def __init__(self) -> None:
-        self._managers: dict[tuple, urllib3.PoolManager] = {}
-        # The connection pool per TLS setting and origin, looked up without PoolManager's
-        # per-call URL parsing and pool-key building.
-        self._pools: dict[tuple, urllib3.HTTPConnectionPool] = {}
+        self._idle: dict[tuple, list[socket.socket]] = {}
+        self._contexts: dict[tuple, ssl.SSLContext] = {}
         self._lock = threading.Lock()
 
-    def pool(self, route: Route, scheme: str, host: str, port: int | None) -> urllib3.HTTPConnectionPool:
-        key = (route.tls_verify, route.ca_file, route.client_cert, route.client_key, scheme, host, port)
-        pool = self._pools.get(key)
-        if pool is None:
-            if len(self._pools) >= MAX_POOLS:
-                self._pools.clear()  # a templated host with many values: start over rather than grow
-            pool = self._pools[key] = self.manager(route).connection_from_host(host, port, scheme)
-        return pool
-
-    def manager(self, route: Route) -> urllib3.PoolManager:
-        key = (route.tls_verify, route.ca_file, route.client_cert, route.client_key)
-        manager = self._managers.get(key)
-        if manager is None:
+    def take(self, origin: tuple) -> socket.socket | None:
+        """An idle connection to the origin that the endpoint has not closed meanwhile, if any."""
+        while True:
             with self._lock:
-                manager = self._managers.get(key) or self._new(*key)
-                self._managers[key] = manager
-        return manager
+                idle = self._idle.get(origin)
+                sock = idle.pop() if idle else None
+            if sock is None:
+                return None
+            if not _readable(sock):
+                return sock
+            sock.close()  # closed by the endpoint (or it sent something unasked): not usable
 
-    @staticmethod
-    def _new(verify: bool, ca_file: str | None, client_cert: str | None, client_key: str | None) -> urllib3.PoolManager:
-        tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_file or certifi.where()} if verify else \
-            {"cert_reqs": "CERT_NONE", "assert_hostname": False}
-        return urllib3.PoolManager(num_pools=MAX_POOLS, maxsize=CONNECTIONS_PER_HOST, cert_file=client_cert,
-                                   key_file=client_key, **tls)
+    def give_back(self, origin: tuple, sock: socket.socket) -> None:
+        with self._lock:
+            idle = self._idle.get(origin)
+            if idle is None:
+                if len(self._idle) >= MAX_ORIGINS:
+                    self._close_all()
+                idle = self._idle[origin] = []
+            if len(idle) < CONNECTIONS_PER_HOST:
+                idle.append(sock)
+                return
+        sock.close()
+
+    def context(self, route: Route) -> ssl.SSLContext:
+        key = (route.tls_verify, route.ca_file, route.client_cert, route.client_key)
+        context = self._contexts.get(key)
+        if context is None:
+            context = self._contexts[key] = _tls_context(*key)
+        return context
+
+    def _close_all(self) -> None:
+        for socks in self._idle.values():
+            for sock in socks:
+                sock.close()
+        self._idle.clear()
 
 
-def open_response(pools: Pools, route: Route, url: str, headers: dict[str, str], body: bytes) -> urllib3.BaseHTTPResponse:
+def open_response(pools: Pools, route: Route, url: str, headers: dict[str, str], body: bytes) -> Answer:
     """Send the request and return once the status line and headers are in; the body is left to
-    read (or not). Raises urllib3's HTTPError or OSError when there is no answer."""
+    read (or not). Raises OSError (BrokenAnswer for a garbled or cut answer, TimeoutError when
+    open_timeout or read_timeout passes) when there is no answer, ValueError for a URL or header
+    that cannot be sent."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url}")
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return pools.pool(route, parts.scheme, parts.hostname, parts.port).urlopen(
-        route.method, path, body=body, headers=headers, redirect=False, retries=NO_RETRIES, assert_same_host=False,
-        timeout=urllib3.Timeout(connect=route.open_timeout, read=route.read_timeout),
-        preload_content=False, decode_content=True,
-    )
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    request = _request(route.method, target, _host_header(host, parts.port), headers, body)
+    tls = parts.scheme == "https"
+    origin = (route.tls_verify, route.ca_file, route.client_cert, route.client_key, tls, host, port)
+    sock = pools.take(origin) or _connect(pools, route, host, port, tls)
+    try:
+        sock.settimeout(route.read_timeout)
+        sock.sendall(request)
+        answer = Answer(sock, origin)
+        answer.read_head()
+        return answer
+    except BaseException:  # an OSError, or the attempt's deadline (delivery.py) cutting a read short
+        sock.close()
+        raise
 
 
-def finish(resp: urllib3.BaseHTTPResponse) -> None:
-    """Give the connection back for the next attempt if its answer was read to the end, else close it."""
-    if not resp.isclosed():
-        resp.close()
-    resp.release_conn()
+def finish(pools: Pools, answer: Answer) -> None:
+    """Keep the connection for the next attempt if its answer was read to the end, else close it."""
+    if answer.reusable():
+        pools.give_back(answer.origin, answer.sock)
+    else:
+        answer.sock.close()
+
+
+def _request(method: str, target: str, host: str, headers: dict[str, str], body: bytes) -> bytes:
+    if _UNSENDABLE.search(target):
+        raise ValueError(f"the URL path holds a space or control character: {target[:200]!r}")
+    if _LINE_BREAK.search("".join(headers) + "".join(headers.values())):
+        raise ValueError("a header name or value holds a line break")  # it would start a header of its own
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Accept-Encoding: identity"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines.append(f"Content-Length: {len(body)}")
+    return "\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body
+
+
+def _host_header(host: str, port: int | None) -> str:
+    name = f"[{host}]" if ":" in host else host
+    return f"{name}:{port}" if port else name
+
+
+def _connect(pools: Pools, route: Route, host: str, port: int, tls: bool) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=route.open_timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls:
+            sock = pools.context(route).wrap_socket(sock, server_hostname=host)  # handshake within open_timeout
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _tls_context(verify: bool, ca_file: str | None, client_cert: str | None, client_key: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca_file or certifi.where())
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if client_cert:
+        context.load_cert_chain(client_cert, client_key)
+    return context
+
+
+def _readable(sock: socket.socket) -> bool:
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True

@@ -115,42 +115,65 @@ def test_a_route_secret_missing_from_the_environment_stops_start_up_naming_the_k
     assert "signed.toml: key 'signing_secret': environment variable BUS_TEST_SIGNING_NEW is not set" in done.stderr
 
 
-def _tls_receiver(tmp_path):
-    """An HTTPS receiver with a self-signed certificate for 127.0.0.1."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+def _self_signed(tmp_path, name: str) -> tuple:
+    cert, key = tmp_path / f"{name}-cert.pem", tmp_path / f"{name}-key.pem"
     subprocess.run([shutil.which("openssl") or "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
                     "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
                     "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def _tls_receiver(tmp_path, name: str = "server", client_ca=None):
+    """An HTTPS receiver with a self-signed certificate for 127.0.0.1; with `client_ca`, it also
+    requires a client certificate signed by it (mutual TLS)."""
+    cert, key = _self_signed(tmp_path, name)
     receiver = Receiver()
     receiver.start()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
+    if client_ca:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(client_ca)
     receiver._server.socket = context.wrap_socket(receiver._server.socket, server_side=True)
     return receiver, cert
 
 
 def test_tls_is_verified_by_default_and_ca_file_trusts_a_private_ca(bus, tmp_path):
     receiver, cert = _tls_receiver(tmp_path)
+    client_cert, client_key = _self_signed(tmp_path, "client")
+    mutual, mutual_cert = _tls_receiver(tmp_path, "mutual", client_ca=client_cert)
     routes = tmp_path / "routes"
     routes.mkdir()
     https = f"https://127.0.0.1:{receiver.port}"
     (routes / "a_trusted.toml").write_text(f'match = "tls.ok"\nendpoint = "{https}/ok"\nca_file = "{cert}"\n')
     (routes / "b_untrusted.toml").write_text(f'match = "tls.bad"\nendpoint = "{https}/bad"\n')
+    (routes / "c_client_cert.toml").write_text(
+        f'match = "tls.mine"\nendpoint = "https://127.0.0.1:{mutual.port}/mine"\nca_file = "{mutual_cert}"\n'
+        f'client_cert = "{client_cert}"\nclient_key = "{client_key}"\n')
+    (routes / "d_no_client_cert.toml").write_text(
+        f'match = "tls.anon"\nendpoint = "https://127.0.0.1:{mutual.port}/anon"\nca_file = "{mutual_cert}"\n')
     env = bus_env(bus.redis.url, routes)
     ingress, url = start_ingress(env, tmp_path / "ingress.log")
     worker = start_worker(env, tmp_path / "worker.log")
     try:
         ok = requests.post(f"{url}/tls.ok", data="{}", timeout=10).json()["ids"]
         bad = requests.post(f"{url}/tls.bad", data="{}", timeout=10).json()["ids"]
+        mine = requests.post(f"{url}/tls.mine", data="{}", timeout=10).json()["ids"]
+        anon = requests.post(f"{url}/tls.anon", data="{}", timeout=10).json()["ids"]
         wait_until(lambda: receiver.ids("/ok") == ok, 20, what="delivery over verified TLS")
+        wait_until(lambda: mutual.ids("/mine") == mine, 20, what="delivery with the route's client certificate")
         client = bus.redis.client()
         wait_until(lambda: journal.attempts(client, bad[0]), 20, what="the untrusted attempt")
-        assert "SSLError" in journal.attempts(client, bad[0])[0]["error"]
+        assert "CERTIFICATE_VERIFY_FAILED" in journal.attempts(client, bad[0])[0]["error"]
         assert not receiver.to("/bad")
+        wait_until(lambda: journal.attempts(client, anon[0]), 20, what="the attempt without a client certificate")
+        assert journal.attempts(client, anon[0])[0]["status_code"] is None
+        assert not mutual.to("/anon")
     finally:
         worker.stop()
         ingress.stop()
         receiver.stop()
+        mutual.stop()
 
 
 def test_redirects_are_followed_only_when_allowed_and_only_on_the_same_origin(bus, tmp_path):

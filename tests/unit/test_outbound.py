@@ -1,0 +1,190 @@
+"""The delivery's HTTP client (bus/outbound.py) against a scripted socket server on 127.0.0.1."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from bus import outbound
+from bus.routes import parse_route
+
+
+CLOSE = "close"
+
+
+class ScriptedServer:
+    """Answers each request it reads with the next scripted bytes; None closes the connection instead,
+    and (bytes, CLOSE) closes it right after answering."""
+
+    def __init__(self, *answers: bytes | tuple[bytes, str] | None):
+        self.answers = list(answers)
+        self.requests: list[tuple[int, bytes]] = []  # (connection number, request head)
+        self.connections = 0
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(10)
+        self.port = self._sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        deadline = time.monotonic() + 10
+        while self.answers and time.monotonic() < deadline:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                conn.settimeout(5)
+                try:
+                    self._answer(conn)
+                except OSError:
+                    pass  # the client closed or reset it
+
+    def _answer(self, conn: socket.socket) -> None:
+        while self.answers:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            if not data:
+                return
+            self.requests.append((self.connections, data.partition(b"\r\n\r\n")[0]))
+            answer = self.answers.pop(0)
+            if answer is None:
+                return
+            conn.sendall(answer[0] if isinstance(answer, tuple) else answer)
+            if isinstance(answer, tuple):
+                return
+
+    def close(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in accept(); close() alone does not
+        except OSError:
+            pass
+        self._sock.close()
+        self._thread.join(5)
+
+
+def route(port: int, read_timeout: float = 2):
+    return parse_route("r", "r.toml", {"match": "a.*", "endpoint": f"http://127.0.0.1:{port}/in",
+                                       "open_timeout": 1, "read_timeout": read_timeout}, 60)
+
+
+def send(pools: outbound.Pools, server: ScriptedServer, headers: dict[str, str] | None = None,
+         read_timeout: float = 2) -> tuple[int, dict[str, str], bytes]:
+    answer = outbound.open_response(pools, route(server.port, read_timeout), f"http://127.0.0.1:{server.port}/in?x=1",
+                                    headers or {"X-Request-Id": "e1"}, b'{"n": 1}')
+    try:
+        return answer.status, answer.headers, answer.read(2048)
+    finally:
+        outbound.finish(pools, answer)
+
+
+@pytest.fixture
+def pools():
+    return outbound.Pools()
+
+
+def test_an_answer_read_to_its_end_leaves_the_connection_for_the_next_request(pools):
+    server = ScriptedServer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Thing: a\r\n\r\nhello",
+                            b"HTTP/1.1 503 Busy\r\nRetry-After: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            b"5\r\nabcde\r\n3\r\nfgh\r\n0\r\n\r\n",
+                            b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert send(pools, server) == (200, {"content-length": "5", "x-thing": "a"}, b"hello")
+    status, headers, body = send(pools, server)
+    assert (status, headers["retry-after"], body) == (503, "3", b"abcdefgh")
+    assert send(pools, server)[0] == 204
+    server.close()
+    assert [n for n, _ in server.requests] == [1, 1, 1], "one connection for all three"
+    head = server.requests[0][1].decode()
+    assert head.startswith("POST /in?x=1 HTTP/1.1\r\n")
+    assert f"Host: 127.0.0.1:{server.port}" in head and "Content-Length: 8" in head and "X-Request-Id: e1" in head
+
+
+def test_an_interim_100_continue_is_skipped_for_the_answer_after_it(pools):
+    server = ScriptedServer(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+    assert send(pools, server) == (201, {"content-length": "2"}, b"ok")
+    server.close()
+
+
+def test_a_body_that_ends_with_the_connection_is_read_and_the_connection_not_kept(pools):
+    server = ScriptedServer((b"HTTP/1.0 200 OK\r\n\r\nuntil the end", CLOSE),
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert send(pools, server)[::2] == (200, b"until the end")
+    assert send(pools, server)[0] == 200
+    server.close()
+    assert [n for n, _ in server.requests] == [1, 2]
+
+
+def test_a_connection_the_endpoint_closed_while_idle_is_replaced_not_failed(pools):
+    # The first answer says keep-alive, then the server closes the connection (its idle timeout).
+    server = ScriptedServer((b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", CLOSE),
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert send(pools, server)[0] == 200
+    time.sleep(0.2)
+    assert send(pools, server)[0] == 200, "the closed connection was noticed before sending on it"
+    server.close()
+    assert [n for n, _ in server.requests] == [1, 2]
+
+
+def test_only_the_first_bytes_of_a_large_body_are_read_and_its_connection_is_closed(pools):
+    server = ScriptedServer(b"HTTP/1.1 500 X\r\nContent-Length: 1000000\r\n\r\n" + b"E" * 100_000,
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    status, _, body = send(pools, server)
+    assert (status, len(body)) == (500, 2048)
+    assert send(pools, server)[0] == 200
+    server.close()
+    assert [n for n, _ in server.requests] == [1, 2], "the unread rest is never read: a new connection"
+
+
+@pytest.mark.parametrize("answer, says", [
+    (b"SMTP ready\r\n\r\n", "not an HTTP answer"),
+    (None, "closed the connection before answering"),
+    ((b"HTTP/1.1 200 OK\r\nContent-Le", CLOSE), "closed the connection before answering"),
+])
+def test_no_answer_is_an_oserror_saying_what_came_instead(pools, answer, says):
+    server = ScriptedServer(answer)
+    with pytest.raises(OSError, match=says):
+        send(pools, server)
+    server.close()
+
+
+def test_a_cut_body_is_an_error_of_the_body_not_of_the_status(pools):
+    server = ScriptedServer((b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", CLOSE))
+    answer = outbound.open_response(pools, route(server.port), f"http://127.0.0.1:{server.port}/in", {}, b"{}")
+    assert answer.status == 200
+    with pytest.raises(outbound.BrokenAnswer, match="in the middle of its answer"):
+        answer.read(2048)
+    outbound.finish(pools, answer)
+    server.close()
+
+
+def test_an_endpoint_that_does_not_answer_times_out_at_read_timeout(pools):
+    server = ScriptedServer(b"", b"never sent")  # reads the request, sends nothing, waits for another
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        send(pools, server, read_timeout=0.5)
+    assert time.monotonic() - started < 2
+    server.close()
+
+
+@pytest.mark.parametrize("headers", [{"X-Evil": "a\r\nInjected: yes"}, {"X-Evil\n": "a"}])
+def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(pools, headers):
+    server = ScriptedServer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(ValueError, match="line break"):
+        send(pools, server, headers)
+    assert server.requests == []
+    server.close()
+
+
+def test_a_url_that_is_not_http_or_holds_a_space_is_refused(pools):
+    r = route(9)
+    with pytest.raises(ValueError, match="not an http"):
+        outbound.open_response(pools, r, "ftp://127.0.0.1:9/x", {}, b"")
+    with pytest.raises(ValueError, match="space or control character"):
+        outbound.open_response(pools, r, "http://127.0.0.1:9/a b", {}, b"")
