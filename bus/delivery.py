@@ -73,26 +73,33 @@ class AttemptDeadline(Exception):
     take it for a network error and go on)."""
 
 
+_attempt_seconds = 0.0
+
+
+def _expired(signum: int, frame: object) -> None:
+    raise AttemptDeadline(f"no complete answer within {_attempt_seconds:g}s (open_timeout + read_timeout)")
+
+
 @contextmanager
 def _deadline(seconds: float) -> Iterator[None]:
     """Bound the whole attempt, not each socket read as the socket timeout does: a receiver sending a byte
     every second would otherwise hold a pool process for ever, and outlive the visibility timeout
     that routes.py sized for open_timeout + read_timeout. Prefork pool processes run tasks in
-    their main thread, where SIGALRM can interrupt a blocked read; other pools go without."""
+    their main thread, where SIGALRM can interrupt a blocked read; other pools go without.
+    The handler stays installed between attempts (setting it costs more than the attempt's
+    timer); with the timer off it never runs."""
+    global _attempt_seconds
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def expired(signum: int, frame: object) -> None:
-        raise AttemptDeadline(f"no complete answer within {seconds:g}s (open_timeout + read_timeout)")
-
-    previous = signal.signal(signal.SIGALRM, expired)
+    if signal.getsignal(signal.SIGALRM) is not _expired:
+        signal.signal(signal.SIGALRM, _expired)
+    _attempt_seconds = seconds
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def send(pools: outbound.Pools, route: Route, url: str, event: dict[str, Any], attempt: int,
