@@ -33,6 +33,9 @@ MAX_ORIGINS = 1000
 READ_SIZE = 65536
 # Body bytes that arrive with the head are kept up to this until the reader says how many it wants.
 KEEP_BEFORE_READ = 65536
+# An answer's status line and headers together (http.client allows 100 lines of 64 KiB; nginx reads
+# 32 KiB by default): an endpoint sending headers without end must not fill the worker's memory.
+MAX_HEAD = 256 * 1024
 _UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")
 _LINE_BREAK = re.compile(r"[\r\n]")
 
@@ -51,7 +54,7 @@ class Answer:
         self._parser = httptools.HttpResponseParser(self)
         self._head_done = self.complete = self._keep_alive = False
         self._body: list[bytes] = []
-        self._kept = 0
+        self._kept = self._head_bytes = 0
         self._limit = KEEP_BEFORE_READ
 
     # httptools callbacks
@@ -89,7 +92,10 @@ class Answer:
         return self.complete and self._keep_alive
 
     def _feed(self, when: str) -> None:
+        if not self._head_done and self._head_bytes > MAX_HEAD:
+            raise BrokenAnswer(f"the answer's status line and headers went past {MAX_HEAD // 1024} KiB")
         data = self.sock.recv(READ_SIZE)
+        self._head_bytes += len(data)
         if not data:
             if self._head_done and "content-length" not in self.headers and \
                     "chunked" not in self.headers.get("transfer-encoding", ""):

@@ -154,6 +154,14 @@ def test_no_answer_is_an_oserror_saying_what_came_instead(pools, answer, says):
     server.close()
 
 
+def test_headers_without_end_are_cut_off_before_they_fill_memory(pools):
+    endless = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-Filler-%d: %s\r\n" % (i, b"f" * 1000) for i in range(2000))
+    server = ScriptedServer(endless, b"never sent")
+    with pytest.raises(outbound.BrokenAnswer, match="went past 256 KiB"):
+        send(pools, server)
+    server.close()
+
+
 def test_a_cut_body_is_an_error_of_the_body_not_of_the_status(pools):
     server = ScriptedServer((b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", CLOSE))
     answer = outbound.open_response(pools, route(server.port), f"http://127.0.0.1:{server.port}/in", {}, b"{}")
