@@ -435,7 +435,7 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
     route = w.router.by_name.get(route_name)
     deadline = _group_deadline(w, route_name)
     try:
-        events, open_until = journal.load_many(w.redis, event_ids, route_name,
+        events, open_until = journal.load_many(w.pipe, event_ids, route_name,
                                                route.group_size if route else GROUP_SIZE)
         verdicts: dict[str, int] = {}
         if to is None:  # a copy leaves the event's state alone, its owner included

@@ -4,10 +4,11 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError
 
 from ..messages import GROUP_SIZE, SHOWN, group_template
 from .keys import COUNTERS, breaker_key, event_key, filling_key, index_key, pending_key, queue_name
-from .pipelined import SharedPipe
+from .pipelined import SharedPipe, evalsha
 from .store import OWN_LUA, QUEUED, REDIS_DOWN, NewEvent, decode, script, unavailable
 
 
@@ -140,18 +141,27 @@ def refill_if_idle(client: redis.Redis, route: str, group_size: int = GROUP_SIZE
     return bool(script(client, _REFILL)(keys=keys, args=args))
 
 
-def load_many(client: redis.Redis, event_ids: list[str], route: str, group_size: int = GROUP_SIZE
+def load_many(pipe: SharedPipe, event_ids: list[str], route: str, group_size: int = GROUP_SIZE
               ) -> tuple[list[dict[str, Any] | None], float]:
     """A task starts: the events (None for those gone) and the time the route's breaker stays
     open until (0: closed). In the same round trip the route's next pending group goes into a
     message of its own (see _REFILL), so events that arrived meanwhile are on their way."""
-    pipe = client.pipeline(transaction=False)
+    commands: list[tuple[Any, ...]] = []
     if route:
         keys, args = _refill_call(route, "on-start", group_size)
-        script(client, _REFILL)(keys=keys, args=args, client=pipe)
-    for event_id in event_ids:
-        pipe.hgetall(event_key(event_id))
-    pipe.hget(breaker_key(route), "open_until")
-    results = pipe.execute()
-    *raws, open_until = results[1:] if route else results
-    return [decode(i, raw) if raw else None for i, raw in zip(event_ids, raws)], float(open_until or 0)
+        commands.append(evalsha(_REFILL, keys, args))
+    commands += [("HGETALL", event_key(event_id)) for event_id in event_ids]
+    commands.append(("HGET", breaker_key(route), "open_until"))
+    replies = pipe.execute_many(commands)
+    if route:
+        refilled, *replies = replies
+        if isinstance(refilled, NoScriptError):
+            pipe.run_script(_REFILL, keys, args)  # Redis restarted since the script was last loaded
+        elif isinstance(refilled, Exception):
+            raise refilled
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    *raws, open_until = replies
+    return ([decode(i, dict(zip(raw[::2], raw[1::2]))) if raw else None for i, raw in zip(event_ids, raws)],
+            float(open_until or 0))

@@ -235,12 +235,13 @@ _PENDING = object()
 
 
 class _Slot:
-    """One caller's command, its reply, and what the caller waits on while another thread sends it."""
+    """One caller's command (or `count` commands), its reply (or list of replies), and what the caller
+    waits on while another thread sends it."""
 
-    __slots__ = ("packed", "result", "wake", "lead")
+    __slots__ = ("packed", "count", "result", "wake", "lead")
 
-    def __init__(self, packed: bytes):
-        self.packed, self.result, self.wake, self.lead = packed, _PENDING, None, False
+    def __init__(self, packed: bytes, count: int = 1):
+        self.packed, self.count, self.result, self.wake, self.lead = packed, count, _PENDING, None, False
 
 
 class SharedPipe:
@@ -271,6 +272,11 @@ class SharedPipe:
     def execute(self, *args: Any) -> Any:
         return self._submit(pack(args))
 
+    def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Several commands in one write and one wait; their replies in order, where Redis refused one
+        its error (a redis-py exception) in its place instead of raised. A lost connection raises."""
+        return self._submit(b"".join(pack(command) for command in commands), len(commands))
+
     def run_script(self, source: str, keys: list[str], args: list[Any]) -> Any:
         try:
             return self.execute(*evalsha(source, keys, args))
@@ -282,10 +288,10 @@ class SharedPipe:
             if not self._busy:
                 self._disconnect()
 
-    def _submit(self, packed: bytes) -> Any:
+    def _submit(self, packed: bytes, count: int = 1) -> Any:
         if self._pid != os.getpid():
             self._fresh()  # the parent's socket and lock are not ours to use
-        slot = _Slot(packed)
+        slot = _Slot(packed, count)
         with self._lock:
             if self._busy:
                 slot.wake = threading.Lock()
@@ -334,8 +340,10 @@ class SharedPipe:
         try:
             sock.sendall(b"".join(slot.packed for slot in batch))
             for slot in batch:
-                reply = self._read_reply(sock)
-                slot.result = reply_error(reply) if isinstance(reply, hiredis.ReplyError) else reply
+                if slot.count == 1:
+                    slot.result = _answer(self._read_reply(sock))
+                else:
+                    slot.result = [_answer(self._read_reply(sock)) for _ in range(slot.count)]
         except (OSError, redis.ConnectionError, redis.TimeoutError, hiredis.ProtocolError) as exc:
             self._disconnect()
             if isinstance(exc, socket.timeout):
@@ -407,6 +415,10 @@ def _readable(sock: socket.socket) -> bool:
         return bool(select.select([sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True
+
+
+def _answer(reply: Any) -> Any:
+    return reply_error(reply) if isinstance(reply, hiredis.ReplyError) else reply
 
 
 def _outcome(slot: _Slot) -> Any:

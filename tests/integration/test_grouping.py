@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from bus import journal, recovery, scheduler
+from bus.journal.pipelined import SharedPipe
 from bus.messages import GROUP_SIZE, delivery_message, event_ids_of
 from bus.routes import load_routes
 from conftest import wait_until
@@ -44,7 +45,12 @@ def messages(client) -> list[dict]:
 
 def task_starts(client) -> None:
     """What a worker does as a task of the route starts (before it sends anything)."""
-    journal.load_many(client, [], ROUTE)
+    kwargs = client.connection_pool.connection_kwargs
+    pipe = SharedPipe(f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs['db']}", 5)
+    try:
+        journal.load_many(pipe, [], ROUTE)
+    finally:
+        pipe.close()
 
 
 def test_an_event_arriving_when_no_task_is_coming_gets_its_own_task_at_once(client):

@@ -149,6 +149,25 @@ def test_threads_sharing_the_pipe_each_get_their_own_reply_over_one_connection(s
     pipe.close()
 
 
+def test_several_commands_go_in_one_write_and_a_refused_one_gives_its_error_in_place(server):
+    pipe = SharedPipe(server.url, 5)
+    pipe.execute("SET", "str", "v")
+    replies = pipe.execute_many([("HSET", "h", "a", "1"), ("HGET", "str", "x"), ("HGETALL", "h"), ("GET", "none")])
+    assert replies[0] == 1 and replies[2] == [b"a", b"1"] and replies[3] is None
+    assert isinstance(replies[1], redis.ResponseError) and "WRONGTYPE" in str(replies[1])
+    assert pipe.execute("GET", "str") == b"v", "the connection is still in step"
+    barrier = threading.Barrier(4)
+
+    def work(t: int) -> list:  # a multi-command slot among other threads' single commands
+        barrier.wait()
+        return [pipe.execute_many([("INCR", f"n{t}"), ("GET", f"n{t}")]) for _ in range(50)]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(work, range(4)))
+    assert all(runs == [[i, str(i).encode()] for i in range(1, 51)] for runs in got)
+    pipe.close()
+
+
 def test_the_pipe_fails_fast_while_redis_is_down_and_reconnects_after(server):
     pipe = SharedPipe(server.url, 2)
     assert pipe.run_script("return redis.call('SET', KEYS[1], ARGV[1])", ["kept"], ["yes"]) == b"OK"
