@@ -133,7 +133,7 @@ def cmd_replay(args: argparse.Namespace, config: settings.Settings) -> int:
             print(f"... and {len(chosen.events) - 20} more")
         print(f"dry run: {len(chosen.events)} events would be sent {where}")
         return 0
-    n = replay.run(client, chosen.events, to=args.to, progress=_progress)
+    n = replay.run(client, chosen.events, to=args.to, progress=_progress, group_sizes=chosen.group_sizes)
     print(f"replayed {n} events {where}")
     return 0
 

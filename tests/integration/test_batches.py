@@ -9,7 +9,10 @@ import uuid
 import pytest
 import requests
 
-from bus import journal
+from bus import journal, replay
+from bus.filters import EventFilter
+from bus.messages import event_ids_of
+from bus.routes import load_routes
 from conftest import bus_env, start_ingress, start_worker, wait_until
 
 ROUTES = {
@@ -17,12 +20,15 @@ ROUTES = {
                     "retry_max_interval = 1\n",
     "lines.toml": 'match = "lines.*"\nendpoint = "{receiver}/lines/${{tag[1]}}"\nbatch_max = 3\n'
                   'content_type = "application/x-ndjson"\n',
+    # No worker consumes it: the replay test reads the messages it queues.
+    "wide.toml": 'match = "wide.*"\nendpoint = "{receiver}/wide/${{tag[1]}}"\nbatch_max = 60\n',
 }
 
 
 class Batching:
-    def __init__(self, bus, env: dict[str, str], url: str):
+    def __init__(self, bus, env: dict[str, str], url: str, routes):
         self.redis, self.receiver, self.tmp, self.env, self.url = bus.redis, bus.receiver, bus.tmp, env, url
+        self.routes = routes
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +41,7 @@ def batching(bus):
     env = bus_env(bus.redis.url, routes)
     proc, url = start_ingress(env, bus.tmp / "batching-ingress.log")
     try:
-        yield Batching(bus, env, url)
+        yield Batching(bus, env, url, routes)
     finally:
         proc.stop()
 
@@ -123,3 +129,25 @@ def test_an_ndjson_route_sends_one_line_per_event(batching):
     lines = [json.loads(line) for r in bus.receiver.to(f"/lines/{name}") for line in r.body.splitlines()]
     assert sorted(item["n"] for item in lines) == [0, 1, 2, 3]
     assert all(r.headers["Content-Type"] == "application/x-ndjson" for r in bus.receiver.to(f"/lines/{name}"))
+
+
+def test_a_replay_of_a_batch_max_route_queues_messages_as_big_as_its_batches(batching):
+    """A route with batch_max 60 replayed: one task message of 60 events (they go as one array),
+    not three of 25 (three requests); copies elsewhere still go 25 to a message."""
+    bus = batching
+    client = bus.redis.client()
+    tag = f"wide.w{uuid.uuid4().hex[:8]}"
+    resp = requests.post(f"{bus.url}/{tag}", json=[{"n": i} for i in range(60)], timeout=10)
+    ids = resp.json()["ids"]
+    for event_id in ids:  # dead letters, as if the endpoint had refused them
+        journal.record_attempt(client, journal.load(client, event_id),
+                               {"attempt": 1, "at": 0.0, "duration": 0.0, "status_code": 422}, journal.DEAD)
+    router = load_routes(bus.routes, 60)
+    chosen = replay.plan(client, router, EventFilter(status=journal.DEAD, tag=tag), 3600)
+    assert sorted(e["id"] for e in chosen.events) == sorted(ids)
+    before = client.llen("bus.wide")
+    replay.run(client, chosen.events, group_sizes=chosen.group_sizes)
+    replay.run(client, chosen.events, to="http://127.0.0.1:9/copies", group_sizes=chosen.group_sizes)
+    queued = [json.loads(m) for m in client.lrange("bus.wide", 0, client.llen("bus.wide") - before - 1)]
+    sizes = sorted(len(event_ids_of(m)) for m in queued)
+    assert sizes == [10, 25, 25, 60], "the replay in one message, the copies 25 to a message"
