@@ -21,7 +21,7 @@ from .celery import app
 from .errors import NoRoute
 from .journal.pipelined import SharedPipe
 from .classify import DEAD, DELIVERED, RETRY, Outcome, classify
-from .messages import DELIVER_TASK, GROUP_SIZE, delivery_message
+from .messages import DELIVER_TASK, GROUP_SIZE, new_message
 from .routes import VISIBILITY_MARGIN, Route, Router, load_configured
 
 log = logging.getLogger("bus.delivery")
@@ -412,12 +412,11 @@ def _hand_off(w: Worker, route_name: str, rest: list[dict[str, Any]], to: str | 
     if not rest:
         return
     queue = journal.queue_name(route_name)
-    message = delivery_message([(e["id"], e["tag"], e["attempts"] + 1) for e in rest], queue,
-                               task_id=str(uuid.uuid4()), to=to)
+    message = new_message([(e["id"], e["tag"], e["attempts"] + 1) for e in rest], queue, to=to)
     if to is None:
-        journal.hand_off(w.redis, route_name, [e["id"] for e in rest], message)
+        journal.hand_off(w.redis, route_name, message)
     else:
-        journal.enqueue(w.redis, route_name, [message])
+        journal.enqueue(w.redis, route_name, [message.data])
     log.info("handing %d events of a slow group to a new task of route %s", len(rest), route_name)
 
 

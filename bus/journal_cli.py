@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from . import filters, journal, replay, settings
-from .routes import load_configured
+from .routes import Router, load_configured
 
 
 def add_filter_args(p: argparse.ArgumentParser, status_default: str | None, many_statuses: bool) -> None:
@@ -103,7 +103,8 @@ def _progress(done: int, total: int) -> None:
         print(f"replayed {done}/{total}", file=sys.stderr)
 
 
-def _select(args: argparse.Namespace, config: settings.Settings, default_status: str) -> tuple[Any, replay.Plan]:
+def _select(args: argparse.Namespace, config: settings.Settings, default_status: str
+            ) -> tuple[Any, Router, replay.Plan]:
     client = _client(config)
     router = load_configured(config)
     chosen = replay.Plan()
@@ -112,13 +113,13 @@ def _select(args: argparse.Namespace, config: settings.Settings, default_status:
         part = replay.plan(client, router, f, config.retention, getattr(args, "limit", None), ids)
         chosen.events += part.events
         chosen.unroutable += part.unroutable
-    return client, chosen
+    return client, router, chosen
 
 
 def cmd_replay(args: argparse.Namespace, config: settings.Settings) -> int:
     if args.to:
         replay.check_target(args.to)
-    client, chosen = _select(args, config, journal.DEAD)
+    client, router, chosen = _select(args, config, journal.DEAD)
     where = f"copies to {args.to}" if args.to else "to their routes"
     if chosen.unroutable:
         print(f"skipping {len(chosen.unroutable)} events whose route no longer exists "
@@ -133,13 +134,13 @@ def cmd_replay(args: argparse.Namespace, config: settings.Settings) -> int:
             print(f"... and {len(chosen.events) - 20} more")
         print(f"dry run: {len(chosen.events)} events would be sent {where}")
         return 0
-    n = replay.run(client, chosen.events, to=args.to, progress=_progress, group_sizes=chosen.group_sizes)
+    n = replay.run(client, router, chosen.events, to=args.to, progress=_progress)
     print(f"replayed {n} events {where}")
     return 0
 
 
 def cmd_purge(args: argparse.Namespace, config: settings.Settings) -> int:
-    client, chosen = _select(args, config, journal.DEAD)
+    client, _, chosen = _select(args, config, journal.DEAD)
     events = chosen.events + chosen.unroutable
     if not events:
         print("no matching events: nothing to purge")

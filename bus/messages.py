@@ -5,6 +5,8 @@ import base64
 import functools
 import os
 import socket
+import uuid
+from typing import NamedTuple
 
 import orjson
 
@@ -52,6 +54,24 @@ def delivery_message(events: list[tuple], queue: str, task_id: str | None = None
     argsrepr = shown if len(events) <= SHOWN else f"{len(events)} events: {shown}, ..."
     body = orjson.dumps([[ids], kwargs, _EMBED]).decode()
     return _envelope(task_id, body, argsrepr, repr(kwargs) if kwargs else "{}", queue, redelivered)
+
+
+class Outgoing(NamedTuple):
+    """A task message about to be queued, with what the journal writes of it: its task id goes into
+    the records of the events it carries (the message that sends them next)."""
+
+    task_id: str
+    event_ids: list[str]
+    data: bytes
+
+
+def new_message(events: list[tuple], queue: str, to: str | None = None, probe: bool = False,
+                redelivered: bool = False) -> Outgoing:
+    """delivery_message() under a task id of its own: a retry, a hand-off, a replay, a recovered task
+    (a group's first message is made in Lua and has its first event's id)."""
+    task_id = str(uuid.uuid4())
+    return Outgoing(task_id, [e[0] for e in events],
+                    delivery_message(events, queue, task_id=task_id, to=to, probe=probe, redelivered=redelivered))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -109,11 +129,6 @@ def describe(tag: str, event_id: str, attempt: int, copy: bool = False, probe: b
     if copy:
         return f"{tag} {event_id} copy"
     return f"{tag} {event_id} attempt {attempt}" + (" probe" if probe else "")
-
-
-def task_id_of(message: bytes) -> str:
-    """The task id of a message we built (what the events' records name as the one sending them)."""
-    return orjson.loads(message)["headers"]["id"]
 
 
 def event_ids_of(message: dict) -> list[str]:

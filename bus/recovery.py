@@ -20,13 +20,12 @@ import os
 import socket
 import threading
 import time
-import uuid
 
 import redis
 from celery import bootsteps
 
 from . import journal, settings
-from .messages import delivery_message, event_ids_of
+from .messages import event_ids_of, new_message
 
 log = logging.getLogger("bus.recovery")
 
@@ -68,8 +67,8 @@ def recover(client: redis.Redis, pause: float = PAUSE) -> list[str]:
             # The event's record names the new message, so the task thought lost leaves it alone
             # should it come back after all. Marked as kombu marks what it restores: redelivered
             # tasks check each event again right before sending it.
-            message = delivery_message([(event_id, event["tag"], event["attempts"] + 1)],
-                                       journal.queue_name(event["route"]), task_id=str(uuid.uuid4()), redelivered=True)
+            message = new_message([(event_id, event["tag"], event["attempts"] + 1)],
+                                  journal.queue_name(event["route"]), redelivered=True)
             if journal.requeue_lost(client, event_id, event["route"], message):
                 requeued.append(event_id)
         if requeued:

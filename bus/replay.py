@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import urlsplit
@@ -12,7 +11,7 @@ import redis
 from . import journal
 from .errors import BadFilter
 from .filters import EventFilter
-from .messages import GROUP_SIZE, delivery_message, groups
+from .messages import GROUP_SIZE, groups, new_message
 from .routes import Router
 
 CHUNK = 500
@@ -26,8 +25,6 @@ class Plan:
 
     events: list[dict[str, Any]] = field(default_factory=list)
     unroutable: list[dict[str, Any]] = field(default_factory=list)
-    # Events a task message of each route carries at most (a batch_max route sends more per request).
-    group_sizes: dict[str, int] = field(default_factory=dict)
 
 
 def check_target(url: str) -> str:
@@ -56,21 +53,18 @@ def plan(client: redis.Redis, router: Router, f: EventFilter, retention: int, li
     else:
         chosen = journal.iter_matching(client, f, retention)
     for event in chosen:
-        route = router.by_name.get(event["route"])
-        (result.events if route else result.unroutable).append(event)
-        if route:
-            result.group_sizes[route.name] = route.group_size
+        (result.events if event["route"] in router.by_name else result.unroutable).append(event)
         if limit is not None and len(result.events) >= limit:
             break
     return result
 
 
-def run(client: redis.Redis, events: list[dict[str, Any]], to: str | None = None,
-        progress: Callable[[int, int], None] | None = None, group_sizes: dict[str, int] | None = None) -> int:
+def run(client: redis.Redis, router: Router, events: list[dict[str, Any]], to: str | None = None,
+        progress: Callable[[int, int], None] | None = None) -> int:
     """Queue new delivery tasks for the events (same event ids, so X-Request-Id is unchanged); returns how many.
-    A task message carries up to its route's group size (Plan.group_sizes), so a batch_max route's
-    replay goes out in batches as big as its first sending did; copies (`to`), sent one event per
-    request, go GROUP_SIZE to a message."""
+    A task message carries up to its route's group size, so a batch_max route's replay goes out in
+    batches as big as its first sending did; copies (`to`), sent one event per request, go
+    GROUP_SIZE to a message."""
     done = 0
     for start in range(0, len(events), CHUNK):
         chunk = events[start : start + CHUNK]
@@ -78,17 +72,22 @@ def run(client: redis.Redis, events: list[dict[str, Any]], to: str | None = None
         for e in chunk:
             by_route.setdefault(e["route"], []).append(e)
         messages = [
-            (delivery_message([(e["id"], e["tag"], e["attempts"] + 1) for e in group], journal.queue_name(route),
-                              task_id=str(uuid.uuid4()), to=to), route)
+            (new_message([(e["id"], e["tag"], e["attempts"] + 1) for e in group], journal.queue_name(route), to=to),
+             route)
             for route, route_events in by_route.items()
-            for group in groups(route_events, GROUP_SIZE if to else (group_sizes or {}).get(route, GROUP_SIZE))
+            for group in groups(route_events, GROUP_SIZE if to else _group_size(router, route))
         ]
         if to is None:
             journal.requeue(client, chunk, messages)
         else:
             for message, route in messages:
-                journal.enqueue(client, route, [message])
+                journal.enqueue(client, route, [message.data])
         done += len(chunk)
         if progress:
             progress(done, len(events))
     return done
+
+
+def _group_size(router: Router, route: str) -> int:
+    known = router.by_name.get(route)  # plan() left out events whose route is gone; it may go meanwhile
+    return known.group_size if known else GROUP_SIZE

@@ -15,7 +15,7 @@ import uuid
 from celery.signals import worker_ready, worker_shutdown
 
 from . import journal
-from .messages import delivery_message, groups
+from .messages import groups, new_message
 from .routes import Route
 
 log = logging.getLogger("bus.scheduler")
@@ -52,10 +52,8 @@ def tick(client: object, routes: list[Route], now: float | None = None, mover: s
                 journal.drop_scheduled(client, route.name, event_id)
         items = [(event_id, tag, attempts + 1) for event_id, tag, attempts in items if tag]
         queue = journal.queue_name(route.name)
-        batches = [([event_id for event_id, _, _ in group],
-                     delivery_message(group, queue, task_id=str(uuid.uuid4()), probe=probe))
-                   for group in groups(items, route.group_size)]
-        moved += journal.release(client, route.name, batches)
+        messages = [new_message(group, queue, probe=probe) for group in groups(items, route.group_size)]
+        moved += journal.release(client, route.name, messages)
     return moved
 
 

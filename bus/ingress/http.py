@@ -175,7 +175,7 @@ def replay_events(bus: intake.Intake, request: Request) -> Response:
     limit = _limit(spec.get("limit"), default=0) if spec.get("limit") is not None else None
     ids = replay.check_ids(spec["ids"]) if spec.get("ids") is not None else None
     chosen = replay.plan(bus.redis, bus.router, _filter(spec, journal.DEAD), bus.settings.retention, limit, ids)
-    sent = 0 if spec.get("dry_run") else replay.run(bus.redis, chosen.events, to=to, group_sizes=chosen.group_sizes)
+    sent = 0 if spec.get("dry_run") else replay.run(bus.redis, bus.router, chosen.events, to=to)
     return _json({"matched": len(chosen.events), "replayed": sent, "dry_run": bool(spec.get("dry_run")),
                   "unroutable": len(chosen.unroutable), "ids": [e["id"] for e in chosen.events[:100]]}, 200)
 

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import orjson
 import redis
 
-from ..messages import task_id_of
+from ..messages import Outgoing
 from .keys import KOMBU_UNACKED, RECOVERY_LOCK, event_key, index_key, pending_key, queue_name, retry_key
 from .store import QUEUED, RETRYING, script
 
@@ -89,10 +89,10 @@ def task_messages(client: redis.Redis) -> Iterator[dict[str, Any]]:
         yield orjson.loads(raw)[0]
 
 
-def requeue_lost(client: redis.Redis, event_id: str, route: str, message: bytes) -> bool:
+def requeue_lost(client: redis.Redis, event_id: str, route: str, message: Outgoing) -> bool:
     """Queue a new task for an event that is still waiting; False when it was delivered or dead meanwhile."""
     return bool(script(client, _REQUEUE)(keys=[event_key(event_id), queue_name(route)],
-                                         args=[message, task_id_of(message)]))
+                                         args=[message.data, message.task_id]))
 
 
 def recovery_lock(client: redis.Redis, holder: str, seconds: int) -> bool:

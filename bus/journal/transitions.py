@@ -13,7 +13,7 @@ from .keys import (
     queue_name, retry_key, slot_key,
 )
 from .pipelined import SharedPipe
-from ..messages import event_ids_of, task_id_of
+from ..messages import Outgoing
 from .store import DEFAULT_RETENTION, DELIVERED, OWN_LUA, QUEUED, RESPONSE_KEEP, RETRYING, script
 
 
@@ -231,13 +231,13 @@ def due(client: redis.Redis, route: str, now: float, limit: int) -> list[tuple[s
     return [(i, t.decode() if t else "", int(n or 0)) for i, (t, n) in zip(ids, pipe.execute())]
 
 
-def release(client: redis.Redis, route: str, groups: list[tuple[list[str], bytes]]) -> int:
+def release(client: redis.Redis, route: str, groups: list[Outgoing]) -> int:
     """Move scheduled events to the head of the route's queue, one message per group of ids."""
     if not groups:
         return 0
     argv: list[Any] = []
-    for ids, message in groups:
-        argv += [len(ids), task_id_of(message), *ids, message]
+    for message in groups:
+        argv += [len(message.event_ids), message.task_id, *message.event_ids, message.data]
     return int(script(client, _RELEASE)(keys=[retry_key(route), queue_name(route)], args=argv))
 
 
@@ -259,10 +259,10 @@ def record_copy(client: redis.Redis, event_id: str, attempt: dict[str, Any]) -> 
     client.rpush(copies_key(event_id), orjson.dumps(attempt))
 
 
-def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tuple[bytes, str]]) -> None:
+def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tuple[Outgoing, str]]) -> None:
     """Replay to the route: status back to queued, retention lifted, new (message, route) tasks queued
     and named in their events' records; one transaction."""
-    owners = {i: task_id_of(message) for message, _ in messages for i in event_ids_of(orjson.loads(message))}
+    owners = {i: message.task_id for message, _ in messages for i in message.event_ids}
     pipe = client.pipeline(transaction=True)
     for event in events:
         key = event_key(event["id"])
@@ -273,7 +273,7 @@ def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tu
         _move(pipe, event["id"], event["route"], event["received"], event["status"], QUEUED)
         pipe.zrem(retry_key(event["route"]), event["id"])
     for message, route in messages:
-        pipe.lpush(queue_name(route), message)
+        pipe.lpush(queue_name(route), message.data)
     pipe.execute()
 
 
@@ -283,7 +283,7 @@ def enqueue(client: redis.Redis, route: str, messages: list[bytes]) -> None:
         client.lpush(queue_name(route), *messages)
 
 
-# KEYS: the queue, then the events' records. ARGV: the message, its task id, the events' ids.
+# KEYS: the queue. ARGV: the message, its task id, the events' ids.
 _HAND_OFF = OWN_LUA + """
 redis.call('LPUSH', KEYS[1], ARGV[1])
 own({unpack(ARGV, 3)}, ARGV[2])
@@ -291,7 +291,6 @@ return 1
 """
 
 
-def hand_off(client: redis.Redis, route: str, event_ids: list[str], message: bytes) -> None:
-    """Queue a message that takes over these events from the task that queues it, in one step."""
-    script(client, _HAND_OFF)(keys=[queue_name(route)] + [event_key(i) for i in event_ids],
-                              args=[message, task_id_of(message), *event_ids])
+def hand_off(client: redis.Redis, route: str, message: Outgoing) -> None:
+    """Queue a message that takes over its events from the task that queues it, in one step."""
+    script(client, _HAND_OFF)(keys=[queue_name(route)], args=[message.data, message.task_id, *message.event_ids])

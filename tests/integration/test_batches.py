@@ -9,11 +9,9 @@ import uuid
 import pytest
 import requests
 
-from bus import journal, replay
-from bus.filters import EventFilter
+from bus import journal
 from bus.messages import event_ids_of
-from bus.routes import load_routes
-from conftest import bus_env, start_ingress, start_worker, wait_until
+from conftest import bus_env, run_bus, start_ingress, start_worker, wait_until
 
 ROUTES = {
     "batched.toml": 'match = "batched.*"\nendpoint = "{receiver}/batched/${{tag[1]}}"\nbatch_max = 4\n'
@@ -26,9 +24,8 @@ ROUTES = {
 
 
 class Batching:
-    def __init__(self, bus, env: dict[str, str], url: str, routes):
+    def __init__(self, bus, env: dict[str, str], url: str):
         self.redis, self.receiver, self.tmp, self.env, self.url = bus.redis, bus.receiver, bus.tmp, env, url
-        self.routes = routes
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +38,7 @@ def batching(bus):
     env = bus_env(bus.redis.url, routes)
     proc, url = start_ingress(env, bus.tmp / "batching-ingress.log")
     try:
-        yield Batching(bus, env, url, routes)
+        yield Batching(bus, env, url)
     finally:
         proc.stop()
 
@@ -132,8 +129,9 @@ def test_an_ndjson_route_sends_one_line_per_event(batching):
 
 
 def test_a_replay_of_a_batch_max_route_queues_messages_as_big_as_its_batches(batching):
-    """A route with batch_max 60 replayed: one task message of 60 events (they go as one array),
-    not three of 25 (three requests); copies elsewhere still go 25 to a message."""
+    """A route with batch_max 60 replayed with `bus replay`: one task message of 60 events (they go
+    as one array), not three of 25 (three requests); copies elsewhere (POST /events/replay with
+    `to`) still go 25 to a message."""
     bus = batching
     client = bus.redis.client()
     tag = f"wide.w{uuid.uuid4().hex[:8]}"
@@ -142,12 +140,12 @@ def test_a_replay_of_a_batch_max_route_queues_messages_as_big_as_its_batches(bat
     for event_id in ids:  # dead letters, as if the endpoint had refused them
         journal.record_attempt(client, journal.load(client, event_id),
                                {"attempt": 1, "at": 0.0, "duration": 0.0, "status_code": 422}, journal.DEAD)
-    router = load_routes(bus.routes, 60)
-    chosen = replay.plan(client, router, EventFilter(status=journal.DEAD, tag=tag), 3600)
-    assert sorted(e["id"] for e in chosen.events) == sorted(ids)
     before = client.llen("bus.wide")
-    replay.run(client, chosen.events, group_sizes=chosen.group_sizes)
-    replay.run(client, chosen.events, to="http://127.0.0.1:9/copies", group_sizes=chosen.group_sizes)
+    copies = requests.post(f"{bus.url}/events/replay", json={"tag": tag, "to": "http://127.0.0.1:9/copies"},
+                           timeout=30)
+    assert copies.status_code == 200 and copies.json()["replayed"] == 60, copies.text
+    done = run_bus(bus, "replay", "--tag", tag, env=bus.env)
+    assert done.returncode == 0 and "replayed 60 events" in done.stdout, done.stdout + done.stderr
     queued = [json.loads(m) for m in client.lrange("bus.wide", 0, client.llen("bus.wide") - before - 1)]
     sizes = sorted(len(event_ids_of(m)) for m in queued)
     assert sizes == [10, 25, 25, 60], "the replay in one message, the copies 25 to a message"

@@ -198,7 +198,7 @@ def test_the_record_names_the_task_message_that_sends_the_event_next(bus):
     """Every path that queues a message for an event names it in the event's record in the same step;
     an attempt or a park leaves no message named. A message that finds another name (or none) is
     superseded: Redis restored it after its work was done, or another message took the event over."""
-    from bus.messages import delivery_message, event_ids_of
+    from bus.messages import Outgoing, delivery_message, event_ids_of
 
     client = bus.redis.client()
     (event_id,) = bus.post(parked_tag(), "{}").json()["ids"]
@@ -213,8 +213,10 @@ def test_the_record_names_the_task_message_that_sends_the_event_next(bus):
     def owner() -> str | None:
         return journal.load(client, event_id).get("task")
 
-    def message(task_id: str, redelivered: bool = False) -> bytes:
-        return delivery_message([(event_id, "parked.x")], "bus.parked", task_id=task_id, redelivered=redelivered)
+    def message(task_id: str, redelivered: bool = False, ids: tuple[str, ...] = ()) -> Outgoing:
+        ids = ids or (event_id,)
+        return Outgoing(task_id, list(ids), delivery_message([(i, "parked.x") for i in ids], "bus.parked",
+                                                              task_id=task_id, redelivered=redelivered))
 
     def check(task_id: str) -> str:
         return journal.recheck(client, [journal.load(client, event_id)], task_id)[0]
@@ -226,13 +228,13 @@ def test_the_record_names_the_task_message_that_sends_the_event_next(bus):
                            {"attempt": 1, "at": time.time(), "duration": 0.0, "status_code": 503},
                            journal.RETRYING, retry_at=time.time() - 1)
     assert owner() == "" and check(group["headers"]["id"]) == "superseded", "the attempt was made: its message is done"
-    assert journal.release(client, "parked", [([event_id], message("from-the-schedule"))]) == 1
+    assert journal.release(client, "parked", [message("from-the-schedule")]) == 1
     assert owner() == "from-the-schedule"
 
     journal.park(client, journal.load(client, event_id), time.time() + 3600)
     assert owner() == "" and check("from-the-schedule") == "superseded", "a park hands it to the schedule"
 
-    journal.hand_off(client, "parked", [event_id], message("handed-off"))
+    journal.hand_off(client, "parked", message("handed-off"))
     assert owner() == "handed-off"
     journal.requeue(client, [journal.load(client, event_id)], [(message("replayed"), "parked")])
     assert owner() == "replayed"
@@ -241,6 +243,6 @@ def test_the_record_names_the_task_message_that_sends_the_event_next(bus):
 
     client.hdel(journal.event_key(event_id), "task")  # a record from before messages were named
     assert check("any-task") == "ok"
-    journal.hand_off(client, "parked", ["no-such-event"], message("handed-off"))
+    journal.hand_off(client, "parked", message("handed-off", ids=("no-such-event",)))
     assert not client.exists(journal.event_key("no-such-event")), "naming a message never makes a record"
     assert journal.recheck(client, [{"id": "no-such-event"}], "any-task") == ["gone"]
