@@ -148,6 +148,10 @@ def send(pools: outbound.Pools, route: Route, url: str, event: dict[str, Any], a
         # No answer: refused, timed out, TLS refused, reset, garbled (ValueError: a URL or header that cannot be sent).
         record.update(status_code=None, error=f"{type(exc).__name__}: {exc}"[:500])
     record["duration"] = round(time.monotonic() - started, 4)
+    # The journal shows attempts to every @journal reader: tokens in a URL's query or user info stay out.
+    for key in ("url", "location", "error"):
+        if record.get(key):
+            record[key] = logs.redact(record[key])
     return record
 
 
@@ -215,9 +219,10 @@ def _breaker_after(w: Worker, route: Route, record: dict[str, Any], open_until: 
 
 
 def _send_copy(task: Task, w: Worker, route: Route, event: dict[str, Any], to: str) -> str:
-    """A replay to another URL (a staging copy): its own attempts, the event's state untouched."""
+    """A replay to another URL (a staging copy): its own attempts, the event's state untouched, and none
+    of the route's credentials or signature (Route.for_copies)."""
     attempt = task.request.retries + 1
-    record = send(w.pools, route, to, event, attempt, {"X-Bus-Replay": "copy"})
+    record = send(w.pools, route.for_copies(), to, event, attempt, {"X-Bus-Replay": "copy"})
     outcome = classify(replace(route, max_attempts=COPY_ATTEMPTS), attempt, record.get("status_code"),
                        record.pop("retry_after", None))
     record["verdict"] = outcome.verdict

@@ -28,6 +28,8 @@ MAX_BATCH = 500
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 _TAG_PLACEHOLDER = re.compile(r"tag(?:\[(-?\d+)\])?")
+# Header names that carry credentials, whether a route lists them in `headers` or `secret_headers`.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"})
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,13 @@ class Route:
     # Resolved secrets: kept out of repr so no log line or traceback shows them.
     secret_headers: dict[str, str] = field(default_factory=dict, repr=False)
     signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
+
+    def for_copies(self) -> "Route":
+        """The route as copies sent elsewhere (`bus replay --to`) use it: without anything that proves to
+        the route's endpoint who is calling (secret headers, credential headers, signing keys, the client
+        certificate). A copy goes to a URL the replaying operator chose, which may not be the endpoint's."""
+        plain = {k: v for k, v in self.headers.items() if k.lower() not in CREDENTIAL_HEADERS}
+        return replace(self, headers=plain, secret_headers={}, signing_keys=(), client_cert=None, client_key=None)
 
     @property
     def group_size(self) -> int:

@@ -15,6 +15,7 @@ from .. import auth, filters, intake, journal, metrics, replay, stats
 from ..errors import (BacklogFull, BadFilter, BodyTooLarge, BusError, EventNotFound, Forbidden, InvalidBody, InvalidTag,
                       NoRoute, RequestTimeout, Unauthorized, Unavailable)
 from ..journal import REDIS_DOWN
+from ..routes import CREDENTIAL_HEADERS
 from .bodies import parse_records
 
 log = logging.getLogger("bus.ingress")
@@ -23,7 +24,7 @@ log = logging.getLogger("bus.ingress")
 STATUS = {InvalidTag: 400, InvalidBody: 400, BadFilter: 400, Unauthorized: 401, Forbidden: 403, NoRoute: 404,
           EventNotFound: 404, RequestTimeout: 408, BodyTooLarge: 413, Unavailable: 503, BacklogFull: 503}
 # Request headers never written to the journal: they carry producers' credentials.
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"})
+SECRET_HEADERS = CREDENTIAL_HEADERS
 # Nor those that describe the connection to the bus rather than the events (every event of a
 # request would repeat them: ~100 bytes of Redis memory each).
 TRANSPORT_HEADERS = frozenset({"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te",

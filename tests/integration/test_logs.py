@@ -31,6 +31,9 @@ def test_json_worker_logs_one_parseable_line_per_attempt_and_no_secret(bus):
 
     text = log.read_text()
     assert not any(secret in text for secret in SECRETS)
+    # The journal shows every attempt's URL to @journal readers: the query token is redacted there too.
+    shown = json.dumps([journal.show(client, i) for i in ids.values()])
+    assert "/secret/" in shown and not any(secret in shown for secret in SECRETS), "a secret reached the journal"
     lines = [line for line in text.splitlines() if line.strip()]
     # Celery prints its shutdown notice straight to the terminal, outside logging; everything else is JSON.
     records = [json.loads(line) for line in lines if not line.startswith("worker: ")]

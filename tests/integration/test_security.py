@@ -95,6 +95,24 @@ def test_signed_delivery_verifies_with_either_secret_while_rotating(bus):
         Webhook(ROUTE_SECRETS["BUS_TEST_SIGNING_NEW"]).verify(got.body, tampered)
 
 
+def test_a_copy_sent_elsewhere_carries_no_route_credential_nor_the_route_signature(bus):
+    name = uuid.uuid4().hex[:8]
+    (event_id,) = bus.post(f"signed.{name}", '{"pay": 11}').json()["ids"]
+    (original,) = wait_until(lambda: bus.receiver.to(f"/signed/{name}"), 15, what="signed delivery")
+    assert "webhook-signature" in original.headers and "Authorization" in original.headers
+    wait_until(lambda: journal.load(bus.redis.client(), event_id)["status"] == journal.DELIVERED, 15,
+               what="the delivery to be journaled")
+    copied = requests.post(f"{bus.url}/events/replay", json={"ids": [event_id], "status": "delivered",
+                                                             "to": f"{bus.receiver.url}/copies/{name}"}, timeout=10)
+    assert copied.status_code == 200 and copied.json()["replayed"] == 1, copied.text
+    (copy,) = wait_until(lambda: bus.receiver.to(f"/copies/{name}"), 15, what="the copy")
+    assert copy.headers["X-Bus-Replay"] == "copy" and copy.headers["X-Request-Id"] == event_id
+    assert json.loads(copy.body) == {"pay": 11}
+    leaked = {h for h in ("Authorization", "webhook-id", "webhook-timestamp", "webhook-signature") if h in copy.headers}
+    assert not leaked, f"a copy to another URL carried the route's {sorted(leaked)}"
+    assert not any(secret in str(copy.headers) for secret in ROUTE_SECRETS.values())
+
+
 def test_secrets_never_reach_logs_routes_output_or_the_journal(bus):
     name = uuid.uuid4().hex[:8]
     (event_id,) = bus.post(f"signed.{name}", "{}").json()["ids"]
