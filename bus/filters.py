@@ -1,6 +1,7 @@
 """Event filters shared by `bus events`, `bus replay`, `bus purge` and GET /events: parsed and validated here (pure)."""
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 from dataclasses import dataclass
@@ -69,9 +70,24 @@ def parse_time(text: str, now: float, name: str) -> float:
     return when.timestamp()
 
 
+def _point(value: object, now: float, name: str) -> float | None:
+    """A time from a command line or query string (parse_time), or Unix seconds as a JSON number."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return parse_time(value, now, name)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    raise BadFilter(f"{name} must be a time (a string such as '1h' or '2026-11-22T10:00:00Z', or Unix seconds), "
+                    f"not {type(value).__name__}")
+
+
 def build(status: str | None = None, tag: str | None = None, route: str | None = None,
-          since: str | None = None, until: str | None = None, *, now: float) -> EventFilter:
-    """Validate raw filter values (from a command line or a query string) into an EventFilter."""
+          since: str | float | None = None, until: str | float | None = None, *, now: float) -> EventFilter:
+    """Validate raw filter values (from a command line, a query string or a JSON body) into an EventFilter."""
+    for name, value in (("status", status), ("tag", tag), ("route", route)):
+        if value is not None and not isinstance(value, str):
+            raise BadFilter(f"{name} must be a string, not {type(value).__name__}")
     if status is not None and status not in STATUSES:
         raise BadFilter(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
     if tag is not None:
@@ -81,8 +97,7 @@ def build(status: str | None = None, tag: str | None = None, route: str | None =
             raise BadFilter(f"bad tag pattern: {exc}") from None
     if route is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", route):
         raise BadFilter(f"{route!r} is not a route name")
-    lo = parse_time(since, now, "since") if since else None
-    hi = parse_time(until, now, "until") if until else None
+    lo, hi = _point(since, now, "since"), _point(until, now, "until")
     if lo is not None and hi is not None and lo > hi:
         raise BadFilter("--since is after --until: nothing can match")
     return EventFilter(status=status, tag=tag, route=route, since=lo, until=hi)

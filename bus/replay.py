@@ -27,10 +27,18 @@ class Plan:
     unroutable: list[dict[str, Any]] = field(default_factory=list)
 
 
-def check_target(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadFilter(f"--to {url!r} is not an http:// or https:// URL with a host")
+def check_target(url: object) -> str:
+    """The URL copies go to: http(s) with a host, and a port if any that is a number."""
+    if not isinstance(url, str):
+        raise BadFilter(f"to must be a URL string, not {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError:
+        ok = False
+    if not ok or any(c in url for c in "\r\n \t"):
+        raise BadFilter(f"--to {url[:200]!r} is not an http:// or https:// URL with a host")
     return url
 
 

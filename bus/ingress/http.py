@@ -31,6 +31,7 @@ TRANSPORT_HEADERS = frozenset({"host", "content-length", "connection", "keep-ali
                                "upgrade", "expect", "accept", "accept-encoding"})
 NOT_JOURNALED = SECRET_HEADERS | TRANSPORT_HEADERS
 MAX_LIST = 1000
+REPLAY_FIELDS = frozenset({"ids", "status", "tag", "route", "since", "until", "to", "dry_run", "limit"})
 OPEN_ENDPOINTS = frozenset({"healthz", "metrics", "console"})
 CONSOLE_TYPES = {"index.html": "text/html", "console.js": "text/javascript", "console.css": "text/css"}
 # The console is our own files only: no inline script, nothing from elsewhere, never framed.
@@ -170,9 +171,13 @@ def replay_events(bus: intake.Intake, request: Request) -> Response:
         raise InvalidBody(f"the body is not valid JSON: {exc.msg}") from None
     if not isinstance(spec, dict):
         raise InvalidBody("send a JSON object of filters, e.g. {\"status\": \"dead\"}")
+    unknown = sorted(set(spec) - REPLAY_FIELDS)
+    if unknown:
+        # A misspelt filter must not widen the replay to everything the others match.
+        raise BadFilter(f"unknown replay field {unknown[0]!r}; use {', '.join(sorted(REPLAY_FIELDS))}")
     to = spec.get("to")
     if to is not None:
-        replay.check_target(str(to))
+        to = replay.check_target(to)
     limit = _limit(spec.get("limit"), default=0) if spec.get("limit") is not None else None
     ids = replay.check_ids(spec["ids"]) if spec.get("ids") is not None else None
     chosen = replay.plan(bus.redis, bus.router, _filter(spec, journal.DEAD), bus.settings.retention, limit, ids)

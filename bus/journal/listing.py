@@ -3,15 +3,21 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
+import re
 import time
 from typing import Any, Iterator
 
 import redis
 
+from ..errors import BadFilter
 from ..filters import STATUSES, EventFilter
 from .counters import counters
 from .keys import attempts_key, copies_key, event_key, index_key, retry_key
 from .store import DEFAULT_RETENTION, DELIVERED, SUMMARY_FIELDS, Page, summary
+
+# What find() hands out: the last event's index score, ':', its id.
+_CURSOR = re.compile(r"([0-9][0-9.e+-]*):([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 
 
 def sweep(client: redis.Redis, retention: int, now: float | None = None, batch: int = 5000) -> int:
@@ -59,8 +65,15 @@ def purge(client: redis.Redis, events: list[dict[str, Any]]) -> int:
 def _cursor_bounds(f: EventFilter, cursor: str | None) -> tuple[float | str, str | None]:
     if not cursor:
         return (f.until if f.until is not None else "+inf"), None
-    score, _, last_id = cursor.partition(":")
-    return float(score), last_id
+    match = _CURSOR.fullmatch(cursor)
+    try:
+        score = float(match.group(1)) if match else math.nan
+    except ValueError:
+        score = math.nan
+    if not math.isfinite(score):
+        raise BadFilter(f"cursor {cursor[:80]!r} is not one this bus handed out; "
+                        "pass the cursor of the last page unchanged, or list again without one")
+    return score, match.group(2)  # type: ignore[union-attr]
 
 
 def find(client: redis.Redis, f: EventFilter, limit: int = 50, cursor: str | None = None,
