@@ -149,6 +149,10 @@ def cmd_serve(args: argparse.Namespace, config: settings.Settings) -> int:
 
     bus = intake.load(config)
     if args.forward != "off":
+        if config.tokens_file and not config.forward.shared_key:
+            raise ConfigError("BUS_TOKENS guards the HTTP port, but the forward listener has no shared key, so "
+                              "anyone reaching it could send any tag: set BUS_FORWARD_SHARED_KEY (and "
+                              "BUS_FORWARD_TAGS to scope it), or pass --forward off")
         # The HTTP side runs as a child `bus serve --forward off`, which checks the tokens itself.
         return serve_with_forward(bus, args.bind, _split_hostport(args.forward), workers=args.workers,
                                   threads=args.threads)

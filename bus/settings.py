@@ -32,6 +32,9 @@ class ForwardSettings:
     # One client address may hold this many of them (a host of Docker containers logging through
     # the fluentd driver opens one per container).
     max_connections_per_client: int = 256
+    # Tag patterns the listener accepts (BUS_FORWARD_TAGS); empty: every tag. Whoever has the
+    # shared key may send these, as a token's patterns scope it on the HTTP port.
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,9 @@ class HttpSettings:
     # keep-alive producers; 256 leaves room for bursts and reconnects without letting one
     # host take most of a worker's 1000 (uvicorn's limit_concurrency in bus serve).
     max_connections_per_client: int = 256
+    # Host names (globs) an open bus answers to besides IP addresses, dotless names and *.localhost
+    # (BUS_ALLOWED_HOSTS; see ingress/origin.py: DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,21 @@ def _forward(env: dict[str, str]) -> ForwardSettings:
         idle_timeout=None if idle in (None, "", "0") else _number(env, "BUS_FORWARD_IDLE_TIMEOUT", 0.0),
         max_connections=int(_number(env, "BUS_FORWARD_MAX_CONNECTIONS", 1000, int)),
         max_connections_per_client=int(_number(env, "BUS_FORWARD_MAX_CONNECTIONS_PER_CLIENT", 256, int)),
+        tags=_forward_tags(env.get("BUS_FORWARD_TAGS")),
     )
+
+
+def _forward_tags(raw: str | None) -> tuple[str, ...]:
+    from .errors import RouteError
+    from .tags import compile_patterns
+
+    patterns = tuple(p for part in _names(raw) for p in part.split())
+    try:
+        if patterns:
+            compile_patterns(list(patterns))
+    except RouteError as exc:
+        raise ConfigError(f"BUS_FORWARD_TAGS={raw!r}: {exc}") from None
+    return patterns
 
 
 def load(env: dict[str, str] | None = None) -> Settings:
@@ -147,9 +167,15 @@ def load(env: dict[str, str] | None = None) -> Settings:
         http=HttpSettings(
             read_timeout=_number(env, "BUS_HTTP_READ_TIMEOUT", 30.0),
             max_connections_per_client=int(_number(env, "BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT", 256, int)),
+            allowed_hosts=_names(env.get("BUS_ALLOWED_HOSTS")),
         ),
         environ=env,
     )
+
+
+def _names(raw: str | None) -> tuple[str, ...]:
+    """A comma-separated list, blanks dropped."""
+    return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
 
 
 def _log_format(raw: str | None) -> str:

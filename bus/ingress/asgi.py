@@ -28,7 +28,7 @@ from ..errors import BusError
 from ..journal import REDIS_DOWN
 from ..journal.pipelined import PipelinedRedis
 from . import guarded_protocol
-from .http import (authorize, check_declared_length, check_read_length, error_answer, is_event_post, make_app,
+from .http import (authorize, authorize_head, check_declared_length, check_read_length, error_answer, is_event_post, make_app,
                    prepare_posted)
 
 log = logging.getLogger("bus.ingress")
@@ -101,12 +101,13 @@ class Ingress:
     async def _accept(self, tag: str, headers: dict[str, str], scope: dict, receive: Receive) -> intake.Prepared:
         """What the werkzeug app's post_events does, with the waits on the loop. Raises a BusError."""
         bus, loop = self.bus, asyncio.get_running_loop()
-        authorize(self.tokens, headers.get("Authorization"), "post_events", {"tag": tag})
+        authorize(self.tokens, "POST", headers, "post_events", {"tag": tag}, bus.settings.http.allowed_hosts)
         body = await _read_body(receive, bus.settings.max_body, headers.get("Content-Length"))
         work = functools.partial(prepare_posted, bus, tag, headers, _query(scope), body)
-        # A big batch (or a gzip bomb's check) would hold every other connection of the loop
-        # while it is parsed and given ids: that work goes to the thread pool.
-        prepared = work() if len(body) <= INLINE_BODY else await loop.run_in_executor(self.pool, work)
+        # A big batch, or a compressed body (30 KB of gzip may inflate to BUS_MAX_BODY), would hold
+        # every other connection of the loop while it is parsed and given ids: that goes to the pool.
+        inline = len(body) <= INLINE_BODY and headers.get("Content-Encoding", "identity").lower() == "identity"
+        prepared = work() if inline else await loop.run_in_executor(self.pool, work)
         if prepared.route.backlog_limit is not None:
             await loop.run_in_executor(self.pool, intake.commit, bus, prepared)  # its check reads Redis first
             return prepared
@@ -120,7 +121,10 @@ class Ingress:
     async def through_wsgi(self, scope: dict, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
         try:
-            body = await _read_body(receive, self.bus.settings.max_body, headers.get("Content-Length"))
+            # The token is checked on the head: a refused client never gets to send BUS_MAX_BODY bytes.
+            routed = authorize_head(self.tokens, scope["method"], scope["path"], headers,
+                                    self.bus.settings.http.allowed_hosts)
+            body = await _read_body(receive, self.bus.settings.max_body, headers.get("Content-Length")) if routed else b""
         except ClientGone:
             return
         except BusError as exc:

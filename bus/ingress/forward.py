@@ -18,8 +18,9 @@ from typing import Any
 import msgpack
 
 from .. import intake
-from ..errors import BusError, ConfigError
+from ..errors import BusError, ConfigError, Forbidden
 from ..settings import ForwardSettings
+from ..tags import compile_patterns
 from .client_limits import ClientCounter
 from .frames import FrameReader, Handshake, decode_frame
 
@@ -59,6 +60,7 @@ class ForwardServer:
         self._clients = ClientCounter(self.config.max_connections_per_client, "forward",
                                       "BUS_FORWARD_MAX_CONNECTIONS_PER_CLIENT")
         self._threads: list[threading.Thread] = []
+        self.allowed_tags = compile_patterns(list(self.config.tags)) if self.config.tags else None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -204,6 +206,9 @@ class _Connection:
         if frame is None:
             return
         if frame.records:
+            allowed = self.server.allowed_tags
+            if allowed is not None and not allowed.match(frame.tag):
+                raise Forbidden(f"tag {frame.tag[:255]!r} is outside BUS_FORWARD_TAGS ({' '.join(self.config.tags)})")
             intake.accept(self.server.bus, frame.tag, frame.records)
             self.accepted += len(frame.records)
         if frame.chunk is not None:

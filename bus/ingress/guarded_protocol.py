@@ -9,7 +9,9 @@ connection. This protocol
 - gives every request BUS_HTTP_READ_TIMEOUT seconds from its first byte to
   arrive whole, head and body: then the client gets 408 with "Connection:
   close" and the connection is closed; the app only accepts a body it has
-  read whole, so nothing of the request is accepted;
+  read whole, so nothing of the request is accepted; a new connection gets
+  the same time for its first byte (after a response, uvicorn's keep-alive
+  timeout takes over);
 - closes at once a connection from an address that already has
   BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT open in this worker process (workers
   share nothing, so with --workers N a client may hold N times that);
@@ -72,6 +74,10 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._address = address
         super().connection_made(OneWritePerTurn(transport, self.loop))  # type: ignore[arg-type]
+        # A connection that never sends a byte has no request for on_message_begin to time: without
+        # this, silent connections from many addresses would hold the worker's 1,000 for ever.
+        self._what = "a first request"
+        self._deadline = self.loop.call_later(self.read_timeout, self._timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._refused:
@@ -137,8 +143,10 @@ class GuardedProtocol(HttpToolsProtocol):
             status, _, body = error_answer(RequestTimeout(
                 f"{self._what} did not arrive whole within {self.read_timeout:g}s; nothing was accepted. "
                 "Send the whole request without pausing, and retry"))
-            self.transport.write(b"HTTP/1.1 %d Request Timeout\r\ncontent-type: application/json\r\n"
-                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (status, len(body), body))
+            defaults = b"".join(b"%s: %s\r\n" % pair for pair in self.server_state.default_headers)
+            self.transport.write(b"HTTP/1.1 %d Request Timeout\r\n%scontent-type: application/json\r\n"
+                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                                 % (status, defaults, len(body), body))
         if self.cycle is not None and not self.cycle.response_complete:
             # The app's receive() now says the client is gone; it accepts nothing and sends nothing.
             self.cycle.disconnected = True

@@ -16,6 +16,7 @@ from ..errors import (BacklogFull, BadFilter, BodyTooLarge, BusError, EventNotFo
                       NoRoute, RequestTimeout, Unauthorized, Unavailable)
 from ..journal import REDIS_DOWN
 from ..routes import CREDENTIAL_HEADERS
+from . import origin
 from .bodies import parse_records
 
 log = logging.getLogger("bus.ingress")
@@ -38,7 +39,6 @@ CONSOLE_TYPES = {"index.html": "text/html", "console.js": "text/javascript", "co
 CONSOLE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
                                "form-action 'none'",
-    "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",
 }
 
@@ -63,10 +63,18 @@ assert not any("<" in path for path in OWN_POSTS), OWN_POSTS
 
 
 def is_event_post(method: str, path: str) -> bool:
-    """Whether URLS sends this request to post_events with the path's own tag: a POST whose path is
-    `/<path:tag>` (one slash, then anything on one line, as the converter's regex) and no other POST
-    rule's. A path starting "//" stays with werkzeug, which merges the slashes first."""
-    return method == "POST" and path[1:2] not in ("", "/") and "\n" not in path and path not in OWN_POSTS
+    """Whether a request posts events: a POST to `/` and anything, unless another POST rule's path.
+    The tag is the rest of the path as it came, so `//api.x` or `/api.x%0a` is a bad tag (400
+    saying why), not `api.x` (werkzeug merges slashes) nor another path (404)."""
+    return method == "POST" and len(path) > 1 and path not in OWN_POSTS
+
+
+def match_request(method: str, path: str) -> tuple[str, dict]:
+    """The endpoint and URL arguments of a request, for the event loop and the werkzeug app alike.
+    Raises werkzeug's NotFound or MethodNotAllowed."""
+    if is_event_post(method, path):
+        return "post_events", {"tag": path[1:]}
+    return URLS.bind("bus").match(path, method)
 
 
 def _json(payload: object, status: int, headers: dict[str, str] | None = None) -> Response:
@@ -228,16 +236,36 @@ HANDLERS: dict[str, Callable[[intake.Intake, Request, dict], Response]] = {
 }
 
 
-def authorize(tokens: list[auth.Token] | None, authorization: str | None, endpoint: str, args: dict) -> None:
+def authorize(tokens: list[auth.Token] | None, method: str, headers: Mapping[str, str], endpoint: str, args: dict,
+              allowed_hosts: tuple[str, ...] = ()) -> None:
     """With BUS_TOKENS set, events need a token allowed for their tag and the journal needs @journal.
-    Health, metrics (counts, no event data) and the console's static files stay open."""
-    if tokens is None or endpoint in OPEN_ENDPOINTS:
+    Health, metrics (counts, no event data) and the console's static files stay open. Without
+    BUS_TOKENS, requests that a web page on another site could make are refused (origin.py).
+    Runs on the request head alone: nothing of a refused request's body is read."""
+    if tokens is None:
+        why = origin.refusal(method, headers, allowed_hosts)
+        if why is not None:
+            raise Forbidden(why)
         return
-    token = auth.authenticate(tokens, authorization)
+    if endpoint in OPEN_ENDPOINTS:
+        return
+    token = auth.authenticate(tokens, headers.get("Authorization"))
     if endpoint == "post_events":
         auth.check_tag(token, args["tag"])
     else:
         auth.check_journal(token)
+
+
+def authorize_head(tokens: list[auth.Token] | None, method: str, path: str, headers: Mapping[str, str],
+                   allowed_hosts: tuple[str, ...]) -> bool:
+    """authorize() a request the werkzeug app will answer, before its body is read. False when no rule
+    takes it: the app answers 404 or 405 then, which needs no body and reveals nothing."""
+    try:
+        endpoint, args = match_request(method, path)
+    except HTTPException:
+        return False
+    authorize(tokens, method, headers, endpoint, args, allowed_hosts)
+    return True
 
 
 def make_app(bus: intake.Intake | None = None, tokens: list[auth.Token] | None = None
@@ -248,9 +276,12 @@ def make_app(bus: intake.Intake | None = None, tokens: list[auth.Token] | None =
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
         try:
-            endpoint, args = URLS.bind_to_environ(environ).match()
-            authorize(tokens, request.headers.get("Authorization"), endpoint, args)
-            response = HANDLERS[endpoint](bus or intake.default(), request, args)
+            # PATH_INFO as sent (request.path would strip its leading slashes), as PEP 3333's latin-1.
+            endpoint, args = match_request(request.method, environ.get("PATH_INFO", "").encode("latin-1").decode(
+                "utf-8", "replace"))
+            current = bus or intake.default()
+            authorize(tokens, request.method, request.headers, endpoint, args, current.settings.http.allowed_hosts)
+            response = HANDLERS[endpoint](current, request, args)
         except BusError as exc:
             response = _error(exc)
         except REDIS_DOWN as exc:

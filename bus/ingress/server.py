@@ -38,6 +38,8 @@ def serve(bus: intake.Intake, bind: str, workers: int = 2, threads: int = 8) -> 
         limit_concurrency=1000, backlog=2048,
         # Our logging (logs.configure in each worker) and no access log: a line per event would cost more than the event.
         log_config=None, access_log=False, server_header=False, proxy_headers=False,
+        # On every answer, uvicorn's own 400 and 503 included: no browser reads a JSON error as a page.
+        headers=[("X-Content-Type-Options", "nosniff")],
     )
 
 

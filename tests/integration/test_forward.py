@@ -8,6 +8,8 @@ import os
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 import uuid
 
@@ -180,7 +182,7 @@ def secured(bus):
     port = free_port()
     env = bus_env(bus.redis.url, bus.routes_dir, BUS_FORWARD_SHARED_KEY=KEY, BUS_FORWARD_USERNAME=USER,
                   BUS_FORWARD_PASSWORD=PASSWORD, BUS_FORWARD_SELF_HOSTNAME=SERVER_HOST,
-                  BUS_FORWARD_READ_TIMEOUT="1", BUS_FORWARD_IDLE_TIMEOUT="2")
+                  BUS_FORWARD_READ_TIMEOUT="1", BUS_FORWARD_IDLE_TIMEOUT="2", BUS_FORWARD_TAGS="parked.*")
     proc, _ = start_ingress(env, bus.tmp / "secured-ingress.log", port)
     yield port
     proc.stop()
@@ -213,6 +215,25 @@ def test_handshake_with_the_right_key_then_events_are_acked(bus, secured):
         client.send([tag, [[1, {"secure": True}]], {"chunk": "s1"}])
         assert client.read() == {"ack": "s1"}
         assert len(journaled(bus, tag)) == 1
+
+
+def test_the_shared_key_sends_only_the_tags_bus_forward_tags_allows(bus, secured):
+    client, _ = handshake(secured)
+    with client:
+        name = uuid.uuid4().hex[:8]
+        client.send([f"api.{name}", [[1, {"outside": True}]], {"chunk": "scoped"}])
+        assert client.closed_without_answer(), "a tag outside BUS_FORWARD_TAGS was acked"
+    assert not journaled(bus, f"api.{name}") and not bus.receiver.to(f"/api/{name}/")
+
+
+def test_bus_serve_with_tokens_refuses_a_forward_listener_without_a_shared_key(bus, tmp_path):
+    (tmp_path / "tokens").write_text("0" * 64 + "  api.**  someone\n")
+    env = bus_env(bus.redis.url, bus.routes_dir, BUS_TOKENS=str(tmp_path / "tokens"))
+    done = subprocess.run([sys.executable, "-m", "bus", "serve", "--bind", f"127.0.0.1:{free_port()}",
+                           "--forward", f"127.0.0.1:{free_port()}"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "BUS_FORWARD_SHARED_KEY" in done.stderr and "--forward off" in done.stderr
 
 
 @pytest.mark.parametrize("key, password, reason", [

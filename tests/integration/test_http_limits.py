@@ -291,3 +291,13 @@ def test_a_head_that_keeps_coming_is_cut_off_at_1_mib_before_its_deadline(ingres
         sock.close()
     assert closed and time.monotonic() - started < READ_TIMEOUT, "cut off by the size bound, not the deadline"
     assert answer == b"" or answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+
+
+def test_a_connection_that_never_sends_a_byte_is_closed_at_the_read_timeout(ingress):
+    silent = ingress.connect()
+    try:
+        closed, _ = _closed_within(silent, READ_TIMEOUT + MARGIN + 1)
+        assert closed, "a silent connection was held past BUS_HTTP_READ_TIMEOUT"
+    finally:
+        silent.close()
+    assert requests.get(f"{ingress.url}/healthz", timeout=5).status_code == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 import http.server
 import os
 import signal
+import socket
 import json
 import shutil
 import ssl
@@ -65,6 +66,22 @@ def test_the_journal_needs_a_journal_token(guarded):
     sent = requests.post(f"{url}/api.x", data="{}", headers={"Authorization": f"Bearer {operator}"}, timeout=10)
     assert sent.status_code == 403, "a journal token cannot send events"
     assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("head", [
+    "GET /events HTTP/1.1", "POST /events/replay HTTP/1.1", "GET /stats HTTP/1.1", "POST /api.x HTTP/1.1"])
+def test_a_request_without_a_token_is_refused_on_its_head_before_any_body_is_read(guarded, head):
+    """Nothing of the promised 30 MB body is sent: the 401 must come from the head alone."""
+    url, _, _ = guarded
+    host, port = url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(f"{head}\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {30 * 1024 * 1024}\r\n\r\n".encode())
+        try:
+            answer = sock.recv(4096)
+        except socket.timeout:
+            answer = b""
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200] or "no answer before the body was sent"
 
 
 def test_open_bus_on_a_public_address_warns_loudly(bus, tmp_path):
