@@ -9,10 +9,14 @@ the pattern, which tag_glob.py bounds.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .tag_glob import Alt, Lit, Node, Op
 
+# The lazy DFA keeps at most this many moves, each of a live set this small:
+# about a megabyte per pattern at worst; past it, moves are computed, not kept.
+_MOVES_KEPT = 2048
+_LIVE_KEPT = 64
 # Opcodes. A program is a tuple of (opcode, a, b) triples.
 _CHAR, _NOT_DOT, _NOT_NEWLINE, _SPLIT, _JUMP, _AT_START, _AT_PART_END, _MATCH = range(8)
 
@@ -22,9 +26,32 @@ class TagNfa:
     """A compiled program; `matches` answers what `re.fullmatch` of the old glob regex answered."""
 
     program: tuple[tuple[int, object, object], ...]
+    # (live set, character, next position is a part end) -> next live set, filled as tags come:
+    # a lazy DFA, so a pattern such as '**.error' costs a dict lookup per character once warm.
+    _moves: dict = field(default_factory=dict, compare=False, repr=False)
 
     def matches(self, tag: str) -> bool:
-        return self.run(tag)[0]
+        program, end, moves = self.program, len(tag), self._moves
+        live = moves.get((None, "", end == 0 or tag[0] == ".")) or self._move(None, "", 0, tag)
+        for i, c in enumerate(tag):
+            key = (live, c, i + 1 == end or tag[i + 1] == ".")
+            live = moves.get(key) or self._move(live, c, i + 1, tag)
+            if not live:
+                return False
+        return any(program[pc][0] == _MATCH for pc in live)
+
+    def _move(self, live: tuple[int, ...] | None, c: str, i: int, tag: str) -> tuple[int, ...]:
+        """The live set at position i after reading c from live (None: the start), kept if small."""
+        end = len(tag)
+        key = (live, c, i == end or tag[i] == ".")
+        if live is None:
+            advanced = [0]
+        else:
+            advanced = [pc + 1 for pc in live if _consumes(self.program[pc], c)]
+        reached = tuple(sorted(_closure(self.program, advanced, tag, i, end)[0])) if advanced else ()
+        if len(self._moves) < _MOVES_KEPT and len(reached) <= _LIVE_KEPT:
+            self._moves[key] = reached
+        return reached
 
     def run(self, tag: str) -> tuple[bool, int]:
         """Whether the tag matches, and the instructions visited: at most (len(tag) + 1) x len(program)."""
@@ -79,7 +106,9 @@ def _closure(program, pcs: list[int], tag: str, i: int, end: int) -> tuple[list[
         elif op == _AT_PART_END:
             if at_part_end:
                 stack.append(pc + 1)
-        elif op != _MATCH or i == end:
+        else:
+            # _MATCH stays live mid-tag (it reads nothing, so it dies at the next character): that keeps a
+            # live set's moves independent of whether the next part end is a '.' or the end of the tag.
             live.append(pc)
     return live, len(seen)
 
