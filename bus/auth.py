@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError, Forbidden, RouteError, Unauthorized
-from .tags import compile_patterns
+from .tags import TagPattern, compile_patterns
 
 JOURNAL = "@journal"
 
@@ -27,10 +27,10 @@ class Token:
     name: str
     patterns: tuple[str, ...]
     journal: bool
-    regex: re.Pattern[str] | None = field(default=None, repr=False)
+    pattern: TagPattern | None = field(default=None, repr=False)
 
     def may_emit(self, tag: str) -> bool:
-        return self.regex is not None and bool(self.regex.match(tag))
+        return self.pattern is not None and self.pattern.matches(tag)
 
 
 def digest(token: str) -> bytes:
@@ -53,10 +53,10 @@ def load_tokens(path: Path) -> list[Token]:
             raise ConfigError(f"{path}:{number}: expected `SHA256-HEX  PATTERNS  NAME` (make one with `bus tokens new`)")
         patterns = tuple(p for p in fields[1].split(",") if p != JOURNAL)
         try:
-            regex = compile_patterns(list(patterns)) if patterns else None
+            pattern = compile_patterns(list(patterns)) if patterns else None
         except RouteError as exc:
             raise ConfigError(f"{path}:{number}: {exc}") from None
-        tokens.append(Token(bytes.fromhex(fields[0]), fields[2], patterns, JOURNAL in fields[1].split(","), regex))
+        tokens.append(Token(bytes.fromhex(fields[0]), fields[2], patterns, JOURNAL in fields[1].split(","), pattern))
     if not tokens:
         raise ConfigError(f"BUS_TOKENS={path} holds no tokens; every request would be refused")
     return tokens

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .errors import BadFilter, RouteError
-from .tags import compile_patterns
+from .tags import TagPattern, compile_patterns
 
 STATUSES = ("queued", "retrying", "delivered", "dead")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -24,7 +24,7 @@ class EventFilter:
     until: float | None = None
 
     def matches_tag(self, tag: str) -> bool:
-        return self.tag is None or bool(_tag_regex(self.tag).match(tag))
+        return self.tag is None or _tag_pattern(self.tag).matches(tag)
 
     def matches(self, summary: dict) -> bool:
         """Whether an event summary (as journal.find returns them) passes every part of the filter."""
@@ -36,7 +36,7 @@ class EventFilter:
 
 
 @lru_cache(maxsize=256)
-def _tag_regex(pattern: str) -> re.Pattern[str]:
+def _tag_pattern(pattern: str) -> TagPattern:
     return compile_patterns([pattern])
 
 

@@ -114,7 +114,7 @@ class Router:
     def __init__(self, routes: list[Route]):
         self.routes = routes
         self.by_name = {r.name: r for r in routes}
-        self._regexes = [(compile_patterns(list(r.match)), r) for r in routes]
+        self._patterns = [(compile_patterns(list(r.match)), r) for r in routes]
         self._cache: dict[str, Route | None] = {}
 
     def match(self, tag: str) -> Route:
@@ -122,7 +122,7 @@ class Router:
         try:
             route = self._cache[tag]
         except KeyError:
-            route = next((r for rx, r in self._regexes if rx.match(tag)), None)
+            route = next((r for pattern, r in self._patterns if pattern.matches(tag)), None)
             if len(self._cache) < 100_000:
                 self._cache[tag] = route
         if route is None:

@@ -1,13 +1,20 @@
-"""Tag validation and Fluentd <match> pattern compilation (pure)."""
+"""Tag validation and Fluentd <match> pattern compilation into matchers linear in the tag (pure)."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
-from .errors import InvalidTag, RouteError
+from .errors import InvalidTag
+from .tag_glob import MAX_ALTERNATIVES, MAX_BRACE_DEPTH, MAX_PATTERN_LENGTH, Alt, Lit, Node, Op, parse
+from .tag_nfa import TagNfa, compile_nfa
+
+__all__ = ["MAX_TAG_LENGTH", "MAX_PATTERN_LENGTH", "MAX_BRACE_DEPTH", "MAX_ALTERNATIVES", "TagPattern",
+           "validate_tag", "compile_pattern", "compile_patterns"]
 
 MAX_TAG_LENGTH = 255
 _TAG = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
-_PATTERN_CHARS = re.compile(r"[A-Za-z0-9_.*{},-]+")
+# A pattern whose braces spell out more plain globs than this goes to the automaton.
+_MAX_REGEX_EXPANSION = 16
 
 
 def validate_tag(tag: str) -> str:
@@ -24,66 +31,99 @@ def validate_tag(tag: str) -> str:
     return tag
 
 
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile one Fluentd glob ('a.*', 'a.**', '**.b', '{x,y}.z') into an anchored regex.
+@dataclass(frozen=True)
+class TagPattern:
+    """One or several compiled globs: `matches(tag)` is true when any of them matches the whole tag.
 
-    A faithful port of Fluentd's GlobMatchPattern (lib/fluent/match.rb) so that
-    routes behave exactly like the <match> blocks users already have: '*' is one
+    Ordinary globs ('api.*', 'a.{b,c}.**') run as a regex, the fastest matcher
+    Python has, but only in shapes where its backtracking is provably linear
+    (see _regex_is_linear); every other glob runs on the automaton of
+    tag_nfa.py, linear in the tag for any pattern.
+    """
+
+    patterns: tuple[str, ...]
+    regex: re.Pattern[str] | None = field(repr=False)
+    nfa: TagNfa | None = field(repr=False)
+
+    def matches(self, tag: str) -> bool:
+        return bool(self.regex is not None and self.regex.match(tag)) or (
+            self.nfa is not None and self.nfa.matches(tag))
+
+
+def compile_pattern(pattern: str) -> TagPattern:
+    """Compile one Fluentd glob ('a.*', 'a.**', '**.b', '{x,y}.z'), or RouteError saying what to change.
+
+    Semantics are Fluentd's GlobMatchPattern (lib/fluent/match.rb), so routes
+    behave exactly like the <match> blocks users already have: '*' is one
     part, '**' is zero or more parts ('a.**' matches 'a' too), '{x,y}' are
     alternatives that may themselves hold globs.
     """
-    if not isinstance(pattern, str) or not pattern:
-        raise RouteError("a match pattern is empty")
-    if not _PATTERN_CHARS.fullmatch(pattern):
-        raise RouteError(
-            f"match pattern {pattern!r} has characters a tag cannot have; "
-            "use tag parts, '.', '*', '**' and '{a,b}'"
-        )
-    stack: list[list[str]] = []
-    regex = [""]
-    dot = False
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern[i : i + 2] == "**":
-            if dot:
-                # 'a.**' must match 'a' itself, but never 'ab'.
-                regex[-1] += r"(?![^.])"
-                dot = False
-            if pattern[i + 2 : i + 3] == ".":
-                regex[-1] += r"(?:.*\.|\A)"
-                i += 3
-            else:
-                regex[-1] += ".*"
-                i += 2
-            continue
-        if dot:
-            regex[-1] += r"\."
-            dot = False
-        if c == ".":
-            dot = True
-        elif c == "*":
-            regex[-1] += r"[^.]*"
-        elif c == "{":
-            stack.append([])
-            regex.append("")
-        elif c == "}" and stack:
-            stack[-1].append(regex.pop())
-            regex[-1] += "(?:" + "|".join(stack.pop()) + ")"
-        elif c == "," and stack:
-            stack[-1].append(regex.pop())
-            regex.append("")
+    return compile_patterns([pattern])
+
+
+def compile_patterns(patterns: list[str]) -> TagPattern:
+    """One matcher for several patterns (a route's list, a token's), so a route costs one call per tag."""
+    plain: list[tuple[Node, ...]] = []
+    other: list[tuple[Node, ...]] = []
+    for pattern in patterns:
+        tree = parse(pattern)
+        expanded = _expand(tree)
+        if expanded is not None and all(map(_regex_is_linear, expanded)):
+            plain += expanded
         else:
-            regex[-1] += re.escape(c)
-        i += 1
-    if stack:
-        raise RouteError(f"match pattern {pattern!r} has an unclosed '{{'")
-    if dot:
-        raise RouteError(f"match pattern {pattern!r} ends with '.'")
-    return re.compile(r"\A" + regex[-1] + r"\Z")
+            other.append(tree)
+    regex = re.compile(r"\A(?:" + "|".join(_regex(seq) + r"\Z" for seq in plain) + ")") if plain else None
+    return TagPattern(tuple(patterns), regex, compile_nfa(other) if other else None)
 
 
-def compile_patterns(patterns: list[str]) -> re.Pattern[str]:
-    """One regex for several patterns, so a route costs one match per tag."""
-    parts = [compile_pattern(p).pattern for p in patterns]
-    return re.compile("|".join(f"(?:{p})" for p in parts))
+def _regex(seq: tuple[Node, ...]) -> str:
+    out = []
+    for node in seq:
+        if isinstance(node, Lit):
+            out.append(re.escape(node.text))
+        elif isinstance(node, Alt):
+            out.append("(?:" + "|".join(map(_regex, node.options)) + ")")
+        else:
+            out.append(node.value)
+    return "".join(out)
+
+
+def _expand(seq: tuple[Node, ...]) -> list[tuple[Node, ...]] | None:
+    """The brace-free sequences that together match what seq matches, or None if there are too many."""
+    expanded: list[tuple[Node, ...]] = [()]
+    for node in seq:
+        if isinstance(node, Alt):
+            options: list[tuple[Node, ...]] = []
+            for option in node.options:
+                inner = _expand(option)
+                if inner is None:
+                    return None
+                options += inner
+            expanded = [done + option for done in expanded for option in options]
+        else:
+            expanded = [done + (node,) for done in expanded]
+        if len(expanded) > _MAX_REGEX_EXPANSION:
+            return None
+    return expanded
+
+
+def _regex_is_linear(seq: tuple[Node, ...]) -> bool:
+    """Whether re's backtracking on this brace-free sequence stays O(len(tag) x len(seq)).
+
+    A '.' or PART_END pins the match to a part boundary: the first one after
+    where the segment began, so every segment between pins starts at one
+    position only. A segment with at most one quantifier has one way to reach
+    its pin (the quantifier's length is what the literals leave), so a failure
+    later never re-enters it with a new choice: re tries each segment once,
+    paying its length for the quantifier's retreat. Two quantifiers in one
+    segment ('*a*') or '**' before the end ('**.x') break that, and go to the automaton.
+    """
+    quantifiers = 0
+    for n, node in enumerate(seq):
+        if node is Op.PART_END or node == Lit("."):
+            quantifiers = 0
+        elif node is Op.STAR or node is Op.ANY:
+            quantifiers += 1
+            if quantifiers > 1 or (node is Op.ANY and n != len(seq) - 1):
+                return False
+    return True

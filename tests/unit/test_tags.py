@@ -8,10 +8,18 @@ test_recursive_wildcard, test_or, test_multi_pattern_or). Regex patterns
 """
 from __future__ import annotations
 
+import itertools
+import random
+import re
+import time
+
 import pytest
 
 from bus.errors import InvalidTag, RouteError
-from bus.tags import MAX_TAG_LENGTH, compile_pattern, compile_patterns, validate_tag
+from bus.tag_glob import parse
+from bus.tag_nfa import compile_nfa
+from bus.tags import (MAX_ALTERNATIVES, MAX_BRACE_DEPTH, MAX_PATTERN_LENGTH, MAX_TAG_LENGTH, compile_pattern,
+                      compile_patterns, validate_tag)
 
 
 # --------------------------------------------------------------------------- tags
@@ -254,7 +262,7 @@ ROW_IDS = [f"{source}: {p} {'~' if e else '!~'} {t}" for source, rows in SOURCES
 
 @pytest.mark.parametrize("pattern,tag,expected", ROWS, ids=ROW_IDS)
 def test_pattern_matches_tags_as_fluentd_does(pattern, tag, expected):
-    assert bool(compile_pattern(pattern).match(tag)) is expected
+    assert bool(compile_pattern(pattern).matches(tag)) is expected
 
 
 # test_multi_pattern_or: Fluentd's `<match a.b a.c>` is a route's list of patterns.
@@ -283,37 +291,37 @@ MULTI = [
     "patterns,tag,expected", MULTI, ids=[f"{' '.join(p)} {'~' if e else '!~'} {t}" for p, t, e in MULTI]
 )
 def test_several_patterns_match_when_any_one_matches(patterns, tag, expected):
-    assert bool(compile_patterns(patterns).match(tag)) is expected
+    assert bool(compile_patterns(patterns).matches(tag)) is expected
 
 
 def test_several_patterns_stay_anchored_each():
     # Joining anchored patterns with '|' must not let one pattern match a prefix.
     rx = compile_patterns(["a", "b"])
-    assert not rx.match("a.x")
-    assert not rx.match("xb")
-    assert rx.match("b")
+    assert not rx.matches("a.x")
+    assert not rx.matches("xb")
+    assert rx.matches("b")
 
 
 def test_star_matches_exactly_one_part():
     rx = compile_pattern("a.*")
-    assert rx.match("a.b")
-    assert not rx.match("a")
-    assert not rx.match("a.b.c")
+    assert rx.matches("a.b")
+    assert not rx.matches("a")
+    assert not rx.matches("a.b.c")
 
 
 def test_double_star_matches_zero_or_more_parts():
     rx = compile_pattern("a.**")
-    assert rx.match("a")
-    assert rx.match("a.b")
-    assert rx.match("a.b.c.d.e.f")
-    assert not rx.match("ab")
+    assert rx.matches("a")
+    assert rx.matches("a.b")
+    assert rx.matches("a.b.c.d.e.f")
+    assert not rx.matches("ab")
 
 
 def test_braces_are_alternatives_that_may_hold_globs():
     rx = compile_pattern("a.{b,c.**}")
-    assert rx.match("a.b")
-    assert rx.match("a.c.d.e")
-    assert not rx.match("a.b.c")
+    assert rx.matches("a.b")
+    assert rx.matches("a.c.d.e")
+    assert not rx.matches("a.b.c")
 
 
 # --------------------------------------------------------------------------- bad patterns
@@ -356,3 +364,172 @@ def test_pattern_characters_are_never_regex_syntax():
 def test_compile_patterns_refuses_a_bad_member():
     with pytest.raises(RouteError):
         compile_patterns(["a.*", "a.{b"])
+
+
+def test_malformed_pattern_is_refused_by_the_automaton_path_too():
+    # '**.' in the middle sends a pattern to the automaton; its errors stay the same.
+    with pytest.raises(RouteError, match="unclosed"):
+        compile_patterns(["a.**.b", "**.{c"])
+
+
+# --------------------------------------------------------------------------- size limits
+
+def test_pattern_longer_than_the_limit_is_refused_with_the_limit():
+    assert MAX_PATTERN_LENGTH == 512
+    compile_pattern("a" * 512)
+    with pytest.raises(RouteError) as exc:
+        compile_pattern("a" * 513)
+    assert "513" in str(exc.value) and "512" in str(exc.value)
+    assert "several patterns" in str(exc.value)
+
+
+def test_500_nested_braces_are_refused_with_route_error_not_recursion_error():
+    with pytest.raises(RouteError):
+        compile_pattern("{" * 500 + "a" + "}" * 500)
+
+
+def test_braces_nested_deeper_than_the_limit_are_refused_with_the_limit():
+    assert MAX_BRACE_DEPTH == 8
+    assert compile_pattern("{" * 8 + "a" + "}" * 8).matches("a")
+    with pytest.raises(RouteError) as exc:
+        compile_pattern("{" * 9 + "a" + "}" * 9)
+    assert "deeper than 8" in str(exc.value)
+    assert "flatten it" in str(exc.value)
+
+
+def test_more_alternatives_than_the_limit_are_refused_with_the_limit():
+    assert MAX_ALTERNATIVES == 64
+    assert compile_pattern("{" + ",".join(["a"] * 64) + "}").matches("a")
+    with pytest.raises(RouteError) as exc:
+        compile_pattern("{" + ",".join(["a"] * 65) + "}")
+    assert "more than 64" in str(exc.value)
+
+
+# --------------------------------------------------------------------------- linear time
+
+ADVERSARIAL = [
+    # issue #13: nested (?:.*\.|\A) backtracked for hours on a 121-part tag.
+    ("**." * 8 + "zz", ".".join(["a"] * 121)),
+    ("**." * 40 + "zz", ".".join(["a"] * 127)),
+    ("*a" * 30 + "*b", "a" * 255),  # '*a*a...*b': one part, C(255, 30) splits for re
+    ("{a,a}" * 30 + "x", "a" * 30),  # 2**30 ways through the braces
+    ("{**.,}" * 20 + "a.b", ".".join(["a"] * 127)),
+    ("**a" * 40 + "b", "a" * 255),
+]
+
+
+@pytest.mark.parametrize("pattern,tag", ADVERSARIAL, ids=[p[:24] for p, _ in ADVERSARIAL])
+def test_any_pattern_matches_in_time_linear_in_the_tag(pattern, tag):
+    compiled = compile_pattern(pattern)
+    started = time.perf_counter()
+    assert compiled.matches(tag) is False
+    # Exponential backtracking takes minutes here; linear takes milliseconds.
+    assert time.perf_counter() - started < 1.0
+    assert compiled.regex is None, "a pattern re would backtrack on must run on the automaton"
+    matched, steps = compiled.nfa.run(tag)
+    assert matched is False
+    assert steps <= (len(tag) + 1) * len(compiled.nfa.program)
+
+
+@pytest.mark.parametrize("pattern", ["api.*", "api.**", "**", "a.*.c", "{api,web}.**", "a.{b,c}.*", "a{b,c.**}"])
+def test_ordinary_patterns_run_on_the_regex_fast_path(pattern):
+    # Route matching runs on every accepted event: these shapes cannot backtrack badly in re.
+    assert compile_pattern(pattern).nfa is None
+
+
+# --------------------------------------------------------------------------- same answers as the old regex
+
+def _old_compile_pattern(pattern: str) -> re.Pattern[str]:
+    """The regex port this module used before issue #13: the oracle, on inputs small enough for it."""
+    if not pattern or not re.fullmatch(r"[A-Za-z0-9_.*{},-]+", pattern):
+        raise RouteError(pattern)
+    stack: list[list[str]] = []
+    regex = [""]
+    dot = False
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern[i : i + 2] == "**":
+            if dot:
+                regex[-1] += r"(?![^.])"
+                dot = False
+            if pattern[i + 2 : i + 3] == ".":
+                regex[-1] += r"(?:.*\.|\A)"
+                i += 3
+            else:
+                regex[-1] += ".*"
+                i += 2
+            continue
+        if dot:
+            regex[-1] += r"\."
+            dot = False
+        if c == ".":
+            dot = True
+        elif c == "*":
+            regex[-1] += r"[^.]*"
+        elif c == "{":
+            stack.append([])
+            regex.append("")
+        elif c == "}" and stack:
+            stack[-1].append(regex.pop())
+            regex[-1] += "(?:" + "|".join(stack.pop()) + ")"
+        elif c == "," and stack:
+            stack[-1].append(regex.pop())
+            regex.append("")
+        else:
+            regex[-1] += re.escape(c)
+        i += 1
+    if stack or dot:
+        raise RouteError(pattern)
+    return re.compile(r"\A" + regex[-1] + r"\Z")
+
+
+def _random_patterns(count: int) -> list[str]:
+    rng = random.Random(13)
+    pieces = ["a", "b", "*", "**", ".", "**.", ".**", "{", ",", "}", "{a,b}", "-"]
+    return ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 7))) for _ in range(count)]
+
+
+_SMALL_TAGS = ["".join(t) for n in range(0, 5) for t in itertools.product("ab.", repeat=n)] + ["a\nb", "a.\n", "-"]
+
+
+def test_random_patterns_match_exactly_what_the_old_regex_matched():
+    compared = 0
+    for pattern in _random_patterns(1500):
+        try:
+            oracle = _old_compile_pattern(pattern)
+        except RouteError:
+            with pytest.raises(RouteError):
+                compile_pattern(pattern)
+            continue
+        compiled = compile_pattern(pattern)
+        automaton = compile_nfa([parse(pattern)])
+        for tag in _SMALL_TAGS:
+            expected = bool(oracle.match(tag))
+            assert compiled.matches(tag) is expected, (pattern, tag)
+            assert automaton.matches(tag) is expected, (pattern, tag)  # the lazy DFA
+            assert automaton.run(tag)[0] is expected, (pattern, tag)  # the plain automaton
+        compared += 1
+    assert compared > 500  # the generator must mostly make valid patterns
+
+
+def test_random_pattern_lists_match_when_any_old_regex_matched():
+    valid = [p for p in _random_patterns(300) if _matches_old_or_none(p, "") is not None]
+    for n in range(0, len(valid) - 3, 3):
+        patterns = valid[n : n + 3]
+        compiled = compile_patterns(patterns)
+        for tag in _SMALL_TAGS:
+            assert compiled.matches(tag) is any(_matches_old_or_none(p, tag) for p in patterns), (patterns, tag)
+
+
+def _matches_old_or_none(pattern: str, tag: str) -> bool | None:
+    try:
+        return bool(_old_compile_pattern(pattern).match(tag))
+    except RouteError:
+        return None
+
+
+@pytest.mark.parametrize("pattern,tag,expected", ROWS, ids=ROW_IDS)
+def test_automaton_matches_tags_as_fluentd_does(pattern, tag, expected):
+    # Most table rows run on the regex fast path; the automaton must honour the same contract.
+    assert compile_nfa([parse(pattern)]).matches(tag) is expected
