@@ -207,7 +207,7 @@ class _Connection:
             return
         if frame.records:
             allowed = self.server.allowed_tags
-            if allowed is not None and not allowed.match(frame.tag):
+            if allowed is not None and not allowed.matches(frame.tag):
                 raise Forbidden(f"tag {frame.tag[:255]!r} is outside BUS_FORWARD_TAGS ({' '.join(self.config.tags)})")
             intake.accept(self.server.bus, frame.tag, frame.records)
             self.accepted += len(frame.records)
