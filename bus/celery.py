@@ -1,16 +1,19 @@
-"""The Celery app: `celery -A bus ...` finds it here; it reads celeryconfig.py when one is importable."""
+"""The Celery app: `celery -A bus ...` finds it here; it reads ./celeryconfig.py or BUS_CELERY_CONFIG."""
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import logging
 import os
+import stat
 import sys
+from pathlib import Path
 
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 from celery.utils.log import get_multiprocessing_logger
 
 from . import kombu_fixes, logs, settings
+from .errors import ConfigError
 from .recovery import RecoverLostTasks
 
 app = Celery("bus", include=["bus.delivery", "bus.scheduler"])
@@ -27,16 +30,33 @@ def _log_format(logger: logging.Logger, **_: object) -> None:
     logs.use_format(get_multiprocessing_logger(), log_format)
 
 
-def _config_module() -> str:
-    # The top-level celeryconfig.py is what users edit; running outside the
-    # checkout (an installed package) falls back to the bundled defaults.
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        importlib.import_module("celeryconfig")
-        return "celeryconfig"
-    except ModuleNotFoundError:
+def _config_module() -> object:
+    """The Celery settings: BUS_CELERY_CONFIG's file, else ./celeryconfig.py, else the bundled defaults.
+
+    The file is Python that every worker runs, so it is loaded by its path, never found on
+    sys.path, and refused when another user owns it or anyone may write it (as ssh refuses
+    a config file others can write; a group-writable one is left alone, as umask 002 makes them): `bus worker` run in a shared directory must not run a
+    celeryconfig.py someone else left there."""
+    explicit = settings.load().celery_config
+    path = explicit or Path("celeryconfig.py")
+    if not path.is_file():
+        if explicit:
+            raise ConfigError(f"BUS_CELERY_CONFIG={explicit}: no such file")
         return "bus.celery_defaults"
+    _check_owner(path)
+    spec = importlib.util.spec_from_file_location("celeryconfig", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["celeryconfig"] = module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def _check_owner(path: Path) -> None:
+    info = path.stat()
+    if info.st_uid not in (0, os.getuid()) or info.st_mode & stat.S_IWOTH:
+        raise ConfigError(f"{path.resolve()}: refusing to load Celery settings that another user owns or may "
+                          f"write (owner uid {info.st_uid}, mode {stat.filemode(info.st_mode)}); run "
+                          f"'chmod o-w {path}', or point BUS_CELERY_CONFIG at the file you mean")
 
 
 app.config_from_object(_config_module())

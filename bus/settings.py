@@ -67,6 +67,8 @@ class Settings:
     log_format: str = "text"  # BUS_LOG_FORMAT: worker and ingress logs as text lines or one JSON object a line
     forward: ForwardSettings = field(default_factory=ForwardSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    # BUS_CELERY_CONFIG: the Celery settings file; None: ./celeryconfig.py if there, else the defaults.
+    celery_config: Path | None = None
     # The environment as read once, for route secrets given as "env:NAME"; kept out of repr.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -169,6 +171,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
             max_connections_per_client=int(_number(env, "BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT", 256, int)),
             allowed_hosts=_names(env.get("BUS_ALLOWED_HOSTS")),
         ),
+        celery_config=Path(env["BUS_CELERY_CONFIG"]) if env.get("BUS_CELERY_CONFIG") else None,
         environ=env,
     )
 

@@ -1,0 +1,51 @@
+"""Where the Celery settings come from: BUS_CELERY_CONFIG or ./celeryconfig.py, never a file another user could write."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import bus_env
+
+SETTINGS = "from bus.celery_defaults import *  # noqa\nimport pathlib\npathlib.Path({mark!r}).write_text('loaded')\n"
+SHOW = "from bus.celery import app; print(app.conf.task_acks_late)"
+
+
+def _python(code: str, cwd, env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_working_directorys_celeryconfig_is_loaded_when_only_its_owner_can_write_it(bus, tmp_path):
+    mark = tmp_path / "mark"
+    config = tmp_path / "celeryconfig.py"
+    config.write_text(SETTINGS.format(mark=str(mark)))
+    config.chmod(0o644)
+    done = _python(SHOW, tmp_path, bus.env)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
+    assert mark.read_text() == "loaded"
+
+
+def test_a_celeryconfig_others_may_write_is_refused_before_it_runs(bus, tmp_path):
+    mark = tmp_path / "mark"
+    config = tmp_path / "celeryconfig.py"
+    config.write_text(SETTINGS.format(mark=str(mark)))
+    os.chmod(config, 0o666)
+    done = subprocess.run([sys.executable, "-m", "bus", "worker", "api"], cwd=tmp_path, env=bus.env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "refusing to load Celery settings" in done.stderr and "chmod o-w" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not mark.exists(), "the file ran before it was refused"
+
+
+def test_bus_celery_config_names_the_file_and_a_missing_one_is_an_error(bus, tmp_path):
+    mark = tmp_path / "mark"
+    config = tmp_path / "elsewhere.py"
+    config.write_text(SETTINGS.format(mark=str(mark)))
+    config.chmod(0o600)
+    env = bus_env(bus.redis.url, bus.routes_dir, BUS_CELERY_CONFIG=str(config))
+    assert _python(SHOW, "/", env).returncode == 0 and mark.exists()
+    missing = bus_env(bus.redis.url, bus.routes_dir, BUS_CELERY_CONFIG=str(tmp_path / "nope.py"))
+    done = subprocess.run([sys.executable, "-m", "bus", "worker", "api"], cwd=tmp_path, env=missing,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "BUS_CELERY_CONFIG" in done.stderr and "no such file" in done.stderr
