@@ -51,6 +51,10 @@ class EventNotFound(BusError):
     """No event with that id in the journal (never accepted, expired or purged)."""
 
 
+class IdempotencyConflict(BusError):
+    """The Idempotency-Key was used before, for the same tag, with other records."""
+
+
 class Unauthorized(BusError):
     """The request carries no token, or one the bus does not know."""
 

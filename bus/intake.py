@@ -1,6 +1,8 @@
 """The one door into the bus: validate tag and records, pick the route, assign ids, journal and enqueue."""
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -10,7 +12,7 @@ import orjson
 import redis
 
 from . import journal, settings
-from .errors import BacklogFull, BodyTooLarge, BusError, InvalidBody, InvalidTag, NoRoute
+from .errors import BacklogFull, BodyTooLarge, BusError, IdempotencyConflict, InvalidBody, InvalidTag, NoRoute
 from .events import new_id
 from .journal.pipelined import SharedPipe
 from .routes import Route, Router, load_configured
@@ -57,14 +59,23 @@ class Prepared:
 
     route: Route
     events: list[journal.NewEvent]
+    idempotency: journal.Idempotency | None = None
 
     @property
     def ids(self) -> list[str]:
         return [e.id for e in self.events]
 
 
-def prepare(intake: Intake, tag: str, records: list[Any], headers: bytes = b"") -> Prepared:
-    """Everything accepting does before Redis: the tag, its route, each record, ids. Raises a BusError."""
+# Stripe's limit; a key is any visible ASCII (a UUID, a hash, an order number).
+MAX_IDEMPOTENCY_KEY = 255
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_IDEMPOTENCY_KEY)
+
+
+def prepare(intake: Intake, tag: str, records: list[Any], headers: bytes = b"",
+            idempotency_key: str | None = None) -> Prepared:
+    """Everything accepting does before Redis: the tag, its route, each record, ids. Raises a BusError.
+    With an `idempotency_key`, a repeat of the key for this tag with the same records gets the first
+    request's ids and accepts nothing (journal.accept_call)."""
     validate_tag(tag)
     route = intake.router.match(tag)
     route.endpoint.render(tag)  # a tag the route cannot build a URL for is refused now, not dead-lettered later
@@ -81,24 +92,36 @@ def prepare(intake: Intake, tag: str, records: list[Any], headers: bytes = b"") 
         except TypeError as exc:
             raise InvalidBody(f"item {i} cannot be encoded as JSON: {exc}") from None
         events.append(journal.NewEvent(new_id(), tag, route.name, body, received, headers))
-    return Prepared(route, events)
+    return Prepared(route, events, _idempotency(intake, idempotency_key, events))
 
 
-def accept(intake: Intake, tag: str, records: list[Any], headers: bytes = b"") -> list[str]:
+def _idempotency(intake: Intake, key: str | None, events: list[journal.NewEvent]) -> journal.Idempotency | None:
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidBody(f"Idempotency-Key {key[:80]!r} is not 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII "
+                          "characters (a UUID is a good key)")
+    # The records as journaled, not the request's bytes: the same events re-encoded (gzip, NDJSON,
+    # another key order) are the same request.
+    digest = hashlib.sha256(b"\n".join(e.body for e in events)).hexdigest()[:32]
+    return journal.Idempotency(key, digest, intake.settings.idempotency_window)
+
+
+def accept(intake: Intake, tag: str, records: list[Any], headers: bytes = b"",
+           idempotency_key: str | None = None) -> list[str]:
     """Accept a batch for one tag, all or nothing; return the event ids once they are in Redis.
 
     `headers` is the JSON of the request headers the events came with (already
     stripped of secrets), kept in the journal for `bus events ID`.
     """
-    prepared = prepare(intake, tag, records, headers)
-    commit(intake, prepared)
-    return prepared.ids
+    return commit(intake, prepare(intake, tag, records, headers, idempotency_key))
 
 
-def commit(intake: Intake, prepared: Prepared) -> None:
-    """Journal and enqueue prepared events (after the route's backlog check), through the process's pipe."""
+def commit(intake: Intake, prepared: Prepared) -> list[str]:
+    """Journal and enqueue prepared events (after the route's backlog check), through the process's pipe;
+    the ids the request's answer gives (a repeated Idempotency-Key's are the first request's)."""
     check_backlog(intake, prepared)
-    journal.accept(intake.pipe, prepared.events, prepared.route.group_size)
+    return journal.accept(intake.pipe, prepared.events, prepared.route.group_size, prepared.idempotency)
 
 
 def check_backlog(intake: Intake, prepared: Prepared) -> None:
@@ -116,7 +139,7 @@ def check_backlog(intake: Intake, prepared: Prepared) -> None:
 # Refusals counted for /metrics, by reason. Unavailable (Redis down) is missing on purpose:
 # there is nowhere to count it, and trying would make the 503 wait for Redis again.
 REFUSAL_REASONS = {InvalidTag: "invalid_tag", NoRoute: "no_route", InvalidBody: "invalid_body",
-                   BodyTooLarge: "too_large", BacklogFull: "backlog_full"}
+                   BodyTooLarge: "too_large", BacklogFull: "backlog_full", IdempotencyConflict: "idempotency_conflict"}
 
 
 def count_refusal(intake: Intake, tag: str, exc: BusError) -> None:

@@ -67,6 +67,9 @@ class Settings:
     log_format: str = "text"  # BUS_LOG_FORMAT: worker and ingress logs as text lines or one JSON object a line
     forward: ForwardSettings = field(default_factory=ForwardSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    # BUS_IDEMPOTENCY_WINDOW: how long an Idempotency-Key is remembered (default: the retention, as the
+    # contract says); each remembered key costs ~150 bytes of Redis memory.
+    idempotency_window: int = 7 * 24 * 3600
     # BUS_CELERY_CONFIG: the Celery settings file; None: ./celeryconfig.py if there, else the defaults.
     celery_config: Path | None = None
     # The environment as read once, for route secrets given as "env:NAME"; kept out of repr.
@@ -99,6 +102,22 @@ def _retention(raw: str | None) -> int:
         raise ConfigError(f"BUS_RETENTION={raw!r} is not a duration; use e.g. 7d, 12h or seconds") from None
     if seconds < 60:
         raise ConfigError(f"BUS_RETENTION={raw!r} is under a minute; delivered events would vanish before anyone looks")
+    return seconds
+
+
+def _duration(env: dict[str, str], name: str, default: int) -> int:
+    from .filters import parse_duration
+    from .errors import BadFilter
+
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        seconds = int(parse_duration(raw))
+    except BadFilter:
+        raise ConfigError(f"{name}={raw!r} is not a duration; use e.g. 24h, 7d or seconds") from None
+    if seconds < 1:
+        raise ConfigError(f"{name}={raw!r} must be at least a second")
     return seconds
 
 
@@ -171,6 +190,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
             max_connections_per_client=int(_number(env, "BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT", 256, int)),
             allowed_hosts=_names(env.get("BUS_ALLOWED_HOSTS")),
         ),
+        idempotency_window=_duration(env, "BUS_IDEMPOTENCY_WINDOW", _retention(env.get("BUS_RETENTION"))),
         celery_config=Path(env["BUS_CELERY_CONFIG"]) if env.get("BUS_CELERY_CONFIG") else None,
         environ=env,
     )

@@ -84,7 +84,7 @@ class Ingress:
     async def post_events(self, scope: dict, receive: Receive, send: Send) -> None:
         tag = scope["path"][1:]
         try:
-            prepared = await self._accept(tag, _headers(scope), scope, receive)
+            ids = await self._accept(tag, _headers(scope), scope, receive)
         except ClientGone:
             return
         except BusError as exc:
@@ -96,10 +96,11 @@ class Ingress:
             log.exception("unexpected error handling POST %s", scope["path"])
             await _respond(send, 500, b'{"error":"internal error; nothing was accepted, see the ingress log"}')
             return
-        await _respond(send, 202, orjson.dumps({"ids": prepared.ids}))
+        await _respond(send, 202, orjson.dumps({"ids": ids}))
 
-    async def _accept(self, tag: str, headers: dict[str, str], scope: dict, receive: Receive) -> intake.Prepared:
-        """What the werkzeug app's post_events does, with the waits on the loop. Raises a BusError."""
+    async def _accept(self, tag: str, headers: dict[str, str], scope: dict, receive: Receive) -> list[str]:
+        """What the werkzeug app's post_events does, with the waits on the loop; the ids to answer with.
+        Raises a BusError."""
         bus, loop = self.bus, asyncio.get_running_loop()
         authorize(self.tokens, "POST", headers, "post_events", {"tag": tag}, bus.settings.http.allowed_hosts)
         body = await _read_body(receive, bus.settings.max_body, headers.get("Content-Length"))
@@ -109,14 +110,13 @@ class Ingress:
         inline = len(body) <= INLINE_BODY and headers.get("Content-Encoding", "identity").lower() == "identity"
         prepared = work() if inline else await loop.run_in_executor(self.pool, work)
         if prepared.route.backlog_limit is not None:
-            await loop.run_in_executor(self.pool, intake.commit, bus, prepared)  # its check reads Redis first
-            return prepared
-        keys, args = journal.accept_call(prepared.events, prepared.route.group_size)
+            return await loop.run_in_executor(self.pool, intake.commit, bus, prepared)  # its check reads Redis first
+        keys, args = journal.accept_call(prepared.events, prepared.route.group_size, prepared.idempotency)
         try:
-            await self.redis.run_script(journal.ACCEPT_SCRIPT, keys, args)
+            reply = await self.redis.run_script(journal.ACCEPT_SCRIPT, keys, args)
         except REDIS_DOWN as exc:
             raise journal.unavailable(exc) from exc
-        return prepared
+        return journal.accepted_ids(prepared.events, reply, prepared.idempotency)
 
     async def through_wsgi(self, scope: dict, receive: Receive, send: Send) -> None:
         headers = _headers(scope)

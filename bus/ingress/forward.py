@@ -209,7 +209,8 @@ class _Connection:
             allowed = self.server.allowed_tags
             if allowed is not None and not allowed.matches(frame.tag):
                 raise Forbidden(f"tag {frame.tag[:255]!r} is outside BUS_FORWARD_TAGS ({' '.join(self.config.tags)})")
-            intake.accept(self.server.bus, frame.tag, frame.records)
+            # A chunk out_forward sends again (no ack came) is accepted once: its id is the request's key.
+            intake.accept(self.server.bus, frame.tag, frame.records, idempotency_key=frame.chunk)
             self.accepted += len(frame.records)
         if frame.chunk is not None:
             # Only now: the events are journaled and queued in Redis.

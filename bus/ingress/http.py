@@ -12,7 +12,8 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from .. import auth, filters, intake, journal, metrics, replay, stats
-from ..errors import (BacklogFull, BadFilter, BodyTooLarge, BusError, EventNotFound, Forbidden, InvalidBody, InvalidTag,
+from ..errors import (BacklogFull, BadFilter, BodyTooLarge, BusError, EventNotFound, Forbidden, IdempotencyConflict,
+                      InvalidBody, InvalidTag,
                       NoRoute, RequestTimeout, Unauthorized, Unavailable)
 from ..journal import REDIS_DOWN
 from ..routes import CREDENTIAL_HEADERS
@@ -23,7 +24,8 @@ log = logging.getLogger("bus.ingress")
 
 # The one table from our error types to HTTP statuses.
 STATUS = {InvalidTag: 400, InvalidBody: 400, BadFilter: 400, Unauthorized: 401, Forbidden: 403, NoRoute: 404,
-          EventNotFound: 404, RequestTimeout: 408, BodyTooLarge: 413, Unavailable: 503, BacklogFull: 503}
+          EventNotFound: 404, RequestTimeout: 408, IdempotencyConflict: 409, BodyTooLarge: 413, Unavailable: 503,
+          BacklogFull: 503}
 # Request headers never written to the journal: they carry producers' credentials.
 SECRET_HEADERS = CREDENTIAL_HEADERS
 # Nor those that describe the connection to the bus rather than the events (every event of a
@@ -130,17 +132,17 @@ def prepare_posted(bus: intake.Intake, tag: str, headers: Mapping[str, str], que
     records = parse_records(body, headers.get("Content-Type") or "application/json", query=query,
                             content_encoding=headers.get("Content-Encoding", ""), limit=bus.settings.max_body)
     _check_batch(records, bus.settings.max_batch)
-    return intake.prepare(bus, tag, records, received_headers(headers.items()))
+    return intake.prepare(bus, tag, records, received_headers(headers.items()), headers.get("Idempotency-Key"))
 
 
 def post_events(bus: intake.Intake, request: Request, tag: str) -> Response:
     try:
         prepared = prepare_posted(bus, tag, request.headers, request.args, _read_body(request, bus.settings.max_body))
-        intake.commit(bus, prepared)
+        ids = intake.commit(bus, prepared)
     except BusError as exc:
         intake.count_refusal(bus, tag, exc)
         raise
-    return _json({"ids": prepared.ids}, 202)
+    return _json({"ids": ids}, 202)
 
 
 def _limit(raw: object, default: int = 50) -> int:

@@ -20,10 +20,10 @@ from .keys import (
 )
 from .store import (
     DEAD, DEFAULT_RETENTION, DELIVERED, QUEUED, REDIS_DOWN, RESPONSE_KEEP, RETRYING, SUMMARY_FIELDS, attempts,
-    connect, load, NewEvent, Page, show, summaries, unavailable,
+    connect, load, Idempotency, NewEvent, Page, show, summaries, unavailable,
 )
 from .grouping import (
-    ACCEPT_SCRIPT, FILLING_MS, accept, accept_call, load_many, refill_if_idle,
+    ACCEPT_SCRIPT, FILLING_MS, accept, accept_call, accepted_ids, load_many, refill_if_idle,
 )
 from .transitions import (
     breaker, breaker_failed, claim_mover, drop_scheduled, due, enqueue, hand_off, hold_breaker, park,
@@ -45,8 +45,8 @@ __all__ = [
     "STATUSES", "COUNTERS", "KOMBU_UNACKED", "RECOVERY_LOCK", "attempts_key", "breaker_key",
     "copies_key", "event_key", "filling_key", "index_key", "latency_key", "mover_key", "pending_key",
     "queue_name", "retry_key", "slot_key", "DEAD", "DEFAULT_RETENTION", "DELIVERED", "QUEUED", "REDIS_DOWN",
-    "RESPONSE_KEEP", "RETRYING", "SUMMARY_FIELDS", "attempts", "connect", "load", "NewEvent", "Page", "show",
-    "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "accept", "accept_call", "load_many",
+    "RESPONSE_KEEP", "RETRYING", "SUMMARY_FIELDS", "attempts", "connect", "load", "Idempotency", "NewEvent", "Page", "show",
+    "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "accept", "accept_call", "accepted_ids", "load_many",
     "refill_if_idle", "breaker", "breaker_failed", "claim_mover", "drop_scheduled", "due", "enqueue",
     "hand_off", "hold_breaker", "park", "record_attempt", "record_copy", "recheck", "release", "requeue",
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",

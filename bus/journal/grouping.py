@@ -7,9 +7,11 @@ import redis
 from redis.exceptions import NoScriptError
 
 from ..messages import GROUP_SIZE, SHOWN, group_template
-from .keys import COUNTERS, breaker_key, event_key, filling_key, index_key, pending_key, queue_name
+from ..errors import IdempotencyConflict
+from .keys import (COUNTERS, breaker_key, event_key, filling_key, idempotency_key, index_key, pending_key,
+                   queue_name)
 from .pipelined import SharedPipe, evalsha
-from .store import OWN_LUA, QUEUED, REDIS_DOWN, NewEvent, decode, script, unavailable
+from .store import OWN_LUA, QUEUED, REDIS_DOWN, Idempotency, NewEvent, decode, script, unavailable
 
 
 # Newly accepted events wait on their route's pending list, and a task message takes them
@@ -56,13 +58,24 @@ end
 # One script per request: the journal record, its two index entries, the pending entries and
 # the accepted counter (and a task message when none of the route is coming), atomically and in
 # one round trip. KEYS: the queued index, the route's queued index, the route's queue, the
-# counters hash, the pending list, the filling flag, then each event's hash key (all named by
-# keys.py). ARGV: the number of events, the route, the counter's field, the message
-# template, the group size, how many events argsrepr shows, the flag's lifetime in ms, then id,
-# tag, body, headers, received per event, then the queued status.
+# counters hash, the pending list, the filling flag, then each event's hash key, then the
+# idempotency key (all named by keys.py). ARGV: the number of events, the route, the counter's
+# field, the message template, the group size, how many events argsrepr shows, the flag's
+# lifetime in ms, the idempotency record to keep ('' for none: then nothing of it is read),
+# its digest and its lifetime in seconds, then id, tag, body, headers, received per event,
+# then the queued status. Returns the number of events, or {'repeat', record} for a key seen
+# with the same digest (nothing written), or {'conflict'} for a key seen with another.
 ACCEPT_SCRIPT = _GROUP_LUA + """
 local n, route = tonumber(ARGV[1]), ARGV[2]
-local first = 8
+local first = 11
+local idempotency = KEYS[7 + n]
+if ARGV[8] ~= '' then
+  local seen = redis.call('GET', idempotency)
+  if seen then
+    if string.sub(seen, 1, #ARGV[9] + 1) == ARGV[9] .. ' ' then return {'repeat', seen} end
+    return {'conflict'}
+  end
+end
 local entries = {}
 for e = 1, n do
   local i = first + (e - 1) * 5
@@ -81,6 +94,7 @@ if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[7]) then
   take_group(KEYS[5], KEYS[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
 end
 redis.call('HINCRBY', KEYS[4], ARGV[3], n)
+if ARGV[8] ~= '' then redis.call('SET', idempotency, ARGV[8], 'EX', ARGV[10]) end
 return n
 """
 
@@ -102,31 +116,56 @@ return 0
 FILLING_MS = 10_000
 
 
-def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE) -> tuple[list[str], list[Any]]:
+def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE, idempotency: Idempotency | None = None
+                ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of ACCEPT_SCRIPT for the events of one route (see accept())."""
     route = events[0].route
     keys = [index_key(QUEUED), index_key(QUEUED, route), queue_name(route), COUNTERS, pending_key(route),
             filling_key(route)]
     args: list[Any] = [len(events), route, f"accepted:{route}", group_template(queue_name(route)), group_size, SHOWN,
                        FILLING_MS]
+    if idempotency is None:
+        args += ["", "", 0]
+    else:
+        args += [f"{idempotency.digest} {','.join(ev.id for ev in events)}", idempotency.digest, idempotency.window]
     for ev in events:
         if ev.route != route:
             raise ValueError("accept() takes the events of one route at a time")
         keys.append(event_key(ev.id))
         args += [ev.id, ev.tag, ev.body, ev.headers, repr(ev.received)]
+    keys.append(idempotency_key(events[0].tag, idempotency.key) if idempotency else idempotency_key("", ""))
     args.append(QUEUED)
     return keys, args
 
 
-def accept(client: redis.Redis | SharedPipe, events: list[NewEvent], group_size: int = GROUP_SIZE) -> None:
+def accepted_ids(events: list[NewEvent], reply: Any, idempotency: Idempotency | None = None) -> list[str]:
+    """The ids a request's answer gives, from ACCEPT_SCRIPT's reply: its own, or the first request's
+    for a repeated Idempotency-Key. IdempotencyConflict for a key reused with other records."""
+    if not isinstance(reply, list):
+        return [ev.id for ev in events]
+    if _text(reply[0]) == "repeat":
+        return _text(reply[1]).partition(" ")[2].split(",")
+    raise IdempotencyConflict(
+        f"Idempotency-Key {idempotency.key if idempotency else ''!r} was already used for tag {events[0].tag!r} "
+        "with other records; nothing was accepted. Use a new key for a new request")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def accept(client: redis.Redis | SharedPipe, events: list[NewEvent], group_size: int = GROUP_SIZE,
+           idempotency: Idempotency | None = None) -> list[str]:
     """Journal the events of one route and put them on its pending list (queueing a task
     message for them when none is coming), atomically and in one round trip: all or none.
-    A task message carries `group_size` events at most (the route's)."""
-    keys, args = accept_call(events, group_size)
+    A task message carries `group_size` events at most (the route's). Returns the ids the
+    request's answer gives (accepted_ids)."""
+    keys, args = accept_call(events, group_size, idempotency)
     try:
-        script(client, ACCEPT_SCRIPT)(keys=keys, args=args)
+        reply = script(client, ACCEPT_SCRIPT)(keys=keys, args=args)
     except REDIS_DOWN as exc:
         raise unavailable(exc) from exc
+    return accepted_ids(events, reply, idempotency)
 
 
 def _refill_call(route: str, mode: str, group_size: int) -> tuple[list[str], list[Any]]:

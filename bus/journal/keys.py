@@ -20,6 +20,8 @@ Keys (every name is built here and nowhere else):
 - bus:latency:<route>            hash: accept-to-2xx histogram: count per bucket (not cumulative), sum, count
 - bus:delivered:<route>:<slot>   deliveries in one 10-second slot (expires after an hour), for `bus stats`
 - bus:recovery:lock              held by the worker running lost-task recovery (expires)
+- bus:idempotency:<tag>:<key>    "<digest> <id>,<id>,..." of the first request sent with an
+                                 Idempotency-Key (or forward chunk id) for the tag (expires)
 - unacked                        kombu's hash of tasks handed to workers and not acked yet (read only)
 
 Counters are bumped in the same transaction as the transition they count, so
@@ -76,6 +78,10 @@ def latency_key(route: str) -> str:
 
 def slot_key(route: str, slot: int) -> str:
     return f"bus:delivered:{route}:{slot}"
+
+
+def idempotency_key(tag: str, key: str) -> str:
+    return f"bus:idempotency:{tag}:{key}"
 
 
 def index_key(status: str, route: str | None = None) -> str:

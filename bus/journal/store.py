@@ -34,6 +34,16 @@ class NewEvent:
 
 
 @dataclass(frozen=True)
+class Idempotency:
+    """A request's Idempotency-Key (or forward chunk id): a repeat of `key` for the same tag with the same
+    records (`digest`) is answered with the first request's ids for `window` seconds."""
+
+    key: str
+    digest: str
+    window: int
+
+
+@dataclass(frozen=True)
 class Page:
     events: list[dict[str, Any]]
     cursor: str | None  # pass back to continue; None when there is nothing more
