@@ -90,22 +90,8 @@ def _number(env: dict[str, str], name: str, default: float, cast: type = float) 
     return value
 
 
-def _retention(raw: str | None) -> int:
-    from .filters import parse_duration
-    from .errors import BadFilter
-
-    if not raw:
-        return 7 * 24 * 3600
-    try:
-        seconds = int(parse_duration(raw))
-    except BadFilter:
-        raise ConfigError(f"BUS_RETENTION={raw!r} is not a duration; use e.g. 7d, 12h or seconds") from None
-    if seconds < 60:
-        raise ConfigError(f"BUS_RETENTION={raw!r} is under a minute; delivered events would vanish before anyone looks")
-    return seconds
-
-
-def _duration(env: dict[str, str], name: str, default: int) -> int:
+def _duration(env: dict[str, str], name: str, default: int, minimum: int = 1, too_short: str = "") -> int:
+    """A duration in BUS_RETENTION's syntax (90s, 30m, 12h, 7d, 2w or seconds), at least `minimum` seconds."""
     from .filters import parse_duration
     from .errors import BadFilter
 
@@ -115,10 +101,14 @@ def _duration(env: dict[str, str], name: str, default: int) -> int:
     try:
         seconds = int(parse_duration(raw))
     except BadFilter:
-        raise ConfigError(f"{name}={raw!r} is not a duration; use e.g. 24h, 7d or seconds") from None
-    if seconds < 1:
-        raise ConfigError(f"{name}={raw!r} must be at least a second")
+        raise ConfigError(f"{name}={raw!r} is not a duration; use e.g. 7d, 12h or seconds") from None
+    if seconds < minimum:
+        raise ConfigError(f"{name}={raw!r} is under {minimum} s{too_short}")
     return seconds
+
+
+def _retention(env: dict[str, str]) -> int:
+    return _duration(env, "BUS_RETENTION", 7 * 24 * 3600, 60, "; delivered events would vanish before anyone looks")
 
 
 def _secret(env: dict[str, str], name: str) -> str | None:
@@ -180,7 +170,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         redis_timeout=_number(env, "BUS_REDIS_TIMEOUT", 2.0),
         visibility_timeout=int(_number(env, "BUS_VISIBILITY_TIMEOUT", 60, int)),
         var_dir=Path(env.get("BUS_VAR") or "./var"),
-        retention=_retention(env.get("BUS_RETENTION")),
+        retention=_retention(env),
         tokens_file=Path(env["BUS_TOKENS"]) if env.get("BUS_TOKENS") else None,
         max_batch=int(_number(env, "BUS_MAX_BATCH", 10_000, int)),
         log_format=_log_format(env.get("BUS_LOG_FORMAT")),
@@ -190,7 +180,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
             max_connections_per_client=int(_number(env, "BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT", 256, int)),
             allowed_hosts=_names(env.get("BUS_ALLOWED_HOSTS")),
         ),
-        idempotency_window=_duration(env, "BUS_IDEMPOTENCY_WINDOW", _retention(env.get("BUS_RETENTION"))),
+        idempotency_window=_duration(env, "BUS_IDEMPOTENCY_WINDOW", _retention(env)),
         celery_config=Path(env["BUS_CELERY_CONFIG"]) if env.get("BUS_CELERY_CONFIG") else None,
         environ=env,
     )
