@@ -16,7 +16,7 @@ from . import kombu_fixes, logs, settings
 from .errors import ConfigError
 from .recovery import RecoverLostTasks
 
-app = Celery("bus", include=["bus.delivery", "bus.scheduler"])
+app = Celery("bus", include=["bus.delivery", "bus.scheduler", "bus.leases"])
 
 
 @after_setup_logger.connect

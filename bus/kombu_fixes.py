@@ -1,11 +1,19 @@
 """Work-arounds for kombu Redis transport bugs that the fault tests hit, applied when the Celery app loads."""
 from __future__ import annotations
 
+import time
+
 import redis
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.json import dumps
 
 _connparams = kombu_redis.Channel._connparams
 _create_client = kombu_redis.Channel._create_client
+_remove_from_indices = kombu_redis.QoS._remove_from_indices
+# The Redis set of delivery tags this worker process holds unacked (bus:held:<worker>), once
+# leases.start() has named it; None in every process that does not consume.
+held_key: str | None = None
 
 
 def _connparams_of_a_live_channel(self: kombu_redis.Channel, asynchronous: bool = False) -> dict:
@@ -36,6 +44,31 @@ def _one_client_per_pool(self: kombu_redis.Channel, asynchronous: bool = False) 
     return client
 
 
+def _append_and_hold(self: kombu_redis.QoS, message: object, delivery_tag: str) -> None:
+    # kombu's QoS.append (the unacked entry and its index), plus the tag in this worker's held set
+    # in the same pipeline: a worker killed after it has no task unacked that its set does not
+    # name, so leases.py can hand exactly those back when its lease lapses.
+    delivery = message.delivery_info  # type: ignore[attr-defined]
+    with self.pipe_or_acquire() as pipe:
+        pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+        pipe.hset(self.unacked_key, delivery_tag, dumps([message._raw, delivery["exchange"],  # type: ignore[attr-defined]
+                                                         delivery["routing_key"]]))
+        if held_key is not None:
+            pipe.sadd(held_key, delivery_tag)
+        pipe.execute()
+    virtual.QoS.append(self, message, delivery_tag)
+
+
+def _remove_and_release(self: kombu_redis.QoS, delivery_tag: str, pipe: object = None) -> object:
+    # Acked, rejected or restored: out of the held set in the same pipeline as out of unacked.
+    pipe = _remove_from_indices(self, delivery_tag, pipe)
+    if held_key is not None:
+        pipe.srem(held_key, delivery_tag)  # type: ignore[attr-defined]
+    return pipe
+
+
 def apply() -> None:
     kombu_redis.Channel._connparams = _connparams_of_a_live_channel
     kombu_redis.Channel._create_client = _one_client_per_pool
+    kombu_redis.QoS.append = _append_and_hold
+    kombu_redis.QoS._remove_from_indices = _remove_and_release

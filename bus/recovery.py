@@ -45,8 +45,12 @@ def missing_tasks(client: redis.Redis) -> set[str]:
     return waiting - {i for m in journal.task_messages(client) for i in event_ids_of(m)}
 
 
-def recover(client: redis.Redis, pause: float = PAUSE) -> list[str]:
-    """Requeue every event whose task is lost; returns their ids."""
+def recover(client: redis.Redis, pause: float = PAUSE, asked_at: float | None = None) -> list[str]:
+    """Requeue every event whose task is lost; returns their ids.
+
+    `asked_at` (Redis's clock) is when the crash that may have lost a task was seen: a recovery
+    whose first pass began after it has found all such tasks, so when many workers reconnect
+    after one Redis restart the first scans the backlog and the rest skip."""
     holder = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
     deadline = time.monotonic() + LOCK_SECONDS + 30
     while not journal.recovery_lock(client, holder, LOCK_SECONDS):
@@ -55,8 +59,14 @@ def recover(client: redis.Redis, pause: float = PAUSE) -> list[str]:
             return []
         time.sleep(2)
     try:
+        last = journal.last_recovery(client)
+        if asked_at is not None and last is not None and last >= asked_at:
+            log.info("lost-task recovery skipped: another worker's began after this one was asked for")
+            return []
+        began = journal.redis_time(client)
         suspects = missing_tasks(client)
         if not suspects:
+            journal.recovery_done(client, began)
             return []
         time.sleep(pause)
         requeued = []
@@ -74,20 +84,27 @@ def recover(client: redis.Redis, pause: float = PAUSE) -> list[str]:
         if requeued:
             log.warning("requeued %d event(s) whose delivery task was lost in a crash: %s",
                         len(requeued), " ".join(requeued[:20]) + (" ..." if len(requeued) > 20 else ""))
+        journal.recovery_done(client, began)
         return requeued
     finally:
         journal.recovery_unlock(client, holder)
 
 
-def _recover_in_background() -> None:
+def _recover_logged(why: str) -> None:
     config = settings.load()
     try:
-        recover(journal.connect(config.redis_url, max(config.redis_timeout, 10.0)))
+        client = journal.connect(config.redis_url, max(config.redis_timeout, 10.0))
+        recover(client, asked_at=journal.redis_time(client))
     except journal.REDIS_DOWN as exc:
         # The consumer reconnects (and so runs this again) once Redis is back.
-        log.warning("lost-task recovery skipped, Redis did not answer: %s", exc)
+        log.warning("lost-task recovery (%s) skipped, Redis did not answer: %s", why, exc)
     except Exception:
-        log.exception("lost-task recovery failed")
+        log.exception("lost-task recovery (%s) failed", why)
+
+
+def recover_in_background(why: str) -> None:
+    """Run recover() in a thread of its own: its two passes take a few seconds."""
+    threading.Thread(target=_recover_logged, args=(why,), name="bus-recovery", daemon=True).start()
 
 
 class RecoverLostTasks(bootsteps.StartStopStep):
@@ -96,4 +113,4 @@ class RecoverLostTasks(bootsteps.StartStopStep):
     requires = {"celery.worker.consumer.tasks:Tasks"}
 
     def start(self, c: object) -> None:
-        threading.Thread(target=_recover_in_background, name="bus-recovery", daemon=True).start()
+        recover_in_background("the worker connected to Redis")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from ..filters import STATUSES
 
 from .keys import (
-    COUNTERS, KOMBU_UNACKED, RECOVERY_LOCK, attempts_key, breaker_key, copies_key, event_key,
+    COUNTERS, KOMBU_UNACKED, RECOVERY_LOCK, held_key, attempts_key, breaker_key, copies_key, event_key,
     filling_key, index_key, latency_key, mover_key, pending_key, queue_name, retry_key, slot_key,
 )
 from .store import (
@@ -37,7 +37,8 @@ from .listing import (
     find, iter_matching, purge, sweep,
 )
 from .lost import (
-    pending_ids, recovery_lock, recovery_unlock, requeue_lost, scheduled_ids, task_messages, waiting_ids,
+    last_recovery, pending_ids, recovery_done, recovery_lock, recovery_unlock, redis_time, requeue_lost,
+    scheduled_ids, task_messages, waiting_ids,
 )
 
 
@@ -51,5 +52,5 @@ __all__ = [
     "hand_off", "hold_breaker", "park", "record_attempt", "record_copy", "recheck", "release", "requeue",
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",
     "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "pending_ids",
-    "recovery_lock", "recovery_unlock", "requeue_lost", "scheduled_ids", "task_messages", "waiting_ids",
+    "recovery_lock", "recovery_unlock", "requeue_lost", "last_recovery", "recovery_done", "redis_time", "held_key", "scheduled_ids", "task_messages", "waiting_ids",
 ]

@@ -20,9 +20,17 @@ Keys (every name is built here and nowhere else):
 - bus:latency:<route>            hash: accept-to-2xx histogram: count per bucket (not cumulative), sum, count
 - bus:delivered:<route>:<slot>   deliveries in one 10-second slot (expires after an hour), for `bus stats`
 - bus:recovery:lock              held by the worker running lost-task recovery (expires)
+- bus:recovery:done              when the last complete lost-task recovery began (Redis's clock)
 - bus:idempotency:<tag>:<key>    "<digest> <id>,<id>,..." of the first request sent with an
                                  Idempotency-Key (or forward chunk id) for the tag (expires)
-- unacked                        kombu's hash of tasks handed to workers and not acked yet (read only)
+- bus:workers                    hash: worker (host:pid) -> when it registered; the workers whose unacked
+                                 tasks another may hand back once their lease is gone
+- bus:lease:<worker>             set while the worker runs (expires within seconds of its death)
+- bus:held:<worker>              set of kombu delivery tags the worker holds unacked (written with
+                                 kombu's own unacked entry, removed with it)
+- bus:reclaim:<worker>           held by the worker handing a dead one's tasks back (expires)
+- unacked, unacked_index         kombu's hash of tasks handed to workers and not acked yet, and their
+                                 delivery times (read; a dead worker's entries are handed back)
 
 Counters are bumped in the same transaction as the transition they count, so
 /metrics never disagrees with the journal, whatever process made the change.
@@ -91,4 +99,19 @@ def index_key(status: str, route: str | None = None) -> str:
 # kombu's hash of the tasks handed to workers and not acked yet (lost-task recovery reads it),
 # and the lock that keeps recovery to one worker at a time.
 KOMBU_UNACKED = "unacked"
+KOMBU_UNACKED_INDEX = "unacked_index"
 RECOVERY_LOCK = "bus:recovery:lock"
+RECOVERY_DONE = "bus:recovery:done"
+WORKERS = "bus:workers"
+
+
+def lease_key(worker: str) -> str:
+    return f"bus:lease:{worker}"
+
+
+def held_key(worker: str) -> str:
+    return f"bus:held:{worker}"
+
+
+def reclaim_key(worker: str) -> str:
+    return f"bus:reclaim:{worker}"

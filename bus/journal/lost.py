@@ -13,7 +13,7 @@ import orjson
 import redis
 
 from ..messages import Outgoing
-from .keys import KOMBU_UNACKED, RECOVERY_LOCK, event_key, index_key, pending_key, queue_name, retry_key
+from .keys import KOMBU_UNACKED, RECOVERY_DONE, RECOVERY_LOCK, event_key, index_key, pending_key, queue_name, retry_key
 from .store import QUEUED, RETRYING, script
 
 
@@ -30,6 +30,12 @@ end
 return 0
 """
 _UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+# Keep the latest start only: two recoveries may end out of order.
+_DONE = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > last then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
 
 
 def waiting_ids(client: redis.Redis) -> set[str]:
@@ -102,3 +108,19 @@ def recovery_lock(client: redis.Redis, holder: str, seconds: int) -> bool:
 
 def recovery_unlock(client: redis.Redis, holder: str) -> None:
     client.eval(_UNLOCK, 1, RECOVERY_LOCK, holder)  # only our own lock, not one taken after ours expired
+
+
+def redis_time(client: redis.Redis) -> float:
+    """Redis's clock: every worker's times compare on one clock, whatever the hosts' say."""
+    seconds, micros = client.time()
+    return seconds + micros / 1e6
+
+
+def last_recovery(client: redis.Redis) -> float | None:
+    """When the last lost-task recovery that ran to its end began (Redis's clock), if any did."""
+    raw = client.get(RECOVERY_DONE)
+    return float(raw) if raw else None
+
+
+def recovery_done(client: redis.Redis, began: float) -> None:
+    script(client, _DONE)(keys=[RECOVERY_DONE], args=[repr(began)])
