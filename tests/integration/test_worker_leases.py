@@ -83,3 +83,20 @@ def test_a_live_worker_whose_tag_is_in_a_dead_ones_stale_set_keeps_its_task(faul
     assert leases.hand_back(client, "dead:3", [], 5000) == ["t1"]
     assert client.llen("bus.slow") == 1 and not client.hexists(journal.keys.KOMBU_UNACKED, "tag-1")
     assert not client.hexists(journal.keys.WORKERS, "dead:3")
+
+
+def test_one_recovery_serves_every_worker_that_asked_before_it_began(fault_bus):
+    """Many workers reconnecting after one Redis restart: the first scans the backlog, the rest skip."""
+    from bus import recovery
+
+    bus = fault_bus({"slow": SLOW_ROUTE}, visibility_timeout=VISIBILITY)
+    client = bus.client()
+    asked_early = journal.redis_time(client)
+    (event_id,) = intake.accept(bus.intake(), "slow.lost", [{"n": 1}])
+    client.delete("bus.slow", journal.pending_key("slow"))  # its task message lost, as in a crash
+    assert recovery.recover(client, pause=0.1, asked_at=journal.redis_time(client)) == [event_id]
+    client.delete("bus.slow")  # lost again
+    assert recovery.recover(client, pause=0.1, asked_at=asked_early) == [], \
+        "a recovery that began after this one was asked for has run: skipped"
+    assert recovery.recover(client, pause=0.1, asked_at=journal.redis_time(client)) == [event_id], \
+        "a crash seen after the last recovery began is looked for"
