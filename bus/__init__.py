@@ -8,16 +8,18 @@ from .errors import (
     BodyTooLarge,
     BusError,
     ConfigError,
+    IdempotencyConflict,
     InvalidBody,
     InvalidTag,
     NoRoute,
     RouteError,
     Unavailable,
+    Unconfirmed,
 )
 
 __all__ = [
     "emit", "emit_many", "BacklogFull", "BusError", "BodyTooLarge", "ConfigError", "InvalidBody",
-    "InvalidTag", "NoRoute", "RouteError", "Unavailable",
+    "InvalidTag", "NoRoute", "RouteError", "Unavailable", "Unconfirmed", "IdempotencyConflict",
 ]
 
 

@@ -25,6 +25,11 @@ broker_transport_options = {
     "socket_timeout": 10,
     "socket_connect_timeout": 5,
 }
+if _s.redis.sentinels:
+    # kombu's Sentinel transport takes the Sentinels from the URL and the primary's name from here.
+    broker_transport_options["master_name"] = _s.redis_sentinel_master
+    if _s.redis_sentinel_password:
+        broker_transport_options["sentinel_kwargs"] = {"password": _s.redis_sentinel_password}
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None
 

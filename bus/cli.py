@@ -104,13 +104,13 @@ def cmd_emit(args: argparse.Namespace, config: settings.Settings) -> int:
 
 def cmd_stats(args: argparse.Namespace, config: settings.Settings) -> int:
     names = [r.name for r in _router(config).routes]
-    client = journal.connect(config.redis_url, config.redis_timeout)
+    client = journal.connect(config.redis, config.redis_timeout)
     try:
         _show_stats(args, client, names)
     except KeyboardInterrupt:
         pass  # Ctrl-C is how --watch ends
     except journal.REDIS_DOWN as exc:
-        where = config.redis_url.rpartition("@")[2]  # never print a password from the URL
+        where = config.redis.shown  # never print a password from the URL
         raise Unavailable(f"Redis at {where} did not answer ({exc.__class__.__name__})") from exc
     return 0
 

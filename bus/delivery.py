@@ -61,8 +61,8 @@ def worker() -> Worker:
             _worker = Worker(
                 settings=config,
                 router=load_configured(config),
-                redis=journal.connect(config.redis_url, config.redis_timeout),
-                pipe=SharedPipe(config.redis_url, config.redis_timeout),
+                redis=journal.connect(config.redis, config.redis_timeout),
+                pipe=SharedPipe(config.redis, config.redis_timeout),
                 pools=outbound.Pools(),
             )
         return _worker

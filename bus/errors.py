@@ -31,6 +31,11 @@ class Unavailable(BusError):
     retry_after = 5
 
 
+class Unconfirmed(Unavailable):
+    """The events are on the Redis primary but fewer replicas than BUS_ACK_REPLICAS confirmed them:
+    the one refusal after which they may still be delivered (retry with the same Idempotency-Key)."""
+
+
 class BacklogFull(Unavailable):
     """The route's backlog is at its backlog_limit: nothing was accepted, try again once it drains."""
 

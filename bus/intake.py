@@ -14,7 +14,7 @@ import redis
 from . import journal, settings
 from .errors import BacklogFull, BodyTooLarge, BusError, IdempotencyConflict, InvalidBody, InvalidTag, NoRoute
 from .events import new_id
-from .journal.pipelined import SharedPipe
+from .journal.pipelined import Ack, SharedPipe
 from .routes import Route, Router, load_configured
 from .tags import validate_tag
 
@@ -39,8 +39,8 @@ def load(config: settings.Settings | None = None) -> Intake:
     return Intake(
         settings=config,
         router=load_configured(config),
-        redis=journal.connect(config.redis_url, config.redis_timeout),
-        pipe=SharedPipe(config.redis_url, config.redis_timeout),
+        redis=journal.connect(config.redis, config.redis_timeout),
+        pipe=SharedPipe(config.redis, config.redis_timeout, Ack(config.ack_replicas, config.ack_timeout_ms)),
     )
 
 

@@ -42,7 +42,7 @@ def _when(ts: float) -> str:
 
 
 def _client(config: settings.Settings):
-    return journal.connect(config.redis_url, config.redis_timeout)
+    return journal.connect(config.redis, config.redis_timeout)
 
 
 def cmd_events(args: argparse.Namespace, config: settings.Settings) -> int:

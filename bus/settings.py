@@ -6,7 +6,10 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from .journal.target import RedisTarget
 
 from .errors import ConfigError
 
@@ -72,8 +75,35 @@ class Settings:
     idempotency_window: int = 7 * 24 * 3600
     # BUS_CELERY_CONFIG: the Celery settings file; None: ./celeryconfig.py if there, else the defaults.
     celery_config: Path | None = None
+    # BUS_ACK_REPLICAS / BUS_ACK_TIMEOUT_MS: an accept counts once this many replicas hold it (Redis WAIT).
+    ack_replicas: int = 0
+    ack_timeout_ms: int = 1000
+    # BUS_REDIS_SENTINEL_MASTER and BUS_REDIS_SENTINEL_PASSWORD, for a sentinel:// BUS_REDIS_URL.
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_password: str | None = field(default=None, repr=False)
     # The environment as read once, for route secrets given as "env:NAME"; kept out of repr.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def redis(self) -> "RedisTarget":
+        """What BUS_REDIS_URL names (one server, or Sentinels), as every Redis client of the bus takes it."""
+        return redis_target(self)
+
+
+def redis_target(config: "Settings") -> "RedisTarget":
+    from .journal.target import parse
+
+    return parse(config.redis_url, config.redis_sentinel_master, config.redis_sentinel_password)
+
+
+def _count(env: dict[str, str], name: str, default: int) -> int:
+    """A whole number of 0 or more."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit():
+        raise ConfigError(f"{name}={raw!r} is not a whole number of 0 or more")
+    return int(raw)
 
 
 def _number(env: dict[str, str], name: str, default: float, cast: type = float) -> float:
@@ -163,7 +193,7 @@ def _forward_tags(raw: str | None) -> tuple[str, ...]:
 def load(env: dict[str, str] | None = None) -> Settings:
     """Read the environment once; callers pass the result around as a value."""
     env = dict(os.environ if env is None else env)
-    return Settings(
+    config = Settings(
         redis_url=env.get("BUS_REDIS_URL") or "redis://127.0.0.1:6379/0",
         routes_dir=Path(env.get("BUS_ROUTES") or "./routes"),
         max_body=int(_number(env, "BUS_MAX_BODY", DEFAULT_MAX_BODY, int)),
@@ -181,9 +211,15 @@ def load(env: dict[str, str] | None = None) -> Settings:
             allowed_hosts=_names(env.get("BUS_ALLOWED_HOSTS")),
         ),
         idempotency_window=_duration(env, "BUS_IDEMPOTENCY_WINDOW", _retention(env)),
+        ack_replicas=_count(env, "BUS_ACK_REPLICAS", 0),
+        ack_timeout_ms=int(_number(env, "BUS_ACK_TIMEOUT_MS", 1000, int)),
+        redis_sentinel_master=env.get("BUS_REDIS_SENTINEL_MASTER") or "mymaster",
+        redis_sentinel_password=_secret(env, "BUS_REDIS_SENTINEL_PASSWORD"),
         celery_config=Path(env["BUS_CELERY_CONFIG"]) if env.get("BUS_CELERY_CONFIG") else None,
         environ=env,
     )
+    redis_target(config)  # a broken BUS_REDIS_URL stops start-up, naming what is wrong
+    return config
 
 
 def _names(raw: str | None) -> tuple[str, ...]:

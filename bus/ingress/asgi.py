@@ -26,7 +26,7 @@ import orjson
 from .. import auth, intake, journal, logs, settings
 from ..errors import BusError
 from ..journal import REDIS_DOWN
-from ..journal.pipelined import PipelinedRedis
+from ..journal.pipelined import Ack, PipelinedRedis
 from . import guarded_protocol
 from .http import (authorize, authorize_head, check_declared_length, check_read_length, error_answer, is_event_post, make_app,
                    prepare_posted)
@@ -52,7 +52,8 @@ class Ingress:
         self.bus, self.tokens = bus, tokens
         self.wsgi = make_app(bus, tokens)
         self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="bus-http")
-        self.redis = PipelinedRedis(bus.settings.redis_url, bus.settings.redis_timeout)
+        config = bus.settings
+        self.redis = PipelinedRedis(config.redis, config.redis_timeout, Ack(config.ack_replicas, config.ack_timeout_ms))
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -113,7 +114,7 @@ class Ingress:
             return await loop.run_in_executor(self.pool, intake.commit, bus, prepared)  # its check reads Redis first
         keys, args = journal.accept_call(prepared.events, prepared.route.group_size, prepared.idempotency)
         try:
-            reply = await self.redis.run_script(journal.ACCEPT_SCRIPT, keys, args)
+            reply = await self.redis.run_script(journal.ACCEPT_SCRIPT, keys, args, confirm=True)
         except REDIS_DOWN as exc:
             raise journal.unavailable(exc) from exc
         return journal.accepted_ids(prepared.events, reply, prepared.idempotency)

@@ -14,7 +14,7 @@ from werkzeug.wrappers import Request, Response
 from .. import auth, filters, intake, journal, metrics, replay, stats
 from ..errors import (BacklogFull, BadFilter, BodyTooLarge, BusError, EventNotFound, Forbidden, IdempotencyConflict,
                       InvalidBody, InvalidTag,
-                      NoRoute, RequestTimeout, Unauthorized, Unavailable)
+                      NoRoute, RequestTimeout, Unauthorized, Unavailable, Unconfirmed)
 from ..journal import REDIS_DOWN
 from ..routes import CREDENTIAL_HEADERS
 from . import origin
@@ -25,7 +25,7 @@ log = logging.getLogger("bus.ingress")
 # The one table from our error types to HTTP statuses.
 STATUS = {InvalidTag: 400, InvalidBody: 400, BadFilter: 400, Unauthorized: 401, Forbidden: 403, NoRoute: 404,
           EventNotFound: 404, RequestTimeout: 408, IdempotencyConflict: 409, BodyTooLarge: 413, Unavailable: 503,
-          BacklogFull: 503}
+          BacklogFull: 503, Unconfirmed: 503}
 # Request headers never written to the journal: they carry producers' credentials.
 SECRET_HEADERS = CREDENTIAL_HEADERS
 # Nor those that describe the connection to the bus rather than the events (every event of a

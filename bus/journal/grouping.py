@@ -162,7 +162,10 @@ def accept(client: redis.Redis | SharedPipe, events: list[NewEvent], group_size:
     request's answer gives (accepted_ids)."""
     keys, args = accept_call(events, group_size, idempotency)
     try:
-        reply = script(client, ACCEPT_SCRIPT)(keys=keys, args=args)
+        if isinstance(client, SharedPipe):  # the ways in: confirmed by replicas when BUS_ACK_REPLICAS asks
+            reply = client.run_script(ACCEPT_SCRIPT, keys, args, confirm=True)
+        else:
+            reply = script(client, ACCEPT_SCRIPT)(keys=keys, args=args)
     except REDIS_DOWN as exc:
         raise unavailable(exc) from exc
     return accepted_ids(events, reply, idempotency)

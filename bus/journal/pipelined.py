@@ -29,28 +29,18 @@ import ssl
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
 import redis
 from redis._parsers.base import BaseParser
 from redis.exceptions import NoScriptError
-from redis.connection import SSLConnection, parse_url
 
+from .resp import pack
+from .target import RedisTarget, parse, primary, primary_async, tls_context
 
-def pack(args: tuple[Any, ...] | list[Any]) -> bytes:
-    """One command in RESP: str as UTF-8, int and float as decimal text, bytes as they are."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        kind = type(arg)
-        if kind is str:
-            arg = arg.encode()
-        elif kind is not bytes:
-            if kind not in (int, float):
-                raise TypeError(f"cannot send {kind.__name__} to Redis")
-            arg = repr(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(parts)
+__all__ = ["PipelinedRedis", "SharedPipe", "pack", "evalsha", "eval_", "handshake", "reply_error"]
 
 
 def handshake(options: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -77,6 +67,25 @@ def evalsha(source: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
 def eval_(source: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
     """The script itself, which also loads it: after NOSCRIPT (a restart, a new server)."""
     return ("EVAL", source, len(keys), *keys, *args)
+
+
+@dataclass(frozen=True)
+class Ack:
+    """How many replicas must hold a confirmed write (WAIT numreplicas timeout) before it counts."""
+
+    replicas: int = 0
+    timeout_ms: int = 1000
+
+    def command(self) -> tuple[Any, ...]:
+        return ("WAIT", self.replicas, self.timeout_ms)
+
+
+class NotConfirmed(redis.RedisError):
+    """The write is done on the primary, but fewer replicas than asked confirmed it in time."""
+
+    def __init__(self, confirmed: int, ack: Ack):
+        super().__init__(f"{confirmed} of {ack.replicas} replica(s) confirmed the write within {ack.timeout_ms} ms")
+        self.confirmed, self.ack = confirmed, ack
 
 
 def reply_error(reply: hiredis.ReplyError) -> redis.RedisError:
@@ -125,9 +134,11 @@ class _Link(asyncio.Protocol):
 class PipelinedRedis:
     """A lazily connected, self-healing Redis connection for one event loop; see the module doc."""
 
-    def __init__(self, url: str, timeout: float):
-        self.timeout = timeout
-        self._options = parse_url(url)
+    def __init__(self, url: str | RedisTarget, timeout: float, ack: Ack = Ack()):
+        self.timeout, self.ack = timeout, ack
+        self.target = url if isinstance(url, RedisTarget) else parse(url)
+        self._options = self.target.options
+        self._confirming: list[asyncio.Future] = []
         self._link: _Link | None = None
         self._connecting: asyncio.Task | None = None
         self._waiting: deque[tuple[asyncio.Future, float]] = deque()
@@ -135,24 +146,40 @@ class PipelinedRedis:
         self._flush_pending = False
         self._watchdog: asyncio.TimerHandle | None = None
 
-    async def execute(self, *args: Any) -> Any:
-        """Send one command and wait for its reply (written with whatever else this loop iteration sends)."""
+    async def execute(self, *args: Any, confirm: bool = False) -> Any:
+        """Send one command and wait for its reply (written with whatever else this loop iteration sends).
+        With `confirm` and an Ack of replicas, it counts only once that many replicas hold it: one WAIT
+        follows each write of confirmed commands, and NotConfirmed says when too few did."""
         if self._link is None:
             await self._connected()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._out.append(pack(args))
         self._waiting.append((future, time.monotonic()))
+        confirmed = None
+        if confirm and self.ack.replicas:
+            confirmed = loop.create_future()
+            self._confirming.append(confirmed)
         if not self._flush_pending:
             self._flush_pending = True
             loop.call_soon(self._flush)
-        return await future
-
-    async def run_script(self, source: str, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await self.execute(*evalsha(source, keys, args))
+            reply = await future
+        except BaseException:
+            if confirmed is not None:
+                confirmed.cancel()
+            raise
+        if confirmed is not None:
+            count = await confirmed
+            if count < self.ack.replicas:
+                raise NotConfirmed(count, self.ack)
+        return reply
+
+    async def run_script(self, source: str, keys: list[str], args: list[Any], confirm: bool = False) -> Any:
+        try:
+            return await self.execute(*evalsha(source, keys, args), confirm=confirm)
         except NoScriptError:
-            return await self.execute(*eval_(source, keys, args))
+            return await self.execute(*eval_(source, keys, args), confirm=confirm)
 
     def close(self) -> None:
         if self._link is not None and self._link.transport is not None:
@@ -179,6 +206,8 @@ class PipelinedRedis:
                     loop.create_unix_connection(lambda: _Link(self), opts["path"]), self.timeout)
             else:
                 host, port, tls = _tcp(opts)
+                if self.target.sentinels:
+                    host, port = await primary_async(self.target, self.timeout)
                 _, link = await asyncio.wait_for(
                     loop.create_connection(lambda: _Link(self), host, port, ssl=tls), self.timeout)
         except asyncio.TimeoutError:
@@ -202,6 +231,14 @@ class PipelinedRedis:
             self._fail_all(redis.ConnectionError("the connection to Redis was lost"))
             return
         out, self._out = self._out, []
+        if self._confirming:
+            # One WAIT for every confirmed write of this flush: it covers all that came before it.
+            waiters, self._confirming = self._confirming, []
+            counted = asyncio.get_running_loop().create_future()
+            counted.add_done_callback(functools.partial(_share_count, waiters))
+            out.append(pack(self.ack.command()))
+            # Redis holds the reply for up to the WAIT's timeout: the watchdog waits that much longer.
+            self._waiting.append((counted, time.monotonic() + self.ack.timeout_ms / 1000))
         link.transport.write(b"".join(out))
         if self._watchdog is None:
             self._watchdog = asyncio.get_running_loop().call_later(self.timeout, self._check_replies)
@@ -226,9 +263,25 @@ class PipelinedRedis:
 
     def _fail_all(self, error: Exception) -> None:
         waiting, self._waiting, self._out = self._waiting, deque(), []
+        confirming, self._confirming = self._confirming, []
         for future, _ in waiting:
             if not future.done():
                 future.set_exception(error)
+        for future in confirming:
+            future.cancel()  # its command failed with `error` above
+
+
+def _share_count(waiters: list[asyncio.Future], counted: asyncio.Future) -> None:
+    """The WAIT's reply (how many replicas hold the writes before it) to every write it confirms."""
+    for waiter in waiters:
+        if waiter.done():
+            continue
+        if counted.cancelled():
+            waiter.cancel()
+        elif counted.exception() is not None:
+            waiter.set_exception(counted.exception())  # type: ignore[arg-type]
+        else:
+            waiter.set_result(int(counted.result()))
 
 
 _PENDING = object()
@@ -238,10 +291,11 @@ class _Slot:
     """One caller's command (or `count` commands), its reply (or list of replies), and what the caller
     waits on while another thread sends it."""
 
-    __slots__ = ("packed", "count", "result", "wake", "lead")
+    __slots__ = ("packed", "count", "result", "wake", "lead", "confirm")
 
-    def __init__(self, packed: bytes, count: int = 1):
+    def __init__(self, packed: bytes, count: int = 1, confirm: bool = False):
         self.packed, self.count, self.result, self.wake, self.lead = packed, count, _PENDING, None, False
+        self.confirm = confirm
 
 
 class SharedPipe:
@@ -256,9 +310,10 @@ class SharedPipe:
     forked child starts with a connection (and a lock) of its own.
     """
 
-    def __init__(self, url: str, timeout: float):
-        self.timeout = timeout
-        self._options = parse_url(url)
+    def __init__(self, url: str | RedisTarget, timeout: float, ack: Ack = Ack()):
+        self.timeout, self.ack = timeout, ack
+        self.target = url if isinstance(url, RedisTarget) else parse(url)
+        self._options = self.target.options
         self._fresh()
 
     def _fresh(self) -> None:
@@ -269,29 +324,31 @@ class SharedPipe:
         self._sock: socket.socket | None = None
         self._reader = hiredis.Reader()
 
-    def execute(self, *args: Any) -> Any:
-        return self._submit(pack(args))
+    def execute(self, *args: Any, confirm: bool = False) -> Any:
+        """One command; with `confirm` and an Ack of replicas, NotConfirmed unless that many hold it
+        (one WAIT after each batch of confirmed commands, as PipelinedRedis.execute)."""
+        return self._submit(pack(args), confirm=confirm and self.ack.replicas > 0)
 
     def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Several commands in one write and one wait; their replies in order, where Redis refused one
         its error (a redis-py exception) in its place instead of raised. A lost connection raises."""
         return self._submit(b"".join(pack(command) for command in commands), len(commands))
 
-    def run_script(self, source: str, keys: list[str], args: list[Any]) -> Any:
+    def run_script(self, source: str, keys: list[str], args: list[Any], confirm: bool = False) -> Any:
         try:
-            return self.execute(*evalsha(source, keys, args))
+            return self.execute(*evalsha(source, keys, args), confirm=confirm)
         except NoScriptError:
-            return self.execute(*eval_(source, keys, args))
+            return self.execute(*eval_(source, keys, args), confirm=confirm)
 
     def close(self) -> None:
         with self._lock:
             if not self._busy:
                 self._disconnect()
 
-    def _submit(self, packed: bytes, count: int = 1) -> Any:
+    def _submit(self, packed: bytes, count: int = 1, confirm: bool = False) -> Any:
         if self._pid != os.getpid():
             self._fresh()  # the parent's socket and lock are not ours to use
-        slot = _Slot(packed, count)
+        slot = _Slot(packed, count, confirm)
         with self._lock:
             if self._busy:
                 slot.wake = threading.Lock()
@@ -337,13 +394,17 @@ class SharedPipe:
             for slot in batch:
                 slot.result = exc
             return
+        confirming = [slot for slot in batch if slot.confirm]
         try:
-            sock.sendall(b"".join(slot.packed for slot in batch))
+            wait = [pack(self.ack.command())] if confirming else []
+            sock.sendall(b"".join([*(slot.packed for slot in batch), *wait]))
             for slot in batch:
                 if slot.count == 1:
                     slot.result = _answer(self._read_reply(sock))
                 else:
                     slot.result = [_answer(self._read_reply(sock)) for _ in range(slot.count)]
+            if confirming:
+                self._confirm(sock, confirming)
         except (OSError, redis.ConnectionError, redis.TimeoutError, hiredis.ProtocolError) as exc:
             self._disconnect()
             if isinstance(exc, socket.timeout):
@@ -355,6 +416,21 @@ class SharedPipe:
             for slot in batch:
                 if slot.result is _PENDING:
                     slot.result = error
+
+    def _confirm(self, sock: socket.socket, slots: list[_Slot]) -> None:
+        """Read the batch's WAIT: a confirmed write that too few replicas hold becomes NotConfirmed."""
+        sock.settimeout(self.timeout + self.ack.timeout_ms / 1000)  # Redis holds the reply that long
+        try:
+            count = _answer(self._read_reply(sock))
+        finally:
+            sock.settimeout(self.timeout)
+        for slot in slots:
+            if isinstance(slot.result, Exception):
+                continue
+            if isinstance(count, Exception):
+                slot.result = count
+            elif int(count) < self.ack.replicas:
+                slot.result = NotConfirmed(int(count), self.ack)
 
     def _read_reply(self, sock: socket.socket) -> Any:
         while True:
@@ -375,6 +451,8 @@ class SharedPipe:
                 sock.connect(opts["path"])
             else:
                 host, port, tls = _tcp(opts)
+                if self.target.sentinels:
+                    host, port = primary(self.target, self.timeout)
                 sock = socket.create_connection((host, port), self.timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if tls is not None:
@@ -405,9 +483,8 @@ class SharedPipe:
 
 
 def _tcp(options: dict[str, Any]) -> tuple[str, int, ssl.SSLContext | None]:
-    """Host, port and TLS context (rediss://) of a URL parsed by redis-py's parse_url."""
-    tls = ssl.create_default_context() if options.get("connection_class") is SSLConnection else None
-    return options.get("host", "localhost"), options.get("port", 6379), tls
+    """Host, port and TLS context (rediss://, with the URL's ssl_* options) of a parsed URL."""
+    return options.get("host", "localhost"), options.get("port", 6379), tls_context(options)
 
 
 def _readable(sock: socket.socket) -> bool:

@@ -6,21 +6,21 @@ from typing import Any, Iterable
 
 import orjson
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from ..errors import EventNotFound, Unavailable
+from ..errors import EventNotFound, Unavailable, Unconfirmed
 from ..filters import STATUSES
 from .keys import attempts_key, copies_key, event_key
-from .pipelined import SharedPipe
+from .pipelined import NotConfirmed, SharedPipe
+from .target import RedisTarget, client, parse
 
 
 QUEUED, RETRYING, DELIVERED, DEAD = STATUSES
 DEFAULT_RETENTION = 7 * 24 * 3600
 RESPONSE_KEEP = 2048
 SUMMARY_FIELDS = ("tag", "route", "status", "attempts", "last", "received")
-# Errors that mean "Redis is not answering", as opposed to a bug in our calls.
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
+# Errors that mean "Redis is not answering", as opposed to a bug in our calls (NotConfirmed: the
+# primary took the write, too few replicas confirmed it in time).
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError, NotConfirmed)
 
 
 @dataclass(frozen=True)
@@ -70,18 +70,16 @@ end
 
 def unavailable(exc: BaseException) -> Unavailable:
     """What a producer is told when Redis did not answer its accept."""
+    if isinstance(exc, NotConfirmed):
+        return Unconfirmed(f"the events were written to the Redis primary, but {exc} (BUS_ACK_REPLICAS): they may "
+                           "still be delivered. Retry with the same Idempotency-Key, and no duplicate is made")
     return Unavailable(f"Redis did not answer ({exc.__class__.__name__}): nothing was accepted; retry later")
 
 
-def connect(url: str, timeout: float) -> redis.Redis:
-    """A client that fails fast: a request must get 503 in seconds, never hang on a dead Redis."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=30,
-    )
+def connect(url: str | RedisTarget, timeout: float) -> redis.Redis:
+    """A client that fails fast: a request must get 503 in seconds, never hang on a dead Redis.
+    Through Sentinels for a sentinel:// URL (target.py)."""
+    return client(url if isinstance(url, RedisTarget) else parse(url), timeout)
 
 
 def script(client: redis.Redis | SharedPipe, source: str) -> Any:
