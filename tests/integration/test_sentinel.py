@@ -19,6 +19,7 @@ import requests
 
 from bus import journal
 from conftest import Receiver, bus_env, start_ingress, start_worker, wait_until
+from faultkit import duplicates, report
 from sentinels import MASTER, RedisSet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -111,11 +112,16 @@ def test_a_failover_under_load_answers_only_202_or_503_and_delivers_every_202(ha
         for p in producers:
             p.join(30)
     statuses = Counter(status for _, status, _ in answers)
-    print("answers:", dict(statuses))
+    refused_at = [at for at, status, _ in answers if status != 202]
+    numbers = dict(answers=dict(statuses), seconds_of_503=round(refused_at[-1] - refused_at[0], 2) if refused_at else 0.0)
     assert set(statuses) <= {202, 503}, f"only 202 or 503 while Redis changes hands: {statuses}"
     accepted = [i for _, status, ids in answers if status == 202 for i in ids]
     wait_until(lambda: set(accepted) <= set(receiver.ids(f"/api/{name}/")), 60, what="every 202 delivered")
     assert worker.proc.poll() is None, "the same worker process delivered through the failover"
+    time.sleep(1)
+    got = receiver.ids(f"/api/{name}/")
+    report("sentinel_failover_under_load", **numbers, accepted=len(accepted), delivered=len(set(got) & set(accepted)),
+           duplicated=len(duplicates(got)), delivered_but_answered_503=len(set(got) - set(accepted)))
 
 
 def test_acks_wait_for_a_replica_and_a_killed_primary_loses_nothing_acknowledged(ha):
