@@ -118,8 +118,8 @@ def check_writable(pipe: SharedPipe, mark: MemoryMark, replicas: int = 0) -> Non
     for reply in (replication, *reading, probe):
         if isinstance(reply, REDIS_DOWN):
             raise unavailable(reply)
-        if isinstance(reply, Exception):
-            raise reply
+        if isinstance(reply, Exception):  # e.g. an ACL without INFO: not writable as far as we can tell
+            raise Unavailable(f"Redis refused the health check ({reply.__class__.__name__}: {reply})")
     fields = parse_info(replication)
     role, connected = fields.get("role", ""), int(fields.get("connected_slaves", 0))
     if role != "master":

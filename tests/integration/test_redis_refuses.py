@@ -152,6 +152,13 @@ def test_a_replica_as_the_bus_url_refuses_writes_with_503(redis_server, own_bus,
         emit_through(one.env, monkeypatch, tag)
     assert "Traceback" not in one.ingress.output()
 
+    # The replica is promoted (a failover behind the same URL): accepts resume by themselves.
+    replica.client().execute_command("REPLICAOF", "NO", "ONE")
+    assert one.post(tag, [RECORD]).status_code == 202
+    assert one.post("checked.a", [RECORD]).status_code == 202
+    assert one.healthz().status_code == 200
+    bus.emit(tag, {"n": 2})
+
 
 def test_a_primary_short_of_its_min_replicas_refuses_with_503(redis_server, own_bus, monkeypatch):
     server = redis_server("lonely", "--min-replicas-to-write", "1")
