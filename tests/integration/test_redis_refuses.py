@@ -169,3 +169,13 @@ def test_a_primary_short_of_its_min_replicas_refuses_with_503(redis_server, own_
     with pytest.raises(bus.Unavailable, match="min-replicas-to-write"):
         emit_through(one.env, monkeypatch, "fill.a")
     assert "Traceback" not in one.ingress.output()
+
+
+def test_healthz_is_503_while_fewer_replicas_than_bus_ack_replicas_are_connected(redis_server, own_bus):
+    primary = redis_server("acked")
+    one = own_bus(primary.url, BUS_ACK_REPLICAS="1", BUS_ACK_TIMEOUT_MS="200")
+    refused(one.healthz(), "BUS_ACK_REPLICAS=1")
+    replica = redis_server("its-replica", "--replicaof", "127.0.0.1", str(primary.port))
+    wait_until(lambda: replica.client().info("replication").get("master_link_status") == "up", 20,
+               what="the replica to sync")
+    wait_until(lambda: one.healthz().status_code == 200, 10, what="/healthz once a replica is connected")
