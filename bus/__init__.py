@@ -12,6 +12,7 @@ from .errors import (
     InvalidBody,
     InvalidTag,
     NoRoute,
+    RedisFull,
     RouteError,
     Unavailable,
     Unconfirmed,
@@ -19,7 +20,7 @@ from .errors import (
 
 __all__ = [
     "emit", "emit_many", "BacklogFull", "BusError", "BodyTooLarge", "ConfigError", "InvalidBody",
-    "InvalidTag", "NoRoute", "RouteError", "Unavailable", "Unconfirmed", "IdempotencyConflict",
+    "InvalidTag", "NoRoute", "RedisFull", "RouteError", "Unavailable", "Unconfirmed", "IdempotencyConflict",
 ]
 
 

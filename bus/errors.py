@@ -36,6 +36,10 @@ class Unconfirmed(Unavailable):
     the one refusal after which they may still be delivered (retry with the same Idempotency-Key)."""
 
 
+class RedisFull(Unavailable):
+    """Redis is at or near its maxmemory: nothing was accepted, try again once the workers have drained it."""
+
+
 class BacklogFull(Unavailable):
     """The route's backlog is at its backlog_limit: nothing was accepted, try again once it drains."""
 

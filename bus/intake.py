@@ -5,14 +5,15 @@ import hashlib
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import redis
 
 from . import journal, settings
-from .errors import BacklogFull, BodyTooLarge, BusError, IdempotencyConflict, InvalidBody, InvalidTag, NoRoute
+from .errors import (BacklogFull, BodyTooLarge, BusError, IdempotencyConflict, InvalidBody, InvalidTag, NoRoute,
+                     RedisFull)
 from .events import new_id
 from .journal.pipelined import Ack, SharedPipe
 from .routes import Route, Router, load_configured
@@ -28,6 +29,8 @@ class Intake:
     redis: redis.Redis
     # Accepts go through this one connection, shared by the process's threads (journal/pipelined.py).
     pipe: SharedPipe
+    # Redis memory as last read, shared by the process's ways in: above the mark they refuse.
+    memory: journal.MemoryMark = field(default_factory=lambda: journal.MemoryMark(0.9))
 
 
 _lock = threading.Lock()
@@ -41,6 +44,7 @@ def load(config: settings.Settings | None = None) -> Intake:
         router=load_configured(config),
         redis=journal.connect(config.redis, config.redis_timeout),
         pipe=SharedPipe(config.redis, config.redis_timeout, Ack(config.ack_replicas, config.ack_timeout_ms)),
+        memory=journal.MemoryMark(config.redis_memory_high),
     )
 
 
@@ -118,10 +122,13 @@ def accept(intake: Intake, tag: str, records: list[Any], headers: bytes = b"",
 
 
 def commit(intake: Intake, prepared: Prepared) -> list[str]:
-    """Journal and enqueue prepared events (after the route's backlog check), through the process's pipe;
-    the ids the request's answer gives (a repeated Idempotency-Key's are the first request's)."""
+    """Journal and enqueue prepared events (after Redis's memory and the route's backlog checks), through
+    the process's pipe; the ids the request's answer gives (a repeated Idempotency-Key's are the first request's)."""
+    journal.check_room(intake.pipe, intake.memory)
     check_backlog(intake, prepared)
-    return journal.accept(intake.pipe, prepared.events, prepared.route.group_size, prepared.idempotency)
+    ids = journal.accept(intake.pipe, prepared.events, prepared.route.group_size, prepared.idempotency)
+    intake.memory.accepted(prepared.events)
+    return ids
 
 
 def check_backlog(intake: Intake, prepared: Prepared) -> None:
@@ -139,7 +146,8 @@ def check_backlog(intake: Intake, prepared: Prepared) -> None:
 # Refusals counted for /metrics, by reason. Unavailable (Redis down) is missing on purpose:
 # there is nowhere to count it, and trying would make the 503 wait for Redis again.
 REFUSAL_REASONS = {InvalidTag: "invalid_tag", NoRoute: "no_route", InvalidBody: "invalid_body",
-                   BodyTooLarge: "too_large", BacklogFull: "backlog_full", IdempotencyConflict: "idempotency_conflict"}
+                   BodyTooLarge: "too_large", BacklogFull: "backlog_full", IdempotencyConflict: "idempotency_conflict",
+                   RedisFull: "redis_full"}
 
 
 def count_refusal(intake: Intake, tag: str, exc: BusError) -> None:

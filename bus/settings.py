@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,9 @@ from .errors import ConfigError
 # Fluentd's in_http body_size_limit default.
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 LOG_FORMATS = ("text", "json")
+# A million waiting events of ~1 KiB (the SPEC's backlog) fit with room to spare; a laptop keeps the rest.
+DEFAULT_REDIS_MAXMEMORY = "2gb"
+_REDIS_MEMORY = re.compile(r"[1-9][0-9]*(b|k|kb|m|mb|g|gb)?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,11 @@ class Settings:
     tokens_file: Path | None
     max_batch: int
     log_format: str = "text"  # BUS_LOG_FORMAT: worker and ingress logs as text lines or one JSON object a line
+    # BUS_REDIS_MAXMEMORY: the maxmemory `bus up` (and docker-compose) give Redis, in Redis's units.
+    redis_maxmemory: str = DEFAULT_REDIS_MAXMEMORY
+    # BUS_REDIS_MEMORY_HIGH: the ways in refuse (503) above this fraction of Redis's maxmemory, so
+    # that workers, which only write between it and the limit, can still record attempts and drain.
+    redis_memory_high: float = 0.9
     forward: ForwardSettings = field(default_factory=ForwardSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     # BUS_IDEMPOTENCY_WINDOW: how long an Idempotency-Key is remembered (default: the retention, as the
@@ -204,6 +213,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         tokens_file=Path(env["BUS_TOKENS"]) if env.get("BUS_TOKENS") else None,
         max_batch=int(_number(env, "BUS_MAX_BATCH", 10_000, int)),
         log_format=_log_format(env.get("BUS_LOG_FORMAT")),
+        redis_maxmemory=_redis_maxmemory(env.get("BUS_REDIS_MAXMEMORY")),
+        redis_memory_high=_fraction(env, "BUS_REDIS_MEMORY_HIGH", 0.9),
         forward=_forward(env),
         http=HttpSettings(
             read_timeout=_number(env, "BUS_HTTP_READ_TIMEOUT", 30.0),
@@ -231,4 +242,18 @@ def _log_format(raw: str | None) -> str:
     value = (raw or "text").strip().lower()
     if value not in LOG_FORMATS:
         raise ConfigError(f"BUS_LOG_FORMAT={raw!r}: use 'text' or 'json'")
+    return value
+
+
+def _redis_maxmemory(raw: str | None) -> str:
+    value = (raw or DEFAULT_REDIS_MAXMEMORY).strip()
+    if not _REDIS_MEMORY.fullmatch(value):
+        raise ConfigError(f"BUS_REDIS_MAXMEMORY={raw!r}: give a size in Redis's units, e.g. 512mb or 2gb")
+    return value.lower()
+
+
+def _fraction(env: dict[str, str], name: str, default: float) -> float:
+    value = _number(env, name, default)
+    if value > 1:
+        raise ConfigError(f"{name}={env[name]!r} is a fraction of Redis's maxmemory: give one from 0 to 1, e.g. 0.9")
     return value

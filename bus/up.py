@@ -73,6 +73,9 @@ def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int,
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
             # Event hashes hold a body over the 64-byte default: keep them compact (~650 B less each).
             "--hash-max-listpack-value", "4096",
+            # Bounded, and never an accepted event evicted to make room: near the limit the ingress
+            # refuses with 503 and the workers drain what is in (journal/memory.py).
+            "--maxmemory", config.redis_maxmemory, "--maxmemory-policy", "noeviction",
             "--logfile", str(var / "redis.log"), "--daemonize", "no",
         ], env)
         procs.append(("redis", rproc))

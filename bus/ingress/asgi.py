@@ -114,9 +114,15 @@ class Ingress:
             return await loop.run_in_executor(self.pool, intake.commit, bus, prepared)  # its check reads Redis first
         keys, args = journal.accept_call(prepared.events, prepared.route.group_size, prepared.idempotency)
         try:
+            if bus.memory.due():
+                # Twice a second one accept also reads Redis memory; the others use that reading.
+                bus.memory.update(await asyncio.gather(*(self.redis.execute(*command) for command in journal.READING),
+                                                       return_exceptions=True))
+            bus.memory.check()
             reply = await self.redis.run_script(journal.ACCEPT_SCRIPT, keys, args, confirm=True)
         except REDIS_DOWN as exc:
             raise journal.unavailable(exc) from exc
+        bus.memory.accepted(prepared.events)
         return journal.accepted_ids(prepared.events, reply, prepared.idempotency)
 
     async def through_wsgi(self, scope: dict, receive: Receive, send: Send) -> None:

@@ -14,7 +14,7 @@ from werkzeug.wrappers import Request, Response
 from .. import auth, filters, intake, journal, metrics, replay, stats
 from ..errors import (BacklogFull, BadFilter, BodyTooLarge, BusError, EventNotFound, Forbidden, IdempotencyConflict,
                       InvalidBody, InvalidTag,
-                      NoRoute, RequestTimeout, Unauthorized, Unavailable, Unconfirmed)
+                      NoRoute, RedisFull, RequestTimeout, Unauthorized, Unavailable, Unconfirmed)
 from ..journal import REDIS_DOWN
 from ..routes import CREDENTIAL_HEADERS
 from . import origin
@@ -25,7 +25,7 @@ log = logging.getLogger("bus.ingress")
 # The one table from our error types to HTTP statuses.
 STATUS = {InvalidTag: 400, InvalidBody: 400, BadFilter: 400, Unauthorized: 401, Forbidden: 403, NoRoute: 404,
           EventNotFound: 404, RequestTimeout: 408, IdempotencyConflict: 409, BodyTooLarge: 413, Unavailable: 503,
-          BacklogFull: 503, Unconfirmed: 503}
+          BacklogFull: 503, Unconfirmed: 503, RedisFull: 503}
 # Request headers never written to the journal: they carry producers' credentials.
 SECRET_HEADERS = CREDENTIAL_HEADERS
 # Nor those that describe the connection to the bus rather than the events (every event of a
@@ -218,10 +218,12 @@ def console(asset: str = "index.html") -> Response:
 
 
 def healthz(bus: intake.Intake) -> Response:
+    """200 only while an accept would be taken: Redis a primary, taking writes, under the memory mark,
+    with the replicas BUS_ACK_REPLICAS asks for."""
     try:
-        bus.redis.ping()
-    except REDIS_DOWN as exc:
-        return _json({"status": "unavailable", "error": f"Redis: {exc}"}, 503, {"Retry-After": str(Unavailable.retry_after)})
+        journal.check_writable(bus.pipe, bus.memory, bus.settings.ack_replicas)
+    except Unavailable as exc:
+        return _json({"status": "unavailable", "error": str(exc)}, 503, {"Retry-After": str(exc.retry_after)})
     return _json({"status": "ok"}, 200)
 
 
@@ -287,7 +289,7 @@ def make_app(bus: intake.Intake | None = None, tokens: list[auth.Token] | None =
         except BusError as exc:
             response = _error(exc)
         except REDIS_DOWN as exc:
-            response = _error(Unavailable(f"Redis did not answer ({exc.__class__.__name__}); retry later"))
+            response = _error(journal.unavailable(exc))
         except MethodNotAllowed as exc:
             response = _json({"error": f"{request.method} is not allowed here; use {', '.join(exc.valid_methods or [])}"}, 405)
         except NotFound:

@@ -7,6 +7,7 @@
 - counters.py     counters, latency and per-route snapshots for /metrics and `bus stats`
 - listing.py      listing, sweeping and purging through the status indexes
 - lost.py         where a waiting event's task can be, for lost-task recovery
+- memory.py       whether Redis can take new events: the memory high mark, /healthz's check
 
 Callers use `from bus import journal` and the names below.
 """
@@ -36,6 +37,7 @@ from .counters import (
 from .listing import (
     find, iter_matching, purge, sweep,
 )
+from .memory import READING, MemoryMark, check_room, check_writable
 from .lost import (
     last_recovery, pending_ids, recovery_done, recovery_lock, recovery_unlock, redis_time, requeue_lost,
     scheduled_ids, task_messages, waiting_ids,
@@ -53,4 +55,5 @@ __all__ = [
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",
     "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "pending_ids",
     "recovery_lock", "recovery_unlock", "requeue_lost", "last_recovery", "recovery_done", "redis_time", "held_key", "scheduled_ids", "task_messages", "waiting_ids",
+    "READING", "MemoryMark", "check_room", "check_writable",
 ]

@@ -23,6 +23,7 @@ Keys (every name is built here and nowhere else):
 - bus:recovery:done              when the last complete lost-task recovery began (Redis's clock)
 - bus:idempotency:<tag>:<key>    "<digest> <id>,<id>,..." of the first request sent with an
                                  Idempotency-Key (or forward chunk id) for the tag (expires)
+- bus:healthz                    written by GET /healthz to see that Redis takes writes (expires)
 - bus:workers                    hash: worker (host:pid) -> when it registered; the workers whose unacked
                                  tasks another may hand back once their lease is gone
 - bus:lease:<worker>             set while the worker runs (expires within seconds of its death)
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 
 COUNTERS = "bus:counters"
+HEALTH_PROBE = "bus:healthz"
 
 
 def queue_name(route: str) -> str:

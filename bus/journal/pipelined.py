@@ -88,9 +88,21 @@ class NotConfirmed(redis.RedisError):
         self.confirmed, self.ack = confirmed, ack
 
 
+class NoReplicasError(redis.ResponseError):
+    """NOREPLICAS: a primary with min-replicas-to-write has too few replicas in reach to take a write."""
+
+
+# redis-py turns error replies into exception types by their first word but leaves NOREPLICAS a
+# plain ResponseError (a bug in our call looks the same). One more row in its table gives it a
+# type of its own, for redis.Redis clients (kombu's too: still a ResponseError) and these pipes.
+BaseParser.EXCEPTION_CLASSES.setdefault("NOREPLICAS", NoReplicasError)
+
+
 def reply_error(reply: hiredis.ReplyError) -> redis.RedisError:
     """The exception redis-py raises for this error reply: LOADING is a BusyLoadingError (Redis is
-    restarting: a ConnectionError, so callers treat it as Redis being down), NOSCRIPT a NoScriptError."""
+    restarting: a ConnectionError, so callers treat it as Redis being down), NOSCRIPT a NoScriptError,
+    READONLY a ReadOnlyError, OOM an OutOfMemoryError, NOREPLICAS a NoReplicasError. An error inside
+    a script keeps its command's code ("OOM command not allowed ... script: ...")."""
     return BaseParser.parse_error(str(reply))
 
 
@@ -101,6 +113,7 @@ class _Link(asyncio.Protocol):
         self.owner = owner
         self.reader = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
+        self.demoted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -123,9 +136,17 @@ class _Link(asyncio.Protocol):
             if future.done():
                 continue  # its caller gave up (cancelled); the reply is still its own
             if isinstance(reply, hiredis.ReplyError):
-                future.set_exception(reply_error(reply))
+                error = reply_error(reply)
+                future.set_exception(error)
+                # READONLY: this server was demoted. The URL may name the new primary by now (a DNS
+                # name, a proxy), so this connection closes once its replies are in and the next
+                # command connects again, as redis-py's Sentinel connections do.
+                self.demoted = self.demoted or isinstance(error, redis.ReadOnlyError)
             else:
                 future.set_result(reply)
+            if self.demoted and not waiting:
+                self.owner._drop(self, redis.ConnectionError("Redis answered READONLY: connecting again"))
+                return
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner._drop(self, redis.ConnectionError(f"Redis closed the connection ({exc or 'end of stream'})"))
@@ -398,13 +419,18 @@ class SharedPipe:
         try:
             wait = [pack(self.ack.command())] if confirming else []
             sock.sendall(b"".join([*(slot.packed for slot in batch), *wait]))
+            demoted = False
             for slot in batch:
                 if slot.count == 1:
                     slot.result = _answer(self._read_reply(sock))
+                    demoted = demoted or isinstance(slot.result, redis.ReadOnlyError)
                 else:
                     slot.result = [_answer(self._read_reply(sock)) for _ in range(slot.count)]
+                    demoted = demoted or any(isinstance(r, redis.ReadOnlyError) for r in slot.result)
             if confirming:
                 self._confirm(sock, confirming)
+            if demoted:
+                self._disconnect()  # see _Link.data_received
         except (OSError, redis.ConnectionError, redis.TimeoutError, hiredis.ProtocolError) as exc:
             self._disconnect()
             if isinstance(exc, socket.timeout):

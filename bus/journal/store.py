@@ -6,11 +6,12 @@ from typing import Any, Iterable
 
 import orjson
 import redis
+from redis.exceptions import MasterDownError
 
-from ..errors import EventNotFound, Unavailable, Unconfirmed
+from ..errors import EventNotFound, RedisFull, Unavailable, Unconfirmed
 from ..filters import STATUSES
 from .keys import attempts_key, copies_key, event_key
-from .pipelined import NotConfirmed, SharedPipe
+from .pipelined import NoReplicasError, NotConfirmed, SharedPipe
 from .target import RedisTarget, client, parse
 
 
@@ -18,9 +19,25 @@ QUEUED, RETRYING, DELIVERED, DEAD = STATUSES
 DEFAULT_RETENTION = 7 * 24 * 3600
 RESPONSE_KEEP = 2048
 SUMMARY_FIELDS = ("tag", "route", "status", "attempts", "last", "received")
-# Errors that mean "Redis is not answering", as opposed to a bug in our calls (NotConfirmed: the
-# primary took the write, too few replicas confirmed it in time).
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError, NotConfirmed)
+# Errors that mean "Redis cannot take our commands now", as opposed to a bug in our calls: the
+# one classification of Redis failures. Every way in answers them with Unavailable (503 and
+# Retry-After, no forward ack); workers leave their message to Redis and try again later.
+# Besides Redis not answering (ConnectionError, TimeoutError, OSError), these error replies
+# refuse a write that the same Redis, or the primary a failover makes, takes a moment later.
+WRITE_REFUSALS = (
+    (redis.OutOfMemoryError, "Redis is at its memory limit (OOM: used memory is over its maxmemory)"),
+    (redis.ReadOnlyError, "Redis at BUS_REDIS_URL is a read-only replica (READONLY), not the primary; "
+                          "a failover may be under way"),
+    (NoReplicasError, "the Redis primary has fewer replicas in reach than its min-replicas-to-write "
+                      "(NOREPLICAS)"),
+    (redis.BusyLoadingError, "Redis is loading its data after a restart (LOADING)"),
+    (MasterDownError, "the Redis replica has lost its primary (MASTERDOWN)"),
+)
+# NotConfirmed: the primary took the write, too few replicas confirmed it in time (BUS_ACK_REPLICAS).
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError, NotConfirmed, *(kind for kind, _ in WRITE_REFUSALS))
+# What an operator does about a full Redis; the ingress's own high mark says it too (memory.py).
+MEMORY_ADVICE = ("let the workers drain the backlog (are its endpoints up?) or give Redis more maxmemory "
+                 "(BUS_REDIS_MAXMEMORY with bus up and docker-compose)")
 
 
 @dataclass(frozen=True)
@@ -69,10 +86,15 @@ end
 
 
 def unavailable(exc: BaseException) -> Unavailable:
-    """What a producer is told when Redis did not answer its accept."""
+    """What a producer is told when Redis did not answer its accept, or refused to write it (REDIS_DOWN)."""
     if isinstance(exc, NotConfirmed):
         return Unconfirmed(f"the events were written to the Redis primary, but {exc} (BUS_ACK_REPLICAS): they may "
                            "still be delivered. Retry with the same Idempotency-Key, and no duplicate is made")
+    for kind, meaning in WRITE_REFUSALS:
+        if isinstance(exc, kind):
+            if kind is redis.OutOfMemoryError:
+                return RedisFull(f"{meaning}: nothing was accepted; retry later. Operators: {MEMORY_ADVICE}")
+            return Unavailable(f"{meaning}: nothing was accepted; retry later")
     return Unavailable(f"Redis did not answer ({exc.__class__.__name__}): nothing was accepted; retry later")
 
 

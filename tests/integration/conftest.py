@@ -47,10 +47,12 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
 
 
 class RedisServer:
-    """A redis-server of our own with appendonly on, in a temp dir; can be killed and restarted."""
+    """A redis-server of our own with appendonly on, in a temp dir; can be killed and restarted.
+    `options` are more redis-server arguments (e.g. "--maxmemory", "8mb")."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, *options: str):
         self.dir = directory
+        self.options = options
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
@@ -59,7 +61,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--logfile", str(self.dir / "redis.log")],
+             "--logfile", str(self.dir / "redis.log"), *self.options],
             start_new_session=True,
         )
         client = self.client()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import redis
 import requests
 from fluent import sender
 
@@ -34,7 +35,8 @@ def test_bus_up_delivers_and_ctrl_c_leaves_nothing_running(tmp_path):
     marker = f"bus-up-test-{os.getpid()}-{free_port()}"
     ingress, redis_port, flower_port, forward = free_port(), free_port(), free_port(), free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("BUS_")},
-           "BUS_ROUTES": str(routes), "BUS_VAR": str(tmp_path / "var"), "BUS_TEST_MARKER": marker}
+           "BUS_ROUTES": str(routes), "BUS_VAR": str(tmp_path / "var"), "BUS_TEST_MARKER": marker,
+           "BUS_REDIS_MAXMEMORY": "64mb"}
     up = subprocess.Popen(
         [sys.executable, "-m", "bus", "up", "--bind", f"127.0.0.1:{ingress}",
          "--redis-port", str(redis_port), "--flower-port", str(flower_port), "--forward", f"127.0.0.1:{forward}"],
@@ -55,6 +57,8 @@ def test_bus_up_delivers_and_ctrl_c_leaves_nothing_running(tmp_path):
         fluent.close()
         wait_until(lambda: receiver.to("/api/forwarded/"), 30, what="an event through bus up's forward listener")
         assert (tmp_path / "var" / "redis" / "appendonlydir").is_dir(), "Redis runs with AOF under ./var"
+        limits = redis.Redis(port=redis_port, socket_timeout=5).config_get("maxmemory*")
+        assert limits["maxmemory"] == str(64 * 2 ** 20) and limits["maxmemory-policy"] == "noeviction"
         wait_until(lambda: _answers(f"http://127.0.0.1:{flower_port}/"), 30, what="Flower")
         assert len(processes_with_env(marker)) >= 5  # bus up, redis, ingress, worker, flower
         os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends

@@ -62,3 +62,21 @@ def test_forward_connections_per_client_default_to_256():
 def test_bad_http_limits_are_refused_naming_the_variable(env, says):
     with pytest.raises(ConfigError, match=re.escape(says)):
         settings.load(env)
+
+
+def test_redis_memory_settings_default_to_2gb_and_a_mark_at_0_9():
+    loaded = settings.load({})
+    assert (loaded.redis_maxmemory, loaded.redis_memory_high) == ("2gb", 0.9)
+    loaded = settings.load({"BUS_REDIS_MAXMEMORY": "512MB", "BUS_REDIS_MEMORY_HIGH": "0.8"})
+    assert (loaded.redis_maxmemory, loaded.redis_memory_high) == ("512mb", 0.8)
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"BUS_REDIS_MAXMEMORY": "lots"}, "size in Redis's units"),
+    ({"BUS_REDIS_MAXMEMORY": "0"}, "size in Redis's units"),
+    ({"BUS_REDIS_MEMORY_HIGH": "90"}, "from 0 to 1"),
+    ({"BUS_REDIS_MEMORY_HIGH": "0"}, "positive"),
+])
+def test_bad_redis_memory_settings_are_refused(env, says):
+    with pytest.raises(ConfigError, match=says):
+        settings.load(env)
