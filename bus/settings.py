@@ -16,6 +16,7 @@ from .errors import ConfigError
 # Fluentd's in_http body_size_limit default.
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 LOG_FORMATS = ("text", "json")
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class Settings:
     # BUS_REDIS_SENTINEL_MASTER and BUS_REDIS_SENTINEL_PASSWORD, for a sentinel:// BUS_REDIS_URL.
     redis_sentinel_master: str = "mymaster"
     redis_sentinel_password: str | None = field(default=None, repr=False)
+    # Whether BUS_REDIS_URL was set; when not, the CLI looks for the `bus up` of ./var (local_up.py).
+    redis_url_given: bool = True
     # The environment as read once, for route secrets given as "env:NAME"; kept out of repr.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -194,7 +197,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
     """Read the environment once; callers pass the result around as a value."""
     env = dict(os.environ if env is None else env)
     config = Settings(
-        redis_url=env.get("BUS_REDIS_URL") or "redis://127.0.0.1:6379/0",
+        redis_url=env.get("BUS_REDIS_URL") or DEFAULT_REDIS_URL,
+        redis_url_given=bool(env.get("BUS_REDIS_URL")),
         routes_dir=Path(env.get("BUS_ROUTES") or "./routes"),
         max_body=int(_number(env, "BUS_MAX_BODY", DEFAULT_MAX_BODY, int)),
         redis_timeout=_number(env, "BUS_REDIS_TIMEOUT", 2.0),
