@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import orjson
 import redis
@@ -17,6 +17,9 @@ from .errors import BusError, ConfigError, Unavailable
 from .ingress.bodies import parse_records
 from .routes import Route, Router, load_configured
 from .tags import validate_tag
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 DEFAULT_FORWARD = "127.0.0.1:24224"
 
@@ -148,6 +151,7 @@ def _positive(value: str) -> float:
 def cmd_serve(args: argparse.Namespace, config: settings.Settings) -> int:
     from .ingress.server import serve, serve_with_forward
 
+    _celery_app(config)  # the workers listen on Celery's broker: it must be where intake queues tasks
     bus = intake.load(config)
     if args.forward != "off":
         if config.tokens_file and not config.forward.shared_key:
@@ -189,9 +193,18 @@ def _worker_routes(router: Router, names: Sequence[str]) -> list[Route]:
     return [router.by_name[n] for n in names]
 
 
+def _celery_app(config: settings.Settings) -> "Celery":
+    """The Celery app, once its broker is known to be the journal's Redis (celery_checks.py)."""
+    from .celery import app
+    from .celery_checks import check_broker
+
+    check_broker(app.conf, config.redis_url)
+    return app
+
+
 def cmd_worker(args: argparse.Namespace, config: settings.Settings) -> int:
     routes = _worker_routes(_router(config), args.routes)
-    from .celery import app
+    app = _celery_app(config)
 
     argv = []
     if config.log_format == "json":
