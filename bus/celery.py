@@ -77,5 +77,6 @@ def _check_owner(path: Path) -> None:
 
 app.config_from_object(_config_module())
 kombu_fixes.apply()
+celery_checks.refuse_purging_bus_queues()
 # Runs at every (re)connection of a worker: requeues tasks kombu lost in a crash (recovery.py).
 app.steps["consumer"].add(RecoverLostTasks)

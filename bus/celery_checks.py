@@ -56,3 +56,26 @@ def route_names(load: Any) -> list[str] | None:
         return [r.name for r in load().routes]
     except BusError:
         return None
+
+
+def refuse_purging_bus_queues() -> None:
+    """`celery purge -Q bus.<route>` (and `celery worker --purge`) refuse a bus queue, saying what to use.
+
+    Emptying the list would not stick: the journal still holds each event as queued, and the
+    workers' lost-task recovery (recovery.py) queues every one of them again at their next
+    (re)connect. Dropping events is the journal's job: `bus purge`."""
+    from kombu.transport import redis as kombu_redis
+
+    queue_purge = kombu_redis.Channel.queue_purge
+
+    def _queue_purge(self: Any, queue: str, **kwargs: Any) -> Any:
+        if queue.startswith(queue_name("")):
+            route = queue[len(queue_name("")):]
+            raise SystemExit(
+                f"celery purge: {queue} is a bus queue; nothing was purged. Emptying it would not stick: "
+                f"the journal still holds its events and the workers queue them again. To drop them for good "
+                f"run `bus purge --route {route} --status queued --status retrying --yes` (without --yes it "
+                f"only counts)")
+        return queue_purge(self, queue, **kwargs)
+
+    kombu_redis.Channel.queue_purge = _queue_purge

@@ -5,7 +5,8 @@ import os
 import subprocess
 import sys
 
-from conftest import bus_env, free_port
+from bus import journal, recovery
+from conftest import bus_env, free_port, parked_tag, run_bus, wait_until, waiting_for_a_task
 
 SETTINGS = "from bus.celery_defaults import *  # noqa\nimport pathlib\npathlib.Path({mark!r}).write_text('loaded')\n"
 SHOW = "from bus.celery import app; print(app.conf.task_acks_late)"
@@ -85,3 +86,20 @@ def test_a_celeryconfig_broker_url_other_than_bus_redis_url_stops_the_worker(bus
     done = _refused([sys.executable, "-m", "bus", "worker", "api"], tmp_path, bus.env)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert f"broker_url is {elsewhere}" in done.stderr and f"BUS_REDIS_URL is {bus.redis.url}" in done.stderr
+
+
+def test_celery_purge_of_a_bus_queue_refuses_and_names_bus_purge_which_sticks(bus, tmp_path):
+    tag = parked_tag()
+    (event_id,) = bus.post(tag, '{"to": "purge"}').json()["ids"]
+    client = bus.redis.client()
+    wait_until(lambda: event_id in waiting_for_a_task(client, "parked"), 10, what="the event to wait in bus.parked")
+    done = _refused([sys.executable, "-m", "celery", "-A", "bus", "purge", "-f", "-Q", "bus.parked"], tmp_path, bus.env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "bus.parked is a bus queue; nothing was purged" in done.stderr
+    assert "`bus purge --route parked --status queued --status retrying --yes`" in done.stderr
+    assert event_id in waiting_for_a_task(client, "parked"), "celery purge left the queue alone"
+
+    purged = run_bus(bus, "purge", "--route", "parked", "--status", "queued", "--tag", tag, "--yes")
+    assert purged.returncode == 0 and "purged 1 events" in purged.stdout, purged.stderr
+    assert journal.load(client, event_id) is None
+    assert event_id not in recovery.missing_tasks(client), "recovery has nothing to requeue: the purge sticks"
