@@ -12,7 +12,7 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_after_setup
 from celery.utils.log import get_multiprocessing_logger
 
-from . import celery_checks, kombu_fixes, logs, settings
+from . import celery_checks, kombu_fixes, local_up, logs, settings
 from .errors import ConfigError
 from .recovery import RecoverLostTasks
 
@@ -75,6 +75,10 @@ def _check_owner(path: Path) -> None:
                           f"'chmod o-w {path}', or point BUS_CELERY_CONFIG at the file you mean")
 
 
+# `celery -A bus flower` (or worker, inspect) typed in the directory of a running `bus up` reaches
+# its Redis as the `bus` commands do, not a system Redis on 6379 (local_up.py). Before the
+# settings below read BUS_REDIS_URL.
+local_up.adopt(settings.load(), "celery")
 app.config_from_object(_config_module())
 kombu_fixes.apply()
 celery_checks.refuse_purging_bus_queues()

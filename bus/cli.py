@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -318,29 +317,11 @@ class UsageError(Exception):
     """Arguments argparse accepts but that do not go together: exit status 2."""
 
 
-def _with_local_up(config: settings.Settings) -> settings.Settings:
-    """Without BUS_REDIS_URL, the Redis of the `bus up` running with this ./var, said once on stderr."""
-    if config.redis_url_given:
-        return config
-    found = local_up.read(config.var_dir)
-    if found is None:
-        return config
-    if not found.alive:
-        print(f"bus: ignoring {found.path}: the `bus up` (pid {found.pid}) that wrote it is no longer running; "
-              f"using {config.redis_url} (set BUS_REDIS_URL to choose)", file=sys.stderr)
-        return config
-    print(f"bus: BUS_REDIS_URL is unset: using {found.redis_url}, the Redis of `bus up` (pid {found.pid}, "
-          f"recorded in {found.path})", file=sys.stderr)
-    # Set for the whole process: `bus worker` hands over to Celery, whose settings and tasks read it again.
-    os.environ["BUS_REDIS_URL"] = found.redis_url
-    return settings.load()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         config = settings.load()
-        return args.func(args, config if args.command == "up" else _with_local_up(config))
+        return args.func(args, config if args.command == "up" else local_up.adopt(config, "bus"))
     except UsageError as exc:
         print(f"bus {args.command}: {exc}", file=sys.stderr)
         return 2

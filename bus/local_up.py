@@ -9,10 +9,13 @@ command is ever sent to a dead port on the word of a stale file.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+
+from . import settings
 
 RECORD = "bus-up.json"
 
@@ -66,3 +69,23 @@ def _is_bus_up(pid: int) -> bool:
         return False
     except OSError:
         return True  # no /proc (macOS): the pid answering is all we can know
+
+
+def adopt(config: settings.Settings, prog: str) -> settings.Settings:
+    """Without BUS_REDIS_URL, the settings for the Redis of the live `bus up` of config.var_dir, said on stderr.
+
+    The URL is put in the environment of the whole process: `bus worker` hands over to Celery, and
+    Celery's settings, its pool processes and the deliver task read it again themselves."""
+    if config.redis_url_given:
+        return config
+    found = read(config.var_dir)
+    if found is None:
+        return config
+    if not found.alive:
+        print(f"{prog}: ignoring {found.path}: the `bus up` (pid {found.pid}) that wrote it is no longer running; "
+              f"using {config.redis_url} (set BUS_REDIS_URL to choose)", file=sys.stderr)
+        return config
+    print(f"{prog}: BUS_REDIS_URL is unset: using {found.redis_url}, the Redis of `bus up` (pid {found.pid}, "
+          f"recorded in {found.path})", file=sys.stderr)
+    os.environ["BUS_REDIS_URL"] = found.redis_url
+    return settings.load()

@@ -111,6 +111,12 @@ def test_the_quick_tour_from_a_second_shell_reaches_the_redis_of_bus_up_without_
         assert f"BUS_REDIS_URL is unset: using {redis_url}, the Redis of `bus up` (pid {up.pid}" in routes.stderr
         assert routes.stderr.count("\n") == 1, "said once"
 
+        # Celery's own commands too (`celery -A bus flower` by hand); `report` connects to nothing.
+        report = subprocess.run([sys.executable, "-m", "celery", "-A", "bus", "report"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert f"@127.0.0.1:{redis_port}/0'" in report.stdout, report.stdout + report.stderr
+        assert f"celery: BUS_REDIS_URL is unset: using {redis_url}" in report.stderr
+
         emitted = run_in(tmp_path, env, "emit", "api.orders", '{"a":1}')
         assert emitted.returncode == 0, emitted.stderr
         emitted_id = emitted.stdout.strip()
