@@ -129,6 +129,10 @@ def test_the_quick_tour_from_a_second_shell_reaches_the_redis_of_bus_up_without_
         assert stats.returncode == 0, stats.stderr
         assert '"api"' in stats.stdout
 
+        second = run_in(tmp_path, env, "up", "--bind", f"127.0.0.1:{free_port()}", "--redis-port", str(free_port()),
+                        "--flower-port", "0", "--forward", "off")
+        assert second.returncode == 1 and f"another `bus up` (pid {up.pid}) runs with" in second.stderr, second.stderr
+
         os.killpg(up.pid, signal.SIGINT)
         assert up.wait(60) == 0
         assert not (tmp_path / "var" / "bus-up.json").exists(), "the record does not outlive its bus up"
