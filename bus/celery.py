@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_after_setup
 from celery.utils.log import get_multiprocessing_logger
 
-from . import kombu_fixes, logs, settings
+from . import celery_checks, kombu_fixes, local_up, logs, settings
 from .errors import ConfigError
 from .recovery import RecoverLostTasks
 
@@ -28,6 +28,22 @@ def _log_format(logger: logging.Logger, **_: object) -> None:
     log_format = settings.load().log_format
     logs.use_format(logger, log_format)
     logs.use_format(get_multiprocessing_logger(), log_format)
+
+
+@celeryd_after_setup.connect
+def _refuse_a_worker_that_would_deliver_nothing(instance: object, conf: object, **_: object) -> None:
+    # Runs once -Q is applied, before the worker connects. Celery logs and swallows exceptions from
+    # signal handlers, so the refusal is printed here and the worker stopped with SystemExit.
+    from .routes import load_configured
+
+    config = settings.load()
+    try:
+        celery_checks.check_broker(conf, config.redis_url)
+        celery_checks.check_queues(instance.app.amqp.queues.consume_from,  # type: ignore[attr-defined]
+                                   celery_checks.route_names(lambda: load_configured(config)))
+    except ConfigError as exc:
+        print(f"celery worker: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 def _config_module() -> object:
@@ -59,7 +75,12 @@ def _check_owner(path: Path) -> None:
                           f"'chmod o-w {path}', or point BUS_CELERY_CONFIG at the file you mean")
 
 
+# `celery -A bus flower` (or worker, inspect) typed in the directory of a running `bus up` reaches
+# its Redis as the `bus` commands do, not a system Redis on 6379 (local_up.py). Before the
+# settings below read BUS_REDIS_URL.
+local_up.adopt(settings.load(), "celery")
 app.config_from_object(_config_module())
 kombu_fixes.apply()
+celery_checks.refuse_purging_bus_queues()
 # Runs at every (re)connection of a worker: requeues tasks kombu lost in a crash (recovery.py).
 app.steps["consumer"].add(RecoverLostTasks)

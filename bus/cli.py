@@ -6,16 +6,19 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import orjson
 import redis
 
-from . import auth, intake, journal, journal_cli, logs, settings, stats
+from . import auth, intake, journal, journal_cli, local_up, logs, settings, stats
 from .errors import BusError, ConfigError, Unavailable
 from .ingress.bodies import parse_records
 from .routes import Route, Router, load_configured
 from .tags import validate_tag
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 DEFAULT_FORWARD = "127.0.0.1:24224"
 
@@ -41,16 +44,20 @@ def _split_hostport(value: str) -> tuple[str, int]:
 
 
 def cmd_routes(args: argparse.Namespace, config: settings.Settings) -> int:
+    # `import` as the first word is the import subcommand; --tag looks up any tag, `import` included.
+    if args.tag_option is not None and args.tag is not None:
+        raise UsageError("give the tag once: `bus routes TAG` or `bus routes --tag TAG`")
     if args.tag == "import":
         return cmd_routes_import(args, config)
     if args.file or args.out or args.dry_run:
         raise UsageError("FILE, --out and --dry-run go with `bus routes import FILE`")
     router = _router(config)
-    if args.tag:
-        validate_tag(args.tag)
-        route = router.match(args.tag)
-        print(f"{args.tag} -> route {route.name} ({route.file}), queue {journal.queue_name(route.name)}")
-        print(f"{route.method} {route.endpoint.render(args.tag)}")
+    tag = args.tag_option if args.tag_option is not None else args.tag
+    if tag:
+        validate_tag(tag)
+        route = router.match(tag)
+        print(f"{tag} -> route {route.name} ({route.file}), queue {journal.queue_name(route.name)}")
+        print(f"{route.method} {route.endpoint.render(tag)}")
         return 0
     rows = [("#", "ROUTE", "MATCH", "METHOD", "ENDPOINT", "FILE")]
     rows += [(str(i), r.name, " ".join(r.match), r.method, r.endpoint.template, r.file) for i, r in enumerate(router.routes, 1)]
@@ -63,7 +70,8 @@ def cmd_routes_import(args: argparse.Namespace, config: settings.Settings) -> in
     from .fluentd_routes import convert
 
     if not args.file:
-        raise UsageError("usage: bus routes import FLUENTD.CONF [--out DIR] [--dry-run]")
+        raise UsageError("usage: bus routes import FLUENTD.CONF [--out DIR] [--dry-run] "
+                         "(to look up a tag named import: bus routes --tag import)")
     path = Path(args.file)
     try:
         text = path.read_text(encoding="utf-8")
@@ -147,6 +155,7 @@ def _positive(value: str) -> float:
 def cmd_serve(args: argparse.Namespace, config: settings.Settings) -> int:
     from .ingress.server import serve, serve_with_forward
 
+    _celery_app(config)  # the workers listen on Celery's broker: it must be where intake queues tasks
     bus = intake.load(config)
     if args.forward != "off":
         if config.tokens_file and not config.forward.shared_key:
@@ -188,9 +197,18 @@ def _worker_routes(router: Router, names: Sequence[str]) -> list[Route]:
     return [router.by_name[n] for n in names]
 
 
+def _celery_app(config: settings.Settings) -> "Celery":
+    """The Celery app, once its broker is known to be the journal's Redis (celery_checks.py)."""
+    from .celery import app
+    from .celery_checks import check_broker
+
+    check_broker(app.conf, config.redis_url)
+    return app
+
+
 def cmd_worker(args: argparse.Namespace, config: settings.Settings) -> int:
     routes = _worker_routes(_router(config), args.routes)
-    from .celery import app
+    app = _celery_app(config)
 
     argv = []
     if config.log_format == "json":
@@ -220,8 +238,18 @@ def cmd_up(args: argparse.Namespace, config: settings.Settings) -> int:
     return run(config, bind=args.bind, redis_port=args.redis_port, flower_port=args.flower_port, forward=args.forward)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bus")
+    except PackageNotFoundError:
+        return "unknown (not installed: run scripts/setup.sh)"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bus", description="Guaranteed-delivery HTTP event bus.")
+    p.add_argument("--version", action="version", version=f"bus {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="run everything locally: Redis (AOF, ./var), ingress, a worker per route, Flower")
@@ -249,7 +277,9 @@ def parser() -> argparse.ArgumentParser:
 
     routes = sub.add_parser("routes", help="print the route table, or which route takes TAG and its URL; "
                                           "`bus routes import FLUENTD.CONF` converts Fluentd <match> blocks")
-    routes.add_argument("tag", nargs="?", help="a tag, or `import`")
+    routes.add_argument("tag", nargs="?", help="a tag, or `import` (then FILE: convert a Fluentd config)")
+    routes.add_argument("--tag", dest="tag_option", metavar="TAG",
+                        help="the tag to look up, whatever it is (`bus routes --tag import`)")
     routes.add_argument("file", nargs="?", help="with `import`: the Fluentd config file")
     routes.add_argument("--out", help="with `import`: where to write the route files (default: BUS_ROUTES)")
     routes.add_argument("--dry-run", action="store_true", help="with `import`: print the routes, write nothing")
@@ -290,7 +320,8 @@ class UsageError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.func(args, settings.load())
+        config = settings.load()
+        return args.func(args, config if args.command == "up" else local_up.adopt(config, "bus"))
     except UsageError as exc:
         print(f"bus {args.command}: {exc}", file=sys.stderr)
         return 2

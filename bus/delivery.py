@@ -16,9 +16,9 @@ from urllib.parse import urljoin, urlsplit
 from celery import Task
 from celery.exceptions import Reject
 
-from . import backoff, journal, logs, outbound, settings, signing
+from . import backoff, journal, logs, outbound, settings, signing, task_outcome
 from .celery import app
-from .errors import NoRoute
+from .errors import DeadLettered, NoRoute
 from .journal.pipelined import SharedPipe
 from .classify import DEAD, DELIVERED, RETRY, Outcome, classify
 from .messages import DELIVER_TASK, GROUP_SIZE, new_message
@@ -425,7 +425,18 @@ def _hand_off(w: Worker, route_name: str, rest: list[dict[str, Any]], to: str | 
     log.info("handing %d events of a slow group to a new task of route %s", len(rest), route_name)
 
 
-@app.task(name=DELIVER_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def _last_answers(w: Worker, event_ids: list[str]) -> list[str]:
+    try:
+        return [str(s["last"]) for s in journal.summaries(w.redis, event_ids)]
+    except journal.REDIS_DOWN:
+        return ["unknown: journal unreachable"] * len(event_ids)
+
+
+# throws: a dead letter is an outcome the journal holds, logged without a traceback (one line at INFO).
+# acks_on_failure: a task that raised has journaled its outcome (task_outcome.py); a celeryconfig.py
+# turning it off must not change that.
+@app.task(name=DELIVER_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+          throws=(DeadLettered,), acks_on_failure=True)
 def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool = False) -> str:
     """Deliver a group of events of one route, one attempt each. A retryable failure puts that
     event on the route's retry schedule (journal); the scheduler queues it again when it is due.
@@ -442,6 +453,7 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
         events, open_until = journal.load_many(w.pipe, event_ids, route_name,
                                                route.group_size if route else GROUP_SIZE)
         verdicts: dict[str, int] = {}
+        ids_by_verdict: dict[str, list[str]] = {}
         if to is None:  # a copy leaves the event's state alone, its owner included
             event_ids, events, superseded = _mine(self, event_ids, events)
             if superseded:
@@ -475,6 +487,7 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                 outcomes = ["error"] * len(unit)
             for event_id, verdict in zip(ids, outcomes):
                 verdicts[verdict] = verdicts.get(verdict, 0) + 1
+                ids_by_verdict.setdefault(verdict, []).append(event_id)
                 if to is not None and verdict == RETRY:
                     copies_to_retry.append(event_id)
     except journal.REDIS_DOWN as exc:
@@ -484,4 +497,7 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
     if copies_to_retry:
         raise self.retry(args=[copies_to_retry], kwargs={"to": to}, max_retries=COPY_ATTEMPTS - 1,
                          countdown=min(2 ** self.request.retries, COPY_MAX_DELAY))
-    return " ".join(f"{k}={v}" for k, v in sorted(verdicts.items()))
+    summary = " ".join(f"{k}={v}" for k, v in sorted(verdicts.items()))
+    if to is not None:
+        return summary  # copies (replay --to) retry as Celery tasks above; their verdicts stay a result
+    return task_outcome.finish(summary, ids_by_verdict, lambda ids: _last_answers(w, ids))

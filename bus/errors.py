@@ -70,3 +70,13 @@ class Unauthorized(BusError):
 
 class Forbidden(BusError):
     """The token is known but may not do this (send this tag, or read the journal)."""
+
+
+class DeadLettered(BusError):
+    """A deliver task dead-lettered an event: the task fails, so Flower and Celery's failure counts see it.
+    The event waits in the journal (`bus events --status dead`) until replayed or purged."""
+
+
+class RetryScheduled(BusError):
+    """A deliver task's attempt failed and the event waits on the bus's retry schedule: the task shows
+    as retried, though the next attempt is a new task the bus queues, not a Celery retry."""

@@ -20,6 +20,7 @@ LOG_FORMATS = ("text", "json")
 # A million waiting events of ~1 KiB (the SPEC's backlog) fit with room to spare; a laptop keeps the rest.
 DEFAULT_REDIS_MAXMEMORY = "2gb"
 _REDIS_MEMORY = re.compile(r"[1-9][0-9]*(b|k|kb|m|mb|g|gb)?", re.IGNORECASE)
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ class Settings:
     # BUS_REDIS_SENTINEL_MASTER and BUS_REDIS_SENTINEL_PASSWORD, for a sentinel:// BUS_REDIS_URL.
     redis_sentinel_master: str = "mymaster"
     redis_sentinel_password: str | None = field(default=None, repr=False)
+    # Whether BUS_REDIS_URL was set; when not, the CLI looks for the `bus up` of ./var (local_up.py).
+    redis_url_given: bool = True
     # The environment as read once, for route secrets given as "env:NAME"; kept out of repr.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -203,7 +206,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
     """Read the environment once; callers pass the result around as a value."""
     env = dict(os.environ if env is None else env)
     config = Settings(
-        redis_url=env.get("BUS_REDIS_URL") or "redis://127.0.0.1:6379/0",
+        redis_url=env.get("BUS_REDIS_URL") or DEFAULT_REDIS_URL,
+        redis_url_given=bool(env.get("BUS_REDIS_URL")),
         routes_dir=Path(env.get("BUS_ROUTES") or "./routes"),
         max_body=int(_number(env, "BUS_MAX_BODY", DEFAULT_MAX_BODY, int)),
         redis_timeout=_number(env, "BUS_REDIS_TIMEOUT", 2.0),

@@ -10,7 +10,7 @@ import time
 
 import redis
 
-from . import journal, settings
+from . import journal, local_up, settings
 from .errors import ConfigError
 from .routes import load_configured
 
@@ -60,6 +60,9 @@ def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int,
     if not redis_server:
         raise ConfigError("redis-server is not installed; install it (apt-get install redis-server)")
     var = config.var_dir.resolve()
+    running = local_up.read(var)
+    if running is not None and running.alive and running.pid != os.getpid():
+        raise ConfigError(f"another `bus up` (pid {running.pid}) runs with {var}; stop it first, or set BUS_VAR")
     (var / "redis").mkdir(parents=True, exist_ok=True)
     url = f"redis://127.0.0.1:{redis_port}/0"
     # Flower's API is open only because `bus up` binds everything to loopback.
@@ -92,6 +95,8 @@ def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int,
         if forward != "off":
             print(f"bus up: Fluentd forward listener on {forward}", flush=True)
         print(f"bus up: ingress on http://{bind}/ (POST /<tag>); Redis {url} with AOF in {var / 'redis'}; Ctrl-C stops all", flush=True)
+        record = local_up.write(var, url)
+        print(f"bus up: `bus` commands run in this directory without BUS_REDIS_URL use this Redis ({record})", flush=True)
         while True:
             for name, proc in procs:
                 if proc.poll() is not None:
@@ -102,4 +107,5 @@ def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int,
         print("bus up: stopping", flush=True)
         return 0
     finally:
+        local_up.remove(var)  # first: commands must not be sent to a Redis that is stopping
         _stop(procs)

@@ -1,5 +1,11 @@
 """Real parts for integration tests: a redis-server with AOF on a free port, an HTTP receiver
-that records requests and can go down, and `bus serve` / `bus worker` subprocesses."""
+that records requests and can go down, and `bus serve` / `bus worker` subprocesses.
+
+Not pytest-celery: its 1.x runs broker, backend and workers as Docker containers built from
+images it pulls, which neither these machines nor CI can run or fetch, and its older in-process
+`celery_worker` (a thread, solo pool) cannot show what the bus promises: prefork pool processes
+killed mid-request, acks_late and reject_on_worker_lost, Redis killed and restarted with AOF,
+`bus worker` and `celery -A bus ...` as users start them."""
 from __future__ import annotations
 
 import http.server

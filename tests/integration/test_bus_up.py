@@ -26,6 +26,23 @@ def processes_with_env(marker: str) -> list[int]:
     return found
 
 
+def kill_leftovers(up: subprocess.Popen, marker: str) -> None:
+    """After a failed test: kill bus up and every process it started."""
+    if up.poll() is None:
+        os.killpg(up.pid, signal.SIGKILL)
+    for pid in processes_with_env(marker):
+        os.kill(pid, signal.SIGKILL)
+
+
+def accepted(port: int, body: str) -> requests.Response | None:
+    """POST /api.orders to bus up's ingress: the 202 answer, or None while it is not up yet."""
+    try:
+        resp = requests.post(f"http://127.0.0.1:{port}/api.orders", data=body, timeout=5)
+        return resp if resp.status_code == 202 else None
+    except requests.ConnectionError:
+        return None
+
+
 def test_bus_up_delivers_and_ctrl_c_leaves_nothing_running(tmp_path):
     receiver = Receiver()
     receiver.start()
@@ -43,14 +60,7 @@ def test_bus_up_delivers_and_ctrl_c_leaves_nothing_running(tmp_path):
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        def post() -> requests.Response | None:
-            try:
-                resp = requests.post(f"http://127.0.0.1:{ingress}/api.orders", data='{"order": 1}', timeout=5)
-                return resp if resp.status_code == 202 else None
-            except requests.ConnectionError:
-                return None
-
-        (event_id,) = wait_until(post, 30, what="the ingress of bus up").json()["ids"]
+        (event_id,) = wait_until(lambda: accepted(ingress, '{"order": 1}'), 30, what="the ingress of bus up").json()["ids"]
         wait_until(lambda: receiver.ids("/api/orders/") == [event_id], 30, what="delivery through bus up's worker")
         fluent = sender.FluentSender("api", host="127.0.0.1", port=forward)
         assert fluent.emit("forwarded", {"order": 2}), fluent.last_error
@@ -65,10 +75,7 @@ def test_bus_up_delivers_and_ctrl_c_leaves_nothing_running(tmp_path):
         assert up.wait(60) == 0
         wait_until(lambda: not processes_with_env(marker), 10, what="every child of bus up to exit")
     finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGKILL)
-        for pid in processes_with_env(marker):
-            os.kill(pid, signal.SIGKILL)
+        kill_leftovers(up, marker)
         receiver.stop()
 
 
@@ -77,3 +84,76 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=2).status_code < 500
     except requests.RequestException:
         return False
+
+
+def run_in(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """`bus ARGS...` as typed in a second shell in `cwd`, with `env` (no BUS_REDIS_URL)."""
+    return subprocess.run([sys.executable, "-m", "bus", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_the_quick_tour_from_a_second_shell_reaches_the_redis_of_bus_up_without_bus_redis_url(tmp_path):
+    receiver = Receiver()
+    receiver.start()
+    (tmp_path / "routes").mkdir()
+    (tmp_path / "routes" / "api.toml").write_text(f'match = ["api.*"]\nendpoint = "{receiver.url}/api/${{tag[1]}}/"\n')
+    marker = f"bus-up-tour-{os.getpid()}-{free_port()}"
+    ingress, redis_port = free_port(), free_port()
+    # As a new user has it: no BUS_ variable at all, ./routes and ./var in the working directory.
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("BUS_", "CELERY_"))}, "BUS_TEST_MARKER": marker}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "bus", "up", "--bind", f"127.0.0.1:{ingress}", "--redis-port", str(redis_port),
+         "--flower-port", "0", "--forward", "off"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    try:
+        (curled,) = wait_until(lambda: accepted(ingress, '{"order": 42}'), 30, what="the ingress of bus up").json()["ids"]
+        wait_until(lambda: (tmp_path / "var" / "bus-up.json").exists(), 10, what="bus up to record its Redis")
+        # `bus routes` touches no Redis: were the record not read, nothing reaches the system Redis.
+        routes = run_in(tmp_path, env, "routes", "api.orders")
+        assert routes.returncode == 0, routes.stderr
+        assert f"BUS_REDIS_URL is unset: using {redis_url}, the Redis of `bus up` (pid {up.pid}" in routes.stderr
+        assert routes.stderr.count("\n") == 1, "said once"
+
+        # Celery's own commands too (`celery -A bus flower` by hand); `report` connects to nothing.
+        report = subprocess.run([sys.executable, "-m", "celery", "-A", "bus", "report"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert f"@127.0.0.1:{redis_port}/0'" in report.stdout, report.stdout + report.stderr
+        assert f"celery: BUS_REDIS_URL is unset: using {redis_url}" in report.stderr
+
+        emitted = run_in(tmp_path, env, "emit", "api.orders", '{"a":1}')
+        assert emitted.returncode == 0, emitted.stderr
+        emitted_id = emitted.stdout.strip()
+        wait_until(lambda: sorted(receiver.ids("/api/orders/")) == sorted([curled, emitted_id]), 30,
+                   what="both events delivered by bus up's worker")
+        events = run_in(tmp_path, env, "events", "--json")
+        assert events.returncode == 0, events.stderr
+        assert curled in events.stdout and emitted_id in events.stdout
+        stats = run_in(tmp_path, env, "stats", "--json")
+        assert stats.returncode == 0, stats.stderr
+        assert '"api"' in stats.stdout
+
+        second = run_in(tmp_path, env, "up", "--bind", f"127.0.0.1:{free_port()}", "--redis-port", str(free_port()),
+                        "--flower-port", "0", "--forward", "off")
+        assert second.returncode == 1 and f"another `bus up` (pid {up.pid}) runs with" in second.stderr, second.stderr
+
+        os.killpg(up.pid, signal.SIGINT)
+        assert up.wait(60) == 0
+        assert not (tmp_path / "var" / "bus-up.json").exists(), "the record does not outlive its bus up"
+    finally:
+        kill_leftovers(up, marker)
+        receiver.stop()
+
+
+def test_a_record_left_by_a_killed_bus_up_is_ignored_and_said_so(tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "bus-up.json").write_text(f'{{"redis_url": "redis://127.0.0.1:1/0", "pid": {gone.pid}}}')
+    (tmp_path / "routes").mkdir()
+    (tmp_path / "routes" / "api.toml").write_text('match = "api.*"\nendpoint = "http://127.0.0.1:9/x"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUS_", "CELERY_"))}
+    shown = run_in(tmp_path, env, "routes")
+    assert shown.returncode == 0, shown.stderr
+    assert f"ignoring var/bus-up.json: the `bus up` (pid {gone.pid}) that wrote it is no longer running" in shown.stderr
+    assert "redis://127.0.0.1:1/0" not in shown.stderr

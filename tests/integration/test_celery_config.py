@@ -5,7 +5,8 @@ import os
 import subprocess
 import sys
 
-from conftest import bus_env
+from bus import journal, recovery
+from conftest import bus_env, free_port, parked_tag, run_bus, wait_until, waiting_for_a_task
 
 SETTINGS = "from bus.celery_defaults import *  # noqa\nimport pathlib\npathlib.Path({mark!r}).write_text('loaded')\n"
 SHOW = "from bus.celery import app; print(app.conf.task_acks_late)"
@@ -49,3 +50,56 @@ def test_bus_celery_config_names_the_file_and_a_missing_one_is_an_error(bus, tmp
     done = subprocess.run([sys.executable, "-m", "bus", "worker", "api"], cwd=tmp_path, env=missing,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "BUS_CELERY_CONFIG" in done.stderr and "no such file" in done.stderr
+
+
+def _refused(args: list[str], cwd, env) -> subprocess.CompletedProcess:
+    """Run ARGS, which must stop on their own (a worker or ingress that starts would run until the timeout)."""
+    try:
+        return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"{' '.join(args)} started instead of refusing:\n{exc.stderr}") from None
+
+
+def test_plain_celery_worker_without_queues_refuses_naming_the_route_queues_and_bus_worker(bus, tmp_path):
+    done = _refused([sys.executable, "-m", "celery", "-A", "bus", "worker", "--concurrency", "1"], tmp_path, bus.env)
+    assert done.returncode == 1, done.stderr
+    assert "-Q bus.api,bus.capped," in done.stderr and "`bus worker [ROUTE...]`" in done.stderr
+    assert "consumes only celery" in done.stderr
+
+
+def test_a_celery_broker_url_other_than_bus_redis_url_stops_the_worker_and_the_ingress(bus, tmp_path):
+    elsewhere = f"redis://127.0.0.1:{free_port()}/0"
+    env = {**bus.env, "CELERY_BROKER_URL": elsewhere}
+    for args in ([sys.executable, "-m", "bus", "worker", "api"],
+                 [sys.executable, "-m", "celery", "-A", "bus", "worker", "-Q", "bus.api"],
+                 [sys.executable, "-m", "bus", "serve", "--bind", f"127.0.0.1:{free_port()}", "--forward", "off"]):
+        done = _refused(args, tmp_path, env)
+        assert done.returncode == 1, done.stderr
+        assert f"broker_url is {elsewhere}" in done.stderr and f"BUS_REDIS_URL is {bus.redis.url}" in done.stderr
+
+
+def test_a_celeryconfig_broker_url_other_than_bus_redis_url_stops_the_worker(bus, tmp_path):
+    elsewhere = f"redis://127.0.0.1:{free_port()}/3"
+    config = tmp_path / "celeryconfig.py"
+    config.write_text(f"from bus.celery_defaults import *  # noqa\nbroker_url = {elsewhere!r}\n")
+    config.chmod(0o644)
+    done = _refused([sys.executable, "-m", "bus", "worker", "api"], tmp_path, bus.env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"broker_url is {elsewhere}" in done.stderr and f"BUS_REDIS_URL is {bus.redis.url}" in done.stderr
+
+
+def test_celery_purge_of_a_bus_queue_refuses_and_names_bus_purge_which_sticks(bus, tmp_path):
+    tag = parked_tag()
+    (event_id,) = bus.post(tag, '{"to": "purge"}').json()["ids"]
+    client = bus.redis.client()
+    wait_until(lambda: event_id in waiting_for_a_task(client, "parked"), 10, what="the event to wait in bus.parked")
+    done = _refused([sys.executable, "-m", "celery", "-A", "bus", "purge", "-f", "-Q", "bus.parked"], tmp_path, bus.env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "bus.parked is a bus queue; nothing was purged" in done.stderr
+    assert "`bus purge --route parked --status queued --status retrying --yes`" in done.stderr
+    assert event_id in waiting_for_a_task(client, "parked"), "celery purge left the queue alone"
+
+    purged = run_bus(bus, "purge", "--route", "parked", "--status", "queued", "--tag", tag, "--yes")
+    assert purged.returncode == 0 and "purged 1 events" in purged.stdout, purged.stderr
+    assert journal.load(client, event_id) is None
+    assert event_id not in recovery.missing_tasks(client), "recovery has nothing to requeue: the purge sticks"

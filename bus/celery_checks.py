@@ -1,0 +1,81 @@
+"""What a Celery worker or the ingress would otherwise get quietly wrong with the bus: its queues and its broker.
+
+Both failures look healthy: `celery -A bus worker` without -Q consumes only Celery's default
+queue `celery`, says ready and delivers nothing; a CELERY_BROKER_URL (which Celery prefers to any
+setting) or a celeryconfig.py broker_url naming another Redis than BUS_REDIS_URL has the ingress
+queue tasks in one Redis (the journal's: intake writes tasks and journal in one transaction)
+while the workers listen on another. So both refuse to start, saying what to do.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+from .errors import BusError, ConfigError
+from .journal import queue_name
+from .logs import redact
+
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+def _server(url: str) -> tuple[str, ...]:
+    """What names one Redis database: scheme, host, port, db (credentials and options aside)."""
+    parts = urlsplit(url)
+    if parts.scheme not in REDIS_SCHEMES:
+        return (url.rstrip("/"),)  # sentinel://, unix://: compared as written
+    db = parts.path.strip("/") or "0"
+    return parts.scheme, (parts.hostname or "localhost").lower(), str(parts.port or 6379), db
+
+
+def check_broker(conf: Any, redis_url: str) -> None:
+    """Refuse a Celery broker (or read/write broker) that is not BUS_REDIS_URL's Redis."""
+    for name, url in (("broker_url", conf.broker_url), ("broker_read_url", conf.broker_read_url),
+                      ("broker_write_url", conf.broker_write_url)):
+        if url and _server(url) != _server(redis_url):
+            raise ConfigError(
+                f"Celery's {name} is {redact(url)} (from CELERY_{name.upper()} or celeryconfig.py) but "
+                f"BUS_REDIS_URL is {redact(redis_url)}: the bus keeps its queues and journal in one Redis, so "
+                f"tasks would be queued where workers do not listen. Unset CELERY_{name.upper()} and "
+                f"{name} in celeryconfig.py (they default to BUS_REDIS_URL), or make them the same")
+
+
+def check_queues(consumed: Iterable[str], route_names: Iterable[str] | None) -> None:
+    """Refuse a worker that consumes no bus queue (`celery -A bus worker` without -Q)."""
+    consumed = list(consumed)
+    if any(name.startswith(queue_name("")) for name in consumed):
+        return
+    queues = ",".join(queue_name(r) for r in route_names or ()) or queue_name("<route>")
+    raise ConfigError(f"this worker consumes only {', '.join(consumed) or 'no queue'}, where the bus queues "
+                      f"nothing: each route has its own queue, so pass -Q {queues} (one or more; "
+                      f"`bus routes` lists the routes), or run `bus worker [ROUTE...]`")
+
+
+def route_names(load: Any) -> list[str] | None:
+    """The configured routes' names for a message, or None when they cannot be loaded right now."""
+    try:
+        return [r.name for r in load().routes]
+    except BusError:
+        return None
+
+
+def refuse_purging_bus_queues() -> None:
+    """`celery purge -Q bus.<route>` (and `celery worker --purge`) refuse a bus queue, saying what to use.
+
+    Emptying the list would not stick: the journal still holds each event as queued, and the
+    workers' lost-task recovery (recovery.py) queues every one of them again at their next
+    (re)connect. Dropping events is the journal's job: `bus purge`."""
+    from kombu.transport import redis as kombu_redis
+
+    queue_purge = kombu_redis.Channel.queue_purge
+
+    def _queue_purge(self: Any, queue: str, **kwargs: Any) -> Any:
+        if queue.startswith(queue_name("")):
+            route = queue[len(queue_name("")):]
+            raise SystemExit(
+                f"celery purge: {queue} is a bus queue; nothing was purged. Emptying it would not stick: "
+                f"the journal still holds its events and the workers queue them again. To drop them for good "
+                f"run `bus purge --route {route} --status queued --status retrying --yes` (without --yes it "
+                f"only counts)")
+        return queue_purge(self, queue, **kwargs)
+
+    kombu_redis.Channel.queue_purge = _queue_purge

@@ -1,0 +1,46 @@
+"""How a deliver task ends in Celery, and so in Flower: a dead letter fails it, a scheduled retry retries it.
+
+Flower and Celery's own counters only see a task's state. A task that returned "dead=1" showed
+as SUCCESS, so no failure count or alert built on them ever fired. Everything is journaled by
+the time this runs, and the message is acked however the task ends, so at-least-once is
+untouched: under acks_late Celery acks a task that raised (task_acks_on_failure_or_timeout, kept
+True in celery_defaults; were it False, Redis's reject without requeue drops the message the
+same way) and acks one that raised Retry before anything else (Request.on_retry). A Retry raised
+here, unlike Task.retry(), publishes nothing: the event's next attempt comes from the bus's retry
+schedule alone, as before.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from celery.exceptions import Retry
+
+from .classify import DEAD, RETRY
+from .errors import DeadLettered, RetryScheduled
+
+# Verdicts that leave the event waiting for a later attempt on the bus's schedule: a failed
+# attempt, parked behind an open breaker, parked after an internal error.
+WAITING = (RETRY, "waiting", "error")
+SHOWN = 5  # ids named in a task's exception; the journal has the rest
+
+
+def finish(summary: str, ids: dict[str, list[str]], last_answers: Callable[[list[str]], list[str]]) -> str:
+    """The task's result when every event was delivered or left alone; else raise what Flower should show.
+
+    `ids` maps each verdict to its event ids; `last_answers(ids)` gives each dead event's last answer
+    (a status code or an error), read from the journal only when there are dead events."""
+    dead = ids.get(DEAD, [])
+    if dead:
+        shown = dead[:SHOWN]
+        answers = last_answers(shown)
+        named = ", ".join(f"{i} (last answer: {a or 'none'})" for i, a in zip(shown, answers))
+        more = f" and {len(dead) - SHOWN} more" if len(dead) > SHOWN else ""
+        raise DeadLettered(f"{summary}: status dead for event {named}{more}; see `bus events ID`, fix the "
+                           f"endpoint or route, then `bus replay --id ID`")
+    waiting = [i for verdict in WAITING for i in ids.get(verdict, [])]
+    if waiting:
+        more = f" and {len(waiting) - SHOWN} more" if len(waiting) > SHOWN else ""
+        reason = RetryScheduled(f"{summary}: status retrying for event {', '.join(waiting[:SHOWN])}{more}; "
+                                f"the bus's retry schedule sends the next attempt as a new task")
+        raise Retry(message=str(reason), exc=reason)
+    return summary
