@@ -24,7 +24,7 @@ from .store import (
     connect, load, Idempotency, NewEvent, Page, show, summaries, unavailable,
 )
 from .grouping import (
-    ACCEPT_SCRIPT, FILLING_MS, accept, accept_call, accepted_ids, load_many, refill_if_idle,
+    ACCEPT_SCRIPT, FILLING_MS, accept, accept_batches, accept_call, accepted_ids, load_many, refill_if_idle,
 )
 from .transitions import (
     breaker, breaker_failed, claim_mover, drop_scheduled, due, enqueue, hand_off, hold_breaker, park,
@@ -49,7 +49,7 @@ __all__ = [
     "copies_key", "event_key", "filling_key", "index_key", "latency_key", "mover_key", "pending_key",
     "queue_name", "retry_key", "slot_key", "DEAD", "DEFAULT_RETENTION", "DELIVERED", "QUEUED", "REDIS_DOWN",
     "RESPONSE_KEEP", "RETRYING", "SUMMARY_FIELDS", "attempts", "connect", "load", "Idempotency", "NewEvent", "Page", "show",
-    "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "accept", "accept_call", "accepted_ids", "load_many",
+    "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "accept", "accept_batches", "accept_call", "accepted_ids", "load_many",
     "refill_if_idle", "breaker", "breaker_failed", "claim_mover", "drop_scheduled", "due", "enqueue",
     "hand_off", "hold_breaker", "park", "record_attempt", "record_copy", "recheck", "release", "requeue",
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",

@@ -10,7 +10,7 @@ from ..messages import GROUP_SIZE, SHOWN, group_template
 from ..errors import IdempotencyConflict
 from .keys import (COUNTERS, breaker_key, event_key, filling_key, idempotency_key, index_key, pending_key,
                    queue_name)
-from .pipelined import SharedPipe, evalsha
+from .pipelined import SharedPipe, eval_, evalsha
 from .store import OWN_LUA, QUEUED, REDIS_DOWN, Idempotency, NewEvent, decode, script, unavailable
 
 
@@ -63,8 +63,13 @@ end
 # field, the message template, the group size, how many events argsrepr shows, the flag's
 # lifetime in ms, the idempotency record to keep ('' for none: then nothing of it is read),
 # its digest and its lifetime in seconds, then id, tag, body, headers, received per event,
-# then the queued status. Returns the number of events, or {'repeat', record} for a key seen
-# with the same digest (nothing written), or {'conflict'} for a key seen with another.
+# then the queued status. Returns the number of events written, or {'repeat', record} for a key
+# seen with the same digest (nothing written), or {'conflict'} for a key seen with another.
+# An event whose record already exists is skipped (not journaled, indexed, pended or counted
+# again): accepting is idempotent by id, so a producer's spool that sends a batch again (its
+# reply was lost, or it was killed between Redis taking the batch and the spool forgetting it)
+# makes no second journal or pending entry. Ids are fresh UUIDv7s on every other path, so
+# there the check costs one EXISTS per event (docs/design.md has the measurement).
 ACCEPT_SCRIPT = _GROUP_LUA + """
 local n, route = tonumber(ARGV[1]), ARGV[2]
 local first = 11
@@ -76,26 +81,31 @@ if ARGV[8] ~= '' then
     return {'conflict'}
   end
 end
-local entries = {}
+local entries, written = {}, 0
 for e = 1, n do
   local i = first + (e - 1) * 5
   local id, received = ARGV[i], ARGV[i + 4]
-  redis.call('HSET', KEYS[6 + e], 'tag', ARGV[i + 1], 'route', route, 'body', ARGV[i + 2],
-             'headers', ARGV[i + 3], 'received', received, 'status', ARGV[#ARGV])
-  redis.call('ZADD', KEYS[1], received, id)
-  redis.call('ZADD', KEYS[2], received, id)
-  entries[#entries + 1] = id .. ' ' .. ARGV[i + 1]
-  if #entries == 1000 or e == n then  -- unpack() has a stack limit; a batch may hold 10,000
+  if redis.call('EXISTS', KEYS[6 + e]) == 0 then
+    redis.call('HSET', KEYS[6 + e], 'tag', ARGV[i + 1], 'route', route, 'body', ARGV[i + 2],
+               'headers', ARGV[i + 3], 'received', received, 'status', ARGV[#ARGV])
+    redis.call('ZADD', KEYS[1], received, id)
+    redis.call('ZADD', KEYS[2], received, id)
+    entries[#entries + 1] = id .. ' ' .. ARGV[i + 1]
+    written = written + 1
+  end
+  if #entries == 1000 or (e == n and #entries > 0) then  -- unpack() has a stack limit; a batch may hold 10,000
     redis.call('RPUSH', KEYS[5], unpack(entries))
     entries = {}
   end
 end
-if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[7]) then
-  take_group(KEYS[5], KEYS[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
+if written > 0 then
+  if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[7]) then
+    take_group(KEYS[5], KEYS[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
+  end
+  redis.call('HINCRBY', KEYS[4], ARGV[3], written)
 end
-redis.call('HINCRBY', KEYS[4], ARGV[3], n)
 if ARGV[8] ~= '' then redis.call('SET', idempotency, ARGV[8], 'EX', ARGV[10]) end
-return n
+return written
 """
 
 # A task of the route starts (or the mover finds pending events with no message coming:
@@ -207,3 +217,36 @@ def load_many(pipe: SharedPipe, event_ids: list[str], route: str, group_size: in
     *raws, open_until = replies
     return ([decode(i, dict(zip(raw[::2], raw[1::2]))) if raw else None for i, raw in zip(event_ids, raws)],
             float(open_until or 0))
+
+
+def accept_batches(pipe: SharedPipe, batches: list[tuple[list[NewEvent], int]]) -> int:
+    """Accept several batches (each the events of one route and the route's group size) in one round
+    trip: a producer's spool sending what waited on disk. Events already journaled are skipped (see
+    ACCEPT_SCRIPT), so sending a batch again is harmless. Returns how many events were new;
+    Unavailable when Redis did not answer, and then any of the batches may have been taken."""
+    calls = [accept_call(events, group_size) for events, group_size in batches]
+    try:
+        replies = _execute_many(pipe, [evalsha(ACCEPT_SCRIPT, keys, args) for keys, args in calls])
+        unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if unknown:  # Redis restarted since the script was loaded
+            again = _execute_many(pipe, [eval_(ACCEPT_SCRIPT, *calls[i]) for i in unknown])
+            for i, reply in zip(unknown, again):
+                replies[i] = reply
+    except REDIS_DOWN as exc:
+        raise unavailable(exc) from exc
+    for reply in replies:
+        if isinstance(reply, REDIS_DOWN):
+            raise unavailable(reply)
+        if isinstance(reply, Exception):
+            raise reply
+    return sum(int(reply) for reply in replies)
+
+
+def _execute_many(pipe: SharedPipe, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Replies in order, Redis's refusals in their place (SharedPipe raises the one command's own)."""
+    if len(commands) != 1:
+        return pipe.execute_many(commands)
+    try:
+        return [pipe.execute(*commands[0])]
+    except redis.ResponseError as exc:
+        return [exc]
