@@ -1,4 +1,4 @@
-"""bus: a guaranteed-delivery HTTP event bus. Public API: emit, emit_many and the exception types."""
+"""bus: a guaranteed-delivery HTTP event bus. Public API: emit, emit_many, Producer and the exception types."""
 from __future__ import annotations
 
 from typing import Any
@@ -14,6 +14,9 @@ from .errors import (
     NoRoute,
     RedisFull,
     RouteError,
+    SpoolError,
+    SpoolFull,
+    SpoolLocked,
     Unavailable,
     Unconfirmed,
 )
@@ -21,7 +24,17 @@ from .errors import (
 __all__ = [
     "emit", "emit_many", "BacklogFull", "BusError", "BodyTooLarge", "ConfigError", "InvalidBody",
     "InvalidTag", "NoRoute", "RedisFull", "RouteError", "Unavailable", "Unconfirmed", "IdempotencyConflict",
+    "Producer", "SpoolError", "SpoolFull", "SpoolLocked",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # bus.Producer on first use: importing bus alone stays light (no Redis client, no routes).
+    if name == "Producer":
+        from .spool import Producer
+
+        return Producer
+    raise AttributeError(f"module 'bus' has no attribute {name!r}")
 
 
 def emit(tag: str, record: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from . import auth, intake, journal, journal_cli, local_up, logs, settings, stat
 from .errors import BusError, ConfigError, Unavailable
 from .ingress.bodies import parse_records
 from .routes import Route, Router, load_configured
+from .spool import Producer, Waiting, inspect
 from .tags import validate_tag
 
 if TYPE_CHECKING:
@@ -108,6 +109,31 @@ def cmd_emit(args: argparse.Namespace, config: settings.Settings) -> int:
     for event_id in intake.accept(intake.load(config), args.tag, records):
         print(event_id)
     return 0
+
+
+def cmd_spool(args: argparse.Namespace, config: settings.Settings) -> int:
+    directory = Path(args.dir)
+    if not directory.is_dir():
+        raise ConfigError(f"{directory} is not a directory; give the spool directory a Producer was made with")
+    if not args.flush:
+        print(_spool_line(directory, inspect(directory)))
+        return 0
+    producer = Producer(directory, config=config)  # SpoolLocked while a live Producer holds it
+    before = producer.stats()["spooled"]
+    if not producer.close(args.timeout):
+        left = inspect(directory).count
+        raise Unavailable(f"{left} of {before} events still wait in {directory} after {args.timeout:g}s: "
+                          f"{producer.stats()['last_error'] or 'Redis did not take them'}; try again once Redis answers")
+    print(f"{directory}: sent {before} events; nothing waiting")
+    return 0
+
+
+def _spool_line(directory: Path, waiting: Waiting) -> str:
+    if not waiting.count:
+        return f"{directory}: nothing waiting"
+    oldest = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(waiting.oldest))
+    return (f"{directory}: {waiting.count} events waiting, {waiting.bytes} bytes, oldest emitted {oldest} "
+            f"({max(0, time.time() - waiting.oldest):.0f}s ago)")
 
 
 def cmd_stats(args: argparse.Namespace, config: settings.Settings) -> int:
@@ -297,6 +323,13 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--count", type=int, default=0, help="with --watch, stop after this many refreshes")
     st.add_argument("--json", action="store_true", help="one JSON object per refresh, as GET /stats answers")
     st.set_defaults(func=cmd_stats)
+
+    spool = sub.add_parser("spool", help="what waits in a Producer's spool directory (count, bytes, oldest); "
+                                         "--flush sends it to Redis")
+    spool.add_argument("dir", metavar="DIR")
+    spool.add_argument("--flush", action="store_true", help="send what waits, then exit (1 if some is left)")
+    spool.add_argument("--timeout", type=_positive, default=60.0, help="with --flush: seconds to try (default 60)")
+    spool.set_defaults(func=cmd_spool)
 
     journal_cli.add_commands(sub)
 

@@ -80,3 +80,15 @@ class DeadLettered(BusError):
 class RetryScheduled(BusError):
     """A deliver task's attempt failed and the event waits on the bus's retry schedule: the task shows
     as retried, though the next attempt is a new task the bus queues, not a Celery retry."""
+
+
+class SpoolError(BusError):
+    """A producer's spool directory cannot be used (closed, unwritable, damaged); the message says which."""
+
+
+class SpoolFull(SpoolError):
+    """The spool holds max_bytes of events waiting for Redis: nothing of the call was spooled."""
+
+
+class SpoolLocked(SpoolError):
+    """Another live Producer uses the spool directory; each producer process needs one of its own."""

@@ -4,24 +4,46 @@ Redis of its own (it stops and restarts it) and no worker, so what was sent stay
 from __future__ import annotations
 
 import collections
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 import uuid
 
 import pytest
 
-from bus import journal
+import bus
+from bus import InvalidBody, InvalidTag, NoRoute, SpoolError, SpoolFull, SpoolLocked, journal, settings
 from bus.journal.pipelined import SharedPipe
-from conftest import RedisServer, waiting_for_a_task
+from bus.spool import inspect
+from conftest import RedisServer, bus_env, run_bus, wait_until, waiting_for_a_task
 
 ROUTE = "spooled"
+TAG = f"{ROUTE}.orders"
 
 
 @pytest.fixture()
 def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
+    """A Redis of the test's own, not yet started."""
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis")
     yield server
     server.kill()
+
+
+@pytest.fixture()
+def env(tmp_path, redis_server):
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    # Nothing consumes the route: what the spool sends stays queued, to be counted.
+    (routes / f"{ROUTE}.toml").write_text(f'match = "{ROUTE}.*"\nendpoint = "http://127.0.0.1:9/${{tag}}"\n')
+    return bus_env(redis_server.url, routes, BUS_REDIS_TIMEOUT="1")
+
+
+def producer(env, directory, **options) -> bus.Producer:
+    return bus.Producer(directory, config=settings.load(env), **options)
 
 
 def journal_holds_each_once(client, ids: list[str]) -> None:
@@ -36,6 +58,7 @@ def journal_holds_each_once(client, ids: list[str]) -> None:
 
 
 def test_accepting_an_id_already_journaled_makes_no_second_journal_or_pending_entry(redis_server):
+    redis_server.start()
     pipe = SharedPipe(redis_server.url, 5)
     client = redis_server.client()
     events = [journal.NewEvent(str(uuid.uuid4()), f"{ROUTE}.t", ROUTE, b'{"n":%d}' % i, time.time()) for i in range(5)]
@@ -47,3 +70,160 @@ def test_accepting_an_id_already_journaled_makes_no_second_journal_or_pending_en
     assert client.hget(journal.event_key(events[0].id), "status") == journal.DELIVERED.encode()
     assert journal.accept_batches(pipe, [(events, 100)]) == 0
     journal_holds_each_once(client, [e.id for e in events])
+
+
+KILLED_CHILD = """
+import os, signal, sys
+import bus
+p = bus.Producer(sys.argv[1])
+ids = [p.emit("%s", {"n": n}) for n in range(1000)]
+with open(sys.argv[2], "w") as f:
+    f.write("\\n".join(ids))
+os.kill(os.getpid(), signal.SIGKILL)
+""" % TAG
+
+
+def test_1000_emits_while_redis_is_down_survive_sigkill_and_a_new_producer_delivers_each_once(env, redis_server, tmp_path):
+    spool, ids_file = tmp_path / "spool", tmp_path / "ids"
+    child = subprocess.run([sys.executable, "-c", KILLED_CHILD, str(spool), str(ids_file)], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    ids = ids_file.read_text().split()
+    assert len(ids) == 1000
+    redis_server.start()
+    p = producer(env, spool)
+    assert p.stats()["spooled"] == 1000
+    assert p.close(30)
+    journal_holds_each_once(redis_server.client(), ids)
+    assert inspect(spool).count == 0
+
+
+def test_spool_full_raises_naming_the_limit_and_directory_and_nothing_earlier_is_lost(env, redis_server, tmp_path):
+    p = producer(env, tmp_path / "spool", max_bytes=20_000)
+    ids = []
+    with pytest.raises(SpoolFull, match=f"the spool {tmp_path / 'spool'} .*max_bytes is 20000"):
+        for n in range(10_000):
+            ids.append(p.emit(TAG, {"n": n, "pad": "x" * 50}))
+    assert 100 < len(ids) < 10_000
+    with pytest.raises(SpoolFull):
+        p.emit_many(TAG, [{"n": -1, "pad": "x" * 60}])
+    redis_server.start()
+    assert p.flush(30)
+    ids.append(p.emit(TAG, {"n": "after"}))  # room again
+    assert p.close(30)
+    journal_holds_each_once(redis_server.client(), ids)
+
+
+def test_redis_restarting_in_the_middle_of_a_flush_neither_duplicates_nor_loses_an_id(env, redis_server, tmp_path):
+    p = producer(env, tmp_path / "spool")
+    ids = [i for n in range(300) for i in p.emit_many(TAG, [{"n": n, "i": i} for i in range(100)])]
+    redis_server.start()
+    client = redis_server.client()
+    flushed = []
+    flusher = threading.Thread(target=lambda: flushed.append(p.flush(60)))
+    flusher.start()
+    wait_until(lambda: int(client.hget(journal.COUNTERS, f"accepted:{ROUTE}") or 0) > 0, 30, 0.005,
+               what="the flush to begin")
+    redis_server.kill()
+    assert p.stats()["spooled"] > 0, "the flush ended before Redis was killed: the test proved nothing"
+    redis_server.start()  # AOF with appendfsync always: what Redis answered for is still there
+    flusher.join(60)
+    assert flushed == [True]
+    assert p.close(10)
+    journal_holds_each_once(redis_server.client(), ids)
+
+
+def test_many_threads_emitting_at_once_each_id_reaches_the_journal_once(env, redis_server, tmp_path):
+    redis_server.start()
+    p = producer(env, tmp_path / "spool")
+    made: list[list[str]] = [[] for _ in range(8)]
+
+    def emit(t: int) -> None:
+        deadline = time.monotonic() + 20
+        for n in range(500):
+            if time.monotonic() > deadline:
+                break
+            made[t].append(p.emit(TAG, {"t": t, "n": n}))
+
+    threads = [threading.Thread(target=emit, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    ids = [i for part in made for i in part]
+    assert len(ids) == 4000
+    assert p.close(30)
+    journal_holds_each_once(redis_server.client(), ids)
+
+
+def test_bad_input_raises_at_emit_even_while_redis_is_down(env, tmp_path):
+    p = producer(env, tmp_path / "spool")
+    with pytest.raises(NoRoute):
+        p.emit("nobody.here", {})
+    with pytest.raises(InvalidTag):
+        p.emit("bad tag", {})
+    with pytest.raises(InvalidBody):
+        p.emit_many(TAG, [{"a": 1}, "not an object"])
+    assert p.stats()["spooled"] == 0
+    started = time.monotonic()
+    p.emit(TAG, {"a": 1})
+    assert time.monotonic() - started < 0.5  # Redis being down costs emit nothing
+    assert p.stats()["spooled"] == 1
+    assert "Redis did not answer" in wait_until(lambda: p.stats()["last_error"], 10, what="a failed send")
+    assert not p.close(0.5)
+
+
+def test_a_second_live_producer_on_a_directory_is_refused_with_spoollocked(env, tmp_path):
+    p = producer(env, tmp_path / "spool")
+    with pytest.raises(SpoolLocked, match="in use by another Producer"):
+        producer(env, tmp_path / "spool")
+    p.close(0.1)
+    producer(env, tmp_path / "spool").close(0.1)
+
+
+def test_a_forked_child_cannot_use_its_parents_producer_and_makes_its_own(env, redis_server, tmp_path):
+    redis_server.start()
+    p = producer(env, tmp_path / "parent")
+    parent_id = p.emit(TAG, {"who": "parent"})
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 1
+        try:
+            try:
+                p.emit(TAG, {"who": "child, wrongly"})
+            except SpoolError as exc:
+                assert "make a Producer of the child's own" in str(exc)
+                p.close()
+                own = producer(env, tmp_path / "child")
+                with open(tmp_path / "child-id", "w") as f:
+                    f.write(own.emit(TAG, {"who": "child"}))
+                code = 0 if own.close(20) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    p.emit(TAG, {"who": "parent, after the fork"})  # the parent's Producer still works
+    assert p.close(20)
+    client = redis_server.client()
+    assert client.exists(journal.event_key(parent_id), journal.event_key((tmp_path / "child-id").read_text())) == 2
+
+
+def test_bus_spool_prints_what_waits_and_flush_sends_it(env, redis_server, tmp_path):
+    spool = tmp_path / "spool"
+    p = producer(env, spool)
+    ids = p.emit_many(TAG, [{"n": n} for n in range(25)])
+    p.close(0.1)
+    shown = run_bus(None, "spool", str(spool), env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"{spool}: 25 events waiting, ")
+    assert "oldest emitted " in shown.stdout
+    down = run_bus(None, "spool", str(spool), "--flush", "--timeout", "1", env=env)
+    assert down.returncode == 1
+    assert down.stderr.startswith(f"bus spool: 25 of 25 events still wait in {spool}")
+    assert len(down.stderr.strip().splitlines()) == 1
+    redis_server.start()
+    sent = run_bus(None, "spool", str(spool), "--flush", env=env)
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.strip() == f"{spool}: sent 25 events; nothing waiting"
+    assert run_bus(None, "spool", str(spool), env=env).stdout.strip() == f"{spool}: nothing waiting"
+    journal_holds_each_once(redis_server.client(), ids)

@@ -1,0 +1,90 @@
+"""The spool's sender: a background thread moving spooled events to Redis in pipelined batches, with their ids."""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import defaultdict
+
+from .. import journal
+from ..errors import BusError
+from ..journal.pipelined import SharedPipe
+from ..messages import GROUP_SIZE
+from ..routes import Router
+from .store import Batch, Spool
+
+log = logging.getLogger(__name__)
+
+BATCH_EVENTS = 5000      # events per round trip; the accept script runs once per route in it
+SCRIPT_EVENTS = 1000     # events per script call, so no one call holds Redis for long
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
+
+
+class Sender:
+    """Sends what the spool holds, oldest first, and acks each batch once Redis answered for all of it.
+
+    Redis down: the batch stays, and the sender tries again after a backoff doubling
+    from 0.1 s to 5 s (with jitter). A batch whose reply was lost is sent again whole;
+    the accept skips the events Redis already has (journal.accept_batches), so no id is
+    journaled twice. Routes come from the Router of emit time: a route removed since
+    keeps its name and gets the default group size.
+    """
+
+    def __init__(self, spool: Spool, pipe: SharedPipe, router: Router):
+        self.spool, self.pipe, self.router = spool, pipe, router
+        self.sent = 0                          # events Redis took from this sender
+        self.last_error: str | None = None     # why the last try failed; None once one succeeds
+        self._wake = threading.Event()         # new events were spooled
+        self._hurry = threading.Event()        # flush() or close() wants a try now, backoff or not
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"bus-spool-sender {spool.directory}", daemon=True)
+
+    def start(self) -> "Sender":
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def hurry(self) -> None:
+        self._hurry.set()
+        self._wake.set()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        self.hurry()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        delay = BACKOFF_FIRST
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                batch = self.spool.read(BATCH_EVENTS)
+                if batch is None:
+                    self._wake.wait(1.0)  # also a heartbeat, should a wake-up be missed
+                    continue
+                self._send(batch)
+                self.sent += len(batch.events)
+                self.spool.ack(batch)
+                self.last_error, delay = None, BACKOFF_FIRST
+            except Exception as exc:  # the thread must outlive anything: it is the only way out of the spool
+                self.last_error = str(exc) if isinstance(exc, BusError) else f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, BusError):
+                    log.exception("spool %s: sending failed; trying again in %.1fs", self.spool.directory, delay)
+                self._hurry.wait(delay * random.uniform(0.5, 1.0))
+                self._hurry.clear()
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    def _send(self, batch: Batch) -> None:
+        by_route: dict[str, list[journal.NewEvent]] = defaultdict(list)
+        for event in batch.events:
+            by_route[event.route].append(event)
+        calls = []
+        for route, events in by_route.items():
+            known = self.router.by_name.get(route)
+            group_size = known.group_size if known is not None else GROUP_SIZE
+            calls += [(events[i:i + SCRIPT_EVENTS], group_size) for i in range(0, len(events), SCRIPT_EVENTS)]
+        journal.accept_batches(self.pipe, calls)
+

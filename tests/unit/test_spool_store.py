@@ -1,0 +1,157 @@
+"""The spool directory (bus/spool/store.py, frames.py) on its own: no Redis, no routes."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+import pytest
+
+from bus import ConfigError, SpoolFull, SpoolLocked
+from bus.journal import NewEvent
+from bus.spool import frames, inspect
+from bus.spool.store import Spool
+
+
+def event(n: int = 0, body: bytes | None = None) -> NewEvent:
+    return NewEvent(str(uuid.uuid4()), "api.orders", "api", body or b'{"n":%d,"text":"a\\nb"}' % n, time.time())
+
+
+def append(spool: Spool, events: list[NewEvent]) -> None:
+    spool.append([frames.encode(e) for e in events])
+
+
+def drain(spool: Spool, ack: bool = True) -> list[NewEvent]:
+    got = []
+    while (batch := spool.read(100)) is not None:
+        got += batch.events
+        if not ack:
+            break
+        spool.ack(batch)
+    return got
+
+
+def test_a_frame_reads_back_as_the_event_it_was():
+    e = event()
+    parsed = frames.parse(frames.encode(e) + frames.encode(e)[:5])
+    assert [frames.decode(p) for p in parsed.payloads] == [e]
+    assert not parsed.damaged
+
+
+def test_a_reopened_spool_finds_what_was_appended_and_not_acked(tmp_path):
+    events = [event(i) for i in range(10)]
+    spool = Spool(tmp_path, fsync="no")
+    append(spool, events[:4])
+    append(spool, events[4:])
+    batch = spool.read(3)
+    spool.ack(batch)
+    spool.close()
+    again = Spool(tmp_path, fsync="no")
+    assert again.waiting().count == 7
+    assert drain(again) == events[3:]
+    assert again.waiting().count == 0
+    again.close()
+    assert inspect(tmp_path).count == 0
+
+
+def spooled_and_closed(directory, events: list[NewEvent]):
+    """A spool left behind holding `events`; its one segment file."""
+    spool = Spool(directory, fsync="no")
+    append(spool, events)
+    spool.close()
+    (segment,) = directory.glob("*.seg")
+    return segment
+
+
+def test_a_torn_last_frame_is_cut_off_on_reopening_and_the_rest_kept(tmp_path):
+    events = [event(i) for i in range(3)]
+    segment = spooled_and_closed(tmp_path, events)
+    whole = segment.stat().st_size
+    with open(segment, "ab") as f:
+        f.write(frames.encode(event())[:-3])  # power lost in the middle of a write
+    again = Spool(tmp_path, fsync="no")
+    assert segment.stat().st_size == whole
+    assert drain(again) == events
+    append(again, [event(9)])
+    assert len(drain(again)) == 1
+    again.close()
+
+
+def test_a_damaged_frame_ends_what_is_read_of_its_segment(tmp_path):
+    events = [event(i) for i in range(3)]
+    segment = spooled_and_closed(tmp_path, events)
+    data = bytearray(segment.read_bytes())
+    second = len(frames.encode(events[0]))
+    data[second + frames.HEADER.size + 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    again = Spool(tmp_path, fsync="no")
+    assert drain(again) == events[:1]
+    again.close()
+
+
+def test_segments_rotate_and_those_wholly_sent_are_deleted(tmp_path):
+    spool = Spool(tmp_path, fsync="everysec", segment_bytes=1000)
+    events = [event(i) for i in range(60)]
+    for e in events:
+        append(spool, [e])
+    assert len(list(tmp_path.glob("*.seg"))) > 3
+    assert inspect(tmp_path).count == 60
+    assert drain(spool) == events
+    assert len(list(tmp_path.glob("*.seg"))) == 1
+    spool.close()
+
+
+def test_spool_full_names_the_limit_and_the_directory_and_keeps_what_was_spooled(tmp_path):
+    one = len(frames.encode(event()))
+    spool = Spool(tmp_path, max_bytes=one * 5 + 10, fsync="no")
+    kept = [event(i) for i in range(5)]
+    append(spool, kept)
+    with pytest.raises(SpoolFull, match=f"the spool {tmp_path} .* max_bytes is {one * 5 + 10}"):
+        append(spool, [event(5)])
+    with pytest.raises(SpoolFull):
+        append(spool, [event(6), event(7)])
+    assert drain(spool) == kept
+    append(spool, [event(8)])  # room again once Redis took them
+    spool.close()
+
+
+def test_a_second_spool_on_a_directory_is_refused_with_spoollocked(tmp_path):
+    spool = Spool(tmp_path)
+    with pytest.raises(SpoolLocked, match=f"in use by another Producer \\(process {os.getpid()}\\)"):
+        Spool(tmp_path)
+    spool.close()
+    Spool(tmp_path).close()  # free again once closed
+
+
+def test_fsync_must_be_always_everysec_or_no(tmp_path):
+    with pytest.raises(ConfigError, match="'always', 'everysec'"):
+        Spool(tmp_path, fsync="sometimes")
+    spool = Spool(tmp_path, fsync="always")
+    append(spool, [event()])
+    assert spool.waiting().count == 1
+    spool.close()
+
+
+def test_threads_appending_at_once_each_event_once(tmp_path):
+    spool = Spool(tmp_path, fsync="everysec")
+    per_thread, threads = 300, 8
+    made: list[list[NewEvent]] = [[] for _ in range(threads)]
+
+    def produce(t: int) -> None:
+        for i in range(per_thread):
+            e = event(i)
+            append(spool, [e])
+            made[t].append(e)
+
+    workers = [threading.Thread(target=produce, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(30)
+    got = drain(spool)
+    assert sorted(e.id for e in got) == sorted(e.id for part in made for e in part)
+    for part in made:  # each thread's events in the order it emitted them
+        mine = {e.id for e in part}
+        assert [e for e in got if e.id in mine] == part
+    spool.close()
