@@ -10,7 +10,7 @@ from ..messages import GROUP_SIZE, SHOWN, group_template
 from ..errors import IdempotencyConflict
 from .keys import (COUNTERS, breaker_key, event_key, filling_key, idempotency_key, index_key, pending_key,
                    queue_name)
-from .pipelined import SharedPipe, eval_, evalsha
+from .pipelined import NotConfirmed, SharedPipe, eval_, evalsha
 from .store import OWN_LUA, QUEUED, REDIS_DOWN, Idempotency, NewEvent, decode, script, unavailable
 
 
@@ -222,23 +222,27 @@ def load_many(pipe: SharedPipe, event_ids: list[str], route: str, group_size: in
 def accept_batches(pipe: SharedPipe, batches: list[tuple[list[NewEvent], int]]) -> int:
     """Accept several batches (each the events of one route and the route's group size) in one round
     trip: a producer's spool sending what waited on disk. Events already journaled are skipped (see
-    ACCEPT_SCRIPT), so sending a batch again is harmless. Returns how many events were new;
-    Unavailable when Redis did not answer, and then any of the batches may have been taken."""
+    ACCEPT_SCRIPT), so sending a batch again is harmless. With BUS_ACK_REPLICAS a WAIT follows in the
+    same write. Returns how many events were new; Unavailable (Unconfirmed: too few replicas) when
+    Redis did not answer for all of them, and then any of the batches may have been taken."""
     calls = [accept_call(events, group_size) for events, group_size in batches]
+    wait = [pipe.ack.command()] if pipe.ack.replicas else []
     try:
-        replies = _execute_many(pipe, [evalsha(ACCEPT_SCRIPT, keys, args) for keys, args in calls])
+        replies = _execute_many(pipe, [evalsha(ACCEPT_SCRIPT, keys, args) for keys, args in calls] + wait)
+        confirmed = replies.pop() if wait else None
         unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if unknown:  # Redis restarted since the script was loaded
-            again = _execute_many(pipe, [eval_(ACCEPT_SCRIPT, *calls[i]) for i in unknown])
+            again = _execute_many(pipe, [eval_(ACCEPT_SCRIPT, *calls[i]) for i in unknown] + wait)
+            confirmed = again.pop() if wait else None  # this WAIT covers the first write too
             for i, reply in zip(unknown, again):
                 replies[i] = reply
+        for reply in replies + ([confirmed] if wait else []):
+            if isinstance(reply, Exception):
+                raise reply
+        if wait and confirmed < pipe.ack.replicas:
+            raise NotConfirmed(confirmed, pipe.ack)
     except REDIS_DOWN as exc:
         raise unavailable(exc) from exc
-    for reply in replies:
-        if isinstance(reply, REDIS_DOWN):
-            raise unavailable(reply)
-        if isinstance(reply, Exception):
-            raise reply
     return sum(int(reply) for reply in replies)
 
 

@@ -133,6 +133,19 @@ def test_redis_restarting_in_the_middle_of_a_flush_neither_duplicates_nor_loses_
     journal_holds_each_once(redis_server.client(), ids)
 
 
+def test_with_ack_replicas_an_unconfirmed_batch_stays_spooled_until_replicas_hold_it(env, redis_server, tmp_path):
+    redis_server.start()  # no replica: WAIT answers 0
+    p = producer({**env, "BUS_ACK_REPLICAS": "1", "BUS_ACK_TIMEOUT_MS": "50"}, tmp_path / "spool")
+    event_id = p.emit(TAG, {"n": 1})
+    assert "replica" in wait_until(lambda: p.stats()["last_error"], 10, what="an unconfirmed send")
+    assert p.stats()["spooled"] == 1  # on the primary, but kept until confirmed
+    assert redis_server.client().exists(journal.event_key(event_id))
+    p.close(0.1)
+    p = producer(env, tmp_path / "spool")  # replicas no longer asked for: sent again, journaled once
+    assert p.close(10)
+    journal_holds_each_once(redis_server.client(), [event_id])
+
+
 def test_many_threads_emitting_at_once_each_id_reaches_the_journal_once(env, redis_server, tmp_path):
     redis_server.start()
     p = producer(env, tmp_path / "spool")
