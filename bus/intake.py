@@ -81,8 +81,7 @@ def prepare(intake: Intake, tag: str, records: list[Any], headers: bytes = b"",
     With an `idempotency_key`, a repeat of the key for this tag with the same records gets the first
     request's ids and accepts nothing (journal.accept_call)."""
     validate_tag(tag)
-    route = intake.router.match(tag)
-    route.endpoint.render(tag)  # a tag the route cannot build a URL for is refused now, not dead-lettered later
+    route = intake.router.accepting(tag)
     if not records:
         raise InvalidBody("no events in the request: send a JSON object, a non-empty array of objects or NDJSON")
     received = time.time()

@@ -116,6 +116,7 @@ class Router:
         self.by_name = {r.name: r for r in routes}
         self._patterns = [(compile_patterns(list(r.match)), r) for r in routes]
         self._cache: dict[str, Route | None] = {}
+        self._renders: dict[str, Route] = {}
 
     def match(self, tag: str) -> Route:
         """The route that takes this tag, or NoRoute."""
@@ -127,6 +128,18 @@ class Router:
                 self._cache[tag] = route
         if route is None:
             raise NoRoute(f"no route matches tag {tag!r}; add a route whose match covers it")
+        return route
+
+    def accepting(self, tag: str) -> Route:
+        """The route that takes this tag and can build a URL for it, or NoRoute: a tag the route cannot
+        render is refused at accept, not dead-lettered later. Remembered per tag, as match() is
+        (rendering costs more than the rest of checking an event)."""
+        if tag in self._renders:
+            return self._renders[tag]
+        route = self.match(tag)
+        route.endpoint.render(tag)
+        if len(self._renders) < 100_000:
+            self._renders[tag] = route
         return route
 
 

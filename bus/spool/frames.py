@@ -19,8 +19,7 @@ HEADER = struct.Struct(">II")
 
 
 def encode(event: NewEvent) -> bytes:
-    payload = b"\n".join((event.id.encode(), event.tag.encode(), event.route.encode(),
-                          repr(event.received).encode(), event.body))
+    payload = f"{event.id}\n{event.tag}\n{event.route}\n{event.received!r}\n".encode() + event.body
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 

@@ -64,17 +64,26 @@ class Producer:
 
     def emit(self, tag: str, record: dict[str, Any]) -> str:
         """Spool one event; its id. Raises a BusError (InvalidTag, NoRoute, InvalidBody, SpoolFull)."""
-        return self.emit_many(tag, [record])[0]
+        # emit_many's steps for one event, spelled out: this is the hot path (docs/design.md).
+        if self._generation != _generation:
+            raise self._forked_error()
+        (event,) = intake.prepare(self._intake, tag, [record]).events
+        self._spool.append([frames.encode(event)])
+        self._sender.wake()
+        return event.id
 
     def emit_many(self, tag: str, records: list[dict[str, Any]]) -> list[str]:
         """Spool several events with one tag, all or nothing; their ids."""
         if self._generation != _generation:
-            raise SpoolError(f"this Producer on {self._spool.directory} belongs to process {self._pid}, which forked "
-                             "this one: make a Producer of the child's own, with a spool directory of its own")
+            raise self._forked_error()
         prepared = intake.prepare(self._intake, tag, list(records))
         self._spool.append([frames.encode(event) for event in prepared.events])
         self._sender.wake()
         return prepared.ids
+
+    def _forked_error(self) -> SpoolError:
+        return SpoolError(f"this Producer on {self._spool.directory} belongs to process {self._pid}, which forked "
+                          "this one: make a Producer of the child's own, with a spool directory of its own")
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event emitted before this call is in Redis; False if `timeout` passed first."""

@@ -132,7 +132,10 @@ class Spool:
         with self._mutex:
             queue, self._queue = self._queue, []
             size, self._queued_bytes = self._queued_bytes, 0
-        data = b"".join(item[0] for item in queue) if len(queue) > 1 else queue[0][0]
+        if len(queue) == 1:
+            data, count = queue[0][0], queue[0][1]
+        else:
+            data, count = b"".join(item[0] for item in queue), sum(item[1] for item in queue)
         error = None
         try:
             if self._sizes[self._active] >= self._segment_bytes:
@@ -146,11 +149,9 @@ class Spool:
                 os.ftruncate(self._fd, self._sizes[self._active])
             except OSError:
                 log.exception("spool %s: cannot cut a failed write off %s", self.directory, self._segment(self._active))
-        count = sum(item[1] for item in queue)
         with self._mutex:
             if error is None:
                 self._sizes[self._active] += size
-                self._end = Position(self._active, self._sizes[self._active])
                 self._count += count
                 self._bytes += size
                 self.written_total += count
@@ -169,7 +170,6 @@ class Spool:
         with self._mutex:
             self._sizes[seq] = 0
             self._active = seq
-            self._end = Position(seq, 0)
 
     def _sync_every_second(self) -> None:
         while not self._stop.wait(1.0):
@@ -194,7 +194,7 @@ class Spool:
     def read(self, max_events: int, max_bytes: int = READ_CHUNK) -> Batch | None:
         """The next events from the cursor on, up to about max_bytes (at least one event); None when none wait."""
         with self._mutex:
-            pos, end, sizes = self._cursor, self._end, dict(self._sizes)
+            pos, end, sizes = self._cursor, Position(self._active, self._sizes[self._active]), dict(self._sizes)
         events: list[NewEvent] = []
         size = 0
         while pos < end and len(events) < max_events and size < max_bytes:
@@ -306,7 +306,6 @@ class Spool:
         self._cursor = cursor
         self._active = seqs[-1]
         self._fd = _open_segment(self._segment(self._active))
-        self._end = Position(self._active, self._sizes[self._active])
         self.written_total = self._count
 
     def _scan(self, seq: int, start: int) -> tuple[int, int]:
@@ -383,9 +382,11 @@ def _open_segment(path: Path) -> int:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    written = os.write(fd, data)
+    if written < len(data):  # a regular file takes it whole unless the disk is full (then write raises)
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view):]
 
 
 def _replace(path: Path, data: bytes) -> None:

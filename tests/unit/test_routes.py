@@ -546,3 +546,15 @@ def test_placeholders_only_in_path_query_or_fragment_keep_the_netloc_fixed():
 )
 def test_placeholder_touching_the_host_is_flagged_as_host_templated(template):
     assert parse_endpoint(template).host_templated is True
+
+
+def test_accepting_refuses_a_tag_its_route_cannot_render_every_time_and_remembers_the_good_ones(tmp_path):
+    write(tmp_path, "api.toml", 'match = "api.**"\nendpoint = "http://svc.example/${tag[2]}"\n')
+    router = load(tmp_path)
+    for _ in range(2):  # a refusal is not remembered as a success
+        with pytest.raises(NoRoute, match=r"has no part \[2\]"):
+            router.accepting("api.orders")
+    assert router.accepting("api.orders.eu").name == "api"
+    assert router.accepting("api.orders.eu").name == "api"
+    with pytest.raises(NoRoute, match="no route matches"):
+        router.accepting("other.x")
