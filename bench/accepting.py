@@ -70,6 +70,38 @@ def emit_threads(run: Run) -> dict:
     return _emit(run, "emit_8_threads", 8)
 
 
+def _producer(run: Run, name: str, outage: bool) -> dict:
+    run.no_worker()
+    run.flush()
+    before = verify.queue_depth(run.cluster, PARKED)
+    ids = run.cluster.tmp / f"{name}.ids"
+    spool = run.cluster.tmp / f"{name}.spool"
+    win = run.window()
+    argv = ["bench.producer", "--tag", f"{PARKED}.{name}", "--events", str(run.sizes.producer), "--spool", str(spool),
+            "--ids-out", str(ids), "--max-seconds", "120"] + (["--outage"] if outage else [])
+    summary = run.cluster.tool(name, argv, timeout=300)
+    window = win.stop([tool_process(name, summary)])
+    accepted = verify.read_ids(ids)
+    counts = verify.queued(run.cluster, PARKED, accepted, run.sizes.producer, before)
+    rate = len(accepted) / summary["elapsed"]
+    drain = len(accepted) / summary["drain_elapsed"] if outage else None
+    return result(name, counts, rate, ">= 50,000/s (emit, one thread)", rate >= 50000, window,
+                  cpu_rate=round(len(accepted) / summary["emit_thread_cpu"]),
+                  drain_rate=round(drain) if drain else None, drain_s=round(summary["drain_elapsed"], 2))
+
+
+def producer(run: Run) -> dict:
+    """bus.Producer.emit from one thread with Redis up: into the spool, its sender moving it to Redis meanwhile;
+    drain_s is the flush after the loop."""
+    return _producer(run, "producer", outage=False)
+
+
+def producer_outage(run: Run) -> dict:
+    """bus.Producer.emit from one thread while Redis is unreachable (the spool fills), then a new Producer on the
+    spool sends it all: drain_rate is events per second into Redis."""
+    return _producer(run, "producer_outage", outage=True)
+
+
 def redis_memory(run: Run) -> dict:
     """Bytes of Redis per waiting event with a 1 KiB body (journal hash + status index + queued task)."""
     run.no_worker()

@@ -153,8 +153,9 @@ class Cluster:
                                    "--port", str(self.ingress_port), "--workers", workers, "--blocking-threads",
                                    threads, "--log-level", "warning", "bench.wsgi:app"])
         else:
+            # No scenario uses the forward listener; its fixed port would clash with another bench running.
             self.spawn("ingress", [PY, "-m", "bus", "serve", "--bind", f"127.0.0.1:{self.ingress_port}",
-                                    "--workers", workers, "--threads", threads])
+                                    "--workers", workers, "--threads", threads, "--forward", "off"])
 
         def healthy() -> bool:
             self._check_alive("ingress")
