@@ -40,8 +40,9 @@ class Producer:
       flushes, then stops the thread and releases DIR. What is still waiting stays in
       DIR: the next Producer on it (or `bus spool DIR --flush`) sends it.
     - Threads may share one Producer. One Producer per DIR (SpoolLocked otherwise), so
-      a process that forks: the child may not use the parent's Producer (SpoolError);
-      it makes its own with a DIR of its own.
+      a process that forks: the child may not use the parent's Producer (SpoolError;
+      the child's copies of its files are closed at the fork, so the parent's lock
+      is the parent's alone); it makes its own with a DIR of its own.
 
     fsync: 'always' (emit returns after fsync), 'everysec' (the default: a power loss
     or kernel crash may lose the last second of emits; a killed process loses nothing)
@@ -94,8 +95,7 @@ class Producer:
     def close(self, timeout: float | None = 5.0) -> bool:
         """Flush (up to `timeout`), stop sending and release DIR; True when nothing was left waiting."""
         if self._generation != _generation:
-            self._spool.abandon()  # the parent's lock and files are the parent's
-            return False
+            return False  # the child closed its copies of the files at the fork (store.py)
         drained = self.flush(timeout)
         self._sender.stop()
         self._spool.close()

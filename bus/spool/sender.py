@@ -70,9 +70,14 @@ class Sender:
                 self.spool.ack(batch)
                 self.last_error, delay = None, BACKOFF_FIRST
             except Exception as exc:  # the thread must outlive anything: it is the only way out of the spool
-                self.last_error = str(exc) if isinstance(exc, BusError) else f"{type(exc).__name__}: {exc}"
-                if not isinstance(exc, BusError):
-                    log.exception("spool %s: sending failed; trying again in %.1fs", self.spool.directory, delay)
+                error = str(exc) if isinstance(exc, BusError) else f"{type(exc).__name__}: {exc}"
+                if error != self.last_error:  # once per new reason, not every try of a long outage
+                    # Redis being down is what the spool is for (INFO; stats() has it); anything else is a bug.
+                    expected = isinstance(exc, BusError)
+                    log.log(logging.INFO if expected else logging.WARNING,
+                            "spool %s: sending failed (%s); trying again with backoff up to %gs",
+                            self.spool.directory, error, BACKOFF_MAX, exc_info=not expected)
+                self.last_error = error
                 self._hurry.wait(delay * random.uniform(0.5, 1.0))
                 self._hurry.clear()
                 delay = min(delay * 2, BACKOFF_MAX)

@@ -27,6 +27,7 @@ import fcntl
 import logging
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,20 @@ class Waiting:
     oldest: float | None  # when the oldest waiting event was emitted (Unix seconds)
 
 
+# A forked child gets copies of every open spool's descriptors, the lock's among them: while the
+# child lives, the flock would outlast the parent's close(), and a new Producer on the directory
+# would be refused. The child closes its copies at once; it cannot use the parent's spool anyway.
+_open_spools: "weakref.WeakSet[Spool]" = weakref.WeakSet()
+
+
+def _drop_inherited() -> None:
+    for spool in list(_open_spools):
+        spool.abandon()
+
+
+os.register_at_fork(after_in_child=_drop_inherited)
+
+
 class _Ticket:
     __slots__ = ("done", "error")
 
@@ -97,6 +112,7 @@ class Spool:
         self.written_total = 0  # events on disk since this Spool opened (those found there included)
         self.acked_total = 0    # of those, how many Redis has
         self._recover()
+        _open_spools.add(self)
         self._stop = threading.Event()
         self._syncer = None
         if fsync == "everysec":
@@ -272,15 +288,20 @@ class Spool:
             os.close(fd)
         self._read_fds.clear()
         os.close(self._lock_fd)
+        _open_spools.discard(self)
 
     def abandon(self) -> None:
-        """In a forked child: close our copies of the files without touching the parent's lock or data."""
+        """In a forked child: close our copies of the files without touching the parent's lock or data
+        (closing a copy leaves the parent's flock alone; LOCK_UN would release it for both)."""
+        if self._closed:
+            return
         self._closed = True
         for fd in (self._fd, self._lock_fd, *self._read_fds.values()):
             try:
                 os.close(fd)
             except OSError:
                 pass
+        self._read_fds.clear()
 
     # -- opening ---------------------------------------------------------------------------------
 

@@ -198,6 +198,8 @@ def test_a_forked_child_cannot_use_its_parents_producer_and_makes_its_own(env, r
     redis_server.start()
     p = producer(env, tmp_path / "parent")
     parent_id = p.emit(TAG, {"who": "parent"})
+    done_r, done_w = os.pipe()
+    exit_r, exit_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never return into pytest
         code = 1
@@ -206,17 +208,23 @@ def test_a_forked_child_cannot_use_its_parents_producer_and_makes_its_own(env, r
                 p.emit(TAG, {"who": "child, wrongly"})
             except SpoolError as exc:
                 assert "make a Producer of the child's own" in str(exc)
-                p.close()
                 own = producer(env, tmp_path / "child")
                 with open(tmp_path / "child-id", "w") as f:
                     f.write(own.emit(TAG, {"who": "child"}))
                 code = 0 if own.close(20) else 2
         finally:
+            os.write(done_w, bytes([code]))
+            os.read(exit_r, 1)  # stay alive until the parent has reopened its directory
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    try:
+        assert os.read(done_r, 1) == b"\0"
+        p.emit(TAG, {"who": "parent, after the fork"})  # the parent's Producer still works
+        assert p.close(20)
+        producer(env, tmp_path / "parent").close(1)  # the live child holds no copy of the lock
+    finally:
+        os.write(exit_w, b"x")
+        _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    p.emit(TAG, {"who": "parent, after the fork"})  # the parent's Producer still works
-    assert p.close(20)
     client = redis_server.client()
     assert client.exists(journal.event_key(parent_id), journal.event_key((tmp_path / "child-id").read_text())) == 2
 

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from bus import ConfigError, SpoolFull, SpoolLocked
+from bus import ConfigError, SpoolError, SpoolFull, SpoolLocked
 from bus.journal import NewEvent
 from bus.spool import frames, inspect
 from bus.spool.store import Spool
@@ -155,3 +155,12 @@ def test_threads_appending_at_once_each_event_once(tmp_path):
         mine = {e.id for e in part}
         assert [e for e in got if e.id in mine] == part
     spool.close()
+
+
+def test_a_closed_spool_refuses_appends_and_keeps_what_it_holds(tmp_path):
+    spool = Spool(tmp_path, fsync="no")
+    append(spool, [event()])
+    spool.close()
+    with pytest.raises(SpoolError, match="is closed; make a new Producer"):
+        append(spool, [event()])
+    assert inspect(tmp_path).count == 1
