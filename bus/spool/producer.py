@@ -54,7 +54,7 @@ class Producer:
         # The routes are read now; intake.load() connects to Redis lazily, so Redis may be down.
         self._intake = intake.load(config)
         self._spool = Spool(Path(spool), max_bytes, fsync)
-        self._sender = Sender(self._spool, self._intake.pipe, self._intake.router).start()
+        self._sender = Sender(self._spool, self._intake).start()
         self._generation = _generation
         self._pid = os.getpid()
         self._found = self._spool.written_total  # left by an earlier Producer on DIR

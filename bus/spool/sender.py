@@ -8,9 +8,8 @@ from collections import defaultdict
 
 from .. import journal
 from ..errors import BusError
-from ..journal.pipelined import SharedPipe
+from ..intake import Intake
 from ..messages import GROUP_SIZE
-from ..routes import Router
 from .store import Batch, Spool
 
 log = logging.getLogger(__name__)
@@ -27,11 +26,12 @@ class Sender:
     from 0.1 s to 5 s (with jitter). A batch whose reply was lost is sent again whole;
     the accept skips the events Redis already has (journal.accept_batches), so no id is
     journaled twice. Routes come from the Router of emit time: a route removed since
-    keeps its name and gets the default group size.
+    keeps its name and gets the default group size. Redis over the ways in's memory mark
+    (BUS_REDIS_MEMORY_HIGH): the sender waits as when Redis is down (RedisFull).
     """
 
-    def __init__(self, spool: Spool, pipe: SharedPipe, router: Router):
-        self.spool, self.pipe, self.router = spool, pipe, router
+    def __init__(self, spool: Spool, intake: Intake):
+        self.spool, self.intake = spool, intake
         self.sent = 0                          # events Redis took from this sender
         self.last_error: str | None = None     # why the last try failed; None once one succeeds
         self._wake = threading.Event()         # new events were spooled
@@ -88,8 +88,10 @@ class Sender:
             by_route[event.route].append(event)
         calls = []
         for route, events in by_route.items():
-            known = self.router.by_name.get(route)
+            known = self.intake.router.by_name.get(route)
             group_size = known.group_size if known is not None else GROUP_SIZE
             calls += [(events[i:i + SCRIPT_EVENTS], group_size) for i in range(0, len(events), SCRIPT_EVENTS)]
-        journal.accept_batches(self.pipe, calls)
+        journal.check_room(self.intake.pipe, self.intake.memory)
+        journal.accept_batches(self.intake.pipe, calls)
+        self.intake.memory.accepted(batch.events)
 

@@ -146,6 +146,20 @@ def test_with_ack_replicas_an_unconfirmed_batch_stays_spooled_until_replicas_hol
     journal_holds_each_once(redis_server.client(), [event_id])
 
 
+def test_over_the_memory_mark_the_spool_holds_its_events_until_redis_has_room(env, redis_server, tmp_path):
+    redis_server.start()
+    client = redis_server.client()
+    client.config_set("maxmemory", str(client.info("memory")["used_memory"] + 100_000))  # room for ~100 events
+    p = producer({**env, "BUS_REDIS_MEMORY_HIGH": "0.5"}, tmp_path / "spool")
+    ids = p.emit_many(TAG, [{"n": n} for n in range(50)])
+    assert "maxmemory" in wait_until(lambda: p.stats()["last_error"], 10, what="a refusal for memory")
+    assert p.stats()["spooled"] == 50
+    client.config_set("maxmemory", "0")  # room again (workers drained it, or an operator raised it)
+    assert p.flush(15)
+    assert p.close(5)
+    journal_holds_each_once(client, ids)
+
+
 def test_many_threads_emitting_at_once_each_id_reaches_the_journal_once(env, redis_server, tmp_path):
     redis_server.start()
     p = producer(env, tmp_path / "spool")
