@@ -29,7 +29,7 @@ Scenario = Callable[[Run], dict]
 
 def scenarios(run: Run) -> list[Scenario]:
     chosen: list[Scenario] = [accepting.receiver_ceiling, accepting.ingress_single, accepting.ingress_batch100,
-                              accepting.emit, accepting.emit_threads, accepting.producer,
+                              accepting.emit, accepting.emit_threads, accepting.emit_many, accepting.producer,
                               accepting.producer_outage, accepting.redis_memory, delivering.e2e,
                               delivering.latency, delivering.drain_outage]
     if run.sizes.pool_events:

@@ -44,14 +44,15 @@ def ingress_batch100(run: Run) -> dict:
     return _accept_only(run, "ingress_batch100", 100, run.sizes.ingress_batch, 30000)
 
 
-def _emit(run: Run, name: str, threads: int) -> dict:
+def _emit(run: Run, name: str, threads: int, batch: int = 1) -> dict:
     run.no_worker()
     run.flush()
     before = verify.queue_depth(run.cluster, PARKED)
     ids = run.cluster.tmp / f"{name}.ids"
     win = run.window()
     summary = run.cluster.tool("emitter", ["bench.emitter", "--tag", f"{PARKED}.{name}", "--events", str(run.sizes.emit),
-                                           "--threads", str(threads), "--ids-out", str(ids), "--max-seconds", "120"],
+                                           "--threads", str(threads), "--batch", str(batch), "--ids-out", str(ids),
+                                           "--max-seconds", "120"],
                                timeout=180)
     window = win.stop([tool_process("emitter", summary)])
     accepted = verify.read_ids(ids)
@@ -68,6 +69,11 @@ def emit(run: Run) -> dict:
 def emit_threads(run: Run) -> dict:
     """bus.emit() from 8 threads of one process (a threaded web app): their calls share round trips."""
     return _emit(run, "emit_8_threads", 8)
+
+
+def emit_many(run: Run) -> dict:
+    """bus.emit_many() from one thread, 100 events a call: one round trip per call."""
+    return _emit(run, "emit_many_100", 1, batch=100)
 
 
 def _producer(run: Run, name: str, outage: bool) -> dict:
