@@ -2,7 +2,7 @@
 
     DIR/lock            flock()ed by the one Spool open on DIR; holds its pid, for the error others get
     DIR/<seq>.seg       frames (frames.py) appended in the order emit() returned them, oldest file first
-    DIR/cursor          "<seq> <offset>": every frame before that point is in Redis (replaced atomically)
+    DIR/cursor          "<seq> <offset> <crc>": every frame before that point is in Redis
 
 Why segment files and not SQLite: a frame written with one write() per call survives
 SIGKILL (it is in the page cache) at 2.6 us an event, where a SQLite WAL commit per
@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import weakref
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +102,7 @@ class Spool:
         self._segment_bytes = segment_bytes
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock(self.directory)
+        self._cursor_fd = os.open(self.directory / "cursor", os.O_RDWR | os.O_CREAT, 0o600)
         self._mutex = threading.Lock()        # counters, positions, the queue of frames to write
         self._write_lock = threading.Lock()   # the one writer at a time, and the active segment's fd
         self._acked = threading.Condition(self._mutex)
@@ -241,7 +243,10 @@ class Spool:
             for seq in gone:
                 del self._sizes[seq]
             self._acked.notify_all()
-        _replace(self.directory / "cursor", f"{end.seq} {end.offset}\n".encode())
+        # Rewritten in place (2 us; a write-and-rename was 190 us of CPU a batch). A torn or lost write
+        # leaves a cursor that is behind or fails its CRC, so the next Spool sends from further back:
+        # resending is harmless (the accept skips ids it has), and a cursor ahead cannot happen.
+        os.pwrite(self._cursor_fd, _cursor_record(end), 0)
         for seq in gone:
             fd = self._read_fds.pop(seq, None)
             if fd is not None:
@@ -287,6 +292,7 @@ class Spool:
         for fd in self._read_fds.values():
             os.close(fd)
         self._read_fds.clear()
+        os.close(self._cursor_fd)
         os.close(self._lock_fd)
         _open_spools.discard(self)
 
@@ -296,7 +302,7 @@ class Spool:
         if self._closed:
             return
         self._closed = True
-        for fd in (self._fd, self._lock_fd, *self._read_fds.values()):
+        for fd in (self._fd, self._cursor_fd, self._lock_fd, *self._read_fds.values()):
             try:
                 os.close(fd)
             except OSError:
@@ -390,9 +396,17 @@ def _segments(directory: Path) -> list[int]:
     return sorted(int(p.stem) for p in directory.glob("*.seg") if p.stem.isdigit())
 
 
+def _cursor_record(pos: Position) -> bytes:
+    head = b"%012d %012d" % (pos.seq, pos.offset)  # fixed width: a rewrite covers the last one whole
+    return head + b" %08x\n" % zlib.crc32(head)
+
+
 def _read_cursor(directory: Path) -> Position | None:
+    """The cursor, or None when there is none or it is damaged (then everything is sent again)."""
     try:
-        seq, offset = (directory / "cursor").read_text().split()
+        seq, offset, crc = (directory / "cursor").read_bytes().split()
+        if int(crc, 16) != zlib.crc32(b"%s %s" % (seq, offset)):
+            return None
         return Position(int(seq), int(offset))
     except (FileNotFoundError, ValueError):
         return None
@@ -408,13 +422,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = memoryview(data)[written:]
         while view:
             view = view[os.write(fd, view):]
-
-
-def _replace(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _fsync_dir(directory: Path) -> None:

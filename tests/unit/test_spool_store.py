@@ -164,3 +164,16 @@ def test_a_closed_spool_refuses_appends_and_keeps_what_it_holds(tmp_path):
     with pytest.raises(SpoolError, match="is closed; make a new Producer"):
         append(spool, [event()])
     assert inspect(tmp_path).count == 1
+
+
+def test_a_damaged_cursor_makes_the_spool_send_from_further_back_never_skip(tmp_path):
+    events = [event(i) for i in range(4)]
+    spool = Spool(tmp_path, fsync="no")
+    append(spool, events)
+    spool.ack(spool.read(2))
+    spool.close()
+    cursor = tmp_path / "cursor"
+    cursor.write_bytes(cursor.read_bytes().replace(b"0000000000", b"0000000009", 1))  # a torn rewrite
+    again = Spool(tmp_path, fsync="no")
+    assert drain(again) == events  # all of them again: the journal skips the ids it has
+    again.close()
