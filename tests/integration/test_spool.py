@@ -98,6 +98,24 @@ def test_1000_emits_while_redis_is_down_survive_sigkill_and_a_new_producer_deliv
     assert inspect(spool).count == 0
 
 
+def test_a_batch_redis_took_before_the_producer_died_is_sent_again_and_journaled_once(env, redis_server, tmp_path):
+    from bus.spool.store import Spool
+
+    p = producer(env, tmp_path / "spool")
+    ids = p.emit_many(TAG, [{"n": n} for n in range(100)])
+    p.close(0.1)
+    redis_server.start()
+    # The sender's step without its last part: Redis takes the batch, the process dies before the cursor moves.
+    spool = Spool(tmp_path / "spool")
+    batch = spool.read(60)
+    assert journal.accept_batches(SharedPipe(redis_server.url, 5), [(batch.events, 100)]) == 60
+    spool.close()
+    p = producer(env, tmp_path / "spool")
+    assert p.stats()["spooled"] == 100
+    assert p.close(10)
+    journal_holds_each_once(redis_server.client(), ids)
+
+
 def test_spool_full_raises_naming_the_limit_and_directory_and_nothing_earlier_is_lost(env, redis_server, tmp_path):
     p = producer(env, tmp_path / "spool", max_bytes=20_000)
     ids = []
