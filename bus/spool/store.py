@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 FSYNC_MODES = ("always", "everysec", "no")
 DEFAULT_MAX_BYTES = 1 << 30
 SEGMENT_BYTES = 16 << 20  # a new segment file after this; sent segments are deleted whole
+MIN_SEGMENT_BYTES = 64 << 10
 READ_CHUNK = 4 << 20
 
 
@@ -93,13 +94,15 @@ class Spool:
     """An open spool directory, locked for this process: append (emit), read and ack (the sender)."""
 
     def __init__(self, directory: Path, max_bytes: int = DEFAULT_MAX_BYTES, fsync: str = "everysec",
-                 segment_bytes: int = SEGMENT_BYTES):
+                 segment_bytes: int | None = None):
         if fsync not in FSYNC_MODES:
             raise ConfigError(f"fsync={fsync!r}: use 'always', 'everysec' (the default) or 'no'")
         if not isinstance(max_bytes, int) or max_bytes <= 0:
             raise ConfigError(f"max_bytes={max_bytes!r}: give the most bytes the spool may hold, e.g. {DEFAULT_MAX_BYTES}")
         self.directory, self.max_bytes, self.fsync = Path(directory), max_bytes, fsync
-        self._segment_bytes = segment_bytes
+        # Sent events stay on disk until their segment is full and wholly sent: with segments of at most
+        # a quarter of max_bytes, the directory holds at most 1.25 x max_bytes.
+        self._segment_bytes = segment_bytes or min(SEGMENT_BYTES, max(max_bytes // 4, MIN_SEGMENT_BYTES))
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock(self.directory)
         self._cursor_fd = os.open(self.directory / "cursor", os.O_RDWR | os.O_CREAT, 0o600)
@@ -442,7 +445,10 @@ def inspect(directory: Path) -> Waiting:
     count = size = 0
     oldest = None
     for seq in (s for s in seqs if s >= cursor.seq):
-        data = (directory / f"{seq:012d}.seg").read_bytes()
+        try:
+            data = (directory / f"{seq:012d}.seg").read_bytes()
+        except FileNotFoundError:
+            continue  # a live Producer sent it meanwhile
         parsed = frames.parse(data[cursor.offset if seq == cursor.seq else 0:])
         if parsed.payloads and oldest is None:
             oldest = frames.decode(parsed.payloads[0]).received

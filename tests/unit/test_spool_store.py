@@ -177,3 +177,15 @@ def test_a_damaged_cursor_makes_the_spool_send_from_further_back_never_skip(tmp_
     again = Spool(tmp_path, fsync="no")
     assert drain(again) == events  # all of them again: the journal skips the ids it has
     again.close()
+
+
+def test_a_spool_sending_as_it_goes_takes_at_most_a_quarter_more_disk_than_max_bytes(tmp_path):
+    limit = 256 << 10
+    spool = Spool(tmp_path, max_bytes=limit, fsync="no")
+    biggest = 0
+    for _ in range(40):  # 40 x 100 events of ~600 B: ~2.4 MB through a 256 KiB spool
+        append(spool, [event(body=b'{"pad":"%s"}' % (b"x" * 500)) for _ in range(100)])
+        drain(spool)
+        biggest = max(biggest, sum(f.stat().st_size for f in tmp_path.glob("*.seg")))
+    assert biggest <= limit * 1.25 + 100 * 700
+    spool.close()
