@@ -144,7 +144,7 @@ class Spool:
         with self._write_lock:
             if not ticket.done:
                 self._write_queued()
-        if ticket.error is not None:
+        if ticket.error is not None or not ticket.done:
             raise SpoolError(f"cannot write to the spool {self.directory}: {ticket.error}; nothing of this call was "
                              "spooled: free disk space or fix the directory's permissions")
 
@@ -153,18 +153,20 @@ class Spool:
         with self._mutex:
             queue, self._queue = self._queue, []
             size, self._queued_bytes = self._queued_bytes, 0
+        if not queue:
+            return
         if len(queue) == 1:
             data, count = queue[0][0], queue[0][1]
         else:
             data, count = b"".join(item[0] for item in queue), sum(item[1] for item in queue)
-        error = None
+        error: BaseException | None = None
         try:
             if self._sizes[self._active] >= self._segment_bytes:
                 self._rotate()
             _write_all(self._fd, data)
             if self.fsync == "always":
                 os.fsync(self._fd)
-        except OSError as exc:
+        except BaseException as exc:  # the queued threads must hear of it too, whatever it was
             error = exc
             try:  # keep the segment whole frames: a later write must not follow half a frame
                 os.ftruncate(self._fd, self._sizes[self._active])
@@ -179,15 +181,17 @@ class Spool:
                 self._dirty = True
         for _, _, ticket in queue:
             ticket.error, ticket.done = error, True
+        if error is not None and not isinstance(error, OSError):
+            raise error
 
     def _rotate(self) -> None:
+        seq = self._active + 1
+        fd = _open_segment(self._segment(seq))  # first: if it fails, the old segment stays in use
         if self.fsync != "no":
             os.fsync(self._fd)
-        os.close(self._fd)
-        seq = self._active + 1
-        self._fd = _open_segment(self._segment(seq))
-        if self.fsync != "no":
             _fsync_dir(self.directory)
+        os.close(self._fd)
+        self._fd = fd
         with self._mutex:
             self._sizes[seq] = 0
             self._active = seq

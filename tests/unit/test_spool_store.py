@@ -189,3 +189,27 @@ def test_a_spool_sending_as_it_goes_takes_at_most_a_quarter_more_disk_than_max_b
         biggest = max(biggest, sum(f.stat().st_size for f in tmp_path.glob("*.seg")))
     assert biggest <= limit * 1.25 + 100 * 700
     spool.close()
+
+
+def test_a_failed_write_raises_spoolerror_saying_what_to_do_and_leaves_whole_frames(tmp_path, monkeypatch):
+    from bus.spool import store
+
+    spool = Spool(tmp_path, fsync="no")
+    kept = [event(1)]
+    append(spool, kept)
+    real_write = os.write
+
+    def disk_full(fd, data):
+        real_write(fd, bytes(data)[:7])  # part of it lands, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store.os, "write", disk_full)
+    with pytest.raises(SpoolError, match="No space left on device; nothing of this call was spooled: free disk space"):
+        append(spool, [event(2)])
+    monkeypatch.setattr(store.os, "write", real_write)
+    kept.append(event(3))
+    append(spool, kept[1:])
+    spool.close()
+    again = Spool(tmp_path, fsync="no")
+    assert drain(again) == kept
+    again.close()
