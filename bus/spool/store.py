@@ -2,7 +2,7 @@
 
     DIR/lock            flock()ed by the one Spool open on DIR; holds its pid, for the error others get
     DIR/<seq>.seg       frames (frames.py) appended in the order emit() returned them, oldest file first
-    DIR/cursor          "<seq> <offset> <crc>": every frame before that point is in Redis
+    DIR/cursor          two slots of "<seq> <offset> <crc>": every frame before the later valid one is in Redis
 
 Why segment files and not SQLite: a frame written with one write() per call survives
 SIGKILL (it is in the page cache) at 2.6 us an event, where a SQLite WAL commit per
@@ -43,6 +43,7 @@ DEFAULT_MAX_BYTES = 1 << 30
 SEGMENT_BYTES = 16 << 20  # a new segment file after this; sent segments are deleted whole
 MIN_SEGMENT_BYTES = 64 << 10
 READ_CHUNK = 4 << 20
+CURSOR_SLOT = 64  # bytes; each of the cursor file's two slots holds one record
 
 
 @dataclass(frozen=True, order=True)
@@ -114,6 +115,7 @@ class Spool:
         self._read_fds: dict[int, int] = {}
         self._closed = False
         self._dirty = False
+        self._cursor_dirty = False
         self.written_total = 0  # events on disk since this Spool opened (those found there included)
         self.acked_total = 0    # of those, how many Redis has
         self._recover()
@@ -203,16 +205,21 @@ class Spool:
     def sync(self) -> None:
         """fsync what was written since the last one (the everysec thread's job; close() does it too)."""
         with self._write_lock:
-            if not self._dirty or self._closed:
+            if self._closed:
+                return
+            cursor, self._cursor_dirty = self._cursor_dirty, False
+            if not self._dirty and not cursor:
                 return
             self._dirty = False
-            fd = os.dup(self._fd)  # fsync outside the lock: writers must not wait for the disk
-        try:
-            os.fsync(fd)
-        except OSError:
-            log.exception("spool %s: fsync failed", self.directory)
-        finally:
-            os.close(fd)
+            # fsync outside the lock: writers must not wait for the disk.
+            fds = [os.dup(self._fd)] + ([os.dup(self._cursor_fd)] if cursor else [])
+        for fd in fds:
+            try:
+                os.fsync(fd)
+            except OSError:
+                log.exception("spool %s: fsync failed", self.directory)
+            finally:
+                os.close(fd)
 
     # -- the sender's side -----------------------------------------------------------------------
 
@@ -250,10 +257,18 @@ class Spool:
             for seq in gone:
                 del self._sizes[seq]
             self._acked.notify_all()
-        # Rewritten in place (2 us; a write-and-rename was 190 us of CPU a batch). A torn or lost write
-        # leaves a cursor that is behind or fails its CRC, so the next Spool sends from further back:
-        # resending is harmless (the accept skips ids it has), and a cursor ahead cannot happen.
-        os.pwrite(self._cursor_fd, _cursor_record(end), 0)
+        # Rewritten in place (2 us a slot; a write-and-rename was 190 us of CPU a batch), in two slots
+        # one after the other, so a torn write spoils one and the other still holds this position or
+        # the last. A cursor behind only makes the next Spool send again what Redis has (skipped by
+        # id); it must not fall far behind, since an event delivered and gone from the journal since
+        # would be journaled anew: hence both slots, and fsync with the segments.
+        record = _cursor_record(end)
+        os.pwrite(self._cursor_fd, record, 0)
+        os.pwrite(self._cursor_fd, record, CURSOR_SLOT)
+        if self.fsync == "always":
+            os.fsync(self._cursor_fd)
+        else:
+            self._cursor_dirty = True
         for seq in gone:
             fd = self._read_fds.pop(seq, None)
             if fd is not None:
@@ -404,19 +419,25 @@ def _segments(directory: Path) -> list[int]:
 
 
 def _cursor_record(pos: Position) -> bytes:
-    head = b"%012d %012d" % (pos.seq, pos.offset)  # fixed width: a rewrite covers the last one whole
-    return head + b" %08x\n" % zlib.crc32(head)
+    head = b"%012d %012d" % (pos.seq, pos.offset)
+    return (head + b" %08x" % zlib.crc32(head)).ljust(CURSOR_SLOT - 1) + b"\n"  # a slot's whole width
 
 
 def _read_cursor(directory: Path) -> Position | None:
-    """The cursor, or None when there is none or it is damaged (then everything is sent again)."""
+    """The later of the cursor's intact slots, or None when there is none (then everything is sent again)."""
     try:
-        seq, offset, crc = (directory / "cursor").read_bytes().split()
-        if int(crc, 16) != zlib.crc32(b"%s %s" % (seq, offset)):
-            return None
-        return Position(int(seq), int(offset))
-    except (FileNotFoundError, ValueError):
+        data = (directory / "cursor").read_bytes()
+    except FileNotFoundError:
         return None
+    found = []
+    for slot in (data[:CURSOR_SLOT], data[CURSOR_SLOT:2 * CURSOR_SLOT]):
+        try:
+            seq, offset, crc = slot.split()
+            if int(crc, 16) == zlib.crc32(b"%s %s" % (seq, offset)):
+                found.append(Position(int(seq), int(offset)))
+        except ValueError:
+            continue
+    return max(found, default=None)
 
 
 def _open_segment(path: Path) -> int:

@@ -166,14 +166,19 @@ def test_a_closed_spool_refuses_appends_and_keeps_what_it_holds(tmp_path):
     assert inspect(tmp_path).count == 1
 
 
-def test_a_damaged_cursor_makes_the_spool_send_from_further_back_never_skip(tmp_path):
+def test_a_torn_cursor_write_loses_one_slot_and_a_cursor_lost_whole_sends_again_never_skips(tmp_path):
     events = [event(i) for i in range(4)]
     spool = Spool(tmp_path, fsync="no")
     append(spool, events)
     spool.ack(spool.read(2))
     spool.close()
     cursor = tmp_path / "cursor"
-    cursor.write_bytes(cursor.read_bytes().replace(b"0000000000", b"0000000009", 1))  # a torn rewrite
+    whole = cursor.read_bytes()
+    cursor.write_bytes(b"000000000009" + whole[12:])  # the first slot torn
+    again = Spool(tmp_path, fsync="no")
+    assert drain(again, ack=False) == events[2:]  # the second slot has it
+    again.close()
+    cursor.write_bytes(b"garbage")  # both gone
     again = Spool(tmp_path, fsync="no")
     assert drain(again) == events  # all of them again: the journal skips the ids it has
     again.close()
