@@ -218,6 +218,22 @@ def test_bad_input_raises_at_emit_even_while_redis_is_down(env, tmp_path):
     assert not p.close(0.5)
 
 
+def test_stats_count_what_waits_how_old_it_is_and_what_was_sent(env, redis_server, tmp_path):
+    with producer(env, tmp_path / "spool") as p:
+        assert p.stats() == {"spooled": 0, "bytes": 0, "oldest_age": None, "emitted": 0, "sent": 0, "last_error": None}
+        p.emit_many(TAG, [{"n": n} for n in range(10)])
+        time.sleep(0.2)
+        waiting = p.stats()
+        assert (waiting["spooled"], waiting["emitted"], waiting["sent"]) == (10, 10, 0)
+        assert waiting["bytes"] > 10 * len('{"n":0}')
+        assert 0.2 <= waiting["oldest_age"] < 10
+        redis_server.start()
+        assert p.flush(10)
+        sent = p.stats()
+        assert (sent["spooled"], sent["bytes"], sent["oldest_age"], sent["sent"]) == (0, 0, None, 10)
+        assert sent["last_error"] is None
+
+
 def test_a_second_live_producer_on_a_directory_is_refused_with_spoollocked(env, tmp_path):
     p = producer(env, tmp_path / "spool")
     with pytest.raises(SpoolLocked, match="in use by another Producer"):
