@@ -1,13 +1,9 @@
-"""The spool's directory on local disk: segment files of framed events, the cursor of what Redis has, the lock.
+"""The open spool directory: appending frames (emit), reading and acknowledging them (the sender), fsync.
 
-    DIR/lock            flock()ed by the one Spool open on DIR; holds its pid, for the error others get
-    DIR/<seq>.seg       frames (frames.py) appended in the order emit() returned them, oldest file first
-    DIR/cursor          two slots of "<seq> <offset> <crc>": every frame before the later valid one is in Redis
-
-Why segment files and not SQLite: a frame written with one write() per call survives
-SIGKILL (it is in the page cache) at 2.6 us an event, where a SQLite WAL commit per
-call took 23 us (synchronous=OFF) to 38 us (NORMAL), more than the whole 20 us budget
-of 50,000 emits/s (docs/design.md, "A producer's own spool").
+Files and their names: layout.py. Why segment files and not SQLite: a frame written
+with one write() per call survives SIGKILL (it is in the page cache) for a few us of
+CPU, where a committed SQLite WAL insert per call took three to four times as much
+(`python -m bench.spool_store`; docs/design.md, "A producer's own spool").
 
 A writer appends under a lock; threads that arrive while one writes queue their frames
 and the writer writes them with its own in one write() (group commit), so N threads
@@ -23,18 +19,18 @@ makes the next Spool send the batch again, which the journal's accept skips
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
 import weakref
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, SpoolError, SpoolFull, SpoolLocked
+from ..errors import ConfigError, SpoolError, SpoolFull
 from ..journal import NewEvent
 from . import frames
+from .layout import (CURSOR_SLOT, READ_CHUNK, Position, Waiting, cursor_record, fsync_dir, lock, open_segment,
+                     resume_point, scan, segment, segments, write_all)
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +38,6 @@ FSYNC_MODES = ("always", "everysec", "no")
 DEFAULT_MAX_BYTES = 1 << 30
 SEGMENT_BYTES = 16 << 20  # a new segment file after this; sent segments are deleted whole
 MIN_SEGMENT_BYTES = 64 << 10
-READ_CHUNK = 4 << 20
-CURSOR_SLOT = 64  # bytes; each of the cursor file's two slots holds one record
-
-
-@dataclass(frozen=True, order=True)
-class Position:
-    seq: int
-    offset: int
 
 
 @dataclass(frozen=True)
@@ -59,15 +47,6 @@ class Batch:
     events: list[NewEvent]
     end: Position
     size: int  # their frames' bytes
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """What waits in a spool for Redis."""
-
-    count: int
-    bytes: int
-    oldest: float | None  # when the oldest waiting event was emitted (Unix seconds)
 
 
 # A forked child gets copies of every open spool's descriptors, the lock's among them: while the
@@ -105,7 +84,7 @@ class Spool:
         # a quarter of max_bytes, the directory holds at most 1.25 x max_bytes.
         self._segment_bytes = segment_bytes or min(SEGMENT_BYTES, max(max_bytes // 4, MIN_SEGMENT_BYTES))
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock(self.directory)
+        self._lock_fd = lock(self.directory)
         self._cursor_fd = os.open(self.directory / "cursor", os.O_RDWR | os.O_CREAT, 0o600)
         self._mutex = threading.Lock()        # counters, positions, the queue of frames to write
         self._write_lock = threading.Lock()   # the one writer at a time, and the active segment's fd
@@ -165,7 +144,7 @@ class Spool:
         try:
             if self._sizes[self._active] >= self._segment_bytes:
                 self._rotate()
-            _write_all(self._fd, data)
+            write_all(self._fd, data)
             if self.fsync == "always":
                 os.fsync(self._fd)
         except BaseException as exc:  # the queued threads must hear of it too, whatever it was
@@ -188,10 +167,10 @@ class Spool:
 
     def _rotate(self) -> None:
         seq = self._active + 1
-        fd = _open_segment(self._segment(seq))  # first: if it fails, the old segment stays in use
+        fd = open_segment(self._segment(seq))  # first: if it fails, the old segment stays in use
         if self.fsync != "no":
             os.fsync(self._fd)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         os.close(self._fd)
         self._fd = fd
         with self._mutex:
@@ -262,7 +241,7 @@ class Spool:
         # the last. A cursor behind only makes the next Spool send again what Redis has (skipped by
         # id); it must not fall far behind, since an event delivered and gone from the journal since
         # would be journaled anew: hence both slots, and fsync with the segments.
-        record = _cursor_record(end)
+        record = cursor_record(end)
         os.pwrite(self._cursor_fd, record, 0)
         os.pwrite(self._cursor_fd, record, CURSOR_SLOT)
         if self.fsync == "always":
@@ -335,10 +314,8 @@ class Spool:
 
     def _recover(self) -> None:
         """Find what waits: segments from the cursor on, each cut after its last intact frame."""
-        seqs = _segments(self.directory)
-        cursor = _read_cursor(self.directory)
-        if cursor is None or cursor.seq not in seqs:
-            cursor = Position(seqs[0], 0) if seqs else Position(1, 0)
+        seqs = segments(self.directory)
+        cursor = resume_point(self.directory, seqs)
         for seq in [s for s in seqs if s < cursor.seq]:
             os.unlink(self._segment(seq))
         seqs = [s for s in seqs if s >= cursor.seq] or [cursor.seq]
@@ -346,7 +323,7 @@ class Spool:
         self._count = self._bytes = 0
         for seq in seqs:
             start = cursor.offset if seq == cursor.seq else 0
-            count, good_end = self._scan(seq, start)
+            count, good_end = scan(self.directory, seq, start)
             if seq == cursor.seq and good_end < start:
                 cursor = Position(seq, good_end)
             self._sizes[seq] = good_end
@@ -354,35 +331,8 @@ class Spool:
             self._bytes += good_end - min(start, good_end)
         self._cursor = cursor
         self._active = seqs[-1]
-        self._fd = _open_segment(self._segment(self._active))
+        self._fd = open_segment(self._segment(self._active))
         self.written_total = self._count
-
-    def _scan(self, seq: int, start: int) -> tuple[int, int]:
-        """Count the intact frames of a segment from `start`; cut off anything after the last one
-        (a write torn by a power loss). Returns the count and where the intact frames end."""
-        path = self._segment(seq)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            size = os.fstat(fd).st_size
-            pos, count = min(start, size), 0
-            while pos < size:
-                parsed = frames.parse(os.pread(fd, READ_CHUNK, pos))
-                if not parsed.payloads and not parsed.damaged:  # a frame longer than a chunk, or cut short
-                    need = frames.needed(os.pread(fd, frames.HEADER.size, pos))
-                    if not need or pos + need > size:
-                        break
-                    parsed = frames.parse(os.pread(fd, need, pos), 1)
-                count += len(parsed.payloads)
-                pos += parsed.size
-                if parsed.damaged or not parsed.payloads:
-                    break
-            if pos < size:
-                log.warning("spool %s: %s ends in %d bytes that are not a whole frame (a write cut short by a "
-                            "power loss or crash); cutting them off", self.directory, path, size - pos)
-                os.ftruncate(fd, pos)
-            return count, pos
-        finally:
-            os.close(fd)
 
     def _normal(self, pos: Position) -> Position:
         """A position at the very end of a finished segment is the start of the next one."""
@@ -397,86 +347,4 @@ class Spool:
         return os.pread(fd, size, offset)
 
     def _segment(self, seq: int) -> Path:
-        return self.directory / f"{seq:012d}.seg"
-
-
-def _lock(directory: Path) -> int:
-    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise SpoolLocked(f"the spool {directory} is in use by another Producer (process {holder}): give each "
-                          "producer process a spool directory of its own, or close that Producer first") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def _segments(directory: Path) -> list[int]:
-    return sorted(int(p.stem) for p in directory.glob("*.seg") if p.stem.isdigit())
-
-
-def _cursor_record(pos: Position) -> bytes:
-    head = b"%012d %012d" % (pos.seq, pos.offset)
-    return (head + b" %08x" % zlib.crc32(head)).ljust(CURSOR_SLOT - 1) + b"\n"  # a slot's whole width
-
-
-def _read_cursor(directory: Path) -> Position | None:
-    """The later of the cursor's intact slots, or None when there is none (then everything is sent again)."""
-    try:
-        data = (directory / "cursor").read_bytes()
-    except FileNotFoundError:
-        return None
-    found = []
-    for slot in (data[:CURSOR_SLOT], data[CURSOR_SLOT:2 * CURSOR_SLOT]):
-        try:
-            seq, offset, crc = slot.split()
-            if int(crc, 16) == zlib.crc32(b"%s %s" % (seq, offset)):
-                found.append(Position(int(seq), int(offset)))
-        except ValueError:
-            continue
-    return max(found, default=None)
-
-
-def _open_segment(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written < len(data):  # a regular file takes it whole unless the disk is full (then write raises)
-        view = memoryview(data)[written:]
-        while view:
-            view = view[os.write(fd, view):]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def inspect(directory: Path) -> Waiting:
-    """What waits in a spool directory, read without its lock (a live Producer may be sending it)."""
-    directory = Path(directory)
-    seqs = _segments(directory)
-    cursor = _read_cursor(directory)
-    if cursor is None or cursor.seq not in seqs:
-        cursor = Position(seqs[0], 0) if seqs else Position(1, 0)
-    count = size = 0
-    oldest = None
-    for seq in (s for s in seqs if s >= cursor.seq):
-        try:
-            data = (directory / f"{seq:012d}.seg").read_bytes()
-        except FileNotFoundError:
-            continue  # a live Producer sent it meanwhile
-        parsed = frames.parse(data[cursor.offset if seq == cursor.seq else 0:])
-        if parsed.payloads and oldest is None:
-            oldest = frames.decode(parsed.payloads[0]).received
-        count += len(parsed.payloads)
-        size += parsed.size
-    return Waiting(count, size, oldest)
+        return segment(self.directory, seq)
