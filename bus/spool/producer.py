@@ -58,6 +58,7 @@ class Producer:
         self._generation = _generation
         self._pid = os.getpid()
         self._found = self._spool.written_total  # left by an earlier Producer on DIR
+        self._closed = False
 
     @property
     def directory(self) -> Path:
@@ -96,6 +97,9 @@ class Producer:
         """Flush (up to `timeout`), stop sending and release DIR; True when nothing was left waiting."""
         if self._generation != _generation:
             return False  # the child closed its copies of the files at the fork (store.py)
+        if self._closed:
+            return self._spool.waiting().count == 0
+        self._closed = True
         drained = self.flush(timeout)
         self._sender.stop()
         self._spool.close()
