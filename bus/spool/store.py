@@ -289,6 +289,7 @@ class Spool:
                 self._closed = True
             if self.fsync != "no":
                 os.fsync(self._fd)
+                os.fsync(self._cursor_fd)
             os.close(self._fd)
         for fd in self._read_fds.values():
             os.close(fd)
