@@ -3,9 +3,11 @@
 A frame is a 4-byte big-endian payload length, the payload's 4-byte CRC-32, then the
 payload: id, tag, route, received and body joined by newlines. None of the first four
 can hold a newline, and the body is JSON as orjson writes it, which escapes every
-control character, so splitting at the first four newlines is exact. The CRC finds a
-torn tail (power lost in the middle of a write) on reopening; SIGKILL cannot tear a
-frame, since a frame reaches the file in one write() of whole frames.
+control character, so splitting at the first four newlines is exact. The CRC and the
+length find a torn tail on reopening: power lost in the middle of a write, or a kill
+cutting a large write short (Linux stops a write between pages for a fatal signal).
+Either tears only frames whose emit had not returned yet, so cutting them off loses
+nothing a caller was promised.
 """
 from __future__ import annotations
 
