@@ -95,6 +95,35 @@ def pool(kind: str, concurrency: int, config: dict | None = None, label: str = "
     return scenario
 
 
+def stdlib_receiver(run: Run) -> dict:
+    """A backlog drained into Python's http.server on keep-alive, which writes an answer's head and body
+    in two sends (the ~40 ms Nagle/delayed-ACK stall of issue 17), beside the same server answering in
+    one send; rate from first to last receipt, the worker started once the events are queued."""
+    rates: dict[str, float | None] = {}
+    counts: dict = {}
+    window: dict = {}
+    for label, flags in (("one_write", ["--one-write"]), ("two_writes", [])):
+        run.no_worker()
+        run.flush()
+        run.cluster.stop("receiver")
+        run.cluster.start_receiver(["bench.stdlib_receiver", *flags])
+        summary, accepted = run.loadgen(f"stdlib-{label}", f"/{ROUTE}.stdlib", run.sizes.stdlib_events, batch=100,
+                                        max_seconds=120)
+        run.ensure_worker(flush=False)
+        win = run.window()
+        counts, received = _delivered(run, accepted, summary, run.wait_for(len(accepted)))
+        window = win.stop()
+        times = sorted(received[i] for i in accepted if i in received)
+        rates[label] = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None
+    run.no_worker()
+    run.cluster.stop("receiver")
+    run.cluster.start_receiver()
+    one, two = rates["one_write"], rates["two_writes"]
+    ratio = round(two / one, 3) if one and two else None
+    return result("stdlib_receiver", counts, two, ">= half the one-write rate", bool(ratio and ratio >= 0.5), window,
+                  one_write_rate=round(one, 1) if one else None, two_write_ratio=ratio)
+
+
 def backlog(run: Run) -> dict:
     """A large backlog accepted while the receiver is down for minutes; worker RSS over time, then the drain."""
     run.ensure_worker()

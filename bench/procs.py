@@ -166,8 +166,10 @@ class Cluster:
 
         wait_until(healthy, 30, "bus serve to answer /healthz")
 
-    def start_receiver(self) -> None:
-        self.spawn("receiver", [PY, "-m", "bench.receiver", str(self.receiver_port)])
+    def start_receiver(self, module: list[str] | None = None) -> None:
+        """bench.receiver, or another receiver module (and its flags) on the same port and control paths."""
+        name, *flags = module or ["bench.receiver"]
+        self.spawn("receiver", [PY, "-m", name, str(self.receiver_port), *flags])
         wait_until(lambda: self._check_alive("receiver") or _connects(self.receiver_port), 10, "the receiver to listen")
 
     def start_worker(self, route: str, pool: str = "prefork", concurrency: int = 2, role: str = "worker",

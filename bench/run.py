@@ -22,6 +22,7 @@ class Sizes:
     drain_events: int = 2_000
     outage_s: float = 30.0
     pool_events: int = 10_000  # per worker pool compared
+    stdlib_events: int = 4_000  # per receiver of the stdlib_receiver scenario (two-write and one-write http.server)
     backlog: int = 100_000
     backlog_minutes: float = 5.0
     delivery_slack_s: float = 180.0  # added to every delivery wait: two of the route's longest retry intervals
@@ -30,7 +31,7 @@ class Sizes:
 FULL = Sizes()
 QUICK = Sizes(receiver=5_000, ingress_single=2_000, ingress_batch=10_000, emit=3_000, producer=20_000, memory=2_000,
               e2e=2_000,
-              latency_s=4.0, drain_events=300, outage_s=3.0, pool_events=0, backlog=0, delivery_slack_s=20.0)
+              latency_s=4.0, drain_events=300, outage_s=3.0, pool_events=0, stdlib_events=400, backlog=0, delivery_slack_s=20.0)
 
 # Events a collapse-free bus delivers per second at the very least (a tenth of the e2e target);
 # every wait for deliveries is sized from it.
