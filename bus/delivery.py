@@ -63,7 +63,7 @@ def worker() -> Worker:
                 router=load_configured(config),
                 redis=journal.connect(config.redis, config.redis_timeout),
                 pipe=SharedPipe(config.redis, config.redis_timeout),
-                pools=outbound.Pools(),
+                pools=outbound.Pools(config.outbound),
             )
         return _worker
 

@@ -5,10 +5,10 @@ itself: the request is written in one send, and the answer is parsed by httptool
 (llhttp, the C parser the ingress already uses). urllib3 and http.client cost about
 0.5 ms of CPU per attempt here (request objects, header dicts, email-style header
 parsing), half of what a delivered event cost the pool processes
-(docs/performance.md). What they gave a delivery is kept: TLS verified against
-certifi's bundle unless a route turns it off or names its own CA file, a client
-certificate per route, no retries and no redirects behind the bus's back (the bus
-retries, and delivery.py follows same-origin redirects itself), and a reused
+(docs/performance.md). What they gave a delivery is kept: TLS verified against the
+system's store (bus/trust.py) unless a route turns it off, plus a route's own CA file,
+a client certificate per route, no retries and no redirects behind the bus's back (the
+bus retries, and delivery.py follows same-origin redirects itself), and a reused
 connection is dropped first if the endpoint closed it while it was idle.
 """
 from __future__ import annotations
@@ -20,10 +20,11 @@ import ssl
 import threading
 from urllib.parse import urlsplit
 
-import certifi
 import httptools
 
 from .routes import Route
+from .settings import OutboundSettings
+from .trust import tls_context
 
 # Idle connections kept per origin: a prefork pool process sends one attempt at a time; a threads
 # pool may send more at once, and connections beyond this are closed after their answer.
@@ -132,7 +133,8 @@ def _ack_now(sock: socket.socket) -> None:
 class Pools:
     """The worker process's idle connections by TLS setting and origin, and one TLS context per setting."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: OutboundSettings | None = None) -> None:
+        self.config = config or OutboundSettings()
         self._idle: dict[tuple, list[socket.socket]] = {}
         self._contexts: dict[tuple, ssl.SSLContext] = {}
         self._lock = threading.Lock()
@@ -165,7 +167,7 @@ class Pools:
         key = (route.tls_verify, route.ca_file, route.client_cert, route.client_key)
         context = self._contexts.get(key)
         if context is None:
-            context = self._contexts[key] = _tls_context(*key)
+            context = self._contexts[key] = tls_context(self.config.trust, *key)
         return context
 
     def _close_all(self) -> None:
@@ -234,16 +236,6 @@ def _connect(pools: Pools, route: Route, host: str, port: int, tls: bool) -> soc
     except BaseException:
         sock.close()
         raise
-
-
-def _tls_context(verify: bool, ca_file: str | None, client_cert: str | None, client_key: str | None) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=ca_file or certifi.where())
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if client_cert:
-        context.load_cert_chain(client_cert, client_key)
-    return context
 
 
 def _readable(sock: socket.socket) -> bool:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from .journal.target import RedisTarget
 
 from .errors import ConfigError
+from .trust import Trust
 
 # Fluentd's in_http body_size_limit default.
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
@@ -62,6 +63,14 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class OutboundSettings:
+    """How deliveries reach endpoints, the same for every route of the process."""
+
+    # SSL_CERT_FILE / SSL_CERT_DIR: the store TLS trusts instead of the system's (bus/trust.py).
+    trust: Trust = field(default_factory=Trust)
+
+
+@dataclass(frozen=True)
 class Settings:
     redis_url: str
     routes_dir: Path
@@ -83,6 +92,7 @@ class Settings:
     # BUS_IDEMPOTENCY_WINDOW: how long an Idempotency-Key is remembered (default: the retention, as the
     # contract says); each remembered key costs ~150 bytes of Redis memory.
     idempotency_window: int = 7 * 24 * 3600
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
     # BUS_CELERY_CONFIG: the Celery settings file; None: ./celeryconfig.py if there, else the defaults.
     celery_config: Path | None = None
     # BUS_ACK_REPLICAS / BUS_ACK_TIMEOUT_MS: an accept counts once this many replicas hold it (Redis WAIT).
@@ -231,10 +241,25 @@ def load(env: dict[str, str] | None = None) -> Settings:
         redis_sentinel_master=env.get("BUS_REDIS_SENTINEL_MASTER") or "mymaster",
         redis_sentinel_password=_secret(env, "BUS_REDIS_SENTINEL_PASSWORD"),
         celery_config=Path(env["BUS_CELERY_CONFIG"]) if env.get("BUS_CELERY_CONFIG") else None,
+        outbound=_outbound(env),
         environ=env,
     )
     redis_target(config)  # a broken BUS_REDIS_URL stops start-up, naming what is wrong
     return config
+
+
+def _outbound(env: dict[str, str]) -> OutboundSettings:
+    return OutboundSettings(trust=Trust(cert_file=_existing(env, "SSL_CERT_FILE", Path.is_file, "file"),
+                                        cert_dir=_existing(env, "SSL_CERT_DIR", Path.is_dir, "folder")))
+
+
+def _existing(env: dict[str, str], name: str, test, kind: str) -> str | None:
+    raw = env.get(name) or None
+    if raw and not test(Path(raw)):
+        # OpenSSL would quietly trust nothing from it, and every TLS delivery would fail its certificate check.
+        raise ConfigError(f"{name}={raw!r} is not a {kind}; point it at the CA {kind} to trust, or unset it "
+                          "to trust the system's store")
+    return raw
 
 
 def _names(raw: str | None) -> tuple[str, ...]:

@@ -3,13 +3,16 @@ egress proxies, internal CAs, connection age, gzip, unix sockets on the host. Re
 from __future__ import annotations
 
 import http.server
+import ssl
 import threading
 import time
 
 import requests
 
 from bus import journal
-from conftest import bus_env, start_ingress, start_worker, wait_until
+from tests.certs import make_ca
+from conftest import Receiver, bus_env, start_ingress, start_worker, wait_until
+
 
 
 class KeepAliveReceiver:
@@ -93,3 +96,41 @@ def test_a_receiver_that_writes_head_and_body_apart_is_served_at_least_half_as_f
         ingress.stop()
         split.stop()
         whole.stop()
+
+
+def https_receiver(cert, key) -> Receiver:
+    receiver = Receiver()
+    receiver.start()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    receiver._server.socket = context.wrap_socket(receiver._server.socket, server_side=True)
+    return receiver
+
+
+def without_trust_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+
+
+def test_an_internal_ca_in_ssl_cert_file_is_trusted_and_without_it_the_event_retries_on_a_certificate_error(
+        bus, tmp_path):
+    ca, cert, key = make_ca(tmp_path)
+    receiver = https_receiver(cert, key)
+    routes = _routes(tmp_path, internal=f'match = "net.internal"\nendpoint = "https://127.0.0.1:{receiver.port}/in"\n'
+                                         'retry_max_interval = 1\n')
+    env = without_trust_env(bus_env(bus.redis.url, routes))
+    ingress, url = start_ingress(env, tmp_path / "ingress.log")
+    worker = start_worker(env, tmp_path / "worker.log")
+    client = bus.redis.client()
+    try:
+        [event_id] = requests.post(f"{url}/net.internal", data="{}", timeout=10).json()["ids"]
+        wait_until(lambda: journal.attempts(client, event_id), 20, what="the attempt without the CA")
+        assert "CERTIFICATE_VERIFY_FAILED" in journal.attempts(client, event_id)[0]["error"]
+        assert journal.load(client, event_id)["status"] == "retrying", "a certificate error is retried, not dead"
+        worker.stop()
+        worker = start_worker({**env, "SSL_CERT_FILE": str(ca)}, tmp_path / "worker-trusting.log")
+        wait_until(lambda: journal.load(client, event_id)["status"] == "delivered", 30, what="delivery with SSL_CERT_FILE")
+        assert receiver.ids("/in") == [event_id]
+    finally:
+        worker.stop()
+        ingress.stop()
+        receiver.stop()
