@@ -58,12 +58,26 @@ def cmd_routes(args: argparse.Namespace, config: settings.Settings) -> int:
         validate_tag(tag)
         route = router.match(tag)
         print(f"{tag} -> route {route.name} ({route.file}), queue {journal.queue_name(route.name)}")
-        print(f"{route.method} {route.endpoint.render(tag)}")
+        url = route.endpoint.render(tag)
+        print(f"{route.method} {url}")
+        print(_proxy_line(config, route, url))
         return 0
     rows = [("#", "ROUTE", "MATCH", "METHOD", "ENDPOINT", "FILE")]
     rows += [(str(i), r.name, " ".join(r.match), r.method, r.endpoint.template, r.file) for i, r in enumerate(router.routes, 1)]
     journal_cli.print_table(rows)
     return 0
+
+
+def _proxy_line(config: settings.Settings, route: Route, url: str) -> str:
+    from urllib.parse import urlsplit
+
+    from .proxies import choose
+
+    parts = urlsplit(url)
+    choice = choose(config.outbound.proxies, route.proxy, parts.scheme, parts.hostname or "",
+                    parts.port or (443 if parts.scheme == "https" else 80))
+    via = f"through proxy {choice.proxy.shown}" if choice.proxy else "straight, no proxy"
+    return f"{via} ({choice.why})"
 
 
 def cmd_routes_import(args: argparse.Namespace, config: settings.Settings) -> int:

@@ -41,12 +41,11 @@ class Conversion:
 # out_http's TLS settings and the route keys they become.
 _TLS_FILES = {"tls_ca_cert_path": "ca_file", "tls_client_cert_path": "client_cert", "tls_private_key_path": "client_key"}
 _CARRIED_MATCH = {"@type", "@id", "endpoint", "http_method", "content_type", "headers", "open_timeout", "read_timeout",
-                  "retryable_response_codes", "json_array", "tls_verify_mode", *_TLS_FILES}
+                  "retryable_response_codes", "json_array", "tls_verify_mode", "proxy", *_TLS_FILES}
 # out_http settings bus has no counterpart for, and why.
 _MATCH_NOT_CARRIED = {
     "@log_level": "bus logs per process, not per route",
     "@label": "bus has no labels: a route takes events by tag only",
-    "proxy": "bus does not send through a proxy",
     "ssl_timeout": "bus has no separate TLS timeout (open_timeout covers the connection)",
     "tls_private_key_passphrase": "bus reads unencrypted client keys only (client_key)",
     "tls_version": "bus uses the TLS versions of the Python ssl module",
@@ -163,6 +162,10 @@ def _route_table(match: Section) -> tuple[dict[str, Any], list[str]]:
         table["tls_verify"] = p["tls_verify_mode"].strip().lower() != "none"
         if not table["tls_verify"]:
             notes.append("tls_verify_mode none: carried as tls_verify = false (certificates are not checked)")
+    if "proxy" in p:
+        table["proxy"] = p["proxy"].strip()
+        notes.append("proxy: carried as the route's proxy" + (" (it holds a password: keep the route file private)"
+                                                              if "@" in table["proxy"] else ""))
     if "retryable_response_codes" in p:
         table["retryable_statuses"] = _param(p, "retryable_response_codes", _codes)
     else:

@@ -9,7 +9,9 @@ parsing), half of what a delivered event cost the pool processes
 system's store (bus/trust.py) unless a route turns it off, plus a route's own CA file,
 a client certificate per route, no retries and no redirects behind the bus's back (the
 bus retries, and delivery.py follows same-origin redirects itself), and a reused
-connection is dropped first if the endpoint closed it while it was idle.
+connection is dropped first if the endpoint closed it while it was idle. A delivery goes
+through the egress proxy bus/proxies.py chooses: plain http as an absolute-URL request to
+the proxy, https through its CONNECT tunnel (bus/connect.py opens connections).
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from .connect import ProxyError, open_connection
+from .proxies import Choice, choose
 from .routes import Route
 from .settings import OutboundSettings
 from .trust import tls_context
@@ -137,6 +141,7 @@ class Pools:
         self.config = config or OutboundSettings()
         self._idle: dict[tuple, list[socket.socket]] = {}
         self._contexts: dict[tuple, ssl.SSLContext] = {}
+        self._proxies: dict[tuple, Choice] = {}
         self._lock = threading.Lock()
 
     def take(self, origin: tuple) -> socket.socket | None:
@@ -170,6 +175,16 @@ class Pools:
             context = self._contexts[key] = tls_context(self.config.trust, *key)
         return context
 
+    def proxy(self, route: Route, scheme: str, host: str, port: int) -> Choice:
+        """The proxy a delivery of this route to scheme://host:port goes through (bus/proxies.py), worked out once."""
+        key = (route.proxy, scheme, host, port)
+        choice = self._proxies.get(key)
+        if choice is None:
+            if len(self._proxies) >= MAX_ORIGINS:
+                self._proxies.clear()
+            choice = self._proxies[key] = choose(self.config.proxies, route.proxy, scheme, host, port)
+        return choice
+
     def _close_all(self) -> None:
         for socks in self._idle.values():
             for sock in socks:
@@ -186,16 +201,26 @@ def open_response(pools: Pools, route: Route, url: str, headers: dict[str, str],
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url}")
     host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    request = _request(route.method, target, _host_header(host, parts.port), headers, body)
     tls = parts.scheme == "https"
-    origin = (route.tls_verify, route.ca_file, route.client_cert, route.client_key, tls, host, port)
-    sock = pools.take(origin) or _connect(pools, route, host, port, tls)
+    proxy = pools.proxy(route, parts.scheme, host, port).proxy
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if proxy and not tls:
+        # Plain http through a proxy: the absolute URL as the target, its credentials in a header of its own.
+        target = f"http://{_host_header(host, parts.port)}{target}"
+        if proxy.authorization:
+            headers = {**headers, "Proxy-Authorization": proxy.authorization}
+    request = _request(route.method, target, _host_header(host, parts.port), headers, body)
+    origin = (route.tls_verify, route.ca_file, route.client_cert, route.client_key, tls, host, port, proxy)
+    sock = pools.take(origin) or open_connection(host, port, route.open_timeout, proxy,
+                                                 pools.context(route) if tls else None)
     try:
         sock.settimeout(route.read_timeout)
         sock.sendall(request)
         answer = Answer(sock, origin)
         answer.read_head()
+        if proxy and not tls and answer.status == 407:
+            raise ProxyError(f"proxy {proxy.shown} refused the request: 407 Proxy Authentication Required; "
+                             "check the user and password in its URL")
         return answer
     except BaseException:  # an OSError, or the attempt's deadline (delivery.py) cutting a read short
         sock.close()
@@ -224,18 +249,6 @@ def _request(method: str, target: str, host: str, headers: dict[str, str], body:
 def _host_header(host: str, port: int | None) -> str:
     name = f"[{host}]" if ":" in host else host
     return f"{name}:{port}" if port else name
-
-
-def _connect(pools: Pools, route: Route, host: str, port: int, tls: bool) -> socket.socket:
-    sock = socket.create_connection((host, port), timeout=route.open_timeout)
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if tls:
-            sock = pools.context(route).wrap_socket(sock, server_hostname=host)  # handshake within open_timeout
-        return sock
-    except BaseException:
-        sock.close()
-        raise
 
 
 def _readable(sock: socket.socket) -> bool:

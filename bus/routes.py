@@ -9,7 +9,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Mapping
 from urllib.parse import quote, urlsplit
 
-from . import route_secrets
+from . import proxies, route_secrets
 from .errors import NoRoute, RouteError
 from .messages import GROUP_SIZE
 from .tags import compile_patterns
@@ -91,6 +91,9 @@ class Route:
     # Events per request, sent as one JSON array (NDJSON lines for an ndjson content_type) the
     # way Fluentd's out_http json_array does; 1 sends each event on its own.
     batch_max: int = 1
+    # The egress proxy: None (unset) follows HTTP(S)_PROXY and NO_PROXY, "" goes straight, else an http:// URL
+    # (bus/proxies.py). Out of repr: the URL may hold the proxy's password.
+    proxy: str | None = field(default=None, repr=False)
     # Resolved secrets: kept out of repr so no log line or traceback shows them.
     secret_headers: dict[str, str] = field(default_factory=dict, repr=False)
     signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
@@ -270,6 +273,14 @@ def _existing_file(value: Any) -> str:
     return value
 
 
+def _proxy(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError('expected an http:// proxy URL such as "http://proxy.internal:3128", or "" for none')
+    if value:
+        proxies.parse_proxy(value)
+    return value
+
+
 def _hosts(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(h, str) and h for h in value):
         raise ValueError("expected a non-empty list of host names, e.g. [\"*.svc.internal\", \"api.example.com\"]")
@@ -295,6 +306,7 @@ _KEYS = {
     "client_key": _existing_file,
     "follow_redirects": _bool,
     "batch_max": _batch_max,
+    "proxy": _proxy,
 }
 # Keys whose values are secret references, resolved against the environment.
 _SECRET_KEYS = ("secret_headers", "signing_secret")

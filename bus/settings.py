@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from .journal.target import RedisTarget
 
 from .errors import ConfigError
+from .proxies import ProxyEnv, from_environment
 from .trust import Trust
 
 # Fluentd's in_http body_size_limit default.
@@ -68,6 +69,8 @@ class OutboundSettings:
 
     # SSL_CERT_FILE / SSL_CERT_DIR: the store TLS trusts instead of the system's (bus/trust.py).
     trust: Trust = field(default_factory=Trust)
+    # HTTP_PROXY, HTTPS_PROXY, NO_PROXY (and their lowercase names), as curl reads them (bus/proxies.py).
+    proxies: ProxyEnv = field(default_factory=ProxyEnv)
 
 
 @dataclass(frozen=True)
@@ -249,8 +252,13 @@ def load(env: dict[str, str] | None = None) -> Settings:
 
 
 def _outbound(env: dict[str, str]) -> OutboundSettings:
+    try:
+        proxy_env = from_environment(env)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; fix the variable or unset it") from None
     return OutboundSettings(trust=Trust(cert_file=_existing(env, "SSL_CERT_FILE", Path.is_file, "file"),
-                                        cert_dir=_existing(env, "SSL_CERT_DIR", Path.is_dir, "folder")))
+                                        cert_dir=_existing(env, "SSL_CERT_DIR", Path.is_dir, "folder")),
+                            proxies=proxy_env)
 
 
 def _existing(env: dict[str, str], name: str, test, kind: str) -> str | None:

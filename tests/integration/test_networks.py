@@ -3,7 +3,12 @@ egress proxies, internal CAs, connection age, gzip, unix sockets on the host. Re
 from __future__ import annotations
 
 import http.server
+import os
+import socket
+import signal
 import ssl
+import subprocess
+import sys
 import threading
 import time
 
@@ -11,7 +16,7 @@ import requests
 
 from bus import journal
 from tests.certs import make_ca
-from conftest import Receiver, bus_env, start_ingress, start_worker, wait_until
+from conftest import Receiver, bus_env, free_port, start_ingress, start_worker, wait_until
 
 
 
@@ -107,8 +112,49 @@ def https_receiver(cert, key) -> Receiver:
     return receiver
 
 
+NETWORK_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+
+
 def without_trust_env(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    """The environment without the machine's trust store and proxy variables: each test sets its own."""
+    return {k: v for k, v in env.items() if k.upper() not in NETWORK_ENV}
+
+
+class ForwardProxy:
+    """proxy.py (PyPI) on 127.0.0.1, requiring Basic credentials; its access log says what went through it."""
+
+    def __init__(self, log, user: str = "bus", password: str = "pr0xy-pw"):
+        self.port, self.log = free_port(), log
+        self.url = f"http://{user}:{password}@127.0.0.1:{self.port}"
+        self._out = open(log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "--hostname", "127.0.0.1", "--port", str(self.port), "--num-workers", "1",
+             "--num-acceptors", "1", "--basic-auth", f"{user}:{password}"],
+            stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(self._listening, 30, what="proxy.py to listen")
+
+    def _listening(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"proxy.py exited:\n{self.log.read_text(errors='replace')}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def passed(self, what: str) -> int:
+        """Access-log lines of requests it passed on that contain `what` (e.g. 'CONNECT 127.0.0.1:443')."""
+        return sum(1 for line in self.log.read_text(errors="replace").splitlines() if "access_log" in line and what in line)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._out.close()
 
 
 def test_an_internal_ca_in_ssl_cert_file_is_trusted_and_without_it_the_event_retries_on_a_certificate_error(
@@ -134,3 +180,57 @@ def test_an_internal_ca_in_ssl_cert_file_is_trusted_and_without_it_the_event_ret
         worker.stop()
         ingress.stop()
         receiver.stop()
+
+
+def test_deliveries_go_through_the_environments_proxy_straight_past_it_with_no_proxy_and_a_dead_proxy_is_named(
+        bus, tmp_path):
+    ca, cert, key = make_ca(tmp_path)
+    plain, secure = Receiver(), https_receiver(cert, key)
+    plain.start()
+    proxy = ForwardProxy(tmp_path / "proxy.log")
+    dead = f"http://bus:dead-pw@127.0.0.1:{free_port()}"
+    wrong = proxy.url.replace("pr0xy-pw", "wrong-pw")
+    routes = _routes(
+        tmp_path,
+        a_plain=f'match = "px.plain"\nendpoint = "{plain.url}/plain"\n',
+        b_secure=f'match = "px.secure"\nendpoint = "https://127.0.0.1:{secure.port}/secure"\n',
+        c_straight=f'match = "px.straight"\nendpoint = "http://localhost:{plain.port}/straight"\n',
+        d_dead=f'match = "px.dead"\nendpoint = "{plain.url}/dead"\nproxy = "{dead}"\nretry_max_interval = 1\n',
+        e_wrong=f'match = "px.wrong"\nendpoint = "https://127.0.0.1:{secure.port}/wrong"\nproxy = "{wrong}"\n')
+    env = {**without_trust_env(bus_env(bus.redis.url, routes)), "SSL_CERT_FILE": str(ca),
+           "HTTP_PROXY": proxy.url, "HTTPS_PROXY": proxy.url, "NO_PROXY": "localhost"}
+    ingress, url = start_ingress(env, tmp_path / "ingress.log")
+    worker = start_worker(env, tmp_path / "worker.log")
+    client = bus.redis.client()
+    try:
+        ids = {tag: requests.post(f"{url}/{tag}", data="{}", timeout=10).json()["ids"][0]
+               for tag in ("px.plain", "px.secure", "px.straight", "px.dead", "px.wrong")}
+        wait_until(lambda: plain.ids("/plain") == [ids["px.plain"]], 20, what="plain http through the proxy")
+        wait_until(lambda: secure.ids("/secure") == [ids["px.secure"]], 20, what="https through CONNECT")
+        wait_until(lambda: plain.ids("/straight") == [ids["px.straight"]], 20, what="NO_PROXY straight delivery")
+        assert proxy.passed(f"POST 127.0.0.1:{plain.port}/plain") == 1
+        assert proxy.passed(f"CONNECT 127.0.0.1:{secure.port}") == 1
+        assert proxy.passed("/straight") == 0 and proxy.passed(f"localhost:{plain.port}") == 0
+
+        wait_until(lambda: journal.attempts(client, ids["px.dead"]), 20, what="the attempt through the dead proxy")
+        error = journal.attempts(client, ids["px.dead"])[0]["error"]
+        assert f"proxy http://***@127.0.0.1:{dead.rsplit(':', 1)[1]} could not be reached" in error
+        assert "dead-pw" not in error
+        assert journal.load(client, ids["px.dead"])["status"] == "retrying", "a dead proxy is retried, not dead"
+        wait_until(lambda: journal.attempts(client, ids["px.wrong"]), 20, what="the attempt with wrong credentials")
+        error = journal.attempts(client, ids["px.wrong"])[0]["error"]
+        assert f"refused CONNECT 127.0.0.1:{secure.port}" in error and "407" in error and "wrong-pw" not in error
+        assert not plain.to("/dead") and not secure.to("/wrong")
+
+        shown = subprocess.run([sys.executable, "-m", "bus", "routes", "px.secure"], env=env, capture_output=True,
+                               text=True, timeout=60).stdout
+        assert f"through proxy http://***@127.0.0.1:{proxy.port} (HTTPS_PROXY)" in shown and "pr0xy-pw" not in shown
+        shown = subprocess.run([sys.executable, "-m", "bus", "routes", "px.straight"], env=env, capture_output=True,
+                               text=True, timeout=60).stdout
+        assert "straight, no proxy (NO_PROXY entry 'localhost' matches localhost)" in shown
+    finally:
+        worker.stop()
+        ingress.stop()
+        proxy.stop()
+        plain.stop()
+        secure.stop()

@@ -167,6 +167,11 @@ SEVERAL = """
 """
 
 
+def catchall_proxy_unset(router) -> bool:
+    """A match without `proxy` leaves the route to HTTP(S)_PROXY, as out_http's default ($HTTP_PROXY) does."""
+    return router.match("anything.else").proxy is None
+
+
 def test_several_matches_keep_their_order_and_everything_not_carried_is_reported(tmp_path):
     result, router = import_routes(SEVERAL, tmp_path)
     names = [r.name for r in result.routes]
@@ -179,6 +184,7 @@ def test_several_matches_keep_their_order_and_everything_not_carried_is_reported
     assert api.max_attempts == 6 and api.retry_max_interval == 30
     assert api.headers == {"X-Source": "fluentd", "Authorization": "Basic " + base64.b64encode(b"user:pass").decode()}
     assert api.content_type == "application/x-ndjson"  # out_http's default for its json format
+    assert api.proxy == "http://proxy:3128" and catchall_proxy_unset(router)
     catchall = router.match("anything.else")
     assert catchall.name == "05-all" and catchall.headers == {"X-A": "1", "X-B": "2"}
     assert (catchall.batch_max, catchall.content_type) == (100, "application/json")
@@ -189,7 +195,7 @@ def test_several_matches_keep_their_order_and_everything_not_carried_is_reported
         "<system> (fluentd.conf:3): not carried",
         "<filter api.**> (fluentd.conf:6): not carried",
         "<match fluent.**> (fluentd.conf:9): skipped, @type null",
-        "proxy: not carried",
+        "proxy: carried as the route's proxy",
         "keepalive: not carried",
         "retry_max_times 5: kept as max_attempts = 6",
         "retry_wait 2s: not carried",
