@@ -1,19 +1,34 @@
 """Opening a connection to an endpoint: TCP (straight, or to the egress proxy and through its CONNECT), then TLS.
 
-Everything here happens within the route's open_timeout. What goes wrong on the way to
+Everything here happens within one budget, the route's open_timeout (or what is left of
+the attempt): not per address as socket.create_connection() waits. A name's addresses are
+tried as RFC 8305 ("happy eyeballs") says: families alternated, the next address started
+250 ms after the previous one (or at once when it fails) while earlier ones keep trying,
+the first to connect taken. So an IPv6 address that black-holes costs 250 ms, not
+open_timeout per address. Name resolution itself is left to the system's resolver and
+its own timeouts (resolv.conf), as every client library does.
+
+What goes wrong on the way to
 or through a proxy is a ProxyError naming the proxy (credentials redacted), so the
 attempt's error says where to look; an error from the endpoint itself (its certificate,
 say) stays the endpoint's even when the connection was tunnelled.
 """
 from __future__ import annotations
 
+import errno
+import os
+import selectors
 import socket
 import ssl
+import time
 
 from .proxies import Proxy
 
 # A CONNECT answer's status line and headers; a proxy sending more is not one.
 MAX_CONNECT_HEAD = 64 * 1024
+# RFC 8305's recommended wait before starting a connection to the next address.
+CONNECTION_ATTEMPT_DELAY = 0.25
+_IN_PROGRESS = {errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY}
 
 
 class ProxyError(ConnectionError):
@@ -22,23 +37,34 @@ class ProxyError(ConnectionError):
 
 def open_connection(host: str, port: int, timeout: float, proxy: Proxy | None,
                     tls: ssl.SSLContext | None) -> socket.socket:
-    """A connected socket to host:port (through `proxy` when given), wrapped in TLS when `tls` is given."""
+    """A connected socket to host:port (through `proxy` when given), wrapped in TLS when `tls` is given,
+    all within `timeout` seconds (TimeoutError after it)."""
+    until = time.monotonic() + timeout
     sock = _tcp(proxy.host, proxy.port, timeout, proxy) if proxy else _tcp(host, port, timeout, None)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if proxy and tls:
+            sock.settimeout(_left(until))
             _tunnel(sock, proxy, host, port)
         if tls:
-            sock = tls.wrap_socket(sock, server_hostname=host)  # handshake within open_timeout
+            sock.settimeout(_left(until))  # the handshake as a whole, not per read
+            sock = tls.wrap_socket(sock, server_hostname=host)
         return sock
     except BaseException:
         sock.close()
         raise
 
 
+def _left(until: float) -> float:
+    left = until - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("timed out (open_timeout)")
+    return left
+
+
 def _tcp(host: str, port: int, timeout: float, proxy: Proxy | None) -> socket.socket:
     try:
-        return socket.create_connection((host, port), timeout=timeout)
+        return happy_eyeballs(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
     except OSError as exc:
         if proxy is None:
             raise
@@ -79,3 +105,64 @@ def _connect_answer(sock: socket.socket, proxy: Proxy, authority: str) -> bytes:
         take = len(data) if end < 0 else end + 4 - len(head)
         head += sock.recv(take)
     return head
+
+
+def happy_eyeballs(infos: list[tuple], timeout: float) -> socket.socket:
+    """The first of getaddrinfo()'s addresses to connect, tried as RFC 8305 says, within `timeout` in all."""
+    addresses = _interleaved(infos)
+    until = time.monotonic() + timeout
+    pending: set[socket.socket] = set()
+    errors: list[OSError] = []
+    next_start = time.monotonic()
+    with selectors.DefaultSelector() as selector:
+        try:
+            while addresses or pending:
+                now = time.monotonic()
+                if now >= until:
+                    raise TimeoutError(f"timed out: no connection within {timeout:g}s (open_timeout) to any of "
+                                       f"{len(infos)} address(es)")
+                if addresses and (now >= next_start or not pending):
+                    sock = _start(addresses.pop(0), errors)
+                    if sock is not None:
+                        pending.add(sock)
+                        selector.register(sock, selectors.EVENT_WRITE)
+                    next_start = now + CONNECTION_ATTEMPT_DELAY
+                    continue
+                wait = min(until, next_start) - now if addresses else until - now
+                for key, _ in selector.select(max(wait, 0)):
+                    sock = key.fileobj  # type: ignore[assignment]
+                    selector.unregister(sock)
+                    pending.discard(sock)
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err == 0:
+                        sock.setblocking(True)
+                        return sock
+                    errors.append(OSError(err, os.strerror(err)))
+                    sock.close()
+                    next_start = time.monotonic()  # a failure starts the next address at once
+        finally:
+            for sock in pending:
+                sock.close()
+    raise errors[0] if errors else OSError("the name resolved to no address")
+
+
+def _start(info: tuple, errors: list[OSError]) -> socket.socket | None:
+    family, kind, proto, _, address = info
+    sock = socket.socket(family, kind, proto)
+    sock.setblocking(False)
+    err = sock.connect_ex(address)
+    if err == 0 or err in _IN_PROGRESS:
+        return sock
+    errors.append(OSError(err, os.strerror(err)))
+    sock.close()
+    return None
+
+
+def _interleaved(infos: list[tuple]) -> list[tuple]:
+    """Addresses alternating between families, the family of the first address first (RFC 8305 section 4)."""
+    first = [i for i in infos if i[0] == infos[0][0]] if infos else []
+    other = [i for i in infos if infos and i[0] != infos[0][0]]
+    out = []
+    for n in range(max(len(first), len(other))):
+        out += first[n:n + 1] + other[n:n + 1]
+    return out

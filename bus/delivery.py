@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import logging
 import random
-import signal
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from typing import Any
 
 from urllib.parse import urljoin, urlsplit
 
@@ -17,6 +15,7 @@ from celery import Task
 from celery.exceptions import Reject
 
 from . import backoff, journal, logs, outbound, settings, signing, task_outcome
+from .deadline import AttemptDeadline, Deadline
 from .celery import app
 from .errors import DeadLettered, NoRoute
 from .journal.pipelined import SharedPipe
@@ -68,40 +67,6 @@ def worker() -> Worker:
         return _worker
 
 
-class AttemptDeadline(Exception):
-    """The whole attempt took longer than open_timeout + read_timeout (not an OSError: nothing on the way may
-    take it for a network error and go on)."""
-
-
-_attempt_seconds = 0.0
-
-
-def _expired(signum: int, frame: object) -> None:
-    raise AttemptDeadline(f"no complete answer within {_attempt_seconds:g}s (open_timeout + read_timeout)")
-
-
-@contextmanager
-def _deadline(seconds: float) -> Iterator[None]:
-    """Bound the whole attempt, not each socket read as the socket timeout does: a receiver sending a byte
-    every second would otherwise hold a pool process for ever, and outlive the visibility timeout
-    that routes.py sized for open_timeout + read_timeout. Prefork pool processes run tasks in
-    their main thread, where SIGALRM can interrupt a blocked read; other pools go without.
-    The handler stays installed between attempts (setting it costs more than the attempt's
-    timer); with the timer off it never runs."""
-    global _attempt_seconds
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    if signal.getsignal(signal.SIGALRM) is not _expired:
-        signal.signal(signal.SIGALRM, _expired)
-    _attempt_seconds = seconds
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-
-
 def send(pools: outbound.Pools, route: Route, url: str, event: dict[str, Any], attempt: int,
          extra_headers: dict[str, str] | None = None) -> dict[str, Any]:
     """One HTTP attempt; returns the attempt record (never raises for network trouble)."""
@@ -119,27 +84,27 @@ def send(pools: outbound.Pools, route: Route, url: str, event: dict[str, Any], a
         headers.update(signing.headers(event["id"], event["body"], route.signing_keys, time.time()))
     record: dict[str, Any] = {"attempt": attempt, "at": time.time(), "url": url}
     started = time.monotonic()
+    # One deadline for the whole attempt, redirects included (bus/deadline.py).
+    deadline = Deadline.after(route.open_timeout + route.read_timeout)
     try:
-        # One deadline for the whole attempt, redirects included.
-        with _deadline(route.open_timeout + route.read_timeout):
-            for _ in range(MAX_REDIRECTS + 1):
-                resp = outbound.open_response(pools, route, url, headers, event["body"])
-                target = _same_origin_redirect(url, resp) if route.follow_redirects else None
-                if target is None:
-                    break
-                outbound.finish(pools, resp)
-                url = record["url"] = target
-            body = b""
-            try:
-                # Keep only the first bytes: a huge error page must not fill worker memory.
-                body = resp.read(journal.RESPONSE_KEEP)
-            except (OSError, AttemptDeadline) as exc:
-                # The status line arrived, so the endpoint has answered and its status decides, as
-                # for a body we never read past 2 KiB. Escaping here would fail the task, and Celery
-                # acks a failed task: the event would be lost.
-                record["response_error"] = f"{type(exc).__name__}: {exc}"[:500]
-            finally:
-                outbound.finish(pools, resp)
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = outbound.open_response(pools, route, url, headers, event["body"], deadline)
+            target = _same_origin_redirect(url, resp) if route.follow_redirects else None
+            if target is None:
+                break
+            outbound.finish(pools, resp)
+            url = record["url"] = target
+        body = b""
+        try:
+            # Keep only the first bytes: a huge error page must not fill worker memory.
+            body = resp.read(journal.RESPONSE_KEEP)
+        except (OSError, AttemptDeadline) as exc:
+            # The status line arrived, so the endpoint has answered and its status decides, as
+            # for a body we never read past 2 KiB. Escaping here would fail the task, and Celery
+            # acks a failed task: the event would be lost.
+            record["response_error"] = f"{type(exc).__name__}: {exc}"[:500]
+        finally:
+            outbound.finish(pools, resp)
         record.update(status_code=resp.status, response=body.decode("utf-8", "replace"),
                       retry_after=resp.headers.get("retry-after"))
         if resp.headers.get("location"):

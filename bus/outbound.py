@@ -20,12 +20,14 @@ import select
 import socket
 import ssl
 import threading
+import time
 from urllib.parse import urlsplit
 
 import httptools
 
 from .connect import ProxyError, open_connection
-from .proxies import Choice, choose
+from .deadline import Deadline
+from .proxies import Choice, Proxy, choose
 from .routes import Route
 from .settings import OutboundSettings
 from .trust import tls_context
@@ -53,8 +55,9 @@ class BrokenAnswer(ConnectionError):
 class Answer:
     """An endpoint's answer: status and headers (names lower-cased) once the head is in; the body is read on demand."""
 
-    def __init__(self, sock: socket.socket, origin: tuple):
-        self.sock, self.origin = sock, origin
+    def __init__(self, sock: socket.socket, origin: tuple, born: float, read_timeout: float, deadline: Deadline):
+        self.sock, self.origin, self.born = sock, origin, born
+        self._read_timeout, self._deadline = read_timeout, deadline
         self.status = 0
         self.headers: dict[str, str] = {}
         self._parser = httptools.HttpResponseParser(self)
@@ -100,7 +103,13 @@ class Answer:
     def _feed(self, when: str) -> None:
         if not self._head_done and self._head_bytes > MAX_HEAD:
             raise BrokenAnswer(f"the answer's status line and headers went past {MAX_HEAD // 1024} KiB")
-        data = self.sock.recv(READ_SIZE)
+        self.sock.settimeout(self._deadline.timeout(self._read_timeout))
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except TimeoutError:
+            if self._deadline.passed():  # cut short by the attempt's deadline, not by read_timeout
+                raise self._deadline.expired() from None
+            raise
         self._head_bytes += len(data)
         if not data:
             if self._head_done and "content-length" not in self.headers and \
@@ -139,24 +148,29 @@ class Pools:
 
     def __init__(self, config: OutboundSettings | None = None) -> None:
         self.config = config or OutboundSettings()
-        self._idle: dict[tuple, list[socket.socket]] = {}
+        self._idle: dict[tuple, list[tuple[socket.socket, float]]] = {}
         self._contexts: dict[tuple, ssl.SSLContext] = {}
         self._proxies: dict[tuple, Choice] = {}
         self._lock = threading.Lock()
 
-    def take(self, origin: tuple) -> socket.socket | None:
-        """An idle connection to the origin that the endpoint has not closed meanwhile, if any."""
+    def take(self, origin: tuple) -> tuple[socket.socket, float] | None:
+        """An idle connection to the origin, and when it was opened: one the endpoint has not closed
+        meanwhile, and younger than BUS_CONNECTION_MAX_AGE, if any."""
         while True:
             with self._lock:
                 idle = self._idle.get(origin)
-                sock = idle.pop() if idle else None
-            if sock is None:
+                kept = idle.pop() if idle else None
+            if kept is None:
                 return None
-            if not _readable(sock):
-                return sock
-            sock.close()  # closed by the endpoint (or it sent something unasked): not usable
+            sock, born = kept
+            if not _readable(sock) and not self._too_old(born):
+                return kept
+            sock.close()  # closed by the endpoint (or it sent something unasked), or too old: not used again
 
-    def give_back(self, origin: tuple, sock: socket.socket) -> None:
+    def give_back(self, origin: tuple, sock: socket.socket, born: float) -> None:
+        if self._too_old(born):
+            sock.close()
+            return
         with self._lock:
             idle = self._idle.get(origin)
             if idle is None:
@@ -164,7 +178,7 @@ class Pools:
                     self._close_all()
                 idle = self._idle[origin] = []
             if len(idle) < CONNECTIONS_PER_HOST:
-                idle.append(sock)
+                idle.append((sock, born))
                 return
         sock.close()
 
@@ -185,18 +199,26 @@ class Pools:
             choice = self._proxies[key] = choose(self.config.proxies, route.proxy, scheme, host, port)
         return choice
 
+    def _too_old(self, born: float) -> bool:
+        # A kept connection never looks the name up again: past this age it is replaced, so a DNS change
+        # (a moved service, a blue/green switch) reaches deliveries within BUS_CONNECTION_MAX_AGE.
+        return time.monotonic() - born > self.config.connection_max_age
+
     def _close_all(self) -> None:
-        for socks in self._idle.values():
-            for sock in socks:
+        for kept in self._idle.values():
+            for sock, _ in kept:
                 sock.close()
         self._idle.clear()
 
 
-def open_response(pools: Pools, route: Route, url: str, headers: dict[str, str], body: bytes) -> Answer:
+def open_response(pools: Pools, route: Route, url: str, headers: dict[str, str], body: bytes,
+                  deadline: Deadline | None = None) -> Answer:
     """Send the request and return once the status line and headers are in; the body is left to
     read (or not). Raises OSError (BrokenAnswer for a garbled or cut answer, TimeoutError when
-    open_timeout or read_timeout passes) when there is no answer, ValueError for a URL or header
-    that cannot be sent."""
+    open_timeout or read_timeout passes, ProxyError for the proxy's failures) when there is no
+    answer, AttemptDeadline once `deadline` (the whole attempt's, redirects included) has
+    passed, ValueError for a URL or header that cannot be sent."""
+    deadline = deadline or Deadline.after(route.open_timeout + route.read_timeout)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url}")
@@ -211,26 +233,39 @@ def open_response(pools: Pools, route: Route, url: str, headers: dict[str, str],
             headers = {**headers, "Proxy-Authorization": proxy.authorization}
     request = _request(route.method, target, _host_header(host, parts.port), headers, body)
     origin = (route.tls_verify, route.ca_file, route.client_cert, route.client_key, tls, host, port, proxy)
-    sock = pools.take(origin) or open_connection(host, port, route.open_timeout, proxy,
-                                                 pools.context(route) if tls else None)
+    kept = pools.take(origin)
+    if kept is None:
+        kept = _open(pools, route, host, port, proxy, tls, deadline), time.monotonic()
+    sock, born = kept
     try:
-        sock.settimeout(route.read_timeout)
+        sock.settimeout(deadline.timeout(route.read_timeout))  # sendall as a whole, not per send
         sock.sendall(request)
-        answer = Answer(sock, origin)
+        answer = Answer(sock, origin, born, route.read_timeout, deadline)
         answer.read_head()
         if proxy and not tls and answer.status == 407:
             raise ProxyError(f"proxy {proxy.shown} refused the request: 407 Proxy Authentication Required; "
                              "check the user and password in its URL")
         return answer
-    except BaseException:  # an OSError, or the attempt's deadline (delivery.py) cutting a read short
+    except BaseException:
         sock.close()
+        raise
+
+
+def _open(pools: Pools, route: Route, host: str, port: int, proxy: Proxy | None, tls: bool,
+          deadline: Deadline) -> socket.socket:
+    try:
+        return open_connection(host, port, deadline.timeout(route.open_timeout), proxy,
+                               pools.context(route) if tls else None)
+    except TimeoutError:
+        if deadline.passed():  # a redirect's connection, with less than open_timeout left of the attempt
+            raise deadline.expired() from None
         raise
 
 
 def finish(pools: Pools, answer: Answer) -> None:
     """Keep the connection for the next attempt if its answer was read to the end, else close it."""
     if answer.reusable():
-        pools.give_back(answer.origin, answer.sock)
+        pools.give_back(answer.origin, answer.sock, answer.born)
     else:
         answer.sock.close()
 

@@ -71,6 +71,9 @@ class OutboundSettings:
     trust: Trust = field(default_factory=Trust)
     # HTTP_PROXY, HTTPS_PROXY, NO_PROXY (and their lowercase names), as curl reads them (bus/proxies.py).
     proxies: ProxyEnv = field(default_factory=ProxyEnv)
+    # BUS_CONNECTION_MAX_AGE: seconds from its opening a kept connection is reused, so a DNS change is
+    # seen within it (libcurl's CURLOPT_MAXLIFETIME_CONN; a reconnect every 2 minutes costs nothing).
+    connection_max_age: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,8 @@ def _outbound(env: dict[str, str]) -> OutboundSettings:
         raise ConfigError(f"{exc}; fix the variable or unset it") from None
     return OutboundSettings(trust=Trust(cert_file=_existing(env, "SSL_CERT_FILE", Path.is_file, "file"),
                                         cert_dir=_existing(env, "SSL_CERT_DIR", Path.is_dir, "folder")),
-                            proxies=proxy_env)
+                            proxies=proxy_env,
+                            connection_max_age=_number(env, "BUS_CONNECTION_MAX_AGE", 120.0))
 
 
 def _existing(env: dict[str, str], name: str, test, kind: str) -> str | None:

@@ -7,8 +7,10 @@ import time
 
 import pytest
 
-from bus import outbound
+from bus import outbound, settings
+from bus.errors import ConfigError
 from bus.routes import parse_route
+from bus.settings import OutboundSettings
 
 
 CLOSE = "close"
@@ -196,3 +198,55 @@ def test_a_url_that_is_not_http_or_holds_a_space_is_refused(pools):
         outbound.open_response(pools, r, "ftp://127.0.0.1:9/x", {}, b"")
     with pytest.raises(ValueError, match="space or control character"):
         outbound.open_response(pools, r, "http://127.0.0.1:9/a b", {}, b"")
+
+
+def test_a_connection_older_than_the_age_limit_is_replaced_so_dns_changes_are_seen():
+    pools = outbound.Pools(OutboundSettings(connection_max_age=0.3))
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    server = ScriptedServer(ok, ok, ok)
+    assert send(pools, server)[0] == 200
+    assert send(pools, server)[0] == 200  # young: kept
+    time.sleep(0.4)
+    assert send(pools, server)[0] == 200
+    server.close()
+    assert [n for n, _ in server.requests] == [1, 1, 2], "the third request went on a new connection"
+
+
+def test_bus_connection_max_age_is_read_from_the_environment():
+    assert settings.load({}).outbound.connection_max_age == 120
+    assert settings.load({"BUS_CONNECTION_MAX_AGE": "30"}).outbound.connection_max_age == 30
+    with pytest.raises(ConfigError, match="BUS_CONNECTION_MAX_AGE"):
+        settings.load({"BUS_CONNECTION_MAX_AGE": "soon"})
+
+
+class TricklingServer(ScriptedServer):
+    """Reads a request, then sends its answer's status line one byte every 0.2 s (at most 10 s)."""
+
+    def __init__(self):
+        super().__init__(b"")
+
+    def _answer(self, conn: socket.socket) -> None:
+        conn.recv(65536)
+        self.answers.clear()
+        for byte in b"HTTP/1.1 200 OK\r\n" * 3:
+            conn.sendall(bytes([byte]))  # an OSError once the client gave up ends it: what the test wants
+            time.sleep(0.2)
+
+
+def test_the_whole_attempt_deadline_holds_outside_the_main_thread_as_in_a_threads_pool():
+    from bus import delivery
+
+    server = TricklingServer()
+    r = parse_route("r", "r.toml", {"match": "a.*", "endpoint": f"http://127.0.0.1:{server.port}/in",
+                                    "open_timeout": 0.5, "read_timeout": 1}, 60)
+    records: list[dict] = []
+    event = {"id": "e1", "tag": "a.b", "body": b"{}"}
+    thread = threading.Thread(target=lambda: records.append(delivery.send(outbound.Pools(), r, r.endpoint.render("a.b"),
+                                                                          event, 1)))
+    thread.start()
+    thread.join(10)
+    server.close()
+    [record] = records
+    assert record["status_code"] is None
+    assert record["error"].startswith("AttemptDeadline: no complete answer within 1.5s (open_timeout + read_timeout)")
+    assert record["duration"] < 1.5 + 0.3, "each trickled byte came within read_timeout; the attempt's deadline cut it"
