@@ -41,7 +41,7 @@ class Conversion:
 # out_http's TLS settings and the route keys they become.
 _TLS_FILES = {"tls_ca_cert_path": "ca_file", "tls_client_cert_path": "client_cert", "tls_private_key_path": "client_key"}
 _CARRIED_MATCH = {"@type", "@id", "endpoint", "http_method", "content_type", "headers", "open_timeout", "read_timeout",
-                  "retryable_response_codes", "json_array", "tls_verify_mode", "proxy", *_TLS_FILES}
+                  "retryable_response_codes", "json_array", "tls_verify_mode", "proxy", "compress", *_TLS_FILES}
 # out_http settings bus has no counterpart for, and why.
 _MATCH_NOT_CARRIED = {
     "@log_level": "bus logs per process, not per route",
@@ -51,7 +51,6 @@ _MATCH_NOT_CARRIED = {
     "tls_version": "bus uses the TLS versions of the Python ssl module",
     "tls_ciphers": "bus uses the ciphers of the Python ssl module",
     "error_response_as_unrecoverable": "bus parks every non-retryable answer as a dead event (replayable), never drops it",
-    "compress": "bus sends bodies uncompressed",
     "headers_from_placeholders": "header values cannot be templated from the tag in bus",
 }
 # <buffer> settings whose job bus does its own way, with what it does instead.
@@ -166,6 +165,11 @@ def _route_table(match: Section) -> tuple[dict[str, Any], list[str]]:
         table["proxy"] = p["proxy"].strip()
         notes.append("proxy: carried as the route's proxy" + (" (it holds a password: keep the route file private)"
                                                               if "@" in table["proxy"] else ""))
+    if p.get("compress", "text").strip() == "gzip":
+        table["compress"] = "gzip"
+        notes.append('compress gzip: carried as compress = "gzip" (Content-Encoding: gzip)')
+    elif p.get("compress", "text").strip() != "text":
+        raise ValueError(f"compress {p['compress']!r}: out_http knows text and gzip only")
     if "retryable_response_codes" in p:
         table["retryable_statuses"] = _param(p, "retryable_response_codes", _codes)
     else:

@@ -16,6 +16,7 @@ from .tags import compile_patterns
 
 DEFAULT_RETRYABLE = frozenset([408, 425, 429, *range(500, 600)])
 METHODS = ("POST", "PUT", "PATCH")
+COMPRESSIONS = ("gzip", "none")
 # A task stays unacked in Redis while its attempt runs; the attempt must finish
 # before the visibility timeout, or kombu restores the message and the event is
 # sent twice (kombu#337). Retries wait on the journal's schedule, not as unacked
@@ -94,6 +95,8 @@ class Route:
     # The egress proxy: None (unset) follows HTTP(S)_PROXY and NO_PROXY, "" goes straight, else an http:// URL
     # (bus/proxies.py). Out of repr: the URL may hold the proxy's password.
     proxy: str | None = field(default=None, repr=False)
+    # "gzip": bodies are sent gzip-compressed with Content-Encoding: gzip (Fluentd's out_http `compress gzip`).
+    compress: str | None = None
     # Resolved secrets: kept out of repr so no log line or traceback shows them.
     secret_headers: dict[str, str] = field(default_factory=dict, repr=False)
     signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
@@ -281,6 +284,12 @@ def _proxy(value: Any) -> str:
     return value
 
 
+def _compress(value: Any) -> str | None:
+    if value not in COMPRESSIONS:
+        raise ValueError(f'expected "gzip" (or "none"), got {value!r}')
+    return None if value == "none" else value
+
+
 def _hosts(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(h, str) and h for h in value):
         raise ValueError("expected a non-empty list of host names, e.g. [\"*.svc.internal\", \"api.example.com\"]")
@@ -307,6 +316,7 @@ _KEYS = {
     "follow_redirects": _bool,
     "batch_max": _batch_max,
     "proxy": _proxy,
+    "compress": _compress,
 }
 # Keys whose values are secret references, resolved against the environment.
 _SECRET_KEYS = ("secret_headers", "signing_secret")

@@ -2,7 +2,9 @@
 egress proxies, internal CAs, connection age, gzip, unix sockets on the host. Real servers on 127.0.0.1."""
 from __future__ import annotations
 
+import gzip
 import http.server
+import json
 import os
 import socket
 import signal
@@ -13,10 +15,11 @@ import threading
 import time
 
 import requests
+from standardwebhooks.webhooks import Webhook
 
 from bus import journal
 from tests.certs import make_ca
-from conftest import Receiver, bus_env, free_port, start_ingress, start_worker, wait_until
+from conftest import ROUTE_SECRETS, Receiver, bus_env, free_port, start_ingress, start_worker, wait_until
 
 
 
@@ -234,3 +237,27 @@ def test_deliveries_go_through_the_environments_proxy_straight_past_it_with_no_p
         proxy.stop()
         plain.stop()
         secure.stop()
+
+
+def test_a_route_with_compress_gzip_sends_gzip_bodies_with_content_encoding_and_signs_the_json(bus, tmp_path):
+    receiver = Receiver()
+    receiver.start()
+    routes = _routes(tmp_path, zipped=f'match = "net.zipped"\nendpoint = "{receiver.url}/zipped"\ncompress = "gzip"\n'
+                                      'signing_secret = "env:BUS_TEST_SIGNING_NEW"\nbatch_max = 10\n')
+    env = bus_env(bus.redis.url, routes)
+    ingress, url = start_ingress(env, tmp_path / "ingress.log")
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        record = {"text": "x" * 2000}
+        ids = requests.post(f"{url}/net.zipped", json=[record, record], timeout=10).json()["ids"]
+        wait_until(lambda: receiver.to("/zipped"), 20, what="the gzip delivery")
+        [got] = receiver.to("/zipped")
+        assert got.headers["Content-Encoding"] == "gzip" and len(got.body) < 200
+        assert json.loads(gzip.decompress(got.body)) == [record, record]
+        assert got.headers["X-Bus-Event-Ids"] == ",".join(ids)
+        # A receiver decodes the body, then verifies: the signature is over the JSON, not the gzip bytes.
+        Webhook(ROUTE_SECRETS["BUS_TEST_SIGNING_NEW"]).verify(gzip.decompress(got.body), got.headers)
+    finally:
+        worker.stop()
+        ingress.stop()
+        receiver.stop()

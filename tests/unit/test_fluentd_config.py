@@ -275,3 +275,30 @@ def test_tls_settings_become_the_route_tls_keys(tmp_path):
     notes = "\n".join(result.notes)
     assert "tls_private_key_passphrase: not carried: bus reads unencrypted client keys only" in notes
     assert "tls_verify_mode none: carried as tls_verify = false" in notes
+
+
+def test_compress_gzip_and_proxy_are_carried_and_an_unknown_compress_is_not_converted(tmp_path):
+    result, router = import_routes("""
+<match a.*>
+  @type http
+  endpoint http://a/
+  compress gzip
+  proxy http://user:pw@proxy.internal:3128
+</match>
+<match b.*>
+  @type http
+  endpoint http://b/
+  compress text
+</match>
+<match c.*>
+  @type http
+  endpoint http://c/
+  compress zstd
+</match>
+""", tmp_path)
+    assert (router.match("a.x").compress, router.match("a.x").proxy) == ("gzip", "http://user:pw@proxy.internal:3128")
+    assert (router.match("b.x").compress, router.match("b.x").proxy) == (None, None)
+    notes = "\n".join(result.notes)
+    assert 'compress gzip: carried as compress = "gzip"' in notes
+    assert "proxy: carried as the route's proxy (it holds a password: keep the route file private)" in notes
+    assert "<match c.*> (fluentd.conf:13): NOT converted: compress 'zstd': out_http knows text and gzip only" in notes

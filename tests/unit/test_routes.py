@@ -84,9 +84,12 @@ def test_every_setting_is_read_from_the_file(tmp_path):
         retry_max_interval = 600
         max_attempts = 10
         backlog_limit = 1000
+        compress = "gzip"
+        proxy = "http://egress.internal:3128"
         """,
     )
     route = load(tmp_path, visibility_timeout=3600).by_name["orders"]
+    assert (route.compress, route.proxy) == ("gzip", "http://egress.internal:3128")
     assert route.match == ("api.orders", "api.orders.**")
     assert route.method == "PUT"
     assert route.content_type == "application/x-ndjson"
@@ -208,6 +211,10 @@ BROKEN = [
     ("placeholder-tags", 'match = "a"\nendpoint = "http://svc.example/${tags}"\n', "'endpoint'"),
     ("placeholder-env", 'match = "a"\nendpoint = "http://svc.example/${env:HOME}"\n', "'endpoint'"),
     ("method-get", MINIMAL + 'method = "GET"\n', "'method'"),
+    ("compress-zstd", MINIMAL + 'compress = "zstd"\n', "'compress'"),
+    ("compress-bool", MINIMAL + 'compress = true\n', "'compress'"),
+    ("proxy-socks", MINIMAL + 'proxy = "socks5://p:1080"\n', "'proxy'"),
+    ("proxy-number", MINIMAL + 'proxy = 3128\n', "'proxy'"),
     ("method-number", MINIMAL + 'method = 1\n', "'method'"),
     ("content-type-no-slash", MINIMAL + 'content_type = "json"\n', "'content_type'"),
     ("headers-string", MINIMAL + 'headers = "X-A: 1"\n', "'headers'"),
