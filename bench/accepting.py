@@ -22,12 +22,29 @@ def receiver_ceiling(run: Run) -> dict:
                   note="load generator and receiver share the 2 cores; the receiver alone is faster")
 
 
-def _accept_only(run: Run, name: str, batch: int, events: int, target: float, body_bytes: int = 40) -> dict:
+def ingress_single_unix(run: Run) -> dict:
+    """Single events over `bus serve --bind unix:PATH` (2 workers, as the TCP ingress), beside the same
+    count over loopback TCP in the same scenario: what a host's producers gain by the socket file."""
+    tcp = _accept_only(run, "ingress_single_unix_tcp", 1, run.sizes.ingress_single, 0)
+    path = str(run.cluster.tmp / "http.sock")
+    run.cluster.start_unix_ingress(path)
+    try:
+        unix = _accept_only(run, "ingress_single_unix", 1, run.sizes.ingress_single, 5000, unix=path)
+    finally:
+        run.cluster.stop("ingress_unix")
+    unix["tcp_rate"] = tcp["rate"]
+    unix["unix_over_tcp"] = round(unix["rate"] / tcp["rate"], 3) if unix["rate"] and tcp["rate"] else None
+    return unix
+
+
+def _accept_only(run: Run, name: str, batch: int, events: int, target: float, body_bytes: int = 40,
+                 unix: str | None = None) -> dict:
     run.no_worker()
     run.flush()
     before = verify.queue_depth(run.cluster, PARKED)
     win = run.window()
-    summary, accepted = run.loadgen(name, f"/{PARKED}.{name}", events, batch=batch, body_bytes=body_bytes, max_seconds=120)
+    summary, accepted = run.loadgen(name, f"/{PARKED}.{name}", events, batch=batch, body_bytes=body_bytes, max_seconds=120,
+                                    unix=unix)
     window = win.stop([tool_process("loadgen", summary)])
     counts = verify.queued(run.cluster, PARKED, accepted, summary["events_sent"], before)
     rate = len(accepted) / (summary["last_answer"] - summary["first_send"]) if accepted else None

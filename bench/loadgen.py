@@ -76,7 +76,8 @@ async def connection(args: argparse.Namespace, plan: Plan, result: Result, pad: 
                    % (args.path.encode(), extra, len(payload))) + payload
         try:
             if writer is None:
-                reader, writer = await asyncio.open_connection("127.0.0.1", args.port)
+                reader, writer = await (asyncio.open_unix_connection(args.unix) if args.unix else
+                                        asyncio.open_connection("127.0.0.1", args.port))
             sent = time.time()
             result.first_send = result.first_send or sent
             result.events_sent += args.batch
@@ -109,7 +110,8 @@ async def run(args: argparse.Namespace) -> Result:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--unix", help="send over this unix socket instead of 127.0.0.1:PORT")
     p.add_argument("--path", required=True, help="/<tag> on the ingress, any path on the receiver")
     p.add_argument("--events", type=int, required=True)
     p.add_argument("--batch", type=int, default=1, help="events per request (a JSON array when > 1)")

@@ -38,6 +38,17 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
         time.sleep(interval)
 
 
+def _unix_answers(path: str) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(2)
+            sock.connect(path)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            return sock.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
 def _connects(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
@@ -165,6 +176,11 @@ class Cluster:
                 return False
 
         wait_until(healthy, 30, "bus serve to answer /healthz")
+
+    def start_unix_ingress(self, path: str) -> None:
+        """A second `bus serve` (HTTP only, 2x8 as the first) on unix:PATH, role ingress_unix."""
+        self.spawn("ingress_unix", [PY, "-m", "bus", "serve", "--bind", f"unix:{path}", "--forward", "off"])
+        wait_until(lambda: self._check_alive("ingress_unix") or _unix_answers(path), 30, "the unix-socket ingress")
 
     def start_receiver(self, module: list[str] | None = None) -> None:
         """bench.receiver, or another receiver module (and its flags) on the same port and control paths."""

@@ -80,10 +80,11 @@ class Run:
 
     # -- the tools --------------------------------------------------------------
     def loadgen(self, name: str, path: str, events: int, batch: int = 1, rate: float = 0.0, body_bytes: int = 40,
-                direct: bool = False, max_seconds: float = 300.0) -> tuple[dict, dict[str, float]]:
+                direct: bool = False, max_seconds: float = 300.0, unix: str | None = None) -> tuple[dict, dict[str, float]]:
         ids = self.cluster.tmp / f"{name}.ids"
         port = self.cluster.receiver_port if direct else self.cluster.ingress_port
-        argv = ["bench.loadgen", "--port", str(port), "--path", path, "--events", str(events), "--batch", str(batch),
+        where = ["--unix", unix] if unix else ["--port", str(port)]
+        argv = ["bench.loadgen", *where, "--path", path, "--events", str(events), "--batch", str(batch),
                 "--rate", str(rate), "--body-bytes", str(body_bytes), "--max-seconds", str(max_seconds),
                 "--ids-out", str(ids), "--connections", "4"]
         if direct:

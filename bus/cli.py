@@ -35,13 +35,17 @@ def _hostport(value: str) -> str:
     return value
 
 
+def _listen(value: str) -> str:
+    """HOST:PORT, or unix:PATH (a socket file on this host)."""
+    if value.startswith("unix:"):
+        if len(value) == len("unix:"):
+            raise argparse.ArgumentTypeError(f"{value!r} names no path (e.g. unix:/run/bus/http.sock)")
+        return value
+    return _hostport(value)
+
+
 def _forward(value: str) -> str:
-    return value if value == "off" else _hostport(value)
-
-
-def _split_hostport(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    return host, int(port)
+    return value if value == "off" else _listen(value)
 
 
 def cmd_routes(args: argparse.Namespace, config: settings.Settings) -> int:
@@ -203,11 +207,12 @@ def cmd_serve(args: argparse.Namespace, config: settings.Settings) -> int:
                               "anyone reaching it could send any tag: set BUS_FORWARD_SHARED_KEY (and "
                               "BUS_FORWARD_TAGS to scope it), or pass --forward off")
         # The HTTP side runs as a child `bus serve --forward off`, which checks the tokens itself.
-        return serve_with_forward(bus, args.bind, _split_hostport(args.forward), workers=args.workers,
+        return serve_with_forward(bus, args.bind, args.forward, workers=args.workers,
                                   threads=args.threads)
     tokens = auth.load_tokens(config.tokens_file) if config.tokens_file else None
     host = args.bind.rpartition(":")[0].strip("[]")
-    if tokens is None and host not in ("127.0.0.1", "localhost", "::1"):
+    # A unix socket is guarded by its file mode (BUS_UNIX_SOCKET_MODE), not by where it listens.
+    if tokens is None and not args.bind.startswith("unix:") and host not in ("127.0.0.1", "localhost", "::1"):
         print(f"bus serve: WARNING: no BUS_TOKENS and bound to {host}: anyone who reaches this port can send "
               "events and read the journal. Set BUS_TOKENS (see `bus tokens new`).", file=sys.stderr, flush=True)
     serve(bus, args.bind, workers=args.workers, threads=args.threads)
@@ -301,9 +306,11 @@ def parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     serve = sub.add_parser("serve", help="run the ingress: HTTP and the Fluentd forward listener")
-    serve.add_argument("--bind", type=_hostport, default="127.0.0.1:8080")
+    serve.add_argument("--bind", type=_listen, default="127.0.0.1:8080",
+                       help="HTTP ingress HOST:PORT or unix:PATH (default 127.0.0.1:8080)")
     serve.add_argument("--forward", type=_forward, default=DEFAULT_FORWARD,
-                       help=f"Fluentd forward listener HOST:PORT (tcp events, udp heartbeats), or off (default {DEFAULT_FORWARD})")
+                       help="Fluentd forward listener HOST:PORT (tcp events, udp heartbeats), unix:PATH (in_unix), "
+                            f"or off (default {DEFAULT_FORWARD})")
     serve.add_argument("--workers", type=int, default=2, help="HTTP worker processes, one event loop each (default 2)")
     serve.add_argument("--threads", type=int, default=8,
                        help="threads per worker process for the journal API, console and metrics (default 8)")

@@ -120,6 +120,11 @@ def _note_other_section(section: Section, result: Conversion, source: str) -> No
         if section.sub("security"):
             note += "; its <security> maps to BUS_FORWARD_SHARED_KEY, BUS_FORWARD_SELF_HOSTNAME (and BUS_FORWARD_USERNAME/PASSWORD)"
         result.notes.append(f"{head}: {note}")
+    elif section.name == "source" and kind == "unix":
+        # in_unix: the forward protocol on a socket file (its default path is Fluentd's).
+        path = section.params.get("path", ("/var/run/fluent/fluent.sock", 0))[0]
+        result.notes.append(f"{head}: served by `bus serve --forward unix:{path}` (fluent-logger's unix://; "
+                            "BUS_UNIX_SOCKET_MODE sets its permissions, 660 by default)")
     elif section.name == "source" and kind == "http":
         result.notes.append(f"{head}: served by the HTTP ingress (`bus serve --bind`), which reads in_http's forms")
     elif section.name == "source":

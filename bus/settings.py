@@ -99,6 +99,9 @@ class Settings:
     # contract says); each remembered key costs ~150 bytes of Redis memory.
     idempotency_window: int = 7 * 24 * 3600
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    # BUS_UNIX_SOCKET_MODE: the permissions of `bus serve`'s unix sockets (HTTP and forward); who may
+    # connect may send events, so owner and group only by default.
+    unix_socket_mode: int = 0o660
     # BUS_CELERY_CONFIG: the Celery settings file; None: ./celeryconfig.py if there, else the defaults.
     celery_config: Path | None = None
     # BUS_ACK_REPLICAS / BUS_ACK_TIMEOUT_MS: an accept counts once this many replicas hold it (Redis WAIT).
@@ -248,10 +251,23 @@ def load(env: dict[str, str] | None = None) -> Settings:
         redis_sentinel_password=_secret(env, "BUS_REDIS_SENTINEL_PASSWORD"),
         celery_config=Path(env["BUS_CELERY_CONFIG"]) if env.get("BUS_CELERY_CONFIG") else None,
         outbound=_outbound(env),
+        unix_socket_mode=_mode(env.get("BUS_UNIX_SOCKET_MODE")),
         environ=env,
     )
     redis_target(config)  # a broken BUS_REDIS_URL stops start-up, naming what is wrong
     return config
+
+
+def _mode(raw: str | None) -> int:
+    if not raw:
+        return 0o660
+    try:
+        mode = int(raw, 8)
+    except ValueError:
+        mode = -1
+    if not 0 < mode <= 0o777:
+        raise ConfigError(f"BUS_UNIX_SOCKET_MODE={raw!r} is not a file mode; give octal permissions such as 660 or 600")
+    return mode
 
 
 def _outbound(env: dict[str, str]) -> OutboundSettings:

@@ -21,6 +21,7 @@ from .. import intake
 from ..errors import BusError, ConfigError, Forbidden
 from ..settings import ForwardSettings
 from ..tags import compile_patterns
+from . import unix_socket
 from .client_limits import ClientCounter
 from .frames import FrameReader, Handshake, decode_frame
 
@@ -41,18 +42,24 @@ class _Closed(Exception):
 
 
 class ForwardServer:
-    """Listens on HOST:PORT over TCP (events) and UDP (heartbeats) until stop()."""
+    """Listens on HOST:PORT over TCP (events) and UDP (heartbeats), or on a unix socket (events), until stop()."""
 
-    def __init__(self, bus: intake.Intake, host: str, port: int, config: ForwardSettings | None = None):
+    def __init__(self, bus: intake.Intake, host: str, port: int, config: ForwardSettings | None = None,
+                 unix: tuple[socket.socket, unix_socket.SocketFile] | None = None):
         self.bus = bus
         self.config = config or bus.settings.forward
         self.max_frame = bus.settings.max_body
-        self._tcp = _bind(socket.SOCK_STREAM, host, port)
-        try:
-            self._udp = _bind(socket.SOCK_DGRAM, host, self._tcp.getsockname()[1])
-        except ConfigError:
-            self._tcp.close()
-            raise
+        self._udp: socket.socket | None = None
+        self._socket_file = unix[1] if unix else None
+        if unix:
+            self._tcp = unix[0]  # Fluentd's in_unix: no heartbeats, its clients do not send them there
+        else:
+            self._tcp = _bind(socket.SOCK_STREAM, host, port)
+            try:
+                self._udp = _bind(socket.SOCK_DGRAM, host, self._tcp.getsockname()[1])
+            except ConfigError:
+                self._tcp.close()
+                raise
         self._tcp.listen(128)
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -62,9 +69,17 @@ class ForwardServer:
         self._threads: list[threading.Thread] = []
         self.allowed_tags = compile_patterns(list(self.config.tags)) if self.config.tags else None
 
+    @classmethod
+    def on_unix_socket(cls, bus: intake.Intake, path: str, config: ForwardSettings | None = None) -> "ForwardServer":
+        """A listener on unix:PATH (Fluentd's in_unix, fluent-logger's unix://), BUS_UNIX_SOCKET_MODE its mode."""
+        return cls(bus, "", 0, config, unix=unix_socket.bind(path, bus.settings.unix_socket_mode))
+
     @property
     def address(self) -> tuple[str, int]:
         return self._tcp.getsockname()[:2]
+
+    def _where(self) -> str:
+        return f"unix:{self._socket_file.path}" if self._socket_file else "%s:%d (tcp, udp heartbeat)" % self.address
 
     @property
     def serving(self) -> bool:
@@ -72,12 +87,15 @@ class ForwardServer:
         return all(thread.is_alive() for thread in self._threads)
 
     def start(self) -> "ForwardServer":
-        for target, name in ((self._accept_loop, "forward-accept"), (self._heartbeat_loop, "forward-heartbeat")):
+        loops = [(self._accept_loop, "forward-accept")]
+        if self._udp is not None:
+            loops.append((self._heartbeat_loop, "forward-heartbeat"))
+        for target, name in loops:
             thread = threading.Thread(target=_logged(target), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
         security = "shared-key handshake on" if self.config.shared_key else "no handshake"
-        log.info("forward listener on %s:%d (tcp, udp heartbeat; %s)", *self.address, security)
+        log.info("forward listener on %s; %s", self._where(), security)
         return self
 
     def stop(self, grace: float = 10.0) -> None:
@@ -94,7 +112,10 @@ class ForwardServer:
         for thread in connections.values():
             thread.join(max(0.0, deadline - time.monotonic()))
         self._tcp.close()
-        self._udp.close()
+        if self._udp is not None:
+            self._udp.close()
+        if self._socket_file is not None:
+            self._socket_file.remove()
         log.info("forward listener stopped")
 
     def _accept_loop(self) -> None:
@@ -116,7 +137,8 @@ class ForwardServer:
                                 _peer(peer), len(self._connections))
                     sock.close()
                     continue
-                if not self._clients.admit(peer[0], _peer(peer)):
+                # A unix socket's peers have no address to tell them apart: they are not counted (as on HTTP).
+                if isinstance(peer, tuple) and not self._clients.admit(peer[0], _peer(peer)):
                     sock.close()
                     continue
                 thread = threading.Thread(target=self._serve, args=(sock, peer), name=f"forward {_peer(peer)}", daemon=True)
@@ -156,7 +178,8 @@ class ForwardServer:
             _quietly(sock.close)
             with self._lock:
                 self._connections.pop(sock, None)
-            self._clients.release(peer[0])
+            if isinstance(peer, tuple):
+                self._clients.release(peer[0])
 
 
 class _Connection:
@@ -172,7 +195,8 @@ class _Connection:
         self.last_read = time.monotonic()
 
     def run(self) -> None:
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.sock.family != socket.AF_UNIX:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         handshake = None
         if self.config.shared_key:
             handshake = Handshake(self.config.self_hostname, self.config.shared_key, self.config.username, self.config.password)
@@ -267,7 +291,7 @@ def _bind(kind: int, host: str, port: int) -> socket.socket:
 
 
 def _peer(peer: Any) -> str:
-    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix socket"
 
 
 def _quietly(fn: Any, *args: Any) -> None:

@@ -7,12 +7,15 @@ import signal
 import subprocess
 import sys
 import threading
+from typing import Any
 
 import uvicorn
 
 from .. import intake, logs
 from .asgi import THREADS_ENV
+from . import unix_socket
 from .guarded_protocol import GuardedProtocol
+from .unix_socket import unix_path
 
 log = logging.getLogger("bus.serve")
 # uvicorn lets in-flight requests finish for this long on SIGTERM; the parent waits a little longer.
@@ -26,11 +29,32 @@ def serve(bus: intake.Intake, bind: str, workers: int = 2, threads: int = 8) -> 
     Each worker process runs asgi.from_environment(): settings, tokens and limits come from the
     environment this process has, so every worker reads the same ones."""
     logs.configure(bus.settings.log_format)
-    host, _, port = bind.rpartition(":")
     os.environ[THREADS_ENV] = str(threads)
+    path = unix_path(bind)
+    if path is None:
+        host, _, port = bind.rpartition(":")
+        _uvicorn(host=host.strip("[]"), port=int(port), workers=workers)
+        return
+    # Bound here, with its mode, before uvicorn listens on it (uvicorn's own uds= would chmod it 666).
+    sock, socket_file = unix_socket.bind(path, bus.settings.unix_socket_mode)
+    # uvicorn re-raises the SIGTERM/SIGINT it stopped on once it is done, which would kill this process
+    # before the socket file is removed: these handlers turn that last signal into a normal exit.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_quietly)
+    try:
+        _uvicorn(fd=sock.fileno(), workers=workers)
+    finally:
+        socket_file.remove()
+        sock.close()
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _uvicorn(**where: Any) -> None:
     uvicorn.run(
-        "bus.ingress.asgi:from_environment", factory=True,
-        host=host.strip("[]"), port=int(port), workers=workers,
+        "bus.ingress.asgi:from_environment", factory=True, **where,
         # httptools' parser plus our read deadline, per-client cap and head limits (slow-loris, floods).
         http=GuardedProtocol, loop="uvloop", lifespan="on",
         timeout_keep_alive=5, timeout_graceful_shutdown=GRACEFUL,
@@ -43,7 +67,7 @@ def serve(bus: intake.Intake, bind: str, workers: int = 2, threads: int = 8) -> 
     )
 
 
-def serve_with_forward(bus: intake.Intake, bind: str, forward: tuple[str, int], workers: int = 2, threads: int = 8) -> int:
+def serve_with_forward(bus: intake.Intake, bind: str, forward: str, workers: int = 2, threads: int = 8) -> int:
     """The forward listener in this process, the HTTP ingress in a child `bus serve --forward off`.
 
     uvicorn's supervisor starts and reaps its workers (and would reap any other
@@ -55,7 +79,13 @@ def serve_with_forward(bus: intake.Intake, bind: str, forward: tuple[str, int], 
     from .forward import ForwardServer
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
-    server = ForwardServer(bus, *forward).start()  # binds first: a busy port fails before anything else starts
+    path = unix_path(forward)
+    if path is None:
+        host, _, port = forward.rpartition(":")
+        server = ForwardServer(bus, host, int(port))  # binds first: a busy port fails before anything else starts
+    else:
+        server = ForwardServer.on_unix_socket(bus, path)
+    server.start()
     stop = threading.Event()
     signalled: list[int] = []
 

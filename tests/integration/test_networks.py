@@ -6,20 +6,25 @@ import gzip
 import http.server
 import json
 import os
-import socket
+import shutil
 import signal
+import socket
 import ssl
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 import requests
+from fluent import sender
 from standardwebhooks.webhooks import Webhook
 
 from bus import journal
+from bus.auth import new_token
 from tests.certs import make_ca
-from conftest import ROUTE_SECRETS, Receiver, bus_env, free_port, start_ingress, start_worker, wait_until
+from conftest import ROUTE_SECRETS, BusProcess, Receiver, bus_env, free_port, start_ingress, start_worker, wait_until
 
 
 
@@ -261,3 +266,99 @@ def test_a_route_with_compress_gzip_sends_gzip_bodies_with_content_encoding_and_
         worker.stop()
         ingress.stop()
         receiver.stop()
+
+
+def _bus_serve_on_unix_sockets(env: dict[str, str], http_sock, forward_sock, log) -> BusProcess:
+    return BusProcess(["serve", "--bind", f"unix:{http_sock}", "--forward", f"unix:{forward_sock}", "--workers", "1",
+                       "--threads", "2"], env, log).start()
+
+
+def _answers_on(path) -> bool:
+    done = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", str(path),
+                           "http://localhost/healthz"], capture_output=True, text=True, timeout=10)
+    return done.stdout == "200"
+
+
+def _curl_post(path, tag: str, body: str) -> tuple[int, dict]:
+    done = subprocess.run(["curl", "-s", "-w", "\\n%{http_code}", "--unix-socket", str(path), "-H",
+                           "Content-Type: application/json", "--data-binary", body, f"http://localhost/{tag}"],
+                          capture_output=True, text=True, timeout=10)
+    answer, _, status = done.stdout.rpartition("\n")
+    return int(status), json.loads(answer)
+
+
+def test_fluent_logger_and_curl_send_over_unix_sockets_that_replace_a_killed_processs_stale_files(bus, tmp_path):
+    receiver = Receiver()
+    receiver.start()
+    routes = _routes(tmp_path, local=f'match = "un.*"\nendpoint = "{receiver.url}/${{tag[1]}}"\n')
+    # Short paths: a unix socket path must fit in 108 bytes, and pytest's tmp_path may not.
+    folder = tempfile.mkdtemp(prefix="bus-unix-")
+    http_sock, forward_sock = os.path.join(folder, "http.sock"), os.path.join(folder, "forward.sock")
+    env = {**bus_env(bus.redis.url, routes), "BUS_UNIX_SOCKET_MODE": "600", "BUS_MAX_BODY": "2048"}
+    worker = start_worker(env, tmp_path / "worker.log")
+    killed = _bus_serve_on_unix_sockets(env, http_sock, forward_sock, tmp_path / "killed.log")
+    serving = refused = None
+    try:
+        wait_until(lambda: _answers_on(http_sock), 30, what="bus serve on its unix socket")
+        killed.signal(signal.SIGKILL)
+        killed.proc.wait(10)
+        assert os.path.exists(http_sock) and os.path.exists(forward_sock), "a killed process leaves its socket files"
+
+        serving = _bus_serve_on_unix_sockets(env, http_sock, forward_sock, tmp_path / "serving.log")
+        wait_until(lambda: _answers_on(http_sock), 30, what="bus serve on the stale socket files")
+        assert "replacing a stale socket file" in serving.output()
+        for path in (http_sock, forward_sock):
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, "BUS_UNIX_SOCKET_MODE"
+
+        refused = _bus_serve_on_unix_sockets(env, http_sock, forward_sock, tmp_path / "refused.log")
+        assert refused.proc.wait(30) == 1
+        assert f"unix:{forward_sock}: another process is listening on it" in refused.output()
+
+        status, answer = _curl_post(http_sock, "un.curl", '{"via": "curl"}')
+        assert status == 202
+        [curl_id] = answer["ids"]
+        assert _curl_post(http_sock, "nope.curl", "{}") == (404, {"error": "no route matches tag 'nope.curl'; "
+                                                                          "add a route whose match covers it"})
+        status, answer = _curl_post(http_sock, "un.big", json.dumps({"pad": "x" * 4096}))
+        assert status == 413 and "error" in answer, "the same limits as over TCP"
+
+        logger = sender.FluentSender("un", host=f"unix://{forward_sock}", timeout=5)
+        assert logger.emit("fluent", {"via": "fluent-logger"}), logger.last_error
+        logger.close()
+        wait_until(lambda: receiver.ids("/curl") == [curl_id] and len(receiver.to("/fluent")) == 1, 30,
+                   what="both deliveries")
+        assert json.loads(receiver.to("/fluent")[0].body) == {"via": "fluent-logger"}
+
+        serving.stop()
+        assert serving.proc.returncode == 0
+        assert not os.path.exists(http_sock) and not os.path.exists(forward_sock), "removed at stop"
+    finally:
+        for proc in (killed, serving, refused):
+            if proc:
+                proc.stop()
+        worker.stop()
+        receiver.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_tokens_guard_the_unix_socket_as_they_guard_the_tcp_port(bus, tmp_path):
+    token, digest = new_token()
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{digest}  un.*  local-app\n")
+    routes = _routes(tmp_path, local=f'match = "un.*"\nendpoint = "{bus.receiver.url}/un/${{tag[1]}}"\n')
+    folder = tempfile.mkdtemp(prefix="bus-unix-")
+    http_sock = os.path.join(folder, "http.sock")
+    env = {**bus_env(bus.redis.url, routes), "BUS_TOKENS": str(tokens)}
+    serving = BusProcess(["serve", "--bind", f"unix:{http_sock}", "--forward", "off", "--workers", "1"], env,
+                         tmp_path / "serve.log").start()
+    try:
+        wait_until(lambda: _answers_on(http_sock), 30, what="bus serve on its unix socket")
+        status, answer = _curl_post(http_sock, "un.anon", "{}")
+        assert status == 401 and "error" in answer
+        done = subprocess.run(["curl", "-s", "-w", "\\n%{http_code}", "--unix-socket", http_sock, "-H",
+                               f"Authorization: Bearer {token}", "--data-binary", "{}", "http://localhost/un.signed"],
+                              capture_output=True, text=True, timeout=10)
+        assert done.stdout.endswith("\n202")
+    finally:
+        serving.stop()
+        shutil.rmtree(folder, ignore_errors=True)

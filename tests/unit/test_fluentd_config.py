@@ -302,3 +302,22 @@ def test_compress_gzip_and_proxy_are_carried_and_an_unknown_compress_is_not_conv
     assert 'compress gzip: carried as compress = "gzip"' in notes
     assert "proxy: carried as the route's proxy (it holds a password: keep the route file private)" in notes
     assert "<match c.*> (fluentd.conf:13): NOT converted: compress 'zstd': out_http knows text and gzip only" in notes
+
+
+def test_an_in_unix_source_is_reported_as_bus_serve_forward_on_its_socket_file(tmp_path):
+    result, _ = import_routes("""
+<source>
+  @type unix
+  path /run/fluent/app.sock
+</source>
+<source>
+  @type unix
+</source>
+<match a.*>
+  @type http
+  endpoint http://a/
+</match>
+""", tmp_path)
+    notes = "\n".join(result.notes)
+    assert "<source> (fluentd.conf:2): served by `bus serve --forward unix:/run/fluent/app.sock`" in notes
+    assert "<source> (fluentd.conf:6): served by `bus serve --forward unix:/var/run/fluent/fluent.sock`" in notes
