@@ -15,6 +15,7 @@ the proxy, https through its CONNECT tunnel (bus/connect.py opens connections).
 """
 from __future__ import annotations
 
+import functools
 import re
 import select
 import socket
@@ -219,19 +220,15 @@ def open_response(pools: Pools, route: Route, url: str, headers: dict[str, str],
     answer, AttemptDeadline once `deadline` (the whole attempt's, redirects included) has
     passed, ValueError for a URL or header that cannot be sent."""
     deadline = deadline or Deadline.after(route.open_timeout + route.read_timeout)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url}")
-    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-    tls = parts.scheme == "https"
-    proxy = pools.proxy(route, parts.scheme, host, port).proxy
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    scheme, host, port, target, host_header = _target(url)
+    tls = scheme == "https"
+    proxy = pools.proxy(route, scheme, host, port).proxy
     if proxy and not tls:
         # Plain http through a proxy: the absolute URL as the target, its credentials in a header of its own.
-        target = f"http://{_host_header(host, parts.port)}{target}"
+        target = f"http://{host_header}{target}"
         if proxy.authorization:
             headers = {**headers, "Proxy-Authorization": proxy.authorization}
-    request = _request(route.method, target, _host_header(host, parts.port), headers, body)
+    request = _request(route.method, target, host_header, headers, body)
     origin = (route.tls_verify, route.ca_file, route.client_cert, route.client_key, tls, host, port, proxy)
     kept = pools.take(origin)
     if kept is None:
@@ -268,6 +265,19 @@ def finish(pools: Pools, answer: Answer) -> None:
         pools.give_back(answer.origin, answer.sock, answer.born)
     else:
         answer.sock.close()
+
+
+@functools.lru_cache(maxsize=4096)
+def _target(url: str) -> tuple[str, str, int, str, str]:
+    """Scheme, host, port, request target and Host header of a URL; parsed once per URL a process sends to
+    (urlsplit and its hostname/port properties were a fifth of the client's own CPU per request)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url}")
+    host = parts.hostname
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.scheme, host, parts.port or (443 if parts.scheme == "https" else 80), target, \
+        _host_header(host, parts.port)
 
 
 def _request(method: str, target: str, host: str, headers: dict[str, str], body: bytes) -> bytes:
