@@ -8,10 +8,11 @@ the first to connect taken. So an IPv6 address that black-holes costs 250 ms, no
 open_timeout per address. Name resolution itself is left to the system's resolver and
 its own timeouts (resolv.conf), as every client library does.
 
-What goes wrong on the way to
-or through a proxy is a ProxyError naming the proxy (credentials redacted), so the
-attempt's error says where to look; an error from the endpoint itself (its certificate,
-say) stays the endpoint's even when the connection was tunnelled.
+What goes wrong on the way to or through a proxy is a ProxyError naming the proxy
+(credentials redacted), so the attempt's error says where to look; an error from the
+endpoint itself (its certificate, say) stays the endpoint's even when the connection was
+tunnelled. ProxyError is a ConnectionError, as BrokenAnswer is: an attempt error the
+journal records and the event retries on, never raised to a user.
 """
 from __future__ import annotations
 

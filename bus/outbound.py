@@ -1,4 +1,4 @@
-"""Connections to endpoints: HTTP/1.1 over keep-alive sockets, kept per origin for the worker process's life.
+"""Connections to endpoints: HTTP/1.1 over keep-alive sockets, kept per origin up to BUS_CONNECTION_MAX_AGE.
 
 A delivery is one small request and a status line to read, so the worker sends it
 itself: the request is written in one send, and the answer is parsed by httptools
