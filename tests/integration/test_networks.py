@@ -21,9 +21,10 @@ import requests
 from fluent import sender
 from standardwebhooks.webhooks import Webhook
 
-from bus import journal
+from bus import intake, journal, settings
 from bus.auth import new_token
 from tests.certs import make_ca
+from faultkit import MisbehavingReceiver
 from conftest import ROUTE_SECRETS, BusProcess, Receiver, bus_env, free_port, start_ingress, start_worker, wait_until
 
 
@@ -362,3 +363,34 @@ def test_tokens_guard_the_unix_socket_as_they_guard_the_tcp_port(bus, tmp_path):
     finally:
         serving.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_whole_attempt_deadline_holds_in_celerys_threads_pool(bus, tmp_path):
+    receiver = MisbehavingReceiver()
+    receiver.script("/in", ("trickle", 0.3))  # each byte within read_timeout, the answer never whole
+    routes = _routes(tmp_path, trickle=f'match = "net.trickle"\nendpoint = "{receiver.url}/in"\n'
+                                       'open_timeout = 1\nread_timeout = 1\nretry_max_interval = 30\n')
+    env = bus_env(bus.redis.url, routes)
+    log = open(tmp_path / "worker.log", "ab")
+    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "bus", "worker", "-P", "threads", "-c", "2",
+                               "-Q", "bus.trickle", "--loglevel", "INFO", "--without-mingle", "--without-gossip", "--hostname",
+                               "trickle-threads@%h"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    client = bus.redis.client()
+    try:
+        wait_until(lambda: " ready." in (tmp_path / "worker.log").read_text(errors="replace"), 30,
+                   what="a threads-pool worker")
+        [event_id] = intake.accept(intake.load(settings.load(env)), "net.trickle", [{"n": 1}])
+        wait_until(lambda: journal.attempts(client, event_id), 20, what="the trickled attempt")
+        attempt = journal.attempts(client, event_id)[0]
+        assert attempt["error"].startswith("AttemptDeadline: no complete answer within 2s")
+        assert attempt["duration"] < 2 + 0.5, "cut at open_timeout + read_timeout, in a pool thread"
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(10)
+        log.close()
+        receiver.close()
