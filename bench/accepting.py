@@ -34,7 +34,16 @@ def ingress_single_unix(run: Run) -> dict:
         run.cluster.stop("ingress_unix")
     unix["tcp_rate"] = tcp["rate"]
     unix["unix_over_tcp"] = round(unix["rate"] / tcp["rate"], 3) if unix["rate"] and tcp["rate"] else None
+    # CPU per accepted event of the ingress that served each run: steadier than rates on a shared machine.
+    unix["tcp_ingress_cpu_ms"] = _cpu_ms(tcp, "ingress")
+    unix["unix_ingress_cpu_ms"] = _cpu_ms(unix, "ingress_unix")
     return unix
+
+
+def _cpu_ms(r: dict, role: str) -> float | None:
+    accepted = r["events"].get("accepted") or 0
+    cpu = sum(p["cpu_s"] for p in r["window"]["processes"] if p["role"] == role)
+    return round(1000 * cpu / accepted, 3) if accepted else None
 
 
 def _accept_only(run: Run, name: str, batch: int, events: int, target: float, body_bytes: int = 40,
