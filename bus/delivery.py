@@ -15,7 +15,7 @@ from urllib.parse import urljoin, urlsplit
 from celery import Task
 from celery.exceptions import Reject
 
-from . import backoff, journal, logs, outbound, settings, signing, task_outcome
+from . import backoff, captured, journal, logs, outbound, settings, signing, task_outcome
 from .deadline import AttemptDeadline, Deadline
 from .celery import app
 from .errors import DeadLettered, NoRoute
@@ -70,7 +70,13 @@ def worker() -> Worker:
 
 def send(pools: outbound.Pools, route: Route, url: str, event: dict[str, Any], attempt: int,
          extra_headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """One HTTP attempt; returns the attempt record (never raises for network trouble)."""
+    """One HTTP attempt; returns the attempt record (never raises for network trouble).
+    A request bus proxy captured is sent as it came (its method, path, query, headers and body) to
+    `url`'s origin and path prefix, with its X-Request-Id; none of the route's headers or signature."""
+    if event.get("request"):
+        request = captured.Request.from_json(event["request"])
+        return _attempt(pools, route, captured.target(url, request), event["body"],
+                        captured.replay_headers(request, event["id"], extra_headers), attempt, request.method)
     headers = {
         "User-Agent": USER_AGENT,
         **route.headers,
@@ -89,13 +95,18 @@ def send(pools: outbound.Pools, route: Route, url: str, event: dict[str, Any], a
         headers["Content-Encoding"] = "gzip"
         # Level 6 (zlib's default, and Fluentd's out_http's); mtime 0 so every attempt sends the same bytes.
         body = gzip.compress(body, compresslevel=6, mtime=0)
+    return _attempt(pools, route, url, body, headers, attempt)
+
+
+def _attempt(pools: outbound.Pools, route: Route, url: str, body: bytes, headers: dict[str, str], attempt: int,
+             method: str | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {"attempt": attempt, "at": time.time(), "url": url}
     started = time.monotonic()
     # One deadline for the whole attempt, redirects included (bus/deadline.py).
     deadline = Deadline.after(route.open_timeout + route.read_timeout)
     try:
         for _ in range(MAX_REDIRECTS + 1):
-            resp = outbound.open_response(pools, route, url, headers, body, deadline)
+            resp = outbound.open_response(pools, route, url, headers, body, deadline, method)
             target = _same_origin_redirect(url, resp) if route.follow_redirects else None
             if target is None:
                 break

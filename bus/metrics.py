@@ -30,6 +30,8 @@ COUNTERS = {
     "delivered": ("bus_events_delivered", "Events delivered (the endpoint answered 2xx).", None),
     "retried": ("bus_events_retried", "Failed attempts that were scheduled to be tried again, by status class.",
                 "status_class"),
+    "uncaptured": ("bus_requests_uncaptured", "Requests bus proxy forwarded without journaling them (Redis was "
+                   "down), by route; counted once Redis answers again.", None),
     "dead": ("bus_events_dead", "Events dead-lettered, by the status class of their last attempt.", "status_class"),
 }
 

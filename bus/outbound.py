@@ -213,12 +213,13 @@ class Pools:
 
 
 def open_response(pools: Pools, route: Route, url: str, headers: dict[str, str], body: bytes,
-                  deadline: Deadline | None = None) -> Answer:
+                  deadline: Deadline | None = None, method: str | None = None) -> Answer:
     """Send the request and return once the status line and headers are in; the body is left to
     read (or not). Raises OSError (BrokenAnswer for a garbled or cut answer, TimeoutError when
     open_timeout or read_timeout passes, ProxyError for the proxy's failures) when there is no
     answer, AttemptDeadline once `deadline` (the whole attempt's, redirects included) has
-    passed, ValueError for a URL or header that cannot be sent."""
+    passed, ValueError for a URL or header that cannot be sent. `method` is the route's unless given
+    (a captured request's own)."""
     deadline = deadline or Deadline.after(route.open_timeout + route.read_timeout)
     scheme, host, port, target, host_header = _target(url)
     tls = scheme == "https"
@@ -228,7 +229,7 @@ def open_response(pools: Pools, route: Route, url: str, headers: dict[str, str],
         target = f"http://{host_header}{target}"
         if proxy.authorization:
             headers = {**headers, "Proxy-Authorization": proxy.authorization}
-    request = _request(route.method, target, host_header, headers, body)
+    request = _request(method or route.method, target, host_header, headers, body)
     origin = (route.tls_verify, route.ca_file, route.client_cert, route.client_key, tls, host, port, proxy)
     kept = pools.take(origin)
     if kept is None:

@@ -3,6 +3,7 @@
 - keys.py         the key layout: every key name is built there and nowhere else
 - store.py        the connection, our Lua scripts, reading and decoding event records
 - grouping.py     accepting events: the record, the pending list and the task messages made from it
+- capture.py      journaling a request `bus proxy` captured (no task message: the proxy sends it)
 - transitions.py  an event's moves after that: attempts, the retry schedule, the breaker, replays
 - counters.py     counters, latency and per-route snapshots for /metrics and `bus stats`
 - listing.py      listing, sweeping and purging through the status indexes
@@ -26,8 +27,9 @@ from .store import (
 from .grouping import (
     ACCEPT_SCRIPT, FILLING_MS, accept, accept_batches, accept_call, accepted_ids, load_many, refill_if_idle,
 )
+from .capture import CAPTURE_SCRIPT, capture_call
 from .transitions import (
-    breaker, breaker_failed, claim_mover, drop_scheduled, due, enqueue, hand_off, hold_breaker, park,
+    RECORD_ATTEMPT_SCRIPT, record_attempt_call, breaker, breaker_failed, claim_mover, drop_scheduled, due, enqueue, hand_off, hold_breaker, park,
     record_attempt, record_copy, recheck, release, requeue, status_class,
 )
 from .counters import (
@@ -56,4 +58,5 @@ __all__ = [
     "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "pending_ids",
     "recovery_lock", "recovery_unlock", "requeue_lost", "last_recovery", "recovery_done", "redis_time", "held_key", "scheduled_ids", "task_messages", "waiting_ids",
     "READING", "MemoryMark", "check_room", "check_writable",
+    "CAPTURE_SCRIPT", "capture_call", "RECORD_ATTEMPT_SCRIPT", "record_attempt_call",
 ]

@@ -4,7 +4,9 @@ Keys (every name is built here and nowhere else):
 - bus.<route>                    Celery queue of the route (a kombu Redis list)
 - bus:event:<id>                 hash: tag, route, body, headers, received, status,
                                  attempts, round (attempts before the last replay), last,
-                                 task (the task message that sends its next attempt; '' when none does)
+                                 task (the task message that sends its next attempt; '' when none does),
+                                 request (a request bus proxy captured: JSON of its method, path,
+                                 query and the headers kept for replay; its body is `body`)
 - bus:event:<id>:attempts        list of JSON attempt records, oldest first
 - bus:event:<id>:copies          list of JSON records of replays sent elsewhere (--to)
 - bus:status:<status>            sorted set of ids by received time, one per status

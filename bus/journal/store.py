@@ -8,6 +8,7 @@ import orjson
 import redis
 from redis.exceptions import MasterDownError
 
+from .. import captured
 from ..errors import EventNotFound, RedisFull, Unavailable, Unconfirmed
 from ..filters import STATUSES
 from .keys import attempts_key, copies_key, event_key
@@ -154,6 +155,8 @@ def show(client: redis.Redis, event_id: str) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         record["body"] = record["body"].decode("utf-8", "replace")
     record["headers"] = orjson.loads(record["headers"]) if record.get("headers") else {}
+    if "request" in record:  # captured by bus proxy: credentials kept for replay are not shown
+        record["request"] = captured.shown(captured.Request.from_json(record["request"]))
     record["attempt_log"] = [orjson.loads(a) for a in tries]
     record["copies"] = [orjson.loads(c) for c in copies]
     return record

@@ -32,7 +32,7 @@ def _move(pipe: Any, event_id: str, route: str, received: float, old: str | None
 # attempt JSON, status, last result, retention (or '' to keep), retry time
 # (or ''), '1' to close the breaker, the counter field to bump, and for a
 # delivery the latency bucket, the seconds and the slot's time to live.
-_RECORD_ATTEMPT = """
+RECORD_ATTEMPT_SCRIPT = """
 local id, received = ARGV[1], ARGV[2]
 redis.call('RPUSH', KEYS[2], ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -71,6 +71,14 @@ def record_attempt(client: redis.Redis | SharedPipe, event: dict[str, Any], atte
     after `retention`; dead ones are kept until replayed or purged, because nobody
     has looked at them yet.
     """
+    keys, args = record_attempt_call(event, attempt, status, retention, retry_at, endpoint_alive)
+    script(client, RECORD_ATTEMPT_SCRIPT)(keys=keys, args=args)
+
+
+def record_attempt_call(event: dict[str, Any], attempt: dict[str, Any], status: str,
+                        retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
+                        endpoint_alive: bool = False) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of RECORD_ATTEMPT_SCRIPT (see record_attempt), for callers with a connection of their own."""
     if attempt.get("response") is not None:
         attempt["response"] = attempt["response"][:RESPONSE_KEEP]
     last = attempt.get("status_code") or attempt.get("error") or ""
@@ -82,7 +90,7 @@ def record_attempt(client: redis.Redis | SharedPipe, event: dict[str, Any], atte
             str(last), retention if status == DELIVERED else "", repr(retry_at) if retry_at is not None else "",
             "1" if endpoint_alive else "0"]
     slot, counted = _count_outcome(event, status, attempt)
-    script(client, _RECORD_ATTEMPT)(keys=keys + [slot], args=args + counted)
+    return keys + [slot], args + counted
 
 
 # A task loads its events when it starts and sends them one after another, for up to the
