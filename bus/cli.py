@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 import orjson
 import redis
 
-from . import auth, intake, journal, journal_cli, local_up, logs, settings, stats
+from . import auth, intake, journal, journal_cli, local_up, logs, proxy_cli, settings, stats
 from .errors import BusError, ConfigError, Unavailable
 from .ingress.bodies import parse_records
 from .routes import Route, Router, load_configured
@@ -353,6 +353,7 @@ def parser() -> argparse.ArgumentParser:
     spool.set_defaults(func=cmd_spool)
 
     journal_cli.add_commands(sub)
+    proxy_cli.add_command(sub, _hostport)
 
     tokens = sub.add_parser("tokens", help="producer tokens for BUS_TOKENS")
     tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True)

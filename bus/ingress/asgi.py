@@ -90,8 +90,7 @@ class Ingress:
             return
         except BusError as exc:
             await asyncio.get_running_loop().run_in_executor(self.pool, intake.count_refusal, self.bus, tag, exc)
-            status, extra, answer = error_answer(exc)
-            await _respond(send, status, answer, extra)
+            await refuse(send, exc)
             return
         except Exception:
             log.exception("unexpected error handling POST %s", scope["path"])
@@ -104,7 +103,7 @@ class Ingress:
         Raises a BusError."""
         bus, loop = self.bus, asyncio.get_running_loop()
         authorize(self.tokens, "POST", headers, "post_events", {"tag": tag}, bus.settings.http.allowed_hosts)
-        body = await _read_body(receive, bus.settings.max_body, headers.get("Content-Length"))
+        body = await read_body(receive, bus.settings.max_body, headers.get("Content-Length"))
         work = functools.partial(prepare_posted, bus, tag, headers, _query(scope), body)
         # A big batch, or a compressed body (30 KB of gzip may inflate to BUS_MAX_BODY), would hold
         # every other connection of the loop while it is parsed and given ids: that goes to the pool.
@@ -131,12 +130,11 @@ class Ingress:
             # The token is checked on the head: a refused client never gets to send BUS_MAX_BODY bytes.
             routed = authorize_head(self.tokens, scope["method"], scope["path"], headers,
                                     self.bus.settings.http.allowed_hosts)
-            body = await _read_body(receive, self.bus.settings.max_body, headers.get("Content-Length")) if routed else b""
+            body = await read_body(receive, self.bus.settings.max_body, headers.get("Content-Length")) if routed else b""
         except ClientGone:
             return
         except BusError as exc:
-            status, extra, answer = error_answer(exc)
-            await _respond(send, status, answer, extra)
+            await refuse(send, exc)
             return
         environ = _environ(scope, headers, body)
         status, response_headers, answer = await asyncio.get_running_loop().run_in_executor(
@@ -178,7 +176,7 @@ def _query(scope: dict) -> dict[str, str]:
     return query
 
 
-async def _read_body(receive: Receive, limit: int, declared: str | None) -> bytes:
+async def read_body(receive: Receive, limit: int, declared: str | None) -> bytes:
     check_declared_length(int(declared) if declared and declared.isdigit() else None, limit)
     chunks, size = [], 0
     while True:
@@ -191,6 +189,12 @@ async def _read_body(receive: Receive, limit: int, declared: str | None) -> byte
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def refuse(send: Send, exc: BusError) -> None:
+    """Answer a refused request with its status, headers and JSON error (http.error_answer)."""
+    status, extra, answer = error_answer(exc)
+    await _respond(send, status, answer, extra)
 
 
 async def _respond(send: Send, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
