@@ -38,7 +38,7 @@ class _Link(asyncio.Protocol):
     def _reset(self, head_only: bool) -> None:
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
-        self.complete = False
+        self.complete = self.keep_alive = False
         self.head_only = head_only  # a HEAD's answer declares a length it never sends
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
@@ -100,6 +100,7 @@ class _Link(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.status >= 200:
             self.complete = True
+            self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is done
             self.wake.set()
 
     def _fail(self, message: str) -> None:
@@ -110,7 +111,7 @@ class _Link(asyncio.Protocol):
 
     # used by Upstream
     def reusable(self) -> bool:
-        return self.complete and not self.closed and not self.head_only and self.parser.should_keep_alive()
+        return self.complete and self.keep_alive and not self.closed and not self.head_only
 
     async def wait(self, timeout: float, what: str) -> None:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import socket
 import threading
 import time
 import uuid
@@ -39,6 +40,7 @@ class Upstream:
     statuses: dict[str, int] = field(default_factory=dict)  # path prefix -> status to answer
     _server: http.server.ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _connections: set = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -49,6 +51,11 @@ class Upstream:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with upstream._lock:
+                    upstream._connections.add(self.connection)
 
             def handle_one(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -85,10 +92,18 @@ class Upstream:
         return self
 
     def stop(self) -> None:
+        """Down as a dead process is: the kept-alive connections close too."""
         if self._server:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            for connection in self._connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self._connections.clear()
 
     def at(self, path_prefix: str) -> list[Seen]:
         with self._lock:
