@@ -74,6 +74,11 @@ def cmd_events(args: argparse.Namespace, config: settings.Settings) -> int:
 def _print_event(e: dict[str, Any]) -> None:
     print(f"id        {e['id']}\ntag       {e['tag']}\nroute     {e['route']}\nstatus    {e['status']}")
     print(f"received  {_when(e['received'])}\nattempts  {e['attempts']}")
+    if e.get("request"):  # captured by bus proxy
+        request = e["request"]
+        print(f"request   {request['method']} {request['path']}{'?' + request['query'] if request['query'] else ''}")
+        for name, value in request["headers"]:
+            print(f"  {name}: {value}")
     print("headers:")
     for k, v in e["headers"].items():
         print(f"  {k}: {v}")

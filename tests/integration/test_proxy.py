@@ -72,6 +72,8 @@ class Upstream:
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                     self.wfile.write(b"0\r\n\r\n")
                     return
+                if self.path.startswith("/slow"):
+                    time.sleep(3)  # past the route's read_timeout
                 status = next((s for p, s in upstream.statuses.items() if self.path.startswith(p)), 201)
                 answer = hashlib.sha256(body).hexdigest().encode() if self.path.startswith("/upload") else \
                     b"answer to " + self.command.encode() + b" " + self.path.encode()
@@ -79,9 +81,10 @@ class Upstream:
                 self.send_header("X-Upstream", "yes")
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(answer)
+                if self.command != "HEAD":
+                    self.wfile.write(answer)
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_one
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_one
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -149,7 +152,7 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
     routes.mkdir()
     # The route's endpoint is the upstream: where `bus replay` sends captured requests.
     (routes / "proxied.toml").write_text(f'match = "proxied.*"\nendpoint = "{upstream.url}"\n'
-                                         "open_timeout = 1\nread_timeout = 5\nretry_max_interval = 1\n")
+                                         "open_timeout = 1\nread_timeout = 2\nretry_max_interval = 1\n")
     env = bus_env(server.url, routes, BUS_MAX_BODY=str(24 * 1024 * 1024))
     proxy, url = start_proxy(env, tmp / "proxy.log", upstream.url, "--retryable", "503")
     worker = start_worker(env, tmp / "worker.log", "proxied")
@@ -195,6 +198,8 @@ def test_put_with_a_form_body_and_a_custom_header_arrives_unchanged_with_x_reque
     assert record["tag"] == "proxied.api" and record["route"] == "proxied"
     assert record["request"]["method"] == "PUT" and record["request"]["query"] == "a=1&b=two"
     assert [a["status_code"] for a in record["attempt_log"]] == [201]
+    shown = run_bus(None, "events", event_id, env=proxied.env)
+    assert f"request   PUT /orders/{name}?a=1&b=two" in shown.stdout and "x-custom: kept as is" in shown.stdout
 
 
 def test_upstream_down_gives_502_and_a_dead_request_that_replay_delivers_byte_for_byte(proxied):
@@ -225,6 +230,43 @@ def test_upstream_down_gives_502_and_a_dead_request_that_replay_delivers_byte_fo
     assert seen.headers["X-Request-Id"] == event_id
     assert seen.headers["X-Custom"] == "v" and seen.headers["Content-Type"] == "application/octet-stream"
     settled(proxied, event_id, journal.DELIVERED)
+
+
+def test_hop_by_hop_headers_stay_at_the_proxy_and_credentials_are_forwarded_but_not_kept(proxied):
+    name = unique()
+    resp = requests.post(f"{proxied.url}/hop/{name}", data=b"x", timeout=10,
+                         headers={"Connection": "X-Hop", "X-Hop": "1", "Authorization": "Bearer live-only",
+                                  "X-Request-Id": "the-clients-own"})
+    (seen,) = proxied.upstream.at(f"/hop/{name}")
+    assert "X-Hop" not in seen.headers
+    assert seen.headers["Authorization"] == "Bearer live-only"
+    assert seen.headers["X-Request-Id"] == resp.headers["X-Request-Id"] != "the-clients-own"
+    record = settled(proxied, resp.headers["X-Request-Id"], journal.DELIVERED)
+    kept = {k.lower() for k, _ in record["request"]["headers"]}
+    assert "authorization" not in kept and "x-hop" not in kept and "x-request-id" not in kept
+    assert "live-only" not in orjson.dumps(record).decode()
+
+
+def test_head_answers_pass_through_without_a_body(proxied):
+    name = unique()
+    resp = requests.head(f"{proxied.url}/head/{name}", timeout=10)
+    assert resp.status_code == 201 and resp.content == b"" and int(resp.headers["Content-Length"]) > 0
+    settled(proxied, resp.headers["X-Request-Id"], journal.DELIVERED)
+    assert requests.get(f"{proxied.url}/head/{name}/after", timeout=10).status_code == 201
+
+
+def test_an_upstream_slower_than_read_timeout_gives_504_and_a_dead_request(proxied):
+    resp = requests.get(f"{proxied.url}/slow/{unique()}", timeout=10)
+    assert resp.status_code == 504
+    record = settled(proxied, resp.headers["X-Request-Id"], journal.DEAD)
+    assert "within 2s" in record["attempt_log"][0]["error"]
+
+
+def test_a_body_over_bus_max_body_is_refused_with_413_and_not_forwarded(proxied):
+    name = unique()
+    resp = requests.post(f"{proxied.url}/big/{name}", data=b"x" * (24 * 1024 * 1024 + 1), timeout=30)
+    assert resp.status_code == 413 and "BUS_MAX_BODY" in resp.json()["error"]
+    assert proxied.upstream.at(f"/big/{name}") == []
 
 
 def test_a_status_in_retryable_is_passed_to_the_client_and_leaves_the_request_dead(proxied):
