@@ -74,6 +74,7 @@ class CaptureProxy:
         self.bus, self.config = bus, config
         self.route = bus.router.match(config.tag)
         self.upstream = Upstream(config.upstream, self.route.open_timeout, self.route.read_timeout)
+        self.shown_upstream = logs.redact(config.upstream.rstrip("/"))  # attempts show no user info
         self.redis = PipelinedRedis(bus.settings.redis, bus.settings.redis_timeout)
         self.uncaptured = 0  # forwarded without a journal entry since Redis last took the count
         self.unrecorded: deque[tuple[list[str], list[Any]]] = deque(maxlen=UNRECORDED_KEPT)
@@ -141,11 +142,11 @@ class CaptureProxy:
     async def _forward(self, send: Send, event: dict, is_captured: bool, request: captured.Request,
                        headers: captured.Headers, body: bytes) -> None:
         started, at = time.monotonic(), time.time()
-        attempt: dict[str, Any] = {"attempt": 1, "at": at, "url": logs.redact(self.config.upstream + request.path)}
+        attempt: dict[str, Any] = {"attempt": 1, "at": at, "url": self.shown_upstream + request.path}
         extra = [(b"x-request-id", event["id"].encode())]
         if not is_captured:
             extra.append((CAPTURED_HEADER, b"no"))
-        target = request.path + (f"?{request.query}" if request.query else "")
+        target = self.upstream.prefix + request.path + (f"?{request.query}" if request.query else "")
         try:
             answer = await self.upstream.request(request.method, target, self._upstream_headers(headers, event),
                                                  body)
@@ -258,4 +259,6 @@ def serve(bus: intake.Intake, bind: str, config: ProxyConfig, workers: int = 1) 
         timeout_graceful_shutdown=20, limit_concurrency=1000, backlog=2048,
         # The client gets the upstream's own Date and Server, not ours next to them.
         log_config=None, access_log=False, server_header=False, date_header=False, proxy_headers=False,
+        # Upgrade is hop-by-hop: a WebSocket handshake reaches the upstream as a plain request.
+        ws="none",
     )

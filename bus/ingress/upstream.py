@@ -162,6 +162,7 @@ class Upstream:
             raise ValueError(f"--upstream {url!r} is not an http:// URL with a host")
         self.host, self.port = parts.hostname, parts.port or 80
         self.netloc = parts.netloc
+        self.prefix = parts.path.rstrip("/")  # requests go below it, as replays do (captured.target)
         self.open_timeout, self.read_timeout = open_timeout, read_timeout
         self._idle: list[_Link] = []
 

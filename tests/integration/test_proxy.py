@@ -353,3 +353,14 @@ def test_require_capture_refuses_with_503_while_redis_is_down(proxied, tmp_path)
     finally:
         proxied.redis.start()
         proc.stop()
+
+
+def test_an_upstream_with_a_path_prefix_gets_requests_below_it(proxied, tmp_path):
+    proc, url = start_proxy(proxied.env, tmp_path / "prefixed.log", f"{proxied.upstream.url}/v2/")
+    name = unique()
+    try:
+        resp = requests.get(f"{url}/items/{name}?q=1", timeout=10)
+    finally:
+        proc.stop()
+    assert resp.status_code == 201
+    assert [s.path for s in proxied.upstream.at(f"/v2/items/{name}")] == [f"/v2/items/{name}?q=1"]
