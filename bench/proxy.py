@@ -83,6 +83,20 @@ def latencies(direct: int, proxied: int, requests: int) -> dict:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its reaped children (uvicorn's workers, with --workers > 1)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    total = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        total += sum(int(v) for v in Path(f"/proc/{child}/stat").read_text().rpartition(")")[2].split()[11:13])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return info["used_cpu_user"] + info["used_cpu_sys"]
+
+
 def load(port: int, requests: int, connections: int) -> dict:
     out = subprocess.run([sys.executable, "-m", "bench.loadgen", "--port", str(port), "--path", "/orders",
                           "--events", str(requests), "--connections", str(connections), "--direct",
@@ -124,13 +138,20 @@ def main() -> None:
         client = redis.Redis(port=redis_port)
         before = int(client.hget("bus:counters", "accepted:api") or 0)
         result["direct"] = {"rate": load(upstream_port, args.load, args.connections)["rate"]}
+        proxy_pid = procs[-1].pid
+        cpu_before, redis_before = cpu_seconds(proxy_pid), redis_cpu(client)
         proxied = load(proxy_port, args.load, args.connections)
+        proxy_cpu, redis_used = cpu_seconds(proxy_pid) - cpu_before, redis_cpu(client) - redis_before
         captured = int(client.hget("bus:counters", "accepted:api") or 0) - before
         result["proxied"] = {"rate": proxied["rate"], "statuses": proxied["statuses"], "errors": proxied["errors"],
-                             "captured": captured, "all_captured": captured == proxied["accepted"]}
+                             "captured": captured, "all_captured": captured == proxied["accepted"],
+                             # CPU per request: what the rate would be on a core of its own, whatever else ran
+                             "proxy_cpu_us_per_request": round(proxy_cpu / max(1, proxied["accepted"]) * 1e6),
+                             "redis_cpu_us_per_request": round(redis_used / max(1, proxied["accepted"]) * 1e6)}
         result["targets"] = {"added_p50_le_1ms": result["latency"]["added_p50_ms"] <= 1.0,
                              "proxied_ge_3000_per_s": proxied["rate"] >= 3000}
         result["workers"] = args.workers
+        result["loadavg_1m"] = os.getloadavg()[0]
         print(json.dumps(result))
     finally:
         for proc in reversed(procs):
