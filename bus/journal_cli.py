@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from . import filters, journal, replay, settings
+from . import filters, journal, replay, replay_pace, settings
 from .routes import Router, load_configured
 
 
@@ -124,6 +124,8 @@ def _select(args: argparse.Namespace, config: settings.Settings, default_status:
 def cmd_replay(args: argparse.Namespace, config: settings.Settings) -> int:
     if args.to:
         replay.check_target(args.to)
+    rate = replay_pace.parse_rate(args.rate) if args.rate else None  # a bad one is refused before anything is sent
+    speed = replay_pace.parse_pace(args.pace) if args.pace else None
     client, router, chosen = _select(args, config, journal.DEAD)
     where = f"copies to {args.to}" if args.to else "to their routes"
     if chosen.unroutable:
@@ -139,9 +141,39 @@ def cmd_replay(args: argparse.Namespace, config: settings.Settings) -> int:
             print(f"... and {len(chosen.events) - 20} more")
         print(f"dry run: {len(chosen.events)} events would be sent {where}")
         return 0
-    n = replay.run(client, router, chosen.events, to=args.to, progress=_progress)
+    started = time.time()
+    if rate or speed:
+        events = sorted(chosen.events, key=lambda e: e["received"])  # in the order they first arrived
+        n = replay.run_paced(client, router, events, replay_pace.offsets(events, rate, speed), to=args.to,
+                             progress=_progress)
+    else:
+        n = replay.run(client, router, chosen.events, to=args.to, progress=_progress)
     print(f"replayed {n} events {where}")
+    if args.to and args.wait > 0:
+        _copy_summary(client, [e["id"] for e in chosen.events], started, args.wait)
     return 0
+
+
+def _copy_summary(client: Any, ids: list[str], since: float, wait: float) -> None:
+    """Wait (up to `wait` s) for the copies' final answers, then print how many of each status came back."""
+    deadline = time.monotonic() + wait
+    while True:
+        copies = [c if c and c["at"] >= since and c.get("verdict") != "retry" else None
+                  for c in journal.last_copies(client, ids)]
+        missing = sum(c is None for c in copies)
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    counts: dict[str, int] = {}
+    for c in copies:
+        if c is not None:
+            answer = str(c.get("status_code") or "no answer")
+            counts[answer] = counts.get(answer, 0) + 1
+    shown = ", ".join(f"{answer}: {n}" for answer, n in sorted(counts.items())) or "nothing yet"
+    print(f"the copies' answers: {shown}")
+    if missing:
+        print(f"{missing} copies had no final answer within {wait:g}s (are workers running for their routes?); "
+              "`bus events ID` shows each one's copies", file=sys.stderr)
 
 
 def cmd_purge(args: argparse.Namespace, config: settings.Settings) -> int:
@@ -173,6 +205,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--limit", type=int, help="replay at most this many")
     rep.add_argument("--id", dest="ids", action="append", metavar="ID",
                      help="only this event (repeat for several); the other filters still apply")
+    rep.add_argument("--rate", metavar="N/s", help="send at most N events per second (e.g. 200/s), oldest first")
+    rep.add_argument("--pace", metavar="original|Nx",
+                     help="send them as far apart as they first arrived (original), or N times faster (10x)")
+    rep.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                     help="with --to: wait up to this long for the copies' answers and print how many of each "
+                          "status came back (0: do not wait; default 60)")
     rep.set_defaults(func=cmd_replay)
 
     purge = sub.add_parser("purge", help="delete events chosen by filter (dead ones by default) for good")

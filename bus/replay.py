@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import urlsplit
@@ -99,3 +100,25 @@ def run(client: redis.Redis, router: Router, events: list[dict[str, Any]], to: s
 def _group_size(router: Router, route: str) -> int:
     known = router.by_name.get(route)  # plan() left out events whose route is gone; it may go meanwhile
     return known.group_size if known else GROUP_SIZE
+
+
+def run_paced(client: redis.Redis, router: Router, events: list[dict[str, Any]], due: Sequence[float],
+              to: str | None = None, progress: Callable[[int, int], None] | None = None,
+              clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> int:
+    """run() with each event's task queued at its due time (seconds from now, replay_pace.offsets; events
+    oldest first). Events due together share a message; workers send them as soon as they take it,
+    so the pace holds while they keep up."""
+    start, done = clock(), 0
+    while done < len(events):
+        now = clock() - start
+        if due[done] > now:
+            sleep(min(due[done] - now, 0.5))
+            continue
+        upto = done + 1
+        while upto < len(events) and upto - done < CHUNK and due[upto] <= now:
+            upto += 1
+        run(client, router, events[done:upto], to)
+        done = upto
+        if progress:
+            progress(done, len(events))
+    return done

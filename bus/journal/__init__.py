@@ -21,7 +21,7 @@ from .keys import (
     filling_key, index_key, latency_key, mover_key, pending_key, queue_name, retry_key, slot_key,
 )
 from .store import (
-    DEAD, DEFAULT_RETENTION, DELIVERED, QUEUED, REDIS_DOWN, RESPONSE_KEEP, RETRYING, SUMMARY_FIELDS, attempts,
+    DEAD, DEFAULT_RETENTION, DELIVERED, QUEUED, REDIS_DOWN, RESPONSE_KEEP, RETRYING, SUMMARY_FIELDS, attempts, last_copies,
     connect, load, Idempotency, NewEvent, Page, show, summaries, unavailable,
 )
 from .grouping import (
@@ -58,5 +58,5 @@ __all__ = [
     "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "pending_ids",
     "recovery_lock", "recovery_unlock", "requeue_lost", "last_recovery", "recovery_done", "redis_time", "held_key", "scheduled_ids", "task_messages", "waiting_ids",
     "READING", "MemoryMark", "check_room", "check_writable",
-    "CAPTURE_SCRIPT", "capture_call", "RECORD_ATTEMPT_SCRIPT", "record_attempt_call",
+    "last_copies", "CAPTURE_SCRIPT", "capture_call", "RECORD_ATTEMPT_SCRIPT", "record_attempt_call",
 ]

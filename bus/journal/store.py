@@ -140,6 +140,14 @@ def attempts(client: redis.Redis, event_id: str) -> list[dict[str, Any]]:
     return [orjson.loads(a) for a in client.lrange(attempts_key(event_id), 0, -1)]
 
 
+def last_copies(client: redis.Redis, event_ids: Iterable[str]) -> list[dict[str, Any] | None]:
+    """Each event's latest copy sent elsewhere (replay --to), None for one with none."""
+    pipe = client.pipeline(transaction=False)
+    for event_id in event_ids:
+        pipe.lindex(copies_key(event_id), -1)
+    return [orjson.loads(raw) if raw else None for raw in pipe.execute()]
+
+
 def show(client: redis.Redis, event_id: str) -> dict[str, Any]:
     """One event with its body, received headers, every attempt and every copy sent elsewhere."""
     pipe = client.pipeline(transaction=False)

@@ -364,3 +364,22 @@ def test_an_upstream_with_a_path_prefix_gets_requests_below_it(proxied, tmp_path
         proc.stop()
     assert resp.status_code == 201
     assert [s.path for s in proxied.upstream.at(f"/v2/items/{name}")] == [f"/v2/items/{name}?q=1"]
+
+
+def test_a_paced_replay_to_staging_keeps_the_original_gaps_and_sums_up_the_answers(proxied):
+    name = unique()
+    ids = []
+    for i in range(3):
+        ids.append(requests.post(f"{proxied.url}/paced/{name}/{i}", data=b"%d" % i, timeout=10).headers["X-Request-Id"])
+        time.sleep(0.4)
+    proxied.staging.statuses[f"/paced/{name}/2"] = 404
+    for event_id in ids:
+        settled(proxied, event_id, journal.DELIVERED)
+    args = ["replay", "--status", "delivered", "--to", proxied.staging.url, "--pace", "original", "--wait", "20"]
+    out = run_bus(None, *args, *(a for i in ids for a in ("--id", i)), env=proxied.env)
+    assert out.returncode == 0, out.stderr
+    copies = proxied.staging.at(f"/paced/{name}/")
+    assert [c.path for c in copies] == [f"/paced/{name}/{i}" for i in range(3)]
+    assert "the copies' answers: 201: 2, 404: 1" in out.stdout
+    sent = [c["at"] for c in journal.last_copies(proxied.redis.client(), ids)]
+    assert sent[2] - sent[0] >= 0.6  # 0.8 s apart when captured; a rate-free replay sends them at once
