@@ -72,11 +72,13 @@ def send(pools: outbound.Pools, route: Route, url: str, event: dict[str, Any], a
          extra_headers: dict[str, str] | None = None) -> dict[str, Any]:
     """One HTTP attempt; returns the attempt record (never raises for network trouble).
     A request bus proxy captured is sent as it came (its method, path, query, headers and body) to
-    `url`'s origin and path prefix, with its X-Request-Id; none of the route's headers or signature."""
+    `url`'s origin and path prefix, with its X-Request-Id and the route's signature; none of its headers."""
     if event.get("request"):
         request = captured.Request.from_json(event["request"])
-        return _attempt(pools, route, captured.target(url, request), event["body"],
-                        captured.replay_headers(request, event["id"], extra_headers), attempt, request.method)
+        replayed = captured.replay_headers(request, event["id"], extra_headers)
+        if route.signing_keys:  # signed as the proxy signed it live (copies go without: Route.for_copies)
+            replayed.update(signing.headers(event["id"], event["body"], route.signing_keys, time.time()))
+        return _attempt(pools, route, captured.target(url, request), event["body"], replayed, attempt, request.method)
     headers = {
         "User-Agent": USER_AGENT,
         **route.headers,

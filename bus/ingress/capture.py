@@ -22,7 +22,7 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
-from .. import captured, intake, journal, logs, settings
+from .. import captured, intake, journal, logs, settings, signing
 from ..errors import BodyTooLarge, ConfigError, Unavailable
 from ..events import new_id
 from ..journal import REDIS_DOWN
@@ -148,7 +148,7 @@ class CaptureProxy:
             extra.append((CAPTURED_HEADER, b"no"))
         target = self.upstream.prefix + request.path + (f"?{request.query}" if request.query else "")
         try:
-            answer = await self.upstream.request(request.method, target, self._upstream_headers(headers, event),
+            answer = await self.upstream.request(request.method, target, self._upstream_headers(headers, event, body),
                                                  body)
         except UpstreamError as exc:
             status = 504 if exc.timed_out else 502
@@ -184,12 +184,15 @@ class CaptureProxy:
         dead = answer.status in self.config.retryable
         await self._record(is_captured, event, attempt, started, journal.DEAD if dead else journal.DELIVERED)
 
-    def _upstream_headers(self, headers: captured.Headers, event: dict) -> list[tuple[bytes, bytes]]:
+    def _upstream_headers(self, headers: captured.Headers, event: dict, body: bytes) -> list[tuple[bytes, bytes]]:
         out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers
                if k.lower() not in captured.NOT_KEPT or (k.lower() == "host" and self.config.preserve_host)]
         if not self.config.preserve_host:
             out.append((b"host", self.upstream.netloc.encode("latin-1")))
         out.append((b"x-request-id", event["id"].encode()))
+        if self.route.signing_keys:  # the route's signing_secret: the API can tell the request came through us
+            signed = signing.headers(event["id"], body, self.route.signing_keys, time.time())
+            out += [(k.encode(), v.encode()) for k, v in signed.items()]
         return out
 
     async def _record(self, is_captured: bool, event: dict, attempt: dict, started: float, status: str) -> None:

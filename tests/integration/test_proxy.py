@@ -18,7 +18,9 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from bus import journal
-from conftest import BusProcess, RedisServer, bus_env, free_port, run_bus, start_worker, wait_until
+from bus.route_secrets import signing_key
+from bus.signing import headers as signed_headers
+from conftest import ROUTE_SECRETS, BusProcess, RedisServer, bus_env, free_port, run_bus, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -123,10 +125,11 @@ class Proxied:
     proxy: BusProcess
 
 
-def start_proxy(env: dict[str, str], log, upstream: str, *flags: str) -> tuple[BusProcess, str]:
+def start_proxy(env: dict[str, str], log, upstream: str, *flags: str, tag: str = "proxied.api"
+                ) -> tuple[BusProcess, str]:
     port = free_port()
-    proc = BusProcess(["proxy", "--bind", f"127.0.0.1:{port}", "--upstream", upstream, "--tag", "proxied.api",
-                       *flags], env, log).start()
+    proc = BusProcess(["proxy", "--bind", f"127.0.0.1:{port}", "--upstream", upstream, "--tag", tag, *flags],
+                      env, log).start()
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -153,9 +156,11 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
     # The route's endpoint is the upstream: where `bus replay` sends captured requests.
     (routes / "proxied.toml").write_text(f'match = "proxied.*"\nendpoint = "{upstream.url}"\n'
                                          "open_timeout = 1\nread_timeout = 2\nretry_max_interval = 1\n")
+    (routes / "signedcap.toml").write_text(f'match = "signedcap.*"\nendpoint = "{upstream.url}"\n'
+                                           'signing_secret = "env:BUS_TEST_SIGNING_NEW"\n')
     env = bus_env(server.url, routes, BUS_MAX_BODY=str(24 * 1024 * 1024))
     proxy, url = start_proxy(env, tmp / "proxy.log", upstream.url, "--retryable", "503")
-    worker = start_worker(env, tmp / "worker.log", "proxied")
+    worker = start_worker(env, tmp / "worker.log", "proxied", "signedcap")
     try:
         yield Proxied(server, upstream, staging, env, url, proxy)
     finally:
@@ -383,3 +388,25 @@ def test_a_paced_replay_to_staging_keeps_the_original_gaps_and_sums_up_the_answe
     assert "the copies' answers: 201: 2, 404: 1" in out.stdout
     sent = [c["at"] for c in journal.last_copies(proxied.redis.client(), ids)]
     assert sent[2] - sent[0] >= 0.6  # 0.8 s apart when captured; a rate-free replay sends them at once
+
+
+def test_a_route_with_a_signing_secret_signs_proxied_requests_and_their_replays(proxied, tmp_path):
+    proc, url = start_proxy(proxied.env, tmp_path / "signed.log", proxied.upstream.url, "--retryable", "503",
+                            tag="signedcap.api")
+    name = unique()
+    proxied.upstream.statuses[f"/signed/{name}"] = 503
+    try:
+        resp = requests.post(f"{url}/signed/{name}", data=b"pay me", timeout=10)
+    finally:
+        proc.stop()
+    event_id = resp.headers["X-Request-Id"]
+    settled(proxied, event_id, journal.DEAD)
+    del proxied.upstream.statuses[f"/signed/{name}"]
+    assert run_bus(None, "replay", "--id", event_id, env=proxied.env).returncode == 0
+    live, replayed = wait_until(lambda: (lambda s: s if len(s) == 2 else None)(proxied.upstream.at(f"/signed/{name}")),
+                                15, what="the replay at the upstream")
+    key = signing_key(ROUTE_SECRETS["BUS_TEST_SIGNING_NEW"])
+    for seen in (live, replayed):
+        assert seen.headers["webhook-id"] == event_id == seen.headers["X-Request-Id"]
+        expected = signed_headers(event_id, b"pay me", (key,), float(seen.headers["webhook-timestamp"]))
+        assert seen.headers["webhook-signature"] == expected["webhook-signature"]
