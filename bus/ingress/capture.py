@@ -44,6 +44,8 @@ CAPTURED_HEADER = b"x-bus-captured"
 UNRECORDED_KEPT = 100_000
 RECORD_RETRY_EVERY = 1.0
 WARN_EVERY = 10.0
+# After Redis failed a capture, requests go on uncaptured this long before the next one tries again.
+REDIS_RETRY_AFTER = 1.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class CaptureProxy:
         self.uncaptured = 0  # forwarded without a journal entry since Redis last took the count
         self.unrecorded: deque[tuple[list[str], list[Any]]] = deque(maxlen=UNRECORDED_KEPT)
         self._warned = 0.0
+        self._redis_down_until = 0.0  # until then requests go on without trying Redis
         self._retrying: asyncio.Task | None = None
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
@@ -123,6 +126,9 @@ class CaptureProxy:
 
     async def _capture(self, event: dict, headers: captured.Headers, request: captured.Request, body: bytes) -> bool:
         """Journal the request; False when Redis did not take it (and the request goes on uncaptured)."""
+        if time.monotonic() < self._redis_down_until:
+            # A hung or unreachable Redis costs a timeout per try: the API pays it once, not per request.
+            return self._uncaptured(None)
         new = journal.NewEvent(event["id"], event["tag"], event["route"], body, event["received"],
                                received_headers((k.title(), v) for k, v in headers))
         uncaptured = self.uncaptured
@@ -130,14 +136,20 @@ class CaptureProxy:
         try:
             await self.redis.run_script(journal.CAPTURE_SCRIPT, keys, args)
         except REDIS_DOWN as exc:
-            self.uncaptured += 1
-            self._warn(f"Redis did not take the request ({type(exc).__name__}: {exc})")
-            if self.config.require_capture:
-                raise Unavailable("the bus could not journal this request (Redis did not answer) and bus proxy "
-                                  "runs with --require-capture: the API did not get it; retry later") from exc
-            return False
+            self._redis_down_until = time.monotonic() + REDIS_RETRY_AFTER
+            return self._uncaptured(exc)
         self.uncaptured -= uncaptured
         return True
+
+    def _uncaptured(self, exc: BaseException | None) -> bool:
+        """Count a request Redis did not take; with --require-capture, refuse it (Unavailable)."""
+        self.uncaptured += 1
+        self._warn(f"Redis did not take the request ({type(exc).__name__}: {exc})" if exc else
+                   f"Redis did not answer the last try; trying again every {REDIS_RETRY_AFTER:g}s")
+        if self.config.require_capture:
+            raise Unavailable("the bus could not journal this request (Redis did not answer) and bus proxy "
+                              "runs with --require-capture: the API did not get it; retry later")
+        return False
 
     async def _forward(self, send: Send, event: dict, is_captured: bool, request: captured.Request,
                        headers: captured.Headers, body: bytes) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import signal
 import socket
 import threading
 import time
@@ -410,3 +411,21 @@ def test_a_route_with_a_signing_secret_signs_proxied_requests_and_their_replays(
         assert seen.headers["webhook-id"] == event_id == seen.headers["X-Request-Id"]
         expected = signed_headers(event_id, b"pay me", (key,), float(seen.headers["webhook-timestamp"]))
         assert seen.headers["webhook-signature"] == expected["webhook-signature"]
+
+
+def test_a_hung_redis_costs_the_api_one_redis_timeout_not_one_per_request(proxied, tmp_path):
+    env = {**proxied.env, "BUS_REDIS_TIMEOUT": "1"}
+    proc, url = start_proxy(env, tmp_path / "hung.log", proxied.upstream.url)
+    name = unique()
+    session = requests.Session()
+    session.get(f"{url}/hung/{name}/warm", timeout=10)
+    os.kill(proxied.redis.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        answers = [session.get(f"{url}/hung/{name}/{i}", timeout=10) for i in range(20)]
+        took = time.monotonic() - started
+    finally:
+        os.kill(proxied.redis.proc.pid, signal.SIGCONT)
+        proc.stop()
+    assert all(a.status_code == 201 and a.headers["X-Bus-Captured"] == "no" for a in answers)
+    assert took < 4  # one 1 s timeout, then a try a second at most; 20 s if each request waited
