@@ -31,7 +31,7 @@ from ..tags import validate_tag
 from . import guarded_protocol
 from .asgi import ClientGone, read_body, refuse
 from .http import received_headers
-from .upstream import Upstream, UpstreamError
+from .upstream import Answer, Upstream, UpstreamError
 
 log = logging.getLogger("bus.proxy")
 
@@ -163,22 +163,35 @@ class CaptureProxy:
             answer = await self.upstream.request(request.method, target, self._upstream_headers(headers, event, body),
                                                  body)
         except UpstreamError as exc:
-            status = 504 if exc.timed_out else 502
-            message = (f"the upstream did not answer ({exc}); the request is kept in the bus's journal as dead: "
-                       "`bus replay` sends it again") if is_captured else f"the upstream did not answer ({exc})"
-            answer_body = orjson.dumps({"error": message, "id": event["id"]})
-            await send({"type": "http.response.start", "status": status,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", b"%d" % len(answer_body)), *extra]})
-            await send({"type": "http.response.body", "body": answer_body})
+            await self._no_answer(send, exc, event["id"], is_captured, extra)
             attempt.update(status_code=None, error=f"UpstreamError: {exc}"[:500])
             await self._record(is_captured, event, attempt, started, journal.DEAD)
             return
-        kept = [(k, v) for k, v in answer.headers if k.lower() != b"x-request-id"]
-        response_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in
-                            captured.end_to_end((k.decode("latin-1"), v.decode("latin-1")) for k, v in kept)]
-        await send({"type": "http.response.start", "status": answer.status, "headers": response_headers + extra})
-        head, error = b"", None
+        head, error = await self._pass_on(send, answer, extra)
+        attempt.update(status_code=answer.status, response=head.decode("utf-8", "replace"))
+        if error:
+            attempt["response_error"] = error
+        dead = answer.status in self.config.retryable
+        await self._record(is_captured, event, attempt, started, journal.DEAD if dead else journal.DELIVERED)
+
+    async def _no_answer(self, send: Send, exc: UpstreamError, event_id: str, is_captured: bool,
+                         extra: list[tuple[bytes, bytes]]) -> None:
+        """502 for an upstream that refused, reset or garbled; 504 for one that took too long."""
+        message = (f"the upstream did not answer ({exc}); the request is kept in the bus's journal as dead: "
+                   "`bus replay` sends it again") if is_captured else f"the upstream did not answer ({exc})"
+        body = orjson.dumps({"error": message, "id": event_id})
+        await send({"type": "http.response.start", "status": 504 if exc.timed_out else 502,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+                                *extra]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _pass_on(self, send: Send, answer: Answer, extra: list[tuple[bytes, bytes]]) -> tuple[bytes, str | None]:
+        """Stream the upstream's answer to the client; its first bytes (for the attempt record) and, if the
+        upstream broke off mid-answer, why (the head has gone out: the client sees a cut answer)."""
+        kept = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in answer.headers if k.lower() != b"x-request-id"]
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in captured.end_to_end(kept)]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers + extra})
+        head = b""
         try:
             async for chunk in answer.body():
                 if len(head) < journal.RESPONSE_KEEP:
@@ -186,15 +199,11 @@ class CaptureProxy:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         except UpstreamError as exc:
-            error = f"UpstreamError: {exc}"[:500]  # the head went out: the client sees a cut answer
             answer.abandon()
+            return head, f"UpstreamError: {exc}"[:500]
         except OSError:  # the client went away mid-answer
             answer.abandon()
-        attempt.update(status_code=answer.status, response=head.decode("utf-8", "replace"))
-        if error:
-            attempt["response_error"] = error
-        dead = answer.status in self.config.retryable
-        await self._record(is_captured, event, attempt, started, journal.DEAD if dead else journal.DELIVERED)
+        return head, None
 
     def _upstream_headers(self, headers: captured.Headers, event: dict, body: bytes) -> list[tuple[bytes, bytes]]:
         out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers
