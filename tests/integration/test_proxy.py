@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import orjson
@@ -77,6 +78,8 @@ class Upstream:
                     return
                 if self.path.startswith("/slow"):
                     time.sleep(3)  # past the route's read_timeout
+                if self.path.startswith("/stall"):
+                    time.sleep(1)  # long enough to kill the proxy meanwhile
                 status = next((s for p, s in upstream.statuses.items() if self.path.startswith(p)), 201)
                 answer = hashlib.sha256(body).hexdigest().encode() if self.path.startswith("/upload") else \
                     b"answer to " + self.command.encode() + b" " + self.path.encode()
@@ -124,6 +127,8 @@ class Proxied:
     env: dict[str, str]
     url: str
     proxy: BusProcess
+    worker: BusProcess
+    tmp: Path
 
 
 def start_proxy(env: dict[str, str], log, upstream: str, *flags: str, tag: str = "proxied.api"
@@ -163,10 +168,11 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
     proxy, url = start_proxy(env, tmp / "proxy.log", upstream.url, "--retryable", "503")
     worker = start_worker(env, tmp / "worker.log", "proxied", "signedcap")
     try:
-        yield Proxied(server, upstream, staging, env, url, proxy)
+        proxied = Proxied(server, upstream, staging, env, url, proxy, worker, tmp)
+        yield proxied
     finally:
         proxy.stop()
-        worker.stop()
+        proxied.worker.stop()
         upstream.stop()
         staging.stop()
         server.stop()
@@ -429,3 +435,30 @@ def test_a_hung_redis_costs_the_api_one_redis_timeout_not_one_per_request(proxie
         proc.stop()
     assert all(a.status_code == 201 and a.headers["X-Bus-Captured"] == "no" for a in answers)
     assert took < 4  # one 1 s timeout, then a try a second at most; 20 s if each request waited
+
+
+def test_a_request_in_flight_when_the_proxy_is_killed_is_sent_again_by_lost_task_recovery(proxied, tmp_path):
+    proc, url = start_proxy(proxied.env, tmp_path / "killed.log", proxied.upstream.url)
+    name = unique()
+    client_saw: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            requests.post(f"{url}/stall/{name}", data=b"in flight", timeout=10)
+        except requests.ConnectionError as exc:
+            client_saw.append(exc)
+
+    cut = threading.Thread(target=send, daemon=True)
+    cut.start()
+    (live,) = wait_until(lambda: proxied.upstream.at(f"/stall/{name}"), 10, what="the request at the upstream")
+    proc.signal(signal.SIGKILL)  # before the upstream answers: the outcome is never recorded
+    proc.stop()
+    cut.join(10)
+    assert client_saw  # the client got no answer, so it cannot know; the bus sends it again
+    event_id = live.headers["X-Request-Id"]
+    assert journal.load(proxied.redis.client(), event_id)["status"] == journal.QUEUED
+    proxied.worker.stop()  # a worker (re)connecting runs lost-task recovery
+    proxied.worker = start_worker(proxied.env, proxied.tmp / "worker-2.log", "proxied", "signedcap")
+    again = wait_until(lambda: proxied.upstream.at(f"/stall/{name}")[1:], 30, what="the request sent again")
+    assert again[0].headers["X-Request-Id"] == event_id and again[0].body == b"in flight"
+    settled(proxied, event_id, journal.DELIVERED)
