@@ -159,7 +159,8 @@ class Upstream:
     def __init__(self, url: str, open_timeout: float, read_timeout: float):
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"--upstream {url!r} is not an http:// URL with a host")
+            raise ValueError(f"--upstream {url!r} is not an http:// URL with a host: bus proxy speaks plain HTTP "
+                             "to an API next to it; give its http://HOST:PORT")
         self.host, self.port = parts.hostname, parts.port or 80
         self.netloc = parts.netloc
         self.prefix = parts.path.rstrip("/")  # requests go below it, as replays do (captured.target)
