@@ -76,7 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redis-setting", action="append", default=[], metavar="NAME=VALUE",
                    help="extra redis-server setting, e.g. hash-max-listpack-value=4096 (repeatable)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir with every process's log")
+    p.add_argument("--peer", choices=["fluentd"], help="run `bus up` and this peer side by side instead, alternating, "
+                   "and print each figure with its ratio (bench/versus.py); --scenario then picks among e2e, "
+                   "forward, latency, idle, outage, crash, bus_only")
     args = p.parse_args(argv)
+    if args.peer:
+        from . import versus
+
+        signal.signal(signal.SIGTERM, _interrupt)
+        return versus.run(args.quick, args.json, args.keep, args.scenario, argv if argv is not None else sys.argv[1:])
     sizes = QUICK if args.quick else FULL
     overrides = {"backlog_minutes": args.backlog_minutes, "backlog": args.backlog_events}
     sizes = dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v is not None})

@@ -3,7 +3,9 @@
 Run as `python -m bench.loadgen --port P --path /TAG --events N ...`; prints one
 JSON summary line on stdout and writes "id send-time" lines of every accepted
 event to --ids-out. With --direct it talks to the receiver itself, sending its
-own X-Request-Id (to measure the receiver's own ceiling).
+own X-Request-Id (to measure the receiver's own ceiling). With --keyed each single record carries its own
+"k", which the receiver counts it by, and any 2xx accepts it: how bench.versus loads a peer (Fluentd) that
+returns no ids; --path may then list several paths (tags), taken in turn.
 """
 from __future__ import annotations
 
@@ -37,7 +39,9 @@ class Plan:
         return self.start + n * self.batch / self.rate if self.rate else 0.0
 
 
-def body(n: int, batch: int, pad: bytes) -> bytes:
+def body(n: int, batch: int, pad: bytes, key: bytes = b"") -> bytes:
+    if key:
+        return b'{"k":"%s","n":%d,"pad":"%s"}' % (key, n, pad[:max(0, len(pad) - len(key) - 7)])
     records = [b'{"n":%d,"pad":"%s"}' % (n * batch + i, pad) for i in range(batch)]
     return records[0] if batch == 1 else b"[" + b",".join(records) + b"]"
 
@@ -69,11 +73,12 @@ async def connection(args: argparse.Namespace, plan: Plan, result: Result, pad: 
         due = plan.due(n)
         if due:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
-        payload = body(n, args.batch, pad)
-        own_id = uuid.uuid4().hex if args.direct else None
-        extra = b"X-Request-Id: %s\r\n" % own_id.encode() if own_id else b""
+        own_id = uuid.uuid4().hex if args.direct or args.keyed else None
+        payload = body(n, args.batch, pad, own_id.encode() if args.keyed else b"")
+        extra = b"X-Request-Id: %s\r\n" % own_id.encode() if args.direct else b""
+        path = args.paths[n % len(args.paths)]
         request = (b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n"
-                   % (args.path.encode(), extra, len(payload))) + payload
+                   % (path, extra, len(payload))) + payload
         try:
             if writer is None:
                 reader, writer = await (asyncio.open_unix_connection(args.unix) if args.unix else
@@ -82,7 +87,8 @@ async def connection(args: argparse.Namespace, plan: Plan, result: Result, pad: 
             result.first_send = result.first_send or sent
             result.events_sent += args.batch
             status, answer = await _exchange(reader, writer, request)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+        # RuntimeError: uvloop's write on a transport the peer's SIGKILL just closed (bench.versus's crash).
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, RuntimeError) as exc:
             # Not resent: a request whose answer was lost may have been accepted (the receiver then
             # counts it as unexpected), and resending would blur the duplicate count.
             result.errors[type(exc).__name__] += 1
@@ -92,7 +98,7 @@ async def connection(args: argparse.Namespace, plan: Plan, result: Result, pad: 
             continue
         result.last_answer = time.time()
         result.statuses[status] += 1
-        if args.direct and status == 200:
+        if (args.direct and status == 200) or (args.keyed and 200 <= status < 300):
             result.accepted.append((own_id, sent))
         elif status == 202:
             result.accepted.extend((i, sent) for i in json.loads(answer)["ids"])
@@ -121,12 +127,18 @@ def main() -> None:
     p.add_argument("--max-seconds", type=float, default=600.0, help="stop sending new requests after this")
     p.add_argument("--ids-out", help="write 'id send-time' for every accepted event here")
     p.add_argument("--direct", action="store_true", help="send to the receiver with our own X-Request-Id")
+    p.add_argument("--keyed", action="store_true", help='own "k" in each record; any 2xx accepts it')
     args = p.parse_args()
+    args.paths = [part.encode() for part in args.path.split(",")] if args.keyed else [args.path.encode()]
     started = time.monotonic()
     result = uvloop.run(run(args))
-    elapsed = time.monotonic() - started
-    if args.ids_out:
-        with open(args.ids_out, "w") as f:
+    summarize(result, time.monotonic() - started, args.ids_out)
+
+
+def summarize(result: Result, elapsed: float, ids_out: str | None) -> None:
+    """The ids file and the JSON summary line on stdout (bench.forwardgen prints the same)."""
+    if ids_out:
+        with open(ids_out, "w") as f:
             f.writelines(f"{i} {t:.6f}\n" for i, t in result.accepted)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     json.dump({

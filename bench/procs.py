@@ -49,7 +49,7 @@ def _unix_answers(path: str) -> bool:
         return False
 
 
-def _connects(port: int) -> bool:
+def connects(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
         return True
@@ -186,7 +186,7 @@ class Cluster:
         """bench.receiver, or another receiver module (and its flags) on the same port and control paths."""
         name, *flags = module or ["bench.receiver"]
         self.spawn("receiver", [PY, "-m", name, str(self.receiver_port), *flags])
-        wait_until(lambda: self._check_alive("receiver") or _connects(self.receiver_port), 10, "the receiver to listen")
+        wait_until(lambda: self._check_alive("receiver") or connects(self.receiver_port), 10, "the receiver to listen")
 
     def start_worker(self, route: str, pool: str = "prefork", concurrency: int = 2, role: str = "worker",
                      config: dict[str, object] | None = None) -> None:

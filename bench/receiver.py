@@ -1,4 +1,5 @@
-"""A fast HTTP/1.1 keep-alive receiver: answers every POST with 200 and records each X-Request-Id's first arrival.
+"""A fast HTTP/1.1 keep-alive receiver: answers every POST with 200 and records each X-Request-Id's first arrival
+(or the record's "k" field, when the body has one: how bench.versus counts a peer that sends no id).
 
 Run as `python -m bench.receiver PORT`. A raw asyncio.Protocol, no HTTP library,
 so one core serves far more requests than the bus can send (the bench measures it).
@@ -54,6 +55,16 @@ def _header(head_lower: bytes, head: bytes, name: bytes) -> bytes | None:
     return head[start:end if end >= 0 else len(head)].strip()
 
 
+def _body_key(body: bytes) -> bytes | None:
+    """The record's own "k" (the versus load generators put one in, since Fluentd sends no X-Request-Id):
+    both peers are then counted by the same key."""
+    at = body.find(b'"k":"')
+    if at < 0:
+        return None
+    end = body.find(b'"', at + 5)
+    return body[at + 5:end] if end > at else None
+
+
 def _reply(body: bytes, content_type: bytes = b"application/json") -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (content_type, len(body), body)
 
@@ -77,14 +88,15 @@ class Connection(asyncio.Protocol):
             length = int(_header(lower, head, b"content-length") or 0)
             if len(self.buf) < end + 4 + length:
                 return
+            body = self.buf[end + 4:end + 4 + length]
             self.buf = self.buf[end + 4 + length:]
-            self.transport.write(self.answer(head, lower))
+            self.transport.write(self.answer(head, lower, body))
 
-    def answer(self, head: bytes, lower: bytes) -> bytes:
+    def answer(self, head: bytes, lower: bytes, body: bytes = b"") -> bytes:
         line = head[:head.find(b"\r\n")] if b"\r\n" in head else head
         if line.startswith(b"POST /_") or line.startswith(b"GET /_"):
             return self.control(line)
-        self.tally.record(_header(lower, head, b"x-request-id"), time.time())
+        self.tally.record(_body_key(body) or _header(lower, head, b"x-request-id"), time.time())
         return OK
 
     def control(self, line: bytes) -> bytes:
