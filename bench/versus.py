@@ -138,13 +138,14 @@ class Versus:
             cpu0, t0 = side.cpu(), time.monotonic()
             time.sleep(max(1.0, self.sizes.outage_s - (time.monotonic() - started)))
             down_cpu_pct = (side.cpu() - cpu0) / (time.monotonic() - t0) * 100
+            down_s = time.monotonic() - started
             self.cluster.start_receiver()
             back = time.time()
             # Fluentd drains about 10/s after an outage (flush_thread_burst_interval) plus its backoff (≤ 60 s).
             counts, received = self.counted(accepted, summary, len(accepted) / 5 + self.sizes.slack_s)
             times = [received[k] for k in accepted if k in received]
             self.record("outage", side, events=counts, drain_s=_round(max(times) - back if times else None),
-                        down_cpu_pct=round(down_cpu_pct, 2), outage_s=round(time.monotonic() - started, 1))
+                        down_cpu_pct=round(down_cpu_pct, 2), outage_s=round(down_s, 1))
 
     def crash(self) -> None:
         """Load at 150/s; halfway, SIGKILL to every process of the side at once, then start it again on the
