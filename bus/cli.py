@@ -280,7 +280,8 @@ def cmd_up(args: argparse.Namespace, config: settings.Settings) -> int:
     from .up import run
 
     _router(config)  # a broken route file stops `bus up` before anything starts
-    return run(config, bind=args.bind, redis_port=args.redis_port, flower_port=args.flower_port, forward=args.forward)
+    return run(config, bind=args.bind, redis_port=args.redis_port, flower_port=args.flower_port, forward=args.forward,
+               ingress_workers=args.ingress_workers)
 
 
 def _version() -> str:
@@ -303,6 +304,8 @@ def parser() -> argparse.ArgumentParser:
                     help=f"Fluentd forward listener HOST:PORT, or off (default {DEFAULT_FORWARD})")
     up.add_argument("--redis-port", type=int, default=6380, help="port of the Redis that `bus up` starts (default 6380)")
     up.add_argument("--flower-port", type=int, default=5555, help="0 to run without Flower")
+    up.add_argument("--ingress-workers", type=int, default=1,
+                    help="HTTP ingress processes (bus serve --workers; default 1: one machine, one loop is enough)")
     up.set_defaults(func=cmd_up)
 
     serve = sub.add_parser("serve", help="run the ingress: HTTP and the Fluentd forward listener")

@@ -52,7 +52,8 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int, forward: str = "127.0.0.1:24224") -> int:
+def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int, forward: str = "127.0.0.1:24224",
+        ingress_workers: int = 1) -> int:
     # SIGTERM (docker stop, systemd, `timeout`) must stop the children too, as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
@@ -84,7 +85,11 @@ def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int,
         procs.append(("redis", rproc))
         _wait_for_redis(url, rproc)
         router = load_configured(config)
-        procs.insert(0, ("ingress", _start("ingress", bus_cmd + ["serve", "--bind", bind, "--forward", forward], env)))
+        # One HTTP process by default: uvicorn then serves in `bus serve`'s own child, with no supervisor
+        # pinging workers twice a second and no spawned copies of the interpreter (docs/performance.md,
+        # fifth round: 70 MiB of PSS and most of the idle CPU of the ingress, at the same e2e rate).
+        procs.insert(0, ("ingress", _start("ingress", bus_cmd + ["serve", "--bind", bind, "--forward", forward,
+                                                                   "--workers", str(ingress_workers)], env)))
         for route in router.routes:
             procs.insert(1, (f"worker {route.name}", _start(f"worker {route.name}", bus_cmd + ["worker", route.name], env)))
         if flower_port:
