@@ -40,6 +40,10 @@ class RedisFull(Unavailable):
     """Redis is at or near its maxmemory: nothing was accepted, try again once the workers have drained it."""
 
 
+class ArchiveUnavailable(Unavailable):
+    """The journal's archive (BUS_ARCHIVE_URL) did not answer: what is in Redis still answers; retry for the rest."""
+
+
 class BacklogFull(Unavailable):
     """The route's backlog is at its backlog_limit: nothing was accepted, try again once it drains."""
 

@@ -368,3 +368,12 @@ def run_bus(bus: "Bus", *args: str, env: dict[str, str] | None = None) -> subpro
     """`bus ARGS...` as a user runs it, against this bus (or `env`), its output captured."""
     return subprocess.run([sys.executable, "-m", "bus", *args], env=env or bus.env,
                           capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def archive_url(request, tmp_path):
+    """An empty archive of each kind in turn: a SQLite file, or a PostgreSQL database of its own."""
+    from archivekit import archive_url as make
+
+    with make(request.param, tmp_path) as url:
+        yield url

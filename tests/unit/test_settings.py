@@ -80,3 +80,28 @@ def test_redis_memory_settings_default_to_2gb_and_a_mark_at_0_9():
 def test_bad_redis_memory_settings_are_refused(env, says):
     with pytest.raises(ConfigError, match=says):
         settings.load(env)
+
+
+def test_the_archive_defaults_to_a_sqlite_file_under_bus_var_and_a_two_minute_hot_window(tmp_path):
+    config = settings.load({"BUS_VAR": str(tmp_path)})
+    assert config.archive_url == f"sqlite:///{tmp_path / 'archive.sqlite3'}"
+    assert config.hot_window == 120
+    assert settings.load({"BUS_ARCHIVE_URL": "off"}).archive_url == ""
+    assert settings.load({"BUS_HOT_WINDOW": "5s"}).hot_window == 5
+    assert settings.load({"BUS_HOT_WINDOW": "1.5"}).hot_window == 1.5
+    url = "postgresql://bus@db:5432/bus"
+    assert settings.load({"BUS_ARCHIVE_URL": url}).archive_url == url
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"BUS_ARCHIVE_URL": "mysql://db/bus"}, "BUS_ARCHIVE_URL='mysql://db/bus': use postgresql://"),
+    ({"BUS_ARCHIVE_URL": "pgsql://bus:hunter2@db/bus"}, r"pgsql://\*\*\*@db/bus"),
+    ({"BUS_ARCHIVE_URL": "sqlite://archive.db"}, "absolute path"),
+    ({"BUS_HOT_WINDOW": "soon"}, "BUS_HOT_WINDOW='soon' is not a duration"),
+    ({"BUS_HOT_WINDOW": "0"}, "more than 0 seconds"),
+    ({"BUS_HOT_WINDOW": "2d"}, "at most a day"),
+])
+def test_bad_archive_settings_are_refused_naming_the_variable(env, says):
+    with pytest.raises(ConfigError, match=says) as caught:
+        settings.load(env)
+    assert "hunter2" not in str(caught.value)
