@@ -33,15 +33,17 @@ COUNTERS = {
     "uncaptured": ("bus_requests_uncaptured", "Requests bus proxy forwarded without journaling them (Redis was "
                    "down), by route; counted once Redis answers again.", None),
     "dead": ("bus_events_dead", "Events dead-lettered, by the status class of their last attempt.", "status_class"),
+    "archived": ("bus_events_archived", "Delivered events moved from Redis to the archive (BUS_ARCHIVE_URL).", None),
 }
 
 
 class BusCollector(Collector):
     """Counters and the latency histogram kept in Redis, and gauges of each route's current state."""
 
-    def __init__(self, client: redis.Redis, routes: Iterable[str]):
+    def __init__(self, client: redis.Redis, routes: Iterable[str], hot_window: float | None = None):
         self.client = client
         self.routes = list(routes)
+        self.hot_window = hot_window  # None: the archive is off
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("bus_redis_up", "1 when the journal's Redis answered this scrape, else 0.")
@@ -51,6 +53,7 @@ class BusCollector(Collector):
             seen = sorted(set(self.routes) | {route for kind, route, _, _ in counts if kind != "refused" and route})
             latency = journal.latency(self.client, seen)
             current = stats.read(self.client, self.routes, now)
+            archive = self._archive(now) if self.hot_window is not None else []
         except journal.REDIS_DOWN:
             up.add_metric([], 0)
             yield up
@@ -64,6 +67,22 @@ class BusCollector(Collector):
             hist.add_metric([route], buckets, total)
         yield hist
         yield from _gauges(current)
+        yield from archive
+
+    def _archive(self, now: float) -> list[Metric]:
+        """The archive as the workers' mover last found it, and what waits in Redis for it."""
+        overdue = GaugeMetricFamily("bus_archive_overdue_events", "Delivered events received more than "
+                                    "BUS_HOT_WINDOW ago still in Redis: the archive mover's backlog (grows while "
+                                    "the archive is down).")
+        overdue.add_metric([], journal.overdue(self.client, now - self.hot_window))
+        found = [overdue]
+        state = journal.archive_state(self.client)
+        if state:
+            up = GaugeMetricFamily("bus_archive_up", "1 when the archive answered the mover's last pass, else 0 "
+                                   "(absent before any worker ran).")
+            up.add_metric([], int(state["up"]))
+            found.append(up)
+        return found
 
     def _counters(self, counts: list[tuple[str, str, str, int]]) -> Iterator[Metric]:
         families = {}
@@ -113,9 +132,11 @@ def _gauges(current: list[stats.RouteStats]) -> Iterator[Metric]:
     yield from [*gauges.values(), oldest, failing, failures, since, breaker]
 
 
-def exposition(client: redis.Redis, routes: Iterable[str], accept: str = "") -> tuple[bytes, str]:
-    """The scrape answer and its content type (Prometheus text, or OpenMetrics when the scraper asks for it)."""
+def exposition(client: redis.Redis, routes: Iterable[str], accept: str = "",
+               hot_window: float | None = None) -> tuple[bytes, str]:
+    """The scrape answer and its content type (Prometheus text, or OpenMetrics when the scraper asks for it).
+    `hot_window` (seconds) adds the archive's gauges; None when the archive is off."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BusCollector(client, routes))
+    registry.register(BusCollector(client, routes, hot_window))
     encode, content_type = choose_encoder(accept)
     return encode(registry), content_type

@@ -21,6 +21,7 @@ from .rows import ArchivedEvent, Scan
 
 class Store(Protocol):
     url: str
+    shown: str  # the URL without its password, for messages and logs
 
     def write(self, events: list[ArchivedEvent]) -> None: ...
     def get(self, event_id: str) -> ArchivedEvent | None: ...

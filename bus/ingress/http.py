@@ -197,7 +197,8 @@ def replay_events(bus: intake.Intake, request: Request) -> Response:
 
 
 def metrics_page(bus: intake.Intake, request: Request) -> Response:
-    body, content_type = metrics.exposition(bus.redis, _route_names(bus), request.headers.get("Accept", ""))
+    body, content_type = metrics.exposition(bus.redis, _route_names(bus), request.headers.get("Accept", ""),
+                                            bus.settings.hot_window if bus.settings.archive_url else None)
     return Response(body, content_type=content_type)
 
 

@@ -9,6 +9,7 @@
 - listing.py      listing, sweeping and purging through the status indexes
 - lost.py         where a waiting event's task can be, for lost-task recovery
 - memory.py       whether Redis can take new events: the memory high mark, /healthz's check
+- archiving.py    delivered events leaving Redis for the archive (bus/archive/): due ids, guarded delete
 
 Callers use `from bus import journal` and the names below.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 from ..filters import STATUSES
 
 from .keys import (
-    COUNTERS, KOMBU_UNACKED, RECOVERY_LOCK, held_key, attempts_key, breaker_key, copies_key, event_key,
+    ARCHIVE_MOVER, ARCHIVE_STATE, COUNTERS, KOMBU_UNACKED, RECOVERY_LOCK, held_key, attempts_key, breaker_key, copies_key, event_key,
     filling_key, index_key, latency_key, mover_key, pending_key, queue_name, retry_key, slot_key,
 )
 from .store import (
@@ -40,6 +41,10 @@ from .listing import (
     find, iter_matching, purge, sweep,
 )
 from .memory import READING, MemoryMark, check_room, check_writable
+from .archiving import (
+    archive_state, archived_counts, claim_archive_mover, due_for_archive, forget_archived, load_whole, overdue,
+    set_archive_state,
+)
 from .lost import (
     last_recovery, pending_ids, recovery_done, recovery_lock, recovery_unlock, redis_time, requeue_lost,
     scheduled_ids, task_messages, waiting_ids,
@@ -59,4 +64,6 @@ __all__ = [
     "recovery_lock", "recovery_unlock", "requeue_lost", "last_recovery", "recovery_done", "redis_time", "held_key", "scheduled_ids", "task_messages", "waiting_ids",
     "READING", "MemoryMark", "check_room", "check_writable",
     "last_copies", "CAPTURE_SCRIPT", "capture_call", "RECORD_ATTEMPT_SCRIPT", "record_attempt_call",
+    "ARCHIVE_MOVER", "ARCHIVE_STATE", "archive_state", "archived_counts", "claim_archive_mover",
+    "due_for_archive", "forget_archived", "load_whole", "overdue", "set_archive_state",
 ]

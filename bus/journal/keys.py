@@ -32,6 +32,8 @@ Keys (every name is built here and nowhere else):
 - bus:held:<worker>              set of kombu delivery tags the worker holds unacked (written with
                                  kombu's own unacked entry, removed with it)
 - bus:reclaim:<worker>           held by the worker handing a dead one's tasks back (expires)
+- bus:archive:mover              which worker moves delivered events to the archive right now (expires)
+- bus:archive:state              hash: up ('1'/'0'), since, error: the archive as the mover last found it
 - unacked, unacked_index         kombu's hash of tasks handed to workers and not acked yet, and their
                                  delivery times (read; a dead worker's entries are handed back)
 
@@ -107,6 +109,8 @@ KOMBU_UNACKED_INDEX = "unacked_index"
 RECOVERY_LOCK = "bus:recovery:lock"
 RECOVERY_DONE = "bus:recovery:done"
 WORKERS = "bus:workers"
+ARCHIVE_MOVER = "bus:archive:mover"
+ARCHIVE_STATE = "bus:archive:state"
 
 
 def lease_key(worker: str) -> str:

@@ -251,7 +251,11 @@ def release(client: redis.Redis, route: str, groups: list[Outgoing]) -> int:
 
 def claim_mover(client: redis.Redis, route: str, worker_id: str, ms: int) -> bool:
     """One mover per route at a time, so a group is never moved twice by two workers."""
-    key = mover_key(route)
+    return claim_lease(client, mover_key(route), worker_id, ms)
+
+
+def claim_lease(client: redis.Redis, key: str, worker_id: str, ms: int) -> bool:
+    """Take or keep a lease that expires unless its holder renews it within `ms`."""
     return bool(client.set(key, worker_id, nx=True, px=ms)) or client.get(key) == worker_id.encode()
 
 

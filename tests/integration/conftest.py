@@ -351,7 +351,9 @@ def bus(tmp_path_factory: pytest.TempPathFactory):
     routes_dir.mkdir()
     for name, text in ROUTES.items():
         (routes_dir / name).write_text(text.format(receiver=receiver.url))
-    env = bus_env(server.url, routes_dir, BUS_MAX_BODY=str(64 * 1024))
+    # The session's archive is a SQLite file of its own (the default would be ./var of the checkout).
+    env = bus_env(server.url, routes_dir, BUS_MAX_BODY=str(64 * 1024),
+                  BUS_ARCHIVE_URL=f"sqlite:///{tmp / 'archive.sqlite3'}")
     forward_port = free_port()
     ingress, url = start_ingress(env, tmp / "ingress.log", forward_port)
     worker = start_worker(env, tmp / "worker.log", "api", "limited", "signed", "ops")
@@ -377,3 +379,12 @@ def archive_url(request, tmp_path):
 
     with make(request.param, tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of the test's own (for tests that must see every key, or kill it)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

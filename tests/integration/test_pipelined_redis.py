@@ -22,11 +22,8 @@ from conftest import RedisServer, free_port
 
 
 @pytest.fixture
-def server(tmp_path):
-    s = RedisServer(tmp_path)
-    s.start()
-    yield s
-    s.stop()
+def server(own_redis):
+    return own_redis
 
 
 def test_concurrent_callers_each_get_their_own_reply_in_one_connection(server):

@@ -1,0 +1,107 @@
+"""Delivered events leaving Redis for the archive: which are due, their whole records, and the
+guarded delete once the archive holds them."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from .counters import counters
+from .keys import ARCHIVE_MOVER, ARCHIVE_STATE, COUNTERS, attempts_key, copies_key, event_key, index_key
+from .store import DELIVERED, decode, script
+from .transitions import claim_lease
+
+
+def due_for_archive(client: redis.Redis, cutoff: float, limit: int) -> list[str]:
+    """Ids of delivered events received before `cutoff`, oldest first."""
+    return [i.decode() for i in client.zrangebyscore(index_key(DELIVERED), "-inf", cutoff, start=0, num=limit)]
+
+
+def overdue(client: redis.Redis, cutoff: float) -> int:
+    """Delivered events received before `cutoff` still in Redis: the mover's backlog."""
+    return client.zcount(index_key(DELIVERED), "-inf", cutoff)
+
+
+def load_whole(client: redis.Redis, event_ids: list[str]
+               ) -> list[tuple[dict[str, Any], list[bytes], list[bytes]] | None]:
+    """Each event's record (decoded), raw attempt and copy lists, in one round trip; None when gone."""
+    pipe = client.pipeline(transaction=False)
+    for event_id in event_ids:
+        pipe.hgetall(event_key(event_id))
+        pipe.lrange(attempts_key(event_id), 0, -1)
+        pipe.lrange(copies_key(event_id), 0, -1)
+    replies = pipe.execute()
+    out: list[tuple[dict[str, Any], list[bytes], list[bytes]] | None] = []
+    for i, event_id in enumerate(event_ids):
+        raw, tries, copies = replies[3 * i:3 * i + 3]
+        out.append((decode(event_id, raw), tries, copies) if raw else None)
+    return out
+
+
+# Deletes what the archive now holds, checking inside the script that each event is still the
+# one that was written: delivered, with as many attempts and copies. A replay since (status
+# queued again), or a copy recorded since (replay --to), leaves it in Redis for the next pass;
+# an event already gone (purged, or expired) only loses its index entries.
+# KEYS: the overall delivered index, the counters, then each event's route delivered index.
+# ARGV: per event: id, route, attempts, copies. Returns per event 'moved', 'changed' or 'gone'.
+_FORGET = """
+local EVENT = '""" + event_key("") + """'
+local out = {}
+for i = 1, #ARGV / 4 do
+  local id, route, attempts, copies = ARGV[4 * i - 3], ARGV[4 * i - 2], ARGV[4 * i - 1], ARGV[4 * i]
+  local key = EVENT .. id
+  local status, now_attempts = unpack(redis.call('HMGET', key, 'status', 'attempts'))
+  if not status then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2 + i], id)
+    out[i] = 'gone'
+  elseif status ~= '""" + DELIVERED + """' or (now_attempts or '0') ~= attempts
+      or redis.call('LLEN', key .. ':copies') ~= tonumber(copies) then
+    out[i] = 'changed'
+  else
+    redis.call('DEL', key, key .. ':attempts', key .. ':copies')
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2 + i], id)
+    redis.call('HINCRBY', KEYS[2], 'archived:' .. route, 1)
+    out[i] = 'moved'
+  end
+end
+return out
+"""
+assert attempts_key("x") == event_key("x") + ":attempts" and copies_key("x") == event_key("x") + ":copies"
+
+
+def forget_archived(client: redis.Redis, written: list[tuple[str, str, int, int]]) -> list[str]:
+    """Delete from Redis the events the archive now holds, given as (id, route, attempts, copies)
+    as they were written; per event 'moved', 'changed' (left in Redis) or 'gone'."""
+    if not written:
+        return []
+    keys = [index_key(DELIVERED), COUNTERS] + [index_key(DELIVERED, route) for _, route, _, _ in written]
+    args = [str(v) for item in written for v in item]
+    return [r.decode() for r in script(client, _FORGET)(keys=keys, args=args)]
+
+
+def claim_archive_mover(client: redis.Redis, worker_id: str, ms: int) -> bool:
+    """One worker moves delivered events to the archive at a time."""
+    return claim_lease(client, ARCHIVE_MOVER, worker_id, ms)
+
+
+def set_archive_state(client: redis.Redis, up: bool, since: float, error: str = "") -> None:
+    """What the mover last found, for /metrics and `bus stats` (any process can read it)."""
+    client.hset(ARCHIVE_STATE, mapping={"up": "1" if up else "0", "since": repr(since), "error": error[:500],
+                                        "checked": repr(time.time())})
+
+
+def archive_state(client: redis.Redis) -> dict[str, Any]:
+    """{'up': bool, 'since': float, 'error': str, 'checked': float}, or {} before any mover ran."""
+    raw = {k.decode(): v.decode() for k, v in client.hgetall(ARCHIVE_STATE).items()}
+    if not raw:
+        return {}
+    return {"up": raw.get("up") == "1", "since": float(raw.get("since", 0)), "error": raw.get("error", ""),
+            "checked": float(raw.get("checked", 0))}
+
+
+def archived_counts(client: redis.Redis) -> dict[str, int]:
+    """Events moved to the archive so far, per route."""
+    return {route: value for kind, route, _, value in counters(client) if kind == "archived"}

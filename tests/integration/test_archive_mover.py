@@ -1,0 +1,126 @@
+"""The archive mover against a real Redis and each real archive: what it moves, what it leaves,
+and that a crash or an outage between its two steps costs no event and no duplicate row."""
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from archivekit import outage, rows
+from bus import journal
+from bus.archive import open_store
+from bus.archive.mover import Mover
+from bus.archive.rows import from_journal
+from bus.errors import ArchiveUnavailable
+from bus.events import new_id
+from bus.messages import new_message
+
+pytestmark = pytest.mark.integration
+HOT = 5.0
+
+
+@pytest.fixture
+def client(own_redis):
+    return own_redis.client()
+
+
+@pytest.fixture
+def store(archive_url):
+    s = open_store(archive_url)
+    yield s
+    s.close()
+
+
+def deliver(client, n: int, age: float, tag: str = "api.orders") -> list[str]:
+    """n events accepted `age` seconds ago and delivered on their first attempt, through the journal's own moves."""
+    received = time.time() - age
+    events = [journal.NewEvent(id=new_id(int(received * 1000)), tag=tag, route="api", body=b'{"n": %d}' % i,
+                               received=received + i * 1e-6, headers=b'{"X-Trace": "t"}') for i in range(n)]
+    for start in range(0, n, 500):
+        journal.accept(client, events[start:start + 500])
+    for e in events:
+        journal.record_attempt(client, {"id": e.id, "route": "api", "status": journal.QUEUED, "received": e.received},
+                               {"attempt": 1, "at": time.time(), "duration": 0.01, "status_code": 200,
+                                "url": "http://receiver/api"}, journal.DELIVERED)
+    return [e.id for e in events]
+
+
+def in_redis(client, ids: list[str]) -> int:
+    pipe = client.pipeline(transaction=False)
+    for i in ids:
+        pipe.exists(journal.event_key(i), journal.attempts_key(i))
+    return sum(pipe.execute())
+
+
+def test_delivered_events_past_the_hot_window_move_in_batches_and_leave_redis(client, store, archive_url):
+    old = deliver(client, 1200, age=HOT + 5)
+    fresh = deliver(client, 10, age=0)
+    moved = Mover(client, store, HOT, 7 * 86400).tick()
+    assert (moved.moved, moved.changed, moved.gone) == (1200, 0, 0)
+    assert in_redis(client, old) == 0 and in_redis(client, fresh) == 2 * len(fresh)
+    assert set(i.decode() for i in client.zrange(journal.index_key(journal.DELIVERED), 0, -1)) == set(fresh)
+    assert client.zcard(journal.index_key(journal.DELIVERED, "api")) == len(fresh)
+    assert sorted(rows(archive_url)) == sorted((i, 1) for i in old)
+    row = store.get(old[7])
+    assert (row.tag, row.route, row.status, row.body, row.headers) == (
+        "api.orders", "api", "delivered", b'{"n": 7}', b'{"X-Trace": "t"}')
+    assert b'"status_code":200' in row.attempt_log
+    assert journal.archived_counts(client) == {"api": 1200}
+
+
+def test_a_worker_killed_between_the_archive_write_and_the_redis_delete_leaves_one_row_and_no_gap(
+        client, store, archive_url):
+    ids = deliver(client, 300, age=HOT + 5)
+    # What a worker killed right after its archive write leaves behind: the rows written, Redis untouched.
+    loaded = journal.load_whole(client, ids[:200])
+    store.write([from_journal(*each) for each in loaded])
+    assert in_redis(client, ids) == 2 * len(ids)
+    moved = Mover(client, store, HOT, 7 * 86400).tick()
+    assert moved.moved == 300
+    assert sorted(rows(archive_url)) == sorted((i, 1) for i in ids)
+    assert in_redis(client, ids) == 0
+
+
+def test_an_event_copied_after_the_mover_read_it_stays_in_redis_until_the_next_pass(client, store):
+    (event_id,) = deliver(client, 1, age=HOT + 5)
+    loaded = journal.load_whole(client, [event_id])
+    store.write([from_journal(*loaded[0])])
+    journal.record_copy(client, event_id, {"attempt": 1, "at": time.time(), "status_code": 200, "url": "http://copy"})
+    assert journal.forget_archived(client, [(event_id, "api", 1, 0)]) == ["changed"]
+    assert in_redis(client, [event_id]) == 2
+    assert Mover(client, store, HOT, 7 * 86400).tick().moved == 1
+    assert b"http://copy" in store.get(event_id).copies
+
+
+def test_a_replayed_event_is_no_longer_due(client, store, archive_url):
+    (event_id,) = deliver(client, 1, age=HOT + 5)
+    record = journal.load(client, event_id)
+    message = new_message([(event_id, record["tag"], record["attempts"] + 1)], journal.queue_name("api"))
+    journal.requeue(client, [record], [(message, "api")])
+    assert Mover(client, store, HOT, 7 * 86400).tick().moved == 0
+    assert rows(archive_url) == [] and journal.load(client, event_id)["status"] == journal.QUEUED
+
+
+def test_an_archive_that_does_not_answer_keeps_events_in_redis_then_takes_them(client, store, archive_url, caplog):
+    caplog.set_level(logging.INFO, "bus.archive")
+    ids = deliver(client, 50, age=HOT + 5)
+    mover = Mover(client, store, HOT, 7 * 86400)
+    with outage(archive_url):
+        with pytest.raises(ArchiveUnavailable, match="did not answer"):
+            mover.tick()
+        assert in_redis(client, ids) == 2 * len(ids)
+        state = journal.archive_state(client)
+        assert state["up"] is False and "did not answer" in state["error"]
+    assert "50 delivered events wait in Redis past the hot window" in caplog.text
+    assert mover.tick().moved == 50
+    assert journal.archive_state(client)["up"] is True
+    assert sorted(rows(archive_url)) == sorted((i, 1) for i in ids)
+    assert "answers again" in caplog.text
+
+
+def test_one_worker_moves_at_a_time(client, store):
+    deliver(client, 5, age=HOT + 5)
+    assert Mover(client, store, HOT, 7 * 86400, owner="a").tick().moved == 5
+    deliver(client, 5, age=HOT + 5)
+    assert Mover(client, store, HOT, 7 * 86400, owner="b").tick() is None
