@@ -158,7 +158,7 @@ def cmd_stats(args: argparse.Namespace, config: settings.Settings) -> int:
     names = [r.name for r in _router(config).routes]
     client = journal.connect(config.redis, config.redis_timeout)
     try:
-        _show_stats(args, client, names)
+        _show_stats(args, client, names, config)
     except KeyboardInterrupt:
         pass  # Ctrl-C is how --watch ends
     except journal.REDIS_DOWN as exc:
@@ -167,17 +167,21 @@ def cmd_stats(args: argparse.Namespace, config: settings.Settings) -> int:
     return 0
 
 
-def _show_stats(args: argparse.Namespace, client: redis.Redis, names: list[str]) -> None:
+def _show_stats(args: argparse.Namespace, client: redis.Redis, names: list[str], config: settings.Settings) -> None:
     shown = 0
     while True:
         now = time.time()
         current = stats.read(client, names, now)
+        archived = (stats.read_archive(client, logs.redact(config.archive_url), config.hot_window, now)
+                    if config.archive_url else None)
         if args.watch and sys.stdout.isatty():
             print("\x1b[H\x1b[2J", end="")  # redraw in place, like watch(1)
         if args.json:
-            print(orjson.dumps(stats.as_json(current, now)).decode())
+            print(orjson.dumps(stats.as_json(current, now, archived)).decode())
         else:
             journal_cli.print_table(stats.table(current, now))
+            if archived:
+                print(stats.archive_text(archived, now))
         shown += 1
         if not args.watch or (args.count and shown >= args.count):
             return

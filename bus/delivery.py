@@ -15,10 +15,12 @@ from urllib.parse import urljoin, urlsplit
 from celery import Task
 from celery.exceptions import Reject
 
-from . import backoff, captured, journal, logs, outbound, settings, signing, task_outcome
+import orjson
+
+from . import archive, backoff, captured, journal, logs, outbound, settings, signing, task_outcome
 from .deadline import AttemptDeadline, Deadline
 from .celery import app
-from .errors import DeadLettered, NoRoute
+from .errors import ArchiveUnavailable, DeadLettered, NoRoute
 from .journal.pipelined import SharedPipe
 from .classify import DEAD, DELIVERED, RETRY, Outcome, classify
 from .messages import DELIVER_TASK, GROUP_SIZE, new_message
@@ -211,9 +213,42 @@ def _send_copy(task: Task, w: Worker, route: Route, event: dict[str, Any], to: s
     outcome = classify(replace(route, max_attempts=COPY_ATTEMPTS), attempt, record.get("status_code"),
                        record.pop("retry_after", None))
     record["verdict"] = outcome.verdict
-    journal.record_copy(w.redis, event["id"], record)
+    if not journal.record_copy(w.redis, event["id"], record):
+        _archive_copy(w, event["id"], record)
     _log(event, record, outcome, copy_to=to)
     return outcome.verdict
+
+
+def _archived(task: Task, w: Worker, event_ids: list[str], events: list[dict[str, Any] | None], to: str
+              ) -> list[dict[str, Any] | None]:
+    """Copies (`to`) of events no longer in Redis are sent from the archive: replay --to works on
+    the whole history. An archive that does not answer retries the message like a failed copy."""
+    store = archive.store_for(w.settings)
+    missing = [i for i, e in zip(event_ids, events) if e is None]
+    if store is None or not missing:
+        return events
+    try:
+        rows = {row.id: row for row in store.get_many(missing)}
+    except ArchiveUnavailable as exc:
+        log.warning("copies to %s of %d archived events wait: %s", logs.redact(to), len(missing), exc)
+        raise task.retry(countdown=min(2 ** task.request.retries, COPY_MAX_DELAY), max_retries=COPY_ATTEMPTS - 1)
+    return [e if e is not None else _from_row(rows[i]) if i in rows else None for i, e in zip(event_ids, events)]
+
+
+def _from_row(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "tag": row.tag, "route": row.route, "body": row.body, "headers": row.headers,
+            "received": row.received, "status": row.status, "attempts": row.attempts, "round": row.round,
+            "last": row.last}
+
+
+def _archive_copy(w: Worker, event_id: str, record: dict[str, Any]) -> None:
+    """Keep a copy's record on the archived row of its event (see journal.record_copy)."""
+    store = archive.store_for(w.settings)
+    try:
+        if store is None or not store.add_copy(event_id, orjson.dumps(journal.copy_record(record))):
+            log.warning("event %s: copy sent, but the event is in neither Redis nor the archive to record it", event_id)
+    except ArchiveUnavailable as exc:
+        log.warning("event %s: copy sent, its record not kept: %s", event_id, exc)
 
 
 def _maybe_sweep(w: Worker) -> None:
@@ -437,6 +472,8 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
     try:
         events, open_until = journal.load_many(w.pipe, event_ids, route_name,
                                                route.group_size if route else GROUP_SIZE)
+        if to is not None:
+            events = _archived(self, w, event_ids, events, to)
         verdicts: dict[str, int] = {}
         ids_by_verdict: dict[str, list[str]] = {}
         if to is None:  # a copy leaves the event's state alone, its owner included

@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 
-from . import filters, journal, replay, replay_pace, settings
+from . import archive, filters, journal, replay, replay_pace, settings
+from .archive import tiers
 from .routes import Router, load_configured
 
 
@@ -46,18 +47,21 @@ def _client(config: settings.Settings):
 
 
 def cmd_events(args: argparse.Namespace, config: settings.Settings) -> int:
-    client = _client(config)
+    client, store = _client(config), archive.store_for(config)
     if args.id:
-        record = journal.show(client, args.id)
+        record = tiers.show(client, store, args.id)
         if args.json:
             print(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
         else:
             _print_event(record)
         return 0
     (f,) = _filters(args, [args.status])
-    page = journal.find(client, f, limit=args.limit, cursor=args.cursor, retention=config.retention)
+    page = tiers.find(client, store, f, limit=args.limit, cursor=args.cursor, retention=config.retention)
+    for why in page.unavailable.values():
+        print(f"warning: {why}; showing only what Redis holds", file=sys.stderr)
     if args.json:
-        print(orjson.dumps({"events": page.events, "cursor": page.cursor}).decode())
+        missing = {"unavailable": page.unavailable} if page.unavailable else {}
+        print(orjson.dumps({"events": page.events, "cursor": page.cursor, **missing}).decode())
         return 0
     rows = [("ID", "TAG", "ROUTE", "STATUS", "ATTEMPTS", "RECEIVED", "LAST")]
     rows += [(e["id"], e["tag"], e["route"], e["status"], str(e["attempts"]), _when(e["received"]), e["last"])
@@ -79,6 +83,8 @@ def _print_event(e: dict[str, Any]) -> None:
         print(f"request   {request['method']} {request['path']}{'?' + request['query'] if request['query'] else ''}")
         for name, value in request["headers"]:
             print(f"  {name}: {value}")
+    if e.get("tier"):
+        print(f"kept in   {'Redis' if e['tier'] == 'redis' else 'the archive'}")
     print("headers:")
     for k, v in e["headers"].items():
         print(f"  {k}: {v}")
@@ -115,7 +121,8 @@ def _select(args: argparse.Namespace, config: settings.Settings, default_status:
     chosen = replay.Plan()
     ids = replay.check_ids(args.ids) if getattr(args, "ids", None) else None
     for f in _filters(args, args.status or [default_status]):
-        part = replay.plan(client, router, f, config.retention, getattr(args, "limit", None), ids)
+        part = replay.plan(client, router, f, config.retention, getattr(args, "limit", None), ids,
+                           archive=archive.store_for(config))
         chosen.events += part.events
         chosen.unroutable += part.unroutable
     return client, router, chosen
@@ -145,9 +152,9 @@ def cmd_replay(args: argparse.Namespace, config: settings.Settings) -> int:
     if rate or speed:
         events = sorted(chosen.events, key=lambda e: e["received"])  # in the order they first arrived
         n = replay.run_paced(client, router, events, replay_pace.offsets(events, rate, speed), to=args.to,
-                             progress=_progress)
+                             progress=_progress, archive=archive.store_for(config))
     else:
-        n = replay.run(client, router, chosen.events, to=args.to, progress=_progress)
+        n = replay.run(client, router, chosen.events, to=args.to, progress=_progress, archive=archive.store_for(config))
     print(f"replayed {n} events {where}")
     if args.to and args.wait > 0:
         _copy_summary(client, [e["id"] for e in chosen.events], started, args.wait)
@@ -185,7 +192,7 @@ def cmd_purge(args: argparse.Namespace, config: settings.Settings) -> int:
     if not args.yes:
         print(f"{len(events)} events match; nothing deleted. Add --yes to delete them for good.")
         return 0
-    print(f"purged {journal.purge(client, events)} events")
+    print(f"purged {tiers.purge(client, archive.store_for(config), events)} events")
     return 0
 
 

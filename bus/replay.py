@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import redis
 
 from . import journal
+from .archive import Store, tiers
 from .errors import BadFilter
 from .filters import EventFilter
 from .messages import GROUP_SIZE, groups, new_message
@@ -54,13 +55,14 @@ def check_ids(raw: object) -> list[str]:
 
 
 def plan(client: redis.Redis, router: Router, f: EventFilter, retention: int, limit: int | None = None,
-         ids: Sequence[str] | None = None) -> Plan:
-    """The events `f` chooses; with `ids`, only those events, each still checked against `f`."""
+         ids: Sequence[str] | None = None, archive: Store | None = None) -> Plan:
+    """The events `f` chooses, from Redis and the archive; with `ids`, only those events, each still
+    checked against `f`."""
     result = Plan()
     if ids:
-        chosen: Iterable[dict[str, Any]] = (e for e in journal.summaries(client, ids) if f.matches(e))
+        chosen: Iterable[dict[str, Any]] = (e for e in tiers.summaries(client, archive, ids) if f.matches(e))
     else:
-        chosen = journal.iter_matching(client, f, retention)
+        chosen = tiers.iter_matching(client, archive, f, retention)
     for event in chosen:
         (result.events if event["route"] in router.by_name else result.unroutable).append(event)
         if limit is not None and len(result.events) >= limit:
@@ -69,7 +71,7 @@ def plan(client: redis.Redis, router: Router, f: EventFilter, retention: int, li
 
 
 def run(client: redis.Redis, router: Router, events: list[dict[str, Any]], to: str | None = None,
-        progress: Callable[[int, int], None] | None = None) -> int:
+        progress: Callable[[int, int], None] | None = None, archive: Store | None = None) -> int:
     """Queue new delivery tasks for the events (same event ids, so X-Request-Id is unchanged); returns how many.
     A task message carries up to its route's group size, so a batch_max route's replay goes out in
     batches as big as its first sending did; copies (`to`), sent one event per request, go
@@ -87,7 +89,8 @@ def run(client: redis.Redis, router: Router, events: list[dict[str, Any]], to: s
             for group in groups(route_events, GROUP_SIZE if to else _group_size(router, route))
         ]
         if to is None:
-            journal.requeue(client, chunk, messages)
+            # Archived events go back into Redis in the same transaction that queues them.
+            journal.requeue(client, chunk, messages, tiers.restorable(archive, chunk))
         else:
             for message, route in messages:
                 journal.enqueue(client, route, [message.data])
@@ -104,7 +107,8 @@ def _group_size(router: Router, route: str) -> int:
 
 def run_paced(client: redis.Redis, router: Router, events: list[dict[str, Any]], due: Sequence[float],
               to: str | None = None, progress: Callable[[int, int], None] | None = None,
-              clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> int:
+              clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+              archive: Store | None = None) -> int:
     """run() with each event's task queued at its due time (seconds from now, replay_pace.offsets; events
     oldest first). Events due together share a message; workers send them as soon as they take it,
     so the pace holds while they keep up."""
@@ -117,7 +121,7 @@ def run_paced(client: redis.Redis, router: Router, events: list[dict[str, Any]],
         upto = done + 1
         while upto < len(events) and upto - done < CHUNK and due[upto] <= now:
             upto += 1
-        run(client, router, events[done:upto], to)
+        run(client, router, events[done:upto], to, archive=archive)
         done = upto
         if progress:
             progress(done, len(events))

@@ -28,6 +28,8 @@ class RouteStats:
     pending: int  # queued events not yet in a task message: the route's next task takes them along
     delivered_last_minute: int
     delivered_last_hour: int
+    delivered_total: int  # ever, counted when delivered: does not depend on what Redis still holds
+    archived_total: int  # of those, moved from Redis to the archive
     oldest_waiting_seconds: float | None  # since acceptance, of the oldest queued or retrying event
     endpoint: str  # "ok", or "failing" while the route's last attempts failed (connection error or retryable status)
     failing_since: float | None  # Unix time of the first failure in the current run of failures
@@ -58,6 +60,8 @@ def _route_stats(route: str, snap: journal.RouteSnapshot, now: float) -> RouteSt
         # Counted in whole slots: "last minute" is the last 50-60 s, "last hour" the last 59m50s-60m.
         delivered_last_minute=sum(snap.delivered_per_slot[-MINUTE_SLOTS:]),
         delivered_last_hour=sum(snap.delivered_per_slot),
+        delivered_total=snap.delivered_total,
+        archived_total=snap.archived_total,
         oldest_waiting_seconds=max(0.0, now - snap.oldest_waiting) if snap.oldest_waiting is not None else None,
         endpoint="failing" if failing else "ok",
         failing_since=(b.get("failing_since") or b.get("since")) if failing else None,
@@ -67,9 +71,34 @@ def _route_stats(route: str, snap: journal.RouteSnapshot, now: float) -> RouteSt
     )
 
 
-def as_json(stats: list[RouteStats], now: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ArchiveStats:
+    """The archive as the workers' mover last found it, and what waits in Redis for it."""
+
+    url: str  # without its password
+    up: bool | None  # None: no worker has tried it yet
+    since: float | None  # up or down since (Unix time)
+    error: str
+    overdue: int  # delivered events received more than BUS_HOT_WINDOW ago, still in Redis
+
+
+def read_archive(client: redis.Redis, shown_url: str, hot_window: float, now: float) -> ArchiveStats:
+    state = journal.archive_state(client)
+    return ArchiveStats(url=shown_url, up=state.get("up"), since=state.get("since"), error=state.get("error", ""),
+                        overdue=journal.overdue(client, now - hot_window))
+
+
+def archive_text(a: ArchiveStats, now: float) -> str:
+    """One line under `bus stats`' table."""
+    state = ("not tried yet" if a.up is None else
+             f"{'up' if a.up else 'DOWN'} for {age(now - a.since) if a.since else '-'}")
+    line = f"archive {a.url}: {state}; {a.overdue} delivered events past the hot window wait in Redis"
+    return line + (f" ({a.error})" if a.error and not a.up else "")
+
+
+def as_json(stats: list[RouteStats], now: float, archive: ArchiveStats | None = None) -> dict[str, Any]:
     """What GET /stats and `bus stats --json` answer."""
-    return {"at": now, "routes": [asdict(s) for s in stats]}
+    return {"at": now, "routes": [asdict(s) for s in stats], **({"archive": asdict(archive)} if archive else {})}
 
 
 def age(seconds: float | None) -> str:

@@ -12,6 +12,7 @@ when the archive does not answer, never a driver's exception.
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Iterable, Protocol
 
@@ -26,6 +27,7 @@ class Store(Protocol):
     def write(self, events: list[ArchivedEvent]) -> None: ...
     def get(self, event_id: str) -> ArchivedEvent | None: ...
     def get_many(self, event_ids: Iterable[str]) -> list[ArchivedEvent]: ...
+    def add_copy(self, event_id: str, copy: bytes) -> bool: ...
     def scan(self, scan: Scan) -> list[dict[str, Any]]: ...
     def delete(self, event_ids: Iterable[str]) -> int: ...
     def drop_before(self, cutoff: float) -> int: ...
@@ -44,15 +46,18 @@ def open_store(url: str) -> Store:
 
 
 _lock = threading.Lock()
-_stores: dict[str, Store] = {}
+_stores: dict[tuple[int, str], Store] = {}
 
 
 def store_for(config: Settings) -> Store | None:
     """The process's store for the configured archive (None when BUS_ARCHIVE_URL=off), made once:
-    the ingress's threads, the CLI and a worker's threads share its one connection."""
+    the ingress's threads, the CLI and a worker's threads share its one connection. Keyed by
+    process too: a prefork child must not use the connection it inherited from the worker's main
+    process (two processes on one socket mix their replies)."""
     if not config.archive_url:
         return None
+    key = (os.getpid(), config.archive_url)
     with _lock:
-        if config.archive_url not in _stores:
-            _stores[config.archive_url] = open_store(config.archive_url)
-        return _stores[config.archive_url]
+        if key not in _stores:
+            _stores[key] = open_store(config.archive_url)
+        return _stores[key]

@@ -10,7 +10,7 @@ import psycopg
 
 from ..logs import redact
 from .base import StoreBase
-from .rows import COLUMNS, SUMMARY_COLUMNS, ArchivedEvent, Scan, from_values, summary, where
+from .rows import COLUMNS, SUMMARY_COLUMNS, ArchivedEvent, Scan, append_copy, from_values, summary, where
 
 DAY = 86400
 # tag is compared byte-wise (COLLATE "C") so the tag-prefix range of rows.where can use its index.
@@ -88,6 +88,19 @@ class PostgresStore(StoreBase):
                     cur.execute(_UPSERT)
 
         self._run(work)
+
+    def add_copy(self, event_id: str, copy: bytes) -> bool:
+        """Append a copy's record (replay --to of an archived event) to its row; False when there is none."""
+        def work(db: psycopg.Connection) -> bool:
+            with db.transaction():
+                found = db.execute("SELECT received, copies FROM bus_archive WHERE id = %s FOR UPDATE",
+                                   (event_id,)).fetchone()
+                if found:
+                    db.execute("UPDATE bus_archive SET copies = %s WHERE id = %s AND received = %s",
+                               (append_copy(bytes(found[1]), copy), event_id, found[0]))
+            return bool(found)
+
+        return self._run(work)
 
     def get_many(self, event_ids: Iterable[str]) -> list[ArchivedEvent]:
         ids = list(event_ids)

@@ -51,6 +51,11 @@ def _json_array(items: list[bytes]) -> bytes:
     return b"[" + b",".join(items) + b"]"
 
 
+def append_copy(copies: bytes, copy: bytes) -> bytes:
+    """A row's JSON array of copies with one more record at its end."""
+    return copies[:-1] + (b"," if copies != b"[]" else b"") + copy + b"]"
+
+
 def from_values(values: tuple[Any, ...] | list[Any]) -> ArchivedEvent:
     """A row read back in COLUMNS order (drivers hand blobs back as bytes or memoryview)."""
     row = dict(zip(COLUMNS, values))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .base import StoreBase
-from .rows import COLUMNS, SUMMARY_COLUMNS, ArchivedEvent, Scan, from_values, summary, where
+from .rows import COLUMNS, SUMMARY_COLUMNS, ArchivedEvent, Scan, append_copy, from_values, summary, where
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -59,6 +59,22 @@ class SqliteStore(StoreBase):
             db.execute("COMMIT")
 
         self._run(work)
+
+    def add_copy(self, event_id: str, copy: bytes) -> bool:
+        """Append a copy's record (replay --to of an archived event) to its row; False when there is none."""
+        def work(db: sqlite3.Connection) -> bool:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                found = db.execute("SELECT copies FROM events WHERE id = ?", (event_id,)).fetchone()
+                if found:
+                    db.execute("UPDATE events SET copies = ? WHERE id = ?", (append_copy(found[0], copy), event_id))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return bool(found)
+
+        return self._run(work)
 
     def get_many(self, event_ids: Iterable[str]) -> list[ArchivedEvent]:
         ids = list(event_ids)

@@ -11,11 +11,13 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, Unsup
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from .. import auth, filters, intake, journal, metrics, replay, stats
-from ..errors import (BacklogFull, BadFilter, BodyTooLarge, BusError, EventNotFound, Forbidden, IdempotencyConflict,
-                      InvalidBody, InvalidTag,
+from .. import archive, auth, filters, intake, journal, metrics, replay, stats
+from ..archive import tiers
+from ..errors import (ArchiveUnavailable, BacklogFull, BadFilter, BodyTooLarge, BusError, EventNotFound, Forbidden,
+                      IdempotencyConflict, InvalidBody, InvalidTag,
                       NoRoute, RedisFull, RequestTimeout, Unauthorized, Unavailable, Unconfirmed)
 from ..journal import REDIS_DOWN
+from ..logs import redact
 from ..routes import CREDENTIAL_HEADERS
 from . import origin
 from .bodies import parse_records
@@ -25,7 +27,8 @@ log = logging.getLogger("bus.ingress")
 # The one table from our error types to HTTP statuses.
 STATUS = {InvalidTag: 400, InvalidBody: 400, BadFilter: 400, Unauthorized: 401, Forbidden: 403, NoRoute: 404,
           EventNotFound: 404, RequestTimeout: 408, IdempotencyConflict: 409, BodyTooLarge: 413, Unavailable: 503,
-          BacklogFull: 503, Unconfirmed: 503, RedisFull: 503}
+          BacklogFull: 503, Unconfirmed: 503, RedisFull: 503,
+          ArchiveUnavailable: 503}
 # Request headers never written to the journal: they carry producers' credentials.
 SECRET_HEADERS = CREDENTIAL_HEADERS
 # Nor those that describe the connection to the bus rather than the events (every event of a
@@ -160,13 +163,15 @@ def _filter(values: dict, status_default: str | None) -> filters.EventFilter:
 
 def list_events(bus: intake.Intake, request: Request) -> Response:
     args = request.args.to_dict()
-    page = journal.find(bus.redis, _filter(args, None), limit=_limit(args.get("limit")),
-                        cursor=args.get("cursor") or None, retention=bus.settings.retention)
-    return _json({"events": page.events, "cursor": page.cursor}, 200)
+    page = tiers.find(bus.redis, archive.store_for(bus.settings), _filter(args, None), limit=_limit(args.get("limit")),
+                      cursor=args.get("cursor") or None, retention=bus.settings.retention)
+    # A tier that did not answer is named, so a short page is never taken for the whole journal.
+    missing = {"unavailable": page.unavailable} if page.unavailable else {}
+    return _json({"events": page.events, "cursor": page.cursor, **missing}, 200)
 
 
 def show_event(bus: intake.Intake, event_id: str) -> Response:
-    return _json(journal.show(bus.redis, event_id), 200)
+    return _json(tiers.show(bus.redis, archive.store_for(bus.settings), event_id), 200)
 
 
 def replay_events(bus: intake.Intake, request: Request) -> Response:
@@ -190,8 +195,10 @@ def replay_events(bus: intake.Intake, request: Request) -> Response:
         to = replay.check_target(to)
     limit = _limit(spec.get("limit"), default=0) if spec.get("limit") is not None else None
     ids = replay.check_ids(spec["ids"]) if spec.get("ids") is not None else None
-    chosen = replay.plan(bus.redis, bus.router, _filter(spec, journal.DEAD), bus.settings.retention, limit, ids)
-    sent = 0 if spec.get("dry_run") else replay.run(bus.redis, bus.router, chosen.events, to=to)
+    store = archive.store_for(bus.settings)
+    chosen = replay.plan(bus.redis, bus.router, _filter(spec, journal.DEAD), bus.settings.retention, limit, ids,
+                         archive=store)
+    sent = 0 if spec.get("dry_run") else replay.run(bus.redis, bus.router, chosen.events, to=to, archive=store)
     return _json({"matched": len(chosen.events), "replayed": sent, "dry_run": bool(spec.get("dry_run")),
                   "unroutable": len(chosen.unroutable), "ids": [e["id"] for e in chosen.events[:100]]}, 200)
 
@@ -204,8 +211,10 @@ def metrics_page(bus: intake.Intake, request: Request) -> Response:
 
 def stats_page(bus: intake.Intake) -> Response:
     """GET /stats: what `bus stats --json` prints (the console's backlog table reads it)."""
-    now = time.time()
-    return _json(stats.as_json(stats.read(bus.redis, _route_names(bus), now), now), 200)
+    now, config = time.time(), bus.settings
+    archived = (stats.read_archive(bus.redis, redact(config.archive_url), config.hot_window, now)
+                if config.archive_url else None)
+    return _json(stats.as_json(stats.read(bus.redis, _route_names(bus), now), now, archived), 200)
 
 
 def _route_names(bus: intake.Intake) -> list[str]:

@@ -23,7 +23,7 @@ from .keys import (
 )
 from .store import (
     DEAD, DEFAULT_RETENTION, DELIVERED, QUEUED, REDIS_DOWN, RESPONSE_KEEP, RETRYING, SUMMARY_FIELDS, attempts, last_copies,
-    connect, load, Idempotency, NewEvent, Page, show, summaries, unavailable,
+    connect, load, Idempotency, NewEvent, Page, readable, show, summaries, unavailable,
 )
 from .grouping import (
     ACCEPT_SCRIPT, FILLING_MS, accept, accept_batches, accept_call, accepted_ids, load_many, refill_if_idle,
@@ -31,7 +31,7 @@ from .grouping import (
 from .capture import CAPTURE_SCRIPT, capture_call
 from .transitions import (
     RECORD_ATTEMPT_SCRIPT, record_attempt_call, breaker, breaker_failed, claim_mover, drop_scheduled, due, enqueue, hand_off, hold_breaker, park,
-    record_attempt, record_copy, recheck, release, requeue, status_class,
+    record_attempt, record_copy, copy_record, recheck, release, requeue, status_class,
 )
 from .counters import (
     LATENCY_BUCKETS, SLOT, SLOTS_KEPT, backlog, count, count_refused, counters, latency, RouteSnapshot,
@@ -41,9 +41,10 @@ from .listing import (
     find, iter_matching, purge, sweep,
 )
 from .memory import READING, MemoryMark, check_room, check_writable
+from .listing import _cursor_bounds as cursor_bounds
 from .archiving import (
-    archive_state, archived_counts, claim_archive_mover, due_for_archive, forget_archived, load_whole, overdue,
-    set_archive_state,
+    archive_state, archived_counts, claim_archive_mover, due_for_archive, forget_archived, in_redis, load_whole,
+    overdue, set_archive_state,
 )
 from .lost import (
     last_recovery, pending_ids, recovery_done, recovery_lock, recovery_unlock, redis_time, requeue_lost,
@@ -58,12 +59,13 @@ __all__ = [
     "RESPONSE_KEEP", "RETRYING", "SUMMARY_FIELDS", "attempts", "connect", "load", "Idempotency", "NewEvent", "Page", "show",
     "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "accept", "accept_batches", "accept_call", "accepted_ids", "load_many",
     "refill_if_idle", "breaker", "breaker_failed", "claim_mover", "drop_scheduled", "due", "enqueue",
-    "hand_off", "hold_breaker", "park", "record_attempt", "record_copy", "recheck", "release", "requeue",
+    "hand_off", "hold_breaker", "park", "record_attempt", "record_copy", "copy_record", "recheck", "release", "requeue",
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",
     "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "pending_ids",
     "recovery_lock", "recovery_unlock", "requeue_lost", "last_recovery", "recovery_done", "redis_time", "held_key", "scheduled_ids", "task_messages", "waiting_ids",
     "READING", "MemoryMark", "check_room", "check_writable",
     "last_copies", "CAPTURE_SCRIPT", "capture_call", "RECORD_ATTEMPT_SCRIPT", "record_attempt_call",
     "ARCHIVE_MOVER", "ARCHIVE_STATE", "archive_state", "archived_counts", "claim_archive_mover",
-    "due_for_archive", "forget_archived", "load_whole", "overdue", "set_archive_state",
+    "due_for_archive", "forget_archived", "in_redis", "load_whole", "overdue", "set_archive_state", "cursor_bounds",
+    "readable",
 ]

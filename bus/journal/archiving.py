@@ -105,3 +105,13 @@ def archive_state(client: redis.Redis) -> dict[str, Any]:
 def archived_counts(client: redis.Redis) -> dict[str, int]:
     """Events moved to the archive so far, per route."""
     return {route: value for kind, route, _, value in counters(client) if kind == "archived"}
+
+
+def in_redis(client: redis.Redis, event_ids: list[str]) -> set[str]:
+    """Which of these events have a record in Redis (a listing shows Redis's over an archived row)."""
+    if not event_ids:
+        return set()
+    pipe = client.pipeline(transaction=False)
+    for event_id in event_ids:
+        pipe.exists(event_key(event_id))
+    return {i for i, found in zip(event_ids, pipe.execute()) if found}

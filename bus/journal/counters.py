@@ -62,6 +62,9 @@ class RouteSnapshot:
     oldest_waiting: float | None  # received time of the oldest queued or retrying event
     breaker: dict[str, float]
     delivered_per_slot: list[int]  # the last hour, SLOT seconds each, oldest first; the last is the current slot
+    # Ever delivered, and of those moved to the archive: counters, whatever Redis still holds of the events.
+    delivered_total: int = 0
+    archived_total: int = 0
 
 
 def snapshot(client: redis.Redis, routes: Iterable[str], now: float) -> dict[str, RouteSnapshot]:
@@ -79,11 +82,12 @@ def snapshot(client: redis.Redis, routes: Iterable[str], now: float) -> dict[str
         pipe.llen(pending_key(route))
         pipe.hgetall(breaker_key(route))
         pipe.mget([slot_key(route, s) for s in slots])
+        pipe.hmget(COUNTERS, [f"delivered:{route}", f"archived:{route}"])
     results = pipe.execute()
     per_route = len(results) // max(1, len(routes))
     out = {}
     for i, route in enumerate(routes):
-        queued, retrying, dead, first_queued, first_retrying, length, pending, breaker_, slot_counts = \
+        queued, retrying, dead, first_queued, first_retrying, length, pending, breaker_, slot_counts, totals = \
             results[i * per_route:(i + 1) * per_route]
         oldest = [score for _, score in first_queued + first_retrying]
         out[route] = RouteSnapshot(
@@ -91,6 +95,7 @@ def snapshot(client: redis.Redis, routes: Iterable[str], now: float) -> dict[str
             oldest_waiting=min(oldest) if oldest else None,
             breaker={k.decode(): float(v) for k, v in breaker_.items()},
             delivered_per_slot=[int(c or 0) for c in slot_counts],
+            delivered_total=int(totals[0] or 0), archived_total=int(totals[1] or 0),
         )
     return out
 

@@ -157,7 +157,11 @@ def show(client: redis.Redis, event_id: str) -> dict[str, Any]:
     raw, tries, copies = pipe.execute()
     if not raw:
         raise EventNotFound(f"no event {event_id!r} in the journal (never accepted, expired after retention, or purged)")
-    record = decode(event_id, raw)
+    return readable(decode(event_id, raw), [orjson.loads(a) for a in tries], [orjson.loads(c) for c in copies])
+
+
+def readable(record: dict[str, Any], attempt_log: list[Any], copies: list[Any]) -> dict[str, Any]:
+    """What `bus events ID` and GET /events/<id> show of a decoded record (from Redis or the archive)."""
     try:
         record["body"] = orjson.loads(record["body"])
     except orjson.JSONDecodeError:
@@ -165,8 +169,8 @@ def show(client: redis.Redis, event_id: str) -> dict[str, Any]:
     record["headers"] = orjson.loads(record["headers"]) if record.get("headers") else {}
     if "request" in record:  # captured by bus proxy: credentials kept for replay are not shown
         record["request"] = captured.shown(captured.Request.from_json(record["request"]))
-    record["attempt_log"] = [orjson.loads(a) for a in tries]
-    record["copies"] = [orjson.loads(c) for c in copies]
+    record["attempt_log"] = attempt_log
+    record["copies"] = copies
     return record
 
 

@@ -264,18 +264,46 @@ def drop_scheduled(client: redis.Redis, route: str, event_id: str) -> None:
     client.zrem(retry_key(route), event_id)
 
 
-def record_copy(client: redis.Redis, event_id: str, attempt: dict[str, Any]) -> None:
-    """A replay sent to another URL (--to): kept apart so the event's own state is untouched."""
+# Only beside a record still in Redis: a copy of an archived event goes to its archive row instead,
+# and a list left behind for an event the archive mover just took would never be deleted.
+_RECORD_COPY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+def record_copy(client: redis.Redis, event_id: str, attempt: dict[str, Any]) -> bool:
+    """A replay sent to another URL (--to): kept apart so the event's own state is untouched.
+    False when the event is no longer in Redis (archived): the caller records it there."""
+    copy_record(attempt)
+    return bool(script(client, _RECORD_COPY)(keys=[event_key(event_id), copies_key(event_id)],
+                                             args=[orjson.dumps(attempt)]))
+
+
+def copy_record(attempt: dict[str, Any]) -> dict[str, Any]:
+    """A copy's attempt as it is kept: its response cut to RESPONSE_KEEP."""
     if attempt.get("response") is not None:
         attempt["response"] = attempt["response"][:RESPONSE_KEEP]
-    client.rpush(copies_key(event_id), orjson.dumps(attempt))
+    return attempt
 
 
-def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tuple[Outgoing, str]]) -> None:
+def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tuple[Outgoing, str]],
+            restored: list[tuple[dict[str, Any], list[bytes], list[bytes]]] = ()) -> None:
     """Replay to the route: status back to queued, retention lifted, new (message, route) tasks queued
-    and named in their events' records; one transaction."""
+    and named in their events' records; one transaction. `restored` are (record fields, attempts,
+    copies) of archived events among them, put back into Redis in the same transaction, so the
+    archive mover never sees one half-restored."""
     owners = {i: message.task_id for message, _ in messages for i in message.event_ids}
     pipe = client.pipeline(transaction=True)
+    for fields, tries, copies in restored:
+        key = event_key(fields["id"])
+        pipe.delete(key, attempts_key(fields["id"]), copies_key(fields["id"]))
+        pipe.hset(key, mapping={k: v for k, v in fields.items() if k != "id" and v is not None})
+        if tries:
+            pipe.rpush(attempts_key(fields["id"]), *tries)
+        if copies:
+            pipe.rpush(copies_key(fields["id"]), *copies)
     for event in events:
         key = event_key(event["id"])
         pipe.hset(key, mapping={"status": QUEUED, "round": event["attempts"], "replayed": repr(time.time()),

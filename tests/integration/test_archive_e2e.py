@@ -102,6 +102,55 @@ def test_thousands_of_delivered_events_leave_redis_and_its_memory_comes_back_to_
     assert "archived" in bus.worker.output() and "delivered events to" in bus.worker.output()
     assert bus.metric("bus_events_archived_total") == len(warm) + len(ids)
     assert bus.metric("bus_archive_up") == 1
+    reads_find_the_archived_events(bus, warm, ids)
+
+
+def reads_find_the_archived_events(bus: ArchivedBus, warm: list[str], ids: list[str]) -> None:
+    """Every way of reading the journal, now that Redis holds none of these events."""
+    listed = run_bus(bus, "events", "--status", "delivered", "--tag", "api.orders", "--json", env=bus.env)
+    assert listed.returncode == 0, listed.stderr
+    page = orjson.loads(listed.stdout)
+    # Newest first: the last request's events (they share a received time, so ids break the tie).
+    assert len(page["events"]) == 50 and set(e["id"] for e in page["events"]) <= set(ids[-250:]) and page["cursor"]
+    assert {e["tier"] for e in page["events"]} == {"archive"}
+
+    shown = run_bus(bus, "events", ids[10], env=bus.env)
+    assert shown.returncode == 0, shown.stderr
+    assert "status    delivered" in shown.stdout and "attempts  1" in shown.stdout
+    assert "kept in   the archive" in shown.stdout and "#1 " in shown.stdout and " 200 " in shown.stdout
+
+    paged, cursor = [], None
+    for _ in range(50):
+        resp = requests.get(f"{bus.url}/events", params={"limit": 500, **({"cursor": cursor} if cursor else {})},
+                            timeout=30)
+        assert resp.status_code == 200 and "unavailable" not in resp.json()
+        paged += [(e["received"], e["id"]) for e in resp.json()["events"]]
+        cursor = resp.json()["cursor"]
+        if not cursor:
+            break
+    assert paged == sorted(paged, reverse=True) and len(set(paged)) == len(paged)
+    assert sorted(i for _, i in paged) == sorted(warm + ids)
+
+    copy = run_bus(bus, "replay", "--status", "delivered", "--id", ids[5], "--to", f"{bus.receiver.url}/copy",
+                   env=bus.env)
+    assert copy.returncode == 0 and "replayed 1 events copies to" in copy.stdout, copy.stderr
+    wait_until(lambda: bus.receiver.to("/copy"), 30, what="the copy of an archived event")
+    sent = bus.receiver.to("/copy")[0]
+    assert (sent.headers["X-Request-Id"], sent.headers["X-Bus-Replay"]) == (ids[5], "copy")
+    assert orjson.loads(sent.body)["n"] == 5
+    wait_until(lambda: requests.get(f"{bus.url}/events/{ids[5]}", timeout=10).json()["copies"], 15,
+               what="the copy recorded on the archived event")
+
+    again = run_bus(bus, "replay", "--status", "delivered", "--id", ids[6], env=bus.env)
+    assert again.returncode == 0 and "replayed 1 events to their routes" in again.stdout, again.stderr
+    wait_until(lambda: bus.receiver.ids("/api/").count(ids[6]) == 2, 30, what="the replayed archived event")
+    wait_until(lambda: dict(rows(bus.archive_url)).get(ids[6]) == 2 and bus.delivered_in_redis() == 0, 30,
+               what="the replayed event archived again with its second attempt")
+    assert len(rows(bus.archive_url)) == len(warm) + len(ids)
+
+    purged = run_bus(bus, "purge", "--status", "delivered", "--tag", "api.warm", "--yes", env=bus.env)
+    assert purged.returncode == 0 and f"purged {len(warm)} events" in purged.stdout, purged.stderr
+    assert not set(warm) & {i for i, _ in rows(bus.archive_url)}
 
 
 def test_an_archive_that_stops_answering_stops_no_delivery_and_no_event_is_lost_or_doubled(archived_bus):
@@ -120,3 +169,25 @@ def test_an_archive_that_stops_answering_stops_no_delivery_and_no_event_is_lost_
     out = bus.worker.output()
     assert "delivered events wait in Redis past the hot window" in out and "answers again" in out
     assert bus.metric("bus_archive_up") == 1
+
+
+def test_reads_say_which_tier_did_not_answer(archived_bus):
+    bus = archived_bus
+    if not bus.archive_url.startswith("postgres"):
+        pytest.skip("a SQLite file being written still answers readers (WAL); test_archive_reads covers a missing one")
+    archived = deliver_all(bus, "api.old", 20)
+    wait_archived(bus, archived)
+    with outage(bus.archive_url):
+        hot = bus.post("api.new", 3)
+        listed = requests.get(f"{bus.url}/events", params={"status": "delivered"}, timeout=30)
+        assert listed.status_code == 200
+        assert "did not answer" in listed.json()["unavailable"]["archive"]
+        assert not set(archived) & {e["id"] for e in listed.json()["events"]}
+        one = requests.get(f"{bus.url}/events/{archived[0]}", timeout=30)
+        assert one.status_code == 503 and one.headers["Retry-After"]
+        assert f"event '{archived[0]}' is not in Redis, and the archive" in one.json()["error"]
+        cli = run_bus(bus, "events", "--status", "delivered", env=bus.env)
+        assert cli.returncode == 0 and "warning: the archive" in cli.stderr and "showing only what Redis holds" in cli.stderr
+        replay = run_bus(bus, "replay", "--status", "delivered", "--dry-run", env=bus.env)
+        assert replay.returncode == 1 and "nothing was done" in replay.stderr and "Traceback" not in replay.stderr
+        wait_until(lambda: set(hot) <= set(bus.receiver.ids("/api/")), 30, what="delivery during the outage")

@@ -36,7 +36,7 @@ def test_bus_events_lists_by_status_and_tag_pattern_newest_first_in_pages(bus):
     page = json.loads(first.stdout)
     assert [e["id"] for e in page["events"]] == ids[::-1][:2], "newest first"
     assert page["events"][0] | {"received": 0} == {"id": ids[2], "tag": f"api.{name}", "route": "api", "status": "dead",
-                                                   "attempts": 1, "last": "422", "received": 0}
+                                                   "attempts": 1, "last": "422", "received": 0, "tier": "redis"}
     second = json.loads(run_bus(bus, "events", "--status", "dead", "--tag", f"api.{name}", "--limit", "2",
                                 "--cursor", page["cursor"], "--json").stdout)
     assert [e["id"] for e in second["events"]] == [ids[0]]
