@@ -97,6 +97,7 @@ def test_the_archive_defaults_to_a_sqlite_file_under_bus_var_and_a_two_minute_ho
     ({"BUS_ARCHIVE_URL": "mysql://db/bus"}, "BUS_ARCHIVE_URL='mysql://db/bus': use postgresql://"),
     ({"BUS_ARCHIVE_URL": "pgsql://bus:hunter2@db/bus"}, r"pgsql://\*\*\*@db/bus"),
     ({"BUS_ARCHIVE_URL": "sqlite://archive.db"}, "absolute path"),
+    ({"BUS_ARCHIVE_URL": "postgresql://bus:hunter2@db/bus?sslmod=require"}, "invalid URI query parameter: \"sslmod\""),
     ({"BUS_HOT_WINDOW": "soon"}, "BUS_HOT_WINDOW='soon' is not a duration"),
     ({"BUS_HOT_WINDOW": "0"}, "more than 0 seconds"),
     ({"BUS_HOT_WINDOW": "2d"}, "at most a day"),
