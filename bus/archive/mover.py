@@ -75,9 +75,9 @@ class Mover:
                 gone.append((event_id, "", 0, 0))
                 continue
             record, tries, copies = loaded
-            if record["status"] != journal.DELIVERED:
-                continue  # replayed between the index read and the load: it is no longer due
-            rows.append(from_journal(record, tries, copies))
+            if record["status"] == journal.DELIVERED:
+                rows.append(from_journal(record, tries, copies))
+            # One not delivered (replayed since) is not written; the script takes it off the index.
             written.append((event_id, record["route"], record["attempts"], len(copies)))
         self.store.write(rows)
         answers = journal.forget_archived(self.client, written + gone)

@@ -23,26 +23,36 @@ def overdue(client: redis.Redis, cutoff: float) -> int:
     return client.zcount(index_key(DELIVERED), "-inf", cutoff)
 
 
+# One script call per batch, not three commands per event: the mover's reads cost Redis and the
+# worker's main process (where Celery's consumer also runs) a third of what a pipeline did.
+# KEYS: the events' records. Returns per event {record as HGETALL, attempts, copies}.
+_LOAD_WHOLE = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = {redis.call('HGETALL', key), redis.call('LRANGE', key .. ':attempts', 0, -1),
+            redis.call('LRANGE', key .. ':copies', 0, -1)}
+end
+return out
+"""
+
+
 def load_whole(client: redis.Redis, event_ids: list[str]
                ) -> list[tuple[dict[str, Any], list[bytes], list[bytes]] | None]:
     """Each event's record (decoded), raw attempt and copy lists, in one round trip; None when gone."""
-    pipe = client.pipeline(transaction=False)
-    for event_id in event_ids:
-        pipe.hgetall(event_key(event_id))
-        pipe.lrange(attempts_key(event_id), 0, -1)
-        pipe.lrange(copies_key(event_id), 0, -1)
-    replies = pipe.execute()
+    if not event_ids:
+        return []
+    replies = script(client, _LOAD_WHOLE)(keys=[event_key(i) for i in event_ids], args=[])
     out: list[tuple[dict[str, Any], list[bytes], list[bytes]] | None] = []
-    for i, event_id in enumerate(event_ids):
-        raw, tries, copies = replies[3 * i:3 * i + 3]
-        out.append((decode(event_id, raw), tries, copies) if raw else None)
+    for event_id, (flat, tries, copies) in zip(event_ids, replies):
+        out.append((decode(event_id, dict(zip(flat[::2], flat[1::2]))), tries, copies) if flat else None)
     return out
 
 
 # Deletes what the archive now holds, checking inside the script that each event is still the
-# one that was written: delivered, with as many attempts and copies. A replay since (status
-# queued again), or a copy recorded since (replay --to), leaves it in Redis for the next pass;
-# an event already gone (purged, or expired) only loses its index entries.
+# one that was written: delivered, with as many attempts and copies. A copy recorded since
+# (replay --to) leaves it in Redis for the next pass; an event no longer delivered (replayed)
+# stays, out of the delivered indexes; one already gone (purged, or expired) only loses its
+# index entries.
 # KEYS: the overall delivered index, the counters, then each event's route delivered index.
 # ARGV: per event: id, route, attempts, copies. Returns per event 'moved', 'changed' or 'gone'.
 _FORGET = """
@@ -56,8 +66,12 @@ for i = 1, #ARGV / 4 do
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2 + i], id)
     out[i] = 'gone'
-  elseif status ~= '""" + DELIVERED + """' or (now_attempts or '0') ~= attempts
-      or redis.call('LLEN', key .. ':copies') ~= tonumber(copies) then
+  elseif status ~= '""" + DELIVERED + """' then
+    -- Not delivered (any more): it does not belong in the delivered indexes the mover reads.
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2 + i], id)
+    out[i] = 'changed'
+  elseif (now_attempts or '0') ~= attempts or redis.call('LLEN', key .. ':copies') ~= tonumber(copies) then
     out[i] = 'changed'
   else
     redis.call('DEL', key, key .. ':attempts', key .. ':copies')

@@ -124,3 +124,12 @@ def test_one_worker_moves_at_a_time(client, store):
     assert Mover(client, store, HOT, 7 * 86400, owner="a").tick().moved == 5
     deliver(client, 5, age=HOT + 5)
     assert Mover(client, store, HOT, 7 * 86400, owner="b").tick() is None
+
+
+def test_an_event_in_the_delivered_index_that_is_not_delivered_is_left_alone_and_no_longer_blocks_the_mover(
+        client, store, archive_url):
+    (event_id,) = deliver(client, 1, age=HOT + 5)
+    client.hset(journal.event_key(event_id), "status", journal.RETRYING)  # an index out of step with its record
+    assert Mover(client, store, HOT, 7 * 86400).tick().changed == 1
+    assert client.zscore(journal.index_key(journal.DELIVERED), event_id) is None
+    assert journal.load(client, event_id)["status"] == journal.RETRYING and rows(archive_url) == []
