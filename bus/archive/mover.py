@@ -1,5 +1,5 @@
 """The archive mover: delivered events received more than BUS_HOT_WINDOW ago leave Redis for the
-archive, in batches, by a thread in every worker's main process (one at a time holds the lease).
+archive, in batches, by a process every `bus worker` starts beside it (one at a time holds the lease).
 
 Moving an event is one more guarded step of its lifecycle: the batch is written to the archive
 first (an upsert by event id), and only then deleted from Redis by a script that checks each
@@ -11,6 +11,10 @@ the mover says so in the log and in bus:archive:state (/metrics), and moves them
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -19,7 +23,7 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 
-from .. import journal
+from .. import journal, logs, settings
 from ..errors import ArchiveUnavailable
 from . import Store, store_for
 from .rows import from_journal
@@ -142,10 +146,14 @@ class Mover:
 
 
 _stop = threading.Event()
+_child: subprocess.Popen | None = None
 
 
-def _run(mover: Mover) -> None:
+def _run(mover: Mover, parent: int | None = None) -> None:
     while not _stop.is_set():
+        if parent is not None and os.getppid() != parent:
+            log.info("archive mover stops: its worker (pid %d) is gone", parent)
+            return
         try:
             mover.tick()
         except ArchiveUnavailable:
@@ -159,20 +167,44 @@ def _run(mover: Mover) -> None:
         _stop.wait(TICK)
 
 
+def main(argv: list[str]) -> int:
+    """`python -m bus.archive.mover WORKER_PID`: the mover of one worker, started by it (below)."""
+    config = settings.load()
+    logs.configure(config.log_format)
+    store = store_for(config)
+    if store is None:
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: _stop.set())
+    client = journal.connect(config.redis_url, config.redis_timeout)
+    _run(Mover(client, store, config.hot_window, config.retention), int(argv[0]))
+    store.close()
+    return 0
+
+
+# A process of its own, not a thread of the worker's main process: that process is Celery's
+# consumer, and a thread decoding and writing batches there holds the GIL the consumer needs to
+# hand tasks to the pool (prefetch 1: every wait there is a pool process idle).
 @worker_ready.connect
 def _start(sender: object = None, **_: object) -> None:
-    from ..delivery import worker
-
-    w = worker()
-    store = store_for(w.settings)
-    if store is None:
+    global _child
+    config = settings.load()
+    if not config.archive_url:
         log.info("archive off (BUS_ARCHIVE_URL=off): delivered events stay in Redis for BUS_RETENTION")
         return
-    mover = Mover(w.redis, store, w.settings.hot_window, w.settings.retention)
-    threading.Thread(target=_run, args=(mover,), name="bus-archive-mover", daemon=True).start()
-    log.info("archive mover running: delivered events older than %gs go to %s", w.settings.hot_window, store.shown)
+    _child = subprocess.Popen([sys.executable, "-m", "bus.archive.mover", str(os.getpid())])
+    log.info("archive mover running (pid %d): delivered events older than %gs go to %s", _child.pid,
+             config.hot_window, logs.redact(config.archive_url))
 
 
 @worker_shutdown.connect
 def _shutdown(**_: object) -> None:
-    _stop.set()
+    if _child is not None and _child.poll() is None:
+        _child.terminate()
+        try:
+            _child.wait(5)
+        except subprocess.TimeoutExpired:
+            _child.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -4,8 +4,12 @@ comes back to its baseline, every read still finds them, and an archive that sto
 stops no delivery and costs no event."""
 from __future__ import annotations
 
+import os
+import re
+import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 import pytest
@@ -191,3 +195,22 @@ def test_reads_say_which_tier_did_not_answer(archived_bus):
         replay = run_bus(bus, "replay", "--status", "delivered", "--dry-run", env=bus.env)
         assert replay.returncode == 1 and "nothing was done" in replay.stderr and "Traceback" not in replay.stderr
         wait_until(lambda: set(hot) <= set(bus.receiver.ids("/api/")), 30, what="delivery during the outage")
+
+
+def test_the_mover_process_ends_with_its_worker_even_when_the_worker_is_killed(archived_bus):
+    bus = archived_bus
+    found = wait_until(lambda: re.search(r"archive mover running \(pid (\d+)\)", bus.worker.output()), 30,
+                       what="the worker's log naming its mover")
+    mover = int(found.group(1))
+    assert process_alive(mover)
+    os.kill(bus.worker.proc.pid, signal.SIGKILL)  # the worker's main process alone, as the OOM killer would
+    wait_until(lambda: not process_alive(mover), 10, what="the mover to stop after its worker")
+    assert "archive mover stops: its worker" in bus.worker.output()
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
