@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from . import accepting, delivering, report, stats
+from . import accepting, archiving, delivering, report, stats
 from .procs import BenchError, Cluster
 from .run import FULL, QUICK, Run
 
@@ -47,6 +47,8 @@ def scenarios(run: Run) -> list[Scenario]:
         chosen.append(delivering.pool("prefork", 2, label="_fed_batches100", feed_batch=100))
     if run.sizes.backlog:
         chosen.append(delivering.backlog)
+    if run.sizes.long_run:
+        chosen.append(archiving.long_run)
     return chosen
 
 
@@ -75,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
                         "alone under granian: an experiment)")
     p.add_argument("--redis-setting", action="append", default=[], metavar="NAME=VALUE",
                    help="extra redis-server setting, e.g. hash-max-listpack-value=4096 (repeatable)")
+    p.add_argument("--long-run-events", type=int, help="events per half of `long_run` (default 100000)")
+    p.add_argument("--archive-url", help="the journal's archive for the run (default: a SQLite file in its temp dir), "
+                                         "e.g. postgresql://postgres@127.0.0.1:5432/bench (an empty database)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir with every process's log")
     p.add_argument("--peer", choices=["fluentd"], help="run `bus up` and this peer side by side instead, alternating, "
                    "and print each figure with its ratio (bench/versus.py); --scenario then picks among e2e, "
@@ -86,12 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _interrupt)
         return versus.run(args.quick, args.json, args.keep, args.scenario, argv if argv is not None else sys.argv[1:])
     sizes = QUICK if args.quick else FULL
-    overrides = {"backlog_minutes": args.backlog_minutes, "backlog": args.backlog_events}
+    overrides = {"backlog_minutes": args.backlog_minutes, "backlog": args.backlog_events,
+                 "long_run": args.long_run_events}
     sizes = dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
     signal.signal(signal.SIGTERM, _interrupt)
     tmp = Path(tempfile.mkdtemp(prefix="bus-bench-"))
     redis_settings = [part for kv in args.redis_setting for part in ("--" + kv.split("=", 1)[0], kv.split("=", 1)[1])]
-    cluster = Cluster(tmp, args.ingress, redis_settings)
+    cluster = Cluster(tmp, args.ingress, redis_settings, args.archive_url)
     run = Run(cluster, sizes, args.quick)
     chosen = scenarios(run)
     if args.scenario:

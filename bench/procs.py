@@ -73,15 +73,18 @@ def _kill_group(proc: subprocess.Popen, grace: float) -> None:
 class Cluster:
     """Starts and stops the bench's processes; `roles` maps a role name to its running root process."""
 
-    def __init__(self, tmp: Path, ingress: str = "bus:2x8", redis_settings: list[str] = ()):
+    def __init__(self, tmp: Path, ingress: str = "bus:2x8", redis_settings: list[str] = (),
+                 archive_url: str | None = None):
         self.tmp = tmp
         self.ingress_spec, self.redis_settings = ingress, list(redis_settings)
         self.roles: dict[str, subprocess.Popen] = {}
         self.redis_port, self.ingress_port, self.receiver_port = free_port(), free_port(), free_port()
         self.routes_dir = tmp / "routes"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("BUS_")}
+        # The journal's archive in the run's temp dir (the default would be the checkout's ./var).
+        self.archive_url = archive_url or f"sqlite:///{tmp / 'archive.sqlite3'}"
         self.env.update(BUS_REDIS_URL=f"redis://127.0.0.1:{self.redis_port}/0", BUS_ROUTES=str(self.routes_dir),
-                        PYTHONUNBUFFERED="1")
+                        BUS_ARCHIVE_URL=self.archive_url, PYTHONUNBUFFERED="1")
         self._logs: list = []
 
     # -- plumbing -------------------------------------------------------------
@@ -189,10 +192,11 @@ class Cluster:
         wait_until(lambda: self._check_alive("receiver") or connects(self.receiver_port), 10, "the receiver to listen")
 
     def start_worker(self, route: str, pool: str = "prefork", concurrency: int = 2, role: str = "worker",
-                     config: dict[str, object] | None = None) -> None:
+                     config: dict[str, object] | None = None, env: dict[str, str] | None = None) -> None:
         """`config` overrides Celery settings for this worker only, through a celeryconfig.py of its own in
-        the folder it runs in (the bus imports `celeryconfig` from the path, where the working dir comes first)."""
-        env, cwd = {}, REPO
+        the folder it runs in (the bus imports `celeryconfig` from the path, where the working dir comes first);
+        `env` adds environment variables (BUS_ARCHIVE_URL, BUS_HOT_WINDOW)."""
+        env, cwd = dict(env or {}), REPO
         if config:
             folder = self.tmp / f"celeryconfig-{len(self._logs)}"
             folder.mkdir()

@@ -29,7 +29,10 @@ def events_done(r: dict) -> int:
 def _detail(r: dict) -> str:
     keys = ("p50_ms", "p99_ms", "drain_s", "drain_rate", "cpu_rate", "bytes_per_event", "accept_rate", "worker_peak_rss_mib",
             "one_write_rate", "two_write_ratio", "tcp_rate", "unix_over_tcp",
-            "tcp_ingress_cpu_ms", "unix_ingress_cpu_ms", "guard", "error")
+            "tcp_ingress_cpu_ms", "unix_ingress_cpu_ms", "guard",
+            "rates_archive_off", "rates_archive_on", "slowdown_pct", "archive_rows", "archive_bytes_per_event",
+            "redis_bytes_per_event_archive_off", "redis_used_mib_archive_off_end", "redis_used_mib_archive_on_end",
+            "redis_used_mib_steady_peak", "error")
     return " ".join(f"{k}={r[k]}" for k in keys if r.get(k) is not None)
 
 
@@ -71,11 +74,17 @@ def text(run: dict) -> str:
         top = ", ".join(f"{k} {v / n:.2f}" for k, v in list(rd["calls"].items())[:6])
         redis.append([r["scenario"], w["elapsed_s"], w["other_cpu_s"], rd["peak_used_memory_mib"],
                       round(rd["commands"] / n, 2), round(rd["reads"] / n, 2), top])
+    curves = [f"{r['scenario']}: Redis used_memory MiB over time (s, MiB), archive {label}: "
+              + " ".join(f"{t:g}:{m:g}" for t, m in r[f"memory_over_time_archive_{label}"])
+              for r in results if r.get("memory_over_time_archive_on") is not None for label in ("off", "on")]
+    curves += [f"{r['scenario']}: Redis used_memory MiB over time (s, MiB), archive on, a steady {r['steady_rate']:g} "
+               "events/s: " + " ".join(f"{t:g}:{m:g}" for t, m in r["memory_over_time_steady"])
+               for r in results if r.get("memory_over_time_steady") is not None]
     fails = failures(results)
     verdict = "FAILED: " + "; ".join(fails) if fails else "OK: no event lost"
     return "\n\n".join([head, _table(rows), "Processes (CPU over the scenario's window; per delivered, else accepted, event)",
                         _table(procs), "Redis (reads = read events on the server, about one per client round trip)",
-                        _table(redis), verdict, f"reproduce: {run['command']}"])
+                        _table(redis), *curves, verdict, f"reproduce: {run['command']}"])
 
 
 def as_json(run: dict) -> str:

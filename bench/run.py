@@ -26,12 +26,14 @@ class Sizes:
     backlog: int = 100_000
     backlog_minutes: float = 5.0
     delivery_slack_s: float = 180.0  # added to every delivery wait: two of the route's longest retry intervals
+    long_run: int = 100_000  # events of ~230 bytes delivered with archiving off, then on (bench/archiving.py)
 
 
 FULL = Sizes()
 QUICK = Sizes(receiver=5_000, ingress_single=2_000, ingress_batch=10_000, emit=3_000, producer=20_000, memory=2_000,
               e2e=2_000,
-              latency_s=4.0, drain_events=300, outage_s=3.0, pool_events=0, stdlib_events=400, backlog=0, delivery_slack_s=20.0)
+              latency_s=4.0, drain_events=300, outage_s=3.0, pool_events=0, stdlib_events=400, backlog=0, delivery_slack_s=20.0,
+              long_run=3_000)
 
 # Events a collapse-free bus delivers per second at the very least (a tenth of the e2e target);
 # every wait for deliveries is sized from it.
