@@ -4,7 +4,7 @@
 - base.py      what both stores share: one connection per process, failures as ArchiveUnavailable
 - sqlite.py    the store in an embedded SQLite file (the default, under BUS_VAR)
 - postgres.py  the store in PostgreSQL, partitioned by day received
-- mover.py     the worker thread that moves delivered events out of Redis, in batches
+- mover.py     the process beside each worker that moves delivered events out of Redis, in batches
 - tiers.py     reads that see both tiers: listing, one event, replay, purge
 
 Both stores have the same small interface (`Store`); each method raises ArchiveUnavailable

@@ -55,7 +55,7 @@ class Moved:
 
 
 class Mover:
-    """One worker's mover; `tick` is one pass, called by the thread below (and by the tests)."""
+    """One worker's mover; `tick` is one pass, called by the loop below (and by the tests)."""
 
     def __init__(self, client: Any, store: Store, hot_window: float, retention: int, owner: str | None = None):
         self.client, self.store = client, store

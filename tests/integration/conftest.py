@@ -275,8 +275,11 @@ class Bus:
 
 def bus_env(redis_url: str, routes_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BUS_")}
+    # Each bus its own archive beside its routes: the default (./var of the checkout) would be one
+    # file shared by every test's bus, and its rows would show in other tests' listings.
+    archive = f"sqlite:///{Path(routes_dir).absolute().parent / 'archive.sqlite3'}"
     return {**env, **ROUTE_SECRETS, "BUS_REDIS_URL": redis_url, "BUS_ROUTES": str(routes_dir),
-            "PYTHONUNBUFFERED": "1", **extra}
+            "BUS_ARCHIVE_URL": archive, "PYTHONUNBUFFERED": "1", **extra}
 
 
 def start_ingress(env: dict[str, str], log: Path, forward_port: int | None = None) -> tuple[BusProcess, str]:
@@ -351,9 +354,7 @@ def bus(tmp_path_factory: pytest.TempPathFactory):
     routes_dir.mkdir()
     for name, text in ROUTES.items():
         (routes_dir / name).write_text(text.format(receiver=receiver.url))
-    # The session's archive is a SQLite file of its own (the default would be ./var of the checkout).
-    env = bus_env(server.url, routes_dir, BUS_MAX_BODY=str(64 * 1024),
-                  BUS_ARCHIVE_URL=f"sqlite:///{tmp / 'archive.sqlite3'}")
+    env = bus_env(server.url, routes_dir, BUS_MAX_BODY=str(64 * 1024))
     forward_port = free_port()
     ingress, url = start_ingress(env, tmp / "ingress.log", forward_port)
     worker = start_worker(env, tmp / "worker.log", "api", "limited", "signed", "ops")
