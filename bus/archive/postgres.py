@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS bus_archive (
   id text NOT NULL, tag text COLLATE "C" NOT NULL, route text NOT NULL, status text NOT NULL,
   received double precision NOT NULL, attempts integer NOT NULL, last text NOT NULL, round integer NOT NULL,
   replayed double precision, body bytea NOT NULL, headers bytea NOT NULL, attempt_log bytea NOT NULL,
-  copies bytea NOT NULL,
+  copies bytea NOT NULL, request bytea,
   PRIMARY KEY (id, received)
 ) PARTITION BY RANGE (received);
 CREATE INDEX IF NOT EXISTS bus_archive_by_time ON bus_archive (received, id);

@@ -8,7 +8,7 @@ from ..filters import EventFilter
 
 # The columns of a row, in the order both stores write and read them.
 COLUMNS = ("id", "tag", "route", "status", "received", "attempts", "last", "round", "replayed",
-           "body", "headers", "attempt_log", "copies")
+           "body", "headers", "attempt_log", "copies", "request")
 SUMMARY_COLUMNS = ("id", "tag", "route", "status", "attempts", "last", "received")
 # Tag characters are [A-Za-z0-9_.-], all below DEL: `prefix <= tag < prefix + DEL` is "tag starts with prefix".
 _AFTER_EVERY_TAG_CHAR = "\x7f"
@@ -32,6 +32,8 @@ class ArchivedEvent:
     headers: bytes
     attempt_log: bytes
     copies: bytes
+    # A request captured by `bus proxy` (method, path, headers, body as JSON), kept for its replay.
+    request: bytes | None = None
 
     def values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, c) for c in COLUMNS)
@@ -44,6 +46,7 @@ def from_journal(record: dict[str, Any], attempt_log: list[bytes], copies: list[
         received=record["received"], attempts=record["attempts"], last=record.get("last", ""),
         round=record["round"], replayed=record.get("replayed"), body=bytes(record.get("body", b"")),
         headers=bytes(record.get("headers", b"")), attempt_log=_json_array(attempt_log), copies=_json_array(copies),
+        request=bytes(record["request"]) if record.get("request") is not None else None,
     )
 
 
@@ -59,8 +62,9 @@ def append_copy(copies: bytes, copy: bytes) -> bytes:
 def from_values(values: tuple[Any, ...] | list[Any]) -> ArchivedEvent:
     """A row read back in COLUMNS order (drivers hand blobs back as bytes or memoryview)."""
     row = dict(zip(COLUMNS, values))
-    for k in ("body", "headers", "attempt_log", "copies"):
-        row[k] = bytes(row[k])
+    for k in ("body", "headers", "attempt_log", "copies", "request"):
+        if row[k] is not None:
+            row[k] = bytes(row[k])
     return ArchivedEvent(**row)
 
 

@@ -12,7 +12,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
   id TEXT NOT NULL UNIQUE, tag TEXT NOT NULL, route TEXT NOT NULL, status TEXT NOT NULL,
   received REAL NOT NULL, attempts INTEGER NOT NULL, last TEXT NOT NULL, round INTEGER NOT NULL,
-  replayed REAL, body BLOB NOT NULL, headers BLOB NOT NULL, attempt_log BLOB NOT NULL, copies BLOB NOT NULL
+  replayed REAL, body BLOB NOT NULL, headers BLOB NOT NULL, attempt_log BLOB NOT NULL, copies BLOB NOT NULL,
+  request BLOB
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events (received, id);
 CREATE INDEX IF NOT EXISTS events_by_route ON events (route, received, id);

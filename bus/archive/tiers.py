@@ -122,6 +122,8 @@ def _record(row: ArchivedEvent) -> dict[str, Any]:
                                            "body", "headers")}
     if row.replayed is not None:
         record["replayed"] = row.replayed
+    if row.request is not None:
+        record["request"] = row.request
     return record
 
 

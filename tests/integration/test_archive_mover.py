@@ -133,3 +133,15 @@ def test_an_event_in_the_delivered_index_that_is_not_delivered_is_left_alone_and
     assert Mover(client, store, HOT, 7 * 86400).tick().changed == 1
     assert client.zscore(journal.index_key(journal.DELIVERED), event_id) is None
     assert journal.load(client, event_id)["status"] == journal.RETRYING and rows(archive_url) == []
+
+
+def test_a_request_captured_by_bus_proxy_is_archived_with_its_event_and_restored_for_a_replay(client, store):
+    from bus.archive import tiers
+
+    (event_id,) = deliver(client, 1, age=HOT + 5)
+    captured = b'{"method": "PUT", "path": "/orders/7"}'
+    client.hset(journal.event_key(event_id), "request", captured)
+    assert Mover(client, store, HOT, 7 * 86400).tick().moved == 1
+    assert store.get(event_id).request == captured
+    ((fields, tries, _),) = tiers.restorable(store, [{"id": event_id, "tier": "archive"}])
+    assert fields["request"] == captured and len(tries) == 1
