@@ -157,16 +157,16 @@ def cmd_replay(args: argparse.Namespace, config: settings.Settings) -> int:
         n = replay.run(client, router, chosen.events, to=args.to, progress=_progress, archive=archive.store_for(config))
     print(f"replayed {n} events {where}")
     if args.to and args.wait > 0:
-        _copy_summary(client, [e["id"] for e in chosen.events], started, args.wait)
+        _copy_summary(client, [e["id"] for e in chosen.events], started, args.wait, archive.store_for(config))
     return 0
 
 
-def _copy_summary(client: Any, ids: list[str], since: float, wait: float) -> None:
+def _copy_summary(client: Any, ids: list[str], since: float, wait: float, store: Any = None) -> None:
     """Wait (up to `wait` s) for the copies' final answers, then print how many of each status came back."""
     deadline = time.monotonic() + wait
     while True:
         copies = [c if c and c["at"] >= since and c.get("verdict") != "retry" else None
-                  for c in journal.last_copies(client, ids)]
+                  for c in tiers.last_copies(client, store, ids)]
         missing = sum(c is None for c in copies)
         if not missing or time.monotonic() > deadline:
             break

@@ -140,6 +140,21 @@ def summaries(client: Any, store: Store | None, event_ids: Iterable[str]) -> lis
     return [hot[i] for i in event_ids if i in hot]
 
 
+def last_copies(client: Any, store: Store | None, event_ids: list[str]) -> list[dict[str, Any] | None]:
+    """Each event's latest copy sent elsewhere (replay --to), from Redis or its archived row (a copy
+    of an archived event is recorded there); None for one with none yet, or an archive that is down."""
+    found = journal.last_copies(client, event_ids)
+    missing = [i for i, c in zip(event_ids, found) if c is None]
+    if not missing or store is None:
+        return found
+    try:
+        rows = {row.id: row for row in store.get_many(missing)}
+    except ArchiveUnavailable:
+        return found
+    copies = {i: orjson.loads(row.copies) for i, row in rows.items()}
+    return [c if c is not None else (copies.get(i) or [None])[-1] for i, c in zip(event_ids, found)]
+
+
 def iter_matching(client: Any, store: Store | None, f: EventFilter, retention: int = journal.DEFAULT_RETENTION,
                   page: int = 500) -> Iterator[dict[str, Any]]:
     """Every matching summary from both tiers, page by page (replay, purge). An archive that does
