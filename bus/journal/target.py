@@ -96,18 +96,11 @@ def primary(target: RedisTarget, timeout: float) -> tuple[str, int]:
         try:
             with socket.create_connection((host, port), timeout) as sock:
                 sock.settimeout(timeout)
-                commands = _ask(target)
-                sock.sendall(b"".join(pack(c) for c in commands))
-                reader, replies = hiredis.Reader(), []
-                while len(replies) < len(commands):
-                    if (reply := reader.gets()) is not False:
-                        replies.append(reply)
-                        continue
-                    data = sock.recv(4096)
-                    if not data:
-                        raise OSError("the Sentinel closed the connection")
-                    reader.feed(data)
-            return _address(target, replies)
+                exchange = _Exchange(target)
+                sock.sendall(exchange.request)
+                while (address := exchange.feed(sock.recv(4096))) is None:
+                    pass
+            return address
         except (OSError, ValueError) as exc:
             errors.append(f"{host}:{port}: {exc}")
     raise redis.ConnectionError(f"no Sentinel named the primary {target.master!r}: {'; '.join(errors)}")
@@ -120,18 +113,11 @@ async def primary_async(target: RedisTarget, timeout: float) -> tuple[str, int]:
         writer = None
         try:
             reader_stream, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-            commands = _ask(target)
-            writer.write(b"".join(pack(c) for c in commands))
-            reader, replies = hiredis.Reader(), []
-            while len(replies) < len(commands):
-                if (reply := reader.gets()) is not False:
-                    replies.append(reply)
-                    continue
-                data = await asyncio.wait_for(reader_stream.read(4096), timeout)
-                if not data:
-                    raise OSError("the Sentinel closed the connection")
-                reader.feed(data)
-            return _address(target, replies)
+            exchange = _Exchange(target)
+            writer.write(exchange.request)
+            while (address := exchange.feed(await asyncio.wait_for(reader_stream.read(4096), timeout))) is None:
+                pass
+            return address
         except (OSError, ValueError, asyncio.TimeoutError) as exc:
             errors.append(f"{host}:{port}: {exc or 'timed out'}")
         finally:
@@ -158,9 +144,26 @@ def tls_context(options: dict[str, Any]) -> ssl.SSLContext | None:
     return context
 
 
-def _ask(target: RedisTarget) -> list[tuple[Any, ...]]:
-    commands: list[tuple[Any, ...]] = [("AUTH", target.sentinel_password)] if target.sentinel_password else []
-    return commands + [("SENTINEL", "get-master-addr-by-name", target.master)]
+class _Exchange:
+    """What one Sentinel is asked (AUTH first when it wants a password) and its answers as they
+    arrive: the same for the blocking and the event-loop lookups, which only read differently."""
+
+    def __init__(self, target: RedisTarget):
+        self.target = target
+        commands: list[tuple[Any, ...]] = [("AUTH", target.sentinel_password)] if target.sentinel_password else []
+        commands.append(("SENTINEL", "get-master-addr-by-name", target.master))
+        self.expected = len(commands)
+        self.request = b"".join(pack(c) for c in commands)
+        self._reader, self._replies = hiredis.Reader(), []
+
+    def feed(self, data: bytes) -> tuple[str, int] | None:
+        """The primary's address once every answer is in; None while some are still to come."""
+        if not data:
+            raise OSError("the Sentinel closed the connection")
+        self._reader.feed(data)
+        while len(self._replies) < self.expected and (reply := self._reader.gets()) is not False:
+            self._replies.append(reply)
+        return _address(self.target, self._replies) if len(self._replies) == self.expected else None
 
 
 def _address(target: RedisTarget, replies: list[Any]) -> tuple[str, int]:
