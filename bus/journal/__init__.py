@@ -30,7 +30,7 @@ from .grouping import (
 )
 from .capture import CAPTURE_SCRIPT, capture_call
 from .transitions import (
-    RECORD_ATTEMPT_SCRIPT, record_attempt_call, breaker, breaker_failed, claim_mover, drop_scheduled, due, enqueue, hand_off, hold_breaker, park,
+    RECORD_ATTEMPT_SCRIPT, record_attempt_call, breaker, breaker_and_next_due, breaker_failed, claim_mover, drop_scheduled, due, enqueue, hand_off, hold_breaker, park,
     record_attempt, record_copy, copy_record, recheck, release, requeue, status_class,
 )
 from .counters import (
@@ -58,7 +58,7 @@ __all__ = [
     "queue_name", "retry_key", "slot_key", "DEAD", "DEFAULT_RETENTION", "DELIVERED", "QUEUED", "REDIS_DOWN",
     "RESPONSE_KEEP", "RETRYING", "SUMMARY_FIELDS", "attempts", "connect", "load", "Idempotency", "NewEvent", "Page", "show",
     "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "accept", "accept_batches", "accept_call", "accepted_ids", "load_many",
-    "refill_if_idle", "breaker", "breaker_failed", "claim_mover", "drop_scheduled", "due", "enqueue",
+    "refill_if_idle", "breaker", "breaker_failed", "claim_mover", "drop_scheduled", "due", "enqueue", "breaker_and_next_due",
     "hand_off", "hold_breaker", "park", "record_attempt", "record_copy", "copy_record", "recheck", "release", "requeue",
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",
     "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "pending_ids",

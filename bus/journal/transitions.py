@@ -220,7 +220,21 @@ def breaker_failed(client: redis.Redis, route: str, now: float, threshold: int, 
 
 def breaker(client: redis.Redis, route: str) -> dict[str, float]:
     """The route's breaker: empty while the endpoint answers, else failures, failing_since, open_until, since, step."""
-    return {k.decode(): float(v) for k, v in client.hgetall(breaker_key(route)).items()}
+    return _breaker_fields(client.hgetall(breaker_key(route)))
+
+
+def _breaker_fields(reply: dict[bytes, bytes]) -> dict[str, float]:
+    return {k.decode(): float(v) for k, v in reply.items()}
+
+
+def breaker_and_next_due(client: redis.Redis, route: str) -> tuple[dict[str, float], float | None]:
+    """The route's breaker (as breaker()) and when its earliest waiting retry is due (None: none
+    waits), in one round trip: what the retry schedule's mover reads on every pass."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(breaker_key(route))
+    pipe.zrange(retry_key(route), 0, 0, withscores=True)
+    fields, first = pipe.execute()
+    return _breaker_fields(fields), float(first[0][1]) if first else None
 
 
 def hold_breaker(client: redis.Redis, route: str, until: float) -> None:
@@ -256,7 +270,12 @@ def claim_mover(client: redis.Redis, route: str, worker_id: str, ms: int) -> boo
 
 def claim_lease(client: redis.Redis, key: str, worker_id: str, ms: int) -> bool:
     """Take or keep a lease that expires unless its holder renews it within `ms`."""
-    return bool(client.set(key, worker_id, nx=True, px=ms)) or client.get(key) == worker_id.encode()
+    # One round trip: the GET after the SET NX reads the holder either way (every pass of every mover).
+    pipe = client.pipeline(transaction=False)
+    pipe.set(key, worker_id, nx=True, px=ms)
+    pipe.get(key)
+    taken, holder = pipe.execute()
+    return bool(taken) or holder == worker_id.encode()
 
 
 def drop_scheduled(client: redis.Redis, route: str, event_id: str) -> None:
