@@ -16,7 +16,7 @@ from . import celery_checks, kombu_fixes, local_up, logs, settings
 from .errors import ConfigError
 from .recovery import RecoverLostTasks
 
-app = Celery("bus", include=["bus.delivery", "bus.scheduler", "bus.leases", "bus.archive.mover"])
+app = Celery("bus", include=["bus.delivery", "bus.scheduler", "bus.leases", "bus.archive.launch"])
 
 
 @after_setup_logger.connect
