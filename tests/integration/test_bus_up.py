@@ -157,3 +157,27 @@ def test_a_record_left_by_a_killed_bus_up_is_ignored_and_said_so(tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert f"ignoring var/bus-up.json: the `bus up` (pid {gone.pid}) that wrote it is no longer running" in shown.stderr
     assert "redis://127.0.0.1:1/0" not in shown.stderr
+
+
+def test_a_child_of_bus_up_that_dies_stops_everything_else_and_bus_up_exits_1(tmp_path):
+    (tmp_path / "routes").mkdir()
+    (tmp_path / "routes" / "api.toml").write_text('match = "api.*"\nendpoint = "http://127.0.0.1:9/x"\n')
+    marker = f"bus-up-child-dies-{os.getpid()}-{free_port()}"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("BUS_", "CELERY_"))}, "BUS_TEST_MARKER": marker}
+    log = tmp_path / "up.log"
+    with open(log, "wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "bus", "up", "--bind", f"127.0.0.1:{free_port()}", "--redis-port", str(free_port()),
+             "--flower-port", "0", "--forward", "off"],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: (tmp_path / "var" / "bus-up.json").exists(), 30, what="bus up to start everything")
+        children = [int(p) for p in Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()]
+        (worker,) = [p for p in children if b"\0worker\0" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        os.kill(worker, signal.SIGKILL)
+        assert up.wait(60) == 1
+        wait_until(lambda: not processes_with_env(marker), 10, what="every other child of bus up to exit")
+        assert "bus up: worker api exited with status -9; stopping everything" in log.read_text()
+        assert not (tmp_path / "var" / "bus-up.json").exists(), "the record does not outlive its bus up"
+    finally:
+        kill_leftovers(up, marker)
