@@ -1,6 +1,7 @@
 """Run `bus serve`: the HTTP ingress under uvicorn and, next to it, the Fluentd forward listener."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from .forward import ForwardServer
 
 log = logging.getLogger("bus.serve")
+APP = "bus.ingress.asgi:from_environment"
 # uvicorn lets in-flight requests finish for this long on SIGTERM; the parent waits a little longer.
 GRACEFUL = 20
 HTTP_STOP_GRACE = 25.0
@@ -38,7 +40,7 @@ def serve(bus: intake.Intake, bind: str, workers: int = 2, threads: int = 8) -> 
     path = unix_path(bind)
     if path is None:
         host, _, port = bind.rpartition(":")
-        _uvicorn(host=host.strip("[]"), port=int(port), workers=workers)
+        _uvicorn(workers, host=host.strip("[]"), port=int(port))
         return
     # Bound here, with its mode, before uvicorn listens on it (uvicorn's own uds= would chmod it 666).
     sock, socket_file = unix_socket.bind(path, bus.settings.unix_socket_mode)
@@ -47,7 +49,7 @@ def serve(bus: intake.Intake, bind: str, workers: int = 2, threads: int = 8) -> 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_quietly)
     try:
-        _uvicorn(fd=sock.fileno(), workers=workers)
+        _uvicorn(workers, fd=sock.fileno())
     finally:
         socket_file.remove()
         sock.close()
@@ -57,9 +59,9 @@ def _exit_quietly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _uvicorn(**where: Any) -> None:
-    uvicorn.run(
-        "bus.ingress.asgi:from_environment", factory=True, **where,
+def _uvicorn(workers: int, **where: Any) -> None:
+    options = dict(
+        factory=True, **where,
         # httptools' parser plus our read deadline, per-client cap and head limits (slow-loris, floods).
         http=GuardedProtocol, loop="uvloop", lifespan="on",
         timeout_keep_alive=5, timeout_graceful_shutdown=GRACEFUL,
@@ -70,6 +72,29 @@ def _uvicorn(**where: Any) -> None:
         # On every answer, uvicorn's own 400 and 503 included: no browser reads a JSON error as a page.
         headers=[("X-Content-Type-Options", "nosniff")],
     )
+    if workers > 1:
+        uvicorn.run(APP, workers=workers, **options)
+        return
+    # One worker: uvicorn.run's own path (Server(config).run(), exit 3 if it never started), with the
+    # quieter main loop below.
+    server = _OneTickASecond(uvicorn.Config(APP, **options))
+    server.run()
+    if not server.started:
+        sys.exit(3)
+
+
+class _OneTickASecond(uvicorn.Server):
+    """uvicorn's Server, whose main loop wakes once a second instead of ten times.
+
+    The loop refreshes the Date header once a second and looks for a stop request (a signal sets
+    should_exit): once a second does both, and an idle ingress wakes 1 time a second instead of 10
+    (docs/performance.md, fifth round). A SIGTERM starts the graceful stop up to a second later."""
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):
+            await asyncio.sleep(1.0)
+            counter = (counter + 10) % 864000  # on_tick refreshes the headers when counter % 10 == 0
 
 
 def serve_with_forward(bus: intake.Intake, bind: str, forward: str, workers: int = 2, threads: int = 8) -> int:
