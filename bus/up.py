@@ -90,8 +90,11 @@ def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int,
         # fifth round: 70 MiB of PSS and most of the idle CPU of the ingress, at the same e2e rate).
         procs.insert(0, ("ingress", _start("ingress", bus_cmd + ["serve", "--bind", bind, "--forward", forward,
                                                                    "--workers", str(ingress_workers)], env)))
+        # Without Flower nobody reads Celery's task events; a Flower started by hand asks for them.
+        quiet = [] if flower_port else ["--no-task-events"]
         for route in router.routes:
-            procs.insert(1, (f"worker {route.name}", _start(f"worker {route.name}", bus_cmd + ["worker", route.name], env)))
+            procs.insert(1, (f"worker {route.name}", _start(f"worker {route.name}",
+                                                            bus_cmd + ["worker", route.name, *quiet], env)))
         if flower_port:
             procs.insert(1, ("flower", _start("flower", [sys.executable, "-m", "celery", "-A", "bus", "flower",
                                                           f"--port={flower_port}", "--address=127.0.0.1",
