@@ -93,19 +93,26 @@ def run_in(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedPr
                           timeout=60)
 
 
-def test_the_quick_tour_from_a_second_shell_reaches_the_redis_of_bus_up_without_bus_redis_url(tmp_path):
-    receiver = Receiver()
-    receiver.start()
+def start_bus_up(tmp_path: Path, endpoint: str, name: str, out: object = subprocess.DEVNULL
+                 ) -> tuple[subprocess.Popen, dict[str, str], str, int, int]:
+    """`bus up` as a new user runs it in tmp_path (no BUS_ variable at all, ./routes and ./var there), one route
+    api.* to `endpoint`, Flower and the forward listener off: (process, env, marker, ingress port, Redis port)."""
     (tmp_path / "routes").mkdir()
-    (tmp_path / "routes" / "api.toml").write_text(f'match = ["api.*"]\nendpoint = "{receiver.url}/api/${{tag[1]}}/"\n')
-    marker = f"bus-up-tour-{os.getpid()}-{free_port()}"
+    (tmp_path / "routes" / "api.toml").write_text(f'match = ["api.*"]\nendpoint = "{endpoint}"\n')
+    marker = f"bus-up-{name}-{os.getpid()}-{free_port()}"
     ingress, redis_port = free_port(), free_port()
-    # As a new user has it: no BUS_ variable at all, ./routes and ./var in the working directory.
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("BUS_", "CELERY_"))}, "BUS_TEST_MARKER": marker}
     up = subprocess.Popen(
         [sys.executable, "-m", "bus", "up", "--bind", f"127.0.0.1:{ingress}", "--redis-port", str(redis_port),
          "--flower-port", "0", "--forward", "off"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return up, env, marker, ingress, redis_port
+
+
+def test_the_quick_tour_from_a_second_shell_reaches_the_redis_of_bus_up_without_bus_redis_url(tmp_path):
+    receiver = Receiver()
+    receiver.start()
+    up, env, marker, ingress, redis_port = start_bus_up(tmp_path, f"{receiver.url}/api/${{tag[1]}}/", "tour")
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     try:
         (curled,) = wait_until(lambda: accepted(ingress, '{"order": 42}'), 30, what="the ingress of bus up").json()["ids"]
@@ -161,16 +168,9 @@ def test_a_record_left_by_a_killed_bus_up_is_ignored_and_said_so(tmp_path):
 
 
 def test_a_child_of_bus_up_that_dies_stops_everything_else_and_bus_up_exits_1(tmp_path):
-    (tmp_path / "routes").mkdir()
-    (tmp_path / "routes" / "api.toml").write_text('match = "api.*"\nendpoint = "http://127.0.0.1:9/x"\n')
-    marker = f"bus-up-child-dies-{os.getpid()}-{free_port()}"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("BUS_", "CELERY_"))}, "BUS_TEST_MARKER": marker}
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "bus", "up", "--bind", f"127.0.0.1:{free_port()}", "--redis-port", str(free_port()),
-             "--flower-port", "0", "--forward", "off"],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        up, env, marker, _, _ = start_bus_up(tmp_path, "http://127.0.0.1:9/x", "child-dies", out)
     try:
         wait_until(lambda: (tmp_path / "var" / "bus-up.json").exists(), 30, what="bus up to start everything")
         children = [int(p) for p in Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()]
@@ -187,15 +187,7 @@ def test_a_child_of_bus_up_that_dies_stops_everything_else_and_bus_up_exits_1(tm
 def test_bus_up_without_flower_sends_no_task_events_until_a_monitor_asks_for_them(tmp_path):
     receiver = Receiver()
     receiver.start()
-    (tmp_path / "routes").mkdir()
-    (tmp_path / "routes" / "api.toml").write_text(f'match = ["api.*"]\nendpoint = "{receiver.url}/api/${{tag[1]}}/"\n')
-    marker = f"bus-up-no-events-{os.getpid()}-{free_port()}"
-    ingress, redis_port = free_port(), free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("BUS_", "CELERY_"))}, "BUS_TEST_MARKER": marker}
-    up = subprocess.Popen(
-        [sys.executable, "-m", "bus", "up", "--bind", f"127.0.0.1:{ingress}", "--redis-port", str(redis_port),
-         "--flower-port", "0", "--forward", "off"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    up, env, marker, ingress, redis_port = start_bus_up(tmp_path, f"{receiver.url}/api/${{tag[1]}}/", "no-events")
     events = None
     try:
         wait_until(lambda: accepted(ingress, '{"warm": 1}'), 30, what="the ingress of bus up")
