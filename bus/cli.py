@@ -116,8 +116,8 @@ def cmd_routes_import(args: argparse.Namespace, config: settings.Settings) -> in
         if others:
             print(f"note: {out} already held {len(others)} route file(s); all are tried in file-name order")
     if result.failed:
-        print(f"bus routes import: {result.failed} <match> block(s) with @type http could not be converted "
-              "(see NOT converted above)", file=sys.stderr)
+        print(f"bus routes import: {result.failed} <match> block(s) could not be converted (see NOT converted "
+              "above); the tags they take have no route of their own", file=sys.stderr)
         return 1
     return 0
 
