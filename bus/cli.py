@@ -180,6 +180,10 @@ def _show_stats(args: argparse.Namespace, client: redis.Redis, names: list[str],
             print(orjson.dumps(stats.as_json(current, now, archived)).decode())
         else:
             journal_cli.print_table(stats.table(current, now))
+            failing = stats.endpoint_table(current, now)
+            if failing:
+                print()
+                journal_cli.print_table(failing)
             if archived:
                 print(stats.archive_text(archived, now))
         shown += 1

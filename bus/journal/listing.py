@@ -13,7 +13,7 @@ import redis
 from ..errors import BadFilter
 from ..filters import STATUSES, EventFilter
 from .counters import counters
-from .keys import attempts_key, copies_key, event_key, index_key, retry_key
+from .keys import attempts_key, copies_key, event_key, index_key, parked_key, retry_key
 from .store import DEFAULT_RETENTION, DELIVERED, SUMMARY_FIELDS, Page, summary
 
 # What find() hands out: the last event's index score, ':', its id.
@@ -57,6 +57,8 @@ def purge(client: redis.Redis, events: list[dict[str, Any]]) -> int:
     for event in events:
         pipe.delete(event_key(event["id"]), attempts_key(event["id"]), copies_key(event["id"]))
         pipe.zrem(retry_key(event["route"]), event["id"])
+        if event.get("parked"):
+            pipe.zrem(parked_key(event["route"], event["parked"]), event["id"])
     pipe.execute()
     _drop_from_indexes(client, [(e["id"], e["route"]) for e in events], None)
     return len(events)
