@@ -12,8 +12,10 @@ from pytest import approx
 
 from bus import endpoints, journal, scheduler
 from bus.endpoints import EndpointKey
+from bus.filters import EventFilter
 from bus.routes import load_routes
-from conftest import wait_until
+from conftest import run_bus, wait_until
+from test_metrics import scrape, value
 
 THRESHOLD = 5
 
@@ -170,3 +172,76 @@ def test_endpoint_failing_for_seconds_sees_a_handful_of_attempts_not_one_per_eve
     first_ok = min(r.at for r in delivered if r.at >= recovered)
     assert first_ok - recovered <= 2.5 + 1, "resumes within retry_max_interval (2 s) plus a tick"
     assert sorted(set(bus.receiver.ids(path))) == sorted(ids)
+
+
+def accept_interleaved(client, tags: list[str], rounds: int) -> dict[str, list[str]]:
+    """Events of several tags of the `api` route, taken turn about in one accept: they share task groups."""
+    events = [journal.NewEvent(str(uuid.uuid4()), tag, "api", b"{}", time.time()) for _ in range(rounds) for tag in tags]
+    journal.accept(client, events)
+    return {tag: [e.id for e in events if e.tag == tag] for tag in tags}
+
+
+def api_endpoints(bus) -> dict[str, dict]:
+    """The `api` route's failing endpoints as `bus stats --json` prints them."""
+    done = run_bus(bus, "stats", "--json")
+    assert done.returncode == 0, done.stderr
+    (api,) = [r for r in json.loads(done.stdout)["routes"] if r["route"] == "api"]
+    return {e["endpoint"]: e for e in api["endpoints"]}
+
+
+def test_a_failing_tag_never_holds_back_a_healthy_tag_of_the_same_route_and_failing_since_stays_put(bus):
+    """`api` renders /api/${tag[1]}/: two tags answering 503 and one answering 200 share the route and its
+    task groups. Every healthy event goes through while the failing ones wait, each failing endpoint has a
+    breaker of its own in `bus stats` and /metrics, and its "failing since" survives its probes."""
+    name = uuid.uuid4().hex[:8]
+    down, later, up = f"api.d{name}", f"api.l{name}", f"api.u{name}"
+    paths = {tag: f"/api/{tag.split('.')[1]}/" for tag in (down, later, up)}
+    urls = {tag: f"{bus.receiver.url}{path}" for tag, path in paths.items()}
+    bus.receiver.script(paths[down], *[503] * 10_000)
+    bus.receiver.script(paths[later], *[503] * 10_000)
+    client = bus.redis.client()
+    ids = accept_interleaved(client, [down, up], 12)
+    healthy_waited: set[str] = set()
+
+    def all_healthy_arrived(expected: int) -> bool:
+        # A healthy event held back behind another endpoint's breaker would sit as retrying for a second or more.
+        waiting = journal.find(client, EventFilter(status=journal.RETRYING, tag=up), limit=100).events
+        healthy_waited.update(e["id"] for e in waiting)
+        return len(set(bus.receiver.ids(paths[up]))) == expected
+
+    wait_until(lambda: all_healthy_arrived(12), 20, what="the healthy tag's first 12 events")
+    wait_until(lambda: urls[down] in api_endpoints(bus), 10, what="the failing endpoint in bus stats")
+    first = api_endpoints(bus)[urls[down]]
+    assert first["failures"] >= THRESHOLD and first["breaker"] in ("open", "half-open")
+    more = accept_interleaved(client, [later, up], 6)
+    wait_until(lambda: all_healthy_arrived(18), 20, what="the healthy tag's next 6 events")
+    assert not healthy_waited, f"{len(healthy_waited)} healthy events waited behind a failing endpoint"
+    assert not journal_delivered(client, ids[down] + more[later]), "while the failing ones still wait"
+    assert sorted(set(bus.receiver.ids(paths[up]))) == sorted(ids[up] + more[up])
+    assert [journal.load(client, i)["attempts"] for i in ids[up] + more[up]] == [1] * 18, "each sent once, at once"
+
+    tried = len(bus.receiver.to(paths[down]))
+    wait_until(lambda: len(bus.receiver.to(paths[down])) >= tried + 2, 20, what="two probes of the failing endpoint")
+    shown = wait_until(lambda: (lambda e: e if urls[later] in e else None)(api_endpoints(bus)), 10,
+                       what="the second failing endpoint in bus stats")
+    assert shown[urls[down]]["failing_since"] == first["failing_since"], "not reset by its probes"
+    assert shown[urls[later]]["failing_since"] > first["failing_since"], "each endpoint's own"
+    assert urls[up] not in shown
+    assert shown[urls[down]]["held"] + shown[urls[later]]["held"] >= 1, "failing events wait in Redis"
+    samples = scrape(bus.url)
+    for tag in (down, later):
+        labels = {"route": "api", "endpoint": urls[tag]}
+        assert value(samples, "bus_breaker_open", **labels) == 1
+        assert value(samples, "bus_endpoint_failing_since_timestamp_seconds", **labels) == shown[urls[tag]][
+            "failing_since"]
+    assert not value(samples, "bus_endpoint_failing", route="api", endpoint=urls[up])
+
+    bus.receiver.scripts[paths[down]] = []  # both services come back
+    bus.receiver.scripts[paths[later]] = []
+    failing = ids[down] + more[later]
+    wait_until(lambda: len(journal_delivered(client, failing)) == len(failing), 30, what="the held events, delivered")
+    assert not {urls[down], urls[later]} & set(api_endpoints(bus)), "an answer closes each breaker"
+
+
+def journal_delivered(client, event_ids: list[str]) -> set[str]:
+    return {i for i in event_ids if journal.load(client, i)["status"] == journal.DELIVERED}
