@@ -43,8 +43,22 @@ def tick(client: object, routes: list[Route], now: float | None = None, mover: s
         # what is due here goes whatever the route's other endpoints are doing.
         moved += _release_due(client, route, now)
         moved += _probe(client, route, now)
-        journal.breakers.trim(client, route.name, now, journal.breakers.ttl(route.retry_max_interval))
+    _trim(client, routes, now)
     return moved
+
+
+_trimmed = 0.0
+TRIM_EVERY = 60.0
+
+
+def _trim(client: object, routes: list[Route], now: float) -> None:
+    """Now and then, forget the failing endpoints whose breaker expired (each failure trims its route too)."""
+    global _trimmed
+    if now - _trimmed < TRIM_EVERY:
+        return
+    _trimmed = now
+    for route in routes:
+        journal.breakers.trim(client, route.name, now, journal.breakers.ttl(route.retry_max_interval))
 
 
 def _release_due(client: object, route: Route, now: float) -> int:
