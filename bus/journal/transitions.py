@@ -273,6 +273,11 @@ def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tu
     copies) of archived events among them, put back into Redis in the same transaction, so the
     archive mover never sees one half-restored."""
     owners = {i: message.task_id for message, _ in messages for i in message.event_ids}
+    # Which breaker's parked set holds each event, if any: listings hand over summaries without it.
+    reading = client.pipeline(transaction=False)
+    for event in events:
+        reading.hget(event_key(event["id"]), "parked")
+    held = [raw.decode() if raw else None for raw in reading.execute()] if events else []
     pipe = client.pipeline(transaction=True)
     for fields, tries, copies in restored:
         key = event_key(fields["id"])
@@ -282,7 +287,7 @@ def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tu
             pipe.rpush(attempts_key(fields["id"]), *tries)
         if copies:
             pipe.rpush(copies_key(fields["id"]), *copies)
-    for event in events:
+    for event, parked in zip(events, held):
         key = event_key(event["id"])
         pipe.hset(key, mapping={"status": QUEUED, "round": event["attempts"], "replayed": repr(time.time()),
                                 "task": owners[event["id"]]})
@@ -290,8 +295,8 @@ def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tu
             pipe.persist(k)
         _move(pipe, event["id"], event["route"], event["received"], event["status"], QUEUED)
         pipe.zrem(retry_key(event["route"]), event["id"])
-        if event.get("parked"):  # held back behind a breaker: the replay's message sends it now
-            pipe.zrem(parked_key(event["route"], event["parked"]), event["id"])
+        if parked:  # held back behind a breaker: the replay's message sends it now
+            pipe.zrem(parked_key(event["route"], parked), event["id"])
     for message, route in messages:
         pipe.lpush(queue_name(route), message.data)
     pipe.execute()

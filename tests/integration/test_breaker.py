@@ -174,6 +174,21 @@ def test_endpoint_failing_for_seconds_sees_a_handful_of_attempts_not_one_per_eve
     assert sorted(set(bus.receiver.ids(path))) == sorted(ids)
 
 
+def test_a_replayed_held_back_event_leaves_its_breaker_for_the_replays_message(bus):
+    client, _ = fresh_route(bus)
+    key = endpoint(bus, "parked.again")
+    (event_id,) = bus.post("parked.again", "{}").json()["ids"]
+    drop_tasks(client)
+    now = time.time()
+    open_breaker(client, key, now)
+    journal.breakers.hold_back(client, journal.load(client, event_id), key, now)
+    done = run_bus(bus, "replay", "--status", "retrying", "--id", event_id)
+    assert done.returncode == 0, done.stderr
+    assert client.zscore(f"bus:parked:parked:{key.digest}", event_id) is None, "not released a second time later"
+    assert queued_event_ids(client) == [event_id]
+    assert journal.load(client, event_id)["status"] == journal.QUEUED
+
+
 def accept_interleaved(client, tags: list[str], rounds: int) -> dict[str, list[str]]:
     """Events of several tags of the `api` route, taken turn about in one accept: they share task groups."""
     events = [journal.NewEvent(str(uuid.uuid4()), tag, "api", b"{}", time.time()) for _ in range(rounds) for tag in tags]
