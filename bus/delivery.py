@@ -212,9 +212,9 @@ class Breakers:
                 key.digest, 0.0)
         return self.open_until.get(key.digest, 0.0)
 
-    def failed(self, w: Worker, route: Route, key: endpoints.EndpointKey, record: dict[str, Any],
+    def after_attempt(self, w: Worker, route: Route, key: endpoints.EndpointKey, record: dict[str, Any],
                probe: bool) -> None:
-        """Count a failed request with its endpoint's breaker (an answer was counted when it was journaled)."""
+        """Count a failed request with its endpoint's breaker; an answer closed it when it was journaled."""
         if not _endpoint_failed(record, route):
             self.open_until.pop(key.digest, None)
             return
@@ -341,7 +341,7 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], gate: Breakers, t
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
     outcome = classify(route, attempt - event["round"], record.get("status_code"), record.pop("retry_after", None))
     _journal_verdict(w, route, event, record, outcome, key)
-    gate.failed(w, route, key, record, probe)
+    gate.after_attempt(w, route, key, record, probe)
     return outcome.verdict
 
 
@@ -432,7 +432,7 @@ def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, An
         outcome = classify(route, attempt - event["round"], record.get("status_code"), retry_after)
         _journal_verdict(w, route, event, record, outcome, key)
         verdicts[i] = outcome.verdict
-    gate.failed(w, route, key, sent, probe)
+    gate.after_attempt(w, route, key, sent, probe)
     return verdicts
 
 
