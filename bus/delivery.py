@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import gzip
 import logging
-import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from urllib.parse import urljoin, urlsplit
@@ -17,7 +16,8 @@ from celery.exceptions import Reject
 
 import orjson
 
-from . import archive, backoff, captured, endpoints, journal, logs, outbound, settings, signing, task_outcome
+from . import archive, captured, endpoints, journal, logs, outbound, settings, signing, task_outcome
+from .breaker_gate import Breakers, endpoint_failed
 from .deadline import AttemptDeadline, Deadline
 from .celery import app
 from .errors import ArchiveUnavailable, DeadLettered, NoRoute
@@ -176,12 +176,6 @@ def _log(event: dict[str, Any], record: dict[str, Any], outcome: Outcome, copy_t
     )
 
 
-def _endpoint_failed(record: dict[str, Any], route: Route) -> bool:
-    """No answer, or an answer that says the endpoint cannot take anything right now."""
-    code = record.get("status_code")
-    return code is None or code in route.retryable_statuses
-
-
 def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], record: dict[str, Any],
                      outcome: Outcome, endpoint: endpoints.EndpointKey | None = None) -> None:
     """Record the attempt and log it. An answer from `endpoint` closes its breaker in the same step;
@@ -192,48 +186,9 @@ def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], reco
     journal.record_attempt(
         w.pipe, event, record, status, w.settings.retention,
         retry_at=time.time() + outcome.delay if outcome.verdict == RETRY else None,
-        endpoint_alive=route is not None and not _endpoint_failed(record, route), endpoint=endpoint,
+        endpoint_alive=route is not None and not endpoint_failed(record, route), endpoint=endpoint,
     )
     _log(event, record, outcome)
-
-
-@dataclass
-class Breakers:
-    """The route's open breakers as one task knows them: read with its events (journal.load_many),
-    then kept up to date by the task's own failures, so a failure that opens an endpoint's breaker
-    holds back the rest of that endpoint's events in the group, and only those."""
-
-    open_until: dict[str, float] = field(default_factory=dict)  # endpoint digest -> until when
-    complete: bool = True  # False: the route had more open breakers than were read; ask for the others
-
-    def until(self, w: Worker, key: endpoints.EndpointKey) -> float:
-        if key.digest not in self.open_until and not self.complete:
-            self.open_until[key.digest] = journal.breakers.open_until(w.redis, key.route, [key.digest]).get(
-                key.digest, 0.0)
-        return self.open_until.get(key.digest, 0.0)
-
-    def after_attempt(self, w: Worker, route: Route, key: endpoints.EndpointKey, record: dict[str, Any],
-               probe: bool) -> None:
-        """Count a failed request with its endpoint's breaker; an answer closed it when it was journaled."""
-        if not _endpoint_failed(record, route):
-            self.open_until.pop(key.digest, None)
-            return
-        opened = journal.breakers.failed(
-            w.redis, key, time.time(), backoff.BREAKER_THRESHOLD,
-            min(route.retry_max_interval, backoff.BREAKER_MAX_INTERVAL), random.random(), probe,
-            journal.breakers.ttl(route.retry_max_interval))
-        if opened is not None:
-            self.open_until[key.digest] = opened
-
-    def held_back(self, w: Worker, event: dict[str, Any], key: endpoints.EndpointKey, probe: bool) -> bool:
-        """Whether the event waits behind its endpoint's open breaker instead of being sent (then it is
-        parked: journal.breakers.hold_back)."""
-        now = time.time()
-        if probe or self.until(w, key) <= now:
-            return False
-        if not journal.breakers.hold_back(w.redis, event, key, now):
-            self.open_until.pop(key.digest, None)  # it closed meanwhile: the event is due on the retry schedule
-        return True
 
 
 def _send_copy(task: Task, w: Worker, route: Route, event: dict[str, Any], to: str) -> str:
@@ -330,7 +285,7 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], gate: Breakers, t
         _dead_unsent(w, event, attempt, str(exc))
         return DEAD
     key = endpoints.key_for(route.name, url)
-    if gate.held_back(w, event, key, probe):
+    if gate.held_back(event, key, probe):
         # Its endpoint is failing: wait in Redis for the breaker instead of hammering it.
         return "waiting"
     state = _recheck(task, w, [event])[0]
@@ -341,7 +296,7 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], gate: Breakers, t
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
     outcome = classify(route, attempt - event["round"], record.get("status_code"), record.pop("retry_after", None))
     _journal_verdict(w, route, event, record, outcome, key)
-    gate.after_attempt(w, route, key, record, probe)
+    gate.after_attempt(route, key, record, probe)
     return outcome.verdict
 
 
@@ -409,7 +364,7 @@ def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, An
             _dead_unsent(w, event, event["attempts"] + 1, str(exc))
         return [DEAD] * len(batch)
     key = endpoints.key_for(route.name, url)
-    if not probe and gate.until(w, key) > time.time():
+    if not probe and gate.until(key) > time.time():
         for event in batch:  # each parked, or due on the retry schedule if the breaker closed meanwhile
             journal.breakers.hold_back(w.redis, event, key, time.time())
         return ["waiting"] * len(batch)
@@ -432,7 +387,7 @@ def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, An
         outcome = classify(route, attempt - event["round"], record.get("status_code"), retry_after)
         _journal_verdict(w, route, event, record, outcome, key)
         verdicts[i] = outcome.verdict
-    gate.after_attempt(w, route, key, sent, probe)
+    gate.after_attempt(route, key, sent, probe)
     return verdicts
 
 
@@ -505,7 +460,7 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
     try:
         events, (open_now, complete) = journal.load_many(w.pipe, event_ids, route_name,
                                                          route.group_size if route else GROUP_SIZE, time.time())
-        gate = Breakers(open_now, complete)
+        gate = Breakers(w.redis, open_now, complete)
         if to is not None:
             events = _archived(self, w, event_ids, events, to)
         verdicts: dict[str, int] = {}

@@ -159,6 +159,8 @@ def test_console_shows_each_failing_endpoint_of_a_route_with_its_breaker_and_wha
         text = line.text_content()
         assert text.startswith(f"{key.endpoint}: failing since ") and "5 in a row, breaker open, 1 held back" in text
         assert "failing" in page.text_content("#routes tbody tr[data-route='parked'] td:last-child")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator("#routes").screenshot(path=str(ARTIFACTS / "console-endpoints.png"))
     finally:
         for name in (f"bus:breaker:parked:{key.digest}", f"bus:parked:parked:{key.digest}"):
             client.delete(name)
