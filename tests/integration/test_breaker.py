@@ -59,14 +59,6 @@ def test_breaker_opens_after_five_failures_in_a_row_and_only_a_failed_probe_leng
     assert 0 < client.ttl(f"bus:breaker:parked:{key.digest}") <= journal.breakers.BREAKER_TTL, "it expires"
 
 
-def test_the_breaker_key_is_the_rendered_origin_and_path_without_credentials_or_query():
-    a = endpoints.key_for("api", "http://user:pw@Svc.example:8000/api/orders/?token=secret")
-    assert a.endpoint == "http://svc.example:8000/api/orders/"
-    assert a == endpoints.key_for("api", "http://svc.example:8000/api/orders/?token=other")
-    assert a.digest != endpoints.key_for("api", "http://svc.example:8000/api/users/").digest
-    assert a.digest != endpoints.EndpointKey("api", a.endpoint, destination="audit").digest
-
-
 def test_due_retries_go_back_to_the_head_of_the_queue_once_each(bus):
     client, route = fresh_route(bus)
     ids = [bus.post("parked.s", "{}").json()["ids"][0] for _ in range(3)]
