@@ -14,6 +14,7 @@ apart, so the same URL in two destinations never shares a breaker.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -27,7 +28,7 @@ class EndpointKey:
     endpoint: str  # scheme://host[:port]/path of the rendered URL: no user info, query or fragment
     destination: str = ""
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         """A short fixed-length name for Redis keys: rendered paths are long and hold any character."""
         return hashlib.blake2b(f"{self.destination}\n{self.endpoint}".encode(), digest_size=8).hexdigest()
@@ -40,5 +41,7 @@ def endpoint_of(url: str) -> str:
     return f"{parts.scheme.lower()}://{host}{parts.path or '/'}"
 
 
+@functools.lru_cache(maxsize=4096)
 def key_for(route: str, url: str, destination: str = "") -> EndpointKey:
+    """Once per URL a worker renders often: every attempt asks, and the answer never changes."""
     return EndpointKey(route, endpoint_of(url), destination)

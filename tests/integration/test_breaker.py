@@ -181,6 +181,19 @@ def test_a_replayed_held_back_event_leaves_its_breaker_for_the_replays_message(b
     assert journal.load(client, event_id)["status"] == journal.QUEUED
 
 
+def test_a_purged_held_back_event_is_no_longer_counted_as_held(bus):
+    client, _ = fresh_route(bus)
+    key = endpoint(bus, "parked.purge")
+    (event_id,) = bus.post("parked.purge", "{}").json()["ids"]
+    drop_tasks(client)
+    open_breaker(client, key, time.time())
+    journal.breakers.hold_back(client, journal.load(client, event_id), key, time.time())
+    done = run_bus(bus, "purge", "--route", "parked", "--status", "retrying", "--tag", "parked.purge", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert journal.load(client, event_id) is None
+    assert client.zcard(f"bus:parked:parked:{key.digest}") == 0
+
+
 def accept_interleaved(client, tags: list[str], rounds: int) -> dict[str, list[str]]:
     """Events of several tags of the `api` route, taken turn about in one accept: they share task groups."""
     events = [journal.NewEvent(str(uuid.uuid4()), tag, "api", b"{}", time.time()) for _ in range(rounds) for tag in tags]
