@@ -93,3 +93,13 @@ def test_a_worker_consuming_a_route_of_another_shard_is_refused(tmp_path):
     check_shard(["bus.a1"], router, "default")
     with pytest.raises(ConfigError, match="route b1 lives on shard b but this worker's broker is shard default"):
         check_shard(["bus.a1", "bus.b1"], router, "default")
+
+
+def test_bus_up_runs_one_redis_and_refuses_shards(monkeypatch, capsys, tmp_path):
+    from bus import cli
+
+    monkeypatch.setenv("BUS_REDIS_SHARDS", "b=redis://127.0.0.1:7002/0")
+    monkeypatch.setenv("BUS_VAR", str(tmp_path / "var"))
+    assert cli.main(["up"]) == 1
+    assert "bus up runs one Redis of its own, and BUS_REDIS_SHARDS is set" in capsys.readouterr().err
+    assert not (tmp_path / "var").exists()  # refused before anything started
