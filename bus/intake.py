@@ -13,7 +13,7 @@ import redis
 
 from . import journal, settings
 from .errors import (BacklogFull, BodyTooLarge, BusError, IdempotencyConflict, InvalidBody, InvalidTag, NoRoute,
-                     RedisFull)
+                     RedisFull, Unavailable)
 from .events import new_id
 from .journal.pipelined import Ack, SharedPipe
 from .journal.target import RedisTarget
@@ -162,11 +162,21 @@ def commit(intake: Intake, prepared: Prepared) -> list[str]:
     """Journal and enqueue prepared events (after Redis's memory and the route's backlog checks), through
     the process's pipe; the ids the request's answer gives (a repeated Idempotency-Key's are the first request's)."""
     link = intake.link(prepared.route)
-    journal.check_room(link.pipe, link.memory)
-    check_backlog(intake, prepared)
-    ids = journal.accept(link.pipe, prepared.events, prepared.route.group_size, prepared.idempotency)
+    try:
+        journal.check_room(link.pipe, link.memory)
+        check_backlog(intake, prepared)
+        ids = journal.accept(link.pipe, prepared.events, prepared.route.group_size, prepared.idempotency)
+    except Unavailable as exc:
+        raise on_shard(intake, link, exc) from exc
     link.memory.accepted(prepared.events)
     return ids
+
+
+def on_shard(intake: Intake, link: Link, exc: Unavailable) -> Unavailable:
+    """A refusal naming the shard when there are several: the other shards' routes still accept."""
+    if len(intake.links) == 1:
+        return exc
+    return type(exc)(f"shard {link.name}: {exc}")
 
 
 def check_backlog(intake: Intake, prepared: Prepared) -> None:

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from .. import auth, intake, journal, logs, settings
-from ..errors import BusError
+from ..errors import BusError, Unavailable
 from ..journal import REDIS_DOWN
 from ..journal.pipelined import Ack, PipelinedRedis
 from . import guarded_protocol
@@ -116,7 +116,8 @@ class Ingress:
         if prepared.route.backlog_limit is not None:
             return await loop.run_in_executor(self.pool, intake.commit, bus, prepared)  # its check reads Redis first
         keys, args = journal.accept_call(prepared.events, prepared.route.group_size, prepared.idempotency)
-        memory, pipe = bus.link(prepared.route).memory, self.pipes[prepared.route.shard]
+        link = bus.link(prepared.route)
+        memory, pipe = link.memory, self.pipes[link.name]
         try:
             if memory.due():
                 # Twice a second one accept also reads Redis memory; the others use that reading.
@@ -125,7 +126,9 @@ class Ingress:
             memory.check()
             reply = await pipe.run_script(journal.ACCEPT_SCRIPT, keys, args, confirm=True)
         except REDIS_DOWN as exc:
-            raise journal.unavailable(exc) from exc
+            raise intake.on_shard(bus, link, journal.unavailable(exc)) from exc
+        except Unavailable as exc:  # above the shard's memory mark
+            raise intake.on_shard(bus, link, exc) from exc
         memory.accepted(prepared.events)
         return journal.accepted_ids(prepared.events, reply, prepared.idempotency)
 

@@ -124,10 +124,17 @@ def test_a_killed_shard_refuses_only_its_routes_and_delivers_what_it_accepted_on
     shards.b.kill()
 
     refused = shards.post(f"south.{tag}", {"n": 99})
-    assert refused.status_code == 503 and refused.headers["Retry-After"]
+    assert refused.status_code == 503 and refused.headers["Retry-After"] and "shard b" in refused.json()["error"]
     taken = [shards.post(f"north.{tag}", {"n": i}) for i in range(3)]
     assert [r.status_code for r in taken] == [202] * 3
     wait_until(lambda: len(shards.receiver.to(f"/north/{tag}")) == 3, 20, what="north to deliver while b is down")
+
+
+    emitted = shards.bus("emit", f"south.{tag}", '{"n": 98}')
+    assert emitted.returncode == 1 and "shard b: Redis did not answer" in emitted.stderr and "Traceback" not in emitted.stderr
+    assert shards.bus("emit", f"north.{tag}", '{"n": 98}').returncode == 0
+    one = requests.get(f"{shards.url}/events/{waiting[0]}", timeout=10)
+    assert one.status_code == 503 and "shard b" in one.json()["error"]  # not a 404: it may be on b
 
     health = requests.get(f"{shards.url}/healthz", timeout=10)
     assert health.status_code == 503 and "shard b" in health.json()["error"]
@@ -135,7 +142,7 @@ def test_a_killed_shard_refuses_only_its_routes_and_delivers_what_it_accepted_on
     listed = shards.bus("events", "--tag", f"north.{tag}", "--json")
     assert listed.returncode == 0, listed.stderr
     page = orjson.loads(listed.stdout)
-    assert len(page["events"]) == 3 and "shard b" in page["unavailable"]
+    assert len(page["events"]) == 4 and "shard b" in page["unavailable"]
     assert "shard b" in listed.stderr
     stats = shards.bus("stats")
     assert stats.returncode == 1 and "shard b" in stats.stderr and "Traceback" not in stats.stderr
