@@ -163,7 +163,6 @@ class Settings:
         return self.shard(self.worker_shard)
 
 
-
 def redis_target(config: "Settings") -> "RedisTarget":
     from .journal.target import parse
 

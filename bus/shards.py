@@ -34,9 +34,6 @@ class Shards:
     def name_of(self, route: str) -> str:
         return self.routes.get(route, DEFAULT_SHARD)
 
-    def known(self, route: str) -> bool:
-        return route in self.routes or len(self.clients) == 1
-
     @property
     def default(self) -> Any:
         return self.clients[DEFAULT_SHARD]
