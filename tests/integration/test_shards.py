@@ -114,6 +114,17 @@ def test_each_routes_events_live_on_its_shard_are_delivered_and_every_read_sees_
     health = requests.get(f"{shards.url}/healthz", timeout=10)
     assert health.status_code == 200 and health.json()["shards"] == {"default": "ok", "b": "ok"}
 
+    # Replay and purge act on each event on its own shard.
+    replayed = requests.post(f"{shards.url}/events/replay", json={"status": "delivered", "tag": f"*.{tag}"}, timeout=10)
+    assert replayed.status_code == 200 and replayed.json()["replayed"] == 10
+    wait_until(lambda: len(shards.receiver.to(f"/north/{tag}")) == 10 and len(shards.receiver.to(f"/south/{tag}")) == 10,
+               20, what="the replayed events to be delivered again, each by its own shard's worker")
+    wait_until(lambda: all(b.hget(journal.event_key(i), "status") == b"delivered" for i in south), 10,
+               what="the replays to be journaled")
+    purged = shards.bus("purge", "--status", "delivered", "--tag", f"*.{tag}", "--yes")
+    assert purged.returncode == 0 and "purged 10 events" in purged.stdout, purged.stderr
+    assert not any(a.exists(journal.event_key(i)) or b.exists(journal.event_key(i)) for i in north + south)
+
 
 def test_a_killed_shard_refuses_only_its_routes_and_delivers_what_it_accepted_once_back(shards):
     tag = uuid.uuid4().hex[:8]
