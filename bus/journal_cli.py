@@ -59,8 +59,8 @@ def cmd_events(args: argparse.Namespace, config: settings.Settings) -> int:
     (f,) = _filters(args, [args.status])
     page = tiers.find(client, store, f, limit=args.limit, cursor=args.cursor, retention=config.retention)
     for tier, why in page.unavailable.items():
-        rest = "the archive" if tier == "archive" else "the other shards"
-        print(f"warning: {why}; showing only what {rest} hold", file=sys.stderr)
+        rest = "Redis holds" if tier == "archive" else "the shards that answered hold"
+        print(f"warning: {why}; showing only what {rest}", file=sys.stderr)
     if args.json:
         missing = {"unavailable": page.unavailable} if page.unavailable else {}
         print(orjson.dumps({"events": page.events, "cursor": page.cursor, **missing}).decode())
