@@ -51,14 +51,16 @@ def run(groups: dict[str, list[Route]], options: list[str]) -> int:
                 break
             time.sleep(0.5)
     finally:
-        _stop(list(children.values()), stopping[0] if stopping else signal.SIGTERM)
+        _stop(list(children.values()))
     return status
 
 
-def _stop(children: list[subprocess.Popen], signum: int) -> None:
+def _stop(children: list[subprocess.Popen]) -> None:
+    # SIGTERM, whatever stopped us: it is Celery's warm shutdown however often it comes, while a
+    # second SIGINT (after the terminal's Ctrl-C reached the children too) would be its cold one.
     for proc in children:
         if proc.poll() is None:
-            proc.send_signal(signum)
+            proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + GRACE
     for proc in children:
         try:
