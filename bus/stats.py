@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import redis
 
 from . import journal
+from .shards import Shards, as_shards, down
 
 MINUTE_SLOTS = 60 // journal.SLOT
 
@@ -52,13 +53,22 @@ class RouteStats:
     endpoints: list[EndpointStats]  # the failing endpoints, longest failing first (up to breakers.LISTED)
 
 
-def read(client: redis.Redis, routes: Iterable[str], now: float | None = None) -> list[RouteStats]:
-    """The stats of every route, in the order given, from one Redis round trip."""
+def read(client: "redis.Redis | Shards", routes: Iterable[str], now: float | None = None) -> list[RouteStats]:
+    """The stats of every route, in the order given, from one round trip per shard; Unavailable naming
+    a shard that does not answer (a table without its routes would read as if they were idle)."""
     now = time.time() if now is None else now
-    routes = list(routes)
-    snapshots = journal.snapshot(client, routes, now)
-    failing = journal.breakers.failing(client, routes)
-    return [_route_stats(route, snap, *failing[route], now) for route, snap in snapshots.items()]
+    shards, routes = as_shards(client), list(routes)
+    found: dict[str, RouteStats] = {}
+    for name, names in shards.by_shard(routes).items():
+        try:
+            snaps = journal.snapshot(shards.clients[name], names, now)
+            failing = journal.breakers.failing(shards.clients[name], names)
+        except journal.REDIS_DOWN as exc:
+            if len(shards.clients) == 1:
+                raise
+            raise down(shards, name, exc) from exc
+        found.update({route: _route_stats(route, snap, *failing[route], now) for route, snap in snaps.items()})
+    return [found[route] for route in routes]
 
 
 def _endpoint_stats(e: journal.breakers.EndpointState, now: float) -> EndpointStats:
@@ -107,10 +117,13 @@ class ArchiveStats:
     overdue: int  # delivered events received more than BUS_HOT_WINDOW ago, still in Redis
 
 
-def read_archive(client: redis.Redis, shown_url: str, hot_window: float, now: float) -> ArchiveStats:
-    state = journal.archive_state(client)
+def read_archive(client: "redis.Redis | Shards", shown_url: str, hot_window: float, now: float) -> ArchiveStats:
+    """The archive as the latest mover pass of any shard found it, and what waits for it on all of them."""
+    shards = as_shards(client)
+    states = [journal.archive_state(c) for c in shards.clients.values()]
+    state = max(states, key=lambda st: st.get("checked") or 0.0)
     return ArchiveStats(url=shown_url, up=state.get("up"), since=state.get("since"), error=state.get("error", ""),
-                        overdue=journal.overdue(client, now - hot_window))
+                        overdue=sum(journal.overdue(c, now - hot_window) for c in shards.clients.values()))
 
 
 def archive_text(a: ArchiveStats, now: float) -> str:

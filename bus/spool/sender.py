@@ -7,6 +7,7 @@ import threading
 from collections import defaultdict
 
 from .. import journal
+from ..settings import DEFAULT_SHARD
 from ..errors import BusError
 from ..intake import Intake
 from ..messages import GROUP_SIZE
@@ -93,12 +94,15 @@ class Sender:
         by_route: dict[str, list[journal.NewEvent]] = defaultdict(list)
         for event in batch.events:
             by_route[event.route].append(event)
-        calls = []
+        calls: dict[str, list] = defaultdict(list)  # per shard: each route's events go to its own
         for route, events in by_route.items():
             known = self.intake.router.by_name.get(route)
             group_size = known.group_size if known is not None else GROUP_SIZE
-            calls += [(events[i:i + SCRIPT_EVENTS], group_size) for i in range(0, len(events), SCRIPT_EVENTS)]
-        journal.check_room(self.intake.pipe, self.intake.memory)
-        journal.accept_batches(self.intake.pipe, calls)
-        self.intake.memory.accepted(batch.events)
+            shard = known.shard if known is not None else DEFAULT_SHARD
+            calls[shard] += [(events[i:i + SCRIPT_EVENTS], group_size) for i in range(0, len(events), SCRIPT_EVENTS)]
+        for shard, shard_calls in calls.items():
+            link = self.intake.links[shard]
+            journal.check_room(link.pipe, link.memory)
+            journal.accept_batches(link.pipe, shard_calls)
+            link.memory.accepted([e for events, _ in shard_calls for e in events])
 
