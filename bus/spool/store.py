@@ -110,60 +110,84 @@ class Spool:
     def append(self, batch: list[bytes]) -> None:
         """Put frames on disk (the page cache; with fsync='always' past it) before returning.
         SpoolFull when they would take the spool past max_bytes: then none of them is written."""
-        data = b"".join(batch) if len(batch) != 1 else batch[0]
-        ticket = _Ticket()
-        with self._mutex:
-            if self._closed:
-                raise SpoolError(f"the spool {self.directory} is closed; make a new Producer to emit")
-            if self._bytes + self._queued_bytes + len(data) > self.max_bytes:
-                raise SpoolFull(
-                    f"the spool {self.directory} holds {self._bytes + self._queued_bytes} bytes of events waiting "
-                    f"for Redis and its max_bytes is {self.max_bytes}: nothing of this call was spooled. Bring Redis "
-                    f"back (`bus spool {self.directory}` shows what waits), or give the Producer a larger max_bytes")
-            self._queue.append((data, len(batch), ticket))
-            self._queued_bytes += len(data)
-        with self._write_lock:
-            if not ticket.done:
-                self._write_queued()
-        if ticket.error is not None or not ticket.done:
-            raise SpoolError(f"cannot write to the spool {self.directory}: {ticket.error}; nothing of this call was "
+        self.append_one(b"".join(batch) if len(batch) != 1 else batch[0], len(batch))
+
+    def append_one(self, data: bytes, count: int = 1) -> None:
+        """append() of `count` frames already joined into `data`: emit's path."""
+        if self._write_lock.acquire(blocking=False):
+            # No writer at work: this thread is the writer, and takes along what queued meanwhile.
+            # One thread emitting always comes here: no ticket, one lock turn fewer.
+            try:
+                with self._mutex:
+                    self._check_room(len(data))
+                    queue, self._queue = self._queue, []
+                    size, self._queued_bytes = self._queued_bytes + len(data), 0
+                error = self._write(queue, data, count, size)
+            finally:
+                self._write_lock.release()
+        else:
+            ticket = _Ticket()
+            with self._mutex:
+                self._check_room(len(data))
+                self._queue.append((data, count, ticket))
+                self._queued_bytes += len(data)
+            with self._write_lock:
+                if not ticket.done:
+                    with self._mutex:
+                        queue, self._queue = self._queue, []
+                        size, self._queued_bytes = self._queued_bytes, 0
+                    self._write(queue, b"", 0, size)
+            error = ticket.error if ticket.done else RuntimeError("the write of these frames never happened")
+        if error is not None:
+            raise SpoolError(f"cannot write to the spool {self.directory}: {error}; nothing of this call was "
                              "spooled: free disk space or fix the directory's permissions")
 
-    def _write_queued(self) -> None:
-        """The writer's turn (write lock held): every queued frame in one write."""
-        with self._mutex:
-            queue, self._queue = self._queue, []
-            size, self._queued_bytes = self._queued_bytes, 0
-        if not queue:
-            return
-        if len(queue) == 1:
-            data, count = queue[0][0], queue[0][1]
+    def _check_room(self, size: int) -> None:
+        """SpoolFull unless `size` more bytes fit under max_bytes (the mutex held)."""
+        if self._closed:
+            raise SpoolError(f"the spool {self.directory} is closed; make a new Producer to emit")
+        if self._bytes + self._queued_bytes + size > self.max_bytes:
+            raise SpoolFull(
+                f"the spool {self.directory} holds {self._bytes + self._queued_bytes} bytes of events waiting "
+                f"for Redis and its max_bytes is {self.max_bytes}: nothing of this call was spooled. Bring Redis "
+                f"back (`bus spool {self.directory}` shows what waits), or give the Producer a larger max_bytes")
+
+    def _write(self, queue: list[tuple[bytes, int, _Ticket]], own: bytes, own_count: int, size: int
+               ) -> BaseException | None:
+        """The writer's turn (write lock held): the queued frames, then its own, in one write. Returns
+        the OSError that stopped it (every queued thread hears of it too); None once they are written."""
+        if queue:
+            data = b"".join([item[0] for item in queue] + [own])
+            count = sum(item[1] for item in queue) + own_count
         else:
-            data, count = b"".join(item[0] for item in queue), sum(item[1] for item in queue)
+            data, count = own, own_count
         error: BaseException | None = None
-        try:
-            if self._sizes[self._active] >= self._segment_bytes:
-                self._rotate()
-            write_all(self._fd, data)
-            if self.fsync == "always":
-                os.fsync(self._fd)
-        except BaseException as exc:  # the queued threads must hear of it too, whatever it was
-            error = exc
-            try:  # keep the segment whole frames: a later write must not follow half a frame
-                os.ftruncate(self._fd, self._sizes[self._active])
-            except OSError:
-                log.exception("spool %s: cannot cut a failed write off %s", self.directory, self._segment(self._active))
-        with self._mutex:
+        if data:
+            try:
+                if self._sizes[self._active] >= self._segment_bytes:
+                    self._rotate()
+                write_all(self._fd, data)
+                if self.fsync == "always":
+                    os.fsync(self._fd)
+            except BaseException as exc:  # the queued threads must hear of it too, whatever it was
+                error = exc
+                try:  # keep the segment whole frames: a later write must not follow half a frame
+                    os.ftruncate(self._fd, self._sizes[self._active])
+                except OSError:
+                    log.exception("spool %s: cannot cut a failed write off %s", self.directory,
+                                  self._segment(self._active))
             if error is None:
-                self._sizes[self._active] += size
-                self._count += count
-                self._bytes += size
-                self.written_total += count
-                self._dirty = True
+                with self._mutex:
+                    self._sizes[self._active] += size
+                    self._count += count
+                    self._bytes += size
+                    self.written_total += count
+                    self._dirty = True
         for _, _, ticket in queue:
             ticket.error, ticket.done = error, True
         if error is not None and not isinstance(error, OSError):
             raise error
+        return error
 
     def _rotate(self) -> None:
         seq = self._active + 1

@@ -219,6 +219,19 @@ def test_bad_input_raises_at_emit_even_while_redis_is_down(env, tmp_path):
     assert not p.close(0.5)  # a second close says the same at once
 
 
+def test_emit_checks_each_record_as_bus_emit_does_even_for_a_tag_it_already_took(env, tmp_path):
+    p = producer(env, tmp_path / "spool")
+    p.emit(TAG, {"n": 1})  # the tag's route is remembered from here on: emit's quick path
+    with pytest.raises(InvalidBody, match="the body is a JSON array, not an object"):
+        p.emit(TAG, [1, 2])
+    with pytest.raises(InvalidBody, match="cannot be encoded as JSON"):
+        p.emit(TAG, {"when": object()})
+    with pytest.raises(InvalidTag):
+        p.emit(TAG + " ", {"n": 2})
+    assert p.stats()["spooled"] == 1
+    p.close(0.1)
+
+
 def test_stats_count_what_waits_how_old_it_is_and_what_was_sent(env, redis_server, tmp_path):
     with producer(env, tmp_path / "spool") as p:
         assert p.stats() == {"spooled": 0, "bytes": 0, "oldest_age": None, "emitted": 0, "sent": 0, "last_error": None}
