@@ -29,8 +29,8 @@ from pathlib import Path
 from ..errors import ConfigError, SpoolError, SpoolFull
 from ..journal import NewEvent
 from . import frames
-from .layout import (CURSOR_SLOT, READ_CHUNK, Position, Waiting, cursor_record, fsync_dir, lock, open_segment,
-                     resume_point, scan, segment, segments, write_all)
+from .layout import (CURSOR_SLOT, READ_CHUNK, Position, Waiting, cursor_record, fsync_dir, identity, lock,
+                     open_segment, place, read_cursor, resume_point, scan, segment, segments, write_all)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class Batch:
     """Events read from the cursor on, and where the cursor goes once Redis has them."""
 
     events: list[NewEvent]
+    places: list[str]  # each event's place in the spool (layout.place), for Redis's mark of it
     end: Position
     size: int  # their frames' bytes
 
@@ -85,6 +86,7 @@ class Spool:
         self._segment_bytes = segment_bytes or min(SEGMENT_BYTES, max(max_bytes // 4, MIN_SEGMENT_BYTES))
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd = lock(self.directory)
+        self.identity = identity(self.directory)  # the spool's name in Redis (journal.SpoolMark)
         self._cursor_fd = os.open(self.directory / "cursor", os.O_RDWR | os.O_CREAT, 0o600)
         self._mutex = threading.Lock()        # counters, positions, the queue of frames to write
         self._write_lock = threading.Lock()   # the one writer at a time, and the active segment's fd
@@ -194,7 +196,7 @@ class Spool:
         fd = open_segment(self._segment(seq))  # first: if it fails, the old segment stays in use
         if self.fsync != "no":
             os.fsync(self._fd)
-            fsync_dir(self.directory)
+        fsync_dir(self.directory)  # even with fsync='no': a seq must not come back after a power loss (_recover)
         os.close(self._fd)
         self._fd = fd
         with self._mutex:
@@ -231,6 +233,7 @@ class Spool:
         with self._mutex:
             pos, end, sizes = self._cursor, Position(self._active, self._sizes[self._active]), dict(self._sizes)
         events: list[NewEvent] = []
+        places: list[str] = []
         size = 0
         while pos < end and len(events) < max_events and size < max_bytes:
             if pos.offset >= sizes[pos.seq]:
@@ -243,10 +246,14 @@ class Spool:
             if not parsed.payloads:
                 raise SpoolError(f"the spool {self.directory} has a damaged frame at {self._segment(pos.seq)} offset "
                                  f"{pos.offset}; move the directory aside and report it")
-            events += [frames.decode(p) for p in parsed.payloads]
+            offset = pos.offset
+            for payload in parsed.payloads:
+                events.append(frames.decode(payload))
+                places.append(place(pos.seq, offset))
+                offset += frames.HEADER.size + len(payload)
             size += parsed.size
             pos = Position(pos.seq, pos.offset + parsed.size)
-        return Batch(events, pos, size) if events else None
+        return Batch(events, places, pos, size) if events else None
 
     def ack(self, batch: Batch) -> None:
         """Redis has the batch: move the cursor past it, delete the segments wholly sent."""
@@ -340,10 +347,12 @@ class Spool:
     def _recover(self) -> None:
         """Find what waits: segments from the cursor on, each cut after its last intact frame."""
         seqs = segments(self.directory)
+        found = read_cursor(self.directory)
+        used = max(seqs + ([found.seq] if found else []), default=0)
         cursor = resume_point(self.directory, seqs)
         for seq in [s for s in seqs if s < cursor.seq]:
             os.unlink(self._segment(seq))
-        seqs = [s for s in seqs if s >= cursor.seq] or [cursor.seq]
+        seqs = [s for s in seqs if s >= cursor.seq]
         self._sizes: dict[int, int] = {}
         self._count = self._bytes = 0
         for seq in seqs:
@@ -354,9 +363,15 @@ class Spool:
             self._sizes[seq] = good_end
             self._count += count
             self._bytes += good_end - min(start, good_end)
-        self._cursor = cursor
-        self._active = seqs[-1]
+        # This Spool's emits go to a segment of their own, never used before: a place (seq, offset)
+        # Redis's mark may already cover must not be given to a new event. A segment cut short (a
+        # power loss took frames Redis had been sent) is not appended to again, and the new one's
+        # name is on disk before any of its frames can reach Redis.
+        self._active = used + 1
         self._fd = open_segment(self._segment(self._active))
+        fsync_dir(self.directory)
+        self._sizes[self._active] = 0
+        self._cursor = cursor if seqs else Position(self._active, 0)
         self.written_total = self._count
 
     def _normal(self, pos: Position) -> Position:

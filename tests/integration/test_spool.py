@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,12 +14,17 @@ import time
 import uuid
 
 import pytest
+import redis
 
 import bus
-from bus import InvalidBody, InvalidTag, NoRoute, SpoolError, SpoolFull, SpoolLocked, journal, settings
+from bus import InvalidBody, InvalidTag, NoRoute, SpoolError, SpoolFull, SpoolLocked, intake, journal, settings
 from bus.journal.pipelined import SharedPipe
 from bus.spool import inspect
-from conftest import RedisServer, bus_env, run_bus, wait_until, waiting_for_a_task
+from bus.spool.layout import place
+from bus.spool.sender import Sender
+from bus.spool.store import Spool
+from archivekit import rows
+from conftest import Receiver, RedisServer, bus_env, run_bus, start_worker, wait_until, waiting_for_a_task
 
 ROUTE = "spooled"
 TAG = f"{ROUTE}.orders"
@@ -99,8 +105,6 @@ def test_1000_emits_while_redis_is_down_survive_sigkill_and_a_new_producer_deliv
 
 
 def test_a_batch_redis_took_before_the_producer_died_is_sent_again_and_journaled_once(env, redis_server, tmp_path):
-    from bus.spool.store import Spool
-
     p = producer(env, tmp_path / "spool")
     ids = p.emit_many(TAG, [{"n": n} for n in range(100)])
     p.close(0.1)
@@ -108,12 +112,97 @@ def test_a_batch_redis_took_before_the_producer_died_is_sent_again_and_journaled
     # The sender's step without its last part: Redis takes the batch, the process dies before the cursor moves.
     spool = Spool(tmp_path / "spool")
     batch = spool.read(60)
-    assert journal.accept_batches(SharedPipe(redis_server.url, 5), [(batch.events, 100)]) == 60
+    Sender(spool, intake.load(settings.load(env)))._send(batch)
     spool.close()
     p = producer(env, tmp_path / "spool")
     assert p.stats()["spooled"] == 100
     assert p.close(10)
     journal_holds_each_once(redis_server.client(), ids)
+
+
+def test_a_batch_sent_again_after_its_events_were_delivered_and_archived_is_journaled_and_delivered_once(
+        redis_server, tmp_path):
+    redis_server.start()
+    receiver = Receiver()
+    receiver.start()
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "hooks.toml").write_text(f'match = "hooks.*"\nendpoint = "{receiver.url}/hooks/${{tag[1]}}"\n')
+    # bus_env's archive: SQLite beside the routes. A hot window of a second: archived within seconds.
+    env = bus_env(redis_server.url, routes, BUS_HOT_WINDOW="1s", BUS_REDIS_TIMEOUT="1")
+    worker = start_worker(env, tmp_path / "worker.log")
+    client = redis_server.client()
+    try:
+        spool = tmp_path / "spool"
+        p = producer(env, spool)
+        unsent = (spool / "cursor").read_bytes()  # the cursor before the batch went
+        ids = p.emit_many("hooks.orders", [{"n": n} for n in range(50)])
+        assert p.close(10)
+        wait_until(lambda: sorted(receiver.ids("/hooks/")) == sorted(ids), 30, 0.1, what="the 50 events delivered")
+        wait_until(lambda: client.exists(*[journal.event_key(i) for i in ids]) == 0, 30, 0.1,
+                   what="the 50 events archived out of Redis")
+        # The producer had died after Redis took the batch and before its cursor moved past it.
+        (spool / "cursor").write_bytes(unsent)
+        p = producer(env, spool)
+        assert p.stats()["spooled"] == 50
+        assert p.close(10)
+        assert int(client.hget(journal.COUNTERS, "accepted:hooks")) == 50
+        assert client.zcard(journal.index_key(journal.QUEUED)) == 0 and not waiting_for_a_task(client, "hooks")
+        assert sorted(i for i, _ in rows(env["BUS_ARCHIVE_URL"])) == sorted(ids)
+        assert sorted(receiver.ids("/hooks/")) == sorted(ids)  # nothing is left that could be delivered again
+    finally:
+        worker.stop()
+        receiver.stop()
+
+
+def test_a_later_part_of_a_send_whose_earlier_part_redis_did_not_take_is_refused_so_nothing_is_skipped(redis_server):
+    redis_server.start()
+    pipe = SharedPipe(redis_server.url, 5)
+    client = redis_server.client()
+    events = [journal.NewEvent(str(uuid.uuid4()), f"{ROUTE}.t", ROUTE, b'{"n":%d}' % i, time.time()) for i in range(6)]
+    places = [place(7, 100 * i) for i in range(6)]
+
+    def mark(first: int, last: int, after: str = "") -> journal.SpoolMark:
+        return journal.SpoolMark("a-spool", places[first:last], after, 600)
+
+    with pytest.raises(redis.ResponseError, match="BUSGAP"):
+        journal.accept_batches(pipe, [(events[3:], 100)], [mark(3, 6, after=places[2])])
+    assert client.zcard(journal.index_key(journal.QUEUED)) == 0
+    assert journal.accept_batches(pipe, [(events[:3], 100), (events[3:], 100)],
+                                  [mark(0, 3), mark(3, 6, after=places[2])]) == 6
+    assert client.hget(journal.spool_mark_key("a-spool"), ROUTE) == places[5].encode()
+    assert 590 < client.ttl(journal.spool_mark_key("a-spool")) <= 600
+    client.delete(*[journal.event_key(e.id) for e in events])  # gone from Redis: archived, say
+    assert journal.accept_batches(pipe, [(events, 100)], [mark(0, 6)]) == 0
+    assert int(client.hget(journal.COUNTERS, f"accepted:{ROUTE}")) == 6
+
+
+def test_events_emitted_after_a_power_loss_took_frames_redis_had_are_not_skipped(env, redis_server, tmp_path):
+    redis_server.start()
+    spool = tmp_path / "spool"
+    p = producer(env, spool)
+    first = p.emit_many(TAG, [{"n": n} for n in range(20)])
+    assert p.close(10)
+    # The power loss: Redis had the frames, the disk never got them (no fsync yet), nor the cursor.
+    for segment in spool.glob("*.seg"):
+        os.truncate(segment, 0)
+    os.truncate(spool / "cursor", 0)
+    p = producer(env, spool)  # its events must not take places Redis's mark already covers
+    later = p.emit_many(TAG, [{"n": n} for n in range(20, 40)])
+    assert p.close(10)
+    journal_holds_each_once(redis_server.client(), first + later)
+
+
+def test_a_copy_of_a_spool_directory_sends_under_a_name_of_its_own(tmp_path):
+    first = Spool(tmp_path / "spool")
+    first.close()
+    shutil.copytree(tmp_path / "spool", tmp_path / "copy")
+    original, copy = Spool(tmp_path / "spool"), Spool(tmp_path / "copy")
+    assert original.identity == first.identity  # the same directory keeps its name
+    assert copy.identity != first.identity  # Redis's marks of the original say nothing of the copy's events
+    original.close()
+    copy.close()
+    assert Spool(tmp_path / "copy").identity == copy.identity
 
 
 def test_spool_full_raises_naming_the_limit_and_directory_and_nothing_earlier_is_lost(env, redis_server, tmp_path):
