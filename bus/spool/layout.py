@@ -61,9 +61,12 @@ def lock(directory: Path) -> int:
 def identity(directory: Path) -> str:
     """The spool's name in Redis, made on first use (the lock held). A copy of the directory (a backup
     restored, a volume cloned) is named anew: Redis's marks of the original must not make it skip
-    the copy's own events, which may differ from the original's at the same places."""
+    the copy's own events, which may differ from the original's at the same places. So is one whose
+    segments and cursor are all gone (emptied by hand): its segment numbers start again at 1."""
     path = directory / "identity"
     try:
+        if not segments(directory) and read_cursor(directory) is None:
+            raise FileNotFoundError(path)
         name, dev, ino = path.read_text().split()
         st = os.stat(path)
         if (int(dev), int(ino)) == (st.st_dev, st.st_ino):

@@ -15,7 +15,10 @@ process loses nothing; "no" leaves it to the kernel (about 30 s on Linux).
 The sender reads from the cursor, and acknowledges a batch once Redis has it: the
 cursor moves past it and wholly sent segments are deleted. A crash between the two
 makes the next Spool send the batch again, which the journal's accept skips
-(journal.accept_batches): one journal entry per id.
+(journal.accept_batches): by id, and by this spool's mark in Redis (the place up to
+which it took the spool's events, journal.SpoolMark) once they left Redis for the
+archive: one journal entry per id. Hence each frame's place (segment, offset) is
+never given to another event: each Spool open writes to a segment number never used.
 """
 from __future__ import annotations
 

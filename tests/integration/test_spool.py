@@ -399,3 +399,18 @@ def test_bus_spool_prints_what_waits_and_flush_sends_it(env, redis_server, tmp_p
     assert sent.stdout.strip() == f"{spool}: sent 25 events; nothing waiting"
     assert run_bus(None, "spool", str(spool), env=env).stdout.strip() == f"{spool}: nothing waiting"
     journal_holds_each_once(redis_server.client(), ids)
+
+
+def test_a_spool_directory_emptied_by_hand_is_named_anew_so_its_new_events_are_not_skipped(env, redis_server, tmp_path):
+    redis_server.start()
+    spool = tmp_path / "spool"
+    p = producer(env, spool)
+    first = p.emit_many(TAG, [{"n": n} for n in range(20)])
+    assert p.close(10)
+    for path in spool.iterdir():
+        if path.name != "identity":
+            path.unlink()
+    p = producer(env, spool)  # numbering its segments from 1 again, at places Redis's old mark covers
+    later = p.emit_many(TAG, [{"n": n} for n in range(20, 40)])
+    assert p.close(10)
+    journal_holds_each_once(redis_server.client(), first + later)
