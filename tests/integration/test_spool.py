@@ -177,20 +177,40 @@ def test_a_later_part_of_a_send_whose_earlier_part_redis_did_not_take_is_refused
     assert int(client.hget(journal.COUNTERS, f"accepted:{ROUTE}")) == 6
 
 
-def test_events_emitted_after_a_power_loss_took_frames_redis_had_are_not_skipped(env, redis_server, tmp_path):
+def each_once_across(env, redis_server, spool, mishap) -> None:
+    """20 events sent, `mishap` done to the closed directory, then 20 more from a new Producer: all 40
+    journaled once (none of the later ones skipped as if Redis had them)."""
     redis_server.start()
-    spool = tmp_path / "spool"
     p = producer(env, spool)
     first = p.emit_many(TAG, [{"n": n} for n in range(20)])
     assert p.close(10)
-    # The power loss: Redis had the frames, the disk never got them (no fsync yet), nor the cursor.
-    for segment in spool.glob("*.seg"):
-        os.truncate(segment, 0)
-    os.truncate(spool / "cursor", 0)
+    mishap()
     p = producer(env, spool)  # its events must not take places Redis's mark already covers
     later = p.emit_many(TAG, [{"n": n} for n in range(20, 40)])
     assert p.close(10)
     journal_holds_each_once(redis_server.client(), first + later)
+
+
+def test_events_emitted_after_a_power_loss_took_frames_redis_had_are_not_skipped(env, redis_server, tmp_path):
+    spool = tmp_path / "spool"
+
+    def power_loss() -> None:  # Redis had the frames; the disk never got them (no fsync yet), nor the cursor
+        for segment in spool.glob("*.seg"):
+            os.truncate(segment, 0)
+        os.truncate(spool / "cursor", 0)
+
+    each_once_across(env, redis_server, spool, power_loss)
+
+
+def test_a_spool_directory_emptied_by_hand_is_named_anew_so_its_new_events_are_not_skipped(env, redis_server, tmp_path):
+    spool = tmp_path / "spool"
+
+    def emptied() -> None:  # all but its name: its segments would be numbered from 1 again
+        for path in spool.iterdir():
+            if path.name != "identity":
+                path.unlink()
+
+    each_once_across(env, redis_server, spool, emptied)
 
 
 def test_a_copy_of_a_spool_directory_sends_under_a_name_of_its_own(tmp_path):
@@ -399,18 +419,3 @@ def test_bus_spool_prints_what_waits_and_flush_sends_it(env, redis_server, tmp_p
     assert sent.stdout.strip() == f"{spool}: sent 25 events; nothing waiting"
     assert run_bus(None, "spool", str(spool), env=env).stdout.strip() == f"{spool}: nothing waiting"
     journal_holds_each_once(redis_server.client(), ids)
-
-
-def test_a_spool_directory_emptied_by_hand_is_named_anew_so_its_new_events_are_not_skipped(env, redis_server, tmp_path):
-    redis_server.start()
-    spool = tmp_path / "spool"
-    p = producer(env, spool)
-    first = p.emit_many(TAG, [{"n": n} for n in range(20)])
-    assert p.close(10)
-    for path in spool.iterdir():
-        if path.name != "identity":
-            path.unlink()
-    p = producer(env, spool)  # numbering its segments from 1 again, at places Redis's old mark covers
-    later = p.emit_many(TAG, [{"n": n} for n in range(20, 40)])
-    assert p.close(10)
-    journal_holds_each_once(redis_server.client(), first + later)
