@@ -374,7 +374,12 @@ class Spool:
         self._fd = open_segment(self._segment(self._active))
         fsync_dir(self.directory)
         self._sizes[self._active] = 0
-        self._cursor = cursor if seqs else Position(self._active, 0)
+        # The segments holding nothing unsent go (an open without emits leaves an empty one, and
+        # every open would add a file); the active one's number stays the highest.
+        self._cursor = self._normal(cursor if seqs else Position(self._active, 0))
+        for seq in [s for s in self._sizes if s != self._active and (s < self._cursor.seq or not self._sizes[s])]:
+            del self._sizes[seq]
+            os.unlink(self._segment(seq))
         self.written_total = self._count
 
     def _normal(self, pos: Position) -> Position:

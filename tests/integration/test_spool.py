@@ -419,3 +419,27 @@ def test_bus_spool_prints_what_waits_and_flush_sends_it(env, redis_server, tmp_p
     assert sent.stdout.strip() == f"{spool}: sent 25 events; nothing waiting"
     assert run_bus(None, "spool", str(spool), env=env).stdout.strip() == f"{spool}: nothing waiting"
     journal_holds_each_once(redis_server.client(), ids)
+
+
+def test_opening_a_spool_again_and_again_leaves_no_pile_of_empty_segment_files(env, redis_server, tmp_path):
+    redis_server.start()
+    spool = tmp_path / "spool"
+    for n in range(5):
+        p = producer(env, spool)
+        if n == 2:
+            ids = p.emit_many(TAG, [{"n": 1}, {"n": 2}])
+        assert p.close(10)
+    assert len(list(spool.glob("*.seg"))) == 1
+    journal_holds_each_once(redis_server.client(), ids)
+    p = producer(env, tmp_path / "other")
+    p.close(0.1)  # Redis down now: what waits stays, in its segment
+    redis_server.kill()
+    p = producer(env, spool)
+    later = p.emit(TAG, {"n": 3})
+    p.close(0.1)
+    for _ in range(3):
+        producer(env, spool).close(0.1)
+    assert inspect(spool).count == 1 and len(list(spool.glob("*.seg"))) == 2
+    redis_server.start()
+    assert producer(env, spool).close(10)
+    journal_holds_each_once(redis_server.client(), ids + [later])
