@@ -126,7 +126,8 @@ class Producer:
         drained = self.flush(timeout)
         self._sender.stop()
         self._spool.close()
-        self._intake.pipe.close()
+        for link in self._intake.links.values():
+            link.pipe.close()
         return drained
 
     def stats(self) -> dict[str, Any]:

@@ -443,3 +443,36 @@ def test_opening_a_spool_again_and_again_leaves_no_pile_of_empty_segment_files(e
     redis_server.start()
     assert producer(env, spool).close(10)
     journal_holds_each_once(redis_server.client(), ids + [later])
+
+
+def test_with_two_shards_each_keeps_the_marks_of_its_routes_and_a_resend_after_archiving_journals_nothing(
+        redis_server, tmp_path):
+    (tmp_path / "b").mkdir()
+    other = RedisServer(tmp_path / "b")
+    redis_server.start()
+    other.start()
+    try:
+        routes = tmp_path / "routes"
+        routes.mkdir()
+        (routes / "north.toml").write_text('match = "north.*"\nendpoint = "http://127.0.0.1:9/n"\n')
+        (routes / "south.toml").write_text('match = "south.*"\nendpoint = "http://127.0.0.1:9/s"\nshard = "b"\n')
+        env = bus_env(redis_server.url, routes, BUS_REDIS_SHARDS=f"b={other.url}", BUS_REDIS_TIMEOUT="1")
+        spool = tmp_path / "spool"
+        p = producer(env, spool)
+        unsent = (spool / "cursor").read_bytes()
+        north = [p.emit("north.x", {"n": n}) for n in range(30)]
+        south = [p.emit("south.x", {"n": n}) for n in range(30)]
+        assert p.close(10)
+        name = (spool / "identity").read_text().split()[0]
+        for server, route, ids in ((redis_server, "north", north), (other, "south", south)):
+            client = server.client()
+            assert set(client.hkeys(journal.spool_mark_key(name))) == {route.encode()}
+            client.delete(*[journal.event_key(i) for i in ids])  # archived since, say
+        (spool / "cursor").write_bytes(unsent)  # and the producer had died before its cursor moved
+        p = producer(env, spool)
+        assert p.stats()["spooled"] == 60
+        assert p.close(10)
+        for server, route in ((redis_server, "north"), (other, "south")):
+            assert int(server.client().hget(journal.COUNTERS, f"accepted:{route}")) == 30
+    finally:
+        other.kill()
