@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import random
 import threading
 import time
 import uuid
@@ -17,7 +16,8 @@ from celery.exceptions import Reject
 
 import orjson
 
-from . import archive, backoff, captured, journal, logs, outbound, settings, signing, task_outcome
+from . import archive, captured, endpoints, journal, logs, outbound, settings, signing, task_outcome
+from .breaker_gate import Breakers, endpoint_failed
 from .deadline import AttemptDeadline, Deadline
 from .celery import app
 from .errors import ArchiveUnavailable, DeadLettered, NoRoute
@@ -63,8 +63,9 @@ def worker() -> Worker:
             _worker = Worker(
                 settings=config,
                 router=load_configured(config),
-                redis=journal.connect(config.redis, config.redis_timeout),
-                pipe=SharedPipe(config.redis, config.redis_timeout),
+                # A worker process serves the routes of one shard (BUS_WORKER_SHARD): its broker's Redis.
+                redis=journal.connect(config.worker_redis, config.redis_timeout),
+                pipe=SharedPipe(config.worker_redis, config.redis_timeout),
                 pools=outbound.Pools(config.outbound),
             )
         return _worker
@@ -176,33 +177,19 @@ def _log(event: dict[str, Any], record: dict[str, Any], outcome: Outcome, copy_t
     )
 
 
-def _endpoint_failed(record: dict[str, Any], route: Route) -> bool:
-    """No answer, or an answer that says the endpoint cannot take anything right now."""
-    code = record.get("status_code")
-    return code is None or code in route.retryable_statuses
-
-
 def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], record: dict[str, Any],
-                     outcome: Outcome) -> None:
-    """Record the attempt and log it. The breaker is told by whoever sent the request (once per request)."""
+                     outcome: Outcome, endpoint: endpoints.EndpointKey | None = None) -> None:
+    """Record the attempt and log it. An answer from `endpoint` closes its breaker in the same step;
+    a failure is told to the breaker by whoever sent the request (once per request)."""
     status = {DELIVERED: journal.DELIVERED, DEAD: journal.DEAD}.get(outcome.verdict, journal.RETRYING)
     if outcome.reason:
         record["reason"] = outcome.reason
     journal.record_attempt(
         w.pipe, event, record, status, w.settings.retention,
         retry_at=time.time() + outcome.delay if outcome.verdict == RETRY else None,
-        endpoint_alive=route is not None and not _endpoint_failed(record, route),
+        endpoint_alive=route is not None and not endpoint_failed(record, route), endpoint=endpoint,
     )
     _log(event, record, outcome)
-
-
-def _breaker_after(w: Worker, route: Route, record: dict[str, Any], open_until: float, probe: bool) -> float:
-    """Count a failed request with the route's breaker; the time the breaker stays open until after it."""
-    if not _endpoint_failed(record, route):
-        return open_until
-    opened = journal.breaker_failed(w.redis, route.name, time.time(), backoff.BREAKER_THRESHOLD,
-                                    min(route.retry_max_interval, backoff.BREAKER_MAX_INTERVAL), random.random(), probe)
-    return opened if opened is not None else open_until
 
 
 def _send_copy(task: Task, w: Worker, route: Route, event: dict[str, Any], to: str) -> str:
@@ -275,43 +262,43 @@ def _dead_unsent(w: Worker, event: dict[str, Any], attempt: int, reason: str) ->
     _journal_verdict(w, None, event, record, Outcome(DEAD, reason=reason))
 
 
-def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float, to: str | None,
-                 probe: bool) -> tuple[str, float]:
-    """One event of the task's group; returns its verdict and the breaker's open_until after it."""
+def _deliver_one(task: Task, w: Worker, event: dict[str, Any], gate: Breakers, to: str | None, probe: bool) -> str:
+    """One event of the task's group; returns its verdict."""
     route = w.router.by_name.get(event["route"])
     if to is not None:
         if route is None:
             log.warning("event %s: route %r no longer exists; copy to %s not sent", event["id"], event["route"],
                         logs.redact(to))
-            return DEAD, open_until
-        return _send_copy(task, w, route, event, to), open_until
+            return DEAD
+        return _send_copy(task, w, route, event, to)
     if event["status"] in (journal.DELIVERED, journal.DEAD):
         # A redelivery after a crash: the endpoint already has it, or it is parked.
         _not_sent(event["id"], event["status"])
-        return event["status"], open_until
+        return event["status"]
     attempt = event["attempts"] + 1
     if route is None:
         _dead_unsent(w, event, attempt, f"route {event['route']!r} no longer exists; restore it and replay")
-        return DEAD, open_until
-    if open_until > time.time() and not probe:
-        # The endpoint is failing: wait in Redis for the breaker instead of hammering it.
-        journal.park(w.redis, event, open_until)
-        return "waiting", open_until
+        return DEAD
     try:
         url = route.endpoint.render(event["tag"])
     except NoRoute as exc:
         # The route changed since the event was accepted and can no longer build its URL.
         _dead_unsent(w, event, attempt, str(exc))
-        return DEAD, open_until
+        return DEAD
+    key = endpoints.key_for(route.name, url)
+    if gate.held_back(event, key, probe):
+        # Its endpoint is failing: wait in Redis for the breaker instead of hammering it.
+        return "waiting"
     state = _recheck(task, w, [event])[0]
     if state != "ok":
-        return state, open_until
+        return state
     attempt = event["attempts"] + 1
     record = send(w.pools, route, url, event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
     outcome = classify(route, attempt - event["round"], record.get("status_code"), record.pop("retry_after", None))
-    _journal_verdict(w, route, event, record, outcome)
-    return outcome.verdict, _breaker_after(w, route, record, open_until, probe)
+    _journal_verdict(w, route, event, record, outcome, key)
+    gate.after_attempt(route, key, record, probe)
+    return outcome.verdict
 
 
 def _recheck(task: Task, w: Worker, events: list[dict[str, Any]]) -> list[str]:
@@ -365,26 +352,27 @@ def _mine(task: Task, event_ids: list[str], events: list[dict[str, Any] | None]
     return keep_ids, keep, len(event_ids) - len(keep_ids)
 
 
-def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, Any]], open_until: float,
-                   probe: bool) -> tuple[list[str], float]:
+def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, Any]], gate: Breakers,
+                   probe: bool) -> list[str]:
     """Events of one tag in one request (route batch_max), as Fluentd's out_http json_array sends
     them: a JSON array of their bodies (NDJSON lines for an ndjson content type). The answer
     decides for every event of the batch, each journaled with its own attempt number; the
-    breaker counts the request once. Returns the verdicts and the breaker's open_until after it."""
-    if open_until > time.time() and not probe:
-        for event in batch:
-            journal.park(w.redis, event, open_until)
-        return ["waiting"] * len(batch), open_until
+    breaker counts the request once. Returns the verdicts."""
     try:
         url = route.endpoint.render(batch[0]["tag"])
     except NoRoute as exc:
         for event in batch:
             _dead_unsent(w, event, event["attempts"] + 1, str(exc))
-        return [DEAD] * len(batch), open_until
+        return [DEAD] * len(batch)
+    key = endpoints.key_for(route.name, url)
+    if not probe and gate.until(key) > time.time():
+        for event in batch:  # each parked, or due on the retry schedule if the breaker closed meanwhile
+            journal.breakers.hold_back(w.redis, event, key, time.time())
+        return ["waiting"] * len(batch)
     verdicts = _recheck(task, w, batch)  # what is not "ok" is the verdict of an event not sent
     sending = [i for i, state in enumerate(verdicts) if state == "ok"]
     if not sending:
-        return verdicts, open_until
+        return verdicts
     batch = [batch[i] for i in sending]
     attempts = [event["attempts"] + 1 for event in batch]
     ids = [event["id"] for event in batch]
@@ -398,9 +386,10 @@ def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, An
     for i, event, attempt in zip(sending, batch, attempts):
         record = {**sent, "attempt": attempt, "request_id": request["id"], "batch": len(batch)}
         outcome = classify(route, attempt - event["round"], record.get("status_code"), retry_after)
-        _journal_verdict(w, route, event, record, outcome)
+        _journal_verdict(w, route, event, record, outcome, key)
         verdicts[i] = outcome.verdict
-    return verdicts, _breaker_after(w, route, sent, open_until, probe)
+    gate.after_attempt(route, key, sent, probe)
+    return verdicts
 
 
 def _units(route: Route | None, events: list[dict[str, Any] | None], to: str | None) -> list[tuple[list[int], bool]]:
@@ -470,8 +459,9 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
     route = w.router.by_name.get(route_name)
     deadline = _group_deadline(w, route_name)
     try:
-        events, open_until = journal.load_many(w.pipe, event_ids, route_name,
-                                               route.group_size if route else GROUP_SIZE)
+        events, (open_now, complete) = journal.load_many(w.pipe, event_ids, route_name,
+                                                         route.group_size if route else GROUP_SIZE, time.time())
+        gate = Breakers(w.redis, open_now, complete)
         if to is not None:
             events = _archived(self, w, event_ids, events, to)
         verdicts: dict[str, int] = {}
@@ -488,15 +478,15 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                 break
             ids, unit_events = [event_ids[i] for i in unit], [events[i] for i in unit]
             try:
-                # A failure may open the breaker: the rest of the group then waits instead of being sent.
+                # A failure may open its endpoint's breaker: the rest of the group for that endpoint then
+                # waits instead of being sent, and the group's other endpoints go on.
                 if batched:
-                    outcomes, open_until = _deliver_batch(self, w, route, unit_events, open_until, probe)
+                    outcomes = _deliver_batch(self, w, route, unit_events, gate, probe)
                 elif unit_events[0] is None:
                     _not_sent(ids[0], "gone")
                     outcomes = ["missing"]
                 else:
-                    verdict, open_until = _deliver_one(self, w, unit_events[0], open_until, to, probe)
-                    outcomes = [verdict]
+                    outcomes = [_deliver_one(self, w, unit_events[0], gate, to, probe)]
             except journal.REDIS_DOWN:
                 raise
             except Exception:

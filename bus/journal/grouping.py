@@ -1,6 +1,7 @@
 """Accepting events and grouping them into task messages: the pending list per route and its Lua."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -8,8 +9,8 @@ from redis.exceptions import NoScriptError
 
 from ..messages import GROUP_SIZE, SHOWN, group_template
 from ..errors import IdempotencyConflict
-from .keys import (COUNTERS, breaker_key, event_key, filling_key, idempotency_key, index_key, pending_key,
-                   queue_name)
+from . import breakers
+from .keys import COUNTERS, event_key, filling_key, idempotency_key, index_key, pending_key, queue_name, spool_mark_key
 from .pipelined import NotConfirmed, SharedPipe, eval_, evalsha
 from .store import OWN_LUA, QUEUED, REDIS_DOWN, Idempotency, NewEvent, decode, script, unavailable
 
@@ -59,20 +60,29 @@ end
 # the accepted counter (and a task message when none of the route is coming), atomically and in
 # one round trip. KEYS: the queued index, the route's queued index, the route's queue, the
 # counters hash, the pending list, the filling flag, then each event's hash key, then the
-# idempotency key (all named by keys.py). ARGV: the number of events, the route, the counter's
-# field, the message template, the group size, how many events argsrepr shows, the flag's
-# lifetime in ms, the idempotency record to keep ('' for none: then nothing of it is read),
-# its digest and its lifetime in seconds, then id, tag, body, headers, received per event,
-# then the queued status. Returns the number of events written, or {'repeat', record} for a key
-# seen with the same digest (nothing written), or {'conflict'} for a key seen with another.
-# An event whose record already exists is skipped (not journaled, indexed, pended or counted
-# again): accepting is idempotent by id, so a producer's spool that sends a batch again (its
-# reply was lost, or it was killed between Redis taking the batch and the spool forgetting it)
-# makes no second journal or pending entry. Ids are fresh UUIDv7s on every other path, so
-# there the check costs one EXISTS per event (docs/design.md has the measurement).
+# idempotency key, then the spool's mark hash (all named by keys.py). ARGV: the number of events,
+# the route, the counter's field, the message template, the group size, how many events argsrepr
+# shows, the flag's lifetime in ms, the idempotency record to keep ('' for none: then nothing of
+# it is read), its digest and its lifetime in seconds, the spool mark's `after` and its lifetime
+# in seconds (0: no spool, nothing of it is read), then id, tag, body, headers, received per event,
+# then each event's place in its spool (spool calls only), then the queued status. Returns the
+# number of events written, or {'repeat', record} for a key seen with the same digest (nothing
+# written), or {'conflict'} for a key seen with another.
+#
+# Accepting is idempotent by id, for a producer's spool that sends a batch again (its reply was
+# lost, or it was killed between Redis taking the batch and the spool forgetting it): an event
+# whose record exists is skipped (not journaled, indexed, pended or counted again), and so is one
+# at or before the spool's mark for the route, the place up to which Redis took that spool's
+# events of the route. The mark is what still knows an event delivered and archived out of Redis
+# since (bus/archive/): ~210 B per spool and ~30 B per more route, where remembering each id
+# would cost ~145 B per event for the window (docs/performance.md). A spool sends in order, so the mark only grows; a call
+# whose `after` (the last place of the part before it in the same send) is past the mark finds
+# that part not taken, and refuses (BUSGAP), so the whole send is tried again and nothing is
+# skipped that Redis never took. Ids are fresh UUIDv7s on every other path, so there the check
+# costs one EXISTS per event (docs/design.md has the measurement).
 ACCEPT_SCRIPT = _GROUP_LUA + """
 local n, route = tonumber(ARGV[1]), ARGV[2]
-local first = 11
+local first = 13
 local idempotency = KEYS[7 + n]
 if ARGV[8] ~= '' then
   local seen = redis.call('GET', idempotency)
@@ -81,11 +91,19 @@ if ARGV[8] ~= '' then
     return {'conflict'}
   end
 end
+local spooled, mark = ARGV[12] ~= '0', false
+local places = first + 5 * n - 1
+if spooled then
+  mark = redis.call('HGET', KEYS[8 + n], route)
+  if ARGV[11] ~= '' and (not mark or mark < ARGV[11]) then
+    return redis.error_reply('BUSGAP an earlier part of this spool send was not taken; the spool sends it all again')
+  end
+end
 local entries, written = {}, 0
 for e = 1, n do
   local i = first + (e - 1) * 5
   local id, received = ARGV[i], ARGV[i + 4]
-  if redis.call('EXISTS', KEYS[6 + e]) == 0 then
+  if not (mark and ARGV[places + e] <= mark) and redis.call('EXISTS', KEYS[6 + e]) == 0 then
     redis.call('HSET', KEYS[6 + e], 'tag', ARGV[i + 1], 'route', route, 'body', ARGV[i + 2],
                'headers', ARGV[i + 3], 'received', received, 'status', ARGV[#ARGV])
     redis.call('ZADD', KEYS[1], received, id)
@@ -105,6 +123,10 @@ if written > 0 then
   redis.call('HINCRBY', KEYS[4], ARGV[3], written)
 end
 if ARGV[8] ~= '' then redis.call('SET', idempotency, ARGV[8], 'EX', ARGV[10]) end
+if spooled then
+  if not mark or ARGV[places + n] > mark then redis.call('HSET', KEYS[8 + n], route, ARGV[places + n]) end
+  redis.call('EXPIRE', KEYS[8 + n], ARGV[12])
+end
 return written
 """
 
@@ -126,8 +148,21 @@ return 0
 FILLING_MS = 10_000
 
 
-def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE, idempotency: Idempotency | None = None
-                ) -> tuple[list[str], list[Any]]:
+@dataclass(frozen=True)
+class SpoolMark:
+    """Where a producer's spool holds the events of one accept call: their places in it (strings that
+    sort in the spool's order), and the last place of the part sent before them in the same send
+    ('' for the first part). Accepting moves the spool's mark for the route past them and skips
+    any at or before it (see ACCEPT_SCRIPT); the mark lives `window` seconds after the last send."""
+
+    spool: str
+    places: list[str]
+    after: str
+    window: int
+
+
+def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE, idempotency: Idempotency | None = None,
+                mark: SpoolMark | None = None) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of ACCEPT_SCRIPT for the events of one route (see accept())."""
     route = events[0].route
     keys = [index_key(QUEUED), index_key(QUEUED, route), queue_name(route), COUNTERS, pending_key(route),
@@ -138,12 +173,18 @@ def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE, idempotenc
         args += ["", "", 0]
     else:
         args += [f"{idempotency.digest} {','.join(ev.id for ev in events)}", idempotency.digest, idempotency.window]
+    args += [mark.after, mark.window] if mark is not None else ["", 0]
     for ev in events:
         if ev.route != route:
             raise ValueError("accept() takes the events of one route at a time")
         keys.append(event_key(ev.id))
         args += [ev.id, ev.tag, ev.body, ev.headers, repr(ev.received)]
     keys.append(idempotency_key(events[0].tag, idempotency.key) if idempotency else idempotency_key("", ""))
+    keys.append(spool_mark_key(mark.spool if mark is not None else ""))
+    if mark is not None:
+        if len(mark.places) != len(events):
+            raise ValueError("a SpoolMark gives one place per event")
+        args += mark.places
     args.append(QUEUED)
     return keys, args
 
@@ -193,17 +234,18 @@ def refill_if_idle(client: redis.Redis, route: str, group_size: int = GROUP_SIZE
     return bool(script(client, _REFILL)(keys=keys, args=args))
 
 
-def load_many(pipe: SharedPipe, event_ids: list[str], route: str, group_size: int = GROUP_SIZE
-              ) -> tuple[list[dict[str, Any] | None], float]:
-    """A task starts: the events (None for those gone) and the time the route's breaker stays
-    open until (0: closed). In the same round trip the route's next pending group goes into a
-    message of its own (see _REFILL), so events that arrived meanwhile are on their way."""
+def load_many(pipe: SharedPipe, event_ids: list[str], route: str, group_size: int = GROUP_SIZE,
+              now: float = 0.0) -> tuple[list[dict[str, Any] | None], tuple[dict[str, float], bool]]:
+    """A task starts: the events (None for those gone) and the route's breakers open at `now`
+    (endpoint digest -> open_until, and whether that is all of them: breakers.open_from_reply).
+    In the same round trip the route's next pending group goes into a message of its own (see
+    _REFILL), so events that arrived meanwhile are on their way."""
     commands: list[tuple[Any, ...]] = []
     if route:
         keys, args = _refill_call(route, "on-start", group_size)
         commands.append(evalsha(_REFILL, keys, args))
     commands += [("HGETALL", event_key(event_id)) for event_id in event_ids]
-    commands.append(("HGET", breaker_key(route), "open_until"))
+    commands.append(breakers.open_read(route, now))
     replies = pipe.execute_many(commands)
     if route:
         refilled, *replies = replies
@@ -214,18 +256,22 @@ def load_many(pipe: SharedPipe, event_ids: list[str], route: str, group_size: in
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
-    *raws, open_until = replies
+    *raws, open_now = replies
     return ([decode(i, dict(zip(raw[::2], raw[1::2]))) if raw else None for i, raw in zip(event_ids, raws)],
-            float(open_until or 0))
+            breakers.open_from_reply(open_now))
 
 
-def accept_batches(pipe: SharedPipe, batches: list[tuple[list[NewEvent], int]]) -> int:
+def accept_batches(pipe: SharedPipe, batches: list[tuple[list[NewEvent], int]],
+                   marks: list[SpoolMark] | None = None) -> int:
     """Accept several batches (each the events of one route and the route's group size) in one round
-    trip: a producer's spool sending what waited on disk. Events already journaled are skipped (see
-    ACCEPT_SCRIPT), so sending a batch again is harmless. With BUS_ACK_REPLICAS a WAIT follows in the
-    same write. Returns how many events were new; Unavailable (Unconfirmed: too few replicas) when
-    Redis did not answer for all of them, and then any of the batches may have been taken."""
-    calls = [accept_call(events, group_size) for events, group_size in batches]
+    trip: a producer's spool sending what waited on disk, each batch with its SpoolMark. Events
+    already journaled, or at or before their spool's mark, are skipped (see ACCEPT_SCRIPT), so sending
+    a batch again is harmless, even once its events left Redis for the archive. With BUS_ACK_REPLICAS a
+    WAIT follows in the same write. Returns how many events were new; Unavailable (Unconfirmed: too
+    few replicas) when Redis did not answer for all of them, and then any of the batches may have
+    been taken (a refused one, ResponseError BUSGAP, is sent again whole like any other failure)."""
+    marks = marks if marks is not None else [None] * len(batches)
+    calls = [accept_call(events, group_size, None, mark) for (events, group_size), mark in zip(batches, marks)]
     wait = [pipe.ack.command()] if pipe.ack.replicas else []
     try:
         replies = _execute_many(pipe, [evalsha(ACCEPT_SCRIPT, keys, args) for keys, args in calls] + wait)

@@ -13,7 +13,7 @@ import redis
 from ..errors import BadFilter
 from ..filters import STATUSES, EventFilter
 from .counters import counters
-from .keys import attempts_key, copies_key, event_key, index_key, retry_key
+from .keys import attempts_key, copies_key, event_key, index_key, parked_key, retry_key
 from .store import DEFAULT_RETENTION, DELIVERED, SUMMARY_FIELDS, Page, summary
 
 # What find() hands out: the last event's index score, ':', its id.
@@ -53,10 +53,16 @@ def _drop_from_indexes(client: redis.Redis, items: list[tuple[str, str | None]],
 
 def purge(client: redis.Redis, events: list[dict[str, Any]]) -> int:
     """Delete events (record, attempts, copies and index entries) for good."""
-    pipe = client.pipeline(transaction=True)
+    reading = client.pipeline(transaction=False)  # the breaker's parked set each is held in, if any
     for event in events:
+        reading.hget(event_key(event["id"]), "parked")
+    held = reading.execute() if events else []
+    pipe = client.pipeline(transaction=True)
+    for event, parked in zip(events, held):
         pipe.delete(event_key(event["id"]), attempts_key(event["id"]), copies_key(event["id"]))
         pipe.zrem(retry_key(event["route"]), event["id"])
+        if parked:
+            pipe.zrem(parked_key(event["route"], parked.decode()), event["id"])
     pipe.execute()
     _drop_from_indexes(client, [(e["id"], e["route"]) for e in events], None)
     return len(events)

@@ -1,4 +1,4 @@
-"""An event's moves after acceptance: attempts, the retry schedule, the breaker, replays, copies."""
+"""An event's moves after acceptance: attempts, the retry schedule, replays, copies (breakers: breakers.py)."""
 from __future__ import annotations
 
 import time
@@ -8,9 +8,10 @@ import orjson
 import redis
 
 from .counters import LATENCY_BUCKETS, SLOT
+from ..endpoints import EndpointKey
 from .keys import (
-    COUNTERS, attempts_key, breaker_key, copies_key, event_key, index_key, latency_key, mover_key,
-    queue_name, retry_key, slot_key,
+    COUNTERS, attempts_key, breaker_key, copies_key, event_key, failing_key, index_key, latency_key, mover_key,
+    open_breakers_key, parked_key, queue_name, retry_key, slot_key,
 )
 from .pipelined import SharedPipe
 from ..messages import Outgoing
@@ -26,12 +27,15 @@ def _move(pipe: Any, event_id: str, route: str, received: float, old: str | None
 
 
 # KEYS: event, attempts, copies, old status index, old route index, new status
-# index, new route index, route retry schedule, route breaker, counters, the
-# route's latency histogram, the current delivered slot (all built by the
-# functions above). ARGV: id, received, moved ('1' when the status changes),
-# attempt JSON, status, last result, retention (or '' to keep), retry time
-# (or ''), '1' to close the breaker, the counter field to bump, and for a
-# delivery the latency bucket, the seconds and the slot's time to live.
+# index, new route index, route retry schedule, the endpoint's breaker, counters,
+# the route's latency histogram, the current delivered slot, the endpoint's
+# parked set, the route's open and failing breaker indexes (all built by
+# keys.py). ARGV: id, received, moved ('1' when the status changes), attempt
+# JSON, status, last result, retention (or '' to keep), retry time (or ''), '1'
+# to close the breaker, the counter field to bump, for a delivery the latency
+# bucket, the seconds and the slot's time to live, and the endpoint's digest.
+# Closing a breaker that was there releases what it held back (breakers.py):
+# due at once, on the route's retry schedule.
 RECORD_ATTEMPT_SCRIPT = """
 local id, received = ARGV[1], ARGV[2]
 redis.call('RPUSH', KEYS[2], ARGV[4])
@@ -47,7 +51,14 @@ if ARGV[7] ~= '' then
   for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ARGV[7]) end
 end
 if ARGV[8] ~= '' then redis.call('ZADD', KEYS[8], ARGV[8], id) end
-if ARGV[9] == '1' then redis.call('DEL', KEYS[9]) end
+if ARGV[9] == '1' and redis.call('DEL', KEYS[9]) == 1 then
+  if redis.call('EXISTS', KEYS[13]) == 1 then
+    redis.call('ZUNIONSTORE', KEYS[8], 2, KEYS[8], KEYS[13], 'WEIGHTS', 1, 0)
+    redis.call('DEL', KEYS[13])
+  end
+  redis.call('ZREM', KEYS[14], ARGV[14])
+  redis.call('ZREM', KEYS[15], ARGV[14])
+end
 redis.call('HINCRBY', KEYS[10], ARGV[10], 1)
 if ARGV[11] ~= '' then
   redis.call('HINCRBY', KEYS[11], ARGV[11], 1)
@@ -62,35 +73,39 @@ return 1
 
 def record_attempt(client: redis.Redis | SharedPipe, event: dict[str, Any], attempt: dict[str, Any], status: str,
                    retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
-                   endpoint_alive: bool = False) -> None:
+                   endpoint_alive: bool = False, endpoint: EndpointKey | None = None) -> None:
     """Append an attempt and move the event to `status`, atomically in one round trip. No task
     message sends the event after this one (store.OWN_LUA): a retry gets a new message when due.
 
     `retry_at` puts a retrying event on the route's retry schedule; `endpoint_alive`
-    (any non-retryable answer) closes the route's breaker. Delivered events expire
-    after `retention`; dead ones are kept until replayed or purged, because nobody
-    has looked at them yet.
+    (any non-retryable answer) closes the breaker of `endpoint`, the one the attempt
+    went to, and releases the events it held back. Delivered events expire after
+    `retention`; dead ones are kept until replayed or purged, because nobody has
+    looked at them yet.
     """
-    keys, args = record_attempt_call(event, attempt, status, retention, retry_at, endpoint_alive)
+    keys, args = record_attempt_call(event, attempt, status, retention, retry_at, endpoint_alive, endpoint)
     script(client, RECORD_ATTEMPT_SCRIPT)(keys=keys, args=args)
 
 
 def record_attempt_call(event: dict[str, Any], attempt: dict[str, Any], status: str,
                         retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
-                        endpoint_alive: bool = False) -> tuple[list[str], list[Any]]:
+                        endpoint_alive: bool = False, endpoint: EndpointKey | None = None
+                        ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of RECORD_ATTEMPT_SCRIPT (see record_attempt), for callers with a connection of their own."""
     if attempt.get("response") is not None:
         attempt["response"] = attempt["response"][:RESPONSE_KEEP]
     last = attempt.get("status_code") or attempt.get("error") or ""
     event_id, route, old = event["id"], event["route"], event["status"] or status
+    digest = endpoint.digest if endpoint else ""
     keys = [event_key(event_id), attempts_key(event_id), copies_key(event_id),
             index_key(old), index_key(old, route), index_key(status), index_key(status, route),
-            retry_key(route), breaker_key(route), COUNTERS, latency_key(route)]
+            retry_key(route), breaker_key(route, digest), COUNTERS, latency_key(route)]
     args = [event_id, repr(event["received"]), "1" if old != status else "0", orjson.dumps(attempt), status,
             str(last), retention if status == DELIVERED else "", repr(retry_at) if retry_at is not None else "",
-            "1" if endpoint_alive else "0"]
+            "1" if endpoint_alive and endpoint else "0"]
     slot, counted = _count_outcome(event, status, attempt)
-    return keys + [slot], args + counted
+    return (keys + [slot, parked_key(route, digest), open_breakers_key(route), failing_key(route)],
+            args + counted + [digest])
 
 
 # A task loads its events when it starts and sends them one after another, for up to the
@@ -149,8 +164,8 @@ def _count_outcome(event: dict[str, Any], status: str, attempt: dict[str, Any]) 
     return slot, [f"delivered:{route}", bucket, repr(seconds), 3600 + 2 * SLOT]
 
 
-def park(client: redis.Redis, event: dict[str, Any], until: float,
-         reason: str = "waiting: endpoint failing (breaker open)") -> None:
+def park(client: redis.Redis, event: dict[str, Any], until: float, reason: str = "waiting for its next attempt"
+         ) -> None:
     """Hold an event off until `until` without an attempt: no worker memory, just Redis. The
     message that parked it is done with it: the retry schedule makes the next one."""
     pipe = client.pipeline(transaction=True)
@@ -160,28 +175,8 @@ def park(client: redis.Redis, event: dict[str, Any], until: float,
     pipe.execute()
 
 
-# Both scripts keep every breaker/schedule transition atomic across any number of
-# workers and cost one round trip each (the dramatiq pattern).
-_BREAKER_FAIL = """
-local now, threshold, cap, jitter = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local probe = ARGV[5] == '1'
-redis.call('HSETNX', KEYS[1], 'failing_since', tostring(now))
-local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
--- Failures of attempts already in flight when it opened do not lengthen the wait; a failed probe does.
-if open_until > now and not probe then return tostring(open_until) end
-local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-if failures < threshold and not probe then return false end
-local step = redis.call('HINCRBY', KEYS[1], 'step', 1)
-local delay = math.min(2 ^ (step - 1), cap)
-open_until = now + delay / 2 * (1 + jitter)
-redis.call('HSET', KEYS[1], 'open_until', tostring(open_until))
-redis.call('HSETNX', KEYS[1], 'since', tostring(now))
-return tostring(open_until)
-"""
-
 # RPUSH puts released events at the head of the queue (kombu LPUSHes and
-# BRPOPs): they have waited longer than anything queued, and a probe must not
-# wait behind a backlog that is only going to be parked again. ARGV holds
+# BRPOPs): they have waited longer than anything queued. ARGV holds
 # groups of (count, task id, ids..., message); the earliest group is pushed last so it
 # is next in line. An id another mover already took is not counted again, nor named as
 # the message's (store.OWN_LUA).
@@ -211,37 +206,6 @@ return moved
 """
 
 
-def breaker_failed(client: redis.Redis, route: str, now: float, threshold: int, cap: float, jitter: float,
-                   probe: bool = False) -> float | None:
-    """Count a retryable failure; returns the time the breaker stays open until, if it is open."""
-    result = script(client, _BREAKER_FAIL)(keys=[breaker_key(route)], args=[now, threshold, cap, jitter, int(probe)])
-    return float(result) if result else None
-
-
-def breaker(client: redis.Redis, route: str) -> dict[str, float]:
-    """The route's breaker: empty while the endpoint answers, else failures, failing_since, open_until, since, step."""
-    return _breaker_fields(client.hgetall(breaker_key(route)))
-
-
-def _breaker_fields(reply: dict[bytes, bytes]) -> dict[str, float]:
-    return {k.decode(): float(v) for k, v in reply.items()}
-
-
-def breaker_and_next_due(client: redis.Redis, route: str) -> tuple[dict[str, float], float | None]:
-    """The route's breaker (as breaker()) and when its earliest waiting retry is due (None: none
-    waits), in one round trip: what the retry schedule's mover reads on every pass."""
-    pipe = client.pipeline(transaction=False)
-    pipe.hgetall(breaker_key(route))
-    pipe.zrange(retry_key(route), 0, 0, withscores=True)
-    fields, first = pipe.execute()
-    return _breaker_fields(fields), float(first[0][1]) if first else None
-
-
-def hold_breaker(client: redis.Redis, route: str, until: float) -> None:
-    """While a probe is out, keep everyone else waiting until it reports (or times out)."""
-    client.hset(breaker_key(route), "open_until", repr(until))
-
-
 def due(client: redis.Redis, route: str, now: float, limit: int) -> list[tuple[str, str, int]]:
     """Up to `limit` (id, tag, attempts so far) of the route's events whose retry time has come; tag '' when gone."""
     ids = [i.decode() for i in client.zrangebyscore(retry_key(route), "-inf", now, start=0, num=limit)]
@@ -251,6 +215,16 @@ def due(client: redis.Redis, route: str, now: float, limit: int) -> list[tuple[s
     for event_id in ids:
         pipe.hmget(event_key(event_id), ("tag", "attempts"))
     return [(i, t.decode() if t else "", int(n or 0)) for i, (t, n) in zip(ids, pipe.execute())]
+
+
+def next_due(client: redis.Redis, route: str) -> float | None:
+    """When the route's earliest retry or half-open breaker is due (None: neither waits), in one round trip:
+    what the retry schedule's mover reads after a pass that moved nothing."""
+    pipe = client.pipeline(transaction=False)
+    pipe.zrange(retry_key(route), 0, 0, withscores=True)
+    pipe.zrange(open_breakers_key(route), 0, 0, withscores=True)
+    firsts = [float(first[0][1]) for first in pipe.execute() if first]
+    return min(firsts) if firsts else None
 
 
 def release(client: redis.Redis, route: str, groups: list[Outgoing]) -> int:
@@ -314,6 +288,11 @@ def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tu
     copies) of archived events among them, put back into Redis in the same transaction, so the
     archive mover never sees one half-restored."""
     owners = {i: message.task_id for message, _ in messages for i in message.event_ids}
+    # Which breaker's parked set holds each event, if any: listings hand over summaries without it.
+    reading = client.pipeline(transaction=False)
+    for event in events:
+        reading.hget(event_key(event["id"]), "parked")
+    held = [raw.decode() if raw else None for raw in reading.execute()] if events else []
     pipe = client.pipeline(transaction=True)
     for fields, tries, copies in restored:
         key = event_key(fields["id"])
@@ -323,7 +302,7 @@ def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tu
             pipe.rpush(attempts_key(fields["id"]), *tries)
         if copies:
             pipe.rpush(copies_key(fields["id"]), *copies)
-    for event in events:
+    for event, parked in zip(events, held):
         key = event_key(event["id"])
         pipe.hset(key, mapping={"status": QUEUED, "round": event["attempts"], "replayed": repr(time.time()),
                                 "task": owners[event["id"]]})
@@ -331,6 +310,8 @@ def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tu
             pipe.persist(k)
         _move(pipe, event["id"], event["route"], event["received"], event["status"], QUEUED)
         pipe.zrem(retry_key(event["route"]), event["id"])
+        if parked:  # held back behind a breaker: the replay's message sends it now
+            pipe.zrem(parked_key(event["route"], parked), event["id"])
     for message, route in messages:
         pipe.lpush(queue_name(route), message.data)
     pipe.execute()
