@@ -105,9 +105,9 @@ def forward_is_not_acked(port: int, tag: str) -> None:
 def test_a_full_redis_is_refused_with_503_naming_the_memory_limit_and_workers_still_deliver(
         redis_server, own_bus, monkeypatch):
     server = redis_server("full", "--maxmemory", "8mb", "--maxmemory-policy", "noeviction")
-    # Delivered events leave Redis after the retention (60 s, the shortest allowed): the
-    # memory they free is what lets the ingress accept again once the workers have drained.
-    one = own_bus(server.url, BUS_RETENTION="60")
+    # Delivered events leave Redis for the archive after the hot window (2 s here): the memory
+    # they free is what lets the ingress accept again once the workers have drained.
+    one = own_bus(server.url, BUS_HOT_WINDOW="2")
     assert one.healthz().status_code == 200
     accepted: list[str] = []
     deadline = time.monotonic() + 120
@@ -133,7 +133,7 @@ def test_a_full_redis_is_refused_with_503_naming_the_memory_limit_and_workers_st
     wait_until(lambda: set(one.receiver.ids("/fill/a")) >= set(accepted), 90, interval=0.5,
                what=f"the {len(accepted)} accepted events to be delivered")
     assert "OutOfMemory" not in one.worker.output() and "OOM" not in one.worker.output()
-    # Drained (and, at the latest, the delivered records expired): room again.
+    # Drained and the delivered records archived: room again.
     wait_until(lambda: one.healthz().status_code == 200 and one.post("fill.b", [RECORD]).status_code == 202, 150,
                interval=1, what="the ingress to accept again once drained")
 

@@ -226,13 +226,13 @@ def decode_everything(data: bytes) -> None:
         pass
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=200))
 def test_fuzz_random_bytes_raise_only_typed_errors(data):
     decode_everything(data)
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_FRAMES, st.integers(0, 40))
 def test_fuzz_random_msgpack_frames_raise_only_typed_errors(frame, cut):
     data = msgpack.packb(frame, use_bin_type=True)
