@@ -183,17 +183,33 @@ def _endpoint_failed(record: dict[str, Any], route: Route) -> bool:
 
 
 def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], record: dict[str, Any],
-                     outcome: Outcome) -> None:
-    """Record the attempt and log it. The breaker is told by whoever sent the request (once per request)."""
+                     outcome: Outcome, task_id: str) -> str | None:
+    """Record the attempt and log it. The breaker is told by whoever sent the request (once per request).
+    None when recorded; else why the journal refused (journal.record_attempt), which is then the verdict."""
     status = {DELIVERED: journal.DELIVERED, DEAD: journal.DEAD}.get(outcome.verdict, journal.RETRYING)
     if outcome.reason:
         record["reason"] = outcome.reason
-    journal.record_attempt(
+    refused = journal.record_attempt(
         w.pipe, event, record, status, w.settings.retention,
         retry_at=time.time() + outcome.delay if outcome.verdict == RETRY else None,
-        endpoint_alive=route is not None and not _endpoint_failed(record, route),
+        endpoint_alive=route is not None and not _endpoint_failed(record, route), task=task_id,
     )
     _log(event, record, outcome)
+    if refused:
+        # Sent (or dead-lettered) by this task, but another moved the event since it was loaded: a
+        # copy of the same message, a purge. The journal keeps what that one recorded.
+        log.warning("event %s: attempt %d not recorded (verdict %s): the event is %s meanwhile",
+                    event["id"], record["attempt"], outcome.verdict, refused)
+    return refused
+
+
+def _park(w: Worker, event: dict[str, Any], until: float, task_id: str,
+          reason: str = "waiting: endpoint failing (breaker open)") -> str:
+    """Park the event on the retry schedule (journal.park): 'waiting', or why the journal refused."""
+    refused = journal.park(w.redis, event, until, reason, task=task_id)
+    if refused:
+        _not_sent(event["id"], refused)
+    return refused or "waiting"
 
 
 def _breaker_after(w: Worker, route: Route, record: dict[str, Any], open_until: float, probe: bool) -> float:
@@ -269,10 +285,11 @@ def _route_of_queue(task: Task) -> str:
     return queue[4:] if queue.startswith("bus.") else ""
 
 
-def _dead_unsent(w: Worker, event: dict[str, Any], attempt: int, reason: str) -> None:
-    """Dead-letter an event that cannot even be sent, recording why as its attempt."""
+def _dead_unsent(w: Worker, event: dict[str, Any], attempt: int, reason: str, task_id: str) -> str:
+    """Dead-letter an event that cannot even be sent, recording why as its attempt: DEAD, or why
+    the journal refused."""
     record = {"attempt": attempt, "at": time.time(), "duration": 0.0, "status_code": None, "error": reason}
-    _journal_verdict(w, None, event, record, Outcome(DEAD, reason=reason))
+    return _journal_verdict(w, None, event, record, Outcome(DEAD, reason=reason), task_id) or DEAD
 
 
 def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float, to: str | None,
@@ -290,19 +307,20 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
         _not_sent(event["id"], event["status"])
         return event["status"], open_until
     attempt = event["attempts"] + 1
+    task_id = task.request.id or ""
+    # Parking and dead-lettering come before _recheck: their scripts check the event's status and
+    # owner themselves, so a redelivered copy cannot move an event another copy has moved.
     if route is None:
-        _dead_unsent(w, event, attempt, f"route {event['route']!r} no longer exists; restore it and replay")
-        return DEAD, open_until
+        return _dead_unsent(w, event, attempt, f"route {event['route']!r} no longer exists; restore it and replay",
+                            task_id), open_until
     if open_until > time.time() and not probe:
         # The endpoint is failing: wait in Redis for the breaker instead of hammering it.
-        journal.park(w.redis, event, open_until)
-        return "waiting", open_until
+        return _park(w, event, open_until, task_id), open_until
     try:
         url = route.endpoint.render(event["tag"])
     except NoRoute as exc:
         # The route changed since the event was accepted and can no longer build its URL.
-        _dead_unsent(w, event, attempt, str(exc))
-        return DEAD, open_until
+        return _dead_unsent(w, event, attempt, str(exc), task_id), open_until
     state = _recheck(task, w, [event])[0]
     if state != "ok":
         return state, open_until
@@ -310,8 +328,8 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
     record = send(w.pools, route, url, event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
     outcome = classify(route, attempt - event["round"], record.get("status_code"), record.pop("retry_after", None))
-    _journal_verdict(w, route, event, record, outcome)
-    return outcome.verdict, _breaker_after(w, route, record, open_until, probe)
+    refused = _journal_verdict(w, route, event, record, outcome, task_id)
+    return refused or outcome.verdict, _breaker_after(w, route, record, open_until, probe)
 
 
 def _recheck(task: Task, w: Worker, events: list[dict[str, Any]]) -> list[str]:
@@ -349,7 +367,7 @@ def _mine(task: Task, event_ids: list[str], events: list[dict[str, Any] | None]
           ) -> tuple[list[str], list[dict[str, Any] | None], int]:
     """The task's events that its message still sends, and how many it no longer does.
 
-    An event's record names the message that sends its next attempt (journal store.OWN_LUA).
+    An event's record names the message that sends its next attempt (journal/store.py, the field `task`).
     Another name means this message came back after its work was done, its ack lost in a crash
     (Redis restores it from `unacked`), or was replaced by a hand-off, the retry schedule, a
     replay or lost-task recovery; sending would race the message that now has the event."""
@@ -371,16 +389,13 @@ def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, An
     them: a JSON array of their bodies (NDJSON lines for an ndjson content type). The answer
     decides for every event of the batch, each journaled with its own attempt number; the
     breaker counts the request once. Returns the verdicts and the breaker's open_until after it."""
+    task_id = task.request.id or ""
     if open_until > time.time() and not probe:
-        for event in batch:
-            journal.park(w.redis, event, open_until)
-        return ["waiting"] * len(batch), open_until
+        return [_park(w, event, open_until, task_id) for event in batch], open_until
     try:
         url = route.endpoint.render(batch[0]["tag"])
     except NoRoute as exc:
-        for event in batch:
-            _dead_unsent(w, event, event["attempts"] + 1, str(exc))
-        return [DEAD] * len(batch), open_until
+        return [_dead_unsent(w, event, event["attempts"] + 1, str(exc), task_id) for event in batch], open_until
     verdicts = _recheck(task, w, batch)  # what is not "ok" is the verdict of an event not sent
     sending = [i for i, state in enumerate(verdicts) if state == "ok"]
     if not sending:
@@ -398,8 +413,7 @@ def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, An
     for i, event, attempt in zip(sending, batch, attempts):
         record = {**sent, "attempt": attempt, "request_id": request["id"], "batch": len(batch)}
         outcome = classify(route, attempt - event["round"], record.get("status_code"), retry_after)
-        _journal_verdict(w, route, event, record, outcome)
-        verdicts[i] = outcome.verdict
+        verdicts[i] = _journal_verdict(w, route, event, record, outcome, task_id) or outcome.verdict
     return verdicts, _breaker_after(w, route, sent, open_until, probe)
 
 
@@ -432,14 +446,14 @@ def _group_deadline(w: Worker, route_name: str) -> float:
     return time.monotonic() + w.settings.visibility_timeout - VISIBILITY_MARGIN - attempt
 
 
-def _hand_off(w: Worker, route_name: str, rest: list[dict[str, Any]], to: str | None) -> None:
+def _hand_off(w: Worker, route_name: str, rest: list[dict[str, Any]], to: str | None, task_id: str) -> None:
     """Queue the events this task has no time left for as a task of their own (same ids)."""
     if not rest:
         return
     queue = journal.queue_name(route_name)
     message = new_message([(e["id"], e["tag"], e["attempts"] + 1) for e in rest], queue, to=to)
     if to is None:
-        journal.hand_off(w.redis, route_name, message)
+        journal.hand_off(w.redis, route_name, message, task_id)
     else:
         journal.enqueue(w.redis, route_name, [message.data])
     log.info("handing %d events of a slow group to a new task of route %s", len(rest), route_name)
@@ -483,7 +497,7 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
         copies_to_retry = []
         for n, (unit, batched) in enumerate(_units(route, events, to)):
             if n and time.monotonic() > deadline:
-                _hand_off(w, route_name, [e for e in events[unit[0]:] if e is not None], to)
+                _hand_off(w, route_name, [e for e in events[unit[0]:] if e is not None], to, self.request.id or "")
                 verdicts["handed_off"] = len(event_ids) - unit[0]
                 break
             ids, unit_events = [event_ids[i] for i in unit], [events[i] for i in unit]
@@ -504,8 +518,9 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                 log.exception("events %s: unexpected error while delivering; trying again in %ss",
                               " ".join(ids), INTERNAL_ERROR_DELAY)
                 for event in unit_events:
-                    journal.park(w.redis, event, time.time() + INTERNAL_ERROR_DELAY,
-                                 "waiting: internal error, see worker log")
+                    if event is not None:
+                        _park(w, event, time.time() + INTERNAL_ERROR_DELAY, self.request.id or "",
+                              "waiting: internal error, see worker log")
                 outcomes = ["error"] * len(unit)
             for event_id, verdict in zip(ids, outcomes):
                 verdicts[verdict] = verdicts.get(verdict, 0) + 1

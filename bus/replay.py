@@ -90,11 +90,12 @@ def run(client: redis.Redis, router: Router, events: list[dict[str, Any]], to: s
         ]
         if to is None:
             # Archived events go back into Redis in the same transaction that queues them.
-            journal.requeue(client, chunk, messages, tiers.restorable(archive, chunk))
+            # An event a delivery or purge moved since it was listed stays as it is (not counted).
+            done += journal.requeue(client, chunk, messages, tiers.restorable(archive, chunk))
         else:
             for message, route in messages:
                 journal.enqueue(client, route, [message.data])
-        done += len(chunk)
+            done += len(chunk)
         if progress:
             progress(done, len(events))
     return done

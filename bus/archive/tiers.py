@@ -174,8 +174,7 @@ def purge(client: Any, store: Store | None, events: list[dict[str, Any]]) -> int
     """Delete events for good from both tiers (an event in Redis may have an older archived row)."""
     if store is not None:
         store.delete([e["id"] for e in events])
-    journal.purge(client, events)
-    return len(events)
+    return journal.purge(client, events)
 
 
 def restorable(store: Store | None, events: list[dict[str, Any]]

@@ -11,11 +11,14 @@ from typing import Any, Iterator
 import redis
 
 from ..errors import BadFilter
-from ..filters import STATUSES, EventFilter
+from ..filters import EventFilter
+from ..lifecycle import STATUSES
 from .counters import counters
 from .keys import attempts_key, copies_key, event_key, index_key, retry_key
-from .store import DEFAULT_RETENTION, DELIVERED, SUMMARY_FIELDS, Page, summary
+from . import scripts
+from .store import DEFAULT_RETENTION, DELIVERED, SUMMARY_FIELDS, Page, script, summary
 
+_PURGE = scripts.load("purge.lua")
 # What find() hands out: the last event's index score, ':', its id.
 _CURSOR = re.compile(r"([0-9][0-9.e+-]*):([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 
@@ -52,14 +55,19 @@ def _drop_from_indexes(client: redis.Redis, items: list[tuple[str, str | None]],
 
 
 def purge(client: redis.Redis, events: list[dict[str, Any]]) -> int:
-    """Delete events (record, attempts, copies and index entries) for good."""
-    pipe = client.pipeline(transaction=True)
+    """Delete events (record, attempts, copies and index entries) for good, in one step
+    (lua/purge.lua). An event no longer in the status it was listed in (its `status`, when it has
+    one: a delivery or a replay moved it since) is left as it is. Returns how many are gone now."""
+    if not events:
+        return 0
+    keys: list[str] = []
+    args: list[Any] = []
     for event in events:
-        pipe.delete(event_key(event["id"]), attempts_key(event["id"]), copies_key(event["id"]))
-        pipe.zrem(retry_key(event["route"]), event["id"])
-    pipe.execute()
-    _drop_from_indexes(client, [(e["id"], e["route"]) for e in events], None)
-    return len(events)
+        event_id, route = event["id"], event.get("route") or ""
+        keys += [event_key(event_id), attempts_key(event_id), copies_key(event_id), retry_key(route)]
+        args += [event_id, route, event.get("status") or ""]
+    answers = script(client, _PURGE)(keys=keys, args=args)
+    return sum(1 for answer in answers if answer in (b"purged", b"gone"))
 
 
 def _cursor_bounds(f: EventFilter, cursor: str | None) -> tuple[float | str, str | None]:
