@@ -113,7 +113,7 @@ def run_paced(client: redis.Redis, router: Router, events: list[dict[str, Any]],
     """run() with each event's task queued at its due time (seconds from now, replay_pace.offsets; events
     oldest first). Events due together share a message; workers send them as soon as they take it,
     so the pace holds while they keep up."""
-    start, done = clock(), 0
+    start, done, sent = clock(), 0, 0
     while done < len(events):
         now = clock() - start
         if due[done] > now:
@@ -122,8 +122,8 @@ def run_paced(client: redis.Redis, router: Router, events: list[dict[str, Any]],
         upto = done + 1
         while upto < len(events) and upto - done < CHUNK and due[upto] <= now:
             upto += 1
-        run(client, router, events[done:upto], to, archive=archive)
+        sent += run(client, router, events[done:upto], to, archive=archive)
         done = upto
         if progress:
             progress(done, len(events))
-    return done
+    return sent
