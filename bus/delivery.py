@@ -183,7 +183,7 @@ def _endpoint_failed(record: dict[str, Any], route: Route) -> bool:
 
 
 def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], record: dict[str, Any],
-                     outcome: Outcome, task_id: str) -> str | None:
+                     outcome: Outcome) -> str | None:
     """Record the attempt and log it. The breaker is told by whoever sent the request (once per request).
     None when recorded; else why the journal refused (journal.record_attempt), which is then the verdict."""
     status = {DELIVERED: journal.DELIVERED, DEAD: journal.DEAD}.get(outcome.verdict, journal.RETRYING)
@@ -192,12 +192,12 @@ def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], reco
     refused = journal.record_attempt(
         w.pipe, event, record, status, w.settings.retention,
         retry_at=time.time() + outcome.delay if outcome.verdict == RETRY else None,
-        endpoint_alive=route is not None and not _endpoint_failed(record, route), task=task_id,
+        endpoint_alive=route is not None and not _endpoint_failed(record, route),
     )
     _log(event, record, outcome)
     if refused:
-        # Sent (or dead-lettered) by this task, but another moved the event since it was loaded: a
-        # copy of the same message, a purge. The journal keeps what that one recorded.
+        # Sent (or dead-lettered) by this task, but meanwhile another copy of its message finished
+        # the event, or a purge deleted it. The journal keeps what that one did.
         log.warning("event %s: attempt %d not recorded (verdict %s): the event is %s meanwhile",
                     event["id"], record["attempt"], outcome.verdict, refused)
     return refused
@@ -285,11 +285,11 @@ def _route_of_queue(task: Task) -> str:
     return queue[4:] if queue.startswith("bus.") else ""
 
 
-def _dead_unsent(w: Worker, event: dict[str, Any], attempt: int, reason: str, task_id: str) -> str:
+def _dead_unsent(w: Worker, event: dict[str, Any], attempt: int, reason: str) -> str:
     """Dead-letter an event that cannot even be sent, recording why as its attempt: DEAD, or why
     the journal refused."""
     record = {"attempt": attempt, "at": time.time(), "duration": 0.0, "status_code": None, "error": reason}
-    return _journal_verdict(w, None, event, record, Outcome(DEAD, reason=reason), task_id) or DEAD
+    return _journal_verdict(w, None, event, record, Outcome(DEAD, reason=reason)) or DEAD
 
 
 def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float, to: str | None,
@@ -307,20 +307,19 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
         _not_sent(event["id"], event["status"])
         return event["status"], open_until
     attempt = event["attempts"] + 1
-    task_id = task.request.id or ""
-    # Parking and dead-lettering come before _recheck: their scripts check the event's status and
-    # owner themselves, so a redelivered copy cannot move an event another copy has moved.
+    # Parking and dead-lettering come before _recheck: their scripts check the event's status (and
+    # park its owner) themselves, so a redelivered copy cannot move an event another copy has moved.
     if route is None:
-        return _dead_unsent(w, event, attempt, f"route {event['route']!r} no longer exists; restore it and replay",
-                            task_id), open_until
+        gone = f"route {event['route']!r} no longer exists; restore it and replay"
+        return _dead_unsent(w, event, attempt, gone), open_until
     if open_until > time.time() and not probe:
         # The endpoint is failing: wait in Redis for the breaker instead of hammering it.
-        return _park(w, event, open_until, task_id), open_until
+        return _park(w, event, open_until, task.request.id or ""), open_until
     try:
         url = route.endpoint.render(event["tag"])
     except NoRoute as exc:
         # The route changed since the event was accepted and can no longer build its URL.
-        return _dead_unsent(w, event, attempt, str(exc), task_id), open_until
+        return _dead_unsent(w, event, attempt, str(exc)), open_until
     state = _recheck(task, w, [event])[0]
     if state != "ok":
         return state, open_until
@@ -328,7 +327,7 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float
     record = send(w.pools, route, url, event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
     outcome = classify(route, attempt - event["round"], record.get("status_code"), record.pop("retry_after", None))
-    refused = _journal_verdict(w, route, event, record, outcome, task_id)
+    refused = _journal_verdict(w, route, event, record, outcome)
     return refused or outcome.verdict, _breaker_after(w, route, record, open_until, probe)
 
 
@@ -395,7 +394,7 @@ def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, An
     try:
         url = route.endpoint.render(batch[0]["tag"])
     except NoRoute as exc:
-        return [_dead_unsent(w, event, event["attempts"] + 1, str(exc), task_id) for event in batch], open_until
+        return [_dead_unsent(w, event, event["attempts"] + 1, str(exc)) for event in batch], open_until
     verdicts = _recheck(task, w, batch)  # what is not "ok" is the verdict of an event not sent
     sending = [i for i, state in enumerate(verdicts) if state == "ok"]
     if not sending:
@@ -413,7 +412,7 @@ def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, An
     for i, event, attempt in zip(sending, batch, attempts):
         record = {**sent, "attempt": attempt, "request_id": request["id"], "batch": len(batch)}
         outcome = classify(route, attempt - event["round"], record.get("status_code"), retry_after)
-        verdicts[i] = _journal_verdict(w, route, event, record, outcome, task_id) or outcome.verdict
+        verdicts[i] = _journal_verdict(w, route, event, record, outcome) or outcome.verdict
     return verdicts, _breaker_after(w, route, sent, open_until, probe)
 
 

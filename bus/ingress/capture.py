@@ -229,7 +229,7 @@ class CaptureProxy:
             self.unrecorded.append((keys, args))
             self._warn(f"the answer to {event['id']} could not be recorded ({type(exc).__name__}); kept to record later")
             return
-        if refused:  # purged meanwhile, or recovery's copy already recorded it: the journal keeps that
+        if refused:  # purged meanwhile, or recovery's copy finished it first: the journal keeps that
             log.warning("the answer to %s was not recorded: the event is %s meanwhile", event["id"], refused)
 
     async def _record_later(self) -> None:

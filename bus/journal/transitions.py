@@ -36,25 +36,25 @@ def refusal(reply: bytes | str) -> str | None:
 
 def record_attempt(client: redis.Redis | SharedPipe, event: dict[str, Any], attempt: dict[str, Any], status: str,
                    retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
-                   endpoint_alive: bool = False, task: str = "") -> str | None:
+                   endpoint_alive: bool = False) -> str | None:
     """Append an attempt and move the event to `status`, atomically in one round trip. No task
     message sends the event after this one: a retry gets a new message when due.
 
     `retry_at` puts a retrying event on the route's retry schedule; `endpoint_alive`
     (any non-retryable answer) closes the route's breaker. Delivered events expire
     after `retention`; dead ones are kept until replayed or purged, because nobody
-    has looked at them yet. `task`: the task message that made the attempt ('' when none did).
+    has looked at them yet.
 
-    None when recorded; else why nothing was (lua/record_attempt.lua): 'gone' (purged meanwhile),
-    'superseded' (the record names another task) or the status it is in (delivered or dead already).
+    None when recorded; else why nothing was (lua/record_attempt.lua): 'gone' (purged meanwhile)
+    or the status it is in (delivered or dead already: another copy of its message finished it).
     """
-    keys, args = record_attempt_call(event, attempt, status, retention, retry_at, endpoint_alive, task)
+    keys, args = record_attempt_call(event, attempt, status, retention, retry_at, endpoint_alive)
     return refusal(script(client, RECORD_ATTEMPT_SCRIPT)(keys=keys, args=args))
 
 
 def record_attempt_call(event: dict[str, Any], attempt: dict[str, Any], status: str,
                         retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
-                        endpoint_alive: bool = False, task: str = "") -> tuple[list[str], list[Any]]:
+                        endpoint_alive: bool = False) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of RECORD_ATTEMPT_SCRIPT (lua/record_attempt.lua names them; see record_attempt),
     for callers with a connection of their own."""
     if attempt.get("response") is not None:
@@ -67,7 +67,7 @@ def record_attempt_call(event: dict[str, Any], attempt: dict[str, Any], status: 
             retention if status == DELIVERED else "", repr(retry_at) if retry_at is not None else "",
             "1" if endpoint_alive else "0"]
     slot, counted = _count_outcome(event, status, attempt)
-    return keys + [slot], args + counted + [task]
+    return keys + [slot], args + counted
 
 
 # A task loads its events when it starts and sends them one after another, for up to the

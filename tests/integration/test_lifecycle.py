@@ -75,18 +75,27 @@ def test_a_park_by_a_task_after_another_copy_of_its_message_parked_the_event_is_
     assert indexes_holding(client, event_id) == [journal.RETRYING]
 
 
-def test_an_attempt_recorded_after_another_copy_recorded_one_is_refused(bus, client):
+def test_an_attempt_moves_the_event_out_of_the_status_it_is_in_not_the_one_its_caller_loaded(bus, client):
     event_id = accepted(bus, client)
     task = copy_for(client, event_id, "copy-for-two-attempts")
     first, second = journal.load(client, event_id), journal.load(client, event_id)
 
-    assert journal.record_attempt(client, first, attempt(**FAILED), journal.RETRYING,
-                                  retry_at=time.time() + 60, task=task) is None
-    assert journal.record_attempt(client, second, attempt(), journal.DELIVERED, task=task) == "superseded"
-    record = journal.load(client, event_id)
-    assert (record["status"], record["attempts"]) == (journal.RETRYING, 1)
-    assert len(journal.attempts(client, event_id)) == 1
-    assert indexes_holding(client, event_id) == [journal.RETRYING], "the stale copy's old status moved nothing"
+    assert journal.record_attempt(client, first, attempt(**FAILED), journal.RETRYING, retry_at=time.time() + 60) is None
+    assert second["status"] == journal.QUEUED and task
+    assert journal.record_attempt(client, second, attempt(), journal.DELIVERED) is None
+    assert indexes_holding(client, event_id) == [journal.DELIVERED], "not left in the retrying indexes too"
+    assert len(journal.attempts(client, event_id)) == 2, "both attempts went out; both are kept"
+
+
+def test_an_attempt_recorded_after_recovery_named_a_copy_is_kept_and_the_copy_leaves_the_event(bus, client):
+    """The attempt has gone out: refusing to record it would make recovery's copy send it again."""
+    event_id = accepted(bus, client)
+    running = copy_for(client, event_id, "lost-but-still-running")
+    sending = journal.load(client, event_id)
+    copy = copy_for(client, event_id, "recovery-copy")
+
+    assert running != copy and journal.record_attempt(client, sending, attempt(), journal.DELIVERED) is None
+    assert journal.recheck(client, [journal.load(client, event_id)], copy) == [journal.DELIVERED]
 
 
 def test_a_record_attempt_from_a_delivered_or_dead_event_is_refused(bus, client):

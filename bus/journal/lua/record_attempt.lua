@@ -16,14 +16,15 @@
 -- ARGV[9]  '1' closes the breaker (the endpoint answered)
 -- ARGV[10] the counter field to bump
 -- ARGV[11] latency bucket, or '' (not a delivery)   ARGV[12] seconds   ARGV[13] the slot's time to live
--- ARGV[14] the task that made the attempt ('' names none)
--- Returns 'ok', or why nothing was written: 'gone' (no record: purged, expired), the status the
--- event is in when the table has no move from it, or 'superseded' (the record names another task).
+-- Returns 'ok', or why nothing was written: 'gone' (no record: purged, expired) or the status the
+-- event is in when the table has no move from it (delivered, dead: another copy finished it).
+-- The task the record names is not checked: the attempt has gone out, whoever holds the event now.
+-- Recorded, it makes the record name no task, so a copy recovery queued meanwhile (or the other
+-- copy of a restored message) finds '' and leaves the event; refused, that copy would send it again.
 local id, route, received, status = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
-local current, task = unpack(redis.call('HMGET', KEYS[1], 'status', 'task'))
+local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return 'gone' end
 if not may(current, status) then return current end
-if not owned(task, ARGV[14]) then return 'superseded' end
 redis.call('RPUSH', KEYS[2], ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', status, 'last', ARGV[6], 'task', '')
