@@ -119,7 +119,8 @@ def _producer(run: Run, name: str, outage: bool) -> dict:
     drain = len(accepted) / summary["drain_elapsed"] if outage else None
     return result(name, counts, rate, ">= 50,000/s (emit, one thread)", rate >= 50000, window,
                   cpu_rate=round(len(accepted) / summary["emit_thread_cpu"]),
-                  drain_rate=round(drain) if drain else None, drain_s=round(summary["drain_elapsed"], 2))
+                  drain_rate=round(drain) if drain else None, drain_s=round(summary["drain_elapsed"], 2),
+                  sender_us=round(summary["sender_cpu"] / max(1, len(accepted)) * 1e6, 1))
 
 
 def producer(run: Run) -> dict:

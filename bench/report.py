@@ -27,7 +27,7 @@ def events_done(r: dict) -> int:
 
 
 def _detail(r: dict) -> str:
-    keys = ("p50_ms", "p99_ms", "drain_s", "drain_rate", "cpu_rate", "bytes_per_event", "accept_rate", "worker_peak_rss_mib",
+    keys = ("p50_ms", "p99_ms", "drain_s", "drain_rate", "cpu_rate", "sender_us", "bytes_per_event", "accept_rate", "worker_peak_rss_mib",
             "one_write_rate", "two_write_ratio", "tcp_rate", "unix_over_tcp",
             "tcp_ingress_cpu_ms", "unix_ingress_cpu_ms", "guard",
             "rates_archive_off", "rates_archive_on", "slowdown_pct", "archive_rows", "archive_bytes_per_event",

@@ -38,9 +38,11 @@ def _refuse_a_worker_that_would_deliver_nothing(instance: object, conf: object, 
 
     config = settings.load()
     try:
-        celery_checks.check_broker(conf, config.redis_url)
-        celery_checks.check_queues(instance.app.amqp.queues.consume_from,  # type: ignore[attr-defined]
-                                   celery_checks.route_names(lambda: load_configured(config)))
+        celery_checks.check_broker(conf, config.worker_redis.url, config.worker_shard)
+        consumed = instance.app.amqp.queues.consume_from  # type: ignore[attr-defined]
+        celery_checks.check_queues(consumed, celery_checks.route_names(lambda: load_configured(config)))
+        celery_checks.check_shard(consumed, celery_checks.routes_or_none(lambda: load_configured(config)),
+                                  config.worker_shard)
     except ConfigError as exc:
         print(f"celery worker: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None

@@ -18,7 +18,7 @@ from .logs import redact
 REDIS_SCHEMES = ("redis", "rediss")
 
 
-def _server(url: str) -> tuple[str, ...]:
+def server_id(url: str) -> tuple[str, ...]:
     """What names one Redis database: scheme, host, port, db (credentials and options aside)."""
     parts = urlsplit(url)
     if parts.scheme not in REDIS_SCHEMES:
@@ -27,14 +27,16 @@ def _server(url: str) -> tuple[str, ...]:
     return parts.scheme, (parts.hostname or "localhost").lower(), str(parts.port or 6379), db
 
 
-def check_broker(conf: Any, redis_url: str) -> None:
-    """Refuse a Celery broker (or read/write broker) that is not BUS_REDIS_URL's Redis."""
+def check_broker(conf: Any, redis_url: str, shard: str = "default") -> None:
+    """Refuse a Celery broker (or read/write broker) that is not BUS_REDIS_URL's Redis (or, for a
+    worker of another shard, that shard's)."""
+    setting = "BUS_REDIS_URL" if shard == "default" else f"shard {shard} (BUS_WORKER_SHARD) of BUS_REDIS_SHARDS"
     for name, url in (("broker_url", conf.broker_url), ("broker_read_url", conf.broker_read_url),
                       ("broker_write_url", conf.broker_write_url)):
-        if url and _server(url) != _server(redis_url):
+        if url and server_id(url) != server_id(redis_url):
             raise ConfigError(
                 f"Celery's {name} is {redact(url)} (from CELERY_{name.upper()} or celeryconfig.py) but "
-                f"BUS_REDIS_URL is {redact(redis_url)}: the bus keeps its queues and journal in one Redis, so "
+                f"{setting} is {redact(redis_url)}: the bus keeps its queues and journal in one Redis, so "
                 f"tasks would be queued where workers do not listen. Unset CELERY_{name.upper()} and "
                 f"{name} in celeryconfig.py (they default to BUS_REDIS_URL), or make them the same")
 
@@ -50,10 +52,30 @@ def check_queues(consumed: Iterable[str], route_names: Iterable[str] | None) -> 
                       f"`bus routes` lists the routes), or run `bus worker [ROUTE...]`")
 
 
+def check_shard(consumed: Iterable[str], router: Any, shard: str) -> None:
+    """Refuse a worker consuming a route of another shard than its own: its broker is one Redis, and
+    that route's task messages are written to another."""
+    if router is None:
+        return  # routes that do not load stop the worker elsewhere, with their own message
+    queues = set(consumed)
+    elsewhere = [r for r in router.routes if queue_name(r.name) in queues and r.shard != shard]
+    if elsewhere:
+        route = elsewhere[0]
+        raise ConfigError(f"route {route.name} lives on shard {route.shard} but this worker's broker is shard "
+                          f"{shard}: start it with BUS_WORKER_SHARD={route.shard} (one worker per shard), or run "
+                          "`bus worker`, which starts one Celery worker per shard of the routes given")
+
+
 def route_names(load: Any) -> list[str] | None:
     """The configured routes' names for a message, or None when they cannot be loaded right now."""
+    router = routes_or_none(load)
+    return None if router is None else [r.name for r in router.routes]
+
+
+def routes_or_none(load: Any) -> Any:
+    """load() (the Router), or None when the routes cannot be loaded right now."""
     try:
-        return [r.name for r in load().routes]
+        return load()
     except BusError:
         return None
 

@@ -3,7 +3,10 @@ from bus import settings as _settings
 
 _s = _settings.load()
 
-broker_url = _s.redis_url
+# A worker's broker is its shard's Redis (BUS_WORKER_SHARD, set by `bus worker`; BUS_REDIS_URL by default):
+# the journal writes a route's task messages into its shard, in the same script as its events.
+_target = _s.worker_redis
+broker_url = _target.url
 broker_transport_options = {
     # Longer than one attempt (routes.py refuses routes whose timeouts break
     # this), so a running attempt is never handed to a second worker; short
@@ -25,9 +28,9 @@ broker_transport_options = {
     "socket_timeout": 10,
     "socket_connect_timeout": 5,
 }
-if _s.redis.sentinels:
+if _target.sentinels:
     # kombu's Sentinel transport takes the Sentinels from the URL and the primary's name from here.
-    broker_transport_options["master_name"] = _s.redis_sentinel_master
+    broker_transport_options["master_name"] = _target.master
     if _s.redis_sentinel_password:
         broker_transport_options["sentinel_kwargs"] = {"password": _s.redis_sentinel_password}
 broker_connection_retry_on_startup = True

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Sequence
 import orjson
 import redis
 
-from . import auth, intake, journal, journal_cli, local_up, logs, proxy_cli, settings, stats
+from . import auth, intake, journal, journal_cli, local_up, logs, proxy_cli, settings, shards, stats
 from .errors import BusError, ConfigError, Unavailable
 from .ingress.bodies import parse_records
 from .routes import Route, Router, load_configured
@@ -155,10 +156,10 @@ def _spool_line(directory: Path, waiting: Waiting) -> str:
 
 
 def cmd_stats(args: argparse.Namespace, config: settings.Settings) -> int:
-    names = [r.name for r in _router(config).routes]
-    client = journal.connect(config.redis, config.redis_timeout)
+    routes = _router(config).routes
+    client = shards.for_reading(config, routes)
     try:
-        _show_stats(args, client, names, config)
+        _show_stats(args, client, [r.name for r in routes], config)
     except KeyboardInterrupt:
         pass  # Ctrl-C is how --watch ends
     except journal.REDIS_DOWN as exc:
@@ -167,7 +168,7 @@ def cmd_stats(args: argparse.Namespace, config: settings.Settings) -> int:
     return 0
 
 
-def _show_stats(args: argparse.Namespace, client: redis.Redis, names: list[str], config: settings.Settings) -> None:
+def _show_stats(args: argparse.Namespace, client: shards.Shards, names: list[str], config: settings.Settings) -> None:
     shown = 0
     while True:
         now = time.time()
@@ -251,12 +252,23 @@ def _celery_app(config: settings.Settings) -> "Celery":
     from .celery import app
     from .celery_checks import check_broker
 
-    check_broker(app.conf, config.redis_url)
+    check_broker(app.conf, config.worker_redis.url, config.worker_shard)
     return app
 
 
 def cmd_worker(args: argparse.Namespace, config: settings.Settings) -> int:
+    from . import shard_workers
+
     routes = _worker_routes(_router(config), args.routes)
+    groups = shard_workers.by_shard(routes)
+    options = ["--loglevel", args.loglevel] + (["--concurrency", str(args.concurrency)] if args.concurrency else [])
+    if len(groups) > 1:
+        return shard_workers.run(groups, options)
+    (shard,) = groups
+    if shard != config.worker_shard:
+        # Before the Celery app is loaded: its broker (celery_defaults.py) is the worker's shard.
+        os.environ["BUS_WORKER_SHARD"] = shard
+        config = settings.load()
     app = _celery_app(config)
 
     argv = []
@@ -283,6 +295,9 @@ def cmd_worker(args: argparse.Namespace, config: settings.Settings) -> int:
 def cmd_up(args: argparse.Namespace, config: settings.Settings) -> int:
     from .up import run
 
+    if config.redis_shards:
+        raise ConfigError("bus up runs one Redis of its own, and BUS_REDIS_SHARDS is set: unset it (and the "
+                          "routes' `shard` keys) for bus up, or run `bus serve` and `bus worker` against your shards")
     _router(config)  # a broken route file stops `bus up` before anything starts
     return run(config, bind=args.bind, redis_port=args.redis_port, flower_port=args.flower_port, forward=args.forward,
                ingress_workers=args.ingress_workers)

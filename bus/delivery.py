@@ -63,8 +63,9 @@ def worker() -> Worker:
             _worker = Worker(
                 settings=config,
                 router=load_configured(config),
-                redis=journal.connect(config.redis, config.redis_timeout),
-                pipe=SharedPipe(config.redis, config.redis_timeout),
+                # A worker process serves the routes of one shard (BUS_WORKER_SHARD): its broker's Redis.
+                redis=journal.connect(config.worker_redis, config.redis_timeout),
+                pipe=SharedPipe(config.worker_redis, config.redis_timeout),
                 pools=outbound.Pools(config.outbound),
             )
         return _worker

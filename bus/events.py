@@ -5,13 +5,17 @@ import os
 import time
 
 
+# The variant's two bits (0b10) over a random nibble: the hex digit it makes.
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
 def new_id(now_ms: int | None = None) -> str:
     """A UUIDv7 string: 48-bit Unix milliseconds, version and variant bits, 74 random bits."""
+    # Spelled in hex digits, not as a 128-bit int: half the CPU, and bus.Producer.emit's largest step.
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62 | rand & ((1 << 62) - 1)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    r = os.urandom(10).hex()
+    m = f"{ms & 0xFFFFFFFFFFFF:012x}"
+    return f"{m[:8]}-{m[8:]}-7{r[:3]}-{_VARIANT[r[3]]}{r[4:7]}-{r[7:19]}"
 
 
 def id_time(event_id: str) -> float:

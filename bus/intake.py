@@ -13,24 +13,60 @@ import redis
 
 from . import journal, settings
 from .errors import (BacklogFull, BodyTooLarge, BusError, IdempotencyConflict, InvalidBody, InvalidTag, NoRoute,
-                     RedisFull)
+                     RedisFull, Unavailable)
 from .events import new_id
 from .journal.pipelined import Ack, SharedPipe
+from .journal.target import RedisTarget
 from .routes import Route, Router, load_configured
+from .settings import DEFAULT_SHARD
+from .shards import Shards
 from .tags import validate_tag
 
 
 @dataclass(frozen=True)
-class Intake:
-    """What accepting an event needs, loaded once per process."""
+class Link:
+    """One shard as the ways in use it."""
 
-    settings: settings.Settings
-    router: Router
+    name: str
+    target: RedisTarget
     redis: redis.Redis
     # Accepts go through this one connection, shared by the process's threads (journal/pipelined.py).
     pipe: SharedPipe
-    # Redis memory as last read, shared by the process's ways in: above the mark they refuse.
+    # The shard's memory as last read, shared by the process's ways in: above the mark they refuse.
     memory: journal.MemoryMark = field(default_factory=lambda: journal.MemoryMark(0.9))
+
+
+@dataclass(frozen=True)
+class Intake:
+    """What accepting an event needs, loaded once per process: the routes and a link to each shard
+    (bus/shards.py), BUS_REDIS_URL's ("default") first. A route's events go to its shard's link."""
+
+    settings: settings.Settings
+    router: Router
+    links: dict[str, Link]
+
+    def link(self, route: Route) -> Link:
+        return self.links[route.shard]
+
+    @property
+    def redis(self) -> redis.Redis:
+        """The default shard's client (refusals of tags no route takes are counted there)."""
+        return self.links[DEFAULT_SHARD].redis
+
+    @property
+    def pipe(self) -> SharedPipe:
+        return self.links[DEFAULT_SHARD].pipe
+
+    @property
+    def memory(self) -> journal.MemoryMark:
+        return self.links[DEFAULT_SHARD].memory
+
+    @property
+    def shards(self) -> Shards:
+        """Every shard's client, for the reads that see the whole journal."""
+        return Shards({name: link.redis for name, link in self.links.items()},
+                      {r.name: r.shard for r in self.router.routes},
+                      {name: link.target.shown for name, link in self.links.items()})
 
 
 _lock = threading.Lock()
@@ -39,13 +75,15 @@ _default: Intake | None = None
 
 def load(config: settings.Settings | None = None) -> Intake:
     config = config or settings.load()
-    return Intake(
-        settings=config,
-        router=load_configured(config),
-        redis=journal.connect(config.redis, config.redis_timeout),
-        pipe=SharedPipe(config.redis, config.redis_timeout, Ack(config.ack_replicas, config.ack_timeout_ms)),
-        memory=journal.MemoryMark(config.redis_memory_high),
-    )
+    return Intake(settings=config, router=load_configured(config),
+                  links={name: _link(config, name) for name in config.shard_names})
+
+
+def _link(config: settings.Settings, name: str) -> Link:
+    target = config.shard(name)
+    return Link(name, target, journal.connect(target, config.redis_timeout),
+                SharedPipe(target, config.redis_timeout, Ack(config.ack_replicas, config.ack_timeout_ms)),
+                journal.MemoryMark(config.redis_memory_high))
 
 
 def default() -> Intake:
@@ -123,11 +161,22 @@ def accept(intake: Intake, tag: str, records: list[Any], headers: bytes = b"",
 def commit(intake: Intake, prepared: Prepared) -> list[str]:
     """Journal and enqueue prepared events (after Redis's memory and the route's backlog checks), through
     the process's pipe; the ids the request's answer gives (a repeated Idempotency-Key's are the first request's)."""
-    journal.check_room(intake.pipe, intake.memory)
-    check_backlog(intake, prepared)
-    ids = journal.accept(intake.pipe, prepared.events, prepared.route.group_size, prepared.idempotency)
-    intake.memory.accepted(prepared.events)
+    link = intake.link(prepared.route)
+    try:
+        journal.check_room(link.pipe, link.memory)
+        check_backlog(intake, prepared)
+        ids = journal.accept(link.pipe, prepared.events, prepared.route.group_size, prepared.idempotency)
+    except Unavailable as exc:
+        raise on_shard(intake, link, exc) from exc
+    link.memory.accepted(prepared.events)
     return ids
+
+
+def on_shard(intake: Intake, link: Link, exc: Unavailable) -> Unavailable:
+    """A refusal naming the shard when there are several: the other shards' routes still accept."""
+    if len(intake.links) == 1:
+        return exc
+    return type(exc)(f"shard {link.name}: {exc}")
 
 
 def check_backlog(intake: Intake, prepared: Prepared) -> None:
@@ -136,7 +185,7 @@ def check_backlog(intake: Intake, prepared: Prepared) -> None:
     if route.backlog_limit is None:
         return
     # Checked before the write, so concurrent requests may overshoot by a batch; it is a soft ceiling.
-    waiting = journal.backlog(intake.redis, route.name)
+    waiting = journal.backlog(intake.link(route).redis, route.name)
     if waiting + len(prepared.events) > route.backlog_limit:
         raise BacklogFull(f"route {route.name} has {waiting} events waiting, its backlog_limit is "
                           f"{route.backlog_limit}: nothing was accepted; retry after it drains")
@@ -156,11 +205,12 @@ def count_refusal(intake: Intake, tag: str, exc: BusError) -> None:
         return
     try:
         validate_tag(tag)
-        route = intake.router.match(tag).name
+        matched = intake.router.match(tag)
+        route, client = matched.name, intake.link(matched).redis
     except BusError:
-        route = ""
+        route, client = "", intake.redis
     try:
-        journal.count_refused(intake.redis, route, reason)
+        journal.count_refused(client, route, reason)
     except journal.REDIS_DOWN:
         pass  # the refusal stands; only its count is lost
 

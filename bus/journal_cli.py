@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from . import archive, filters, journal, replay, replay_pace, settings
+from . import archive, filters, journal, replay, replay_pace, settings, shards
 from .archive import tiers
 from .routes import Router, load_configured
 
@@ -42,8 +42,9 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
-def _client(config: settings.Settings):
-    return journal.connect(config.redis, config.redis_timeout)
+def _client(config: settings.Settings, router: Router | None = None) -> shards.Shards:
+    """Every shard's Redis (one without BUS_REDIS_SHARDS); with `router`, which shard holds each route."""
+    return shards.for_reading(config, router.routes if router else ())
 
 
 def cmd_events(args: argparse.Namespace, config: settings.Settings) -> int:
@@ -57,8 +58,9 @@ def cmd_events(args: argparse.Namespace, config: settings.Settings) -> int:
         return 0
     (f,) = _filters(args, [args.status])
     page = tiers.find(client, store, f, limit=args.limit, cursor=args.cursor, retention=config.retention)
-    for why in page.unavailable.values():
-        print(f"warning: {why}; showing only what Redis holds", file=sys.stderr)
+    for tier, why in page.unavailable.items():
+        rest = "Redis holds" if tier == "archive" else "the shards that answered hold"
+        print(f"warning: {why}; showing only what {rest}", file=sys.stderr)
     if args.json:
         missing = {"unavailable": page.unavailable} if page.unavailable else {}
         print(orjson.dumps({"events": page.events, "cursor": page.cursor, **missing}).decode())
@@ -116,8 +118,8 @@ def _progress(done: int, total: int) -> None:
 
 def _select(args: argparse.Namespace, config: settings.Settings, default_status: str
             ) -> tuple[Any, Router, replay.Plan]:
-    client = _client(config)
     router = load_configured(config)
+    client = _client(config, router)
     chosen = replay.Plan()
     ids = replay.check_ids(args.ids) if getattr(args, "ids", None) else None
     for f in _filters(args, args.status or [default_status]):

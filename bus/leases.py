@@ -90,7 +90,7 @@ def _start(**_: object) -> None:
     config = settings.load()
     me = worker_name()
     kombu_fixes.held_key = held_key(me)
-    watch = Watch(connect(config.redis, config.redis_timeout), me)
+    watch = Watch(connect(config.worker_redis, config.redis_timeout), me)
     threading.Thread(target=_run, args=(watch,), name="bus-worker-lease", daemon=True).start()
 
 
@@ -100,6 +100,6 @@ def _shutdown(**_: object) -> None:
     config = settings.load()
     try:
         # Celery has handed back what it held unacked by now (restore_at_shutdown).
-        journal_leases.forget(connect(config.redis, config.redis_timeout), worker_name())
+        journal_leases.forget(connect(config.worker_redis, config.redis_timeout), worker_name())
     except REDIS_DOWN:
         pass  # the lease lapses by itself; whoever hands back finds nothing held

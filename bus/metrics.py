@@ -13,7 +13,7 @@ with the same numbers.
 from __future__ import annotations
 
 import time
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -21,6 +21,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import journal, stats
+from .shards import Shards, as_shards
 
 # kind in the journal's counters -> (metric name without _total, help, extra label)
 COUNTERS = {
@@ -38,51 +39,61 @@ COUNTERS = {
 
 
 class BusCollector(Collector):
-    """Counters and the latency histogram kept in Redis, and gauges of each route's current state."""
+    """Counters and the latency histogram kept in Redis, and gauges of each route's current state,
+    summed over the shards (each route's from its own); a shard that does not answer leaves out
+    what it holds and shows as bus_redis_shard_up 0."""
 
-    def __init__(self, client: redis.Redis, routes: Iterable[str], hot_window: float | None = None):
-        self.client = client
+    def __init__(self, client: "redis.Redis | Shards", routes: Iterable[str], hot_window: float | None = None):
+        self.shards = as_shards(client)
         self.routes = list(routes)
         self.hot_window = hot_window  # None: the archive is off
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("bus_redis_up", "1 when the journal's Redis answered this scrape, else 0.")
+        up = GaugeMetricFamily("bus_redis_up", "1 when the journal's Redis (every shard) answered this scrape, else 0.")
+        shard_up = GaugeMetricFamily("bus_redis_shard_up", "1 when the shard answered this scrape, else 0 "
+                                     "(BUS_REDIS_SHARDS; 'default' is BUS_REDIS_URL).", labels=["shard"])
         now = time.time()
-        try:
-            counts = journal.counters(self.client)
-            seen = sorted(set(self.routes) | {route for kind, route, _, _ in counts if kind != "refused" and route})
-            latency = journal.latency(self.client, seen)
-            current = stats.read(self.client, self.routes, now)
-            archive = self._archive(now) if self.hot_window is not None else []
-        except journal.REDIS_DOWN:
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
+        counts: dict[tuple[str, str, str], int] = {}
+        latency: dict[str, Any] = {}
+        current: list[stats.RouteStats] = []
+        overdue, states, answered = 0, [], []
+        for name, client in self.shards.clients.items():
+            mine = [r for r in self.routes if self.shards.name_of(r) == name]
+            try:
+                shard_counts = journal.counters(client)
+                seen = sorted(set(mine) | {route for kind, route, _, _ in shard_counts
+                                           if kind != "refused" and route and self.shards.name_of(route) == name})
+                shard_latency = journal.latency(client, seen)
+                shard_current = stats.read(client, mine, now)
+                if self.hot_window is not None:
+                    overdue += journal.overdue(client, now - self.hot_window)
+                    states.append(journal.archive_state(client))
+            except journal.REDIS_DOWN:
+                answered.append(False)
+                shard_up.add_metric([name], 0)
+                continue
+            answered.append(True)
+            shard_up.add_metric([name], 1)
+            for kind, route, label, value in shard_counts:
+                counts[(kind, route, label)] = counts.get((kind, route, label), 0) + value
+            latency.update(shard_latency)
+            current += shard_current
+        up.add_metric([], int(all(answered)))
         yield up
-        yield from self._counters(counts)
+        if len(self.shards.clients) > 1:
+            yield shard_up
+        if not any(answered):
+            return
+        yield from self._counters([(*k, v) for k, v in counts.items()])
         hist = HistogramMetricFamily("bus_delivery_latency_seconds",
                                      "Seconds from acceptance (or replay) to the endpoint's 2xx.", labels=["route"])
-        for route, (buckets, total) in latency.items():
+        for route, (buckets, total) in sorted(latency.items()):
             hist.add_metric([route], buckets, total)
         yield hist
-        yield from _gauges(current)
-        yield from archive
-
-    def _archive(self, now: float) -> list[Metric]:
-        """The archive as the workers' mover last found it, and what waits in Redis for it."""
-        overdue = GaugeMetricFamily("bus_archive_overdue_events", "Delivered events received more than "
-                                    "BUS_HOT_WINDOW ago still in Redis: the archive mover's backlog (grows while "
-                                    "the archive is down).")
-        overdue.add_metric([], journal.overdue(self.client, now - self.hot_window))
-        found = [overdue]
-        state = journal.archive_state(self.client)
-        if state:
-            up = GaugeMetricFamily("bus_archive_up", "1 when the archive answered the mover's last pass, else 0 "
-                                   "(absent before any worker ran).")
-            up.add_metric([], int(state["up"]))
-            found.append(up)
-        return found
+        order = {r: i for i, r in enumerate(self.routes)}
+        yield from _gauges(sorted(current, key=lambda s: order[s.route]))
+        if self.hot_window is not None:
+            yield from _archive(overdue, states)
 
     def _counters(self, counts: list[tuple[str, str, str, int]]) -> Iterator[Metric]:
         families = {}
@@ -95,6 +106,22 @@ class BusCollector(Collector):
             if kind in families:
                 families[kind].add_metric([route] + ([label] if COUNTERS[kind][2] else []), value)
         yield from families.values()
+
+
+def _archive(overdue_events: int, states: list[dict[str, Any]]) -> list[Metric]:
+    """The archive as the workers' movers last found it, and what waits in Redis for it."""
+    overdue = GaugeMetricFamily("bus_archive_overdue_events", "Delivered events received more than "
+                                "BUS_HOT_WINDOW ago still in Redis: the archive mover's backlog (grows while "
+                                "the archive is down).")
+    overdue.add_metric([], overdue_events)
+    found = [overdue]
+    state = max(states, key=lambda st: st.get("checked") or 0.0, default={})
+    if state:
+        up = GaugeMetricFamily("bus_archive_up", "1 when the archive answered the mover's last pass, else 0 "
+                               "(absent before any worker ran).")
+        up.add_metric([], int(state["up"]))
+        found.append(up)
+    return found
 
 
 def _gauges(current: list[stats.RouteStats]) -> Iterator[Metric]:
@@ -132,7 +159,7 @@ def _gauges(current: list[stats.RouteStats]) -> Iterator[Metric]:
     yield from [*gauges.values(), oldest, failing, failures, since, breaker]
 
 
-def exposition(client: redis.Redis, routes: Iterable[str], accept: str = "",
+def exposition(client: "redis.Redis | Shards", routes: Iterable[str], accept: str = "",
                hot_window: float | None = None) -> tuple[bytes, str]:
     """The scrape answer and its content type (Prometheus text, or OpenMetrics when the scraper asks for it).
     `hot_window` (seconds) adds the archive's gauges; None when the archive is off."""

@@ -93,7 +93,7 @@ def recover(client: redis.Redis, pause: float = PAUSE, asked_at: float | None = 
 def _recover_logged(why: str) -> None:
     config = settings.load()
     try:
-        client = journal.connect(config.redis, max(config.redis_timeout, 10.0))
+        client = journal.connect(config.worker_redis, max(config.redis_timeout, 10.0))
         recover(client, asked_at=journal.redis_time(client))
     except journal.REDIS_DOWN as exc:
         # The consumer reconnects (and so runs this again) once Redis is back.

@@ -15,6 +15,7 @@ from .errors import BadFilter
 from .filters import EventFilter
 from .messages import GROUP_SIZE, groups, new_message
 from .routes import Router
+from .shards import Shards, as_shards
 
 CHUNK = 500
 MAX_IDS = 1000
@@ -54,7 +55,7 @@ def check_ids(raw: object) -> list[str]:
     return list(dict.fromkeys(raw))
 
 
-def plan(client: redis.Redis, router: Router, f: EventFilter, retention: int, limit: int | None = None,
+def plan(client: "redis.Redis | Shards", router: Router, f: EventFilter, retention: int, limit: int | None = None,
          ids: Sequence[str] | None = None, archive: Store | None = None) -> Plan:
     """The events `f` chooses, from Redis and the archive; with `ids`, only those events, each still
     checked against `f`."""
@@ -70,13 +71,13 @@ def plan(client: redis.Redis, router: Router, f: EventFilter, retention: int, li
     return result
 
 
-def run(client: redis.Redis, router: Router, events: list[dict[str, Any]], to: str | None = None,
+def run(client: "redis.Redis | Shards", router: Router, events: list[dict[str, Any]], to: str | None = None,
         progress: Callable[[int, int], None] | None = None, archive: Store | None = None) -> int:
     """Queue new delivery tasks for the events (same event ids, so X-Request-Id is unchanged); returns how many.
     A task message carries up to its route's group size, so a batch_max route's replay goes out in
     batches as big as its first sending did; copies (`to`), sent one event per request, go
-    GROUP_SIZE to a message."""
-    done = 0
+    GROUP_SIZE to a message. An event a delivery or purge moved since it was listed is left and not counted."""
+    done, sent = 0, 0
     for start in range(0, len(events), CHUNK):
         chunk = events[start : start + CHUNK]
         by_route: dict[str, list[dict[str, Any]]] = {}
@@ -88,17 +89,22 @@ def run(client: redis.Redis, router: Router, events: list[dict[str, Any]], to: s
             for route, route_events in by_route.items()
             for group in groups(route_events, GROUP_SIZE if to else _group_size(router, route))
         ]
+        shards = as_shards(client)
         if to is None:
-            # Archived events go back into Redis in the same transaction that queues them.
-            # An event a delivery or purge moved since it was listed stays as it is (not counted).
-            done += journal.requeue(client, chunk, messages, tiers.restorable(archive, chunk))
+            # Archived events go back into Redis in the same transaction that queues them, on their route's shard.
+            restored = {fields["id"]: (fields, tries, copies) for fields, tries, copies in tiers.restorable(archive, chunk)}
+            for name, routes in shards.by_shard(by_route).items():
+                mine = [e for route in routes for e in by_route[route]]
+                sent += journal.requeue(shards.clients[name], mine, [m for m in messages if m[1] in routes],
+                                        [restored[e["id"]] for e in mine if e["id"] in restored])
         else:
             for message, route in messages:
-                journal.enqueue(client, route, [message.data])
-            done += len(chunk)
+                journal.enqueue(shards.of(route), route, [message.data])
+            sent += len(chunk)
+        done += len(chunk)
         if progress:
             progress(done, len(events))
-    return done
+    return sent
 
 
 def _group_size(router: Router, route: str) -> int:
@@ -106,7 +112,7 @@ def _group_size(router: Router, route: str) -> int:
     return known.group_size if known else GROUP_SIZE
 
 
-def run_paced(client: redis.Redis, router: Router, events: list[dict[str, Any]], due: Sequence[float],
+def run_paced(client: "redis.Redis | Shards", router: Router, events: list[dict[str, Any]], due: Sequence[float],
               to: str | None = None, progress: Callable[[int, int], None] | None = None,
               clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
               archive: Store | None = None) -> int:

@@ -97,6 +97,9 @@ class Route:
     proxy: str | None = field(default=None, repr=False)
     # "gzip": bodies are sent gzip-compressed with Content-Encoding: gzip (Fluentd's out_http `compress gzip`).
     compress: str | None = None
+    # The Redis that holds the route's queue, events and schedule: a name in BUS_REDIS_SHARDS, or
+    # "default" (BUS_REDIS_URL).
+    shard: str = "default"
     # Resolved secrets: kept out of repr so no log line or traceback shows them.
     secret_headers: dict[str, str] = field(default_factory=dict, repr=False)
     signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
@@ -290,6 +293,12 @@ def _compress(value: Any) -> str | None:
     return None if value == "none" else value
 
 
+def _shard(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", value):
+        raise ValueError(f"expected the name of a shard in BUS_REDIS_SHARDS (letters, digits, '_', '-'), got {value!r}")
+    return value
+
+
 def _hosts(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(h, str) and h for h in value):
         raise ValueError("expected a non-empty list of host names, e.g. [\"*.svc.internal\", \"api.example.com\"]")
@@ -317,6 +326,7 @@ _KEYS = {
     "batch_max": _batch_max,
     "proxy": _proxy,
     "compress": _compress,
+    "shard": _shard,
 }
 # Keys whose values are secret references, resolved against the environment.
 _SECRET_KEYS = ("secret_headers", "signing_secret")
@@ -384,8 +394,20 @@ def parse_route(name: str, file: str, table: dict[str, Any], visibility_timeout:
 
 
 def load_configured(config: Any) -> Router:
-    """The routes the settings point at (BUS_ROUTES), with secrets resolved from its environment."""
-    return load_routes(config.routes_dir, config.visibility_timeout, config.environ)
+    """The routes the settings point at (BUS_ROUTES), with secrets resolved from its environment,
+    each on a shard the settings know."""
+    router = load_routes(config.routes_dir, config.visibility_timeout, config.environ)
+    check_shards(router, config.shard_names)
+    return router
+
+
+def check_shards(router: Router, shards: tuple[str, ...]) -> None:
+    """RouteError naming the first route whose `shard` is not in BUS_REDIS_SHARDS."""
+    for route in router.routes:
+        if route.shard not in shards:
+            known = ", ".join(s for s in shards if s != "default") or "none"
+            raise RouteError(f"{route.file}: key 'shard': {route.shard!r} is not in BUS_REDIS_SHARDS (shards: "
+                             f"{known}); add {route.shard}=redis://HOST:PORT/DB to BUS_REDIS_SHARDS or fix the name")
 
 
 def load_routes(directory: Path | str, visibility_timeout: int, environ: Mapping[str, str] | None = None) -> Router:

@@ -30,6 +30,9 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # well inside the 2 GB maxmemory bus up gives it).
 DEFAULT_HOT_WINDOW = 120.0
 ARCHIVE_SCHEMES = ("sqlite", "postgresql", "postgres")
+# The shard of routes without `shard`: BUS_REDIS_URL's Redis.
+DEFAULT_SHARD = "default"
+_SHARD_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,14 @@ class Settings:
     # BUS_REDIS_SENTINEL_MASTER and BUS_REDIS_SENTINEL_PASSWORD, for a sentinel:// BUS_REDIS_URL.
     redis_sentinel_master: str = "mymaster"
     redis_sentinel_password: str | None = field(default=None, repr=False)
+    # BUS_REDIS_SHARDS: (name, URL) per extra Redis; a route with `shard = "name"` lives there, the
+    # rest on BUS_REDIS_URL (shard "default"). Sentinel shards name their primary in
+    # BUS_REDIS_SENTINEL_MASTER_<NAME> (else BUS_REDIS_SENTINEL_MASTER).
+    redis_shards: tuple[tuple[str, str], ...] = ()
+    shard_masters: tuple[tuple[str, str], ...] = ()
+    # BUS_WORKER_SHARD: the shard a Celery worker process consumes from (its broker and journal);
+    # `bus worker` sets it for each worker process it starts.
+    worker_shard: str = DEFAULT_SHARD
     # Whether BUS_REDIS_URL was set; when not, the CLI looks for the `bus up` of ./var (local_up.py).
     redis_url_given: bool = True
     # The environment as read once, for route secrets given as "env:NAME"; kept out of repr.
@@ -131,11 +142,81 @@ class Settings:
         """What BUS_REDIS_URL names (one server, or Sentinels), as every Redis client of the bus takes it."""
         return redis_target(self)
 
+    @property
+    def shard_names(self) -> tuple[str, ...]:
+        """Every Redis of the bus by shard name, BUS_REDIS_URL's ("default") first."""
+        return (DEFAULT_SHARD, *(name for name, _ in self.redis_shards))
+
+    def shard(self, name: str) -> "RedisTarget":
+        """The Redis of shard `name` ("default": BUS_REDIS_URL)."""
+        if name == DEFAULT_SHARD:
+            return self.redis
+        from .journal.target import parse
+
+        url = dict(self.redis_shards)[name]
+        master = dict(self.shard_masters).get(name, self.redis_sentinel_master)
+        return parse(url, master, self.redis_sentinel_password, setting=f"BUS_REDIS_SHARDS ({name})")
+
+    @property
+    def worker_redis(self) -> "RedisTarget":
+        """The Redis a worker process talks to: its shard's (BUS_WORKER_SHARD), BUS_REDIS_URL's by default."""
+        return self.shard(self.worker_shard)
+
 
 def redis_target(config: "Settings") -> "RedisTarget":
     from .journal.target import parse
 
     return parse(config.redis_url, config.redis_sentinel_master, config.redis_sentinel_password)
+
+
+def _shards(env: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """BUS_REDIS_SHARDS="name=URL,name=URL": every name once, none called "default" (BUS_REDIS_URL's)."""
+    raw = env.get("BUS_REDIS_SHARDS") or ""
+    shards: list[tuple[str, str]] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        name, sep, url = (s.strip() for s in part.partition("="))
+        if not sep or not url:
+            raise ConfigError(f"BUS_REDIS_SHARDS: {redact(part)!r} is not name=URL; give each shard as "
+                              "name=redis://HOST:PORT/DB (or a sentinel:// URL), joined by ','")
+        if not _SHARD_NAME.fullmatch(name):
+            raise ConfigError(f"BUS_REDIS_SHARDS: shard name {name!r} must be letters, digits, '_' or '-'")
+        if name == DEFAULT_SHARD:
+            raise ConfigError(f"BUS_REDIS_SHARDS: {DEFAULT_SHARD!r} is BUS_REDIS_URL's shard (routes without "
+                              "`shard`); give this Redis another name, or make it BUS_REDIS_URL")
+        if name in dict(shards):
+            raise ConfigError(f"BUS_REDIS_SHARDS: shard {name!r} is named twice; give each Redis its own name")
+        shards.append((name, url))
+    return tuple(shards)
+
+
+def _shard_masters(env: dict[str, str], shards: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    found = []
+    for name, _ in shards:
+        master = env.get(f"BUS_REDIS_SENTINEL_MASTER_{name.upper().replace('-', '_')}")
+        if master:
+            found.append((name, master))
+    return tuple(found)
+
+
+def _check_shards(config: "Settings") -> None:
+    """Each shard's URL parses, no two shards (BUS_REDIS_URL included) are the same Redis, and
+    BUS_WORKER_SHARD names a shard."""
+    from .celery_checks import server_id
+
+    seen: dict[tuple, str] = {}
+    for name in config.shard_names:
+        target = config.shard(name)
+        where = server_id(target.url) + ((target.master,) if target.sentinels else ())
+        if where in seen:
+            first = "BUS_REDIS_URL" if seen[where] == DEFAULT_SHARD else f"shard {seen[where]!r}"
+            raise ConfigError(f"BUS_REDIS_SHARDS: shard {name!r} is the same Redis as {first} "
+                              f"({target.shown}); each shard must be a Redis of its own")
+        seen[where] = name
+    if config.worker_shard not in config.shard_names:
+        raise ConfigError(f"BUS_WORKER_SHARD={config.worker_shard!r} is not a shard; shards are "
+                          f"{', '.join(config.shard_names)} (BUS_REDIS_SHARDS)")
 
 
 def _count(env: dict[str, str], name: str, default: int) -> int:
@@ -279,6 +360,9 @@ def load(env: dict[str, str] | None = None) -> Settings:
     config = Settings(
         redis_url=env.get("BUS_REDIS_URL") or DEFAULT_REDIS_URL,
         redis_url_given=bool(env.get("BUS_REDIS_URL")),
+        redis_shards=_shards(env),
+        shard_masters=_shard_masters(env, _shards(env)),
+        worker_shard=env.get("BUS_WORKER_SHARD") or DEFAULT_SHARD,
         routes_dir=Path(env.get("BUS_ROUTES") or "./routes"),
         max_body=int(_number(env, "BUS_MAX_BODY", DEFAULT_MAX_BODY, int)),
         redis_timeout=_number(env, "BUS_REDIS_TIMEOUT", 2.0),
@@ -309,6 +393,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         environ=env,
     )
     redis_target(config)  # a broken BUS_REDIS_URL stops start-up, naming what is wrong
+    _check_shards(config)  # and so does a broken BUS_REDIS_SHARDS
     return config
 
 

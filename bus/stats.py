@@ -13,6 +13,7 @@ from typing import Any, Iterable
 import redis
 
 from . import journal
+from .shards import Shards, as_shards, down
 
 MINUTE_SLOTS = 60 // journal.SLOT
 
@@ -38,10 +39,21 @@ class RouteStats:
     breaker_open_until: float | None
 
 
-def read(client: redis.Redis, routes: Iterable[str], now: float | None = None) -> list[RouteStats]:
-    """The stats of every route, in the order given, from one Redis round trip."""
+def read(client: "redis.Redis | Shards", routes: Iterable[str], now: float | None = None) -> list[RouteStats]:
+    """The stats of every route, in the order given, from one round trip per shard; Unavailable naming
+    a shard that does not answer (a table without its routes would read as if they were idle)."""
     now = time.time() if now is None else now
-    return [_route_stats(route, snap, now) for route, snap in journal.snapshot(client, routes, now).items()]
+    shards, routes = as_shards(client), list(routes)
+    found: dict[str, RouteStats] = {}
+    for name, names in shards.by_shard(routes).items():
+        try:
+            snaps = journal.snapshot(shards.clients[name], names, now)
+        except journal.REDIS_DOWN as exc:
+            if len(shards.clients) == 1:
+                raise
+            raise down(shards, name, exc) from exc
+        found.update({route: _route_stats(route, snap, now) for route, snap in snaps.items()})
+    return [found[route] for route in routes]
 
 
 def _route_stats(route: str, snap: journal.RouteSnapshot, now: float) -> RouteStats:
@@ -82,10 +94,13 @@ class ArchiveStats:
     overdue: int  # delivered events received more than BUS_HOT_WINDOW ago, still in Redis
 
 
-def read_archive(client: redis.Redis, shown_url: str, hot_window: float, now: float) -> ArchiveStats:
-    state = journal.archive_state(client)
+def read_archive(client: "redis.Redis | Shards", shown_url: str, hot_window: float, now: float) -> ArchiveStats:
+    """The archive as the latest mover pass of any shard found it, and what waits for it on all of them."""
+    shards = as_shards(client)
+    states = [journal.archive_state(c) for c in shards.clients.values()]
+    state = max(states, key=lambda st: st.get("checked") or 0.0)
     return ArchiveStats(url=shown_url, up=state.get("up"), since=state.get("since"), error=state.get("error", ""),
-                        overdue=journal.overdue(client, now - hot_window))
+                        overdue=sum(journal.overdue(c, now - hot_window) for c in shards.clients.values()))
 
 
 def archive_text(a: ArchiveStats, now: float) -> str:

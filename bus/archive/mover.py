@@ -178,7 +178,7 @@ def main(argv: list[str]) -> int:
     if store is None:
         return 0
     signal.signal(signal.SIGTERM, lambda *_: _stop.set())
-    client = journal.connect(config.redis, config.redis_timeout)
+    client = journal.connect(config.worker_redis, config.redis_timeout)  # this worker's shard
     _run(Mover(client, store, config.hot_window, config.retention), int(argv[0]))
     store.close()
     return 0

@@ -102,9 +102,9 @@ async function search(more) {
     $("empty").hidden = body.rows.length > 0;
     $("select-all").checked = false;
     updateReplayButton();
-    // A tier that did not answer (the archive down) is said, so a short list is not taken for all.
+    // A tier or shard that did not answer is said, so a short list is not taken for all.
     const missing = Object.values(page.unavailable || {});
-    if (missing.length) say(`${missing.join("; ")}: showing only what Redis holds`, true);
+    if (missing.length) say(`${missing.join("; ")}: showing only what answered`, true);
     else if (!more) say(`${body.rows.length}${cursor ? "+" : ""} events`);
   } catch (err) {
     say(err.message, true);

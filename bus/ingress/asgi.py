@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from .. import auth, intake, journal, logs, settings
-from ..errors import BusError
+from ..errors import BusError, Unavailable
 from ..journal import REDIS_DOWN
 from ..journal.pipelined import Ack, PipelinedRedis
 from . import guarded_protocol
@@ -53,7 +53,10 @@ class Ingress:
         self.wsgi = make_app(bus, tokens)
         self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="bus-http")
         config = bus.settings
-        self.redis = PipelinedRedis(config.redis, config.redis_timeout, Ack(config.ack_replicas, config.ack_timeout_ms))
+        # One pipe per shard: a shard that is down stalls and refuses only its own routes' accepts.
+        self.pipes = {name: PipelinedRedis(link.target, config.redis_timeout,
+                                           Ack(config.ack_replicas, config.ack_timeout_ms))
+                      for name, link in bus.links.items()}
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -77,7 +80,8 @@ class Ingress:
             elif message["type"] == "lifespan.shutdown":
                 if watch is not None:
                     watch.cancel()
-                self.redis.close()
+                for pipe in self.pipes.values():
+                    pipe.close()
                 self.pool.shutdown(wait=False)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -112,16 +116,20 @@ class Ingress:
         if prepared.route.backlog_limit is not None:
             return await loop.run_in_executor(self.pool, intake.commit, bus, prepared)  # its check reads Redis first
         keys, args = journal.accept_call(prepared.events, prepared.route.group_size, prepared.idempotency)
+        link = bus.link(prepared.route)
+        memory, pipe = link.memory, self.pipes[link.name]
         try:
-            if bus.memory.due():
+            if memory.due():
                 # Twice a second one accept also reads Redis memory; the others use that reading.
-                bus.memory.update(await asyncio.gather(*(self.redis.execute(*command) for command in journal.READING),
-                                                       return_exceptions=True))
-            bus.memory.check()
-            reply = await self.redis.run_script(journal.ACCEPT_SCRIPT, keys, args, confirm=True)
+                memory.update(await asyncio.gather(*(pipe.execute(*command) for command in journal.READING),
+                                                   return_exceptions=True))
+            memory.check()
+            reply = await pipe.run_script(journal.ACCEPT_SCRIPT, keys, args, confirm=True)
         except REDIS_DOWN as exc:
-            raise journal.unavailable(exc) from exc
-        bus.memory.accepted(prepared.events)
+            raise intake.on_shard(bus, link, journal.unavailable(exc)) from exc
+        except Unavailable as exc:  # above the shard's memory mark
+            raise intake.on_shard(bus, link, exc) from exc
+        memory.accepted(prepared.events)
         return journal.accepted_ids(prepared.events, reply, prepared.idempotency)
 
     async def through_wsgi(self, scope: dict, receive: Receive, send: Send) -> None:

@@ -77,7 +77,7 @@ class CaptureProxy:
         self.route = bus.router.match(config.tag)
         self.upstream = Upstream(config.upstream, self.route.open_timeout, self.route.read_timeout)
         self.shown_upstream = logs.redact(config.upstream.rstrip("/"))  # attempts show no user info
-        self.redis = PipelinedRedis(bus.settings.redis, bus.settings.redis_timeout)
+        self.redis = PipelinedRedis(bus.link(self.route).target, bus.settings.redis_timeout)  # the route's shard
         self.uncaptured = 0  # forwarded without a journal entry since Redis last took the count
         self.unrecorded: deque[tuple[list[str], list[Any]]] = deque(maxlen=UNRECORDED_KEPT)
         self._warned = 0.0

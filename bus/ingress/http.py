@@ -163,7 +163,7 @@ def _filter(values: dict, status_default: str | None) -> filters.EventFilter:
 
 def list_events(bus: intake.Intake, request: Request) -> Response:
     args = request.args.to_dict()
-    page = tiers.find(bus.redis, archive.store_for(bus.settings), _filter(args, None), limit=_limit(args.get("limit")),
+    page = tiers.find(bus.shards, archive.store_for(bus.settings), _filter(args, None), limit=_limit(args.get("limit")),
                       cursor=args.get("cursor") or None, retention=bus.settings.retention)
     # A tier that did not answer is named, so a short page is never taken for the whole journal.
     missing = {"unavailable": page.unavailable} if page.unavailable else {}
@@ -171,7 +171,7 @@ def list_events(bus: intake.Intake, request: Request) -> Response:
 
 
 def show_event(bus: intake.Intake, event_id: str) -> Response:
-    return _json(tiers.show(bus.redis, archive.store_for(bus.settings), event_id), 200)
+    return _json(tiers.show(bus.shards, archive.store_for(bus.settings), event_id), 200)
 
 
 def replay_events(bus: intake.Intake, request: Request) -> Response:
@@ -196,15 +196,15 @@ def replay_events(bus: intake.Intake, request: Request) -> Response:
     limit = _limit(spec.get("limit"), default=0) if spec.get("limit") is not None else None
     ids = replay.check_ids(spec["ids"]) if spec.get("ids") is not None else None
     store = archive.store_for(bus.settings)
-    chosen = replay.plan(bus.redis, bus.router, _filter(spec, journal.DEAD), bus.settings.retention, limit, ids,
+    chosen = replay.plan(bus.shards, bus.router, _filter(spec, journal.DEAD), bus.settings.retention, limit, ids,
                          archive=store)
-    sent = 0 if spec.get("dry_run") else replay.run(bus.redis, bus.router, chosen.events, to=to, archive=store)
+    sent = 0 if spec.get("dry_run") else replay.run(bus.shards, bus.router, chosen.events, to=to, archive=store)
     return _json({"matched": len(chosen.events), "replayed": sent, "dry_run": bool(spec.get("dry_run")),
                   "unroutable": len(chosen.unroutable), "ids": [e["id"] for e in chosen.events[:100]]}, 200)
 
 
 def metrics_page(bus: intake.Intake, request: Request) -> Response:
-    body, content_type = metrics.exposition(bus.redis, _route_names(bus), request.headers.get("Accept", ""),
+    body, content_type = metrics.exposition(bus.shards, _route_names(bus), request.headers.get("Accept", ""),
                                             bus.settings.hot_window if bus.settings.archive_url else None)
     return Response(body, content_type=content_type)
 
@@ -212,9 +212,9 @@ def metrics_page(bus: intake.Intake, request: Request) -> Response:
 def stats_page(bus: intake.Intake) -> Response:
     """GET /stats: what `bus stats --json` prints (the console's backlog table reads it)."""
     now, config = time.time(), bus.settings
-    archived = (stats.read_archive(bus.redis, redact(config.archive_url), config.hot_window, now)
+    archived = (stats.read_archive(bus.shards, redact(config.archive_url), config.hot_window, now)
                 if config.archive_url else None)
-    return _json(stats.as_json(stats.read(bus.redis, _route_names(bus), now), now, archived), 200)
+    return _json(stats.as_json(stats.read(bus.shards, _route_names(bus), now), now, archived), 200)
 
 
 def _route_names(bus: intake.Intake) -> list[str]:
@@ -228,13 +228,25 @@ def console(asset: str = "index.html") -> Response:
 
 
 def healthz(bus: intake.Intake) -> Response:
-    """200 only while an accept would be taken: Redis a primary, taking writes, under the memory mark,
-    with the replicas BUS_ACK_REPLICAS asks for."""
-    try:
-        journal.check_writable(bus.pipe, bus.memory, bus.settings.ack_replicas)
-    except Unavailable as exc:
-        return _json({"status": "unavailable", "error": str(exc)}, 503, {"Retry-After": str(exc.retry_after)})
-    return _json({"status": "ok"}, 200)
+    """200 only while an accept would be taken on every shard: Redis a primary, taking writes, under the
+    memory mark, with the replicas BUS_ACK_REPLICAS asks for. With shards, 503 while any one cannot
+    write (its routes refuse), the body saying which ("shards": name -> "ok" or why not)."""
+    states: dict[str, str] = {}
+    failed: Unavailable | None = None
+    for name, link in bus.links.items():
+        try:
+            journal.check_writable(link.pipe, link.memory, bus.settings.ack_replicas)
+            states[name] = "ok"
+        except Unavailable as exc:
+            failed = failed or exc
+            states[name] = str(exc)
+    sharded = {"shards": states} if len(states) > 1 else {}
+    if failed is not None:
+        down = [name for name, state in states.items() if state != "ok"]
+        error = str(failed) if not sharded else "; ".join(f"shard {n}: {states[n]}" for n in down)
+        return _json({"status": "unavailable", "error": error, **sharded}, 503,
+                     {"Retry-After": str(failed.retry_after)})
+    return _json({"status": "ok", **sharded}, 200)
 
 
 # URLS' endpoints and what answers them: (intake, request, URL arguments) -> response.

@@ -20,14 +20,15 @@ from ..lifecycle import STATUSES
 
 from .keys import (
     ARCHIVE_MOVER, ARCHIVE_STATE, COUNTERS, KOMBU_UNACKED, RECOVERY_LOCK, held_key, attempts_key, breaker_key, copies_key, event_key,
-    filling_key, index_key, latency_key, mover_key, pending_key, queue_name, retry_key, slot_key,
+    filling_key, index_key, latency_key, mover_key, pending_key, queue_name, retry_key, slot_key, spool_mark_key,
 )
 from .store import (
     DEAD, DEFAULT_RETENTION, DELIVERED, QUEUED, REDIS_DOWN, RESPONSE_KEEP, RETRYING, SUMMARY_FIELDS, attempts, last_copies,
     connect, load, Idempotency, NewEvent, Page, readable, show, summaries, unavailable,
 )
 from .grouping import (
-    ACCEPT_SCRIPT, FILLING_MS, accept, accept_batches, accept_call, accepted_ids, load_many, refill_if_idle,
+    ACCEPT_SCRIPT, FILLING_MS, SpoolMark, accept, accept_batches, accept_call, accepted_ids, load_many,
+    refill_if_idle,
 )
 from .capture import CAPTURE_SCRIPT, capture_call
 from .transitions import (
@@ -56,9 +57,9 @@ from .lost import (
 __all__ = [
     "STATUSES", "COUNTERS", "KOMBU_UNACKED", "RECOVERY_LOCK", "attempts_key", "breaker_key",
     "copies_key", "event_key", "filling_key", "index_key", "latency_key", "mover_key", "pending_key",
-    "queue_name", "retry_key", "slot_key", "DEAD", "DEFAULT_RETENTION", "DELIVERED", "QUEUED", "REDIS_DOWN",
+    "queue_name", "retry_key", "slot_key", "spool_mark_key", "DEAD", "DEFAULT_RETENTION", "DELIVERED", "QUEUED", "REDIS_DOWN",
     "RESPONSE_KEEP", "RETRYING", "SUMMARY_FIELDS", "attempts", "connect", "load", "Idempotency", "NewEvent", "Page", "show",
-    "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "accept", "accept_batches", "accept_call", "accepted_ids", "load_many",
+    "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "SpoolMark", "accept", "accept_batches", "accept_call", "accepted_ids", "load_many",
     "refill_if_idle", "breaker", "breaker_failed", "claim_mover", "drop_scheduled", "due", "enqueue",
     "hand_off", "hold_breaker", "park", "record_attempt", "record_copy", "copy_record", "recheck", "refusal", "release", "requeue",
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",

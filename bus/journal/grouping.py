@@ -1,6 +1,7 @@
 """Accepting events and grouping them into task messages: the pending list per route and its Lua."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -9,7 +10,7 @@ from redis.exceptions import NoScriptError
 from ..messages import GROUP_SIZE, SHOWN, group_template
 from ..errors import IdempotencyConflict
 from .keys import (COUNTERS, breaker_key, event_key, filling_key, idempotency_key, index_key, pending_key,
-                   queue_name)
+                   queue_name, spool_mark_key)
 from .pipelined import NotConfirmed, SharedPipe, eval_, evalsha
 from . import scripts
 from .store import QUEUED, REDIS_DOWN, Idempotency, NewEvent, decode, script, unavailable
@@ -33,8 +34,21 @@ _REFILL = scripts.load("refill.lua", "group.lua")
 FILLING_MS = 10_000
 
 
-def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE, idempotency: Idempotency | None = None
-                ) -> tuple[list[str], list[Any]]:
+@dataclass(frozen=True)
+class SpoolMark:
+    """Where a producer's spool holds the events of one accept call: their places in it (strings that
+    sort in the spool's order), and the last place of the part sent before them in the same send
+    ('' for the first part). Accepting moves the spool's mark for the route past them and skips
+    any at or before it (see ACCEPT_SCRIPT); the mark lives `window` seconds after the last send."""
+
+    spool: str
+    places: list[str]
+    after: str
+    window: int
+
+
+def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE, idempotency: Idempotency | None = None,
+                mark: SpoolMark | None = None) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of ACCEPT_SCRIPT (lua/accept.lua names them) for the events of one route (see accept())."""
     route = events[0].route
     keys = [index_key(QUEUED), index_key(QUEUED, route), queue_name(route), COUNTERS, pending_key(route),
@@ -45,12 +59,18 @@ def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE, idempotenc
         args += ["", "", 0]
     else:
         args += [f"{idempotency.digest} {','.join(ev.id for ev in events)}", idempotency.digest, idempotency.window]
+    args += [mark.after, mark.window] if mark is not None else ["", 0]
     for ev in events:
         if ev.route != route:
             raise ValueError("accept() takes the events of one route at a time")
         keys.append(event_key(ev.id))
         args += [ev.id, ev.tag, ev.body, ev.headers, repr(ev.received)]
     keys.append(idempotency_key(events[0].tag, idempotency.key) if idempotency else idempotency_key("", ""))
+    keys.append(spool_mark_key(mark.spool if mark is not None else ""))
+    if mark is not None:
+        if len(mark.places) != len(events):
+            raise ValueError("a SpoolMark gives one place per event")
+        args += mark.places
     return keys, args
 
 
@@ -125,13 +145,17 @@ def load_many(pipe: SharedPipe, event_ids: list[str], route: str, group_size: in
             float(open_until or 0))
 
 
-def accept_batches(pipe: SharedPipe, batches: list[tuple[list[NewEvent], int]]) -> int:
+def accept_batches(pipe: SharedPipe, batches: list[tuple[list[NewEvent], int]],
+                   marks: list[SpoolMark] | None = None) -> int:
     """Accept several batches (each the events of one route and the route's group size) in one round
-    trip: a producer's spool sending what waited on disk. Events already journaled are skipped (see
-    ACCEPT_SCRIPT), so sending a batch again is harmless. With BUS_ACK_REPLICAS a WAIT follows in the
-    same write. Returns how many events were new; Unavailable (Unconfirmed: too few replicas) when
-    Redis did not answer for all of them, and then any of the batches may have been taken."""
-    calls = [accept_call(events, group_size) for events, group_size in batches]
+    trip: a producer's spool sending what waited on disk, each batch with its SpoolMark. Events
+    already journaled, or at or before their spool's mark, are skipped (see ACCEPT_SCRIPT), so sending
+    a batch again is harmless, even once its events left Redis for the archive. With BUS_ACK_REPLICAS a
+    WAIT follows in the same write. Returns how many events were new; Unavailable (Unconfirmed: too
+    few replicas) when Redis did not answer for all of them, and then any of the batches may have
+    been taken (a refused one, ResponseError BUSGAP, is sent again whole like any other failure)."""
+    marks = marks if marks is not None else [None] * len(batches)
+    calls = [accept_call(events, group_size, None, mark) for (events, group_size), mark in zip(batches, marks)]
     wait = [pipe.ack.command()] if pipe.ack.replicas else []
     try:
         replies = _execute_many(pipe, [evalsha(ACCEPT_SCRIPT, keys, args) for keys, args in calls] + wait)

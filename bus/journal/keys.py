@@ -25,6 +25,9 @@ Keys (every name is built here and nowhere else):
 - bus:recovery:done              when the last complete lost-task recovery began (Redis's clock)
 - bus:idempotency:<tag>:<key>    "<digest> <id>,<id>,..." of the first request sent with an
                                  Idempotency-Key (or forward chunk id) for the tag (expires)
+- bus:spool:<spool>              hash: route -> the place in a producer's spool (bus/spool/) up to which
+                                 Redis took that route's events (its high-water mark; expires
+                                 BUS_IDEMPOTENCY_WINDOW after the spool's last send)
 - bus:healthz                    written by GET /healthz to see that Redis takes writes (expires)
 - bus:workers                    hash: worker (host:pid) -> when it registered; the workers whose unacked
                                  tasks another may hand back once their lease is gone
@@ -96,6 +99,10 @@ def slot_key(route: str, slot: int) -> str:
 
 def idempotency_key(tag: str, key: str) -> str:
     return f"bus:idempotency:{tag}:{key}"
+
+
+def spool_mark_key(spool: str) -> str:
+    return f"bus:spool:{spool}"
 
 
 def index_key(status: str, route: str | None = None) -> str:

@@ -54,12 +54,12 @@ def _drop_from_indexes(client: redis.Redis, items: list[tuple[str, str | None]],
     pipe.execute()
 
 
-def purge(client: redis.Redis, events: list[dict[str, Any]]) -> int:
+def purge(client: redis.Redis, events: list[dict[str, Any]]) -> list[str]:
     """Delete events (record, attempts, copies and index entries) for good, in one step
     (lua/purge.lua). An event no longer in the status it was listed in (its `status`, when it has
-    one: a delivery or a replay moved it since) is left as it is. Returns how many are gone now."""
+    one: a delivery or a replay moved it since) is left as it is; returns the ids of those."""
     if not events:
-        return 0
+        return []
     keys: list[str] = []
     args: list[Any] = []
     for event in events:
@@ -67,7 +67,7 @@ def purge(client: redis.Redis, events: list[dict[str, Any]]) -> int:
         keys += [event_key(event_id), attempts_key(event_id), copies_key(event_id), retry_key(route)]
         args += [event_id, route, event.get("status") or ""]
     answers = script(client, _PURGE)(keys=keys, args=args)
-    return sum(1 for answer in answers if answer in (b"purged", b"gone"))
+    return [event["id"] for event, answer in zip(events, answers) if answer not in (b"purged", b"gone")]
 
 
 def _cursor_bounds(f: EventFilter, cursor: str | None) -> tuple[float | str, str | None]:

@@ -4,16 +4,24 @@ from __future__ import annotations
 from typing import Any
 
 
+# "$<length>" of the short arguments, made once: formatting one per argument was half of pack().
+_HEADS = [b"$%d" % n for n in range(512)]
+
+
 def pack(args: tuple[Any, ...] | list[Any]) -> bytes:
     """One command in RESP: str as UTF-8, int and float as decimal text, bytes as they are."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        kind = type(arg)
-        if kind is str:
-            arg = arg.encode()
-        elif kind is not bytes:
-            if kind not in (int, float):
-                raise TypeError(f"cannot send {kind.__name__} to Redis")
-            arg = repr(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(parts)
+    # Built by slices and one join, not an append or a format per argument: a spool's batch
+    # packs ~7 arguments per event, and this took a third of its sender's CPU.
+    encoded = [a.encode() if type(a) is str else a if type(a) is bytes else _number(a) for a in args]
+    if not encoded:
+        return b"*0\r\n"
+    flat = encoded * 2
+    flat[1::2] = encoded
+    flat[0::2] = [_HEADS[n] if n < 512 else b"$%d" % n for n in map(len, encoded)]
+    return b"*%d\r\n" % len(encoded) + b"\r\n".join(flat) + b"\r\n"
+
+
+def _number(arg: Any) -> bytes:
+    if type(arg) not in (int, float):
+        raise TypeError(f"cannot send {type(arg).__name__} to Redis")
+    return repr(arg).encode()

@@ -47,24 +47,25 @@ class RedisTarget:
         return ";".join(part.rpartition("@")[2] if "@" in part else part for part in self.url.split(";"))
 
 
-def parse(url: str, master: str = DEFAULT_MASTER, sentinel_password: str | None = None) -> RedisTarget:
-    """ConfigError naming what is wrong with the URL."""
+def parse(url: str, master: str = DEFAULT_MASTER, sentinel_password: str | None = None,
+          setting: str = "BUS_REDIS_URL") -> RedisTarget:
+    """ConfigError naming what is wrong with the URL (and the `setting` it came from)."""
     if not url.startswith("sentinel://"):
         try:
             return RedisTarget(url, parse_url(url))
         except ValueError as exc:
-            raise ConfigError(f"BUS_REDIS_URL={_hide(url)!r} is not a Redis URL ({exc}); use "
+            raise ConfigError(f"{setting}={_hide(url)!r} is not a Redis URL ({exc}); use "
                               "redis://HOST:PORT/DB, rediss://..., unix:///path or sentinel://HOST:PORT;...") from None
     sentinels, options = [], {}
     for part in url.split(";"):
         parts = urlsplit(part.strip())
         if parts.scheme != "sentinel" or not parts.hostname:
-            raise ConfigError(f"BUS_REDIS_URL: {_hide(part)!r} is not sentinel://HOST:PORT; give every Sentinel "
+            raise ConfigError(f"{setting}: {_hide(part)!r} is not sentinel://HOST:PORT; give every Sentinel "
                               "as sentinel://HOST:PORT, joined by ';'")
         try:
             sentinels.append((parts.hostname, parts.port or SENTINEL_PORT))
         except ValueError:
-            raise ConfigError(f"BUS_REDIS_URL: {_hide(part)!r} has a port that is not a number") from None
+            raise ConfigError(f"{setting}: {_hide(part)!r} has a port that is not a number") from None
         if parts.password:
             options["password"] = unquote(parts.password)
             if parts.username:
@@ -73,7 +74,7 @@ def parse(url: str, master: str = DEFAULT_MASTER, sentinel_password: str | None 
             try:
                 options["db"] = int(parts.path.strip("/"))
             except ValueError:
-                raise ConfigError(f"BUS_REDIS_URL: the database in {_hide(part)!r} is not a number") from None
+                raise ConfigError(f"{setting}: the database in {_hide(part)!r} is not a number") from None
     return RedisTarget(url, options, tuple(sentinels), master, sentinel_password)
 
 

@@ -1,6 +1,8 @@
 """The spool directory's files: their names, the lock, the cursor's slots, and reading what waits.
 
     DIR/lock            flock()ed by the one Spool open on DIR; holds its pid, for the error others get
+    DIR/identity        "<name> <dev> <inode>": the spool's name in Redis (its marks, journal.SpoolMark),
+                        with the file's own device and inode, so a copy of DIR finds itself a copy
     DIR/<seq>.seg       frames (frames.py) appended in the order emit() returned them, oldest file first
     DIR/cursor          two slots of "<seq> <offset> <crc>": every frame before the later intact one is in Redis
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +56,41 @@ def lock(directory: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def identity(directory: Path) -> str:
+    """The spool's name in Redis, made on first use (the lock held). A copy of the directory (a backup
+    restored, a volume cloned) is named anew: Redis's marks of the original must not make it skip
+    the copy's own events, which may differ from the original's at the same places. So is one whose
+    segments and cursor are all gone (emptied by hand): its segment numbers start again at 1."""
+    path = directory / "identity"
+    try:
+        if not segments(directory) and read_cursor(directory) is None:
+            raise FileNotFoundError(path)
+        name, dev, ino = path.read_text().split()
+        st = os.stat(path)
+        if (int(dev), int(ino)) == (st.st_dev, st.st_ino):
+            return name
+        log.info("spool %s: a copy of another spool directory; it sends under a name of its own", directory)
+    except (FileNotFoundError, ValueError):
+        pass
+    name = uuid.uuid4().hex
+    scratch = directory / "identity.new"
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        st = os.fstat(fd)
+        write_all(fd, f"{name} {st.st_dev} {st.st_ino}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(scratch, path)  # the same inode under its final name
+    fsync_dir(directory)
+    return name
+
+
+def place(seq: int, offset: int) -> str:
+    """A frame's place in the spool as Redis compares it (journal.SpoolMark): strings in the spool's order."""
+    return "%012d%012d" % (seq, offset)
 
 
 def segment(directory: Path, seq: int) -> Path:

@@ -7,6 +7,7 @@ import threading
 from collections import defaultdict
 
 from .. import journal
+from ..settings import DEFAULT_SHARD
 from ..errors import BusError
 from ..intake import Intake
 from ..messages import GROUP_SIZE
@@ -28,9 +29,12 @@ class Sender:
 
     Redis down: the batch stays, and the sender tries again after a backoff doubling
     from 0.1 s to 5 s (with jitter). A batch whose reply was lost is sent again whole;
-    the accept skips the events Redis already has (journal.accept_batches), so no id is
-    journaled twice. Each event keeps the route emit gave it; the group size comes from
-    this Producer's routes (the default for a route removed since). Redis over the ways in's memory mark
+    the accept skips the events Redis already has or had, by id and by the spool's mark
+    in Redis (journal.SpoolMark: the place up to which it took this spool's events of a
+    route, kept BUS_IDEMPOTENCY_WINDOW after the last send), so no id is journaled twice,
+    even once delivered and archived out of Redis (with several shards, each keeps the
+    marks of its own routes). Each event keeps the route emit gave it; the group size and
+    shard come from this Producer's routes (the defaults for a route removed since). Redis over the ways in's memory mark
     (BUS_REDIS_MEMORY_HIGH): the sender waits as when Redis is down (RedisFull).
     """
 
@@ -72,8 +76,8 @@ class Sender:
                     continue
                 self._send(batch)
                 self.sent += len(batch.events)
+                self.last_error, delay = None, BACKOFF_FIRST  # before the ack wakes flush(): stats() then says so
                 self.spool.ack(batch)
-                self.last_error, delay = None, BACKOFF_FIRST
                 if len(batch.events) < LINGER_BELOW and not self._hurry.is_set():
                     self._stop.wait(LINGER_S)
             except Exception as exc:  # the thread must outlive anything: it is the only way out of the spool
@@ -90,15 +94,27 @@ class Sender:
                 delay = min(delay * 2, BACKOFF_MAX)
 
     def _send(self, batch: Batch) -> None:
-        by_route: dict[str, list[journal.NewEvent]] = defaultdict(list)
-        for event in batch.events:
-            by_route[event.route].append(event)
-        calls = []
-        for route, events in by_route.items():
+        by_route: dict[str, list[int]] = defaultdict(list)
+        for i, event in enumerate(batch.events):
+            by_route[event.route].append(i)
+        # Per shard: each route's events go to its own, each part with its place in this spool.
+        calls: dict[str, list[tuple[list[journal.NewEvent], int]]] = defaultdict(list)
+        marks: dict[str, list[journal.SpoolMark]] = defaultdict(list)
+        window = self.intake.settings.idempotency_window
+        for route, indexes in by_route.items():
             known = self.intake.router.by_name.get(route)
             group_size = known.group_size if known is not None else GROUP_SIZE
-            calls += [(events[i:i + SCRIPT_EVENTS], group_size) for i in range(0, len(events), SCRIPT_EVENTS)]
-        journal.check_room(self.intake.pipe, self.intake.memory)
-        journal.accept_batches(self.intake.pipe, calls)
-        self.intake.memory.accepted(batch.events)
+            shard = known.shard if known is not None else DEFAULT_SHARD
+            after = ""
+            for start in range(0, len(indexes), SCRIPT_EVENTS):
+                part = indexes[start:start + SCRIPT_EVENTS]
+                places = [batch.places[i] for i in part]
+                calls[shard].append(([batch.events[i] for i in part], group_size))
+                marks[shard].append(journal.SpoolMark(self.spool.identity, places, after, window))
+                after = places[-1]
+        for shard, shard_calls in calls.items():
+            link = self.intake.links[shard]
+            journal.check_room(link.pipe, link.memory)
+            journal.accept_batches(link.pipe, shard_calls, marks[shard])
+            link.memory.accepted([e for events, _ in shard_calls for e in events])
 

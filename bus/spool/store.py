@@ -15,7 +15,10 @@ process loses nothing; "no" leaves it to the kernel (about 30 s on Linux).
 The sender reads from the cursor, and acknowledges a batch once Redis has it: the
 cursor moves past it and wholly sent segments are deleted. A crash between the two
 makes the next Spool send the batch again, which the journal's accept skips
-(journal.accept_batches): one journal entry per id.
+(journal.accept_batches): by id, and by this spool's mark in Redis (the place up to
+which it took the spool's events, journal.SpoolMark) once they left Redis for the
+archive: one journal entry per id. Hence each frame's place (segment, offset) is
+never given to another event: each Spool open writes to a segment number never used.
 """
 from __future__ import annotations
 
@@ -29,8 +32,8 @@ from pathlib import Path
 from ..errors import ConfigError, SpoolError, SpoolFull
 from ..journal import NewEvent
 from . import frames
-from .layout import (CURSOR_SLOT, READ_CHUNK, Position, Waiting, cursor_record, fsync_dir, lock, open_segment,
-                     resume_point, scan, segment, segments, write_all)
+from .layout import (CURSOR_SLOT, READ_CHUNK, Position, Waiting, cursor_record, fsync_dir, identity, lock,
+                     open_segment, place, read_cursor, resume_point, scan, segment, segments, write_all)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ class Batch:
     """Events read from the cursor on, and where the cursor goes once Redis has them."""
 
     events: list[NewEvent]
+    places: list[str]  # each event's place in the spool (layout.place), for Redis's mark of it
     end: Position
     size: int  # their frames' bytes
 
@@ -85,6 +89,7 @@ class Spool:
         self._segment_bytes = segment_bytes or min(SEGMENT_BYTES, max(max_bytes // 4, MIN_SEGMENT_BYTES))
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd = lock(self.directory)
+        self.identity = identity(self.directory)  # the spool's name in Redis (journal.SpoolMark)
         self._cursor_fd = os.open(self.directory / "cursor", os.O_RDWR | os.O_CREAT, 0o600)
         self._mutex = threading.Lock()        # counters, positions, the queue of frames to write
         self._write_lock = threading.Lock()   # the one writer at a time, and the active segment's fd
@@ -110,67 +115,91 @@ class Spool:
     def append(self, batch: list[bytes]) -> None:
         """Put frames on disk (the page cache; with fsync='always' past it) before returning.
         SpoolFull when they would take the spool past max_bytes: then none of them is written."""
-        data = b"".join(batch) if len(batch) != 1 else batch[0]
-        ticket = _Ticket()
-        with self._mutex:
-            if self._closed:
-                raise SpoolError(f"the spool {self.directory} is closed; make a new Producer to emit")
-            if self._bytes + self._queued_bytes + len(data) > self.max_bytes:
-                raise SpoolFull(
-                    f"the spool {self.directory} holds {self._bytes + self._queued_bytes} bytes of events waiting "
-                    f"for Redis and its max_bytes is {self.max_bytes}: nothing of this call was spooled. Bring Redis "
-                    f"back (`bus spool {self.directory}` shows what waits), or give the Producer a larger max_bytes")
-            self._queue.append((data, len(batch), ticket))
-            self._queued_bytes += len(data)
-        with self._write_lock:
-            if not ticket.done:
-                self._write_queued()
-        if ticket.error is not None or not ticket.done:
-            raise SpoolError(f"cannot write to the spool {self.directory}: {ticket.error}; nothing of this call was "
+        self.append_one(b"".join(batch) if len(batch) != 1 else batch[0], len(batch))
+
+    def append_one(self, data: bytes, count: int = 1) -> None:
+        """append() of `count` frames already joined into `data`: emit's path."""
+        if self._write_lock.acquire(blocking=False):
+            # No writer at work: this thread is the writer, and takes along what queued meanwhile.
+            # One thread emitting always comes here: no ticket, one lock turn fewer.
+            try:
+                with self._mutex:
+                    self._check_room(len(data))
+                    queue, self._queue = self._queue, []
+                    size, self._queued_bytes = self._queued_bytes + len(data), 0
+                error = self._write(queue, data, count, size)
+            finally:
+                self._write_lock.release()
+        else:
+            ticket = _Ticket()
+            with self._mutex:
+                self._check_room(len(data))
+                self._queue.append((data, count, ticket))
+                self._queued_bytes += len(data)
+            with self._write_lock:
+                if not ticket.done:
+                    with self._mutex:
+                        queue, self._queue = self._queue, []
+                        size, self._queued_bytes = self._queued_bytes, 0
+                    self._write(queue, b"", 0, size)
+            error = ticket.error if ticket.done else RuntimeError("the write of these frames never happened")
+        if error is not None:
+            raise SpoolError(f"cannot write to the spool {self.directory}: {error}; nothing of this call was "
                              "spooled: free disk space or fix the directory's permissions")
 
-    def _write_queued(self) -> None:
-        """The writer's turn (write lock held): every queued frame in one write."""
-        with self._mutex:
-            queue, self._queue = self._queue, []
-            size, self._queued_bytes = self._queued_bytes, 0
-        if not queue:
-            return
-        if len(queue) == 1:
-            data, count = queue[0][0], queue[0][1]
+    def _check_room(self, size: int) -> None:
+        """SpoolFull unless `size` more bytes fit under max_bytes (the mutex held)."""
+        if self._closed:
+            raise SpoolError(f"the spool {self.directory} is closed; make a new Producer to emit")
+        if self._bytes + self._queued_bytes + size > self.max_bytes:
+            raise SpoolFull(
+                f"the spool {self.directory} holds {self._bytes + self._queued_bytes} bytes of events waiting "
+                f"for Redis and its max_bytes is {self.max_bytes}: nothing of this call was spooled. Bring Redis "
+                f"back (`bus spool {self.directory}` shows what waits), or give the Producer a larger max_bytes")
+
+    def _write(self, queue: list[tuple[bytes, int, _Ticket]], own: bytes, own_count: int, size: int
+               ) -> BaseException | None:
+        """The writer's turn (write lock held): the queued frames, then its own, in one write. Returns
+        the OSError that stopped it (every queued thread hears of it too); None once they are written."""
+        if queue:
+            data = b"".join([item[0] for item in queue] + [own])
+            count = sum(item[1] for item in queue) + own_count
         else:
-            data, count = b"".join(item[0] for item in queue), sum(item[1] for item in queue)
+            data, count = own, own_count
         error: BaseException | None = None
-        try:
-            if self._sizes[self._active] >= self._segment_bytes:
-                self._rotate()
-            write_all(self._fd, data)
-            if self.fsync == "always":
-                os.fsync(self._fd)
-        except BaseException as exc:  # the queued threads must hear of it too, whatever it was
-            error = exc
-            try:  # keep the segment whole frames: a later write must not follow half a frame
-                os.ftruncate(self._fd, self._sizes[self._active])
-            except OSError:
-                log.exception("spool %s: cannot cut a failed write off %s", self.directory, self._segment(self._active))
-        with self._mutex:
+        if data:
+            try:
+                if self._sizes[self._active] >= self._segment_bytes:
+                    self._rotate()
+                write_all(self._fd, data)
+                if self.fsync == "always":
+                    os.fsync(self._fd)
+            except BaseException as exc:  # the queued threads must hear of it too, whatever it was
+                error = exc
+                try:  # keep the segment whole frames: a later write must not follow half a frame
+                    os.ftruncate(self._fd, self._sizes[self._active])
+                except OSError:
+                    log.exception("spool %s: cannot cut a failed write off %s", self.directory,
+                                  self._segment(self._active))
             if error is None:
-                self._sizes[self._active] += size
-                self._count += count
-                self._bytes += size
-                self.written_total += count
-                self._dirty = True
+                with self._mutex:
+                    self._sizes[self._active] += size
+                    self._count += count
+                    self._bytes += size
+                    self.written_total += count
+                    self._dirty = True
         for _, _, ticket in queue:
             ticket.error, ticket.done = error, True
         if error is not None and not isinstance(error, OSError):
             raise error
+        return error
 
     def _rotate(self) -> None:
         seq = self._active + 1
         fd = open_segment(self._segment(seq))  # first: if it fails, the old segment stays in use
         if self.fsync != "no":
             os.fsync(self._fd)
-            fsync_dir(self.directory)
+        fsync_dir(self.directory)  # even with fsync='no': a seq must not come back after a power loss (_recover)
         os.close(self._fd)
         self._fd = fd
         with self._mutex:
@@ -207,6 +236,7 @@ class Spool:
         with self._mutex:
             pos, end, sizes = self._cursor, Position(self._active, self._sizes[self._active]), dict(self._sizes)
         events: list[NewEvent] = []
+        places: list[str] = []
         size = 0
         while pos < end and len(events) < max_events and size < max_bytes:
             if pos.offset >= sizes[pos.seq]:
@@ -219,10 +249,14 @@ class Spool:
             if not parsed.payloads:
                 raise SpoolError(f"the spool {self.directory} has a damaged frame at {self._segment(pos.seq)} offset "
                                  f"{pos.offset}; move the directory aside and report it")
-            events += [frames.decode(p) for p in parsed.payloads]
+            offset = pos.offset
+            for payload in parsed.payloads:
+                events.append(frames.decode(payload))
+                places.append(place(pos.seq, offset))
+                offset += frames.HEADER.size + len(payload)
             size += parsed.size
             pos = Position(pos.seq, pos.offset + parsed.size)
-        return Batch(events, pos, size) if events else None
+        return Batch(events, places, pos, size) if events else None
 
     def ack(self, batch: Batch) -> None:
         """Redis has the batch: move the cursor past it, delete the segments wholly sent."""
@@ -316,10 +350,12 @@ class Spool:
     def _recover(self) -> None:
         """Find what waits: segments from the cursor on, each cut after its last intact frame."""
         seqs = segments(self.directory)
+        found = read_cursor(self.directory)
+        used = max(seqs + ([found.seq] if found else []), default=0)
         cursor = resume_point(self.directory, seqs)
         for seq in [s for s in seqs if s < cursor.seq]:
             os.unlink(self._segment(seq))
-        seqs = [s for s in seqs if s >= cursor.seq] or [cursor.seq]
+        seqs = [s for s in seqs if s >= cursor.seq]
         self._sizes: dict[int, int] = {}
         self._count = self._bytes = 0
         for seq in seqs:
@@ -330,9 +366,20 @@ class Spool:
             self._sizes[seq] = good_end
             self._count += count
             self._bytes += good_end - min(start, good_end)
-        self._cursor = cursor
-        self._active = seqs[-1]
+        # This Spool's emits go to a segment of their own, never used before: a place (seq, offset)
+        # Redis's mark may already cover must not be given to a new event. A segment cut short (a
+        # power loss took frames Redis had been sent) is not appended to again, and the new one's
+        # name is on disk before any of its frames can reach Redis.
+        self._active = used + 1
         self._fd = open_segment(self._segment(self._active))
+        fsync_dir(self.directory)
+        self._sizes[self._active] = 0
+        # The segments holding nothing unsent go (an open without emits leaves an empty one, and
+        # every open would add a file); the active one's number stays the highest.
+        self._cursor = self._normal(cursor if seqs else Position(self._active, 0))
+        for seq in [s for s in self._sizes if s != self._active and (s < self._cursor.seq or not self._sizes[s])]:
+            del self._sizes[seq]
+            os.unlink(self._segment(seq))
         self.written_total = self._count
 
     def _normal(self, pos: Position) -> Position:

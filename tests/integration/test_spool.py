@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,12 +14,17 @@ import time
 import uuid
 
 import pytest
+import redis
 
 import bus
-from bus import InvalidBody, InvalidTag, NoRoute, SpoolError, SpoolFull, SpoolLocked, journal, settings
+from bus import InvalidBody, InvalidTag, NoRoute, SpoolError, SpoolFull, SpoolLocked, intake, journal, settings
 from bus.journal.pipelined import SharedPipe
 from bus.spool import inspect
-from conftest import RedisServer, bus_env, run_bus, wait_until, waiting_for_a_task
+from bus.spool.layout import place
+from bus.spool.sender import Sender
+from bus.spool.store import Spool
+from archivekit import rows
+from conftest import Receiver, RedisServer, bus_env, run_bus, start_worker, wait_until, waiting_for_a_task
 
 ROUTE = "spooled"
 TAG = f"{ROUTE}.orders"
@@ -99,8 +105,6 @@ def test_1000_emits_while_redis_is_down_survive_sigkill_and_a_new_producer_deliv
 
 
 def test_a_batch_redis_took_before_the_producer_died_is_sent_again_and_journaled_once(env, redis_server, tmp_path):
-    from bus.spool.store import Spool
-
     p = producer(env, tmp_path / "spool")
     ids = p.emit_many(TAG, [{"n": n} for n in range(100)])
     p.close(0.1)
@@ -108,12 +112,117 @@ def test_a_batch_redis_took_before_the_producer_died_is_sent_again_and_journaled
     # The sender's step without its last part: Redis takes the batch, the process dies before the cursor moves.
     spool = Spool(tmp_path / "spool")
     batch = spool.read(60)
-    assert journal.accept_batches(SharedPipe(redis_server.url, 5), [(batch.events, 100)]) == 60
+    Sender(spool, intake.load(settings.load(env)))._send(batch)
     spool.close()
     p = producer(env, tmp_path / "spool")
     assert p.stats()["spooled"] == 100
     assert p.close(10)
     journal_holds_each_once(redis_server.client(), ids)
+
+
+def test_a_batch_sent_again_after_its_events_were_delivered_and_archived_is_journaled_and_delivered_once(
+        redis_server, tmp_path):
+    redis_server.start()
+    receiver = Receiver()
+    receiver.start()
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "hooks.toml").write_text(f'match = "hooks.*"\nendpoint = "{receiver.url}/hooks/${{tag[1]}}"\n')
+    # bus_env's archive: SQLite beside the routes. A hot window of a second: archived within seconds.
+    env = bus_env(redis_server.url, routes, BUS_HOT_WINDOW="1s", BUS_REDIS_TIMEOUT="1")
+    worker = start_worker(env, tmp_path / "worker.log")
+    client = redis_server.client()
+    try:
+        spool = tmp_path / "spool"
+        p = producer(env, spool)
+        unsent = (spool / "cursor").read_bytes()  # the cursor before the batch went
+        ids = p.emit_many("hooks.orders", [{"n": n} for n in range(50)])
+        assert p.close(10)
+        wait_until(lambda: sorted(receiver.ids("/hooks/")) == sorted(ids), 30, 0.1, what="the 50 events delivered")
+        wait_until(lambda: client.exists(*[journal.event_key(i) for i in ids]) == 0, 30, 0.1,
+                   what="the 50 events archived out of Redis")
+        # The producer had died after Redis took the batch and before its cursor moved past it.
+        (spool / "cursor").write_bytes(unsent)
+        p = producer(env, spool)
+        assert p.stats()["spooled"] == 50
+        assert p.close(10)
+        assert int(client.hget(journal.COUNTERS, "accepted:hooks")) == 50
+        assert client.zcard(journal.index_key(journal.QUEUED)) == 0 and not waiting_for_a_task(client, "hooks")
+        assert sorted(i for i, _ in rows(env["BUS_ARCHIVE_URL"])) == sorted(ids)
+        assert sorted(receiver.ids("/hooks/")) == sorted(ids)  # nothing is left that could be delivered again
+    finally:
+        worker.stop()
+        receiver.stop()
+
+
+def test_a_later_part_of_a_send_whose_earlier_part_redis_did_not_take_is_refused_so_nothing_is_skipped(redis_server):
+    redis_server.start()
+    pipe = SharedPipe(redis_server.url, 5)
+    client = redis_server.client()
+    events = [journal.NewEvent(str(uuid.uuid4()), f"{ROUTE}.t", ROUTE, b'{"n":%d}' % i, time.time()) for i in range(6)]
+    places = [place(7, 100 * i) for i in range(6)]
+
+    def mark(first: int, last: int, after: str = "") -> journal.SpoolMark:
+        return journal.SpoolMark("a-spool", places[first:last], after, 600)
+
+    with pytest.raises(redis.ResponseError, match="BUSGAP"):
+        journal.accept_batches(pipe, [(events[3:], 100)], [mark(3, 6, after=places[2])])
+    assert client.zcard(journal.index_key(journal.QUEUED)) == 0
+    assert journal.accept_batches(pipe, [(events[:3], 100), (events[3:], 100)],
+                                  [mark(0, 3), mark(3, 6, after=places[2])]) == 6
+    assert client.hget(journal.spool_mark_key("a-spool"), ROUTE) == places[5].encode()
+    assert 590 < client.ttl(journal.spool_mark_key("a-spool")) <= 600
+    client.delete(*[journal.event_key(e.id) for e in events])  # gone from Redis: archived, say
+    assert journal.accept_batches(pipe, [(events, 100)], [mark(0, 6)]) == 0
+    assert int(client.hget(journal.COUNTERS, f"accepted:{ROUTE}")) == 6
+
+
+def each_once_across(env, redis_server, spool, mishap) -> None:
+    """20 events sent, `mishap` done to the closed directory, then 20 more from a new Producer: all 40
+    journaled once (none of the later ones skipped as if Redis had them)."""
+    redis_server.start()
+    p = producer(env, spool)
+    first = p.emit_many(TAG, [{"n": n} for n in range(20)])
+    assert p.close(10)
+    mishap()
+    p = producer(env, spool)  # its events must not take places Redis's mark already covers
+    later = p.emit_many(TAG, [{"n": n} for n in range(20, 40)])
+    assert p.close(10)
+    journal_holds_each_once(redis_server.client(), first + later)
+
+
+def test_events_emitted_after_a_power_loss_took_frames_redis_had_are_not_skipped(env, redis_server, tmp_path):
+    spool = tmp_path / "spool"
+
+    def power_loss() -> None:  # Redis had the frames; the disk never got them (no fsync yet), nor the cursor
+        for segment in spool.glob("*.seg"):
+            os.truncate(segment, 0)
+        os.truncate(spool / "cursor", 0)
+
+    each_once_across(env, redis_server, spool, power_loss)
+
+
+def test_a_spool_directory_emptied_by_hand_is_named_anew_so_its_new_events_are_not_skipped(env, redis_server, tmp_path):
+    spool = tmp_path / "spool"
+
+    def emptied() -> None:  # all but its name: its segments would be numbered from 1 again
+        for path in spool.iterdir():
+            if path.name != "identity":
+                path.unlink()
+
+    each_once_across(env, redis_server, spool, emptied)
+
+
+def test_a_copy_of_a_spool_directory_sends_under_a_name_of_its_own(tmp_path):
+    first = Spool(tmp_path / "spool")
+    first.close()
+    shutil.copytree(tmp_path / "spool", tmp_path / "copy")
+    original, copy = Spool(tmp_path / "spool"), Spool(tmp_path / "copy")
+    assert original.identity == first.identity  # the same directory keeps its name
+    assert copy.identity != first.identity  # Redis's marks of the original say nothing of the copy's events
+    original.close()
+    copy.close()
+    assert Spool(tmp_path / "copy").identity == copy.identity
 
 
 def test_spool_full_raises_naming_the_limit_and_directory_and_nothing_earlier_is_lost(env, redis_server, tmp_path):
@@ -219,6 +328,19 @@ def test_bad_input_raises_at_emit_even_while_redis_is_down(env, tmp_path):
     assert not p.close(0.5)  # a second close says the same at once
 
 
+def test_emit_checks_each_record_as_bus_emit_does_even_for_a_tag_it_already_took(env, tmp_path):
+    p = producer(env, tmp_path / "spool")
+    p.emit(TAG, {"n": 1})  # the tag's route is remembered from here on: emit's quick path
+    with pytest.raises(InvalidBody, match="the body is a JSON array, not an object"):
+        p.emit(TAG, [1, 2])
+    with pytest.raises(InvalidBody, match="cannot be encoded as JSON"):
+        p.emit(TAG, {"when": object()})
+    with pytest.raises(InvalidTag):
+        p.emit(TAG + " ", {"n": 2})
+    assert p.stats()["spooled"] == 1
+    p.close(0.1)
+
+
 def test_stats_count_what_waits_how_old_it_is_and_what_was_sent(env, redis_server, tmp_path):
     with producer(env, tmp_path / "spool") as p:
         assert p.stats() == {"spooled": 0, "bytes": 0, "oldest_age": None, "emitted": 0, "sent": 0, "last_error": None}
@@ -297,3 +419,60 @@ def test_bus_spool_prints_what_waits_and_flush_sends_it(env, redis_server, tmp_p
     assert sent.stdout.strip() == f"{spool}: sent 25 events; nothing waiting"
     assert run_bus(None, "spool", str(spool), env=env).stdout.strip() == f"{spool}: nothing waiting"
     journal_holds_each_once(redis_server.client(), ids)
+
+
+def test_opening_a_spool_again_and_again_leaves_no_pile_of_empty_segment_files(env, redis_server, tmp_path):
+    redis_server.start()
+    spool = tmp_path / "spool"
+    for n in range(5):
+        p = producer(env, spool)
+        if n == 2:
+            ids = p.emit_many(TAG, [{"n": 1}, {"n": 2}])
+        assert p.close(10)
+    assert len(list(spool.glob("*.seg"))) == 1
+    journal_holds_each_once(redis_server.client(), ids)
+    p = producer(env, tmp_path / "other")
+    p.close(0.1)  # Redis down now: what waits stays, in its segment
+    redis_server.kill()
+    p = producer(env, spool)
+    later = p.emit(TAG, {"n": 3})
+    p.close(0.1)
+    for _ in range(3):
+        producer(env, spool).close(0.1)
+    assert inspect(spool).count == 1 and len(list(spool.glob("*.seg"))) == 2
+    redis_server.start()
+    assert producer(env, spool).close(10)
+    journal_holds_each_once(redis_server.client(), ids + [later])
+
+
+def test_with_two_shards_each_keeps_the_marks_of_its_routes_and_a_resend_after_archiving_journals_nothing(
+        redis_server, tmp_path):
+    (tmp_path / "b").mkdir()
+    other = RedisServer(tmp_path / "b")
+    redis_server.start()
+    other.start()
+    try:
+        routes = tmp_path / "routes"
+        routes.mkdir()
+        (routes / "north.toml").write_text('match = "north.*"\nendpoint = "http://127.0.0.1:9/n"\n')
+        (routes / "south.toml").write_text('match = "south.*"\nendpoint = "http://127.0.0.1:9/s"\nshard = "b"\n')
+        env = bus_env(redis_server.url, routes, BUS_REDIS_SHARDS=f"b={other.url}", BUS_REDIS_TIMEOUT="1")
+        spool = tmp_path / "spool"
+        p = producer(env, spool)
+        unsent = (spool / "cursor").read_bytes()
+        north = [p.emit("north.x", {"n": n}) for n in range(30)]
+        south = [p.emit("south.x", {"n": n}) for n in range(30)]
+        assert p.close(10)
+        name = (spool / "identity").read_text().split()[0]
+        for server, route, ids in ((redis_server, "north", north), (other, "south", south)):
+            client = server.client()
+            assert set(client.hkeys(journal.spool_mark_key(name))) == {route.encode()}
+            client.delete(*[journal.event_key(i) for i in ids])  # archived since, say
+        (spool / "cursor").write_bytes(unsent)  # and the producer had died before its cursor moved
+        p = producer(env, spool)
+        assert p.stats()["spooled"] == 60
+        assert p.close(10)
+        for server, route in ((redis_server, "north"), (other, "south")):
+            assert int(server.client().hget(journal.COUNTERS, f"accepted:{route}")) == 30
+    finally:
+        other.kill()
