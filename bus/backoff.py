@@ -8,9 +8,9 @@ Knobs, all per route:
   host that just failed);
 - Retry-After from the endpoint wins over the computed delay, capped at
   retry_max_interval;
-- breaker: after BREAKER_THRESHOLD retryable failures in a row a route's
-  breaker opens; while open, no event of the route is sent: they wait in
-  Redis. It half-opens after 1 s, then 2 s... capped at
+- breaker: after BREAKER_THRESHOLD retryable failures in a row an endpoint's
+  breaker opens (one per rendered origin and path: endpoints.py); while open,
+  no event for that endpoint is sent: they wait in Redis. It half-opens after 1 s, then 2 s... capped at
   min(retry_max_interval, BREAKER_MAX_INTERVAL), and lets one probe through;
   the probe's success closes it and everything waiting drains at once. The
   cap is short because a probe costs a dead host one connection, while a

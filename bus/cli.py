@@ -117,8 +117,8 @@ def cmd_routes_import(args: argparse.Namespace, config: settings.Settings) -> in
         if others:
             print(f"note: {out} already held {len(others)} route file(s); all are tried in file-name order")
     if result.failed:
-        print(f"bus routes import: {result.failed} <match> block(s) with @type http could not be converted "
-              "(see NOT converted above)", file=sys.stderr)
+        print(f"bus routes import: {result.failed} <match> block(s) could not be converted (see NOT converted "
+              "above); the tags they take have no route of their own", file=sys.stderr)
         return 1
     return 0
 
@@ -181,6 +181,10 @@ def _show_stats(args: argparse.Namespace, client: shards.Shards, names: list[str
             print(orjson.dumps(stats.as_json(current, now, archived)).decode())
         else:
             journal_cli.print_table(stats.table(current, now))
+            failing = stats.endpoint_table(current, now)
+            if failing:
+                print()
+                journal_cli.print_table(failing)
             if archived:
                 print(stats.archive_text(archived, now))
         shown += 1

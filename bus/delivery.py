@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import random
 import threading
 import time
 import uuid
@@ -17,7 +16,8 @@ from celery.exceptions import Reject
 
 import orjson
 
-from . import archive, backoff, captured, journal, logs, outbound, settings, signing, task_outcome
+from . import archive, captured, endpoints, journal, logs, outbound, settings, signing, task_outcome
+from .breaker_gate import Breakers, endpoint_failed
 from .deadline import AttemptDeadline, Deadline
 from .celery import app
 from .errors import ArchiveUnavailable, DeadLettered, NoRoute
@@ -177,15 +177,10 @@ def _log(event: dict[str, Any], record: dict[str, Any], outcome: Outcome, copy_t
     )
 
 
-def _endpoint_failed(record: dict[str, Any], route: Route) -> bool:
-    """No answer, or an answer that says the endpoint cannot take anything right now."""
-    code = record.get("status_code")
-    return code is None or code in route.retryable_statuses
-
-
 def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], record: dict[str, Any],
-                     outcome: Outcome) -> str | None:
-    """Record the attempt and log it. The breaker is told by whoever sent the request (once per request).
+                     outcome: Outcome, endpoint: endpoints.EndpointKey | None = None) -> str | None:
+    """Record the attempt and log it. An answer from `endpoint` closes its breaker in the same step;
+    a failure is told to the breaker by whoever sent the request (once per request).
     None when recorded; else why the journal refused (journal.record_attempt), which is then the verdict."""
     status = {DELIVERED: journal.DELIVERED, DEAD: journal.DEAD}.get(outcome.verdict, journal.RETRYING)
     if outcome.reason:
@@ -193,7 +188,7 @@ def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], reco
     refused = journal.record_attempt(
         w.pipe, event, record, status, w.settings.retention,
         retry_at=time.time() + outcome.delay if outcome.verdict == RETRY else None,
-        endpoint_alive=route is not None and not _endpoint_failed(record, route),
+        endpoint_alive=route is not None and not endpoint_failed(record, route), endpoint=endpoint,
     )
     _log(event, record, outcome)
     if refused:
@@ -204,22 +199,16 @@ def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], reco
     return refused
 
 
-def _park(w: Worker, event: dict[str, Any], until: float, task_id: str,
-          reason: str = "waiting: endpoint failing (breaker open)") -> str:
+def _park(w: Worker, event: dict[str, Any], until: float, task_id: str, reason: str) -> str:
     """Park the event on the retry schedule (journal.park): 'waiting', or why the journal refused."""
-    refused = journal.park(w.redis, event, until, reason, task=task_id)
-    if refused:
-        _not_sent(event["id"], refused)
-    return refused or "waiting"
+    return _not_sent_unless_waiting(event["id"], journal.park(w.redis, event, until, reason, task=task_id) or "waiting")
 
 
-def _breaker_after(w: Worker, route: Route, record: dict[str, Any], open_until: float, probe: bool) -> float:
-    """Count a failed request with the route's breaker; the time the breaker stays open until after it."""
-    if not _endpoint_failed(record, route):
-        return open_until
-    opened = journal.breaker_failed(w.redis, route.name, time.time(), backoff.BREAKER_THRESHOLD,
-                                    min(route.retry_max_interval, backoff.BREAKER_MAX_INTERVAL), random.random(), probe)
-    return opened if opened is not None else open_until
+def _not_sent_unless_waiting(event_id: str, verdict: str) -> str:
+    """A park's verdict, logged when the journal refused it (another copy of the message moved the event)."""
+    if verdict != "waiting":
+        _not_sent(event_id, verdict)
+    return verdict
 
 
 def _send_copy(task: Task, w: Worker, route: Route, event: dict[str, Any], to: str) -> str:
@@ -293,43 +282,45 @@ def _dead_unsent(w: Worker, event: dict[str, Any], attempt: int, reason: str) ->
     return _journal_verdict(w, None, event, record, Outcome(DEAD, reason=reason)) or DEAD
 
 
-def _deliver_one(task: Task, w: Worker, event: dict[str, Any], open_until: float, to: str | None,
-                 probe: bool) -> tuple[str, float]:
-    """One event of the task's group; returns its verdict and the breaker's open_until after it."""
+def _deliver_one(task: Task, w: Worker, event: dict[str, Any], gate: Breakers, to: str | None, probe: bool) -> str:
+    """One event of the task's group; returns its verdict."""
     route = w.router.by_name.get(event["route"])
     if to is not None:
         if route is None:
             log.warning("event %s: route %r no longer exists; copy to %s not sent", event["id"], event["route"],
                         logs.redact(to))
-            return DEAD, open_until
-        return _send_copy(task, w, route, event, to), open_until
+            return DEAD
+        return _send_copy(task, w, route, event, to)
     if event["status"] in (journal.DELIVERED, journal.DEAD):
         # A redelivery after a crash: the endpoint already has it, or it is parked.
         _not_sent(event["id"], event["status"])
-        return event["status"], open_until
+        return event["status"]
     attempt = event["attempts"] + 1
     # Parking and dead-lettering come before _recheck: their scripts check the event's status (and
     # park its owner) themselves, so a redelivered copy cannot move an event another copy has moved.
     if route is None:
         gone = f"route {event['route']!r} no longer exists; restore it and replay"
-        return _dead_unsent(w, event, attempt, gone), open_until
-    if open_until > time.time() and not probe:
-        # The endpoint is failing: wait in Redis for the breaker instead of hammering it.
-        return _park(w, event, open_until, task.request.id or ""), open_until
+        return _dead_unsent(w, event, attempt, gone)
     try:
         url = route.endpoint.render(event["tag"])
     except NoRoute as exc:
         # The route changed since the event was accepted and can no longer build its URL.
-        return _dead_unsent(w, event, attempt, str(exc)), open_until
+        return _dead_unsent(w, event, attempt, str(exc))
+    key = endpoints.key_for(route.name, url)
+    held = gate.held_back(event, key, probe, task.request.id or "")
+    if held:
+        # Its endpoint is failing: wait in Redis for the breaker instead of hammering it.
+        return _not_sent_unless_waiting(event["id"], held)
     state = _recheck(task, w, [event])[0]
     if state != "ok":
-        return state, open_until
+        return state
     attempt = event["attempts"] + 1
     record = send(w.pools, route, url, event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
     outcome = classify(route, attempt - event["round"], record.get("status_code"), record.pop("retry_after", None))
-    refused = _journal_verdict(w, route, event, record, outcome)
-    return refused or outcome.verdict, _breaker_after(w, route, record, open_until, probe)
+    refused = _journal_verdict(w, route, event, record, outcome, key)
+    gate.after_attempt(route, key, record, probe)
+    return refused or outcome.verdict
 
 
 def _recheck(task: Task, w: Worker, events: list[dict[str, Any]]) -> list[str]:
@@ -383,23 +374,23 @@ def _mine(task: Task, event_ids: list[str], events: list[dict[str, Any] | None]
     return keep_ids, keep, len(event_ids) - len(keep_ids)
 
 
-def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, Any]], open_until: float,
-                   probe: bool) -> tuple[list[str], float]:
+def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, Any]], gate: Breakers,
+                   probe: bool) -> list[str]:
     """Events of one tag in one request (route batch_max), as Fluentd's out_http json_array sends
     them: a JSON array of their bodies (NDJSON lines for an ndjson content type). The answer
     decides for every event of the batch, each journaled with its own attempt number; the
-    breaker counts the request once. Returns the verdicts and the breaker's open_until after it."""
-    task_id = task.request.id or ""
-    if open_until > time.time() and not probe:
-        return [_park(w, event, open_until, task_id) for event in batch], open_until
+    breaker counts the request once. Returns the verdicts."""
     try:
         url = route.endpoint.render(batch[0]["tag"])
     except NoRoute as exc:
-        return [_dead_unsent(w, event, event["attempts"] + 1, str(exc)) for event in batch], open_until
+        return [_dead_unsent(w, event, event["attempts"] + 1, str(exc)) for event in batch]
+    key = endpoints.key_for(route.name, url)
+    if not probe and gate.until(key) > time.time():  # each parked, or due on the schedule if it closed meanwhile
+        return [_not_sent_unless_waiting(event["id"], gate.hold(event, key, task.request.id or "")) for event in batch]
     verdicts = _recheck(task, w, batch)  # what is not "ok" is the verdict of an event not sent
     sending = [i for i, state in enumerate(verdicts) if state == "ok"]
     if not sending:
-        return verdicts, open_until
+        return verdicts
     batch = [batch[i] for i in sending]
     attempts = [event["attempts"] + 1 for event in batch]
     ids = [event["id"] for event in batch]
@@ -413,8 +404,9 @@ def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, An
     for i, event, attempt in zip(sending, batch, attempts):
         record = {**sent, "attempt": attempt, "request_id": request["id"], "batch": len(batch)}
         outcome = classify(route, attempt - event["round"], record.get("status_code"), retry_after)
-        verdicts[i] = _journal_verdict(w, route, event, record, outcome) or outcome.verdict
-    return verdicts, _breaker_after(w, route, sent, open_until, probe)
+        verdicts[i] = _journal_verdict(w, route, event, record, outcome, key) or outcome.verdict
+    gate.after_attempt(route, key, sent, probe)
+    return verdicts
 
 
 def _units(route: Route | None, events: list[dict[str, Any] | None], to: str | None) -> list[tuple[list[int], bool]]:
@@ -484,8 +476,9 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
     route = w.router.by_name.get(route_name)
     deadline = _group_deadline(w, route_name)
     try:
-        events, open_until = journal.load_many(w.pipe, event_ids, route_name,
-                                               route.group_size if route else GROUP_SIZE)
+        events, (open_now, complete) = journal.load_many(w.pipe, event_ids, route_name,
+                                                         route.group_size if route else GROUP_SIZE, time.time())
+        gate = Breakers(w.redis, open_now, complete)
         if to is not None:
             events = _archived(self, w, event_ids, events, to)
         verdicts: dict[str, int] = {}
@@ -502,15 +495,15 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                 break
             ids, unit_events = [event_ids[i] for i in unit], [events[i] for i in unit]
             try:
-                # A failure may open the breaker: the rest of the group then waits instead of being sent.
+                # A failure may open its endpoint's breaker: the rest of the group for that endpoint then
+                # waits instead of being sent, and the group's other endpoints go on.
                 if batched:
-                    outcomes, open_until = _deliver_batch(self, w, route, unit_events, open_until, probe)
+                    outcomes = _deliver_batch(self, w, route, unit_events, gate, probe)
                 elif unit_events[0] is None:
                     _not_sent(ids[0], "gone")
                     outcomes = ["missing"]
                 else:
-                    verdict, open_until = _deliver_one(self, w, unit_events[0], open_until, to, probe)
-                    outcomes = [verdict]
+                    outcomes = [_deliver_one(self, w, unit_events[0], gate, to, probe)]
             except journal.REDIS_DOWN:
                 raise
             except Exception:

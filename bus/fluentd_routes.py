@@ -3,7 +3,9 @@
 Each top-level http match becomes one route, named NN-name so that file names
 sort in match order. One report line each says what a setting became, what bus
 does its own way anyway, and what could not be carried over and why; a match
-that cannot become a route that loads is reported NOT converted.
+that cannot become a route that loads is reported NOT converted, and so is one
+of another @type (`copy` included: fan-out to several stores is not supported
+yet), which makes the import exit 1.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ class RouteFile:
 class Conversion:
     routes: list[RouteFile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    failed: int = 0  # @type http matches that could not become a route
+    failed: int = 0  # <match> blocks that could not become a route (not http, copy, or a setting bus cannot take)
 
 
 # out_http's TLS settings and the route keys they become.
@@ -91,8 +93,10 @@ def convert(root: Section, visibility_timeout: int, source: str = "fluentd.conf"
         head = f"<match {section.arg}> ({source}:{section.line})"
         kind = section.params.get("@type", ("", 0))[0]
         if kind != "http":
-            result.notes.append(f"{head}: skipped, @type {kind or '(none)'} is not http; the tags it took now go to "
-                                "the next route that matches them, or are refused with 404 if none does")
+            # Not a silent skip: the tags it took would go to the next route that matches them, or be
+            # refused with 404, and nothing but this note would say so.
+            result.failed += 1
+            result.notes.append(f"{head}: NOT converted: {_unconvertible(section, kind)}")
             continue
         name = _unique(f"{index:0{width}d}-{_route_name(section)}", names)
         try:
@@ -108,6 +112,18 @@ def convert(root: Section, visibility_timeout: int, source: str = "fluentd.conf"
     if not matches:
         result.notes.append(f"{source}: no top-level <match> blocks")
     return result
+
+
+def _unconvertible(match: Section, kind: str) -> str:
+    """Why a <match> that is not `@type http` cannot become a route, and what to do about it."""
+    after = ("; the tags it takes would go to the next route that matches them, or be refused with 404 if none "
+             "does: remove the block or replace its stores by one @type http, then import again")
+    if kind == "copy":
+        stores = [s.params.get("@type", ("(none)", 0))[0] for s in match.sections if s.name == "store"]
+        listed = ", ".join(f"<store> @type {k}" for k in stores) or "no <store>"
+        return (f"@type copy ({listed}): copying to several stores (fan-out) is not supported yet; "
+                f"a route delivers to one endpoint{after}")
+    return f"@type {kind or '(none)'} is not http: bus delivers to HTTP endpoints only{after}"
 
 
 def _note_other_section(section: Section, result: Conversion, source: str) -> None:

@@ -38,6 +38,12 @@ COUNTERS = {
 }
 
 
+# The endpoint label's cardinality: only failing endpoints are listed (an answer deletes an endpoint's
+# breaker, an idle one expires), and at most this many per route, so templated URLs of arbitrary tags
+# cannot grow a scrape without bound; bus_endpoints_failing counts them all.
+METRICS_ENDPOINTS = 20
+
+
 class BusCollector(Collector):
     """Counters and the latency histogram kept in Redis, and gauges of each route's current state,
     summed over the shards (each route's from its own); a shard that does not answer leaves out
@@ -139,24 +145,38 @@ def _gauges(current: list[stats.RouteStats]) -> Iterator[Metric]:
     }
     oldest = GaugeMetricFamily("bus_oldest_waiting_seconds", "Age since acceptance of the route's oldest queued "
                                "or retrying event; 0 when none waits.", labels=["route"])
-    failing = GaugeMetricFamily("bus_endpoint_failing", "1 while the route's last attempts failed (no answer or a "
-                                "retryable status), else 0.", labels=["route"])
+    failing_count = GaugeMetricFamily("bus_endpoints_failing", "How many of the route's endpoints are failing "
+                                      "(their last attempts got no answer or a retryable status); 0 when none.",
+                                      labels=["route"])
+    open_count = GaugeMetricFamily("bus_breakers_open", "How many of the route's endpoints have their breaker "
+                                   "holding their events back (open or half-open).", labels=["route"])
+    per_endpoint = ["route", "endpoint"]
+    failing = GaugeMetricFamily("bus_endpoint_failing", "1 for each failing endpoint of the route (only failing "
+                                f"ones are listed, at most {METRICS_ENDPOINTS} per route, longest failing first).",
+                                labels=per_endpoint)
     failures = GaugeMetricFamily("bus_endpoint_consecutive_failures", "Failed attempts in a row counted by the "
-                                 "route's breaker.", labels=["route"])
-    since = GaugeMetricFamily("bus_endpoint_failing_since_timestamp_seconds", "When the route's current run of "
-                              "failures began (Unix time); only for failing routes.", labels=["route"])
-    breaker = GaugeMetricFamily("bus_breaker_open", "1 while the route's breaker holds its events back (open or "
-                                "half-open), else 0.", labels=["route"])
+                                 "endpoint's breaker.", labels=per_endpoint)
+    since = GaugeMetricFamily("bus_endpoint_failing_since_timestamp_seconds", "When the endpoint's current run of "
+                              "failures began (Unix time).", labels=per_endpoint)
+    breaker = GaugeMetricFamily("bus_breaker_open", "1 while the endpoint's breaker holds its events back (open or "
+                                "half-open), else 0.", labels=per_endpoint)
+    held = GaugeMetricFamily("bus_endpoint_held_events", "Events held back in Redis behind the endpoint's breaker.",
+                             labels=per_endpoint)
     for s in current:
         for field_, gauge in gauges.items():
             gauge.add_metric([s.route], getattr(s, field_))
         oldest.add_metric([s.route], s.oldest_waiting_seconds or 0.0)
-        failing.add_metric([s.route], int(s.endpoint == "failing"))
-        failures.add_metric([s.route], s.failures)
-        if s.failing_since:
-            since.add_metric([s.route], s.failing_since)
-        breaker.add_metric([s.route], int(s.breaker != "closed"))
-    yield from [*gauges.values(), oldest, failing, failures, since, breaker]
+        failing_count.add_metric([s.route], s.endpoints_failing)
+        open_count.add_metric([s.route], s.breakers_open)
+        for e in s.endpoints[:METRICS_ENDPOINTS]:
+            labels = [s.route, e.endpoint]
+            failing.add_metric(labels, 1)
+            failures.add_metric(labels, e.failures)
+            if e.failing_since:
+                since.add_metric(labels, e.failing_since)
+            breaker.add_metric(labels, int(e.breaker != "closed"))
+            held.add_metric(labels, e.held)
+    yield from [*gauges.values(), oldest, failing_count, open_count, failing, failures, since, breaker, held]
 
 
 def exposition(client: "redis.Redis | Shards", routes: Iterable[str], accept: str = "",

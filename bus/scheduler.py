@@ -1,5 +1,5 @@
-"""The retry schedule's mover: due retries go back to their route's queue; a half-open breaker lets one probe out;
-pending events with no task message coming get one.
+"""The retry schedule's mover: due retries go back to their route's queue; each half-open endpoint breaker
+lets one probe out; pending events with no task message coming get one.
 
 It runs as a thread in every worker's main process (started on Celery's
 worker_ready signal) for the routes that worker consumes. Several workers may
@@ -21,6 +21,7 @@ from .routes import Route
 log = logging.getLogger("bus.scheduler")
 TICK = 0.2
 BATCH = 500
+PROBES = 50  # half-open breakers of a route that send their probe in one tick
 PROBE_SLACK = 5.0
 MOVER_LEASE_MS = 2000
 _MOVER = str(uuid.uuid4())
@@ -35,25 +36,56 @@ def tick(client: object, routes: list[Route], now: float | None = None, mover: s
     for route in routes:
         if not journal.claim_mover(client, route.name, mover or _MOVER, MOVER_LEASE_MS):
             continue
-        # Pending events whose task message was lost in a crash get a new one; the breaker does
+        # Pending events whose task message was lost in a crash get a new one; a breaker does
         # not hold this back (the task parks them), so they show as retrying, not as queued.
         journal.refill_if_idle(client, route.name, route.group_size)
-        open_until = journal.breaker(client, route.name).get("open_until", 0.0)
-        if open_until > now:
+        # Events held back behind an open breaker are not on the retry schedule (breakers.py), so
+        # what is due here goes whatever the route's other endpoints are doing.
+        moved += _release_due(client, route, now)
+        moved += _probe(client, route, now)
+    _trim(client, routes, now)
+    return moved
+
+
+_trimmed = 0.0
+TRIM_EVERY = 60.0
+
+
+def _trim(client: object, routes: list[Route], now: float) -> None:
+    """Now and then, forget the failing endpoints whose breaker expired (each failure trims its route too)."""
+    global _trimmed
+    if now - _trimmed < TRIM_EVERY:
+        return
+    _trimmed = now
+    for route in routes:
+        journal.breakers.trim(client, route.name, now, journal.breakers.ttl(route.retry_max_interval))
+
+
+def _release_due(client: object, route: Route, now: float) -> int:
+    items = journal.due(client, route.name, now, BATCH)
+    for event_id, tag, _ in items:
+        if not tag:
+            journal.drop_scheduled(client, route.name, event_id)
+    items = [(event_id, tag, attempts + 1) for event_id, tag, attempts in items if tag]
+    if not items:
+        return 0
+    queue = journal.queue_name(route.name)
+    return journal.release(client, route.name, [new_message(group, queue) for group in groups(items, route.group_size)])
+
+
+def _probe(client: object, route: Route, now: float) -> int:
+    """Every endpoint of the route whose breaker's wait is over lets its longest-held event out as a
+    probe, and keeps the others held until it reports; a breaker that expired lets them all go."""
+    moved = 0
+    life = journal.breakers.ttl(route.retry_max_interval)
+    for digest in journal.breakers.due(client, route.name, now, PROBES):
+        found = journal.breakers.look(client, route.name, digest, now)
+        if found.what != "probe":
             continue
-        probe = open_until > 0  # the breaker's wait is over: one event tests the endpoint
-        items = journal.due(client, route.name, now, 1 if probe else BATCH)
-        if not items:
-            continue
-        if probe:
-            journal.hold_breaker(client, route.name, now + route.open_timeout + route.read_timeout + PROBE_SLACK)
-        for event_id, tag, _ in items:
-            if not tag:
-                journal.drop_scheduled(client, route.name, event_id)
-        items = [(event_id, tag, attempts + 1) for event_id, tag, attempts in items if tag]
-        queue = journal.queue_name(route.name)
-        messages = [new_message(group, queue, probe=probe) for group in groups(items, route.group_size)]
-        moved += journal.release(client, route.name, messages)
+        message = new_message([(found.event_id, found.tag, found.attempts + 1)], journal.queue_name(route.name),
+                              probe=True)
+        until = now + route.open_timeout + route.read_timeout + PROBE_SLACK
+        moved += journal.breakers.send_probe(client, route.name, digest, message, until, life)
     return moved
 
 

@@ -1,4 +1,5 @@
-"""Each route's operating state: backlog, retrying, dead, recent deliveries, oldest waiting event, endpoint state.
+"""Each route's operating state: backlog, retrying, dead, recent deliveries, oldest waiting event, and the state
+of each of its endpoints that is failing (a breaker per rendered endpoint: endpoints.py).
 
 One reading serves `bus stats`, GET /stats (the console) and the gauges of GET /metrics,
 so the three never disagree about what "backlog" or "failing" means.
@@ -19,6 +20,19 @@ MINUTE_SLOTS = 60 // journal.SLOT
 
 
 @dataclass(frozen=True)
+class EndpointStats:
+    """One failing endpoint of a route: what its breaker holds."""
+
+    endpoint: str  # scheme://host[:port]/path as rendered, without query
+    failing_since: float | None  # Unix time of the first failure in its current run of failures
+    failures: int  # failures in a row, counted while its breaker is closed
+    breaker: str  # "closed"; "open": its events wait in Redis; "half-open": one probe is about to test it
+    breaker_open_until: float | None
+    held: int  # events held back behind its breaker
+    oldest_held_seconds: float | None  # how long the longest-held of them has waited there
+
+
+@dataclass(frozen=True)
 class RouteStats:
     route: str
     backlog: int  # accepted, neither delivered nor dead: what backlog_limit counts
@@ -32,11 +46,11 @@ class RouteStats:
     delivered_total: int  # ever, counted when delivered: does not depend on what Redis still holds
     archived_total: int  # of those, moved from Redis to the archive
     oldest_waiting_seconds: float | None  # since acceptance, of the oldest queued or retrying event
-    endpoint: str  # "ok", or "failing" while the route's last attempts failed (connection error or retryable status)
-    failing_since: float | None  # Unix time of the first failure in the current run of failures
-    failures: int  # failures in a row, counted while the breaker is closed
-    breaker: str  # "closed"; "open": events wait in Redis; "half-open": one probe is about to test the endpoint
-    breaker_open_until: float | None
+    endpoint: str  # "ok", or "failing" while any endpoint of the route is (its last attempts failed)
+    failing_since: float | None  # the earliest failing_since of its failing endpoints
+    endpoints_failing: int  # how many of its endpoints are failing right now
+    breakers_open: int  # of those listed, how many hold their events back (open or half-open)
+    endpoints: list[EndpointStats]  # the failing endpoints, longest failing first (up to breakers.LISTED)
 
 
 def read(client: "redis.Redis | Shards", routes: Iterable[str], now: float | None = None) -> list[RouteStats]:
@@ -48,19 +62,28 @@ def read(client: "redis.Redis | Shards", routes: Iterable[str], now: float | Non
     for name, names in shards.by_shard(routes).items():
         try:
             snaps = journal.snapshot(shards.clients[name], names, now)
+            failing = journal.breakers.failing(shards.clients[name], names)
         except journal.REDIS_DOWN as exc:
             if len(shards.clients) == 1:
                 raise
             raise down(shards, name, exc) from exc
-        found.update({route: _route_stats(route, snap, now) for route, snap in snaps.items()})
+        found.update({route: _route_stats(route, snap, *failing[route], now) for route, snap in snaps.items()})
     return [found[route] for route in routes]
 
 
-def _route_stats(route: str, snap: journal.RouteSnapshot, now: float) -> RouteStats:
-    b = snap.breaker
+def _endpoint_stats(e: journal.breakers.EndpointState, now: float) -> EndpointStats:
+    b = e.breaker
     open_until = b.get("open_until")
-    breaker = "closed" if not open_until else "open" if open_until > now else "half-open"
-    failing = bool(b.get("failures") or open_until)
+    return EndpointStats(
+        endpoint=e.endpoint, failing_since=b.get("failing_since") or b.get("since"), failures=int(b.get("failures", 0)),
+        breaker="closed" if not open_until else "open" if open_until > now else "half-open",
+        breaker_open_until=open_until, held=e.held,
+        oldest_held_seconds=max(0.0, now - e.oldest_held) if e.oldest_held is not None else None)
+
+
+def _route_stats(route: str, snap: journal.RouteSnapshot, count: int, failing: list[journal.breakers.EndpointState],
+                 now: float) -> RouteStats:
+    listed = sorted((_endpoint_stats(e, now) for e in failing), key=lambda e: (e.failing_since or now, e.endpoint))
     return RouteStats(
         route=route,
         backlog=snap.queued + snap.retrying,
@@ -75,11 +98,11 @@ def _route_stats(route: str, snap: journal.RouteSnapshot, now: float) -> RouteSt
         delivered_total=snap.delivered_total,
         archived_total=snap.archived_total,
         oldest_waiting_seconds=max(0.0, now - snap.oldest_waiting) if snap.oldest_waiting is not None else None,
-        endpoint="failing" if failing else "ok",
-        failing_since=(b.get("failing_since") or b.get("since")) if failing else None,
-        failures=int(b.get("failures", 0)),
-        breaker=breaker,
-        breaker_open_until=open_until,
+        endpoint="failing" if count else "ok",
+        failing_since=listed[0].failing_since if listed else None,
+        endpoints_failing=count,
+        breakers_open=sum(e.breaker != "closed" for e in listed),
+        endpoints=listed,
     )
 
 
@@ -130,14 +153,22 @@ def age(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def since_text(failing_since: float | None, now: float) -> str:
+    if not failing_since:
+        return "-"
+    when = datetime.fromtimestamp(failing_since, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return f"{when} ({age(now - failing_since)} ago)"
+
+
 def endpoint_text(s: RouteStats, now: float) -> str:
+    """The route's ENDPOINT column: ok, or how many of its endpoints fail (each listed below the table)."""
     if s.endpoint == "ok":
         return "ok"
-    since = ""
-    if s.failing_since:
-        when = datetime.fromtimestamp(s.failing_since, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-        since = f" since {when} ({age(now - s.failing_since)} ago)"
-    return f"failing{since}, {s.failures} failures in a row, breaker {s.breaker}"
+    n = s.endpoints_failing
+    return f"{n} endpoint{'s' * (n != 1)} failing, the first since {since_text(s.failing_since, now)}"
+
+
+TABLE_ENDPOINTS = 10  # failing endpoints a route shows in `bus stats`' second table (--json: breakers.LISTED)
 
 
 def table(stats: list[RouteStats], now: float) -> list[tuple[str, ...]]:
@@ -146,3 +177,16 @@ def table(stats: list[RouteStats], now: float) -> list[tuple[str, ...]]:
     rows += [(s.route, str(s.backlog), str(s.retrying), str(s.dead), str(s.delivered_last_minute),
               str(s.delivered_last_hour), age(s.oldest_waiting_seconds), endpoint_text(s, now)) for s in stats]
     return rows
+
+
+def endpoint_table(stats: list[RouteStats], now: float) -> list[tuple[str, ...]]:
+    """Rows of the failing endpoints, header first; none at all when every endpoint answers."""
+    rows = [("ROUTE", "FAILING ENDPOINT", "SINCE", "FAILURES", "BREAKER", "HELD BACK")]
+    for s in stats:
+        for e in s.endpoints[:TABLE_ENDPOINTS]:
+            held = f"{e.held} (oldest {age(e.oldest_held_seconds)})" if e.held else "0"
+            rows.append((s.route, e.endpoint, since_text(e.failing_since, now), str(e.failures), e.breaker, held))
+        if s.endpoints_failing > TABLE_ENDPOINTS:
+            rows.append((s.route, f"... and {s.endpoints_failing - TABLE_ENDPOINTS} more", "", "", "",
+                         "(bus stats --json lists more)"))
+    return rows if len(rows) > 1 else []

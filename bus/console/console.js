@@ -64,14 +64,23 @@ async function loadRoutes() {
 function routeRow(r) {
   const row = el("tr");
   row.dataset.route = r.route;
-  let endpoint = r.endpoint;
-  if (r.endpoint === "failing") {
-    endpoint = `failing${r.failing_since ? " since " + when(r.failing_since) : ""}, ${r.failures} in a row, breaker ${r.breaker}`;
-  }
   row.append(el("td", r.route), el("td", r.backlog, "num"), el("td", r.retrying, "num"), el("td", r.dead, "num"),
              el("td", r.delivered_last_minute, "num"), el("td", r.delivered_last_hour, "num"),
-             el("td", age(r.oldest_waiting_seconds)), el("td", endpoint, r.endpoint));
+             el("td", age(r.oldest_waiting_seconds)), endpointCell(r));
   return row;
+}
+
+// A breaker per endpoint (the rendered origin and path): "ok", or one line per failing endpoint.
+function endpointCell(r) {
+  const cell = el("td", r.endpoint === "ok" ? "ok" : `${r.endpoints_failing} failing`, r.endpoint);
+  for (const e of r.endpoints || []) {
+    const held = e.held ? `, ${e.held} held back (oldest ${age(e.oldest_held_seconds)})` : "";
+    const line = el("div", `${e.endpoint}: failing${e.failing_since ? " since " + when(e.failing_since) : ""}, ` +
+                           `${e.failures} in a row, breaker ${e.breaker}${held}`, "endpoint-state");
+    line.dataset.endpoint = e.endpoint;
+    cell.append(line);
+  }
+  return cell;
 }
 
 function filterValues() {

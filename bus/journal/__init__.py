@@ -4,8 +4,9 @@
 - store.py        the connection, our Lua scripts, reading and decoding event records
 - grouping.py     accepting events: the record, the pending list and the task messages made from it
 - capture.py      journaling a request `bus proxy` captured (no task message: the proxy sends it)
-- transitions.py  an event's moves after that: attempts, the retry schedule, the breaker, replays
+- transitions.py  an event's moves after that: attempts, the retry schedule, replays
 - scripts.py      loading the Lua of lua/ (one file per move of bus/lifecycle.py's table) with Python's names
+- breakers.py     circuit breakers per endpoint: failures, events held back, probes, release
 - counters.py     counters, latency and per-route snapshots for /metrics and `bus stats`
 - listing.py      listing, sweeping and purging through the status indexes
 - lost.py         where a waiting event's task can be, for lost-task recovery
@@ -31,8 +32,9 @@ from .grouping import (
     refill_if_idle,
 )
 from .capture import CAPTURE_SCRIPT, capture_call
+from . import breakers
 from .transitions import (
-    RECORD_ATTEMPT_SCRIPT, record_attempt_call, breaker, breaker_failed, claim_mover, drop_scheduled, due, enqueue, hand_off, hold_breaker, park,
+    RECORD_ATTEMPT_SCRIPT, record_attempt_call, claim_mover, drop_scheduled, due, enqueue, hand_off, park,
     record_attempt, record_copy, copy_record, recheck, refusal, release, requeue, status_class,
 )
 from .counters import (
@@ -60,8 +62,8 @@ __all__ = [
     "queue_name", "retry_key", "slot_key", "spool_mark_key", "DEAD", "DEFAULT_RETENTION", "DELIVERED", "QUEUED", "REDIS_DOWN",
     "RESPONSE_KEEP", "RETRYING", "SUMMARY_FIELDS", "attempts", "connect", "load", "Idempotency", "NewEvent", "Page", "show",
     "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "SpoolMark", "accept", "accept_batches", "accept_call", "accepted_ids", "load_many",
-    "refill_if_idle", "breaker", "breaker_failed", "claim_mover", "drop_scheduled", "due", "enqueue",
-    "hand_off", "hold_breaker", "park", "record_attempt", "record_copy", "copy_record", "recheck", "refusal", "release", "requeue",
+    "refill_if_idle", "breakers", "claim_mover", "drop_scheduled", "due", "enqueue",
+    "hand_off", "park", "record_attempt", "record_copy", "copy_record", "recheck", "refusal", "release", "requeue",
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",
     "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "pending_ids",
     "recovery_lock", "recovery_unlock", "requeue_lost", "last_recovery", "recovery_done", "redis_time", "held_key", "scheduled_ids", "task_messages", "waiting_ids",

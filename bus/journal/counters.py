@@ -6,7 +6,7 @@ from typing import Iterable
 
 import redis
 
-from .keys import COUNTERS, breaker_key, index_key, latency_key, pending_key, queue_name, slot_key
+from .keys import COUNTERS, index_key, latency_key, pending_key, queue_name, slot_key
 from .store import DEAD, QUEUED, REDIS_DOWN, RETRYING, unavailable
 
 
@@ -60,7 +60,6 @@ class RouteSnapshot:
     queue_length: int  # task messages in bus.<route> waiting for a worker
     pending: int  # events on the route's pending list: the next task message of the route takes them
     oldest_waiting: float | None  # received time of the oldest queued or retrying event
-    breaker: dict[str, float]
     delivered_per_slot: list[int]  # the last hour, SLOT seconds each, oldest first; the last is the current slot
     # Ever delivered, and of those moved to the archive: counters, whatever Redis still holds of the events.
     delivered_total: int = 0
@@ -68,7 +67,8 @@ class RouteSnapshot:
 
 
 def snapshot(client: redis.Redis, routes: Iterable[str], now: float) -> dict[str, RouteSnapshot]:
-    """Every route's counts, oldest waiting event, breaker and recent deliveries, in one round trip."""
+    """Every route's counts, oldest waiting event and recent deliveries, in one round trip (breakers:
+    breakers.failing)."""
     routes = list(routes)
     current = int(now // SLOT)
     slots = range(current - SLOTS_KEPT + 1, current + 1)
@@ -80,20 +80,18 @@ def snapshot(client: redis.Redis, routes: Iterable[str], now: float) -> dict[str
             pipe.zrange(index_key(status, route), 0, 0, withscores=True)
         pipe.llen(queue_name(route))
         pipe.llen(pending_key(route))
-        pipe.hgetall(breaker_key(route))
         pipe.mget([slot_key(route, s) for s in slots])
         pipe.hmget(COUNTERS, [f"delivered:{route}", f"archived:{route}"])
     results = pipe.execute()
     per_route = len(results) // max(1, len(routes))
     out = {}
     for i, route in enumerate(routes):
-        queued, retrying, dead, first_queued, first_retrying, length, pending, breaker_, slot_counts, totals = \
+        queued, retrying, dead, first_queued, first_retrying, length, pending, slot_counts, totals = \
             results[i * per_route:(i + 1) * per_route]
         oldest = [score for _, score in first_queued + first_retrying]
         out[route] = RouteSnapshot(
             queued=queued, retrying=retrying, dead=dead, queue_length=length, pending=pending,
             oldest_waiting=min(oldest) if oldest else None,
-            breaker={k.decode(): float(v) for k, v in breaker_.items()},
             delivered_per_slot=[int(c or 0) for c in slot_counts],
             delivered_total=int(totals[0] or 0), archived_total=int(totals[1] or 0),
         )

@@ -9,8 +9,8 @@ from redis.exceptions import NoScriptError
 
 from ..messages import GROUP_SIZE, SHOWN, group_template
 from ..errors import IdempotencyConflict
-from .keys import (COUNTERS, breaker_key, event_key, filling_key, idempotency_key, index_key, pending_key,
-                   queue_name, spool_mark_key)
+from . import breakers
+from .keys import COUNTERS, event_key, filling_key, idempotency_key, index_key, pending_key, queue_name, spool_mark_key
 from .pipelined import NotConfirmed, SharedPipe, eval_, evalsha
 from . import scripts
 from .store import QUEUED, REDIS_DOWN, Idempotency, NewEvent, decode, script, unavailable
@@ -119,17 +119,18 @@ def refill_if_idle(client: redis.Redis, route: str, group_size: int = GROUP_SIZE
     return bool(script(client, _REFILL)(keys=keys, args=args))
 
 
-def load_many(pipe: SharedPipe, event_ids: list[str], route: str, group_size: int = GROUP_SIZE
-              ) -> tuple[list[dict[str, Any] | None], float]:
-    """A task starts: the events (None for those gone) and the time the route's breaker stays
-    open until (0: closed). In the same round trip the route's next pending group goes into a
-    message of its own (see _REFILL), so events that arrived meanwhile are on their way."""
+def load_many(pipe: SharedPipe, event_ids: list[str], route: str, group_size: int = GROUP_SIZE,
+              now: float = 0.0) -> tuple[list[dict[str, Any] | None], tuple[dict[str, float], bool]]:
+    """A task starts: the events (None for those gone) and the route's breakers open at `now`
+    (endpoint digest -> open_until, and whether that is all of them: breakers.open_from_reply).
+    In the same round trip the route's next pending group goes into a message of its own (see
+    _REFILL), so events that arrived meanwhile are on their way."""
     commands: list[tuple[Any, ...]] = []
     if route:
         keys, args = _refill_call(route, "on-start", group_size)
         commands.append(evalsha(_REFILL, keys, args))
     commands += [("HGETALL", event_key(event_id)) for event_id in event_ids]
-    commands.append(("HGET", breaker_key(route), "open_until"))
+    commands.append(breakers.open_read(route, now))
     replies = pipe.execute_many(commands)
     if route:
         refilled, *replies = replies
@@ -140,9 +141,9 @@ def load_many(pipe: SharedPipe, event_ids: list[str], route: str, group_size: in
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
-    *raws, open_until = replies
+    *raws, open_now = replies
     return ([decode(i, dict(zip(raw[::2], raw[1::2]))) if raw else None for i, raw in zip(event_ids, raws)],
-            float(open_until or 0))
+            breakers.open_from_reply(open_now))
 
 
 def accept_batches(pipe: SharedPipe, batches: list[tuple[list[NewEvent], int]],

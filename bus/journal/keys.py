@@ -4,6 +4,7 @@ Keys (every name is built here and nowhere else):
 - bus.<route>                    Celery queue of the route (a kombu Redis list)
 - bus:event:<id>                 hash: tag, route, body, headers, received, status,
                                  attempts, round (attempts before the last replay), last,
+                                 parked (the <ep> whose bus:parked set it was last put in),
                                  task (the task message that sends its next attempt; '' when none does),
                                  request (a request bus proxy captured: JSON of its method, path,
                                  query and the headers kept for replay; its body is `body`)
@@ -16,7 +17,16 @@ Keys (every name is built here and nowhere else):
 - bus:filling:<route>            set while a task message of the route is queued that will take the
                                  next group off the pending list when it starts (expires)
 - bus:retry:<route>              sorted set of ids waiting for their next attempt, by due time
-- bus:breaker:<route>            hash: failures, failing_since, step, open_until, since (the route's circuit breaker)
+- bus:breaker:<route>:<ep>       hash: endpoint, failures, failing_since, step, open_until, since: the circuit
+                                 breaker of one endpoint of the route (<ep>: endpoints.EndpointKey.digest of the
+                                 rendered origin and path); expires BREAKER_TTL after its last failure, and is
+                                 deleted when the endpoint answers
+- bus:breakers:<route>           sorted set of <ep> whose breaker has opened, by when the mover next looks at it
+                                 (open_until, or the probe's deadline); left only once nothing waits behind it
+- bus:failing:<route>            sorted set of <ep> with a breaker, by its last failure: what stats list;
+                                 members older than their breaker's lifetime are trimmed
+- bus:parked:<route>:<ep>        sorted set of ids held back by that endpoint's open breaker, by when they were
+                                 parked (released all at once, to the retry schedule, when it closes)
 - bus:mover:<route>              which worker moves the route's due retries right now (expires)
 - bus:counters                   hash of ever-growing counters for /metrics, field "<kind>:<route>[:<label>]"
 - bus:latency:<route>            hash: accept-to-2xx histogram: count per bucket (not cumulative), sum, count
@@ -85,8 +95,21 @@ def mover_key(route: str) -> str:
     return f"bus:mover:{route}"
 
 
-def breaker_key(route: str) -> str:
-    return f"bus:breaker:{route}"
+def breaker_key(route: str, endpoint: str) -> str:
+    """`endpoint` is an endpoints.EndpointKey digest."""
+    return f"bus:breaker:{route}:{endpoint}"
+
+
+def open_breakers_key(route: str) -> str:
+    return f"bus:breakers:{route}"
+
+
+def failing_key(route: str) -> str:
+    return f"bus:failing:{route}"
+
+
+def parked_key(route: str, endpoint: str) -> str:
+    return f"bus:parked:{route}:{endpoint}"
 
 
 def latency_key(route: str) -> str:

@@ -13,7 +13,8 @@ import orjson
 import redis
 
 from ..messages import Outgoing
-from .keys import KOMBU_UNACKED, RECOVERY_DONE, RECOVERY_LOCK, event_key, index_key, pending_key, queue_name, retry_key
+from .keys import (KOMBU_UNACKED, RECOVERY_DONE, RECOVERY_LOCK, event_key, index_key, parked_key, pending_key, queue_name,
+                   retry_key)
 from . import scripts
 from .store import QUEUED, RETRYING, script
 
@@ -39,9 +40,12 @@ def waiting_ids(client: redis.Redis) -> set[str]:
 
 
 def scheduled_ids(client: redis.Redis) -> set[str]:
-    """Ids waiting on a route's retry schedule: their next task is made when they are due."""
+    """Ids waiting on a route's retry schedule, or held back behind an endpoint's open breaker
+    (breakers.py): their next task is made when they are due, or when the breaker lets them go."""
     found: set[str] = set()
-    for key in client.scan_iter(match=retry_key("*"), _type="zset"):
+    keys = [*client.scan_iter(match=retry_key("*"), _type="zset"),
+            *client.scan_iter(match=parked_key("*", "*"), _type="zset")]
+    for key in keys:
         for start in range(0, client.zcard(key), _SCAN_CHUNK):
             found.update(raw.decode() for raw in client.zrange(key, start, start + _SCAN_CHUNK - 1))
     return found

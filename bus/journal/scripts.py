@@ -14,7 +14,7 @@ from functools import lru_cache
 from importlib import resources
 
 from .. import lifecycle
-from .keys import event_key, index_key
+from .keys import breaker_key, event_key, index_key, parked_key
 
 _LUA = resources.files(__package__) / "lua"
 
@@ -47,6 +47,10 @@ def _definitions(script: str) -> list[tuple[str, str]]:
                          f"{_concat(index_key('@S@'), {'@S@': 'status'})} end"),
         ("route_index", "local function route_index(route, status) return "
                         f"{_concat(index_key('@S@', '@R@'), {'@S@': 'status', '@R@': 'route'})} end"),
+        ("parked_set", "local function parked_set(route, digest) return "
+                       f"{_concat(parked_key('@R@', '@D@'), {'@R@': 'route', '@D@': 'digest'})} end"),
+        ("breaker_hash", "local function breaker_hash(route, digest) return "
+                         f"{_concat(breaker_key('@R@', '@D@'), {'@R@': 'route', '@D@': 'digest'})} end"),
         ("may", f"""-- The rows of the lifecycle table this script does, 'from>to' (NO_RECORD: no record).
 local MOVES = ' {moves} '
 local function may(from, to)

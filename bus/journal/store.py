@@ -108,7 +108,7 @@ def script(client: redis.Redis | SharedPipe, source: str) -> Any:
 
 def decode(event_id: str, raw: dict[bytes, bytes]) -> dict[str, Any]:
     record: dict[str, Any] = {k.decode(): v for k, v in raw.items()}
-    for k in ("tag", "route", "status", "last", "task"):
+    for k in ("tag", "route", "status", "last", "task", "parked"):
         if k in record:
             record[k] = record[k].decode()
     record["received"] = float(record["received"])

@@ -1,4 +1,4 @@
-"""An event's moves after acceptance: attempts, the retry schedule, the breaker, replays, copies."""
+"""An event's moves after acceptance: attempts, the retry schedule, replays, copies (breakers: breakers.py)."""
 from __future__ import annotations
 
 import time
@@ -8,9 +8,10 @@ import orjson
 import redis
 
 from .counters import LATENCY_BUCKETS, SLOT
+from ..endpoints import EndpointKey
 from .keys import (
-    COUNTERS, attempts_key, breaker_key, copies_key, event_key, latency_key, mover_key,
-    queue_name, retry_key, slot_key,
+    COUNTERS, attempts_key, breaker_key, copies_key, event_key, failing_key, latency_key, mover_key,
+    open_breakers_key, parked_key, queue_name, retry_key, slot_key,
 )
 from .pipelined import SharedPipe
 from ..messages import Outgoing
@@ -36,38 +37,42 @@ def refusal(reply: bytes | str) -> str | None:
 
 def record_attempt(client: redis.Redis | SharedPipe, event: dict[str, Any], attempt: dict[str, Any], status: str,
                    retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
-                   endpoint_alive: bool = False) -> str | None:
+                   endpoint_alive: bool = False, endpoint: EndpointKey | None = None) -> str | None:
     """Append an attempt and move the event to `status`, atomically in one round trip. No task
     message sends the event after this one: a retry gets a new message when due.
 
     `retry_at` puts a retrying event on the route's retry schedule; `endpoint_alive`
-    (any non-retryable answer) closes the route's breaker. Delivered events expire
-    after `retention`; dead ones are kept until replayed or purged, because nobody
-    has looked at them yet.
+    (any non-retryable answer) closes the breaker of `endpoint`, the one the attempt
+    went to, and releases the events it held back. Delivered events expire after
+    `retention`; dead ones are kept until replayed or purged, because nobody has
+    looked at them yet.
 
     None when recorded; else why nothing was (lua/record_attempt.lua): 'gone' (purged meanwhile)
     or the status it is in (delivered or dead already: another copy of its message finished it).
     """
-    keys, args = record_attempt_call(event, attempt, status, retention, retry_at, endpoint_alive)
+    keys, args = record_attempt_call(event, attempt, status, retention, retry_at, endpoint_alive, endpoint)
     return refusal(script(client, RECORD_ATTEMPT_SCRIPT)(keys=keys, args=args))
 
 
 def record_attempt_call(event: dict[str, Any], attempt: dict[str, Any], status: str,
                         retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
-                        endpoint_alive: bool = False) -> tuple[list[str], list[Any]]:
+                        endpoint_alive: bool = False, endpoint: EndpointKey | None = None
+                        ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of RECORD_ATTEMPT_SCRIPT (lua/record_attempt.lua names them; see record_attempt),
     for callers with a connection of their own."""
     if attempt.get("response") is not None:
         attempt["response"] = attempt["response"][:RESPONSE_KEEP]
     last = attempt.get("status_code") or attempt.get("error") or ""
     event_id, route = event["id"], event["route"]
-    keys = [event_key(event_id), attempts_key(event_id), copies_key(event_id), retry_key(route), breaker_key(route),
-            COUNTERS, latency_key(route)]
+    digest = endpoint.digest if endpoint else ""
+    keys = [event_key(event_id), attempts_key(event_id), copies_key(event_id), retry_key(route),
+            breaker_key(route, digest), COUNTERS, latency_key(route)]
     args = [event_id, route, repr(event["received"]), orjson.dumps(attempt), status, str(last),
             retention if status == DELIVERED else "", repr(retry_at) if retry_at is not None else "",
-            "1" if endpoint_alive else "0"]
+            "1" if endpoint_alive and endpoint else "0"]
     slot, counted = _count_outcome(event, status, attempt)
-    return keys + [slot], args + counted
+    return (keys + [slot, parked_key(route, digest), open_breakers_key(route), failing_key(route)],
+            args + counted + [digest])
 
 
 # A task loads its events when it starts and sends them one after another, for up to the
@@ -105,8 +110,8 @@ def _count_outcome(event: dict[str, Any], status: str, attempt: dict[str, Any]) 
     return slot, [f"delivered:{route}", bucket, repr(seconds), 3600 + 2 * SLOT]
 
 
-def park(client: redis.Redis, event: dict[str, Any], until: float,
-         reason: str = "waiting: endpoint failing (breaker open)", task: str = "") -> str | None:
+def park(client: redis.Redis, event: dict[str, Any], until: float, reason: str = "waiting for its next attempt",
+         task: str = "") -> str | None:
     """Hold an event off until `until` without an attempt: no worker memory, just Redis. The
     message that parked it is done with it: the retry schedule makes the next one.
 
@@ -117,41 +122,6 @@ def park(client: redis.Redis, event: dict[str, Any], until: float,
         keys=[event_key(event["id"]), retry_key(event["route"])],
         args=[event["id"], event["route"], repr(until), reason, task]))
 
-
-# The breaker's script, like the moves' (release.lua for the schedule), keeps its transitions atomic
-# across any number of workers and costs one round trip (the dramatiq pattern).
-_BREAKER_FAIL = """
-local now, threshold, cap, jitter = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local probe = ARGV[5] == '1'
-redis.call('HSETNX', KEYS[1], 'failing_since', tostring(now))
-local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
--- Failures of attempts already in flight when it opened do not lengthen the wait; a failed probe does.
-if open_until > now and not probe then return tostring(open_until) end
-local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-if failures < threshold and not probe then return false end
-local step = redis.call('HINCRBY', KEYS[1], 'step', 1)
-local delay = math.min(2 ^ (step - 1), cap)
-open_until = now + delay / 2 * (1 + jitter)
-redis.call('HSET', KEYS[1], 'open_until', tostring(open_until))
-redis.call('HSETNX', KEYS[1], 'since', tostring(now))
-return tostring(open_until)
-"""
-
-def breaker_failed(client: redis.Redis, route: str, now: float, threshold: int, cap: float, jitter: float,
-                   probe: bool = False) -> float | None:
-    """Count a retryable failure; returns the time the breaker stays open until, if it is open."""
-    result = script(client, _BREAKER_FAIL)(keys=[breaker_key(route)], args=[now, threshold, cap, jitter, int(probe)])
-    return float(result) if result else None
-
-
-def breaker(client: redis.Redis, route: str) -> dict[str, float]:
-    """The route's breaker: empty while the endpoint answers, else failures, failing_since, open_until, since, step."""
-    return {k.decode(): float(v) for k, v in client.hgetall(breaker_key(route)).items()}
-
-
-def hold_breaker(client: redis.Redis, route: str, until: float) -> None:
-    """While a probe is out, keep everyone else waiting until it reports (or times out)."""
-    client.hset(breaker_key(route), "open_until", repr(until))
 
 
 def due(client: redis.Redis, route: str, now: float, limit: int) -> list[tuple[str, str, int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -137,3 +138,31 @@ def test_console_reads_a_guarded_journal_with_a_journal_token(bus, page, tmp_pat
         assert operator not in page.content(), "the token never lands in the page"
     finally:
         ingress.stop()
+
+
+def test_console_shows_each_failing_endpoint_of_a_route_with_its_breaker_and_what_it_holds_back(bus, page):
+    """`parked` has no worker: its endpoint's state is built by hand, as the workers would leave it."""
+    from bus import endpoints
+
+    tag = f"parked.k{uuid.uuid4().hex[:8]}"
+    url = f"{bus.receiver.url}/parked/{tag.split('.')[-1]}"
+    key = endpoints.key_for("parked", url)
+    client = bus.redis.client()
+    (held,) = bus.post(tag, "{}").json()["ids"]
+    for _ in range(5):
+        journal.breakers.failed(client, key, time.time(), 5, 60.0, 0.0)
+    journal.breakers.hold_back(client, journal.load(client, held), key, time.time())
+    try:
+        assert page.goto(f"{bus.url}/console").status == 200
+        line = page.locator(f"#routes tbody tr[data-route='parked'] .endpoint-state[data-endpoint='{key.endpoint}']")
+        line.wait_for()
+        text = line.text_content()
+        assert text.startswith(f"{key.endpoint}: failing since ") and "5 in a row, breaker open, 1 held back" in text
+        assert "failing" in page.text_content("#routes tbody tr[data-route='parked'] td:last-child")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator("#routes").screenshot(path=str(ARTIFACTS / "console-endpoints.png"))
+    finally:
+        for name in (f"bus:breaker:parked:{key.digest}", f"bus:parked:parked:{key.digest}"):
+            client.delete(name)
+        client.zrem("bus:breakers:parked", key.digest)
+        client.zrem("bus:failing:parked", key.digest)

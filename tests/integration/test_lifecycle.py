@@ -12,7 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from bus import delivery, journal, outbound, settings
+from bus import delivery, endpoints, journal, outbound, settings
+from bus.breaker_gate import Breakers
 from bus.journal.pipelined import SharedPipe
 from bus.messages import Outgoing, delivery_message
 from bus.routes import load_configured
@@ -158,6 +159,12 @@ def worker(bus):
     w.pipe.close()
 
 
+def open_breaker(w, event: dict) -> Breakers:
+    """The task's view of the event's endpoint: its breaker open for another minute."""
+    key = endpoints.key_for("parked", w.router.by_name["parked"].endpoint.render(event["tag"]))
+    return Breakers(w.redis, {key.digest: time.time() + 60})
+
+
 def redelivered_task(task_id: str) -> SimpleNamespace:
     """The request Celery gives a task that runs a message kombu restored (or recovery copied)."""
     return SimpleNamespace(request=SimpleNamespace(id=task_id, retries=0,
@@ -166,7 +173,7 @@ def redelivered_task(task_id: str) -> SimpleNamespace:
 
 def test_with_the_breaker_open_a_redelivered_copy_cannot_park_an_event_another_copy_delivered(bus, client, worker):
     """Two copies of one message (kombu restored it while the first still ran): both loaded the
-    event; the first delivered it; the second finds the route's breaker open. Its park comes
+    event; the first delivered it; the second finds its endpoint's breaker open. Its park comes
     before delivery's recheck, so only park's own check stands between it and moving a delivered
     event back onto the retry schedule (a second delivery). Driven through delivery._deliver_one,
     the function a task runs per event, with the request Celery would give the second copy."""
@@ -175,7 +182,8 @@ def test_with_the_breaker_open_a_redelivered_copy_cannot_park_an_event_another_c
     second_copy = journal.load(client, event_id)
     journal.record_attempt(client, journal.load(client, event_id), attempt(), journal.DELIVERED)  # the first copy
 
-    verdict, _ = delivery._deliver_one(redelivered_task(task), worker, second_copy, time.time() + 60, None, False)
+    verdict = delivery._deliver_one(redelivered_task(task), worker, second_copy, open_breaker(worker, second_copy),
+                                    None, False)
     assert verdict == journal.DELIVERED, "left alone: it is delivered"
     record = journal.load(client, event_id)
     assert (record["status"], record["attempts"]) == (journal.DELIVERED, 1)
@@ -187,8 +195,9 @@ def test_with_the_breaker_open_a_redelivered_copy_still_parks_an_event_that_is_i
     event_id = accepted(bus, client)
     task = copy_for(client, event_id, "restored-message-alone")
 
-    verdict, _ = delivery._deliver_one(redelivered_task(task), worker, journal.load(client, event_id),
-                                       time.time() + 60, None, False)
+    event = journal.load(client, event_id)
+    verdict = delivery._deliver_one(redelivered_task(task), worker, event, open_breaker(worker, event), None, False)
     assert verdict == "waiting"
     assert journal.load(client, event_id)["status"] == journal.RETRYING
-    assert client.zscore(journal.retry_key("parked"), event_id) is not None
+    assert client.zscore(journal.retry_key("parked"), event_id) is not None, \
+        "its breaker (no longer in Redis) closed meanwhile: due on the retry schedule"

@@ -9,7 +9,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bus import journal
+from bus import endpoints, journal
 from conftest import free_port, start_ingress, wait_until
 
 Samples = dict[tuple[str, frozenset], float]
@@ -65,7 +65,8 @@ def test_counters_and_latency_move_as_events_are_accepted_retried_delivered_and_
 def test_backlog_retrying_oldest_and_breaker_gauges_equal_what_redis_holds(bus):
     """`parked` has no worker: what is posted stays, so the gauges can be checked against Redis exactly."""
     client = bus.redis.client()
-    client.delete("bus:breaker:parked")
+    key = endpoints.key_for("parked", f"{bus.receiver.url}/parked/gauge")
+    forget_breakers(client)
     ids = bus.post("parked.gauge", json.dumps([{"n": i} for i in range(3)])).json()["ids"]
     journal.park(client, journal.load(client, ids[0]), time.time() + 3600)
     samples = scrape(bus.url)
@@ -77,21 +78,33 @@ def test_backlog_retrying_oldest_and_breaker_gauges_equal_what_redis_holds(bus):
     oldest = min(s for _, s in client.zrange("bus:route:parked:queued", 0, 0, withscores=True)
                  + client.zrange("bus:route:parked:retrying", 0, 0, withscores=True))
     assert value(samples, "bus_oldest_waiting_seconds", route="parked") == pytest.approx(time.time() - oldest, abs=2)
-    assert value(samples, "bus_breaker_open", route="parked") == 0
-    assert value(samples, "bus_endpoint_failing", route="parked") == 0
+    assert value(samples, "bus_endpoints_failing", route="parked") == 0
+    assert value(samples, "bus_breakers_open", route="parked") == 0
+    assert not [name for name, labels in samples if dict(labels).get("route") == "parked" and "endpoint" in dict(labels)]
 
     more = scrape(bus.url)
     bus.post("parked.gauge", json.dumps([{"n": i} for i in range(2)]))
     for _ in range(5):
-        journal.breaker_failed(client, "parked", time.time(), 5, 5.0, 0.0)
+        journal.breakers.failed(client, key, time.time(), 5, 5.0, 0.0)
+    journal.breakers.hold_back(client, journal.load(client, ids[1]), key, time.time())
     after = scrape(bus.url)
     assert value(after, "bus_backlog_events", route="parked") == value(more, "bus_backlog_events", route="parked") + 2
-    assert value(after, "bus_breaker_open", route="parked") == 1
-    assert value(after, "bus_endpoint_failing", route="parked") == 1
-    assert value(after, "bus_endpoint_consecutive_failures", route="parked") == 5
-    since = value(after, "bus_endpoint_failing_since_timestamp_seconds", route="parked")
+    assert value(after, "bus_endpoints_failing", route="parked") == 1
+    assert value(after, "bus_breakers_open", route="parked") == 1
+    labels = {"route": "parked", "endpoint": key.endpoint}
+    assert value(after, "bus_breaker_open", **labels) == 1
+    assert value(after, "bus_endpoint_failing", **labels) == 1
+    assert value(after, "bus_endpoint_consecutive_failures", **labels) == 5
+    assert value(after, "bus_endpoint_held_events", **labels) == 1
+    since = value(after, "bus_endpoint_failing_since_timestamp_seconds", **labels)
     assert since == pytest.approx(time.time(), abs=5)
-    client.delete("bus:breaker:parked")
+    forget_breakers(client)
+
+
+def forget_breakers(client) -> None:
+    """The `parked` route's breakers and what they hold, so the next reading starts from none."""
+    leftovers = [*client.scan_iter(match="bus:breaker:parked:*"), *client.scan_iter(match="bus:parked:parked:*")]
+    client.delete("bus:breakers:parked", "bus:failing:parked", *leftovers)
 
 
 def test_metrics_answer_with_redis_up_0_when_redis_is_down_and_the_ingress_logs_json(bus):

@@ -175,3 +175,24 @@ def test_a_celery_worker_of_another_shards_route_refuses_to_start(shards):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "route south lives on shard b" in done.stderr and "BUS_WORKER_SHARD=b" in done.stderr
+
+
+def test_an_endpoint_failing_on_shard_b_keeps_its_breaker_there_and_bus_stats_shows_it(shards):
+    tag = f"south.f{uuid.uuid4().hex[:8]}"
+    path = f"/south/{tag.split('.')[1]}"
+    shards.receiver.script(path, *[503] * 1000)
+    ids = [shards.post(tag, {"n": i}).json()["ids"][0] for i in range(8)]
+
+    def failing() -> dict | None:
+        done = shards.bus("stats", "--json")
+        (south,) = [r for r in orjson.loads(done.stdout)["routes"] if r["route"] == "south"]
+        found = [e for e in south["endpoints"] if e["endpoint"] == f"{shards.receiver.url}{path}"]
+        return found[0] if found and found[0]["breaker"] != "closed" else None
+
+    shown = wait_until(failing, 20, what="the failing endpoint's breaker in bus stats")
+    assert shown["failures"] >= 5
+    assert shards.b.client().zcard("bus:failing:south") >= 1 and not shards.a.client().exists("bus:failing:south")
+    shards.receiver.scripts[path] = []
+    client = shards.b.client()
+    wait_until(lambda: all(journal.load(client, i)["status"] == journal.DELIVERED for i in ids), 30,
+               what="the held events delivered once the endpoint answers")

@@ -11,10 +11,11 @@ import uuid
 import pytest
 import requests
 
-from bus import journal
+from bus import endpoints, journal
 from bus.routes import load_routes
 
 DB = 9  # a Redis database of its own on the session server: nothing else writes there
+BETA = endpoints.key_for("beta", "http://127.0.0.1:9/beta")
 
 
 def accept(client, route: str, received: float) -> dict:
@@ -30,7 +31,8 @@ def attempt(client, event: dict, status: str, code: int, at: float, **kw) -> Non
 
 @pytest.fixture()
 def known(bus, tmp_path):
-    """Two routes in a state built by hand: alpha busy and healthy, beta failing behind a half-open breaker."""
+    """Two routes in a state built by hand: alpha busy and healthy, beta's endpoint failing behind a half-open
+    breaker with one event held back."""
     url = bus.redis.url.rsplit("/", 1)[0] + f"/{DB}"
     client = journal.connect(url, 5)
     client.flushdb()
@@ -45,7 +47,8 @@ def known(bus, tmp_path):
     accept(client, "alpha", now - 50)
     attempt(client, accept(client, "beta", now - 7200), journal.RETRYING, 503, now - 60, retry_at=now + 60)
     for _ in range(5):
-        journal.breaker_failed(client, "beta", now - 300, 5, 5.0, 0.0)
+        journal.breakers.failed(client, BETA, now - 300, 5, 5.0, 0.0)
+    journal.breakers.hold_back(client, accept(client, "beta", now - 20), BETA, now - 10)
     yield {**bus.env, "BUS_REDIS_URL": url, "BUS_ROUTES": str(routes)}, now
     client.flushdb()
 
@@ -66,20 +69,25 @@ def test_bus_stats_json_reports_each_route_of_a_known_state(known):
         "queue_length": 1, "pending": 3,
         "delivered_last_minute": 1, "delivered_last_hour": 2, "oldest_waiting_seconds": 0,
         "delivered_total": 2, "archived_total": 0,
-        "endpoint": "ok", "failing_since": None, "failures": 0, "breaker": "closed", "breaker_open_until": None}
+        "endpoint": "ok", "failing_since": None, "endpoints_failing": 0, "breakers_open": 0, "endpoints": []}
     assert alpha["oldest_waiting_seconds"] == pytest.approx(50, abs=5)
     assert beta["oldest_waiting_seconds"] == pytest.approx(7200, abs=5)
-    assert (beta["backlog"], beta["queued"], beta["retrying"], beta["dead"]) == (1, 0, 1, 0)
+    assert (beta["backlog"], beta["queued"], beta["retrying"], beta["dead"]) == (2, 0, 2, 0)
     assert (beta["delivered_last_minute"], beta["delivered_last_hour"]) == (0, 0)
-    assert (beta["endpoint"], beta["failures"], beta["breaker"]) == ("failing", 5, "half-open")
+    assert (beta["endpoint"], beta["endpoints_failing"], beta["breakers_open"]) == ("failing", 1, 1)
     assert beta["failing_since"] == pytest.approx(now - 300, abs=0.01)
+    (failing,) = beta["endpoints"]
+    assert failing | {"breaker_open_until": 0, "oldest_held_seconds": 0} == {
+        "endpoint": "http://127.0.0.1:9/beta", "failing_since": pytest.approx(now - 300, abs=0.01), "failures": 5,
+        "breaker": "half-open", "breaker_open_until": 0, "held": 1, "oldest_held_seconds": 0}
+    assert failing["oldest_held_seconds"] == pytest.approx(10, abs=5)
 
 
 def test_bus_stats_prints_a_table_per_route_and_watch_refreshes_it(known):
     env, _ = known
     done = bus_stats(env)
     assert done.returncode == 0, done.stderr
-    header, alpha, beta, archive = done.stdout.splitlines()
+    header, alpha, beta, _, endpoints_header, beta_endpoint, archive = done.stdout.splitlines()
     # No worker has run against this Redis: the archive is named and untried, and the known state's
     # event delivered more than the hot window ago waits for it.
     assert re.fullmatch(r"archive sqlite:///\S+: not tried yet; 1 delivered events past the hot window wait in Redis",
@@ -88,11 +96,14 @@ def test_bus_stats_prints_a_table_per_route_and_watch_refreshes_it(known):
                               "WAITING", "ENDPOINT"]
     assert alpha.split()[:6] == ["alpha", "1", "0", "1", "1", "2"] and alpha.split()[7:] == ["ok"]
     assert alpha.split()[6] in ("49s", "50s", "51s", "52s")
-    assert beta.split()[:7] == ["beta", "1", "1", "0", "0", "0", "2h00m"]
-    assert re.fullmatch(r"failing since \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ \(5m0\ds ago\), 5 failures in a row, "
-                        r"breaker half-open", " ".join(beta.split()[7:]))
+    assert beta.split()[:7] == ["beta", "2", "2", "0", "0", "0", "2h00m"]
+    assert re.fullmatch(r"1 endpoint failing, the first since \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ \(5m0\ds ago\)",
+                        " ".join(beta.split()[7:]))
+    assert endpoints_header.split() == ["ROUTE", "FAILING", "ENDPOINT", "SINCE", "FAILURES", "BREAKER", "HELD", "BACK"]
+    assert re.fullmatch(r"beta http://127\.0\.0\.1:9/beta \S+ \S+ \(5m0\ds ago\) 5 half-open 1 \(oldest 1\ds\)",
+                        " ".join(beta_endpoint.split())), beta_endpoint
     watched = bus_stats(env, "--watch", "0.2", "--count", "2")
-    assert watched.returncode == 0 and watched.stdout.count("ROUTE") == 2
+    assert watched.returncode == 0 and watched.stdout.count("ROUTE  BACKLOG") == 2
     assert "every 0.2s; Ctrl-C to stop" in watched.stdout
 
 

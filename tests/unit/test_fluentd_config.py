@@ -194,7 +194,7 @@ def test_several_matches_keep_their_order_and_everything_not_carried_is_reported
         "@include is not supported",
         "<system> (fluentd.conf:3): not carried",
         "<filter api.**> (fluentd.conf:6): not carried",
-        "<match fluent.**> (fluentd.conf:9): skipped, @type null",
+        "<match fluent.**> (fluentd.conf:9): NOT converted: @type null is not http",
         "proxy: carried as the route's proxy",
         "keepalive: not carried",
         "retry_max_times 5: kept as max_attempts = 6",
@@ -209,7 +209,57 @@ def test_several_matches_keep_their_order_and_everything_not_carried_is_reported
         "<format> @type msgpack: not carried",
     ]:
         assert expected in notes, expected
+    assert result.failed == 3  # null, logs, slow
+
+
+COPY = """
+<match api.*>
+  @type copy
+  <store>
+    @type http
+    endpoint http://orders:8000/api/${tag[1]}/
+  </store>
+  <store>
+    @type http
+    endpoint http://audit:8000/in
+  </store>
+</match>
+<match logs.**>
+  @type copy
+  <store>
+    @type file
+    path /var/log/fluent/logs
+  </store>
+</match>
+<match billing.*>
+  @type http
+  endpoint http://billing:8000/in
+</match>
+"""
+
+
+def test_a_copy_match_is_not_converted_and_its_note_names_the_match_and_says_fan_out_is_not_supported_yet():
+    result = convert(parse(COPY), VISIBILITY)
+    assert [r.name for r in result.routes] == ["03-billing"], "what can be converted still is"
     assert result.failed == 2
+    notes = "\n".join(result.notes)
+    assert ("<match api.*> (fluentd.conf:2): NOT converted: @type copy (<store> @type http, <store> @type http): "
+            "copying to several stores (fan-out) is not supported yet") in notes
+    assert "<match logs.**> (fluentd.conf:13): NOT converted: @type copy (<store> @type file)" in notes
+
+
+def test_bus_routes_import_of_a_copy_exits_1_naming_the_match_and_writes_what_it_converted(tmp_path, monkeypatch,
+                                                                                            capsys):
+    config = tmp_path / "fluentd.conf"
+    config.write_text(COPY)
+    out = tmp_path / "routes"
+    monkeypatch.setenv("BUS_ROUTES", str(out))
+    assert cli.main(["routes", "import", str(config)]) == 1
+    captured = capsys.readouterr()
+    assert "<match api.*> (fluentd.conf:2): NOT converted: @type copy" in captured.out
+    assert "fan-out) is not supported yet" in captured.out
+    assert "2 <match> block(s) could not be converted" in captured.err
+    assert [p.name for p in out.iterdir()] == ["03-billing.toml"]
 
 
 def test_unsupported_placeholders_and_embedded_ruby_are_not_converted():

@@ -1,5 +1,6 @@
 -- requeue.lua: a replay to the route (lifecycle: requeue): each event back to queued with a fresh
--- attempt budget (`round`), retention lifted, off the retry schedule, its new message named; then
+-- attempt budget (`round`), retention lifted, off the retry schedule and any breaker's parked set,
+-- its new message named; then
 -- the messages that carry at least one of them are queued.
 --
 -- KEYS     per event: bus:event:<id>, bus:event:<id>:attempts, bus:event:<id>:copies,
@@ -16,7 +17,8 @@ for e = 1, n do
   local a = 2 + 5 * (e - 1)
   local id, route, listed, task, message = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5])
   local record = KEYS[4 * e - 3]
-  local status, attempts, received = unpack(redis.call('HMGET', record, 'status', 'attempts', 'received'))
+  local status, attempts, received, parked = unpack(redis.call('HMGET', record, 'status', 'attempts', 'received',
+                                                               'parked'))
   if not status then
     out[e] = 'gone'
   elseif (listed ~= '' and status ~= listed) or not may(status, QUEUED) then
@@ -26,6 +28,8 @@ for e = 1, n do
     for k = 4 * e - 3, 4 * e - 1 do redis.call('PERSIST', KEYS[k]) end
     reindex(id, route, received, status, QUEUED)
     redis.call('ZREM', KEYS[4 * e], id)
+    -- held back behind a breaker (breakers.py): the replay's message sends it now
+    if parked then redis.call('ZREM', parked_set(route, parked), id) end
     used[message] = true
     out[e] = 'ok'
   end

@@ -1,0 +1,64 @@
+"""A delivery task's view of its route's endpoint breakers: send, or hold the event back behind one."""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from . import backoff, journal
+from .endpoints import EndpointKey
+from .routes import Route
+
+
+def endpoint_failed(record: dict[str, Any], route: Route) -> bool:
+    """No answer, or an answer that says the endpoint cannot take anything right now."""
+    code = record.get("status_code")
+    return code is None or code in route.retryable_statuses
+
+
+@dataclass
+class Breakers:
+    """The route's open breakers as one task knows them: read with its events (journal.load_many),
+    then kept up to date by the task's own attempts, so a failure that opens an endpoint's breaker
+    holds back the rest of that endpoint's events in the group, and only those."""
+
+    client: redis.Redis
+    open_until: dict[str, float] = field(default_factory=dict)  # endpoint digest -> until when
+    complete: bool = True  # False: the route had more open breakers than were read; ask for the others
+
+    def until(self, key: EndpointKey) -> float:
+        if key.digest not in self.open_until and not self.complete:
+            found = journal.breakers.open_until(self.client, key.route, [key.digest])
+            self.open_until[key.digest] = found.get(key.digest, 0.0)
+        return self.open_until.get(key.digest, 0.0)
+
+    def after_attempt(self, route: Route, key: EndpointKey, record: dict[str, Any], probe: bool) -> None:
+        """Count a failed request with its endpoint's breaker; an answer closed it when it was journaled."""
+        if not endpoint_failed(record, route):
+            self.open_until.pop(key.digest, None)
+            return
+        opened = journal.breakers.failed(
+            self.client, key, time.time(), backoff.BREAKER_THRESHOLD,
+            min(route.retry_max_interval, backoff.BREAKER_MAX_INTERVAL), random.random(), probe,
+            journal.breakers.ttl(route.retry_max_interval))
+        if opened is not None:
+            self.open_until[key.digest] = opened
+
+    def held_back(self, event: dict[str, Any], key: EndpointKey, probe: bool, task: str = "") -> str | None:
+        """None when the event is to be sent; else it waits behind its endpoint's open breaker (see
+        hold) and this is its verdict. A probe is sent whatever the breaker says."""
+        if probe or self.until(key) <= time.time():
+            return None
+        return self.hold(event, key, task)
+
+    def hold(self, event: dict[str, Any], key: EndpointKey, task: str = "") -> str:
+        """Park the event behind the endpoint's breaker (journal.breakers.hold_back): 'waiting', or why
+        the journal refused ('superseded', 'gone', 'delivered', 'dead': another copy of the message,
+        `task`, moved it since it was loaded)."""
+        moved = journal.breakers.hold_back_move(self.client, event, key, time.time(), task=task)
+        if moved == "due":
+            self.open_until.pop(key.digest, None)  # it closed meanwhile: the event is due on the retry schedule
+        return "waiting" if moved in ("held", "due") else moved
