@@ -71,6 +71,17 @@ local function reindex(id, route, received, from, to)
     redis.call('ZADD', {_concat(index_key('@S@', '@R@'), {'@S@': 'to', '@R@': 'route'})}, received, id)
   end
 end"""),
+        ("to_retrying", """-- The move park and hold_back share: a waiting event its caller may still move goes to retrying,
+-- no message named. Returns nil when it moved, else why not: 'gone', the status the event is in
+-- when the table has no move from it, or 'superseded' (another task moved it since the caller loaded it).
+local function to_retrying(record, id, route, reason, caller)
+  local current, task, received = unpack(redis.call('HMGET', record, 'status', 'task', 'received'))
+  if not current then return 'gone' end
+  if not may(current, RETRYING) then return current end
+  if not owned(task, caller) then return 'superseded' end
+  redis.call('HSET', record, 'status', RETRYING, 'last', reason, 'task', '')
+  reindex(id, route, received, current, RETRYING)
+end"""),
         ("own", """-- Name `task` in the records of those ids this script may hand over (may(status, status)); how many.
 local function own(ids, task)
   local named = 0

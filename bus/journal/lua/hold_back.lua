@@ -12,13 +12,9 @@
 -- Returns 'held', 'due', or why nothing was written: 'gone', the status the event is in when the
 -- table has no move from it (delivered, dead), or 'superseded' (another copy of the message, or
 -- another task, moved it since the caller loaded it).
-local id, route = ARGV[1], ARGV[2]
-local current, task, received = unpack(redis.call('HMGET', KEYS[1], 'status', 'task', 'received'))
-if not current then return 'gone' end
-if not may(current, RETRYING) then return current end
-if not owned(task, ARGV[7]) then return 'superseded' end
-redis.call('HSET', KEYS[1], 'status', RETRYING, 'last', ARGV[3], 'task', '')
-reindex(id, route, received, current, RETRYING)
+local id = ARGV[1]
+local refused = to_retrying(KEYS[1], id, ARGV[2], ARGV[3], ARGV[7])
+if refused then return refused end
 local open_until = redis.call('HGET', KEYS[3], 'open_until')
 if open_until then
   redis.call('ZADD', KEYS[4], ARGV[6], id)

@@ -9,12 +9,7 @@
 -- Returns 'ok', or why nothing was written: 'gone', the status the event is in when the table has
 -- no park from it (delivered, dead), or 'superseded' (the record names another task, or none: an
 -- attempt or a park already came after the caller loaded it).
-local id, route = ARGV[1], ARGV[2]
-local current, task, received = unpack(redis.call('HMGET', KEYS[1], 'status', 'task', 'received'))
-if not current then return 'gone' end
-if not may(current, RETRYING) then return current end
-if not owned(task, ARGV[5]) then return 'superseded' end
-redis.call('HSET', KEYS[1], 'status', RETRYING, 'last', ARGV[4], 'task', '')
-reindex(id, route, received, current, RETRYING)
-redis.call('ZADD', KEYS[2], ARGV[3], id)
+local refused = to_retrying(KEYS[1], ARGV[1], ARGV[2], ARGV[4], ARGV[5])
+if refused then return refused end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return 'ok'
