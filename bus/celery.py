@@ -1,6 +1,7 @@
 """The Celery app: `celery -A bus ...` finds it here; it reads ./celeryconfig.py or BUS_CELERY_CONFIG."""
 from __future__ import annotations
 
+import gc
 import importlib.util
 import logging
 import os
@@ -9,14 +10,14 @@ import sys
 from pathlib import Path
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_after_setup
+from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_after_setup, worker_init
 from celery.utils.log import get_multiprocessing_logger
 
 from . import celery_checks, kombu_fixes, local_up, logs, settings
 from .errors import ConfigError
 from .recovery import RecoverLostTasks
 
-app = Celery("bus", include=["bus.delivery", "bus.scheduler", "bus.leases", "bus.archive.mover"])
+app = Celery("bus", include=["bus.delivery", "bus.scheduler", "bus.leases", "bus.archive.launch"])
 
 
 @after_setup_logger.connect
@@ -86,3 +87,12 @@ kombu_fixes.apply()
 celery_checks.refuse_purging_bus_queues()
 # Runs at every (re)connection of a worker: requeues tasks kombu lost in a crash (recovery.py).
 app.steps["consumer"].add(RecoverLostTasks)
+
+
+@worker_init.connect
+def _share_the_imports_with_the_pool(**_: object) -> None:
+    # Right before the prefork pool forks: everything imported so far goes to the collector's
+    # permanent generation, so a pool process's collections never write into (and copy) the pages
+    # it shares with the worker's main process (docs/performance.md, fifth round).
+    gc.freeze()
+

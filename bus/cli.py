@@ -265,7 +265,8 @@ def cmd_worker(args: argparse.Namespace, config: settings.Settings) -> int:
 
     routes = _worker_routes(_router(config), args.routes)
     groups = shard_workers.by_shard(routes)
-    options = ["--loglevel", args.loglevel] + (["--concurrency", str(args.concurrency)] if args.concurrency else [])
+    options = ["--loglevel", args.loglevel] + (["--concurrency", str(args.concurrency)] if args.concurrency else []) \
+        + (["--no-task-events"] if args.no_task_events else [])
     if len(groups) > 1:
         return shard_workers.run(groups, options)
     (shard,) = groups
@@ -292,6 +293,10 @@ def cmd_worker(args: argparse.Namespace, config: settings.Settings) -> int:
     ]
     if args.concurrency:
         argv += ["--concurrency", str(args.concurrency)]
+    if args.no_task_events:
+        # Three PUBLISHes per task, one of them in the main process before the task reaches the pool,
+        # for a monitor nobody runs; heartbeats go on, and Flower's enable_events turns them back on.
+        app.conf.worker_send_task_events = False
     app.worker_main(argv)
     return 0
 
@@ -346,6 +351,9 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("routes", nargs="*", metavar="ROUTE")
     worker.add_argument("--concurrency", type=int, default=0, help="worker processes (default: Celery's, the CPU count)")
     worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("--no-task-events", action="store_true",
+                        help="send no Celery task events (Flower's task list) until a monitor asks for them "
+                             "(Flower does when it starts); `bus up --flower-port 0` runs its workers so")
     worker.set_defaults(func=cmd_worker)
 
     routes = sub.add_parser("routes", help="print the route table, or which route takes TAG and its URL; "

@@ -1,4 +1,5 @@
-"""Work-arounds for kombu Redis transport bugs that the fault tests hit, applied when the Celery app loads."""
+"""Work-arounds for kombu Redis transport bugs that the fault tests hit, and its idle polling, applied when the
+Celery app loads."""
 from __future__ import annotations
 
 import time
@@ -67,7 +68,18 @@ def _remove_and_release(self: kombu_redis.QoS, delivery_tag: str, pipe: object =
     return pipe
 
 
+# kombu's consumer sends BRPOP with a 1 s server-side timeout, so an idle worker woke, re-registered
+# its poller and sent BRPOP again every second (a quarter of an idle worker's wake-ups). A message
+# pushed meanwhile answers a waiting BRPOP at once, so a longer timeout delays nothing; it stays
+# under the broker socket_timeout (10 s, celery_defaults.py), and a half-open connection is still
+# dropped after it plus health_check_interval. Set on the class rather than as the polling_interval
+# transport option, which would also make every synchronous drain_events (Flower's event receiver)
+# sleep that long between polls.
+BRPOP_TIMEOUT = 5
+
+
 def apply() -> None:
+    kombu_redis.Transport.brpop_timeout = BRPOP_TIMEOUT
     kombu_redis.Channel._connparams = _connparams_of_a_live_channel
     kombu_redis.Channel._create_client = _one_client_per_pool
     kombu_redis.QoS.append = _append_and_hold

@@ -11,15 +11,23 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
 from celery.signals import worker_ready, worker_shutdown
 
 from . import journal
+from .backoff import FIRST_DELAY
 from .messages import groups, new_message
 from .routes import Route
 
 log = logging.getLogger("bus.scheduler")
+# While events move, a pass every TICK. Otherwise the next pass comes when the earliest retry or
+# half-open breaker is due, but never later than IDLE_TICK: the shortest retry delay a pool process
+# can schedule meanwhile is FIRST_DELAY / 2 (backoff.py), so a retry scheduled just after a pass is
+# still moved on time. Five passes a second were most of an idle worker's and its Redis's CPU
+# (docs/performance.md, fifth round).
 TICK = 0.2
+IDLE_TICK = FIRST_DELAY / 2
 BATCH = 500
 PROBES = 50  # half-open breakers of a route that send their probe in one tick
 PROBE_SLACK = 5.0
@@ -29,10 +37,22 @@ _MOVER = str(uuid.uuid4())
 _stop = threading.Event()
 
 
+@dataclass(frozen=True)
+class Pass:
+    moved: int  # events moved to their queues
+    wake_at: float  # when the next pass is wanted
+
+
 def tick(client: object, routes: list[Route], now: float | None = None, mover: str = "") -> int:
     """One pass over the routes; returns how many events were moved to their queues."""
+    return one_pass(client, routes, now, mover).moved
+
+
+def one_pass(client: object, routes: list[Route], now: float | None = None, mover: str = "") -> Pass:
+    """One pass over the routes: what it moved, and when the next one is due."""
     moved = 0
     now = time.time() if now is None else now
+    wake_at = now + IDLE_TICK
     for route in routes:
         if not journal.claim_mover(client, route.name, mover or _MOVER, MOVER_LEASE_MS):
             continue
@@ -41,10 +61,16 @@ def tick(client: object, routes: list[Route], now: float | None = None, mover: s
         journal.refill_if_idle(client, route.name, route.group_size)
         # Events held back behind an open breaker are not on the retry schedule (breakers.py), so
         # what is due here goes whatever the route's other endpoints are doing.
-        moved += _release_due(client, route, now)
-        moved += _probe(client, route, now)
+        here = _release_due(client, route, now) + _probe(client, route, now)
+        moved += here
+        if here:
+            wake_at = min(wake_at, now + TICK)
+            continue
+        next_due = journal.next_due(client, route.name)
+        if next_due is not None:
+            wake_at = min(wake_at, next_due)
     _trim(client, routes, now)
-    return moved
+    return Pass(moved, wake_at)
 
 
 _trimmed = 0.0
@@ -94,14 +120,17 @@ def _run(routes: list[Route]) -> None:
 
     while not _stop.is_set():
         try:
-            tick(worker().redis, routes)
+            done = one_pass(worker().redis, routes)
         except journal.REDIS_DOWN as exc:
             log.warning("retry schedule paused: Redis unreachable (%s)", exc)
             _stop.wait(1.0)
+            continue
         except Exception:
             log.exception("retry schedule tick failed; trying again")
             _stop.wait(1.0)
-        _stop.wait(TICK)
+            continue
+        # A wait of at least a millisecond: a retry due right now is moved on the next pass, not in a spin.
+        _stop.wait(min(max(done.wake_at - time.time(), 0.001), IDLE_TICK))
 
 
 @worker_ready.connect

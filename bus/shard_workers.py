@@ -28,7 +28,7 @@ def by_shard(routes: Sequence[Route]) -> dict[str, list[Route]]:
 
 
 def run(groups: dict[str, list[Route]], options: list[str]) -> int:
-    """Start a `bus worker` per shard and wait; `options` are the command's own (--loglevel, --concurrency)."""
+    """Start a `bus worker` per shard and wait; `options` are the command's own (--loglevel, --concurrency, --no-task-events)."""
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, _: stopping.append(signum))
     signal.signal(signal.SIGINT, lambda signum, _: stopping.append(signum))

@@ -10,7 +10,7 @@ import time
 
 import redis
 
-from . import journal, local_up, settings
+from . import journal, local_up, settings, supervise
 from .errors import ConfigError
 from .routes import load_configured
 
@@ -90,8 +90,11 @@ def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int,
         # fifth round: 70 MiB of PSS and most of the idle CPU of the ingress, at the same e2e rate).
         procs.insert(0, ("ingress", _start("ingress", bus_cmd + ["serve", "--bind", bind, "--forward", forward,
                                                                    "--workers", str(ingress_workers)], env)))
+        # Without Flower nobody reads Celery's task events; a Flower started by hand asks for them.
+        quiet = [] if flower_port else ["--no-task-events"]
         for route in router.routes:
-            procs.insert(1, (f"worker {route.name}", _start(f"worker {route.name}", bus_cmd + ["worker", route.name], env)))
+            procs.insert(1, (f"worker {route.name}", _start(f"worker {route.name}",
+                                                            bus_cmd + ["worker", route.name, *quiet], env)))
         if flower_port:
             procs.insert(1, ("flower", _start("flower", [sys.executable, "-m", "celery", "-A", "bus", "flower",
                                                           f"--port={flower_port}", "--address=127.0.0.1",
@@ -102,15 +105,15 @@ def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int,
         print(f"bus up: ingress on http://{bind}/ (POST /<tag>); Redis {url} with AOF in {var / 'redis'}; Ctrl-C stops all", flush=True)
         record = local_up.write(var, url)
         print(f"bus up: `bus` commands run in this directory without BUS_REDIS_URL use this Redis ({record})", flush=True)
-        while True:
-            for name, proc in procs:
-                if proc.poll() is not None:
-                    print(f"bus up: {name} exited with status {proc.returncode}; stopping everything", file=sys.stderr)
-                    return 1
-            time.sleep(0.5)
+        # From here on this process only waits and stops: it becomes supervise.py, which imports the
+        # standard library only (same pid, same children; docs/performance.md, fifth round).
+        supervise.block_signals()
+        os.execv(sys.executable, [sys.executable, "-I", "-S", supervise.__file__, str(record),
+                                  *(f"{name}={proc.pid}" for name, proc in procs)])
     except KeyboardInterrupt:
         print("bus up: stopping", flush=True)
         return 0
     finally:
+        # Reached only when starting failed or was interrupted: once exec'd, supervise.py stops it all.
         local_up.remove(var)  # first: commands must not be sent to a Redis that is stopping
         _stop(procs)

@@ -1,5 +1,5 @@
 """The archive mover: delivered events received more than BUS_HOT_WINDOW ago leave Redis for the
-archive, in batches, by a process every `bus worker` starts beside it (one at a time holds the lease).
+archive, in batches, by a process every `bus worker` starts beside it (launch.py; one at a time holds the lease).
 
 Moving an event is one more guarded step of its lifecycle: the batch is written to the archive
 first (an upsert by event id), and only then deleted from Redis by a script that checks each
@@ -13,15 +13,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
-
-from celery.signals import worker_ready, worker_shutdown
 
 from .. import journal, logs, settings
 from ..errors import ArchiveUnavailable
@@ -34,6 +31,8 @@ log = logging.getLogger("bus.archive")
 # with the mover idle; at 100 it ran within the noise (docs/performance.md).
 BATCH = 100
 TICK = 0.5
+# After a pass that found nothing to move; shorter than LEASE_MS, so the lease is renewed in time.
+IDLE_TICK = 2.0
 # At most this many batches a tick (5,000 events, ~10,000 a second): the lease is renewed between ticks.
 BATCHES_PER_TICK = 50
 LEASE_MS = 5000
@@ -149,7 +148,6 @@ class Mover:
 
 
 _stop = threading.Event()
-_child: subprocess.Popen | None = None
 
 
 def _run(mover: Mover, parent: int | None = None) -> None:
@@ -157,21 +155,29 @@ def _run(mover: Mover, parent: int | None = None) -> None:
         if parent is not None and os.getppid() != parent:
             log.info("archive mover stops: its worker (pid %d) is gone", parent)
             return
-        try:
-            mover.tick()
-        except ArchiveUnavailable:
-            _stop.wait(DOWN_RETRY)
-        except journal.REDIS_DOWN as exc:
-            log.warning("archive mover paused: Redis unreachable (%s)", exc)
-            _stop.wait(DOWN_RETRY)
-        except Exception:
-            log.exception("archive mover pass failed; trying again")
-            _stop.wait(DOWN_RETRY)
-        _stop.wait(TICK)
+        _stop.wait(_one_pass(mover))
+
+
+def _one_pass(mover: Mover) -> float:
+    """One pass of the mover; the seconds to wait before the next."""
+    try:
+        passed = mover.tick()
+    except ArchiveUnavailable:
+        return DOWN_RETRY + TICK
+    except journal.REDIS_DOWN as exc:
+        log.warning("archive mover paused: Redis unreachable (%s)", exc)
+        return DOWN_RETRY + TICK
+    except Exception:
+        log.exception("archive mover pass failed; trying again")
+        return DOWN_RETRY + TICK
+    # Nothing to move (or another worker's mover holds the lease): the next delivered event is due
+    # a hot window after it arrived, so passes slow down instead of asking Redis twice a second.
+    busy = passed is not None and passed.moved + passed.changed + passed.gone > 0
+    return TICK if busy else IDLE_TICK
 
 
 def main(argv: list[str]) -> int:
-    """`python -m bus.archive.mover WORKER_PID`: the mover of one worker, started by it (below)."""
+    """`python -m bus.archive.mover WORKER_PID`: the mover of one worker, started by it (launch.py)."""
     config = settings.load()
     logs.configure(config.log_format)
     store = store_for(config)
@@ -182,31 +188,6 @@ def main(argv: list[str]) -> int:
     _run(Mover(client, store, config.hot_window, config.retention), int(argv[0]))
     store.close()
     return 0
-
-
-# A process of its own, not a thread of the worker's main process: that process is Celery's
-# consumer, and a thread decoding and writing batches there holds the GIL the consumer needs to
-# hand tasks to the pool (prefetch 1: every wait there is a pool process idle).
-@worker_ready.connect
-def _start(sender: object = None, **_: object) -> None:
-    global _child
-    config = settings.load()
-    if not config.archive_url:
-        log.info("archive off (BUS_ARCHIVE_URL=off): delivered events stay in Redis for BUS_RETENTION")
-        return
-    _child = subprocess.Popen([sys.executable, "-m", "bus.archive.mover", str(os.getpid())])
-    log.info("archive mover running (pid %d): delivered events older than %gs go to %s", _child.pid,
-             config.hot_window, logs.redact(config.archive_url))
-
-
-@worker_shutdown.connect
-def _shutdown(**_: object) -> None:
-    if _child is not None and _child.poll() is None:
-        _child.terminate()
-        try:
-            _child.wait(5)
-        except subprocess.TimeoutExpired:
-            _child.kill()
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """Run `bus serve`: the HTTP ingress under uvicorn and, next to it, the Fluentd forward listener."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -17,10 +18,16 @@ from . import unix_socket
 from .guarded_protocol import GuardedProtocol
 from .unix_socket import unix_path
 
+if TYPE_CHECKING:
+    from .forward import ForwardServer
+
 log = logging.getLogger("bus.serve")
+APP = "bus.ingress.asgi:from_environment"
 # uvicorn lets in-flight requests finish for this long on SIGTERM; the parent waits a little longer.
 GRACEFUL = 20
 HTTP_STOP_GRACE = 25.0
+# How often, with both listeners in one process, the forward listener's threads are checked.
+WATCH_EVERY = 2.0
 
 
 def serve(bus: intake.Intake, bind: str, workers: int = 2, threads: int = 8) -> None:
@@ -33,7 +40,7 @@ def serve(bus: intake.Intake, bind: str, workers: int = 2, threads: int = 8) -> 
     path = unix_path(bind)
     if path is None:
         host, _, port = bind.rpartition(":")
-        _uvicorn(host=host.strip("[]"), port=int(port), workers=workers)
+        _uvicorn(workers, host=host.strip("[]"), port=int(port))
         return
     # Bound here, with its mode, before uvicorn listens on it (uvicorn's own uds= would chmod it 666).
     sock, socket_file = unix_socket.bind(path, bus.settings.unix_socket_mode)
@@ -42,7 +49,7 @@ def serve(bus: intake.Intake, bind: str, workers: int = 2, threads: int = 8) -> 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_quietly)
     try:
-        _uvicorn(fd=sock.fileno(), workers=workers)
+        _uvicorn(workers, fd=sock.fileno())
     finally:
         socket_file.remove()
         sock.close()
@@ -52,9 +59,9 @@ def _exit_quietly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _uvicorn(**where: Any) -> None:
-    uvicorn.run(
-        "bus.ingress.asgi:from_environment", factory=True, **where,
+def _uvicorn(workers: int, **where: Any) -> None:
+    options = dict(
+        factory=True, **where,
         # httptools' parser plus our read deadline, per-client cap and head limits (slow-loris, floods).
         http=GuardedProtocol, loop="uvloop", lifespan="on",
         timeout_keep_alive=5, timeout_graceful_shutdown=GRACEFUL,
@@ -65,17 +72,35 @@ def _uvicorn(**where: Any) -> None:
         # On every answer, uvicorn's own 400 and 503 included: no browser reads a JSON error as a page.
         headers=[("X-Content-Type-Options", "nosniff")],
     )
+    if workers > 1:
+        uvicorn.run(APP, workers=workers, **options)
+        return
+    # One worker: uvicorn.run's own path (Server(config).run(), exit 3 if it never started), with the
+    # quieter main loop below.
+    server = _OneTickASecond(uvicorn.Config(APP, **options))
+    server.run()
+    if not server.started:
+        sys.exit(3)
+
+
+class _OneTickASecond(uvicorn.Server):
+    """uvicorn's Server, whose main loop wakes once a second instead of ten times.
+
+    The loop refreshes the Date header once a second and looks for a stop request (a signal sets
+    should_exit): once a second does both, and an idle ingress wakes 1 time a second instead of 10
+    (docs/performance.md, fifth round). A SIGTERM starts the graceful stop up to a second later."""
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):
+            await asyncio.sleep(1.0)
+            counter = (counter + 10) % 864000  # on_tick refreshes the headers when counter % 10 == 0
 
 
 def serve_with_forward(bus: intake.Intake, bind: str, forward: str, workers: int = 2, threads: int = 8) -> int:
-    """The forward listener in this process, the HTTP ingress in a child `bus serve --forward off`.
-
-    uvicorn's supervisor starts and reaps its workers (and would reap any other
-    child of its process), and forking a process that runs listener threads
-    risks inheriting held locks; so the listener lives in a plain parent process
-    that supervises uvicorn: SIGTERM/SIGINT/SIGHUP stop both, and if either side
-    dies the other is stopped and `bus serve` exits 1.
-    """
+    """The forward listener and the HTTP ingress; with one HTTP worker both in this process, with
+    more the HTTP ingress in a child `bus serve --forward off`. If either side stops serving the
+    other is stopped and `bus serve` exits 1; SIGTERM/SIGINT/SIGHUP stop both (exit 0)."""
     from .forward import ForwardServer
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
@@ -86,6 +111,53 @@ def serve_with_forward(bus: intake.Intake, bind: str, forward: str, workers: int
     else:
         server = ForwardServer.on_unix_socket(bus, path)
     server.start()
+    if workers == 1:
+        return _serve_beside(server, bus, bind, threads)
+    return _serve_http_child(server, bind, workers, threads)
+
+
+def _serve_beside(server: "ForwardServer", bus: intake.Intake, bind: str, threads: int) -> int:
+    """uvicorn in this process's main thread, the forward listener's threads beside it.
+
+    With one HTTP worker uvicorn forks nothing, so nothing inherits the listener's threads; and a
+    second interpreter for the HTTP side cost ~37 MiB of PSS and its own wake-ups (docs/performance.md,
+    fifth round). A listener that stops serving stops uvicorn the way a SIGTERM does."""
+    failed = threading.Event()
+
+    def watch() -> None:
+        while server.serving:
+            if failed.wait(WATCH_EVERY):
+                return
+        log.error("the forward listener stopped serving; stopping")
+        failed.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    # uvicorn re-raises the SIGTERM/SIGINT it stopped on once it is done: as an exit, so the listener
+    # is stopped below rather than the process killed. A hang-up stops `bus serve` as they do.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_quietly)
+    signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+    threading.Thread(target=watch, name="forward-watch", daemon=True).start()
+    http_failed = False
+    try:
+        serve(bus, bind, workers=1, threads=threads)
+    except SystemExit as exc:
+        http_failed = exc.code not in (0, None)  # 0: a signal; else uvicorn failed (e.g. its port taken)
+        if http_failed:
+            log.error("the HTTP ingress exited with status %s; stopping the forward listener", exc.code)
+    finally:
+        listener_failed = failed.is_set()
+        failed.set()
+        server.stop()
+    return 1 if http_failed or listener_failed else 0
+
+
+def _serve_http_child(server: "ForwardServer", bind: str, workers: int, threads: int) -> int:
+    """The forward listener here, the HTTP ingress in a child `bus serve --forward off`.
+
+    uvicorn's supervisor starts and reaps its workers (and would reap any other child of its
+    process), and forking a process that runs listener threads risks inheriting held locks; so with
+    several HTTP workers the listener lives in a plain parent process that supervises uvicorn."""
     stop = threading.Event()
     signalled: list[int] = []
 

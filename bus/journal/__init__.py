@@ -34,7 +34,7 @@ from .grouping import (
 from .capture import CAPTURE_SCRIPT, capture_call
 from . import breakers
 from .transitions import (
-    RECORD_ATTEMPT_SCRIPT, record_attempt_call, claim_mover, drop_scheduled, due, enqueue, hand_off, park,
+    RECORD_ATTEMPT_SCRIPT, record_attempt_call, claim_mover, drop_scheduled, due, enqueue, hand_off, next_due, park,
     record_attempt, record_copy, copy_record, recheck, refusal, release, requeue, status_class,
 )
 from .counters import (
@@ -62,7 +62,7 @@ __all__ = [
     "queue_name", "retry_key", "slot_key", "spool_mark_key", "DEAD", "DEFAULT_RETENTION", "DELIVERED", "QUEUED", "REDIS_DOWN",
     "RESPONSE_KEEP", "RETRYING", "SUMMARY_FIELDS", "attempts", "connect", "load", "Idempotency", "NewEvent", "Page", "show",
     "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "SpoolMark", "accept", "accept_batches", "accept_call", "accepted_ids", "load_many",
-    "refill_if_idle", "breakers", "claim_mover", "drop_scheduled", "due", "enqueue",
+    "refill_if_idle", "breakers", "claim_mover", "drop_scheduled", "due", "enqueue", "next_due",
     "hand_off", "park", "record_attempt", "record_copy", "copy_record", "recheck", "refusal", "release", "requeue",
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",
     "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "pending_ids",

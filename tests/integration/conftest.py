@@ -282,11 +282,12 @@ def bus_env(redis_url: str, routes_dir: Path, **extra: str) -> dict[str, str]:
             "BUS_ARCHIVE_URL": archive, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def start_ingress(env: dict[str, str], log: Path, forward_port: int | None = None) -> tuple[BusProcess, str]:
-    """`bus serve` on a free port; its forward listener on 127.0.0.1:forward_port, off when None."""
-    port = free_port()
+def start_ingress(env: dict[str, str], log: Path, forward_port: int | None = None, workers: int = 1,
+                  port: int | None = None) -> tuple[BusProcess, str]:
+    """`bus serve` on a free port (or `port`); its forward listener on 127.0.0.1:forward_port, off when None."""
+    port = port or free_port()
     forward = "off" if forward_port is None else f"127.0.0.1:{forward_port}"
-    proc = BusProcess(["serve", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
+    proc = BusProcess(["serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", "4",
                        "--forward", forward], env, log).start()
     url = f"http://127.0.0.1:{port}"
 

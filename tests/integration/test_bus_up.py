@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import redis
@@ -92,19 +93,26 @@ def run_in(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedPr
                           timeout=60)
 
 
-def test_the_quick_tour_from_a_second_shell_reaches_the_redis_of_bus_up_without_bus_redis_url(tmp_path):
-    receiver = Receiver()
-    receiver.start()
+def start_bus_up(tmp_path: Path, endpoint: str, name: str, out: object = subprocess.DEVNULL
+                 ) -> tuple[subprocess.Popen, dict[str, str], str, int, int]:
+    """`bus up` as a new user runs it in tmp_path (no BUS_ variable at all, ./routes and ./var there), one route
+    api.* to `endpoint`, Flower and the forward listener off: (process, env, marker, ingress port, Redis port)."""
     (tmp_path / "routes").mkdir()
-    (tmp_path / "routes" / "api.toml").write_text(f'match = ["api.*"]\nendpoint = "{receiver.url}/api/${{tag[1]}}/"\n')
-    marker = f"bus-up-tour-{os.getpid()}-{free_port()}"
+    (tmp_path / "routes" / "api.toml").write_text(f'match = ["api.*"]\nendpoint = "{endpoint}"\n')
+    marker = f"bus-up-{name}-{os.getpid()}-{free_port()}"
     ingress, redis_port = free_port(), free_port()
-    # As a new user has it: no BUS_ variable at all, ./routes and ./var in the working directory.
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("BUS_", "CELERY_"))}, "BUS_TEST_MARKER": marker}
     up = subprocess.Popen(
         [sys.executable, "-m", "bus", "up", "--bind", f"127.0.0.1:{ingress}", "--redis-port", str(redis_port),
          "--flower-port", "0", "--forward", "off"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return up, env, marker, ingress, redis_port
+
+
+def test_the_quick_tour_from_a_second_shell_reaches_the_redis_of_bus_up_without_bus_redis_url(tmp_path):
+    receiver = Receiver()
+    receiver.start()
+    up, env, marker, ingress, redis_port = start_bus_up(tmp_path, f"{receiver.url}/api/${{tag[1]}}/", "tour")
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     try:
         (curled,) = wait_until(lambda: accepted(ingress, '{"order": 42}'), 30, what="the ingress of bus up").json()["ids"]
@@ -157,3 +165,61 @@ def test_a_record_left_by_a_killed_bus_up_is_ignored_and_said_so(tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert f"ignoring var/bus-up.json: the `bus up` (pid {gone.pid}) that wrote it is no longer running" in shown.stderr
     assert "redis://127.0.0.1:1/0" not in shown.stderr
+
+
+def test_a_child_of_bus_up_that_dies_stops_everything_else_and_bus_up_exits_1(tmp_path):
+    log = tmp_path / "up.log"
+    with open(log, "wb") as out:
+        up, env, marker, _, _ = start_bus_up(tmp_path, "http://127.0.0.1:9/x", "child-dies", out)
+    try:
+        wait_until(lambda: (tmp_path / "var" / "bus-up.json").exists(), 30, what="bus up to start everything")
+        children = [int(p) for p in Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()]
+        (worker,) = [p for p in children if b"\0worker\0" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        os.kill(worker, signal.SIGKILL)
+        assert up.wait(60) == 1
+        wait_until(lambda: not processes_with_env(marker), 10, what="every other child of bus up to exit")
+        assert "bus up: worker api exited with status -9; stopping everything" in log.read_text()
+        assert not (tmp_path / "var" / "bus-up.json").exists(), "the record does not outlive its bus up"
+    finally:
+        kill_leftovers(up, marker)
+
+
+def test_bus_up_without_flower_sends_no_task_events_until_a_monitor_asks_for_them(tmp_path):
+    receiver = Receiver()
+    receiver.start()
+    up, env, marker, ingress, redis_port = start_bus_up(tmp_path, f"{receiver.url}/api/${{tag[1]}}/", "no-events")
+    events = None
+    try:
+        wait_until(lambda: accepted(ingress, '{"warm": 1}'), 30, what="the ingress of bus up")
+        wait_until(lambda: receiver.ids("/api/orders/"), 30, what="bus up's worker to deliver")
+        events = redis.Redis(port=redis_port, socket_timeout=5).pubsub()
+        events.psubscribe("*celeryev*")
+
+        def channels_while_delivering(body: str, enough: str = "") -> set[str]:
+            """The event channels published on from the POST until 2.5 s after the delivery (a heartbeat is
+            due every 2 s), or until one starting with `enough` was seen."""
+            before = len(receiver.ids("/api/orders/"))
+            accepted(ingress, body)
+            wait_until(lambda: len(receiver.ids("/api/orders/")) > before, 30, what="the delivery")
+            seen: set[str] = set()
+            deadline = time.monotonic() + 2.5
+            while time.monotonic() < deadline and not (enough and any(c.startswith(enough) for c in seen)):
+                message = events.get_message(timeout=0.2)
+                if message and message["type"] == "pmessage":
+                    seen.add(message["channel"].decode().rpartition("/")[2])
+            return seen
+
+        quiet = channels_while_delivering('{"order": 1}')
+        assert "worker.heartbeat" in quiet and not {c for c in quiet if c.startswith("task.")}, quiet
+        asked = subprocess.run([sys.executable, "-m", "celery", "-A", "bus", "control", "enable_events"], cwd=tmp_path,
+                               env=env, capture_output=True, text=True, timeout=60)
+        assert "task events enabled" in asked.stdout, asked.stdout + asked.stderr
+        # Celery sends task events in batches, on task.multi.
+        assert {c for c in channels_while_delivering('{"order": 2}', "task.") if c.startswith("task.")}, "as Flower asks"
+        os.killpg(up.pid, signal.SIGINT)
+        assert up.wait(60) == 0
+    finally:
+        if events is not None:
+            events.close()
+        kill_leftovers(up, marker)
+        receiver.stop()

@@ -17,7 +17,7 @@ import msgpack
 import pytest
 from fluent import sender
 
-from conftest import bus_env, free_port, journaled, parked_tag, start_ingress, wait_until
+from conftest import BusProcess, bus_env, free_port, journaled, parked_tag, start_ingress, wait_until
 
 
 class Client:
@@ -291,29 +291,65 @@ def test_idle_client_is_closed_after_the_idle_timeout(secured):
 # --- one process to run, and to stop
 
 
-def test_serve_stops_both_listeners_on_sigterm_and_exits_when_http_dies(bus):
-    for how in ("sigterm", "http dies"):
-        forward = free_port()
-        proc, url = start_ingress(bus.env, bus.tmp / f"serve-{how.replace(' ', '-')}.log", forward)
+def test_serve_with_one_http_worker_runs_both_listeners_in_one_process_and_sigterm_stops_both(bus):
+    forward = free_port()
+    proc, url = start_ingress(bus.env, bus.tmp / "serve-one-process.log", forward)
+    try:
         socket.create_connection(("127.0.0.1", forward), timeout=5).close()
-        children = [int(p) for p in open(f"/proc/{proc.proc.pid}/task/{proc.proc.pid}/children").read().split()]
-        assert len(children) == 1, "bus serve runs the HTTP ingress (uvicorn) as its one child"
-        if how == "sigterm":
-            proc.proc.send_signal(signal.SIGTERM)  # to the parent only: it must stop the HTTP ingress itself
-            assert proc.proc.wait(30) == 0
-        else:
-            os.kill(children[0], signal.SIGKILL)
-            assert proc.proc.wait(30) == 1
-        with pytest.raises(OSError):
-            socket.create_connection(("127.0.0.1", forward), timeout=2)
+        assert _children(proc.proc.pid) == [], "uvicorn serves inside `bus serve`, beside the forward listener"
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.proc.wait(30) == 0
+        for port in (forward, int(url.rpartition(":")[2])):
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=2)
+    finally:
+        proc.stop()
+    assert "forward listener stopped" in proc.output()
+
+
+def test_serve_whose_http_port_is_taken_exits_1_and_closes_its_forward_listener(bus):
+    forward, taken = free_port(), socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    with taken:
+        proc = BusProcess(["serve", "--bind", f"127.0.0.1:{taken.getsockname()[1]}", "--workers", "1",
+                           "--forward", f"127.0.0.1:{forward}"], bus.env, bus.tmp / "serve-port-taken.log").start()
         try:
-            # uvicorn and its workers share the process group of `bus serve`: all must be gone.
-            wait_until(lambda: _group_gone(proc.proc.pid), 30, what="every process of bus serve to exit")
+            assert proc.proc.wait(30) == 1, proc.output()
         finally:
             proc.stop()
-            if not _group_gone(proc.proc.pid):
-                os.killpg(proc.proc.pid, signal.SIGKILL)
-        assert "forward listener stopped" in proc.output()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", forward), timeout=2)
+    assert "the HTTP ingress exited with status" in proc.output() and "forward listener stopped" in proc.output()
+
+
+@pytest.mark.parametrize("how", ["sigterm", "http dies"])
+def test_serve_with_several_http_workers_stops_both_on_sigterm_and_exits_when_http_dies(bus, how):
+    forward = free_port()
+    proc, url = start_ingress(bus.env, bus.tmp / f"serve-{how.replace(' ', '-')}.log", forward, workers=2)
+    socket.create_connection(("127.0.0.1", forward), timeout=5).close()
+    children = _children(proc.proc.pid)
+    assert len(children) == 1, "bus serve runs the HTTP ingress (uvicorn) as its one child"
+    if how == "sigterm":
+        proc.proc.send_signal(signal.SIGTERM)  # to the parent only: it must stop the HTTP ingress itself
+        assert proc.proc.wait(30) == 0
+    else:
+        os.kill(children[0], signal.SIGKILL)
+        assert proc.proc.wait(30) == 1
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", forward), timeout=2)
+    try:
+        # uvicorn and its workers share the process group of `bus serve`: all must be gone.
+        wait_until(lambda: _group_gone(proc.proc.pid), 30, what="every process of bus serve to exit")
+    finally:
+        proc.stop()
+        if not _group_gone(proc.proc.pid):
+            os.killpg(proc.proc.pid, signal.SIGKILL)
+    assert "forward listener stopped" in proc.output()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]
 
 
 def _group_gone(pgid: int) -> bool:
