@@ -178,18 +178,37 @@ def _log(event: dict[str, Any], record: dict[str, Any], outcome: Outcome, copy_t
 
 
 def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], record: dict[str, Any],
-                     outcome: Outcome, endpoint: endpoints.EndpointKey | None = None) -> None:
+                     outcome: Outcome, endpoint: endpoints.EndpointKey | None = None) -> str | None:
     """Record the attempt and log it. An answer from `endpoint` closes its breaker in the same step;
-    a failure is told to the breaker by whoever sent the request (once per request)."""
+    a failure is told to the breaker by whoever sent the request (once per request).
+    None when recorded; else why the journal refused (journal.record_attempt), which is then the verdict."""
     status = {DELIVERED: journal.DELIVERED, DEAD: journal.DEAD}.get(outcome.verdict, journal.RETRYING)
     if outcome.reason:
         record["reason"] = outcome.reason
-    journal.record_attempt(
+    refused = journal.record_attempt(
         w.pipe, event, record, status, w.settings.retention,
         retry_at=time.time() + outcome.delay if outcome.verdict == RETRY else None,
         endpoint_alive=route is not None and not endpoint_failed(record, route), endpoint=endpoint,
     )
     _log(event, record, outcome)
+    if refused:
+        # Sent (or dead-lettered) by this task, but meanwhile another copy of its message finished
+        # the event, or a purge deleted it. The journal keeps what that one did.
+        log.warning("event %s: attempt %d not recorded (verdict %s): the event is %s meanwhile",
+                    event["id"], record["attempt"], outcome.verdict, refused)
+    return refused
+
+
+def _park(w: Worker, event: dict[str, Any], until: float, task_id: str, reason: str) -> str:
+    """Park the event on the retry schedule (journal.park): 'waiting', or why the journal refused."""
+    return _not_sent_unless_waiting(event["id"], journal.park(w.redis, event, until, reason, task=task_id) or "waiting")
+
+
+def _not_sent_unless_waiting(event_id: str, verdict: str) -> str:
+    """A park's verdict, logged when the journal refused it (another copy of the message moved the event)."""
+    if verdict != "waiting":
+        _not_sent(event_id, verdict)
+    return verdict
 
 
 def _send_copy(task: Task, w: Worker, route: Route, event: dict[str, Any], to: str) -> str:
@@ -256,10 +275,11 @@ def _route_of_queue(task: Task) -> str:
     return queue[4:] if queue.startswith("bus.") else ""
 
 
-def _dead_unsent(w: Worker, event: dict[str, Any], attempt: int, reason: str) -> None:
-    """Dead-letter an event that cannot even be sent, recording why as its attempt."""
+def _dead_unsent(w: Worker, event: dict[str, Any], attempt: int, reason: str) -> str:
+    """Dead-letter an event that cannot even be sent, recording why as its attempt: DEAD, or why
+    the journal refused."""
     record = {"attempt": attempt, "at": time.time(), "duration": 0.0, "status_code": None, "error": reason}
-    _journal_verdict(w, None, event, record, Outcome(DEAD, reason=reason))
+    return _journal_verdict(w, None, event, record, Outcome(DEAD, reason=reason)) or DEAD
 
 
 def _deliver_one(task: Task, w: Worker, event: dict[str, Any], gate: Breakers, to: str | None, probe: bool) -> str:
@@ -276,19 +296,21 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], gate: Breakers, t
         _not_sent(event["id"], event["status"])
         return event["status"]
     attempt = event["attempts"] + 1
+    # Parking and dead-lettering come before _recheck: their scripts check the event's status (and
+    # park its owner) themselves, so a redelivered copy cannot move an event another copy has moved.
     if route is None:
-        _dead_unsent(w, event, attempt, f"route {event['route']!r} no longer exists; restore it and replay")
-        return DEAD
+        gone = f"route {event['route']!r} no longer exists; restore it and replay"
+        return _dead_unsent(w, event, attempt, gone)
     try:
         url = route.endpoint.render(event["tag"])
     except NoRoute as exc:
         # The route changed since the event was accepted and can no longer build its URL.
-        _dead_unsent(w, event, attempt, str(exc))
-        return DEAD
+        return _dead_unsent(w, event, attempt, str(exc))
     key = endpoints.key_for(route.name, url)
-    if gate.held_back(event, key, probe):
+    held = gate.held_back(event, key, probe, task.request.id or "")
+    if held:
         # Its endpoint is failing: wait in Redis for the breaker instead of hammering it.
-        return "waiting"
+        return _not_sent_unless_waiting(event["id"], held)
     state = _recheck(task, w, [event])[0]
     if state != "ok":
         return state
@@ -296,9 +318,9 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], gate: Breakers, t
     record = send(w.pools, route, url, event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
     outcome = classify(route, attempt - event["round"], record.get("status_code"), record.pop("retry_after", None))
-    _journal_verdict(w, route, event, record, outcome, key)
+    refused = _journal_verdict(w, route, event, record, outcome, key)
     gate.after_attempt(route, key, record, probe)
-    return outcome.verdict
+    return refused or outcome.verdict
 
 
 def _recheck(task: Task, w: Worker, events: list[dict[str, Any]]) -> list[str]:
@@ -336,7 +358,7 @@ def _mine(task: Task, event_ids: list[str], events: list[dict[str, Any] | None]
           ) -> tuple[list[str], list[dict[str, Any] | None], int]:
     """The task's events that its message still sends, and how many it no longer does.
 
-    An event's record names the message that sends its next attempt (journal store.OWN_LUA).
+    An event's record names the message that sends its next attempt (journal/store.py, the field `task`).
     Another name means this message came back after its work was done, its ack lost in a crash
     (Redis restores it from `unacked`), or was replaced by a hand-off, the retry schedule, a
     replay or lost-task recovery; sending would race the message that now has the event."""
@@ -361,14 +383,10 @@ def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, An
     try:
         url = route.endpoint.render(batch[0]["tag"])
     except NoRoute as exc:
-        for event in batch:
-            _dead_unsent(w, event, event["attempts"] + 1, str(exc))
-        return [DEAD] * len(batch)
+        return [_dead_unsent(w, event, event["attempts"] + 1, str(exc)) for event in batch]
     key = endpoints.key_for(route.name, url)
-    if not probe and gate.until(key) > time.time():
-        for event in batch:  # each parked, or due on the retry schedule if the breaker closed meanwhile
-            journal.breakers.hold_back(w.redis, event, key, time.time())
-        return ["waiting"] * len(batch)
+    if not probe and gate.until(key) > time.time():  # each parked, or due on the schedule if it closed meanwhile
+        return [_not_sent_unless_waiting(event["id"], gate.hold(event, key, task.request.id or "")) for event in batch]
     verdicts = _recheck(task, w, batch)  # what is not "ok" is the verdict of an event not sent
     sending = [i for i, state in enumerate(verdicts) if state == "ok"]
     if not sending:
@@ -386,8 +404,7 @@ def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, An
     for i, event, attempt in zip(sending, batch, attempts):
         record = {**sent, "attempt": attempt, "request_id": request["id"], "batch": len(batch)}
         outcome = classify(route, attempt - event["round"], record.get("status_code"), retry_after)
-        _journal_verdict(w, route, event, record, outcome, key)
-        verdicts[i] = outcome.verdict
+        verdicts[i] = _journal_verdict(w, route, event, record, outcome, key) or outcome.verdict
     gate.after_attempt(route, key, sent, probe)
     return verdicts
 
@@ -421,14 +438,14 @@ def _group_deadline(w: Worker, route_name: str) -> float:
     return time.monotonic() + w.settings.visibility_timeout - VISIBILITY_MARGIN - attempt
 
 
-def _hand_off(w: Worker, route_name: str, rest: list[dict[str, Any]], to: str | None) -> None:
+def _hand_off(w: Worker, route_name: str, rest: list[dict[str, Any]], to: str | None, task_id: str) -> None:
     """Queue the events this task has no time left for as a task of their own (same ids)."""
     if not rest:
         return
     queue = journal.queue_name(route_name)
     message = new_message([(e["id"], e["tag"], e["attempts"] + 1) for e in rest], queue, to=to)
     if to is None:
-        journal.hand_off(w.redis, route_name, message)
+        journal.hand_off(w.redis, route_name, message, task_id)
     else:
         journal.enqueue(w.redis, route_name, [message.data])
     log.info("handing %d events of a slow group to a new task of route %s", len(rest), route_name)
@@ -473,7 +490,7 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
         copies_to_retry = []
         for n, (unit, batched) in enumerate(_units(route, events, to)):
             if n and time.monotonic() > deadline:
-                _hand_off(w, route_name, [e for e in events[unit[0]:] if e is not None], to)
+                _hand_off(w, route_name, [e for e in events[unit[0]:] if e is not None], to, self.request.id or "")
                 verdicts["handed_off"] = len(event_ids) - unit[0]
                 break
             ids, unit_events = [event_ids[i] for i in unit], [events[i] for i in unit]
@@ -494,8 +511,9 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                 log.exception("events %s: unexpected error while delivering; trying again in %ss",
                               " ".join(ids), INTERNAL_ERROR_DELAY)
                 for event in unit_events:
-                    journal.park(w.redis, event, time.time() + INTERNAL_ERROR_DELAY,
-                                 "waiting: internal error, see worker log")
+                    if event is not None:
+                        _park(w, event, time.time() + INTERNAL_ERROR_DELAY, self.request.id or "",
+                              "waiting: internal error, see worker log")
                 outcomes = ["error"] * len(unit)
             for event_id, verdict in zip(ids, outcomes):
                 verdicts[verdict] = verdicts.get(verdict, 0) + 1

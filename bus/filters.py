@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .errors import BadFilter, RouteError
+from .lifecycle import STATUSES  # the one vocabulary; kept here for filters' callers
 from .tags import TagPattern, compile_patterns
 
-STATUSES = ("queued", "retrying", "delivered", "dead")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 

@@ -76,8 +76,8 @@ def run(client: "redis.Redis | Shards", router: Router, events: list[dict[str, A
     """Queue new delivery tasks for the events (same event ids, so X-Request-Id is unchanged); returns how many.
     A task message carries up to its route's group size, so a batch_max route's replay goes out in
     batches as big as its first sending did; copies (`to`), sent one event per request, go
-    GROUP_SIZE to a message."""
-    done = 0
+    GROUP_SIZE to a message. An event a delivery or purge moved since it was listed is left and not counted."""
+    done, sent = 0, 0
     for start in range(0, len(events), CHUNK):
         chunk = events[start : start + CHUNK]
         by_route: dict[str, list[dict[str, Any]]] = {}
@@ -95,15 +95,16 @@ def run(client: "redis.Redis | Shards", router: Router, events: list[dict[str, A
             restored = {fields["id"]: (fields, tries, copies) for fields, tries, copies in tiers.restorable(archive, chunk)}
             for name, routes in shards.by_shard(by_route).items():
                 mine = [e for route in routes for e in by_route[route]]
-                journal.requeue(shards.clients[name], mine, [m for m in messages if m[1] in routes],
-                                [restored[e["id"]] for e in mine if e["id"] in restored])
+                sent += journal.requeue(shards.clients[name], mine, [m for m in messages if m[1] in routes],
+                                        [restored[e["id"]] for e in mine if e["id"] in restored])
         else:
             for message, route in messages:
                 journal.enqueue(shards.of(route), route, [message.data])
+            sent += len(chunk)
         done += len(chunk)
         if progress:
             progress(done, len(events))
-    return done
+    return sent
 
 
 def _group_size(router: Router, route: str) -> int:
@@ -118,7 +119,7 @@ def run_paced(client: "redis.Redis | Shards", router: Router, events: list[dict[
     """run() with each event's task queued at its due time (seconds from now, replay_pace.offsets; events
     oldest first). Events due together share a message; workers send them as soon as they take it,
     so the pace holds while they keep up."""
-    start, done = clock(), 0
+    start, done, sent = clock(), 0, 0
     while done < len(events):
         now = clock() - start
         if due[done] > now:
@@ -127,8 +128,8 @@ def run_paced(client: "redis.Redis | Shards", router: Router, events: list[dict[
         upto = done + 1
         while upto < len(events) and upto - done < CHUNK and due[upto] <= now:
             upto += 1
-        run(client, router, events[done:upto], to, archive=archive)
+        sent += run(client, router, events[done:upto], to, archive=archive)
         done = upto
         if progress:
             progress(done, len(events))
-    return done
+    return sent

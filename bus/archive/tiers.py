@@ -243,11 +243,12 @@ def purge(client: Any, store: Store | None, events: list[dict[str, Any]]) -> int
     shards = as_shards(client)
     if store is not None:
         store.delete([e["id"] for e in events])
+    kept: set[str] = set()  # moved since they were listed (journal.purge): left, on any shard
     for name, shard in shards.clients.items():
         mine = [e for e in events if shards.name_of(e["route"]) == name or e["route"] not in shards.routes]
         if mine:
-            journal.purge(shard, mine)
-    return len(events)
+            kept.update(journal.purge(shard, mine))
+    return len(events) - len(kept)
 
 
 def restorable(store: Store | None, events: list[dict[str, Any]]

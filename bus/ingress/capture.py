@@ -224,10 +224,13 @@ class CaptureProxy:
             attempt["reason"] = f"HTTP {attempt['status_code']} is in bus proxy --retryable"
         keys, args = journal.record_attempt_call(event, attempt, status, self.bus.settings.retention)
         try:
-            await self.redis.run_script(journal.RECORD_ATTEMPT_SCRIPT, keys, args)
+            refused = journal.refusal(await self.redis.run_script(journal.RECORD_ATTEMPT_SCRIPT, keys, args))
         except REDIS_DOWN as exc:
             self.unrecorded.append((keys, args))
             self._warn(f"the answer to {event['id']} could not be recorded ({type(exc).__name__}); kept to record later")
+            return
+        if refused:  # purged meanwhile, or recovery's copy finished it first: the journal keeps that
+            log.warning("the answer to %s was not recorded: the event is %s meanwhile", event["id"], refused)
 
     async def _record_later(self) -> None:
         """Outcomes Redis missed go in once it answers again, oldest first."""

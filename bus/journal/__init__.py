@@ -5,6 +5,7 @@
 - grouping.py     accepting events: the record, the pending list and the task messages made from it
 - capture.py      journaling a request `bus proxy` captured (no task message: the proxy sends it)
 - transitions.py  an event's moves after that: attempts, the retry schedule, replays
+- scripts.py      loading the Lua of lua/ (one file per move of bus/lifecycle.py's table) with Python's names
 - breakers.py     circuit breakers per endpoint: failures, events held back, probes, release
 - counters.py     counters, latency and per-route snapshots for /metrics and `bus stats`
 - listing.py      listing, sweeping and purging through the status indexes
@@ -16,7 +17,7 @@ Callers use `from bus import journal` and the names below.
 """
 from __future__ import annotations
 
-from ..filters import STATUSES
+from ..lifecycle import STATUSES
 
 from .keys import (
     ARCHIVE_MOVER, ARCHIVE_STATE, COUNTERS, KOMBU_UNACKED, RECOVERY_LOCK, held_key, attempts_key, breaker_key, copies_key, event_key,
@@ -34,7 +35,7 @@ from .capture import CAPTURE_SCRIPT, capture_call
 from . import breakers
 from .transitions import (
     RECORD_ATTEMPT_SCRIPT, record_attempt_call, claim_mover, drop_scheduled, due, enqueue, hand_off, next_due, park,
-    record_attempt, record_copy, copy_record, recheck, release, requeue, status_class,
+    record_attempt, record_copy, copy_record, recheck, refusal, release, requeue, status_class,
 )
 from .counters import (
     LATENCY_BUCKETS, SLOT, SLOTS_KEPT, backlog, count, count_refused, counters, latency, RouteSnapshot,
@@ -62,7 +63,7 @@ __all__ = [
     "RESPONSE_KEEP", "RETRYING", "SUMMARY_FIELDS", "attempts", "connect", "load", "Idempotency", "NewEvent", "Page", "show",
     "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "SpoolMark", "accept", "accept_batches", "accept_call", "accepted_ids", "load_many",
     "refill_if_idle", "breakers", "claim_mover", "drop_scheduled", "due", "enqueue", "next_due",
-    "hand_off", "park", "record_attempt", "record_copy", "copy_record", "recheck", "release", "requeue",
+    "hand_off", "park", "record_attempt", "record_copy", "copy_record", "recheck", "refusal", "release", "requeue",
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",
     "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "pending_ids",
     "recovery_lock", "recovery_unlock", "requeue_lost", "last_recovery", "recovery_done", "redis_time", "held_key", "scheduled_ids", "task_messages", "waiting_ids",

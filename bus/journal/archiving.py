@@ -9,6 +9,7 @@ import redis
 
 from .counters import counters
 from .keys import ARCHIVE_MOVER, ARCHIVE_STATE, COUNTERS, attempts_key, copies_key, event_key, index_key
+from . import scripts
 from .store import DELIVERED, decode, script
 from .transitions import claim_lease
 
@@ -48,41 +49,8 @@ def load_whole(client: redis.Redis, event_ids: list[str]
     return out
 
 
-# Deletes what the archive now holds, checking inside the script that each event is still the
-# one that was written: delivered, with as many attempts and copies. A copy recorded since
-# (replay --to) leaves it in Redis for the next pass; an event no longer delivered (replayed)
-# stays, out of the delivered indexes; one already gone (purged, or expired) only loses its
-# index entries.
-# KEYS: the overall delivered index, the counters, then each event's route delivered index.
-# ARGV: per event: id, route, attempts, copies. Returns per event 'moved', 'changed' or 'gone'.
-_FORGET = """
-local EVENT = '""" + event_key("") + """'
-local out = {}
-for i = 1, #ARGV / 4 do
-  local id, route, attempts, copies = ARGV[4 * i - 3], ARGV[4 * i - 2], ARGV[4 * i - 1], ARGV[4 * i]
-  local key = EVENT .. id
-  local status, now_attempts = unpack(redis.call('HMGET', key, 'status', 'attempts'))
-  if not status then
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('ZREM', KEYS[2 + i], id)
-    out[i] = 'gone'
-  elseif status ~= '""" + DELIVERED + """' then
-    -- Not delivered (any more): it does not belong in the delivered indexes the mover reads.
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('ZREM', KEYS[2 + i], id)
-    out[i] = 'changed'
-  elseif (now_attempts or '0') ~= attempts or redis.call('LLEN', key .. ':copies') ~= tonumber(copies) then
-    out[i] = 'changed'
-  else
-    redis.call('DEL', key, key .. ':attempts', key .. ':copies')
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('ZREM', KEYS[2 + i], id)
-    redis.call('HINCRBY', KEYS[2], 'archived:' .. route, 1)
-    out[i] = 'moved'
-  end
-end
-return out
-"""
+# lua/forget_archived.lua: deletes what the archive now holds, if each event is still as written.
+_FORGET = scripts.load("forget_archived.lua")
 assert attempts_key("x") == event_key("x") + ":attempts" and copies_key("x") == event_key("x") + ":copies"
 
 

@@ -25,8 +25,9 @@ import redis
 
 from ..endpoints import EndpointKey
 from ..messages import Outgoing
-from .keys import breaker_key, event_key, failing_key, index_key, open_breakers_key, parked_key, queue_name, retry_key
-from .store import OWN_LUA, RETRYING, script
+from . import scripts
+from .keys import breaker_key, event_key, failing_key, open_breakers_key, parked_key, queue_name, retry_key
+from .store import script
 
 # A breaker outlives its last failure by this long at least: long enough that "failing since"
 # survives the gaps between retries of a closed breaker, short enough that the keys of endpoints
@@ -100,42 +101,26 @@ def open_until(client: redis.Redis, route: str, digests: list[str]) -> dict[str,
     return {d: s for d, s in zip(digests, scores) if s is not None}
 
 
-# KEYS: event, old status index, old route index, retrying index, route retrying index, retry
-# schedule, breaker, parked set, open index. ARGV: id, received, old status, reason, when to try
-# again if the breaker closed meanwhile, endpoint digest, now.
-_HOLD_BACK = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local id = ARGV[1]
-redis.call('HSET', KEYS[1], 'status', 'retrying', 'last', ARGV[4], 'task', '')
-if ARGV[3] ~= '' and ARGV[3] ~= 'retrying' then
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZREM', KEYS[3], id)
-end
-redis.call('ZADD', KEYS[4], ARGV[2], id)
-redis.call('ZADD', KEYS[5], ARGV[2], id)
-local open_until = redis.call('HGET', KEYS[7], 'open_until')
-if open_until then
-  redis.call('ZADD', KEYS[8], ARGV[7], id)
-  redis.call('HSET', KEYS[1], 'parked', ARGV[6])
-  redis.call('ZADD', KEYS[9], 'NX', open_until, ARGV[6])
-  return 1
-end
-redis.call('ZADD', KEYS[6], ARGV[5], id)
-return 2
-"""
+_HOLD_BACK = scripts.load("hold_back.lua")
 
 
 def hold_back(client: redis.Redis, event: dict[str, Any], key: EndpointKey, now: float,
-              reason: str = "waiting: endpoint failing (breaker open)") -> bool:
+              reason: str = "waiting: endpoint failing (breaker open)", task: str = "") -> bool:
     """Park an event behind its endpoint's open breaker, without an attempt: it waits in the
     endpoint's parked set for the breaker to close. A breaker that closed since the caller looked
     puts the event on the retry schedule, due now, instead. True when it was held back."""
-    old = event["status"] or RETRYING
-    keys = [event_key(event["id"]), index_key(old), index_key(old, event["route"]), index_key(RETRYING),
-            index_key(RETRYING, event["route"]), retry_key(event["route"]), breaker_key(key.route, key.digest),
+    return hold_back_move(client, event, key, now, reason, task) == "held"
+
+
+def hold_back_move(client: redis.Redis, event: dict[str, Any], key: EndpointKey, now: float,
+                   reason: str = "waiting: endpoint failing (breaker open)", task: str = "") -> str:
+    """hold_back, saying what became of the event (lua/hold_back.lua): 'held', 'due' (on the retry
+    schedule: the breaker closed), or why the move was refused: 'gone', 'superseded' (`task`, the
+    caller's, no longer has it), or the status it is in (delivered, dead)."""
+    keys = [event_key(event["id"]), retry_key(event["route"]), breaker_key(key.route, key.digest),
             parked_key(key.route, key.digest), open_breakers_key(key.route)]
-    args = [event["id"], repr(event["received"]), old, reason, repr(now), key.digest, repr(now)]
-    return script(client, _HOLD_BACK)(keys=keys, args=args) == 1
+    args = [event["id"], event["route"], reason, repr(now), key.digest, repr(now), task]
+    return script(client, _HOLD_BACK)(keys=keys, args=args).decode()
 
 
 def due(client: redis.Redis, route: str, now: float, limit: int) -> list[str]:
@@ -198,17 +183,7 @@ def look(client: redis.Redis, route: str, digest: str, now: float) -> Look:
     return Look(what.decode(), int(count), event_id.decode(), tag.decode(), int(attempts))
 
 
-# KEYS: parked set, breaker, open index, queue. ARGV: event id, task id, message, probe deadline,
-# lifetime, digest.
-_PROBE = OWN_LUA + """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-own({ARGV[1]}, ARGV[2])
-redis.call('RPUSH', KEYS[4], ARGV[3])
-redis.call('HSET', KEYS[2], 'open_until', ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[6])
-return 1
-"""
+_PROBE = scripts.load("send_probe.lua")
 
 
 def send_probe(client: redis.Redis, route: str, digest: str, message: Outgoing, until: float, life: int) -> bool:

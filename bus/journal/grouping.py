@@ -12,7 +12,8 @@ from ..errors import IdempotencyConflict
 from . import breakers
 from .keys import COUNTERS, event_key, filling_key, idempotency_key, index_key, pending_key, queue_name, spool_mark_key
 from .pipelined import NotConfirmed, SharedPipe, eval_, evalsha
-from .store import OWN_LUA, QUEUED, REDIS_DOWN, Idempotency, NewEvent, decode, script, unavailable
+from . import scripts
+from .store import QUEUED, REDIS_DOWN, Idempotency, NewEvent, decode, script, unavailable
 
 
 # Newly accepted events wait on their route's pending list, and a task message takes them
@@ -25,124 +26,9 @@ from .store import OWN_LUA, QUEUED, REDIS_DOWN, Idempotency, NewEvent, decode, s
 # grow by themselves and at low rates an event still gets its task at once. The flag
 # expires, and the mover (scheduler.py) refills a route whose pending list has no message
 # coming, so events whose message was lost in a crash are not stranded.
-#
-# group_message(template, entries, shown): the message for "<id> <tag>" entries, filled into
-# messages.group_template(); the same message as messages.delivery_message() builds; and its ids.
-_GROUP_LUA = OWN_LUA + """
-local function group_message(template, entries, shown)
-  local ids, described = {}, {}
-  for i, entry in ipairs(entries) do
-    local space = string.find(entry, ' ', 1, true)
-    ids[i] = string.sub(entry, 1, space - 1)
-    if i <= shown then described[i] = string.sub(entry, space + 1) .. ' ' .. ids[i] .. ' attempt 1' end
-  end
-  local argsrepr = table.concat(described, ', ')
-  if #entries > shown then argsrepr = #entries .. ' events: ' .. argsrepr .. ', ...' end
-  local body = '[[["' .. table.concat(ids, '","') ..
-               '"]],{},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]'
-  local values = {ID = cjson.encode(ids[1]), BODY = cjson.encode(body), ARGSREPR = cjson.encode(argsrepr)}
-  return (string.gsub(template, '"@@(%u+)@@"', function(name) return values[name] end)), ids
-end
-
--- Take up to `size` entries off the pending list into one message at the tail of the queue;
--- the message's task id is its first event's id, and its events' records name it.
-local function take_group(pending, queue, template, size, shown)
-  local entries = redis.call('LPOP', pending, size)
-  if not entries then return false end
-  local message, ids = group_message(template, entries, shown)
-  own(ids, ids[1])
-  redis.call('LPUSH', queue, message)
-  return true
-end
-"""
-
-# One script per request: the journal record, its two index entries, the pending entries and
-# the accepted counter (and a task message when none of the route is coming), atomically and in
-# one round trip. KEYS: the queued index, the route's queued index, the route's queue, the
-# counters hash, the pending list, the filling flag, then each event's hash key, then the
-# idempotency key, then the spool's mark hash (all named by keys.py). ARGV: the number of events,
-# the route, the counter's field, the message template, the group size, how many events argsrepr
-# shows, the flag's lifetime in ms, the idempotency record to keep ('' for none: then nothing of
-# it is read), its digest and its lifetime in seconds, the spool mark's `after` and its lifetime
-# in seconds (0: no spool, nothing of it is read), then id, tag, body, headers, received per event,
-# then each event's place in its spool (spool calls only), then the queued status. Returns the
-# number of events written, or {'repeat', record} for a key seen with the same digest (nothing
-# written), or {'conflict'} for a key seen with another.
-#
-# Accepting is idempotent by id, for a producer's spool that sends a batch again (its reply was
-# lost, or it was killed between Redis taking the batch and the spool forgetting it): an event
-# whose record exists is skipped (not journaled, indexed, pended or counted again), and so is one
-# at or before the spool's mark for the route, the place up to which Redis took that spool's
-# events of the route. The mark is what still knows an event delivered and archived out of Redis
-# since (bus/archive/): ~210 B per spool and ~30 B per more route, where remembering each id
-# would cost ~145 B per event for the window (docs/performance.md). A spool sends in order, so the mark only grows; a call
-# whose `after` (the last place of the part before it in the same send) is past the mark finds
-# that part not taken, and refuses (BUSGAP), so the whole send is tried again and nothing is
-# skipped that Redis never took. Ids are fresh UUIDv7s on every other path, so there the check
-# costs one EXISTS per event (docs/design.md has the measurement).
-ACCEPT_SCRIPT = _GROUP_LUA + """
-local n, route = tonumber(ARGV[1]), ARGV[2]
-local first = 13
-local idempotency = KEYS[7 + n]
-if ARGV[8] ~= '' then
-  local seen = redis.call('GET', idempotency)
-  if seen then
-    if string.sub(seen, 1, #ARGV[9] + 1) == ARGV[9] .. ' ' then return {'repeat', seen} end
-    return {'conflict'}
-  end
-end
-local spooled, mark = ARGV[12] ~= '0', false
-local places = first + 5 * n - 1
-if spooled then
-  mark = redis.call('HGET', KEYS[8 + n], route)
-  if ARGV[11] ~= '' and (not mark or mark < ARGV[11]) then
-    return redis.error_reply('BUSGAP an earlier part of this spool send was not taken; the spool sends it all again')
-  end
-end
-local entries, written = {}, 0
-for e = 1, n do
-  local i = first + (e - 1) * 5
-  local id, received = ARGV[i], ARGV[i + 4]
-  if not (mark and ARGV[places + e] <= mark) and redis.call('EXISTS', KEYS[6 + e]) == 0 then
-    redis.call('HSET', KEYS[6 + e], 'tag', ARGV[i + 1], 'route', route, 'body', ARGV[i + 2],
-               'headers', ARGV[i + 3], 'received', received, 'status', ARGV[#ARGV])
-    redis.call('ZADD', KEYS[1], received, id)
-    redis.call('ZADD', KEYS[2], received, id)
-    entries[#entries + 1] = id .. ' ' .. ARGV[i + 1]
-    written = written + 1
-  end
-  if #entries == 1000 or (e == n and #entries > 0) then  -- unpack() has a stack limit; a batch may hold 10,000
-    redis.call('RPUSH', KEYS[5], unpack(entries))
-    entries = {}
-  end
-end
-if written > 0 then
-  if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[7]) then
-    take_group(KEYS[5], KEYS[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
-  end
-  redis.call('HINCRBY', KEYS[4], ARGV[3], written)
-end
-if ARGV[8] ~= '' then redis.call('SET', idempotency, ARGV[8], 'EX', ARGV[10]) end
-if spooled then
-  if not mark or ARGV[places + n] > mark then redis.call('HSET', KEYS[8 + n], route, ARGV[places + n]) end
-  redis.call('EXPIRE', KEYS[8 + n], ARGV[12])
-end
-return written
-"""
-
-# A task of the route starts (or the mover finds pending events with no message coming:
-# ARGV[5] = 'if-idle'): the next group goes into a message and the flag stays; nothing pending
-# clears the flag, so the next accept queues its own message at once.
-# KEYS: pending list, filling flag, queue. ARGV: template, group size, shown, flag ms, mode.
-_REFILL = _GROUP_LUA + """
-if ARGV[5] == 'if-idle' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if take_group(KEYS[1], KEYS[3], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])) then
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
-  return 1
-end
-redis.call('DEL', KEYS[2])
-return 0
-"""
+# Both scripts (lua/accept.lua, lua/refill.lua) make groups with the functions of lua/group.lua.
+ACCEPT_SCRIPT = scripts.load("accept.lua", "group.lua")
+_REFILL = scripts.load("refill.lua", "group.lua")
 # Longer than a queued message usually waits for a worker; when it expires early (a long
 # queue, workers down) the cost is an extra message, never a lost event.
 FILLING_MS = 10_000
@@ -163,7 +49,7 @@ class SpoolMark:
 
 def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE, idempotency: Idempotency | None = None,
                 mark: SpoolMark | None = None) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of ACCEPT_SCRIPT for the events of one route (see accept())."""
+    """KEYS and ARGV of ACCEPT_SCRIPT (lua/accept.lua names them) for the events of one route (see accept())."""
     route = events[0].route
     keys = [index_key(QUEUED), index_key(QUEUED, route), queue_name(route), COUNTERS, pending_key(route),
             filling_key(route)]
@@ -185,7 +71,6 @@ def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE, idempotenc
         if len(mark.places) != len(events):
             raise ValueError("a SpoolMark gives one place per event")
         args += mark.places
-    args.append(QUEUED)
     return keys, args
 
 

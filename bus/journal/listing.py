@@ -11,11 +11,14 @@ from typing import Any, Iterator
 import redis
 
 from ..errors import BadFilter
-from ..filters import STATUSES, EventFilter
+from ..filters import EventFilter
+from ..lifecycle import STATUSES
 from .counters import counters
-from .keys import attempts_key, copies_key, event_key, index_key, parked_key, retry_key
-from .store import DEFAULT_RETENTION, DELIVERED, SUMMARY_FIELDS, Page, summary
+from .keys import attempts_key, copies_key, event_key, index_key, retry_key
+from . import scripts
+from .store import DEFAULT_RETENTION, DELIVERED, SUMMARY_FIELDS, Page, script, summary
 
+_PURGE = scripts.load("purge.lua")
 # What find() hands out: the last event's index score, ':', its id.
 _CURSOR = re.compile(r"([0-9][0-9.e+-]*):([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 
@@ -51,21 +54,20 @@ def _drop_from_indexes(client: redis.Redis, items: list[tuple[str, str | None]],
     pipe.execute()
 
 
-def purge(client: redis.Redis, events: list[dict[str, Any]]) -> int:
-    """Delete events (record, attempts, copies and index entries) for good."""
-    reading = client.pipeline(transaction=False)  # the breaker's parked set each is held in, if any
+def purge(client: redis.Redis, events: list[dict[str, Any]]) -> list[str]:
+    """Delete events (record, attempts, copies and index entries) for good, in one step
+    (lua/purge.lua). An event no longer in the status it was listed in (its `status`, when it has
+    one: a delivery or a replay moved it since) is left as it is; returns the ids of those."""
+    if not events:
+        return []
+    keys: list[str] = []
+    args: list[Any] = []
     for event in events:
-        reading.hget(event_key(event["id"]), "parked")
-    held = reading.execute() if events else []
-    pipe = client.pipeline(transaction=True)
-    for event, parked in zip(events, held):
-        pipe.delete(event_key(event["id"]), attempts_key(event["id"]), copies_key(event["id"]))
-        pipe.zrem(retry_key(event["route"]), event["id"])
-        if parked:
-            pipe.zrem(parked_key(event["route"], parked.decode()), event["id"])
-    pipe.execute()
-    _drop_from_indexes(client, [(e["id"], e["route"]) for e in events], None)
-    return len(events)
+        event_id, route = event["id"], event.get("route") or ""
+        keys += [event_key(event_id), attempts_key(event_id), copies_key(event_id), retry_key(route)]
+        args += [event_id, route, event.get("status") or ""]
+    answers = script(client, _PURGE)(keys=keys, args=args)
+    return [event["id"] for event, answer in zip(events, answers) if answer not in (b"purged", b"gone")]
 
 
 def _cursor_bounds(f: EventFilter, cursor: str | None) -> tuple[float | str, str | None]:

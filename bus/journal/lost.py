@@ -15,21 +15,12 @@ import redis
 from ..messages import Outgoing
 from .keys import (KOMBU_UNACKED, RECOVERY_DONE, RECOVERY_LOCK, event_key, index_key, parked_key, pending_key, queue_name,
                    retry_key)
+from . import scripts
 from .store import QUEUED, RETRYING, script
 
 
 _SCAN_CHUNK = 1000
-# Put a task back only if its event is still waiting, at the consuming end of the queue; the
-# record names it, so the lost one, should it come back after all, leaves the event to it.
-_REQUEUE = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'queued' or status == 'retrying' then
-    redis.call('RPUSH', KEYS[2], ARGV[1])
-    redis.call('HSET', KEYS[1], 'task', ARGV[2])
-    return 1
-end
-return 0
-"""
+_REQUEUE = scripts.load("requeue_lost.lua")
 _UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 # Keep the latest start only: two recoveries may end out of order.
 _DONE = """

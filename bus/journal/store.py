@@ -10,13 +10,12 @@ from redis.exceptions import MasterDownError
 
 from .. import captured
 from ..errors import EventNotFound, RedisFull, Unavailable, Unconfirmed
-from ..filters import STATUSES
+from ..lifecycle import DEAD, DELIVERED, QUEUED, RETRYING
 from .keys import attempts_key, copies_key, event_key
 from .pipelined import NoReplicasError, NotConfirmed, SharedPipe
 from .target import RedisTarget, client, parse
 
 
-QUEUED, RETRYING, DELIVERED, DEAD = STATUSES
 DEFAULT_RETENTION = 7 * 24 * 3600
 RESPONSE_KEEP = 2048
 SUMMARY_FIELDS = ("tag", "route", "status", "attempts", "last", "received")
@@ -73,17 +72,8 @@ class Page:
 # back after its work was done (Redis restored it, unacked, after a crash lost its ack) or was
 # replaced (a hand-off, the retry schedule, a replay, lost-task recovery), and leaves the event
 # alone: without this, such a message and its replacement would send the event at once.
-# Records from before the field existed have none, and any message may send them.
-# own(ids, task): name `task` in the records of those ids that still exist.
-OWN_LUA = """
-local EVENT_KEY = '""" + event_key("") + """'
-local function own(ids, task)
-  for _, id in ipairs(ids) do
-    local key = EVENT_KEY .. id
-    if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'task', task) end
-  end
-end
-"""
+# Records from before the field existed have none, and any message may send them. Every script
+# that names a task, or moves an event for a task, checks the record itself (lua/*.lua: own, owned).
 
 
 def unavailable(exc: BaseException) -> Unavailable:

@@ -1,0 +1,56 @@
+-- record_attempt.lua: an attempt's record and the event's move to the status its answer decided,
+-- in one step (lifecycle: record_attempt). No message sends the event after this one (task '').
+--
+-- KEYS[1]  bus:event:<id>              the record
+-- KEYS[2]  bus:event:<id>:attempts     the attempt log
+-- KEYS[3]  bus:event:<id>:copies       copies sent elsewhere (expire with the record)
+-- KEYS[4]  bus:retry:<route>           the route's retry schedule
+-- KEYS[5]  bus:breaker:<route>:<endpoint>  the breaker of the endpoint the attempt went to
+-- KEYS[6]  bus:counters                counters for /metrics
+-- KEYS[7]  bus:latency:<route>         accept-to-2xx histogram
+-- KEYS[8]  bus:delivered:<route>:<slot> deliveries in the current 10-second slot
+-- KEYS[9]  bus:parked:<route>:<endpoint>  events held back behind that breaker (breakers.py)
+-- KEYS[10] bus:breakers:<route>        the route's open breakers   KEYS[11] bus:failing:<route>
+-- ARGV[1]  id                 ARGV[2]  route              ARGV[3]  received (the index score)
+-- ARGV[4]  attempt JSON       ARGV[5]  new status         ARGV[6]  last result (status code or error)
+-- ARGV[7]  retention seconds, or '' to keep the record (not delivered)
+-- ARGV[8]  retry time, or '' (not on the schedule)
+-- ARGV[9]  '1' closes the breaker (the endpoint answered) and releases what it held back: due at
+--          once, on the route's retry schedule
+-- ARGV[10] the counter field to bump
+-- ARGV[11] latency bucket, or '' (not a delivery)   ARGV[12] seconds   ARGV[13] the slot's time to live
+-- ARGV[14] the endpoint's digest
+-- Returns 'ok', or why nothing was written: 'gone' (no record: purged, expired) or the status the
+-- event is in when the table has no move from it (delivered, dead: another copy finished it).
+-- The task the record names is not checked: the attempt has gone out, whoever holds the event now.
+-- Recorded, it makes the record name no task, so a copy recovery queued meanwhile (or the other
+-- copy of a restored message) finds '' and leaves the event; refused, that copy would send it again.
+local id, route, received, status = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return 'gone' end
+if not may(current, status) then return current end
+redis.call('RPUSH', KEYS[2], ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', status, 'last', ARGV[6], 'task', '')
+reindex(id, route, received, current, status)
+if ARGV[7] ~= '' then
+  for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ARGV[7]) end
+end
+if ARGV[8] ~= '' then redis.call('ZADD', KEYS[4], ARGV[8], id) end
+if ARGV[9] == '1' and redis.call('DEL', KEYS[5]) == 1 then
+  if redis.call('EXISTS', KEYS[9]) == 1 then
+    redis.call('ZUNIONSTORE', KEYS[4], 2, KEYS[4], KEYS[9], 'WEIGHTS', 1, 0)
+    redis.call('DEL', KEYS[9])
+  end
+  redis.call('ZREM', KEYS[10], ARGV[14])
+  redis.call('ZREM', KEYS[11], ARGV[14])
+end
+redis.call('HINCRBY', KEYS[6], ARGV[10], 1)
+if ARGV[11] ~= '' then
+  redis.call('HINCRBY', KEYS[7], ARGV[11], 1)
+  redis.call('HINCRBYFLOAT', KEYS[7], 'sum', ARGV[12])
+  redis.call('HINCRBY', KEYS[7], 'count', 1)
+  redis.call('INCR', KEYS[8])
+  redis.call('EXPIRE', KEYS[8], ARGV[13])
+end
+return 'ok'

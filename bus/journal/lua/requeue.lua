@@ -1,0 +1,40 @@
+-- requeue.lua: a replay to the route (lifecycle: requeue): each event back to queued with a fresh
+-- attempt budget (`round`), retention lifted, off the retry schedule and any breaker's parked set,
+-- its new message named; then
+-- the messages that carry at least one of them are queued.
+--
+-- KEYS     per event: bus:event:<id>, bus:event:<id>:attempts, bus:event:<id>:copies,
+--          bus:retry:<route>; then per message: bus.<route> (its queue)
+-- ARGV[1]  number of events     ARGV[2]  now (the record's `replayed`)
+-- ARGV     per event: id, route, the status the replay listed it in ('' : any), its message's
+--          task id, its message's number (1-based); then per message: the message
+-- Returns per event 'ok', 'gone', or the status it is in when that is not the one listed (it
+-- moved since: a delivery, a purge and a new accept): such an event is left as it is.
+local n, now = tonumber(ARGV[1]), ARGV[2]
+local used = {}
+local out = {}
+for e = 1, n do
+  local a = 2 + 5 * (e - 1)
+  local id, route, listed, task, message = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5])
+  local record = KEYS[4 * e - 3]
+  local status, attempts, received, parked = unpack(redis.call('HMGET', record, 'status', 'attempts', 'received',
+                                                               'parked'))
+  if not status then
+    out[e] = 'gone'
+  elseif (listed ~= '' and status ~= listed) or not may(status, QUEUED) then
+    out[e] = status
+  else
+    redis.call('HSET', record, 'status', QUEUED, 'round', attempts or '0', 'replayed', now, 'task', task)
+    for k = 4 * e - 3, 4 * e - 1 do redis.call('PERSIST', KEYS[k]) end
+    reindex(id, route, received, status, QUEUED)
+    redis.call('ZREM', KEYS[4 * e], id)
+    -- held back behind a breaker (breakers.py): the replay's message sends it now
+    if parked then redis.call('ZREM', parked_set(route, parked), id) end
+    used[message] = true
+    out[e] = 'ok'
+  end
+end
+for m = 1, #ARGV - 2 - 5 * n do
+  if used[m] then redis.call('LPUSH', KEYS[4 * n + m], ARGV[2 + 5 * n + m]) end
+end
+return out
