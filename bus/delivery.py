@@ -189,6 +189,8 @@ def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], reco
         w.pipe, event, record, status, w.settings.retention,
         retry_at=time.time() + outcome.delay if outcome.verdict == RETRY else None,
         endpoint_alive=route is not None and not endpoint_failed(record, route), endpoint=endpoint,
+        # An ordered route's next event of the lane goes out in a message of its own when none is coming.
+        lane_group=journal.lane_group(route.name, route.group_size) if route is not None and route.ordered else None,
     )
     _log(event, record, outcome)
     if refused:

@@ -132,8 +132,24 @@ def prepare(intake: Intake, tag: str, records: list[Any], headers: bytes = b"",
             body = orjson.dumps(record)
         except TypeError as exc:
             raise InvalidBody(f"item {i} cannot be encoded as JSON: {exc}") from None
+        if route.order_key is not None:
+            _check_order_key(route, record, i if len(records) > 1 else None)
         events.append(journal.NewEvent(new_id(), tag, route.name, body, received, headers))
     return Prepared(route, events, _idempotency(intake, idempotency_key, events))
+
+
+def _check_order_key(route: Route, record: dict[str, Any], item: int | None) -> None:
+    """An ordered route keyed by a record field takes only records that have it as a string, number or
+    boolean: a record without its key has no place in any order, and guessing one would order it wrongly."""
+    value = record.get(route.order_key)
+    if isinstance(value, (str, int, float)):  # bool is an int
+        return
+    where = f"item {item}" if item is not None else "the event"
+    kind = "an object" if isinstance(value, dict) else "an array" if isinstance(value, list) else "null"
+    found = "has no field" if route.order_key not in record else f"has {kind} in field"
+    raise InvalidBody(f"{where} {found} {route.order_key!r}, the order_key of ordered route {route.name} "
+                      f"({route.file}): give every event a string or number {route.order_key!r}, or send it with a "
+                      "tag another route takes")
 
 
 def _idempotency(intake: Intake, key: str | None, events: list[journal.NewEvent]) -> journal.Idempotency | None:
@@ -165,7 +181,8 @@ def commit(intake: Intake, prepared: Prepared) -> list[str]:
     try:
         journal.check_room(link.pipe, link.memory)
         check_backlog(intake, prepared)
-        ids = journal.accept(link.pipe, prepared.events, prepared.route.group_size, prepared.idempotency)
+        ids = journal.accept(link.pipe, prepared.events, prepared.route.group_size, prepared.idempotency,
+                             prepared.route.order)
     except Unavailable as exc:
         raise on_shard(intake, link, exc) from exc
     link.memory.accepted(prepared.events)

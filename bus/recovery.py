@@ -40,7 +40,9 @@ def missing_tasks(client: redis.Redis) -> set[str]:
     waiting = journal.waiting_ids(client)
     if not waiting:
         return set()
-    # Pending before messages: an id taken off a pending list meanwhile is then in a message.
+    # In the order events move (lane, pending list, message): one that moves on meanwhile is found
+    # again further on. Lane waiters first: the next one of a lane goes onto the pending list.
+    waiting -= journal.lane_waiting_ids(client)
     waiting -= journal.scheduled_ids(client) | set(journal.pending_ids(client))
     return waiting - {i for m in journal.task_messages(client) for i in event_ids_of(m)}
 

@@ -100,6 +100,10 @@ class Route:
     # The Redis that holds the route's queue, events and schedule: a name in BUS_REDIS_SHARDS, or
     # "default" (BUS_REDIS_URL).
     shard: str = "default"
+    # Per-key FIFO (docs/design.md, "Ordered routes"): events of one order key reach the endpoint in
+    # acceptance order. `order_key` names the top-level record field the key is read from; None: the tag.
+    ordered: bool = False
+    order_key: str | None = None
     # Resolved secrets: kept out of repr so no log line or traceback shows them.
     secret_headers: dict[str, str] = field(default_factory=dict, repr=False)
     signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
@@ -110,6 +114,13 @@ class Route:
         certificate). A copy goes to a URL the replaying operator chose, which may not be the endpoint's."""
         plain = {k: v for k, v in self.headers.items() if k.lower() not in CREDENTIAL_HEADERS}
         return replace(self, headers=plain, secret_headers={}, signing_keys=(), client_cert=None, client_key=None)
+
+    @property
+    def order(self) -> str:
+        """How the accept script finds an event's order key: '' (unordered), 'tag', or 'field:<name>'."""
+        if not self.ordered:
+            return ""
+        return "tag" if self.order_key is None else f"field:{self.order_key}"
 
     @property
     def group_size(self) -> int:
@@ -299,6 +310,13 @@ def _shard(value: Any) -> str:
     return value
 
 
+def _order_key(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", value):
+        raise ValueError("expected the name of a top-level record field (letters, digits, '_', '.', '-'), "
+                         f"such as \"order_id\", got {value!r}")
+    return value
+
+
 def _hosts(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(h, str) and h for h in value):
         raise ValueError("expected a non-empty list of host names, e.g. [\"*.svc.internal\", \"api.example.com\"]")
@@ -327,6 +345,8 @@ _KEYS = {
     "proxy": _proxy,
     "compress": _compress,
     "shard": _shard,
+    "ordered": _bool,
+    "order_key": _order_key,
 }
 # Keys whose values are secret references, resolved against the environment.
 _SECRET_KEYS = ("secret_headers", "signing_secret")
@@ -382,6 +402,8 @@ def parse_route(name: str, file: str, table: dict[str, Any], visibility_timeout:
     values["endpoint"] = replace(endpoint, allowed_hosts=hosts)
     if "client_key" in values and "client_cert" not in values:
         raise RouteError(f"{file}: key 'client_key': set client_cert too")
+    if "order_key" in values and not values.get("ordered"):
+        raise RouteError(f"{file}: key 'order_key': it only applies to an ordered route; add ordered = true")
     route = Route(name=name, file=file, **values)
     longest = route.open_timeout + route.read_timeout + VISIBILITY_MARGIN
     if longest >= visibility_timeout:

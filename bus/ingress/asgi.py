@@ -115,7 +115,8 @@ class Ingress:
         prepared = work() if inline else await loop.run_in_executor(self.pool, work)
         if prepared.route.backlog_limit is not None:
             return await loop.run_in_executor(self.pool, intake.commit, bus, prepared)  # its check reads Redis first
-        keys, args = journal.accept_call(prepared.events, prepared.route.group_size, prepared.idempotency)
+        keys, args = journal.accept_call(prepared.events, prepared.route.group_size, prepared.idempotency,
+                                         order=prepared.route.order)
         link = bus.link(prepared.route)
         memory, pipe = link.memory, self.pipes[link.name]
         try:

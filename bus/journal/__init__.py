@@ -28,7 +28,7 @@ from .store import (
     connect, load, Idempotency, NewEvent, Page, readable, show, summaries, unavailable,
 )
 from .grouping import (
-    ACCEPT_SCRIPT, FILLING_MS, SpoolMark, accept, accept_batches, accept_call, accepted_ids, load_many,
+    ACCEPT_SCRIPT, FILLING_MS, SpoolMark, accept, accept_batches, accept_call, accepted_ids, lane_group, load_many,
     refill_if_idle,
 )
 from .capture import CAPTURE_SCRIPT, capture_call
@@ -52,7 +52,7 @@ from .archiving import (
 )
 from .lost import (
     last_recovery, pending_ids, recovery_done, recovery_lock, recovery_unlock, redis_time, requeue_lost,
-    scheduled_ids, task_messages, waiting_ids,
+    lane_waiting_ids, scheduled_ids, task_messages, waiting_ids,
 )
 
 
@@ -61,12 +61,12 @@ __all__ = [
     "copies_key", "event_key", "filling_key", "index_key", "latency_key", "mover_key", "pending_key",
     "queue_name", "retry_key", "slot_key", "spool_mark_key", "DEAD", "DEFAULT_RETENTION", "DELIVERED", "QUEUED", "REDIS_DOWN",
     "RESPONSE_KEEP", "RETRYING", "SUMMARY_FIELDS", "attempts", "connect", "load", "Idempotency", "NewEvent", "Page", "show",
-    "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "SpoolMark", "accept", "accept_batches", "accept_call", "accepted_ids", "load_many",
+    "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "SpoolMark", "accept", "accept_batches", "accept_call", "accepted_ids", "lane_group", "load_many",
     "refill_if_idle", "breakers", "claim_mover", "drop_scheduled", "due", "enqueue", "next_due",
     "hand_off", "park", "record_attempt", "record_copy", "copy_record", "recheck", "refusal", "release", "requeue",
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",
     "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "pending_ids",
-    "recovery_lock", "recovery_unlock", "requeue_lost", "last_recovery", "recovery_done", "redis_time", "held_key", "scheduled_ids", "task_messages", "waiting_ids",
+    "recovery_lock", "recovery_unlock", "requeue_lost", "last_recovery", "recovery_done", "redis_time", "held_key", "scheduled_ids", "lane_waiting_ids", "task_messages", "waiting_ids",
     "READING", "MemoryMark", "check_room", "check_writable",
     "last_copies", "CAPTURE_SCRIPT", "capture_call", "RECORD_ATTEMPT_SCRIPT", "record_attempt_call",
     "ARCHIVE_MOVER", "ARCHIVE_STATE", "archive_state", "archived_counts", "claim_archive_mover",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -27,7 +28,7 @@ from .store import QUEUED, REDIS_DOWN, Idempotency, NewEvent, decode, script, un
 # expires, and the mover (scheduler.py) refills a route whose pending list has no message
 # coming, so events whose message was lost in a crash are not stranded.
 # Both scripts (lua/accept.lua, lua/refill.lua) make groups with the functions of lua/group.lua.
-ACCEPT_SCRIPT = scripts.load("accept.lua", "group.lua")
+ACCEPT_SCRIPT = scripts.load("accept.lua", "group.lua", "lane.lua")
 _REFILL = scripts.load("refill.lua", "group.lua")
 # Longer than a queued message usually waits for a worker; when it expires early (a long
 # queue, workers down) the cost is an extra message, never a lost event.
@@ -48,8 +49,9 @@ class SpoolMark:
 
 
 def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE, idempotency: Idempotency | None = None,
-                mark: SpoolMark | None = None) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of ACCEPT_SCRIPT (lua/accept.lua names them) for the events of one route (see accept())."""
+                mark: SpoolMark | None = None, order: str = "") -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of ACCEPT_SCRIPT (lua/accept.lua names them) for the events of one route (see accept());
+    `order` is the route's (routes.Route.order: '' for an unordered route)."""
     route = events[0].route
     keys = [index_key(QUEUED), index_key(QUEUED, route), queue_name(route), COUNTERS, pending_key(route),
             filling_key(route)]
@@ -60,6 +62,7 @@ def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE, idempotenc
     else:
         args += [f"{idempotency.digest} {','.join(ev.id for ev in events)}", idempotency.digest, idempotency.window]
     args += [mark.after, mark.window] if mark is not None else ["", 0]
+    args.append(order)
     for ev in events:
         if ev.route != route:
             raise ValueError("accept() takes the events of one route at a time")
@@ -91,12 +94,13 @@ def _text(value: bytes | str) -> str:
 
 
 def accept(client: redis.Redis | SharedPipe, events: list[NewEvent], group_size: int = GROUP_SIZE,
-           idempotency: Idempotency | None = None) -> list[str]:
+           idempotency: Idempotency | None = None, order: str = "") -> list[str]:
     """Journal the events of one route and put them on its pending list (queueing a task
     message for them when none is coming), atomically and in one round trip: all or none.
     A task message carries `group_size` events at most (the route's). Returns the ids the
-    request's answer gives (accepted_ids)."""
-    keys, args = accept_call(events, group_size, idempotency)
+    request's answer gives (accepted_ids). An ordered route's (`order`) events join their keys'
+    lanes, and only a lane's head goes onto the pending list (lua/lane.lua)."""
+    keys, args = accept_call(events, group_size, idempotency, order=order)
     try:
         if isinstance(client, SharedPipe):  # the ways in: confirmed by replicas when BUS_ACK_REPLICAS asks
             reply = client.run_script(ACCEPT_SCRIPT, keys, args, confirm=True)
@@ -105,6 +109,14 @@ def accept(client: redis.Redis | SharedPipe, events: list[NewEvent], group_size:
     except REDIS_DOWN as exc:
         raise unavailable(exc) from exc
     return accepted_ids(events, reply, idempotency)
+
+
+@lru_cache(maxsize=1024)
+def lane_group(route: str, group_size: int) -> list[Any]:
+    """What record_attempt needs for an ordered route to put the next event of a lane in a message
+    of its own when none of the route is coming: the message template, group size, events shown and
+    the filling flag's lifetime (the ARGV tail of lua/record_attempt.lua)."""
+    return [group_template(queue_name(route)), group_size, SHOWN, FILLING_MS]
 
 
 def _refill_call(route: str, mode: str, group_size: int) -> tuple[list[str], list[Any]]:
@@ -146,9 +158,9 @@ def load_many(pipe: SharedPipe, event_ids: list[str], route: str, group_size: in
             breakers.open_from_reply(open_now))
 
 
-def accept_batches(pipe: SharedPipe, batches: list[tuple[list[NewEvent], int]],
+def accept_batches(pipe: SharedPipe, batches: list[tuple[list[NewEvent], int] | tuple[list[NewEvent], int, str]],
                    marks: list[SpoolMark] | None = None) -> int:
-    """Accept several batches (each the events of one route and the route's group size) in one round
+    """Accept several batches (each the events of one route, the route's group size and order) in one round
     trip: a producer's spool sending what waited on disk, each batch with its SpoolMark. Events
     already journaled, or at or before their spool's mark, are skipped (see ACCEPT_SCRIPT), so sending
     a batch again is harmless, even once its events left Redis for the archive. With BUS_ACK_REPLICAS a
@@ -156,7 +168,9 @@ def accept_batches(pipe: SharedPipe, batches: list[tuple[list[NewEvent], int]],
     few replicas) when Redis did not answer for all of them, and then any of the batches may have
     been taken (a refused one, ResponseError BUSGAP, is sent again whole like any other failure)."""
     marks = marks if marks is not None else [None] * len(batches)
-    calls = [accept_call(events, group_size, None, mark) for (events, group_size), mark in zip(batches, marks)]
+    # A batch may add its route's order (routes.Route.order) as a third item: unordered without it.
+    calls = [accept_call(batch[0], batch[1], None, mark, batch[2] if len(batch) > 2 else "")
+             for batch, mark in zip(batches, marks)]
     wait = [pipe.ack.command()] if pipe.ack.replicas else []
     try:
         replies = _execute_many(pipe, [evalsha(ACCEPT_SCRIPT, keys, args) for keys, args in calls] + wait)

@@ -6,6 +6,7 @@ Keys (every name is built here and nowhere else):
                                  attempts, round (attempts before the last replay), last,
                                  parked (the <ep> whose bus:parked set it was last put in),
                                  task (the task message that sends its next attempt; '' when none does),
+                                 lane and seq (an ordered route's: its lane and place in acceptance order),
                                  request (a request bus proxy captured: JSON of its method, path,
                                  query and the headers kept for replay; its body is `body`)
 - bus:event:<id>:attempts        list of JSON attempt records, oldest first
@@ -27,6 +28,11 @@ Keys (every name is built here and nowhere else):
                                  members older than their breaker's lifetime are trimmed
 - bus:parked:<route>:<ep>        sorted set of ids held back by that endpoint's open breaker, by when they were
                                  parked (released all at once, to the retry schedule, when it closes)
+- bus:order:<route>              counter of an ordered route: each accepted event's `seq` (acceptance order)
+- bus:lane:<route>:<lane>        sorted set of an ordered route's undone events of one lane, by `seq`; <lane> is
+                                 "<destination>:<order key>" (destination '' for the route's own endpoint)
+- bus:lanes:<route>              hash: <lane> -> the id of its head, the one event of the lane that is out (pending,
+                                 in a message, on the retry schedule or held back); the others wait in the lane
 - bus:mover:<route>              which worker moves the route's due retries right now (expires)
 - bus:counters                   hash of ever-growing counters for /metrics, field "<kind>:<route>[:<label>]"
 - bus:latency:<route>            hash: accept-to-2xx histogram: count per bucket (not cumulative), sum, count
@@ -89,6 +95,23 @@ def filling_key(route: str) -> str:
 
 def retry_key(route: str) -> str:
     return f"bus:retry:{route}"
+
+
+def order_counter_key(route: str) -> str:
+    return f"bus:order:{route}"
+
+
+def lane_name(order_key: str, destination: str = "") -> str:
+    """The lane of an order key: order is kept per (route, destination, key)."""
+    return f"{destination}:{order_key}"
+
+
+def lane_key(route: str, lane: str) -> str:
+    return f"bus:lane:{route}:{lane}"
+
+
+def lanes_key(route: str) -> str:
+    return f"bus:lanes:{route}"
 
 
 def mover_key(route: str) -> str:

@@ -18,7 +18,7 @@ from .keys import attempts_key, copies_key, event_key, index_key, retry_key
 from . import scripts
 from .store import DEFAULT_RETENTION, DELIVERED, SUMMARY_FIELDS, Page, script, summary
 
-_PURGE = scripts.load("purge.lua")
+_PURGE = scripts.load("purge.lua", "group.lua", "lane.lua")
 # What find() hands out: the last event's index score, ':', its id.
 _CURSOR = re.compile(r"([0-9][0-9.e+-]*):([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 

@@ -13,8 +13,8 @@ import orjson
 import redis
 
 from ..messages import Outgoing
-from .keys import (KOMBU_UNACKED, RECOVERY_DONE, RECOVERY_LOCK, event_key, index_key, parked_key, pending_key, queue_name,
-                   retry_key)
+from .keys import (KOMBU_UNACKED, RECOVERY_DONE, RECOVERY_LOCK, event_key, index_key, lane_key, lanes_key, parked_key,
+                   pending_key, queue_name, retry_key)
 from . import scripts
 from .store import QUEUED, RETRYING, script
 
@@ -51,6 +51,20 @@ def scheduled_ids(client: redis.Redis) -> set[str]:
     return found
 
 
+def lane_waiting_ids(client: redis.Redis) -> set[str]:
+    """Ids of an ordered route waiting in their lane behind its head (lua/lane.lua): no message may send
+    them before the events ahead of them are done, which then puts the next one on the pending list."""
+    found: set[str] = set()
+    prefix = len(lanes_key(""))
+    for lanes in client.scan_iter(match=lanes_key("*"), _type="hash"):
+        route = lanes.decode()[prefix:]
+        for lane, head in client.hscan_iter(lanes, count=_SCAN_CHUNK):
+            key = lane_key(route, lane.decode())
+            for start in range(0, client.zcard(key), _SCAN_CHUNK):
+                found.update(m.decode() for m in client.zrange(key, start, start + _SCAN_CHUNK - 1) if m != head)
+    return found
+
+
 def pending_ids(client: redis.Redis, route: str | None = None) -> list[str]:
     """Ids on the route's pending list (every route's when None), oldest first: a task message
     takes them when the next task of the route starts."""
@@ -74,7 +88,8 @@ def task_messages(client: redis.Redis) -> Iterator[dict[str, Any]]:
     """Every task message Redis holds: waiting in a route's queue, or handed to a worker and unacked.
 
     Recovery requeues any waiting event found neither here, nor on a retry schedule
-    (scheduled_ids), nor on a pending list (pending_ids); a new place where events wait must
+    (scheduled_ids), nor on a pending list (pending_ids), nor in an ordered route's lane behind its
+    head (lane_waiting_ids); a new place where events wait must
     be read there too.
     """
     for queue in client.scan_iter(match=queue_name("*"), _type="list"):

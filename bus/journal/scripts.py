@@ -14,7 +14,8 @@ from functools import lru_cache
 from importlib import resources
 
 from .. import lifecycle
-from .keys import breaker_key, event_key, index_key, parked_key
+from .keys import (breaker_key, event_key, filling_key, index_key, lane_key, lanes_key, order_counter_key, parked_key,
+                   pending_key, queue_name)
 
 _LUA = resources.files(__package__) / "lua"
 
@@ -51,6 +52,14 @@ def _definitions(script: str) -> list[tuple[str, str]]:
                        f"{_concat(parked_key('@R@', '@D@'), {'@R@': 'route', '@D@': 'digest'})} end"),
         ("breaker_hash", "local function breaker_hash(route, digest) return "
                          f"{_concat(breaker_key('@R@', '@D@'), {'@R@': 'route', '@D@': 'digest'})} end"),
+        ("lane_set", "local function lane_set(route, lane) return "
+                     f"{_concat(lane_key('@R@', '@L@'), {'@R@': 'route', '@L@': 'lane'})} end"),
+        ("lanes_hash", f"local function lanes_hash(route) return {_concat(lanes_key('@R@'), {'@R@': 'route'})} end"),
+        ("order_counter", "local function order_counter(route) return "
+                          f"{_concat(order_counter_key('@R@'), {'@R@': 'route'})} end"),
+        ("pending_list", f"local function pending_list(route) return {_concat(pending_key('@R@'), {'@R@': 'route'})} end"),
+        ("filling_flag", f"local function filling_flag(route) return {_concat(filling_key('@R@'), {'@R@': 'route'})} end"),
+        ("route_queue", f"local function route_queue(route) return {_concat(queue_name('@R@'), {'@R@': 'route'})} end"),
         ("may", f"""-- The rows of the lifecycle table this script does, 'from>to' (NO_RECORD: no record).
 local MOVES = ' {moves} '
 local function may(from, to)

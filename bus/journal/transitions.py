@@ -21,7 +21,7 @@ from .store import DEFAULT_RETENTION, DELIVERED, RESPONSE_KEEP, RETRYING, script
 # Every move of bus/lifecycle.py's table below is one script of lua/ that reads the event's status
 # (and the task its record names) itself and answers 'ok' or why it refused: 'gone', 'superseded',
 # or the status the event is in. The functions return None when the move was made, else that reason.
-RECORD_ATTEMPT_SCRIPT = scripts.load("record_attempt.lua")
+RECORD_ATTEMPT_SCRIPT = scripts.load("record_attempt.lua", "group.lua", "lane.lua")
 _PARK = scripts.load("park.lua")
 _RECHECK = scripts.load("recheck.lua")
 _RELEASE = scripts.load("release.lua")
@@ -37,7 +37,8 @@ def refusal(reply: bytes | str) -> str | None:
 
 def record_attempt(client: redis.Redis | SharedPipe, event: dict[str, Any], attempt: dict[str, Any], status: str,
                    retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
-                   endpoint_alive: bool = False, endpoint: EndpointKey | None = None) -> str | None:
+                   endpoint_alive: bool = False, endpoint: EndpointKey | None = None,
+                   lane_group: list[Any] | None = None) -> str | None:
     """Append an attempt and move the event to `status`, atomically in one round trip. No task
     message sends the event after this one: a retry gets a new message when due.
 
@@ -49,8 +50,12 @@ def record_attempt(client: redis.Redis | SharedPipe, event: dict[str, Any], atte
 
     None when recorded; else why nothing was (lua/record_attempt.lua): 'gone' (purged meanwhile)
     or the status it is in (delivered or dead already: another copy of its message finished it).
+
+    `lane_group` (grouping.lane_group, for an ordered route) lets a delivered or dead event's lane
+    send its next event in a message made by the same script when none of the route is coming.
     """
     keys, args = record_attempt_call(event, attempt, status, retention, retry_at, endpoint_alive, endpoint)
+    args += lane_group or []
     return refusal(script(client, RECORD_ATTEMPT_SCRIPT)(keys=keys, args=args))
 
 

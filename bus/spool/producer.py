@@ -93,7 +93,8 @@ class Producer:
         (event,) = intake.prepare(self._intake, tag, [record]).events
         self._spool.append_one(frames.encode(event))
         self._sender.wake()
-        if len(self._routes) < MAX_TAGS_REMEMBERED:
+        # A route ordered by a record field checks each record for it (intake.prepare): not remembered.
+        if len(self._routes) < MAX_TAGS_REMEMBERED and self._intake.router.by_name[event.route].order_key is None:
             self._routes[tag] = event.route
         return event.id
 

@@ -98,23 +98,24 @@ class Sender:
         for i, event in enumerate(batch.events):
             by_route[event.route].append(i)
         # Per shard: each route's events go to its own, each part with its place in this spool.
-        calls: dict[str, list[tuple[list[journal.NewEvent], int]]] = defaultdict(list)
+        calls: dict[str, list[tuple[list[journal.NewEvent], int, str]]] = defaultdict(list)
         marks: dict[str, list[journal.SpoolMark]] = defaultdict(list)
         window = self.intake.settings.idempotency_window
         for route, indexes in by_route.items():
             known = self.intake.router.by_name.get(route)
             group_size = known.group_size if known is not None else GROUP_SIZE
+            order = known.order if known is not None else ""
             shard = known.shard if known is not None else DEFAULT_SHARD
             after = ""
             for start in range(0, len(indexes), SCRIPT_EVENTS):
                 part = indexes[start:start + SCRIPT_EVENTS]
                 places = [batch.places[i] for i in part]
-                calls[shard].append(([batch.events[i] for i in part], group_size))
+                calls[shard].append(([batch.events[i] for i in part], group_size, order))
                 marks[shard].append(journal.SpoolMark(self.spool.identity, places, after, window))
                 after = places[-1]
         for shard, shard_calls in calls.items():
             link = self.intake.links[shard]
             journal.check_room(link.pipe, link.memory)
             journal.accept_batches(link.pipe, shard_calls, marks[shard])
-            link.memory.accepted([e for events, _ in shard_calls for e in events])
+            link.memory.accepted([e for events, *_ in shard_calls for e in events])
 

@@ -25,11 +25,13 @@
 -- ARGV[8]  the idempotency record to keep ('' for none: then nothing of it is read)
 -- ARGV[9]  its digest             ARGV[10] its lifetime in seconds
 -- ARGV[11] the spool mark's `after`   ARGV[12] its lifetime in seconds (0: no spool, nothing of it is read)
--- ARGV[13..]  per event: id, tag, body, headers, received; then (spool calls only) each event's place
+-- ARGV[13] the route's order: '' (unordered), 'tag' or 'field:<name>' (an ordered route: each event
+--          joins its key's lane, lane.lua, and only a lane's head goes onto the pending list)
+-- ARGV[14..]  per event: id, tag, body, headers, received; then (spool calls only) each event's place
 -- Returns the number of events written, or {'repeat', record} for a key seen with the same digest
 -- (nothing written), or {'conflict'} for a key seen with another.
 local n, route = tonumber(ARGV[1]), ARGV[2]
-local first = 13
+local first, order = 14, ARGV[13]
 local idempotency = KEYS[7 + n]
 if ARGV[8] ~= '' then
   local seen = redis.call('GET', idempotency)
@@ -46,7 +48,7 @@ if spooled then
     return redis.error_reply('BUSGAP an earlier part of this spool send was not taken; the spool sends it all again')
   end
 end
-local entries, written = {}, 0
+local entries, written, pushed = {}, 0, 0
 for e = 1, n do
   local i = first + (e - 1) * 5
   local id, received = ARGV[i], ARGV[i + 4]
@@ -55,7 +57,10 @@ for e = 1, n do
                'headers', ARGV[i + 3], 'received', received, 'status', QUEUED)
     redis.call('ZADD', KEYS[1], received, id)
     redis.call('ZADD', KEYS[2], received, id)
-    entries[#entries + 1] = id .. ' ' .. ARGV[i + 1]
+    if order == '' or join_lane(route, lane_of(order, ARGV[i + 1], ARGV[i + 2]), id, KEYS[6 + e]) then
+      entries[#entries + 1] = id .. ' ' .. ARGV[i + 1]
+      pushed = pushed + 1
+    end
     written = written + 1
   end
   if #entries == 1000 or (e == n and #entries > 0) then  -- unpack() has a stack limit; a batch may hold 10,000
@@ -64,7 +69,7 @@ for e = 1, n do
   end
 end
 if written > 0 then
-  if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[7]) then
+  if pushed > 0 and redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[7]) then
     take_group(KEYS[5], KEYS[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
   end
   redis.call('HINCRBY', KEYS[4], ARGV[3], written)

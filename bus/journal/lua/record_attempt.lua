@@ -20,13 +20,15 @@
 -- ARGV[10] the counter field to bump
 -- ARGV[11] latency bucket, or '' (not a delivery)   ARGV[12] seconds   ARGV[13] the slot's time to live
 -- ARGV[14] the endpoint's digest
+-- ARGV[15..18] an ordered route's message template, group size, events shown and filling flag ms, or
+--          nothing: a delivered or dead event of a lane lets the lane's next one go (lane.lua)
 -- Returns 'ok', or why nothing was written: 'gone' (no record: purged, expired) or the status the
 -- event is in when the table has no move from it (delivered, dead: another copy finished it).
 -- The task the record names is not checked: the attempt has gone out, whoever holds the event now.
 -- Recorded, it makes the record name no task, so a copy recovery queued meanwhile (or the other
 -- copy of a restored message) finds '' and leaves the event; refused, that copy would send it again.
 local id, route, received, status = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
-local current = redis.call('HGET', KEYS[1], 'status')
+local current, lane = unpack(redis.call('HMGET', KEYS[1], 'status', 'lane'))
 if not current then return 'gone' end
 if not may(current, status) then return current end
 redis.call('RPUSH', KEYS[2], ARGV[4])
@@ -44,6 +46,9 @@ if ARGV[9] == '1' and redis.call('DEL', KEYS[5]) == 1 then
   end
   redis.call('ZREM', KEYS[10], ARGV[14])
   redis.call('ZREM', KEYS[11], ARGV[14])
+end
+if lane and (status == DELIVERED or status == DEAD) then
+  leave_lane(route, lane, id, ARGV[15] and {ARGV[15], ARGV[16], ARGV[17], ARGV[18]})
 end
 redis.call('HINCRBY', KEYS[6], ARGV[10], 1)
 if ARGV[11] ~= '' then

@@ -1,7 +1,10 @@
 -- requeue.lua: a replay to the route (lifecycle: requeue): each event back to queued with a fresh
 -- attempt budget (`round`), retention lifted, off the retry schedule and any breaker's parked set,
 -- its new message named; then
--- the messages that carry at least one of them are queued.
+-- the messages that carry at least one of them are queued. An ordered route's event rejoins its lane
+-- at its place (seq, lane.lua): the lowest of a lane with no head becomes its head and is sent by its
+-- message; every other one waits in the lane for the events before it (its record names no message,
+-- so the replay's message leaves it) and goes out in order as they are done.
 --
 -- KEYS     per event: bus:event:<id>, bus:event:<id>:attempts, bus:event:<id>:copies,
 --          bus:retry:<route>; then per message: bus.<route> (its queue)
@@ -11,14 +14,13 @@
 -- Returns per event 'ok', 'gone', or the status it is in when that is not the one listed (it
 -- moved since: a delivery, a purge and a new accept): such an event is left as it is.
 local n, now = tonumber(ARGV[1]), ARGV[2]
-local used = {}
-local out = {}
+local used, out, laned = {}, {}, {}
 for e = 1, n do
   local a = 2 + 5 * (e - 1)
   local id, route, listed, task, message = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5])
   local record = KEYS[4 * e - 3]
-  local status, attempts, received, parked = unpack(redis.call('HMGET', record, 'status', 'attempts', 'received',
-                                                               'parked'))
+  local status, attempts, received, parked, lane, seq = unpack(redis.call('HMGET', record, 'status', 'attempts',
+                                                                         'received', 'parked', 'lane', 'seq'))
   if not status then
     out[e] = 'gone'
   elseif (listed ~= '' and status ~= listed) or not may(status, QUEUED) then
@@ -32,7 +34,21 @@ for e = 1, n do
     if parked then redis.call('ZREM', parked_set(route, parked), id) end
     used[message] = true
     out[e] = 'ok'
+    if lane then
+      redis.call('ZADD', lane_set(route, lane), seq, id)
+      laned[#laned + 1] = {route, lane, id}
+    end
   end
+end
+for _, event in ipairs(laned) do
+  local route, lane, id = unpack(event)
+  local lanes = lanes_hash(route)
+  local head = redis.call('HGET', lanes, lane)
+  if not head then
+    head = redis.call('ZRANGE', lane_set(route, lane), 0, 0)[1]
+    redis.call('HSET', lanes, lane, head)
+  end
+  if head ~= id then redis.call('HSET', EVENT_KEY .. id, 'task', '') end
 end
 for m = 1, #ARGV - 2 - 5 * n do
   if used[m] then redis.call('LPUSH', KEYS[4 * n + m], ARGV[2 + 5 * n + m]) end
