@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from . import accepting, archiving, delivering, report, stats
+from . import accepting, archiving, delivering, ordering, report, stats
 from .procs import BenchError, Cluster
 from .run import FULL, QUICK, Run
 
@@ -32,7 +32,8 @@ def scenarios(run: Run) -> list[Scenario]:
                               accepting.ingress_batch100,
                               accepting.emit, accepting.emit_threads, accepting.emit_many, accepting.producer,
                               accepting.producer_outage, accepting.redis_memory, delivering.e2e,
-                              delivering.latency, delivering.drain_outage, delivering.stdlib_receiver]
+                              delivering.latency, delivering.drain_outage, delivering.stdlib_receiver,
+                              ordering.ordering]
     if run.sizes.pool_events:
         chosen += [delivering.pool("prefork", 2), delivering.pool("prefork", 4), delivering.pool("threads", 8)]
         if importlib.util.find_spec("gevent"):

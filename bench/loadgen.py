@@ -5,7 +5,10 @@ JSON summary line on stdout and writes "id send-time" lines of every accepted
 event to --ids-out. With --direct it talks to the receiver itself, sending its
 own X-Request-Id (to measure the receiver's own ceiling). With --keyed each single record carries its own
 "k", which the receiver counts it by, and any 2xx accepts it: how bench.versus loads a peer (Fluentd) that
-returns no ids; --path may then list several paths (tags), taken in turn.
+returns no ids; --path may then list several paths (tags), taken in turn. With --order-out it may list
+several too, each connection keeping to its own share of them (so a tag's requests go one after another,
+each sent once the one before it was answered), and every accepted event's "id path send-time
+answer-time" is written there: what bench.ordering measures order from.
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ class Result:
         self.statuses: Counter[int] = Counter()
         self.errors: Counter[str] = Counter()
         self.accepted: list[tuple[str, float]] = []
+        self.order: list[tuple[str, bytes, float, float]] = []  # --order-out: id, path, sent, answered
         self.events_sent = 0
         self.first_send: float | None = None
         self.last_answer = 0.0
@@ -67,8 +71,9 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return status, await reader.readexactly(length) if length else b""
 
 
-async def connection(args: argparse.Namespace, plan: Plan, result: Result, pad: bytes) -> None:
+async def connection(args: argparse.Namespace, plan: Plan, result: Result, pad: bytes, paths: list[bytes]) -> None:
     reader = writer = None
+    turn = 0
     while (n := plan.take()) is not None:
         due = plan.due(n)
         if due:
@@ -76,7 +81,8 @@ async def connection(args: argparse.Namespace, plan: Plan, result: Result, pad: 
         own_id = uuid.uuid4().hex if args.direct or args.keyed else None
         payload = body(n, args.batch, pad, own_id.encode() if args.keyed else b"")
         extra = b"X-Request-Id: %s\r\n" % own_id.encode() if args.direct else b""
-        path = args.paths[n % len(args.paths)]
+        path = paths[turn % len(paths)] if args.order_out else args.paths[n % len(args.paths)]
+        turn += 1
         request = (b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n"
                    % (path, extra, len(payload))) + payload
         try:
@@ -101,7 +107,10 @@ async def connection(args: argparse.Namespace, plan: Plan, result: Result, pad: 
         if (args.direct and status == 200) or (args.keyed and 200 <= status < 300):
             result.accepted.append((own_id, sent))
         elif status == 202:
-            result.accepted.extend((i, sent) for i in json.loads(answer)["ids"])
+            ids = json.loads(answer)["ids"]
+            result.accepted.extend((i, sent) for i in ids)
+            if args.order_out:
+                result.order.extend((i, path, sent, result.last_answer) for i in ids)
     if writer is not None:
         writer.close()
 
@@ -110,7 +119,9 @@ async def run(args: argparse.Namespace) -> Result:
     result = Result()
     plan = Plan(-(-args.events // args.batch), args.batch, args.rate, time.monotonic() + args.max_seconds)
     pad = b"x" * max(0, args.body_bytes - 20)
-    await asyncio.gather(*(connection(args, plan, result, pad) for _ in range(args.connections)))
+    # Keyed loads take the paths in turn across connections; --order-out gives each connection its own.
+    shares = [args.paths[c::args.connections] or args.paths for c in range(args.connections)]
+    await asyncio.gather(*(connection(args, plan, result, pad, shares[c]) for c in range(args.connections)))
     return result
 
 
@@ -128,11 +139,16 @@ def main() -> None:
     p.add_argument("--ids-out", help="write 'id send-time' for every accepted event here")
     p.add_argument("--direct", action="store_true", help="send to the receiver with our own X-Request-Id")
     p.add_argument("--keyed", action="store_true", help='own "k" in each record; any 2xx accepts it')
+    p.add_argument("--order-out", help="write 'id path send-time answer-time' for every accepted event here")
     args = p.parse_args()
-    args.paths = [part.encode() for part in args.path.split(",")] if args.keyed else [args.path.encode()]
+    several = args.keyed or args.order_out
+    args.paths = [part.encode() for part in args.path.split(",")] if several else [args.path.encode()]
     started = time.monotonic()
     result = uvloop.run(run(args))
     summarize(result, time.monotonic() - started, args.ids_out)
+    if args.order_out:
+        with open(args.order_out, "w") as f:
+            f.writelines(f"{i} {path.decode()} {sent:.6f} {answered:.6f}\n" for i, path, sent, answered in result.order)
 
 
 def summarize(result: Result, elapsed: float, ids_out: str | None) -> None:

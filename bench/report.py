@@ -32,7 +32,8 @@ def _detail(r: dict) -> str:
             "tcp_ingress_cpu_ms", "unix_ingress_cpu_ms", "guard",
             "rates_archive_off", "rates_archive_on", "slowdown_pct", "archive_rows", "archive_bytes_per_event",
             "redis_bytes_per_event_archive_off", "redis_used_mib_archive_off_end", "redis_used_mib_archive_on_end",
-            "redis_used_mib_steady_peak", "error")
+            "redis_used_mib_steady_peak", "plain_rate", "plain_overtaken_share", "ordered_rate",
+            "ordered_overtaken_share", "error")
     return " ".join(f"{k}={r[k]}" for k in keys if r.get(k) is not None)
 
 

@@ -39,6 +39,7 @@ QUICK = Sizes(receiver=5_000, ingress_single=2_000, ingress_batch=10_000, emit=3
 # every wait for deliveries is sized from it.
 FLOOR_RATE = 130.0
 ROUTE = "bench"  # has a worker in delivery scenarios
+ORDERED = "ordered"  # the same as ROUTE with ordered = true (the tag as order key): bench.ordering's
 PARKED = "parked"  # never has a worker: accept-only scenarios leave their events waiting here
 
 
@@ -57,6 +58,9 @@ class Run:
         for name in (ROUTE, PARKED):
             (self.cluster.routes_dir / f"{name}.toml").write_text(
                 f'match = "{name}.*"\nendpoint = "{receiver}/{name}/${{tag[1]}}"\nopen_timeout = 2\nretry_max_interval = 60\n')
+        (self.cluster.routes_dir / f"{ORDERED}.toml").write_text(
+            f'match = "{ORDERED}.*"\nendpoint = "{receiver}/{ORDERED}/${{tag[1]}}"\nopen_timeout = 2\n'
+            'retry_max_interval = 60\nordered = true\n')
 
     # -- workers and Redis state ----------------------------------------------
     def flush(self) -> None:
@@ -82,7 +86,8 @@ class Run:
 
     # -- the tools --------------------------------------------------------------
     def loadgen(self, name: str, path: str, events: int, batch: int = 1, rate: float = 0.0, body_bytes: int = 40,
-                direct: bool = False, max_seconds: float = 300.0, unix: str | None = None) -> tuple[dict, dict[str, float]]:
+                direct: bool = False, max_seconds: float = 300.0, unix: str | None = None,
+                extra: list[str] | None = None) -> tuple[dict, dict[str, float]]:
         ids = self.cluster.tmp / f"{name}.ids"
         port = self.cluster.receiver_port if direct else self.cluster.ingress_port
         where = ["--unix", unix] if unix else ["--port", str(port)]
@@ -91,6 +96,7 @@ class Run:
                 "--ids-out", str(ids), "--connections", "4"]
         if direct:
             argv.append("--direct")
+        argv += extra or []
         summary = self.cluster.tool(f"loadgen-{name}", argv, timeout=max_seconds + 60)
         return summary, verify.read_ids(ids)
 

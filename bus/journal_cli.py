@@ -85,6 +85,8 @@ def _print_event(e: dict[str, Any]) -> None:
         print(f"request   {request['method']} {request['path']}{'?' + request['query'] if request['query'] else ''}")
         for name, value in request["headers"]:
             print(f"  {name}: {value}")
+    if e.get("lane") is not None:  # an ordered route's: its order key's lane and place in acceptance order
+        print(f"order     lane {e['lane']!r}, seq {e['seq']}")
     if e.get("tier"):
         print(f"kept in   {'Redis' if e['tier'] == 'redis' else 'the archive'}")
     print("headers:")

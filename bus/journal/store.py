@@ -108,7 +108,7 @@ def script(client: redis.Redis | SharedPipe, source: str) -> Any:
 
 def decode(event_id: str, raw: dict[bytes, bytes]) -> dict[str, Any]:
     record: dict[str, Any] = {k.decode(): v for k, v in raw.items()}
-    for k in ("tag", "route", "status", "last", "task", "parked"):
+    for k in ("tag", "route", "status", "last", "task", "parked", "lane"):
         if k in record:
             record[k] = record[k].decode()
     record["received"] = float(record["received"])
@@ -116,6 +116,8 @@ def decode(event_id: str, raw: dict[bytes, bytes]) -> dict[str, Any]:
     record["round"] = int(record.get("round", 0))
     if "replayed" in record:
         record["replayed"] = float(record["replayed"])
+    if "seq" in record:  # an ordered route's event: its place in acceptance order
+        record["seq"] = int(record["seq"])
     record["id"] = event_id
     return record
 

@@ -129,6 +129,12 @@ def test_replayed_dead_events_go_out_in_acceptance_order(ordered_bus):
     assert replay.returncode == 0, replay.stderr
     wait_until(lambda: delivered(ordered_bus, ids), 20, interval=0.2, what="the replayed events delivered")
     assert arrivals(ordered_bus, path)[5:] == [0, 1, 2], "the replay sends them oldest first, one after another"
+    shown = subprocess.run([sys.executable, "-m", "bus", "events", ids[1], "--json"], env=ordered_bus.env,
+                           capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0, shown.stderr
+    event = orjson.loads(shown.stdout)
+    assert (event["lane"], event["seq"]) == (":dies.k", journal.load(ordered_bus.client(), ids[0])["seq"] + 1), \
+        "bus events ID shows the event's lane and its place in acceptance order"
 
 
 def test_an_event_without_its_order_key_field_is_refused_naming_the_field(ordered_bus):
