@@ -18,6 +18,7 @@ import orjson
 
 from . import archive, captured, endpoints, journal, logs, outbound, settings, signing, task_outcome
 from .breaker_gate import Breakers, endpoint_failed
+from .lane_run import LaneRun
 from .deadline import AttemptDeadline, Deadline
 from .celery import app
 from .errors import ArchiveUnavailable, DeadLettered, NoRoute
@@ -178,20 +179,24 @@ def _log(event: dict[str, Any], record: dict[str, Any], outcome: Outcome, copy_t
 
 
 def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], record: dict[str, Any],
-                     outcome: Outcome, endpoint: endpoints.EndpointKey | None = None) -> str | None:
+                     outcome: Outcome, endpoint: endpoints.EndpointKey | None = None,
+                     lanes: LaneRun | None = None) -> str | None:
     """Record the attempt and log it. An answer from `endpoint` closes its breaker in the same step;
     a failure is told to the breaker by whoever sent the request (once per request).
     None when recorded; else why the journal refused (journal.record_attempt), which is then the verdict."""
     status = {DELIVERED: journal.DELIVERED, DEAD: journal.DEAD}.get(outcome.verdict, journal.RETRYING)
     if outcome.reason:
         record["reason"] = outcome.reason
-    refused = journal.record_attempt(
+    refused, taken = journal.record_attempt_taking(
         w.pipe, event, record, status, w.settings.retention,
         retry_at=time.time() + outcome.delay if outcome.verdict == RETRY else None,
         endpoint_alive=route is not None and not endpoint_failed(record, route), endpoint=endpoint,
-        # An ordered route's next event of the lane goes out in a message of its own when none is coming.
+        # An ordered route's next event of the lane goes next from this task (`lanes`), or in a message.
         lane_group=journal.lane_group(route.name, route.group_size) if route is not None and route.ordered else None,
+        take=lanes.offer() if lanes is not None else None,
     )
+    if lanes is not None:
+        lanes.took(taken)
     _log(event, record, outcome)
     if refused:
         # Sent (or dead-lettered) by this task, but meanwhile another copy of its message finished
@@ -284,7 +289,25 @@ def _dead_unsent(w: Worker, event: dict[str, Any], attempt: int, reason: str) ->
     return _journal_verdict(w, None, event, record, Outcome(DEAD, reason=reason)) or DEAD
 
 
-def _deliver_one(task: Task, w: Worker, event: dict[str, Any], gate: Breakers, to: str | None, probe: bool) -> str:
+def _deliver_following(task: Task, w: Worker, event: dict[str, Any], gate: Breakers, to: str | None, probe: bool,
+                       lanes: LaneRun | None) -> tuple[list[str], list[str]]:
+    """One event of the task's group, then the next events of its lane the task took (LaneRun), each
+    right after the one before it; their ids and verdicts."""
+    ids, verdicts = [event["id"]], [_deliver_one(task, w, event, gate, to, probe, lanes)]
+    while lanes is not None and lanes.taken:
+        event_id = lanes.taken.pop()
+        taken = journal.load(w.redis, event_id)
+        ids.append(event_id)
+        if taken is None:
+            _not_sent(event_id, "gone")
+            verdicts.append("missing")
+            continue
+        verdicts.append(_deliver_one(task, w, taken, gate, to, probe, lanes))
+    return ids, verdicts
+
+
+def _deliver_one(task: Task, w: Worker, event: dict[str, Any], gate: Breakers, to: str | None, probe: bool,
+                 lanes: LaneRun | None = None) -> str:
     """One event of the task's group; returns its verdict."""
     route = w.router.by_name.get(event["route"])
     if to is not None:
@@ -320,7 +343,7 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], gate: Breakers, t
     record = send(w.pools, route, url, event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
     outcome = classify(route, attempt - event["round"], record.get("status_code"), record.pop("retry_after", None))
-    refused = _journal_verdict(w, route, event, record, outcome, key)
+    refused = _journal_verdict(w, route, event, record, outcome, key, lanes)
     gate.after_attempt(route, key, record, probe)
     return refused or outcome.verdict
 
@@ -432,6 +455,15 @@ def _units(route: Route | None, events: list[dict[str, Any] | None], to: str | N
     return units
 
 
+def _lane_run(task: Task, w: Worker, route: Route | None, deadline: float) -> LaneRun | None:
+    """An ordered route's task (one event per request) sends its lanes' next events itself (LaneRun), up
+    to a group's worth, each on a lease of one attempt's longest time."""
+    if route is None or not route.ordered or route.batch_max > 1:
+        return None
+    return LaneRun(task.request.id or "", deadline, route.open_timeout + route.read_timeout + VISIBILITY_MARGIN,
+                   route.group_size)
+
+
 def _group_deadline(w: Worker, route_name: str) -> float:
     """When this task must stop starting attempts: its last one must end before the visibility
     timeout, or kombu hands the task to a second worker while this one still runs it."""
@@ -490,6 +522,7 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
             if superseded:
                 verdicts["superseded"] = superseded
         copies_to_retry = []
+        lanes = _lane_run(self, w, route, deadline) if to is None else None
         for n, (unit, batched) in enumerate(_units(route, events, to)):
             if n and time.monotonic() > deadline:
                 _hand_off(w, route_name, [e for e in events[unit[0]:] if e is not None], to, self.request.id or "")
@@ -505,7 +538,7 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                     _not_sent(ids[0], "gone")
                     outcomes = ["missing"]
                 else:
-                    outcomes = [_deliver_one(self, w, unit_events[0], gate, to, probe)]
+                    ids, outcomes = _deliver_following(self, w, unit_events[0], gate, to, probe, lanes)
             except journal.REDIS_DOWN:
                 raise
             except Exception:

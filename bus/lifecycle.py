@@ -58,6 +58,8 @@ MOVES: tuple[Move, ...] = (
     Move("next_in_lane", (QUEUED,), (SAME,), "worker (the event before it is recorded), CLI (bus purge of that one)",
          ("record_attempt.lua", "purge.lua"),
          why="an ordered route's event goes out once the one before it in its order key is delivered, dead or purged"),
+    Move("lane_lease", (QUEUED,), (SAME,), "scheduler (retry mover)", ("release.lua",),
+         why="an ordered route's event a task took (lane.lua) and did not send before its lease ran out"),
     Move("park", WAITING, (RETRYING,), "worker (an internal error)", ("park.lua",), owner=True,
          why="wait on the retry schedule without an attempt"),
     Move("hold_back", WAITING, (RETRYING,), "worker (its endpoint's breaker open)", ("hold_back.lua",), owner=True,

@@ -34,7 +34,7 @@ from .grouping import (
 from .capture import CAPTURE_SCRIPT, capture_call
 from . import breakers
 from .transitions import (
-    RECORD_ATTEMPT_SCRIPT, record_attempt_call, claim_mover, drop_scheduled, due, enqueue, hand_off, next_due, park,
+    RECORD_ATTEMPT_SCRIPT, record_attempt_call, record_attempt_taking, claim_mover, drop_scheduled, due, enqueue, hand_off, next_due, park,
     record_attempt, record_copy, copy_record, recheck, refusal, release, requeue, status_class,
 )
 from .counters import (
@@ -68,7 +68,7 @@ __all__ = [
     "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "pending_ids",
     "recovery_lock", "recovery_unlock", "requeue_lost", "last_recovery", "recovery_done", "redis_time", "held_key", "scheduled_ids", "lane_waiting_ids", "task_messages", "waiting_ids",
     "READING", "MemoryMark", "check_room", "check_writable",
-    "last_copies", "CAPTURE_SCRIPT", "capture_call", "RECORD_ATTEMPT_SCRIPT", "record_attempt_call",
+    "last_copies", "CAPTURE_SCRIPT", "capture_call", "RECORD_ATTEMPT_SCRIPT", "record_attempt_call", "record_attempt_taking",
     "ARCHIVE_MOVER", "ARCHIVE_STATE", "archive_state", "archived_counts", "claim_archive_mover",
     "due_for_archive", "forget_archived", "in_redis", "load_whole", "overdue", "set_archive_state", "cursor_bounds",
     "readable",

@@ -15,7 +15,7 @@ from importlib import resources
 
 from .. import lifecycle
 from .keys import (breaker_key, event_key, filling_key, index_key, lane_key, lanes_key, order_counter_key, parked_key,
-                   pending_key, queue_name)
+                   pending_key, queue_name, retry_key)
 
 _LUA = resources.files(__package__) / "lua"
 
@@ -60,6 +60,7 @@ def _definitions(script: str) -> list[tuple[str, str]]:
         ("pending_list", f"local function pending_list(route) return {_concat(pending_key('@R@'), {'@R@': 'route'})} end"),
         ("filling_flag", f"local function filling_flag(route) return {_concat(filling_key('@R@'), {'@R@': 'route'})} end"),
         ("route_queue", f"local function route_queue(route) return {_concat(queue_name('@R@'), {'@R@': 'route'})} end"),
+        ("retry_schedule", f"local function retry_schedule(route) return {_concat(retry_key('@R@'), {'@R@': 'route'})} end"),
         ("may", f"""-- The rows of the lifecycle table this script does, 'from>to' (NO_RECORD: no record).
 local MOVES = ' {moves} '
 local function may(from, to)

@@ -30,15 +30,15 @@ _REQUEUE = scripts.load("requeue.lua")
 
 
 def refusal(reply: bytes | str) -> str | None:
-    """None for a script's 'ok', else its reason for refusing the move."""
+    """None for a script's 'ok' ('ok <id>' included), else its reason for refusing the move."""
     text = reply.decode() if isinstance(reply, bytes) else reply
-    return None if text == "ok" else text
+    return None if text == "ok" or text.startswith("ok ") else text
 
 
 def record_attempt(client: redis.Redis | SharedPipe, event: dict[str, Any], attempt: dict[str, Any], status: str,
                    retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
                    endpoint_alive: bool = False, endpoint: EndpointKey | None = None,
-                   lane_group: list[Any] | None = None) -> str | None:
+                   lane_group: list[Any] | None = None, take: tuple[str, float] | None = None) -> str | None:
     """Append an attempt and move the event to `status`, atomically in one round trip. No task
     message sends the event after this one: a retry gets a new message when due.
 
@@ -52,11 +52,26 @@ def record_attempt(client: redis.Redis | SharedPipe, event: dict[str, Any], atte
     or the status it is in (delivered or dead already: another copy of its message finished it).
 
     `lane_group` (grouping.lane_group, for an ordered route) lets a delivered or dead event's lane
-    send its next event in a message made by the same script when none of the route is coming.
+    send its next event in a message made by the same script when none of the route is coming;
+    `take` (a task id, and until when) lets that task take it instead (lua/lane.lua): its id is
+    then in `taken`, for the task to send next.
     """
+    return record_attempt_taking(client, event, attempt, status, retention, retry_at, endpoint_alive, endpoint,
+                                 lane_group, take)[0]
+
+
+def record_attempt_taking(client: redis.Redis | SharedPipe, event: dict[str, Any], attempt: dict[str, Any],
+                          status: str, retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
+                          endpoint_alive: bool = False, endpoint: EndpointKey | None = None,
+                          lane_group: list[Any] | None = None, take: tuple[str, float] | None = None
+                          ) -> tuple[str | None, str | None]:
+    """record_attempt's refusal, and the id of the lane's next event the task took (None: none)."""
     keys, args = record_attempt_call(event, attempt, status, retention, retry_at, endpoint_alive, endpoint)
-    args += lane_group or []
-    return refusal(script(client, RECORD_ATTEMPT_SCRIPT)(keys=keys, args=args))
+    if lane_group:
+        args += [*lane_group, *((take[0], repr(take[1])) if take else ("", ""))]
+    reply = script(client, RECORD_ATTEMPT_SCRIPT)(keys=keys, args=args)
+    text = reply.decode() if isinstance(reply, bytes) else reply
+    return refusal(text), text[3:] if text.startswith("ok ") else None
 
 
 def record_attempt_call(event: dict[str, Any], attempt: dict[str, Any], status: str,

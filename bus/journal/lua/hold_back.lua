@@ -18,6 +18,7 @@ if refused then return refused end
 local open_until = redis.call('HGET', KEYS[3], 'open_until')
 if open_until then
   redis.call('ZADD', KEYS[4], ARGV[6], id)
+  redis.call('ZREM', KEYS[2], id)  -- an ordered route's event a task took holds a lease there (lane.lua)
   redis.call('HSET', KEYS[1], 'parked', ARGV[5])
   redis.call('ZADD', KEYS[5], 'NX', open_until, ARGV[5])
   return 'held'

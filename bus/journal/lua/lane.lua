@@ -34,8 +34,12 @@ end
 -- next one (lowest seq) that is still queued becomes the head and goes onto the pending list, with a
 -- message when none of the route is coming and the caller gave `group` (message template, group size,
 -- events shown, the filling flag's ms); without it the mover makes that message within its tick
--- (scheduler.py refills a pending list with no message coming).
-local function leave_lane(route, lane, id, group)
+-- (scheduler.py refills a pending list with no message coming). A task that sent the head may `take`
+-- the next one (its task id) and send it itself at once, saving it the trip through the queue: the
+-- record then names that task, and the event waits on the retry schedule until `lease_at` (the
+-- attempt's longest time), so that should the task die first the mover sends it (lifecycle:
+-- lane_lease). Returns the id taken, if any.
+local function leave_lane(route, lane, id, group, take, lease_at)
   local set, lanes = lane_set(route, lane), lanes_hash(route)
   redis.call('ZREM', set, id)
   if redis.call('HGET', lanes, lane) ~= id then return end
@@ -45,6 +49,11 @@ local function leave_lane(route, lane, id, group)
     local status, tag = unpack(redis.call('HMGET', EVENT_KEY .. nxt, 'status', 'tag'))
     if status == QUEUED then
       redis.call('HSET', lanes, lane, nxt)
+      if take then
+        redis.call('HSET', EVENT_KEY .. nxt, 'task', take)
+        redis.call('ZADD', retry_schedule(route), lease_at, nxt)
+        return nxt
+      end
       local pending = pending_list(route)
       redis.call('RPUSH', pending, nxt .. ' ' .. tag)
       if group and redis.call('SET', filling_flag(route), '1', 'NX', 'PX', group[4]) then

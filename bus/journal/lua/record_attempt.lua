@@ -22,7 +22,9 @@
 -- ARGV[14] the endpoint's digest
 -- ARGV[15..18] an ordered route's message template, group size, events shown and filling flag ms, or
 --          nothing: a delivered or dead event of a lane lets the lane's next one go (lane.lua)
--- Returns 'ok', or why nothing was written: 'gone' (no record: purged, expired) or the status the
+-- ARGV[19] the task id that takes the lane's next event to send it itself ('' : none)
+-- ARGV[20] until when it holds it (its lease on the retry schedule)
+-- Returns 'ok' ('ok <id>' when the task took the lane's next event), or why nothing was written: 'gone' (no record: purged, expired) or the status the
 -- event is in when the table has no move from it (delivered, dead: another copy finished it).
 -- The task the record names is not checked: the attempt has gone out, whoever holds the event now.
 -- Recorded, it makes the record name no task, so a copy recovery queued meanwhile (or the other
@@ -47,8 +49,11 @@ if ARGV[9] == '1' and redis.call('DEL', KEYS[5]) == 1 then
   redis.call('ZREM', KEYS[10], ARGV[14])
   redis.call('ZREM', KEYS[11], ARGV[14])
 end
+local taken
 if lane and (status == DELIVERED or status == DEAD) then
-  leave_lane(route, lane, id, ARGV[15] and {ARGV[15], ARGV[16], ARGV[17], ARGV[18]})
+  redis.call('ZREM', KEYS[4], id)  -- a lease from lane.lua's take
+  taken = leave_lane(route, lane, id, ARGV[15] and {ARGV[15], ARGV[16], ARGV[17], ARGV[18]},
+                     ARGV[19] ~= '' and ARGV[19] or nil, ARGV[20])
 end
 redis.call('HINCRBY', KEYS[6], ARGV[10], 1)
 if ARGV[11] ~= '' then
@@ -58,4 +63,5 @@ if ARGV[11] ~= '' then
   redis.call('INCR', KEYS[8])
   redis.call('EXPIRE', KEYS[8], ARGV[13])
 end
+if taken then return 'ok ' .. taken end
 return 'ok'
