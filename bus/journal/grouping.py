@@ -157,6 +157,20 @@ def accept_batches(pipe: SharedPipe, batches: list[tuple[list[NewEvent], int]],
     been taken (a refused one, ResponseError BUSGAP, is sent again whole like any other failure)."""
     marks = marks if marks is not None else [None] * len(batches)
     calls = [accept_call(events, group_size, None, mark) for (events, group_size), mark in zip(batches, marks)]
+    return sum(int(reply) for reply in _accept_many(pipe, calls))
+
+
+def accept_copies(pipe: SharedPipe, copies: list[tuple[list[NewEvent], int, Idempotency | None]]) -> list[Any]:
+    """A fan-out route's events: each destination's copies (its events, group size and Idempotency-Key) in
+    one round trip, one ACCEPT_SCRIPT each; their replies in order (accepted_ids reads each). Unavailable
+    when Redis did not answer for all of them: then some destinations may have taken the copies (a retry with
+    the same Idempotency-Key makes no second copy where one was taken; without a key, a retry is new events)."""
+    return _accept_many(pipe, [accept_call(events, group_size, idempotency) for events, group_size, idempotency in copies])
+
+
+def _accept_many(pipe: SharedPipe, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+    """ACCEPT_SCRIPT for each call in one write (and WAIT for replicas when BUS_ACK_REPLICAS asks); the
+    replies in order. Unavailable when Redis did not answer or confirm all of them."""
     wait = [pipe.ack.command()] if pipe.ack.replicas else []
     try:
         replies = _execute_many(pipe, [evalsha(ACCEPT_SCRIPT, keys, args) for keys, args in calls] + wait)
@@ -174,7 +188,7 @@ def accept_batches(pipe: SharedPipe, batches: list[tuple[list[NewEvent], int]],
             raise NotConfirmed(confirmed, pipe.ack)
     except REDIS_DOWN as exc:
         raise unavailable(exc) from exc
-    return sum(int(reply) for reply in replies)
+    return replies
 
 
 def _execute_many(pipe: SharedPipe, commands: list[tuple[Any, ...]]) -> list[Any]:

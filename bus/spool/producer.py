@@ -90,7 +90,12 @@ class Producer:
                 self._spool.append_one(frames.encode_fields(event_id, tag, route, received, body))
                 self._sender.wake()
                 return event_id
-        (event,) = intake.prepare(self._intake, tag, [record]).events
+        prepared = intake.prepare(self._intake, tag, [record])
+        if prepared.route.destinations:  # a copy per destination, spooled together (never remembered above)
+            self._spool.append([frames.encode(event) for event in prepared.events])
+            self._sender.wake()
+            return prepared.ids[0]
+        (event,) = prepared.events
         self._spool.append_one(frames.encode(event))
         self._sender.wake()
         if len(self._routes) < MAX_TAGS_REMEMBERED:
