@@ -40,6 +40,8 @@ QUICK = Sizes(receiver=5_000, ingress_single=2_000, ingress_batch=10_000, emit=3
 FLOOR_RATE = 130.0
 ROUTE = "bench"  # has a worker in delivery scenarios
 PARKED = "parked"  # never has a worker: accept-only scenarios leave their events waiting here
+FANOUT = "fanout"  # a route with two destinations on the same receiver (e2e_fanout)
+FANOUT_DESTINATIONS = ("a", "b")
 
 
 @dataclass
@@ -57,6 +59,10 @@ class Run:
         for name in (ROUTE, PARKED):
             (self.cluster.routes_dir / f"{name}.toml").write_text(
                 f'match = "{name}.*"\nendpoint = "{receiver}/{name}/${{tag[1]}}"\nopen_timeout = 2\nretry_max_interval = 60\n')
+        (self.cluster.routes_dir / f"{FANOUT}.toml").write_text(
+            f'match = "{FANOUT}.*"\nopen_timeout = 2\nretry_max_interval = 60\n' + "".join(
+                f'[[destinations]]\nname = "{d}"\nendpoint = "{receiver}/{FANOUT}/{d}/${{tag[1]}}"\n'
+                for d in FANOUT_DESTINATIONS))
 
     # -- workers and Redis state ----------------------------------------------
     def flush(self) -> None:
