@@ -96,6 +96,8 @@ def test_an_imported_copy_delivers_to_both_stores_and_one_down_holds_back_none_o
         assert len(orders.to("/orders/")) == EVENTS, "a replay to one destination sends nothing to the other"
         wrong = bus("replay", "--route", "01-shop", "--destination", "nope")
         assert wrong.returncode != 0 and "no destination 'nope' in route '01-shop'" in wrong.stderr
+        refused = requests.post(f"{url}/events/replay", json={"route": "01-shop", "destination": "nope"}, timeout=10)
+        assert refused.status_code == 400 and "no destination 'nope' in route '01-shop'" in refused.json()["error"]
 
         keyed = [requests.post(f"{url}/shop.paid", json={"keyed": 1}, headers={"Idempotency-Key": "k-1"},
                                timeout=10).json()["ids"] for _ in range(2)]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bus import fanout
+from bus import cli, fanout
 from bus.celery_checks import check_fanout_layout
 from bus.errors import BadFilter, ConfigError, NoRoute, RouteError
 from bus.routes import copy_id, event_id, load_routes
@@ -143,3 +143,20 @@ def test_a_worker_given_a_fan_out_route_takes_all_its_destinations_and_one_desti
     assert [r.name for r in router.named(["api.audit", "api"])] == ["api.audit", "api.orders"]
     with pytest.raises(ValueError, match="no route named 'apx'; routes are: api, api.orders, api.audit"):
         router.named(["apx"])
+
+
+def test_bus_routes_with_a_bad_destination_exits_1_naming_the_file_and_the_destination(tmp_path, monkeypatch, capsys):
+    (tmp_path / "api.toml").write_text('match = "a.*"\n[[destinations]]\nname = "audit"\nendpoint = "nope"\n')
+    monkeypatch.setenv("BUS_ROUTES", str(tmp_path))
+    assert cli.main(["routes"]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'api.toml'}: destination 1 ('audit'): key 'endpoint': 'nope' is not an http://" in err
+
+
+def test_bus_routes_lists_each_destination_as_a_row_of_its_own(tmp_path, monkeypatch, capsys):
+    (tmp_path / "api.toml").write_text(textwrap.dedent(TWO))
+    monkeypatch.setenv("BUS_ROUTES", str(tmp_path))
+    assert cli.main(["routes"]) == 0
+    out = capsys.readouterr().out
+    assert "api.orders" in out and "http://orders.example/api/${tag[1]}/" in out
+    assert "api.audit" in out and "PUT" in out and "http://audit.example/in" in out
