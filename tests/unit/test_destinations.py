@@ -160,3 +160,14 @@ def test_bus_routes_lists_each_destination_as_a_row_of_its_own(tmp_path, monkeyp
     out = capsys.readouterr().out
     assert "api.orders" in out and "http://orders.example/api/${tag[1]}/" in out
     assert "api.audit" in out and "PUT" in out and "http://audit.example/in" in out
+
+
+def test_bus_proxy_refuses_a_tag_of_a_fan_out_route(tmp_path):
+    from bus import intake, settings
+    from bus.ingress import capture
+
+    (tmp_path / "api.toml").write_text(textwrap.dedent(TWO))
+    config = settings.load({"BUS_ROUTES": str(tmp_path), "BUS_REDIS_URL": "redis://127.0.0.1:1/0"})
+    with pytest.raises(ConfigError, match="route api, which has several destinations: bus proxy journals under a "
+                                          "route with one endpoint"):
+        capture.check(intake.load(config), capture.ProxyConfig("api.orders", "http://127.0.0.1:1"))
