@@ -154,7 +154,7 @@ def cmd_spool(args: argparse.Namespace, config: settings.Settings) -> int:
 
 
 def _spool_line(directory: Path, waiting: Waiting) -> str:
-    if not waiting.count:
+    if not waiting.count or waiting.oldest is None:
         return f"{directory}: nothing waiting"
     oldest = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(waiting.oldest))
     return (f"{directory}: {waiting.count} events waiting, {waiting.bytes} bytes, oldest emitted {oldest} "

@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 import orjson
 
@@ -38,7 +38,7 @@ def _filters(args: argparse.Namespace, statuses: list[str | None], router: Route
     return [filters.build(s, args.tag, route, args.since, args.until, now=now) for s in statuses]
 
 
-def print_table(rows: list[tuple[str, ...]]) -> None:
+def print_table(rows: Sequence[tuple[str, ...]]) -> None:
     """Columns padded to fit; the last one is left ragged."""
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
     for row in rows:

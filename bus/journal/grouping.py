@@ -155,8 +155,8 @@ def accept_batches(pipe: SharedPipe, batches: list[tuple[list[NewEvent], int]],
     WAIT follows in the same write. Returns how many events were new; Unavailable (Unconfirmed: too
     few replicas) when Redis did not answer for all of them, and then any of the batches may have
     been taken (a refused one, ResponseError BUSGAP, is sent again whole like any other failure)."""
-    marks = marks if marks is not None else [None] * len(batches)
-    calls = [accept_call(events, group_size, None, mark) for (events, group_size), mark in zip(batches, marks)]
+    each_mark: list[SpoolMark | None] = list(marks) if marks is not None else [None] * len(batches)
+    calls = [accept_call(events, group_size, None, mark) for (events, group_size), mark in zip(batches, each_mark)]
     return sum(int(reply) for reply in _accept_many(pipe, calls))
 
 
@@ -174,7 +174,7 @@ def _accept_many(pipe: SharedPipe, calls: list[tuple[list[str], list[Any]]]) -> 
     wait = [pipe.ack.command()] if pipe.ack.replicas else []
     try:
         replies = _execute_many(pipe, [evalsha(ACCEPT_SCRIPT, keys, args) for keys, args in calls] + wait)
-        confirmed = replies.pop() if wait else None
+        confirmed: Any = replies.pop() if wait else None  # WAIT's count of replicas
         unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if unknown:  # Redis restarted since the script was loaded
             again = _execute_many(pipe, [eval_(ACCEPT_SCRIPT, *calls[i]) for i in unknown] + wait)

@@ -59,6 +59,7 @@ def test_parser_reads_nested_sections_quotes_comments_and_multiline_json():
     ('<match a>\n  endpoint "http://x\n</match>\n', "fluentd.conf:2: a double-quoted value is not closed"),
     ("<match a>\n  headers {\"a\": \n</match>\n", "a JSON value that never ends"),
     ("<match a\n", "cannot read the section tag"),
+    ("<match a>\n  >oops\n</match>\n", "fluentd.conf:2: cannot read '>oops' as a parameter"),
 ])
 def test_parser_errors_name_the_line(text, says):
     with pytest.raises(ConfigError, match=says):
