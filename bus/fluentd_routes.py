@@ -15,7 +15,7 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import RouteError
 from .fluentd_config import Section, boolean, headers, seconds
@@ -129,7 +129,9 @@ def _match_route(match: Section, source: str) -> tuple[str, list[str]]:
 
 def _copy_route(match: Section, source: str) -> tuple[str, list[str]]:
     """A `@type copy` of http stores: one route, a destination per store, each from its own store's settings."""
-    dests, notes, taken = [], [], set()
+    dests: list[dict[str, Any]] = []
+    notes: list[str] = []
+    taken: set[str] = set()
     for i, store in enumerate(_http_stores(match)):
         table, store_notes = _delivery_table(store)
         dest = _unique(_store_name(store, i), taken)
@@ -364,7 +366,7 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _toml(table: dict[str, Any], comment: str, destinations: list[dict[str, Any]] = ()) -> str:
+def _toml(table: dict[str, Any], comment: str, destinations: Sequence[dict[str, Any]] = ()) -> str:
     lines = [f"# {comment}"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
     for dest in destinations:

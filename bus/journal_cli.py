@@ -11,7 +11,7 @@ import orjson
 
 from . import archive, fanout, filters, journal, replay, replay_pace, settings, shards
 from .archive import tiers
-from .errors import BusError
+from .errors import BadFilter, BusError
 from .routes import Router, load_configured
 
 
@@ -34,6 +34,9 @@ def _filters(args: argparse.Namespace, statuses: list[str | None], router: Route
     now = time.time()
     route = args.route
     if args.destination is not None:
+        if router is None:  # the routes did not load: no way to tell which route a destination is
+            raise BadFilter(f"--destination {args.destination}: the routes in BUS_ROUTES do not load; "
+                                    "run `bus routes` to see why, or filter by --route ROUTE.DESTINATION")
         route = fanout.destination_route(router, args.route, args.destination)
     return [filters.build(s, args.tag, route, args.since, args.until, now=now) for s in statuses]
 

@@ -153,6 +153,14 @@ def test_bus_routes_with_a_bad_destination_exits_1_naming_the_file_and_the_desti
     assert f"{tmp_path / 'api.toml'}: destination 1 ('audit'): key 'endpoint': 'nope' is not an http://" in err
 
 
+def test_bus_events_destination_with_routes_that_do_not_load_exits_1_saying_so(tmp_path, monkeypatch, capsys):
+    (tmp_path / "api.toml").write_text('match = 5\n')
+    monkeypatch.setenv("BUS_ROUTES", str(tmp_path))
+    monkeypatch.setenv("BUS_REDIS_URL", "redis://127.0.0.1:1/0")  # never reached: the filter is refused first
+    assert cli.main(["events", "--destination", "audit"]) == 1
+    assert "--destination audit: the routes in BUS_ROUTES do not load" in capsys.readouterr().err
+
+
 def test_bus_routes_lists_each_destination_as_a_row_of_its_own(tmp_path, monkeypatch, capsys):
     (tmp_path / "api.toml").write_text(textwrap.dedent(TWO))
     monkeypatch.setenv("BUS_ROUTES", str(tmp_path))
