@@ -31,7 +31,7 @@ def scenarios(run: Run) -> list[Scenario]:
     chosen: list[Scenario] = [accepting.receiver_ceiling, accepting.ingress_single, accepting.ingress_single_unix,
                               accepting.ingress_batch100,
                               accepting.emit, accepting.emit_threads, accepting.emit_many, accepting.producer,
-                              accepting.producer_outage, accepting.redis_memory, delivering.e2e,
+                              accepting.producer_outage, accepting.redis_memory, delivering.e2e, delivering.e2e_fanout,
                               delivering.latency, delivering.drain_outage, delivering.stdlib_receiver,
                               ordering.ordering]
     if run.sizes.pool_events:

@@ -5,7 +5,7 @@ import time
 from typing import Callable
 
 from . import stats, verify
-from .run import FLOOR_RATE, ROUTE, Run, result, tool_process
+from .run import FANOUT, FANOUT_DESTINATIONS, FLOOR_RATE, ROUTE, Run, result, tool_process
 
 E2E_TARGET = 1300.0
 RSS_GUARD_KIB = 2 * 1024 * 1024  # a backlog that pushes a worker past 2 GiB ends early to spare the machine
@@ -31,6 +31,27 @@ def e2e(run: Run) -> dict:
     accept_rate = len(accepted) / (summary["last_answer"] - summary["first_send"])
     return result("e2e", counts, rate, f">= {E2E_TARGET:,.0f}/s", rate >= E2E_TARGET, window,
                   accept_rate=round(accept_rate, 1), collapse=rate < E2E_TARGET / 10)
+
+
+def e2e_fanout(run: Run) -> dict:
+    """e2e's load on a route with two destinations: an event is delivered once both have it. Target: no less
+    than half of e2e's delivered rate in the same run (each event is two deliveries)."""
+    run.no_worker()
+    run.flush()
+    run.cluster.start_worker(FANOUT)
+    run.worker_spec = ("fanout",)  # the next scenario's ensure_worker starts its own
+    run.cluster.reset_receiver()
+    win = run.window()
+    summary, accepted = run.loadgen("e2e_fanout", f"/{FANOUT}.e2e", run.sizes.e2e, max_seconds=300)
+    copies = {f"{i}.{d}": sent for i, sent in accepted.items() for d in FANOUT_DESTINATIONS}
+    counts, received = _delivered(run, copies, summary, run.wait_for(len(copies)))
+    window = win.stop([tool_process("loadgen", summary)])
+    both = [max(received[f"{i}.{d}"] for d in FANOUT_DESTINATIONS) for i in accepted
+            if all(f"{i}.{d}" in received for d in FANOUT_DESTINATIONS)]
+    rate = len(both) / (max(both) - summary["first_send"]) if both else 0.0
+    single = next((r.get("rate") for r in run.results if r.get("scenario") == "e2e"), None)
+    return result("e2e_fanout", counts, rate, ">= half of e2e's rate", rate >= single / 2 if single else None, window,
+                  events_both=len(both), copies_per_s=round(2 * rate, 1), e2e_rate=single)
 
 
 def latency(run: Run) -> dict:

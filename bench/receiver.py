@@ -96,7 +96,11 @@ class Connection(asyncio.Protocol):
         line = head[:head.find(b"\r\n")] if b"\r\n" in head else head
         if line.startswith(b"POST /_") or line.startswith(b"GET /_"):
             return self.control(line)
-        self.tally.record(_body_key(body) or _header(lower, head, b"x-request-id"), time.time())
+        key = _body_key(body) or _header(lower, head, b"x-request-id")
+        destination = _header(lower, head, b"x-bus-destination")
+        if key is not None and destination:  # a fan-out route's copy: each destination's arrival counts
+            key += b"." + destination
+        self.tally.record(key, time.time())
         return OK
 
     def control(self, line: bytes) -> bytes:

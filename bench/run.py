@@ -41,6 +41,8 @@ FLOOR_RATE = 130.0
 ROUTE = "bench"  # has a worker in delivery scenarios
 ORDERED = "ordered"  # the same as ROUTE with ordered = true (the tag as order key): bench.ordering's
 PARKED = "parked"  # never has a worker: accept-only scenarios leave their events waiting here
+FANOUT = "fanout"  # a route with two destinations on the same receiver (e2e_fanout)
+FANOUT_DESTINATIONS = ("a", "b")
 
 
 @dataclass
@@ -61,6 +63,10 @@ class Run:
         (self.cluster.routes_dir / f"{ORDERED}.toml").write_text(
             f'match = "{ORDERED}.*"\nendpoint = "{receiver}/{ORDERED}/${{tag[1]}}"\nopen_timeout = 2\n'
             'retry_max_interval = 60\nordered = true\n')
+        (self.cluster.routes_dir / f"{FANOUT}.toml").write_text(
+            f'match = "{FANOUT}.*"\nopen_timeout = 2\nretry_max_interval = 60\n' + "".join(
+                f'[[destinations]]\nname = "{d}"\nendpoint = "{receiver}/{FANOUT}/{d}/${{tag[1]}}"\n'
+                for d in FANOUT_DESTINATIONS))
 
     # -- workers and Redis state ----------------------------------------------
     def flush(self) -> None:

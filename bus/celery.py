@@ -14,7 +14,7 @@ from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_
 from celery.utils.log import get_multiprocessing_logger
 
 from . import celery_checks, kombu_fixes, local_up, logs, settings
-from .errors import ConfigError
+from .errors import ConfigError, Unavailable
 from .recovery import RecoverLostTasks
 
 app = Celery("bus", include=["bus.delivery", "bus.scheduler", "bus.leases", "bus.archive.launch"])
@@ -42,11 +42,26 @@ def _refuse_a_worker_that_would_deliver_nothing(instance: object, conf: object, 
         celery_checks.check_broker(conf, config.worker_redis.url, config.worker_shard)
         consumed = instance.app.amqp.queues.consume_from  # type: ignore[attr-defined]
         celery_checks.check_queues(consumed, celery_checks.route_names(lambda: load_configured(config)))
-        celery_checks.check_shard(consumed, celery_checks.routes_or_none(lambda: load_configured(config)),
-                                  config.worker_shard)
+        router = celery_checks.routes_or_none(lambda: load_configured(config))
+        celery_checks.check_shard(consumed, router, config.worker_shard)
+        _check_fanout_layout(router, config)
     except ConfigError as exc:
         print(f"celery worker: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+
+
+def _check_fanout_layout(router: object, config: settings.Settings) -> None:
+    """celery_checks.check_fanout_layout against the worker's Redis; a Redis that does not answer now is
+    left to the worker's own connection handling."""
+    from . import journal
+
+    client = journal.connect(config.worker_redis, config.redis_timeout)
+    try:
+        celery_checks.check_fanout_layout(router, lambda route: journal.backlog(client, route))
+    except Unavailable:
+        return
+    finally:
+        client.close()
 
 
 def _config_module() -> object:

@@ -66,6 +66,24 @@ def check_shard(consumed: Iterable[str], router: Any, shard: str) -> None:
                           "`bus worker`, which starts one Celery worker per shard of the routes given")
 
 
+def check_fanout_layout(router: Any, backlog: Any) -> None:
+    """Refuse to start while events accepted under a route's single endpoint still wait, now that the route
+    has [[destinations]]: workers consume its destinations' queues (bus.<route>.<destination>), and nothing
+    would ever send those. `backlog(route)` counts a route's waiting events. Routes with one endpoint keep
+    the layout they always had: nothing to migrate."""
+    if router is None:
+        return
+    for name in router.fanouts:
+        waiting = backlog(name)
+        if waiting:
+            raise ConfigError(
+                f"route {name} now has [[destinations]], but {waiting} events accepted while it had one endpoint "
+                f"still wait under it, and a fan-out route's workers would never send them. Put its endpoint back "
+                f"(no [[destinations]]) until `bus stats` shows route {name} with nothing waiting, then add the "
+                f"destinations; or give those events up: `bus purge --route {name} --status queued --status "
+                "retrying --yes`")
+
+
 def route_names(load: Any) -> list[str] | None:
     """The configured routes' names for a message, or None when they cannot be loaded right now."""
     router = routes_or_none(load)

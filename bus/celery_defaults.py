@@ -1,4 +1,6 @@
 """Celery settings the bus relies on; celeryconfig.py at the top level imports these and may override them."""
+from typing import Any
+
 from bus import settings as _settings
 
 _s = _settings.load()
@@ -7,7 +9,7 @@ _s = _settings.load()
 # the journal writes a route's task messages into its shard, in the same script as its events.
 _target = _s.worker_redis
 broker_url = _target.url
-broker_transport_options = {
+broker_transport_options: dict[str, Any] = {
     # Longer than one attempt (routes.py refuses routes whose timeouts break
     # this), so a running attempt is never handed to a second worker; short
     # enough that a task of a killed worker is redelivered within two minutes.

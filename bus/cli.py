@@ -62,10 +62,16 @@ def cmd_routes(args: argparse.Namespace, config: settings.Settings) -> int:
     if tag:
         validate_tag(tag)
         route = router.match(tag)
-        print(f"{tag} -> route {route.name} ({route.file}), queue {journal.queue_name(route.name)}")
-        url = route.endpoint.render(tag)
-        print(f"{route.method} {url}")
-        print(_proxy_line(config, route, url))
+        if not route.destinations:
+            print(f"{tag} -> route {route.name} ({route.file}), queue {journal.queue_name(route.name)}")
+        else:
+            print(f"{tag} -> route {route.name} ({route.file}), {len(route.destinations)} destinations")
+        for target in route.destinations or (route,):
+            url = target.endpoint.render(tag)
+            if route.destinations:
+                print(f"destination {target.destination}, queue {journal.queue_name(target.name)}")
+            print(f"{target.method} {url}")
+            print(_proxy_line(config, target, url))
         return 0
     rows = [("#", "ROUTE", "MATCH", "METHOD", "ENDPOINT", "FILE")]
     rows += [(str(i), r.name, " ".join(r.match), r.method, r.endpoint.template, r.file) for i, r in enumerate(router.routes, 1)]
@@ -148,7 +154,7 @@ def cmd_spool(args: argparse.Namespace, config: settings.Settings) -> int:
 
 
 def _spool_line(directory: Path, waiting: Waiting) -> str:
-    if not waiting.count:
+    if not waiting.count or waiting.oldest is None:
         return f"{directory}: nothing waiting"
     oldest = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(waiting.oldest))
     return (f"{directory}: {waiting.count} events waiting, {waiting.bytes} bytes, oldest emitted {oldest} "
@@ -245,10 +251,10 @@ def cmd_secret_new(args: argparse.Namespace, config: settings.Settings) -> int:
 def _worker_routes(router: Router, names: Sequence[str]) -> list[Route]:
     if not names:
         return list(router.routes)
-    unknown = [n for n in names if n not in router.by_name]
-    if unknown:
-        raise ConfigError(f"no route named {unknown[0]!r}; routes are: {', '.join(router.by_name)}")
-    return [router.by_name[n] for n in names]
+    try:
+        return router.named(list(names))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _celery_app(config: settings.Settings) -> "Celery":

@@ -22,6 +22,7 @@ import selectors
 import socket
 import ssl
 import time
+from typing import cast
 
 from .proxies import Proxy
 
@@ -131,7 +132,7 @@ def happy_eyeballs(infos: list[tuple], timeout: float) -> socket.socket:
                     continue
                 wait = min(until, next_start) - now if addresses else until - now
                 for key, _ in selector.select(max(wait, 0)):
-                    sock = key.fileobj  # type: ignore[assignment]
+                    sock = cast(socket.socket, key.fileobj)  # we register only sockets
                     selector.unregister(sock)
                     pending.discard(sock)
                     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)

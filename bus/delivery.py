@@ -25,7 +25,7 @@ from .errors import ArchiveUnavailable, DeadLettered, NoRoute
 from .journal.pipelined import SharedPipe
 from .classify import DEAD, DELIVERED, RETRY, Outcome, classify
 from .messages import DELIVER_TASK, GROUP_SIZE, new_message
-from .routes import VISIBILITY_MARGIN, Route, Router, load_configured
+from .routes import VISIBILITY_MARGIN, Route, Router, event_id, load_configured
 
 log = logging.getLogger("bus.delivery")
 # A copy sent with `bus replay --to` (a staging service) is tried this many
@@ -88,14 +88,16 @@ def send(pools: outbound.Pools, route: Route, url: str, event: dict[str, Any], a
         **route.headers,
         **route.secret_headers,
         "Content-Type": route.content_type,
-        "X-Request-Id": event["id"],
+        # A destination's copy goes with the event's own id (what the producer was given), and its name.
+        "X-Request-Id": event_id(event["id"]),
+        **({"X-Bus-Destination": route.destination} if route.destination else {}),
         "X-Bus-Tag": event["tag"],
         "X-Bus-Attempt": str(attempt),
         **(extra_headers or {}),
     }
     if route.signing_keys:
         # Signed as the JSON it is, before any compression: a receiver decodes the body, then verifies.
-        headers.update(signing.headers(event["id"], event["body"], route.signing_keys, time.time()))
+        headers.update(signing.headers(event_id(event["id"]), event["body"], route.signing_keys, time.time()))
     body = event["body"]
     if route.compress == "gzip":
         headers["Content-Encoding"] = "gzip"
@@ -418,7 +420,7 @@ def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, An
         return verdicts
     batch = [batch[i] for i in sending]
     attempts = [event["attempts"] + 1 for event in batch]
-    ids = [event["id"] for event in batch]
+    ids = [event_id(event["id"]) for event in batch]
     bodies = [event["body"] for event in batch]
     body = b"\n".join(bodies) + b"\n" if "ndjson" in route.content_type else b"[" + b",".join(bodies) + b"]"
     # The request has an id of its own (X-Request-Id, and webhook-id when signed); the events' ids

@@ -95,7 +95,8 @@ def build(status: str | None = None, tag: str | None = None, route: str | None =
             compile_patterns([tag])
         except RouteError as exc:
             raise BadFilter(f"bad tag pattern: {exc}") from None
-    if route is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", route):
+    # A destination of a fan-out route is a route of its own: "<route>.<destination>".
+    if route is not None and not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)?", route):
         raise BadFilter(f"{route!r} is not a route name")
     lo, hi = _point(since, now, "since"), _point(until, now, "until")
     if lo is not None and hi is not None and lo > hi:

@@ -62,7 +62,10 @@ def parse(text: str, path: str = "fluentd.conf") -> Section:
             stack[-1].sections.append(section)
             stack.append(section)
             continue
-        key = _KEY.match(line).group(0)
+        found = _KEY.match(line)
+        if found is None:
+            raise ConfigError(f"{where}: cannot read {line!r} as a parameter (NAME VALUE)")
+        key = found.group(0)
         rest = line[len(key):].lstrip()
         value, number = _value(rest, lines, number, where)
         stack[-1].params[key] = (value, number)
@@ -111,7 +114,8 @@ _ESCAPES = {'"': '"', "'": "'", "\\": "\\", "r": "\r", "n": "\n", "t": "\t", "f"
 
 
 def _double_quoted(rest: str, where: str) -> tuple[str, str]:
-    out, i = [], 1
+    out: list[str] = []
+    i = 1
     while i < len(rest):
         c = rest[i]
         if c == '"':

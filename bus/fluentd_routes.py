@@ -4,8 +4,9 @@ Each top-level http match becomes one route, named NN-name so that file names
 sort in match order. One report line each says what a setting became, what bus
 does its own way anyway, and what could not be carried over and why; a match
 that cannot become a route that loads is reported NOT converted, and so is one
-of another @type (`copy` included: fan-out to several stores is not supported
-yet), which makes the import exit 1.
+of another @type, which makes the import exit 1. A `@type copy` whose
+`<store>`s are all `@type http` becomes one route with a [[destinations]]
+table per store (fan-out); a copy with any other store is NOT converted.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import RouteError
 from .fluentd_config import Section, boolean, headers, seconds
@@ -92,7 +93,8 @@ def convert(root: Section, visibility_timeout: int, source: str = "fluentd.conf"
         index = matches.index(section) + 1
         head = f"<match {section.arg}> ({source}:{section.line})"
         kind = section.params.get("@type", ("", 0))[0]
-        if kind != "http":
+        copy = kind == "copy" and bool(_http_stores(section))
+        if kind != "http" and not copy:
             # Not a silent skip: the tags it took would go to the next route that matches them, or be
             # refused with 404, and nothing but this note would say so.
             result.failed += 1
@@ -100,8 +102,7 @@ def convert(root: Section, visibility_timeout: int, source: str = "fluentd.conf"
             continue
         name = _unique(f"{index:0{width}d}-{_route_name(section)}", names)
         try:
-            table, notes = _route_table(section)
-            text = _toml(table, f"Imported from {source}:{section.line} <match {section.arg}> by `bus routes import`.")
+            text, notes = (_copy_route if copy else _match_route)(section, source)
             parse_route(name, f"{name}.toml", tomllib.loads(text), visibility_timeout)
         except (ValueError, RouteError) as exc:
             result.failed += 1
@@ -114,6 +115,42 @@ def convert(root: Section, visibility_timeout: int, source: str = "fluentd.conf"
     return result
 
 
+def _http_stores(match: Section) -> list[Section]:
+    """The copy's stores when every one is @type http (and there is one at least), else []."""
+    stores = [s for s in match.sections if s.name == "store"]
+    return stores if stores and all(s.params.get("@type", ("", 0))[0] == "http" for s in stores) else []
+
+
+def _match_route(match: Section, source: str) -> tuple[str, list[str]]:
+    """A `<match>` of @type http: the route file's TOML and the report lines."""
+    table, notes = _route_table(match)
+    return _toml(table, f"Imported from {source}:{match.line} <match {match.arg}> by `bus routes import`."), notes
+
+
+def _copy_route(match: Section, source: str) -> tuple[str, list[str]]:
+    """A `@type copy` of http stores: one route, a destination per store, each from its own store's settings."""
+    dests: list[dict[str, Any]] = []
+    notes: list[str] = []
+    taken: set[str] = set()
+    for i, store in enumerate(_http_stores(match)):
+        table, store_notes = _delivery_table(store)
+        dest = _unique(_store_name(store, i), taken)
+        dests.append({"name": dest, **table})
+        notes += [f"<store> {dest}: {note}" for note in store_notes]
+    notes += [f"{key}: not carried: a copy's own setting; bus sends every event to each destination"
+              for key in match.params if key not in ("@type", "@id")]
+    text = _toml({"match": _patterns(match.arg)},
+                 f"Imported from {source}:{match.line} <match {match.arg}> (@type copy) by `bus routes import`.", dests)
+    summary = (f"@type copy of {len(dests)} http stores: converted to destinations "
+               f"{', '.join(d['name'] for d in dests)} (each with its own attempts, retries and dead letter)")
+    return text, [summary, *notes]
+
+
+def _store_name(store: Section, index: int) -> str:
+    words = re.findall(r"[A-Za-z0-9_]+", store.params.get("@id", ("", 0))[0])
+    return "-".join(words)[:40].strip("-") or f"store{index + 1}"
+
+
 def _unconvertible(match: Section, kind: str) -> str:
     """Why a <match> that is not `@type http` cannot become a route, and what to do about it."""
     after = ("; the tags it takes would go to the next route that matches them, or be refused with 404 if none "
@@ -121,8 +158,8 @@ def _unconvertible(match: Section, kind: str) -> str:
     if kind == "copy":
         stores = [s.params.get("@type", ("(none)", 0))[0] for s in match.sections if s.name == "store"]
         listed = ", ".join(f"<store> @type {k}" for k in stores) or "no <store>"
-        return (f"@type copy ({listed}): copying to several stores (fan-out) is not supported yet; "
-                f"a route delivers to one endpoint{after}")
+        return (f"@type copy ({listed}): only a copy whose stores are all @type http becomes a route with "
+                f"destinations; bus delivers to HTTP endpoints only{after}")
     return f"@type {kind or '(none)'} is not http: bus delivers to HTTP endpoints only{after}"
 
 
@@ -157,9 +194,14 @@ def _note_other_section(section: Section, result: Conversion, source: str) -> No
 
 def _route_table(match: Section) -> tuple[dict[str, Any], list[str]]:
     """The route's keys and the report lines; ValueError when the match cannot become a route."""
+    table, notes = _delivery_table(match)
+    return {"match": _patterns(match.arg), **table}, notes
+
+
+def _delivery_table(match: Section) -> tuple[dict[str, Any], list[str]]:
+    """What an out_http section (a <match> or a copy's <store>) says about delivering: the keys and report lines."""
     p = {k: v for k, (v, _) in match.params.items()}
-    table: dict[str, Any] = {"match": _patterns(match.arg), "endpoint": _endpoint(p),
-                             "method": p.get("http_method", "post").upper()}
+    table: dict[str, Any] = {"endpoint": _endpoint(p), "method": p.get("http_method", "post").upper()}
     notes = _body(match, p, table)
     head = _param(p, "headers", headers, {})
     auth = match.sub("auth")
@@ -324,9 +366,11 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _toml(table: dict[str, Any], comment: str) -> str:
+def _toml(table: dict[str, Any], comment: str, destinations: Sequence[dict[str, Any]] = ()) -> str:
     lines = [f"# {comment}"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
+    for dest in destinations:
+        lines += ["", "[[destinations]]", *(f"{key} = {_toml_value(value)}" for key, value in dest.items())]
     return "\n".join(lines) + "\n"
 
 

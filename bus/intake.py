@@ -5,7 +5,7 @@ import hashlib
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -17,7 +17,7 @@ from .errors import (BacklogFull, BodyTooLarge, BusError, IdempotencyConflict, I
 from .events import new_id
 from .journal.pipelined import Ack, SharedPipe
 from .journal.target import RedisTarget
-from .routes import Route, Router, load_configured
+from .routes import Route, Router, copy_id, event_id, load_configured
 from .settings import DEFAULT_SHARD
 from .shards import Shards
 from .tags import validate_tag
@@ -105,7 +105,8 @@ class Prepared:
 
     @property
     def ids(self) -> list[str]:
-        return [e.id for e in self.events]
+        """The events' ids (of a fan-out route: each event once, not each destination's copy)."""
+        return list(dict.fromkeys(event_id(e.id) for e in self.events))
 
 
 # Stripe's limit; a key is any visible ASCII (a UUID, a hash, an order number).
@@ -134,7 +135,12 @@ def prepare(intake: Intake, tag: str, records: list[Any], headers: bytes = b"",
             raise InvalidBody(f"item {i} cannot be encoded as JSON: {exc}") from None
         if route.order_key is not None:
             _check_order_key(route, record, i if len(records) > 1 else None)
-        events.append(journal.NewEvent(new_id(), tag, route.name, body, received, headers))
+        if route.destinations:  # one record per destination: its own status, attempts and schedule
+            shared = new_id()
+            events += [journal.NewEvent(copy_id(shared, d.destination), tag, d.name, body, received, headers)
+                       for d in route.destinations]
+        else:
+            events.append(journal.NewEvent(new_id(), tag, route.name, body, received, headers))
     return Prepared(route, events, _idempotency(intake, idempotency_key, events))
 
 
@@ -181,12 +187,42 @@ def commit(intake: Intake, prepared: Prepared) -> list[str]:
     try:
         journal.check_room(link.pipe, link.memory)
         check_backlog(intake, prepared)
-        ids = journal.accept(link.pipe, prepared.events, prepared.route.group_size, prepared.idempotency,
-                             prepared.route.order)
+        if prepared.route.destinations:
+            ids = answer(prepared, journal.accept_copies(link.pipe, accept_calls(prepared)))
+        else:
+            ids = journal.accept(link.pipe, prepared.events, prepared.route.group_size, prepared.idempotency,
+                                 prepared.route.order)
     except Unavailable as exc:
         raise on_shard(intake, link, exc) from exc
     link.memory.accepted(prepared.events)
     return ids
+
+
+def accept_calls(prepared: Prepared) -> list[tuple[list[journal.NewEvent], int, journal.Idempotency | None, str]]:
+    """The accept scripts' arguments (events, group size, Idempotency-Key, order): one for a route with one endpoint,
+    one per destination for a fan-out route. Each destination keeps its own Idempotency-Key record (the key with the destination's
+    name): a repeated request is then a repeat for every destination, and one whose first try reached Redis
+    for some destinations only is taken by the others on its retry."""
+    if not prepared.route.destinations:
+        return [(prepared.events, prepared.route.group_size, prepared.idempotency, prepared.route.order)]
+    calls = []
+    for dest in prepared.route.destinations:
+        events = [e for e in prepared.events if e.route == dest.name]
+        idem = prepared.idempotency
+        if idem is not None:
+            idem = replace(idem, key=copy_id(idem.key, dest.destination))
+        calls.append((events, dest.group_size, idem, dest.order))  # an ordered route's destinations keep their own order
+    return calls
+
+
+def answer(prepared: Prepared, replies: list[Any]) -> list[str]:
+    """The ids a request's answer gives, from the accept scripts' replies (in accept_calls' order)."""
+    calls = accept_calls(prepared)
+    for (events, _, idempotency, _), reply in zip(calls[1:], replies[1:]):
+        journal.accepted_ids(events, reply, idempotency)  # an IdempotencyConflict in any destination is the request's
+    events, _, idempotency, _ = calls[0]
+    ids = journal.accepted_ids(events, replies[0], idempotency)
+    return [event_id(i) for i in ids] if prepared.route.destinations else ids
 
 
 def on_shard(intake: Intake, link: Link, exc: Unavailable) -> Unavailable:
@@ -202,8 +238,10 @@ def check_backlog(intake: Intake, prepared: Prepared) -> None:
     if route.backlog_limit is None:
         return
     # Checked before the write, so concurrent requests may overshoot by a batch; it is a soft ceiling.
-    waiting = journal.backlog(intake.link(route).redis, route.name)
-    if waiting + len(prepared.events) > route.backlog_limit:
+    # A fan-out route's limit holds for each destination: the one furthest behind decides.
+    redis_ = intake.link(route).redis
+    waiting = max(journal.backlog(redis_, d.name) for d in route.destinations or (route,))
+    if waiting + len(prepared.ids) > route.backlog_limit:
         raise BacklogFull(f"route {route.name} has {waiting} events waiting, its backlog_limit is "
                           f"{route.backlog_limit}: nothing was accepted; retry after it drains")
 

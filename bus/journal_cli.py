@@ -5,12 +5,13 @@ import argparse
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 import orjson
 
-from . import archive, filters, journal, replay, replay_pace, settings, shards
+from . import archive, fanout, filters, journal, replay, replay_pace, settings, shards
 from .archive import tiers
+from .errors import BadFilter, BusError
 from .routes import Router, load_configured
 
 
@@ -22,16 +23,25 @@ def add_filter_args(p: argparse.ArgumentParser, status_default: str | None, many
         p.add_argument("--status", choices=filters.STATUSES, default=status_default)
     p.add_argument("--tag", help="Fluentd-style tag pattern, e.g. 'api.**'")
     p.add_argument("--route", help="route name")
+    p.add_argument("--destination", help="one destination of a fan-out route (with --route when several routes "
+                                         "have one of that name)")
     p.add_argument("--since", help="e.g. 1h, 30m, 2026-11-22T10:00:00Z, Unix seconds")
     p.add_argument("--until", help="same forms as --since")
 
 
-def _filters(args: argparse.Namespace, statuses: list[str | None]) -> list[filters.EventFilter]:
+def _filters(args: argparse.Namespace, statuses: list[str | None], router: Router | None = None
+             ) -> list[filters.EventFilter]:
     now = time.time()
-    return [filters.build(s, args.tag, args.route, args.since, args.until, now=now) for s in statuses]
+    route = args.route
+    if args.destination is not None:
+        if router is None:  # the routes did not load: no way to tell which route a destination is
+            raise BadFilter(f"--destination {args.destination}: the routes in BUS_ROUTES do not load; "
+                                    "run `bus routes` to see why, or filter by --route ROUTE.DESTINATION")
+        route = fanout.destination_route(router, args.route, args.destination)
+    return [filters.build(s, args.tag, route, args.since, args.until, now=now) for s in statuses]
 
 
-def print_table(rows: list[tuple[str, ...]]) -> None:
+def print_table(rows: Sequence[tuple[str, ...]]) -> None:
     """Columns padded to fit; the last one is left ragged."""
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
     for row in rows:
@@ -49,14 +59,15 @@ def _client(config: settings.Settings, router: Router | None = None) -> shards.S
 
 def cmd_events(args: argparse.Namespace, config: settings.Settings) -> int:
     client, store = _client(config), archive.store_for(config)
+    router = _routes_if_any(config) if args.id or args.destination else None
     if args.id:
-        record = tiers.show(client, store, args.id)
+        record = fanout.show(client, store, router, args.id)
         if args.json:
             print(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
         else:
             _print_event(record)
         return 0
-    (f,) = _filters(args, [args.status])
+    (f,) = _filters(args, [args.status], router)
     page = tiers.find(client, store, f, limit=args.limit, cursor=args.cursor, retention=config.retention)
     for tier, why in page.unavailable.items():
         rest = "Redis holds" if tier == "archive" else "the shards that answered hold"
@@ -77,6 +88,14 @@ def cmd_events(args: argparse.Namespace, config: settings.Settings) -> int:
     return 0
 
 
+def _routes_if_any(config: settings.Settings) -> Router | None:
+    """The routes, to show a fan-out event by its own id; None when they do not load (a record is still shown)."""
+    try:
+        return load_configured(config)
+    except BusError:
+        return None
+
+
 def _print_event(e: dict[str, Any]) -> None:
     print(f"id        {e['id']}\ntag       {e['tag']}\nroute     {e['route']}\nstatus    {e['status']}")
     print(f"received  {_when(e['received'])}\nattempts  {e['attempts']}")
@@ -89,6 +108,10 @@ def _print_event(e: dict[str, Any]) -> None:
         print(f"order     lane {e['lane']!r}, seq {e['seq']}")
     if e.get("tier"):
         print(f"kept in   {'Redis' if e['tier'] == 'redis' else 'the archive'}")
+    if e.get("destinations"):
+        print("destinations:")
+        print_table([("  NAME", "STATUS", "ATTEMPTS", "LAST", "ID")] + [
+            (f"  {d['name']}", d["status"], str(d["attempts"]), d["last"], d["id"]) for d in e["destinations"]])
     print("headers:")
     for k, v in e["headers"].items():
         print(f"  {k}: {v}")
@@ -124,7 +147,7 @@ def _select(args: argparse.Namespace, config: settings.Settings, default_status:
     client = _client(config, router)
     chosen = replay.Plan()
     ids = replay.check_ids(args.ids) if getattr(args, "ids", None) else None
-    for f in _filters(args, args.status or [default_status]):
+    for f in _filters(args, args.status or [default_status], router):
         part = replay.plan(client, router, f, config.retention, getattr(args, "limit", None), ids,
                            archive=archive.store_for(config))
         chosen.events += part.events

@@ -19,7 +19,8 @@ from .shards import Shards, as_shards
 
 CHUNK = 500
 MAX_IDS = 1000
-_EVENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# An event's id, or a destination's copy of it (<id>.<destination>, routes.copy_id).
+_EVENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(\.[A-Za-z0-9_-]+)?")
 
 
 @dataclass

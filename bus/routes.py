@@ -27,6 +27,11 @@ MAX_RETRY_INTERVAL = 86400
 # Events per request with batch_max: a task carries one batch at least, and a worker holds it.
 MAX_BATCH = 500
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+# A route delivers to at most this many destinations: each is a queue, a schedule and a journal record per event.
+MAX_DESTINATIONS = 16
+# Between a route's name and a destination's in the destination's own name (queue bus.api.audit) and in the id
+# of its copy of an event (<event id>.audit): neither route names, destination names nor UUIDs have one.
+DESTINATION_SEP = "."
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 _TAG_PLACEHOLDER = re.compile(r"tag(?:\[(-?\d+)\])?")
 # Header names that carry credentials, whether a route lists them in `headers` or `secret_headers`.
@@ -107,6 +112,11 @@ class Route:
     # Resolved secrets: kept out of repr so no log line or traceback shows them.
     secret_headers: dict[str, str] = field(default_factory=dict, repr=False)
     signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    # A destination of a fan-out route: its own name within the route (this Route's name is
+    # "<route>.<destination>", its queue bus.<route>.<destination>). "" for a route with one endpoint.
+    destination: str = ""
+    # A fan-out route: one Route per destination (what workers deliver); this one only matches tags.
+    destinations: tuple["Route", ...] = ()
 
     def for_copies(self) -> "Route":
         """The route as copies sent elsewhere (`bus replay --to`) use it: without anything that proves to
@@ -132,11 +142,30 @@ class Router:
     """Routes in file-name order; the first whose patterns match a tag takes it, as in Fluentd."""
 
     def __init__(self, routes: list[Route]):
-        self.routes = routes
-        self.by_name = {r.name: r for r in routes}
+        # What tags are matched against: one Route per file.
+        self.matching = routes
+        # What is delivered: a route with one endpoint is itself, a fan-out route is its destinations,
+        # each with its own queue, pending list, schedule and breakers (the per-route machinery runs per
+        # destination). Looked up by the `route` an event's record names.
+        self.routes = [d for r in routes for d in (r.destinations or (r,))]
+        self.by_name = {r.name: r for r in self.routes}
+        self.fanouts = {r.name: r for r in routes if r.destinations}
         self._patterns = [(compile_patterns(list(r.match)), r) for r in routes]
         self._cache: dict[str, Route | None] = {}
         self._renders: dict[str, Route] = {}
+
+    def named(self, names: list[str]) -> list[Route]:
+        """The delivered routes these names mean: a route's own name (a fan-out route's is all its
+        destinations) or a destination's "<route>.<destination>"; ValueError naming one that is unknown."""
+        chosen: list[Route] = []
+        for name in names:
+            if name in self.fanouts:
+                chosen += self.fanouts[name].destinations
+            elif name in self.by_name:
+                chosen.append(self.by_name[name])
+            else:
+                raise ValueError(f"no route named {name!r}; routes are: {', '.join([*self.fanouts, *self.by_name])}")
+        return list({r.name: r for r in chosen}.values())
 
     def match(self, tag: str) -> Route:
         """The route that takes this tag, or NoRoute."""
@@ -157,7 +186,8 @@ class Router:
         if tag in self._renders:
             return self._renders[tag]
         route = self.match(tag)
-        route.endpoint.render(tag)
+        for target in route.destinations or (route,):
+            target.endpoint.render(tag)
         if len(self._renders) < 100_000:
             self._renders[tag] = route
         return route
@@ -376,12 +406,61 @@ def parse_route(name: str, file: str, table: dict[str, Any], visibility_timeout:
     """Validate one route's table; every problem names the file and the key (never a secret's value)."""
     if not _ROUTE_NAME.fullmatch(name):
         raise RouteError(f"{file}: the file name must be letters, digits, '_' or '-' (it names queue bus.{name})")
+    if "destinations" in table:
+        return _fanout(name, file, table, visibility_timeout, environ)
+    return _route(name, file, file, table, visibility_timeout, environ)
+
+
+# Keys that belong to the route as a whole (what it takes, where its events live), not to a destination.
+_ROUTE_ONLY = ("match", "backlog_limit", "shard")
+
+
+def _fanout(name: str, file: str, table: dict[str, Any], visibility_timeout: int,
+            environ: Mapping[str, str] | None) -> Route:
+    """A route with [[destinations]]: every key of the route's own table is a default for each destination,
+    which may set any key but match, backlog_limit and shard (those are the route's)."""
+    raw = table["destinations"]
+    if not isinstance(raw, list) or not raw or not all(isinstance(d, dict) for d in raw):
+        raise RouteError(f"{file}: key 'destinations': expected one or more [[destinations]] tables, each with "
+                         "a name and an endpoint")
+    if len(raw) > MAX_DESTINATIONS:
+        raise RouteError(f"{file}: key 'destinations': {len(raw)} destinations, at most {MAX_DESTINATIONS} per route")
+    if "endpoint" in table:
+        raise RouteError(f"{file}: key 'endpoint': a route with destinations has an endpoint in each "
+                         "[[destinations]] table; move it into one")
+    defaults = {k: v for k, v in table.items() if k != "destinations"}
+    children = []
+    for i, dest in enumerate(raw, 1):
+        dname = dest.get("name")
+        where = f"{file}: destination {i}" + (f" ({dname!r})" if isinstance(dname, str) else "")
+        if not isinstance(dname, str) or not _ROUTE_NAME.fullmatch(dname):
+            raise RouteError(f"{where}: key 'name' is required: letters, digits, '_' or '-' "
+                             f"(it names queue bus.{name}{DESTINATION_SEP}NAME)")
+        if any(c.destination == dname for c in children):
+            raise RouteError(f"{where}: key 'name': another destination of the route is named {dname!r}; "
+                             "each needs a name of its own")
+        misplaced = next((k for k in _ROUTE_ONLY if k in dest), None)
+        if misplaced:
+            raise RouteError(f"{where}: key {misplaced!r} belongs to the route, not to one destination; "
+                             "set it above the [[destinations]] tables")
+        merged = {**defaults, **{k: v for k, v in dest.items() if k != "name"}}
+        if "endpoint" not in merged:
+            raise RouteError(f"{where}: key 'endpoint' is required")
+        child = _route(f"{name}{DESTINATION_SEP}{dname}", file, where, merged, visibility_timeout, environ)
+        children.append(replace(child, destination=dname))
+    # Matching and accepting read the route's match, backlog_limit and shard (the same in every destination).
+    return replace(children[0], name=name, destination="", destinations=tuple(children))
+
+
+def _route(name: str, file: str, where: str, table: dict[str, Any], visibility_timeout: int,
+           environ: Mapping[str, str] | None) -> Route:
     unknown = sorted(set(table) - set(_KEYS) - set(_SECRET_KEYS))
     if unknown:
-        raise RouteError(f"{file}: unknown key {unknown[0]!r}; known keys are {', '.join([*_KEYS, *_SECRET_KEYS])}")
+        known = ", ".join([*_KEYS, *_SECRET_KEYS, "destinations"])
+        raise RouteError(f"{where}: unknown key {unknown[0]!r}; known keys are {known}")
     for required in ("match", "endpoint"):
         if required not in table:
-            raise RouteError(f"{file}: key {required!r} is required")
+            raise RouteError(f"{where}: key {required!r} is required")
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key in _SECRET_KEYS:
@@ -389,30 +468,40 @@ def parse_route(name: str, file: str, table: dict[str, Any], visibility_timeout:
         try:
             values[key] = _KEYS[key](value)
         except (ValueError, RouteError) as exc:
-            raise RouteError(f"{file}: key {key!r}: {exc}") from None
+            raise RouteError(f"{where}: key {key!r}: {exc}") from None
     try:
         values.update(_secret_values(table, environ or {}))
     except ValueError as exc:
-        raise RouteError(f"{file}: {exc}") from None
+        raise RouteError(f"{where}: {exc}") from None
     endpoint = values["endpoint"]
     hosts = values.pop("allowed_hosts", ())
     if endpoint.host_templated and not hosts:
-        raise RouteError(f"{file}: key 'endpoint': a placeholder in the host lets a tag choose where data goes; "
+        raise RouteError(f"{where}: key 'endpoint': a placeholder in the host lets a tag choose where data goes; "
                          "list the hosts it may reach in allowed_hosts")
     values["endpoint"] = replace(endpoint, allowed_hosts=hosts)
     if "client_key" in values and "client_cert" not in values:
-        raise RouteError(f"{file}: key 'client_key': set client_cert too")
+        raise RouteError(f"{where}: key 'client_key': set client_cert too")
     if "order_key" in values and not values.get("ordered"):
-        raise RouteError(f"{file}: key 'order_key': it only applies to an ordered route; add ordered = true")
+        raise RouteError(f"{where}: key 'order_key': it only applies to an ordered route; add ordered = true")
     route = Route(name=name, file=file, **values)
     longest = route.open_timeout + route.read_timeout + VISIBILITY_MARGIN
     if longest >= visibility_timeout:
         raise RouteError(
-            f"{file}: key 'read_timeout': open_timeout + read_timeout + {VISIBILITY_MARGIN}s margin ({longest:g}s) "
+            f"{where}: key 'read_timeout': open_timeout + read_timeout + {VISIBILITY_MARGIN}s margin ({longest:g}s) "
             f"must stay under the Redis visibility timeout ({visibility_timeout}s), or an attempt still running "
             "is handed to another worker and sent twice; lower the timeouts or raise BUS_VISIBILITY_TIMEOUT"
         )
     return route
+
+
+def copy_id(event_id: str, destination: str) -> str:
+    """The id of a destination's copy of an event: its own journal record, attempts and status."""
+    return f"{event_id}{DESTINATION_SEP}{destination}"
+
+
+def event_id(copy: str) -> str:
+    """The event a record belongs to: its own id, or the event of a destination's copy."""
+    return copy.partition(DESTINATION_SEP)[0]
 
 
 def load_configured(config: Any) -> Router:
@@ -425,7 +514,7 @@ def load_configured(config: Any) -> Router:
 
 def check_shards(router: Router, shards: tuple[str, ...]) -> None:
     """RouteError naming the first route whose `shard` is not in BUS_REDIS_SHARDS."""
-    for route in router.routes:
+    for route in router.matching:
         if route.shard not in shards:
             known = ", ".join(s for s in shards if s != "default") or "none"
             raise RouteError(f"{route.file}: key 'shard': {route.shard!r} is not in BUS_REDIS_SHARDS (shards: "

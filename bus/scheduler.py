@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 
@@ -134,7 +135,7 @@ def _run(routes: list[Route]) -> None:
 
 
 @worker_ready.connect
-def _start(sender: object = None, **_: object) -> None:
+def _start(sender: Any = None, **_: object) -> None:
     from .delivery import worker
 
     consumed = set(sender.app.amqp.queues.consume_from or sender.app.amqp.queues) if sender else set()

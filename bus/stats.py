@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import redis
 
@@ -171,7 +171,7 @@ def endpoint_text(s: RouteStats, now: float) -> str:
 TABLE_ENDPOINTS = 10  # failing endpoints a route shows in `bus stats`' second table (--json: breakers.LISTED)
 
 
-def table(stats: list[RouteStats], now: float) -> list[tuple[str, ...]]:
+def table(stats: list[RouteStats], now: float) -> Sequence[tuple[str, ...]]:
     """Rows for `bus stats`, header first."""
     rows = [("ROUTE", "BACKLOG", "RETRYING", "DEAD", "DELIVERED/1M", "DELIVERED/1H", "OLDEST WAITING", "ENDPOINT")]
     rows += [(s.route, str(s.backlog), str(s.retrying), str(s.dead), str(s.delivered_last_minute),
@@ -179,7 +179,7 @@ def table(stats: list[RouteStats], now: float) -> list[tuple[str, ...]]:
     return rows
 
 
-def endpoint_table(stats: list[RouteStats], now: float) -> list[tuple[str, ...]]:
+def endpoint_table(stats: list[RouteStats], now: float) -> Sequence[tuple[str, ...]]:
     """Rows of the failing endpoints, header first; none at all when every endpoint answers."""
     rows = [("ROUTE", "FAILING ENDPOINT", "SINCE", "FAILURES", "BREAKER", "HELD BACK")]
     for s in stats:

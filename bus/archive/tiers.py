@@ -216,8 +216,8 @@ def last_copies(client: Any, store: Store | None, event_ids: list[str]) -> list[
         rows = {row.id: row for row in store.get_many(missing)}
     except ArchiveUnavailable:
         return found
-    copies = {i: orjson.loads(row.copies) for i, row in rows.items()}
-    return [c if c is not None else (copies.get(i) or [None])[-1] for i, c in zip(event_ids, found)]
+    archived = {i: orjson.loads(row.copies) for i, row in rows.items()}
+    return [c if c is not None else (archived.get(i) or [None])[-1] for i, c in zip(event_ids, found)]
 
 
 def iter_matching(client: Any, store: Store | None, f: EventFilter, retention: int = journal.DEFAULT_RETENTION,

@@ -157,12 +157,19 @@ async function openEvent(id) {
   for (const row of $("events").tBodies[0].rows) row.classList.toggle("open", row.dataset.id === id);
   try {
     const e = await api(`events/${encodeURIComponent(id)}`);
+    // One destination's copy of a fan-out event (<event id>.<destination>): the event's own status, derived
+    // from every destination's, and each destination's status and attempts go beside the copy's.
+    const whole = id.includes(".") ? await api(`events/${encodeURIComponent(id.split(".")[0])}`).catch(() => null) : null;
     $("detail-id").textContent = e.id;
     const fields = $("detail-fields");
     fields.replaceChildren();
     for (const [name, value] of [["tag", e.tag], ["route", e.route], ["status", e.status],
                                  ["received", when(e.received)], ["attempts", e.attempts], ["last", e.last]]) {
       fields.append(el("dt", name), el("dd", value, name === "status" ? `status status-${value}` : ""));
+    }
+    if (whole && whole.destinations) {
+      fields.append(el("dt", "event"), el("dd", whole.status, `status status-${whole.status}`), el("dt", "destinations"),
+                    el("dd", whole.destinations.map((d) => `${d.name}: ${d.status} (${d.attempts})`).join(", ")));
     }
     $("detail-body").textContent = typeof e.body === "string" ? e.body : JSON.stringify(e.body, null, 2);
     $("detail-headers").textContent = Object.entries(e.headers).map(([k, v]) => `${k}: ${v}`).join("\n") || "(none)";

@@ -115,8 +115,6 @@ class Ingress:
         prepared = work() if inline else await loop.run_in_executor(self.pool, work)
         if prepared.route.backlog_limit is not None:
             return await loop.run_in_executor(self.pool, intake.commit, bus, prepared)  # its check reads Redis first
-        keys, args = journal.accept_call(prepared.events, prepared.route.group_size, prepared.idempotency,
-                                         order=prepared.route.order)
         link = bus.link(prepared.route)
         memory, pipe = link.memory, self.pipes[link.name]
         try:
@@ -125,13 +123,20 @@ class Ingress:
                 memory.update(await asyncio.gather(*(pipe.execute(*command) for command in journal.READING),
                                                    return_exceptions=True))
             memory.check()
-            reply = await pipe.run_script(journal.ACCEPT_SCRIPT, keys, args, confirm=True)
+            # One accept per destination of a fan-out route: sent together, so they share one write.
+            calls = [journal.accept_call(events, size, idempotency, order=order)
+                     for events, size, idempotency, order in intake.accept_calls(prepared)]
+            replies = await asyncio.gather(*(pipe.run_script(journal.ACCEPT_SCRIPT, keys, args, confirm=True)
+                                             for keys, args in calls), return_exceptions=True)
+            failed = next((r for r in replies if isinstance(r, BaseException)), None)
+            if failed is not None:
+                raise failed
         except REDIS_DOWN as exc:
             raise intake.on_shard(bus, link, journal.unavailable(exc)) from exc
         except Unavailable as exc:  # above the shard's memory mark
             raise intake.on_shard(bus, link, exc) from exc
         memory.accepted(prepared.events)
-        return journal.accepted_ids(prepared.events, reply, prepared.idempotency)
+        return intake.answer(prepared, replies)
 
     async def through_wsgi(self, scope: dict, receive: Receive, send: Send) -> None:
         headers = _headers(scope)

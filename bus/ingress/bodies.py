@@ -75,8 +75,8 @@ def _form_fields(body: bytes, content_type: str, media: str) -> tuple[str, bytes
         message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
         if not message.is_multipart():
             raise InvalidBody("the multipart body is malformed (check the boundary)")
-        found = {part.get_param("name", header="content-disposition"): part.get_payload(decode=True) or b""
-                 for part in message.iter_parts()}
+        found: dict[Any, bytes] = {part.get_param("name", header="content-disposition"): _payload(part)
+                                   for part in message.iter_parts()}
     else:
         # latin-1 both ways keeps percent-decoded bytes as sent (a msgpack field is binary).
         found = {k: v.encode("latin-1") for k, v in parse_qsl(body.decode("latin-1"), keep_blank_values=True, encoding="latin-1")}
@@ -124,3 +124,9 @@ def _ndjson(body: bytes) -> list[Any]:
         except orjson.JSONDecodeError as exc:
             raise InvalidBody(f"NDJSON line {number} is not valid JSON: {exc.msg} at column {exc.colno}") from None
     return records
+
+
+def _payload(part: Any) -> bytes:
+    """A form part's bytes as sent (decode=True undoes its transfer encoding and gives bytes)."""
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""

@@ -75,6 +75,11 @@ class CaptureProxy:
         validate_tag(config.tag)
         self.bus, self.config = bus, config
         self.route = bus.router.match(config.tag)
+        if self.route.destinations:
+            # A captured request has one live attempt, to the upstream, recorded in one journal record.
+            raise ValueError(f"tag {config.tag!r} goes to route {self.route.name}, which has several destinations: "
+                             "bus proxy journals under a route with one endpoint; give the captures a tag of "
+                             "such a route")
         self.upstream = Upstream(config.upstream, self.route.open_timeout, self.route.read_timeout)
         self.shown_upstream = logs.redact(config.upstream.rstrip("/"))  # attempts show no user info
         self.redis = PipelinedRedis(bus.link(self.route).target, bus.settings.redis_timeout)  # the route's shard

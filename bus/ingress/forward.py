@@ -147,10 +147,12 @@ class ForwardServer:
 
     def _heartbeat_loop(self) -> None:
         # out_forward's UDP heartbeat (heartbeat_type udp): any datagram is answered with one 0x00 byte.
-        self._udp.settimeout(POLL)
+        udp = self._udp
+        assert udp is not None  # started only once the UDP socket is bound
+        udp.settimeout(POLL)
         while not self._stopping.is_set():
             try:
-                _, peer = self._udp.recvfrom(128)
+                _, peer = udp.recvfrom(128)
             except socket.timeout:
                 continue
             except OSError as exc:
@@ -158,7 +160,7 @@ class ForwardServer:
                     log.debug("forward: heartbeat socket: %s", exc)
                 continue
             try:
-                self._udp.sendto(HEARTBEAT_REPLY, peer)
+                udp.sendto(HEARTBEAT_REPLY, peer)
             except OSError as exc:
                 log.debug("forward: heartbeat from %s not answered: %s", _peer(peer), exc)
 
@@ -234,7 +236,8 @@ class _Connection:
             if allowed is not None and not allowed.matches(frame.tag):
                 raise Forbidden(f"tag {frame.tag[:255]!r} is outside BUS_FORWARD_TAGS ({' '.join(self.config.tags)})")
             # A chunk out_forward sends again (no ack came) is accepted once: its id is the request's key.
-            intake.accept(self.server.bus, frame.tag, frame.records, idempotency_key=frame.chunk)
+            key = frame.chunk.hex() if isinstance(frame.chunk, bytes) else frame.chunk
+            intake.accept(self.server.bus, frame.tag, frame.records, idempotency_key=key)
             self.accepted += len(frame.records)
         if frame.chunk is not None:
             # Only now: the events are journaled and queued in Redis.

@@ -11,14 +11,14 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, Unsup
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from .. import archive, auth, filters, intake, journal, metrics, replay, stats
+from .. import archive, auth, fanout, filters, intake, journal, metrics, replay, stats
 from ..archive import tiers
 from ..errors import (ArchiveUnavailable, BacklogFull, BadFilter, BodyTooLarge, BusError, EventNotFound, Forbidden,
                       IdempotencyConflict, InvalidBody, InvalidTag,
                       NoRoute, RedisFull, RequestTimeout, Unauthorized, Unavailable, Unconfirmed)
 from ..journal import REDIS_DOWN
 from ..logs import redact
-from ..routes import CREDENTIAL_HEADERS
+from ..routes import CREDENTIAL_HEADERS, Router
 from . import origin
 from .bodies import parse_records
 
@@ -37,7 +37,8 @@ TRANSPORT_HEADERS = frozenset({"host", "content-length", "connection", "keep-ali
                                "upgrade", "expect", "accept", "accept-encoding"})
 NOT_JOURNALED = SECRET_HEADERS | TRANSPORT_HEADERS
 MAX_LIST = 1000
-REPLAY_FIELDS = frozenset({"ids", "status", "tag", "route", "since", "until", "to", "dry_run", "limit"})
+REPLAY_FIELDS = frozenset({"ids", "status", "tag", "route", "destination", "since", "until", "to", "dry_run",
+                           "limit"})
 OPEN_ENDPOINTS = frozenset({"healthz", "metrics", "console"})
 CONSOLE_TYPES = {"index.html": "text/html", "console.js": "text/javascript", "console.css": "text/css"}
 # The console is our own files only: no inline script, nothing from elsewhere, never framed.
@@ -156,8 +157,11 @@ def _limit(raw: object, default: int = 50) -> int:
     return int(str(raw))
 
 
-def _filter(values: dict, status_default: str | None) -> filters.EventFilter:
-    return filters.build(values.get("status", status_default), values.get("tag"), values.get("route"),
+def _filter(values: dict, status_default: str | None, router: Router | None = None) -> filters.EventFilter:
+    route = values.get("route")
+    if router is not None:
+        route = fanout.destination_route(router, route, values.get("destination"))
+    return filters.build(values.get("status", status_default), values.get("tag"), route,
                          values.get("since"), values.get("until"), now=time.time())
 
 
@@ -171,7 +175,7 @@ def list_events(bus: intake.Intake, request: Request) -> Response:
 
 
 def show_event(bus: intake.Intake, event_id: str) -> Response:
-    return _json(tiers.show(bus.shards, archive.store_for(bus.settings), event_id), 200)
+    return _json(fanout.show(bus.shards, archive.store_for(bus.settings), bus.router, event_id), 200)
 
 
 def replay_events(bus: intake.Intake, request: Request) -> Response:
@@ -196,7 +200,7 @@ def replay_events(bus: intake.Intake, request: Request) -> Response:
     limit = _limit(spec.get("limit"), default=0) if spec.get("limit") is not None else None
     ids = replay.check_ids(spec["ids"]) if spec.get("ids") is not None else None
     store = archive.store_for(bus.settings)
-    chosen = replay.plan(bus.shards, bus.router, _filter(spec, journal.DEAD), bus.settings.retention, limit, ids,
+    chosen = replay.plan(bus.shards, bus.router, _filter(spec, journal.DEAD, bus.router), bus.settings.retention, limit, ids,
                          archive=store)
     sent = 0 if spec.get("dry_run") else replay.run(bus.shards, bus.router, chosen.events, to=to, archive=store)
     return _json({"matched": len(chosen.events), "replayed": sent, "dry_run": bool(spec.get("dry_run")),

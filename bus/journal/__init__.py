@@ -28,7 +28,7 @@ from .store import (
     connect, load, Idempotency, NewEvent, Page, readable, show, summaries, unavailable,
 )
 from .grouping import (
-    ACCEPT_SCRIPT, FILLING_MS, SpoolMark, accept, accept_batches, accept_call, accepted_ids, lane_group, load_many,
+    ACCEPT_SCRIPT, FILLING_MS, SpoolMark, accept, accept_batches, accept_call, accept_copies, accepted_ids, lane_group, load_many,
     refill_if_idle,
 )
 from .capture import CAPTURE_SCRIPT, capture_call
@@ -61,7 +61,7 @@ __all__ = [
     "copies_key", "event_key", "filling_key", "index_key", "latency_key", "mover_key", "pending_key",
     "queue_name", "retry_key", "slot_key", "spool_mark_key", "DEAD", "DEFAULT_RETENTION", "DELIVERED", "QUEUED", "REDIS_DOWN",
     "RESPONSE_KEEP", "RETRYING", "SUMMARY_FIELDS", "attempts", "connect", "load", "Idempotency", "NewEvent", "Page", "show",
-    "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "SpoolMark", "accept", "accept_batches", "accept_call", "accepted_ids", "lane_group", "load_many",
+    "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "SpoolMark", "accept", "accept_batches", "accept_call", "accept_copies", "accepted_ids", "lane_group", "load_many",
     "refill_if_idle", "breakers", "claim_mover", "drop_scheduled", "due", "enqueue", "next_due",
     "hand_off", "park", "record_attempt", "record_copy", "copy_record", "recheck", "refusal", "release", "requeue",
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",

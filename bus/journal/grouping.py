@@ -167,14 +167,29 @@ def accept_batches(pipe: SharedPipe, batches: list[tuple[list[NewEvent], int] | 
     WAIT follows in the same write. Returns how many events were new; Unavailable (Unconfirmed: too
     few replicas) when Redis did not answer for all of them, and then any of the batches may have
     been taken (a refused one, ResponseError BUSGAP, is sent again whole like any other failure)."""
-    marks = marks if marks is not None else [None] * len(batches)
+    each_mark: list[SpoolMark | None] = list(marks) if marks is not None else [None] * len(batches)
     # A batch may add its route's order (routes.Route.order) as a third item: unordered without it.
     calls = [accept_call(batch[0], batch[1], None, mark, batch[2] if len(batch) > 2 else "")
-             for batch, mark in zip(batches, marks)]
+             for batch, mark in zip(batches, each_mark)]
+    return sum(int(reply) for reply in _accept_many(pipe, calls))
+
+
+def accept_copies(pipe: SharedPipe, copies: list[tuple[list[NewEvent], int, Idempotency | None, str]]) -> list[Any]:
+    """A fan-out route's events: each destination's copies (its events, group size, Idempotency-Key and order) in
+    one round trip, one ACCEPT_SCRIPT each; their replies in order (accepted_ids reads each). Unavailable
+    when Redis did not answer for all of them: then some destinations may have taken the copies (a retry with
+    the same Idempotency-Key makes no second copy where one was taken; without a key, a retry is new events)."""
+    return _accept_many(pipe, [accept_call(events, group_size, idempotency, order=order)
+                               for events, group_size, idempotency, order in copies])
+
+
+def _accept_many(pipe: SharedPipe, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+    """ACCEPT_SCRIPT for each call in one write (and WAIT for replicas when BUS_ACK_REPLICAS asks); the
+    replies in order. Unavailable when Redis did not answer or confirm all of them."""
     wait = [pipe.ack.command()] if pipe.ack.replicas else []
     try:
         replies = _execute_many(pipe, [evalsha(ACCEPT_SCRIPT, keys, args) for keys, args in calls] + wait)
-        confirmed = replies.pop() if wait else None
+        confirmed: Any = replies.pop() if wait else None  # WAIT's count of replicas
         unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if unknown:  # Redis restarted since the script was loaded
             again = _execute_many(pipe, [eval_(ACCEPT_SCRIPT, *calls[i]) for i in unknown] + wait)
@@ -188,7 +203,7 @@ def accept_batches(pipe: SharedPipe, batches: list[tuple[list[NewEvent], int] | 
             raise NotConfirmed(confirmed, pipe.ack)
     except REDIS_DOWN as exc:
         raise unavailable(exc) from exc
-    return sum(int(reply) for reply in replies)
+    return replies
 
 
 def _execute_many(pipe: SharedPipe, commands: list[tuple[Any, ...]]) -> list[Any]:

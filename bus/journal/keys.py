@@ -56,6 +56,10 @@ Keys (every name is built here and nowhere else):
 - unacked, unacked_index         kombu's hash of tasks handed to workers and not acked yet, and their
                                  delivery times (read; a dead worker's entries are handed back)
 
+A fan-out route's destination is a route of its own for every key above: <route> is then
+"<route>.<destination>" (queue bus.<route>.<destination>), and <id> its copy's "<event id>.<destination>";
+its Idempotency-Key record is bus:idempotency:<tag>:<key>.<destination> (routes.copy_id).
+
 Counters are bumped in the same transaction as the transition they count, so
 /metrics never disagrees with the journal, whatever process made the change.
 

@@ -134,6 +134,8 @@ def find(client: redis.Redis, f: EventFilter, limit: int = 50, cursor: str | Non
             _drop_from_indexes(client, gone, None)
         # A filter that matches little needs bigger reads, fewer round trips.
         chunk = min(chunk * 2, 2000)
+    if last is None:  # a scan budget of nothing: nothing read, nothing to go on from
+        return Page(found, None)
     # The scan budget ran out: hand back where it stopped so the caller can go on.
     return Page(found, f"{last[1]!r}:{last[0]}")
 

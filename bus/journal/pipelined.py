@@ -315,8 +315,15 @@ class _Slot:
     __slots__ = ("packed", "count", "result", "wake", "lead", "confirm")
 
     def __init__(self, packed: bytes, count: int = 1, confirm: bool = False):
-        self.packed, self.count, self.result, self.wake, self.lead = packed, count, _PENDING, None, False
+        self.packed, self.count, self.result, self.lead = packed, count, _PENDING, False
+        self.wake: threading.Lock | None = None
         self.confirm = confirm
+
+
+def _wake(slot: _Slot) -> None:
+    """Let a queued caller go on: a slot is queued only with its wake lock taken."""
+    assert slot.wake is not None
+    slot.wake.release()
 
 
 class SharedPipe:
@@ -398,9 +405,9 @@ class SharedPipe:
             for other in batch[1:]:
                 if other.result is _PENDING:
                     other.result = redis.ConnectionError("the thread sending this command was interrupted")
-                other.wake.release()
+                _wake(other)
             if handed_to is not None:
-                handed_to.wake.release()
+                _wake(handed_to)
         return _outcome(slot)
 
     def _exchange(self, batch: list[_Slot]) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import socket
 import ssl
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import hiredis
@@ -56,7 +56,8 @@ def parse(url: str, master: str = DEFAULT_MASTER, sentinel_password: str | None 
         except ValueError as exc:
             raise ConfigError(f"{setting}={_hide(url)!r} is not a Redis URL ({exc}); use "
                               "redis://HOST:PORT/DB, rediss://..., unix:///path or sentinel://HOST:PORT;...") from None
-    sentinels, options = [], {}
+    sentinels: list[tuple[str, int]] = []
+    options: dict[str, Any] = {}
     for part in url.split(";"):
         parts = urlsplit(part.strip())
         if parts.scheme != "sentinel" or not parts.hostname:
@@ -155,7 +156,7 @@ class _Exchange:
         commands.append(("SENTINEL", "get-master-addr-by-name", target.master))
         self.expected = len(commands)
         self.request = b"".join(pack(c) for c in commands)
-        self._reader, self._replies = hiredis.Reader(), []
+        self._reader, self._replies = hiredis.Reader(), cast(list[Any], [])
 
     def feed(self, data: bytes) -> tuple[str, int] | None:
         """The primary's address once every answer is in; None while some are still to come."""

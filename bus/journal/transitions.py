@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import orjson
 import redis
@@ -220,7 +220,7 @@ def copy_record(attempt: dict[str, Any]) -> dict[str, Any]:
 
 
 def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tuple[Outgoing, str]],
-            restored: list[tuple[dict[str, Any], list[bytes], list[bytes]]] = ()) -> int:
+            restored: Sequence[tuple[dict[str, Any], list[bytes], list[bytes]]] = ()) -> int:
     """Replay to the route: status back to queued, retention lifted, new (message, route) tasks queued
     and named in their events' records; one transaction. `restored` are (record fields, attempts,
     copies) of archived events among them, put back into Redis in the same transaction, so the

@@ -90,11 +90,16 @@ class Producer:
                 self._spool.append_one(frames.encode_fields(event_id, tag, route, received, body))
                 self._sender.wake()
                 return event_id
-        (event,) = intake.prepare(self._intake, tag, [record]).events
+        prepared = intake.prepare(self._intake, tag, [record])
+        if prepared.route.destinations:  # a copy per destination, spooled together (never remembered above)
+            self._spool.append([frames.encode(event) for event in prepared.events])
+            self._sender.wake()
+            return prepared.ids[0]
+        (event,) = prepared.events
         self._spool.append_one(frames.encode(event))
         self._sender.wake()
         # A route ordered by a record field checks each record for it (intake.prepare): not remembered.
-        if len(self._routes) < MAX_TAGS_REMEMBERED and self._intake.router.by_name[event.route].order_key is None:
+        if len(self._routes) < MAX_TAGS_REMEMBERED and prepared.route.order_key is None:
             self._routes[tag] = event.route
         return event.id
 

@@ -71,11 +71,15 @@ class _Ticket:
     __slots__ = ("done", "error")
 
     def __init__(self) -> None:
-        self.done, self.error = False, None
+        self.done = False
+        self.error: BaseException | None = None
 
 
 class Spool:
     """An open spool directory, locked for this process: append (emit), read and ack (the sender)."""
+
+    _active: int  # the segment emits append to, and its open file: set by _recover
+    _fd: int
 
     def __init__(self, directory: Path, max_bytes: int = DEFAULT_MAX_BYTES, fsync: str = "everysec",
                  segment_bytes: int | None = None):

@@ -11,7 +11,7 @@ from bus import cli
 from bus.errors import ConfigError
 from bus.fluentd_config import parse
 from bus.fluentd_routes import convert
-from bus.routes import DEFAULT_RETRYABLE, load_routes
+from bus.routes import DEFAULT_RETRYABLE, load_routes, parse_route
 
 # A copy of the seed configuration (shared/seed-fluentd.conf) that `bus` replaces.
 SEED_TEXT = (Path(__file__).parent / "data" / "seed-fluentd.conf").read_text()
@@ -59,6 +59,7 @@ def test_parser_reads_nested_sections_quotes_comments_and_multiline_json():
     ('<match a>\n  endpoint "http://x\n</match>\n', "fluentd.conf:2: a double-quoted value is not closed"),
     ("<match a>\n  headers {\"a\": \n</match>\n", "a JSON value that never ends"),
     ("<match a\n", "cannot read the section tag"),
+    ("<match a>\n  >oops\n</match>\n", "fluentd.conf:2: cannot read '>oops' as a parameter"),
 ])
 def test_parser_errors_name_the_line(text, says):
     with pytest.raises(ConfigError, match=says):
@@ -238,28 +239,68 @@ COPY = """
 """
 
 
-def test_a_copy_match_is_not_converted_and_its_note_names_the_match_and_says_fan_out_is_not_supported_yet():
+def test_a_copy_of_http_stores_becomes_one_route_with_a_destination_per_store_and_a_copy_of_a_file_store_does_not():
     result = convert(parse(COPY), VISIBILITY)
-    assert [r.name for r in result.routes] == ["03-billing"], "what can be converted still is"
-    assert result.failed == 2
+    assert [r.name for r in result.routes] == ["01-api", "03-billing"]
+    assert result.failed == 1, "the copy with a file store"
+    route = parse_route("01-api", "01-api.toml", tomllib.loads(result.routes[0].text), VISIBILITY)
+    assert route.match == ("api.*",) and [d.destination for d in route.destinations] == ["store1", "store2"]
+    assert route.destinations[0].endpoint.template == "http://orders:8000/api/${tag[1]}/"
+    assert route.destinations[1].endpoint.template == "http://audit:8000/in"
     notes = "\n".join(result.notes)
-    assert ("<match api.*> (fluentd.conf:2): NOT converted: @type copy (<store> @type http, <store> @type http): "
-            "copying to several stores (fan-out) is not supported yet") in notes
-    assert "<match logs.**> (fluentd.conf:13): NOT converted: @type copy (<store> @type file)" in notes
+    assert ("<match api.*> (fluentd.conf:2): @type copy of 2 http stores: converted to destinations store1, store2"
+            in notes)
+    assert "<match api.*> (fluentd.conf:2): <store> store2: read_timeout: not set" in notes, "each store's own report"
+    assert ("<match logs.**> (fluentd.conf:13): NOT converted: @type copy (<store> @type file): only a copy whose "
+            "stores are all @type http becomes a route with destinations") in notes
 
 
-def test_bus_routes_import_of_a_copy_exits_1_naming_the_match_and_writes_what_it_converted(tmp_path, monkeypatch,
-                                                                                            capsys):
+def test_a_store_s_id_names_its_destination_and_its_own_settings_stay_its_own():
+    result = convert(parse("""
+<match shop.*>
+  @type copy
+  <store>
+    @id orders
+    @type http
+    endpoint http://orders:8000/in
+    retryable_response_codes 503
+  </store>
+  <store>
+    @id audit
+    @type http
+    endpoint http://audit:8000/in
+    http_method put
+    <buffer>
+      retry_max_times 2
+    </buffer>
+  </store>
+</match>
+"""), VISIBILITY)
+    route = parse_route("01-shop", "01-shop.toml", tomllib.loads(result.routes[0].text), VISIBILITY)
+    orders, audit = route.destinations
+    assert (orders.destination, orders.method, orders.retryable_statuses, orders.max_attempts) == \
+        ("orders", "POST", frozenset({503}), None)
+    assert (audit.destination, audit.method, audit.max_attempts) == ("audit", "PUT", 3)
+
+
+def test_a_copy_whose_store_cannot_be_converted_is_not_converted_naming_the_match():
+    result = convert(parse("<match a.*>\n  @type copy\n  <store>\n    @type http\n  </store>\n</match>\n"),
+                     VISIBILITY)
+    assert result.routes == [] and result.failed == 1
+    assert "<match a.*> (fluentd.conf:1): NOT converted: it has no endpoint" in result.notes
+
+
+def test_bus_routes_import_of_a_copy_of_a_file_store_exits_1_naming_the_match_and_writes_what_it_converted(
+        tmp_path, monkeypatch, capsys):
     config = tmp_path / "fluentd.conf"
     config.write_text(COPY)
     out = tmp_path / "routes"
     monkeypatch.setenv("BUS_ROUTES", str(out))
     assert cli.main(["routes", "import", str(config)]) == 1
     captured = capsys.readouterr()
-    assert "<match api.*> (fluentd.conf:2): NOT converted: @type copy" in captured.out
-    assert "fan-out) is not supported yet" in captured.out
-    assert "2 <match> block(s) could not be converted" in captured.err
-    assert [p.name for p in out.iterdir()] == ["03-billing.toml"]
+    assert "<match logs.**> (fluentd.conf:13): NOT converted: @type copy (<store> @type file)" in captured.out
+    assert "1 <match> block(s) could not be converted" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["01-api.toml", "03-billing.toml"]
 
 
 def test_unsupported_placeholders_and_embedded_ruby_are_not_converted():

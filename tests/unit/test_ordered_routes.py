@@ -56,3 +56,13 @@ def test_an_event_without_a_usable_order_key_is_refused_whole_naming_the_field(t
     with pytest.raises(InvalidBody) as refused:
         intake.prepare(ways_in, "orders.paid", [{"order_id": "A-1"}, record])
     assert f"item 1 {found}" in str(refused.value) and "ordered route orders" in str(refused.value)
+
+
+def test_an_ordered_fan_out_route_keeps_the_order_per_destination(tmp_path):
+    write(tmp_path, "api.toml", 'match = "api.*"\nordered = true\norder_key = "order_id"\n'
+                                '[[destinations]]\nname = "orders"\nendpoint = "http://orders.example/in"\n'
+                                '[[destinations]]\nname = "audit"\nendpoint = "http://audit.example/in"\n')
+    route = load(tmp_path).fanouts["api"]
+    # Each destination is a route of its own name, so its lanes (bus:lane:<its name>:...) are its own.
+    assert [(d.name, d.order) for d in route.destinations] == [(d.name, "field:order_id") for d in route.destinations]
+    assert len({d.name for d in route.destinations}) == 2
