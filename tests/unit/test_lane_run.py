@@ -1,0 +1,20 @@
+"""A task of an ordered route takes its lanes' next events only while it has time and room (bus/lane_run.py)."""
+from __future__ import annotations
+
+import time
+
+from bus.lane_run import LaneRun
+
+
+def test_a_task_takes_next_events_on_a_lease_until_its_limit():
+    lanes = LaneRun("task-1", time.monotonic() + 60, lease=15.0, limit=2)
+    task, until = lanes.offer()
+    assert task == "task-1" and time.time() + 14 < until <= time.time() + 15
+    lanes.took("a")
+    lanes.took(None)  # the lane had nothing more: nothing taken, nothing counted
+    lanes.took("b")
+    assert lanes.taken == ["a", "b"] and lanes.offer() is None
+
+
+def test_a_task_past_its_deadline_takes_nothing_so_it_ends_before_the_visibility_timeout():
+    assert LaneRun("task-1", time.monotonic() - 1, lease=15.0, limit=25).offer() is None
