@@ -221,17 +221,25 @@ def cmd_serve(args: argparse.Namespace, config: settings.Settings) -> int:
             raise ConfigError("BUS_TOKENS guards the HTTP port, but the forward listener has no shared key, so "
                               "anyone reaching it could send any tag: set BUS_FORWARD_SHARED_KEY (and "
                               "BUS_FORWARD_TAGS to scope it), or pass --forward off")
-        # The HTTP side runs as a child `bus serve --forward off`, which checks the tokens itself.
+        # With more than one HTTP worker the HTTP side runs as a child `bus serve --forward off`,
+        # which warns itself; with one it runs in this process.
+        if args.workers == 1:
+            _warn_if_open(args.bind, config)
         return serve_with_forward(bus, args.bind, args.forward, workers=args.workers,
                                   threads=args.threads)
-    tokens = auth.load_tokens(config.tokens_file) if config.tokens_file else None
-    host = args.bind.rpartition(":")[0].strip("[]")
-    # A unix socket is guarded by its file mode (BUS_UNIX_SOCKET_MODE), not by where it listens.
-    if tokens is None and not args.bind.startswith("unix:") and host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"bus serve: WARNING: no BUS_TOKENS and bound to {host}: anyone who reaches this port can send "
-              "events and read the journal. Set BUS_TOKENS (see `bus tokens new`).", file=sys.stderr, flush=True)
+    _warn_if_open(args.bind, config)
     serve(bus, args.bind, workers=args.workers, threads=args.threads)
     return 0
+
+
+def _warn_if_open(bind: str, config: settings.Settings) -> None:
+    """An HTTP port anyone can reach, without tokens, is said loudly at start."""
+    tokens = auth.load_tokens(config.tokens_file) if config.tokens_file else None
+    host = bind.rpartition(":")[0].strip("[]")
+    # A unix socket is guarded by its file mode (BUS_UNIX_SOCKET_MODE), not by where it listens.
+    if tokens is None and not bind.startswith("unix:") and host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"bus serve: WARNING: no BUS_TOKENS and bound to {host}: anyone who reaches this port can send "
+              "events and read the journal. Set BUS_TOKENS (see `bus tokens new`).", file=sys.stderr, flush=True)
 
 
 def cmd_tokens_new(args: argparse.Namespace, config: settings.Settings) -> int:

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import json
+import select
 import shutil
 import ssl
 import subprocess
@@ -91,7 +92,17 @@ def test_open_bus_on_a_public_address_warns_loudly(bus, tmp_path):
                             env=bus.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
-        lines = [proc.stdout.readline() for _ in range(3)]  # the forward listener may speak first
+        # The forward listener and uvicorn share the process and may speak first: read the start-up
+        # lines (at most 20, for at most 20 s) until the warning shows.
+        lines: list[str] = []
+        deadline = time.monotonic() + 20
+        while len(lines) < 20 and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            lines.append(proc.stdout.readline())
+            if "WARNING: no BUS_TOKENS and bound to 0.0.0.0" in lines[-1]:
+                break
         assert any("WARNING: no BUS_TOKENS and bound to 0.0.0.0" in line for line in lines), lines
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
