@@ -17,8 +17,8 @@ import subprocess
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import accepting, archiving, delivering, ordering, report, stats
 from .procs import BenchError, Cluster

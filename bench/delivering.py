@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from . import stats, verify
 from .run import FANOUT, FANOUT_DESTINATIONS, FLOOR_RATE, ROUTE, Run, result, tool_process

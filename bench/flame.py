@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 # Stages of the bus's own code win wherever they sit in a stack, in this order: the Redis socket write
 # under journal.accept is the journal write, and logging done inside the deliver task is logging.

@@ -50,7 +50,7 @@ async def connection(args: argparse.Namespace, plan: Plan, result: Result, pad: 
             result.events_sent += 1
             writer.write(frame)
             ok = await asyncio.wait_for(_acked(reader, unpacker, chunk), args.ack_timeout)
-        except (OSError, asyncio.TimeoutError, msgpack.UnpackException, ValueError, RuntimeError) as exc:
+        except (TimeoutError, OSError, msgpack.UnpackException, ValueError, RuntimeError) as exc:
             result.errors[type(exc).__name__] += 1
             if writer is not None:
                 writer.close()

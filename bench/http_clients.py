@@ -16,12 +16,12 @@ import json
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from bus import outbound
 from bus.routes import parse_route
 
-from .procs import free_port, wait_until, _connects
+from .procs import _connects, free_port, wait_until
 
 BODY = b'{"order": 1234, "status": "paid", "x": 1}'
 HEADERS = {"User-Agent": "bus-delivery", "Content-Type": "application/json", "X-Request-Id": "0190f3c2-7c1e-7000-8000-1",

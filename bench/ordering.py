@@ -33,7 +33,7 @@ def overtaken(order: list[tuple[str, str, float, float]], received: dict[str, fl
         for i in range(len(events) - 1, -1, -1):
             low = min(low, received[events[i][2]])
             earliest[i] = low
-        for sent, answered, event_id in events:
+        for _sent, answered, event_id in events:
             later = bisect.bisect_right(sends, answered)
             if later < len(events) and earliest[later] < received[event_id]:
                 count += 1

@@ -39,7 +39,7 @@ class Window:
     record_backlog: bool = False  # also sample Redis memory and the largest worker RSS over time
     samples: list[dict] = field(default_factory=list)  # (t, worker RSS MiB, Redis MiB), for backlogs
 
-    def start(self) -> "Window":
+    def start(self) -> Window:
         self.client = self.cluster.redis()
         self.redis_before = redis_counters(self.client)
         self.busy_before, self.t0 = stats.machine_busy_seconds(), time.monotonic()

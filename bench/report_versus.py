@@ -1,7 +1,7 @@
 """bench.versus's table: each figure for Fluentd and the bus from the same run, the ratio, the issue's target."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def _get(rows: list[dict], scenario: str, side: str) -> dict:

@@ -15,8 +15,8 @@ import sqlite3
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from bus.journal import NewEvent
 from bus.spool import frames

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

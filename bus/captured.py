@@ -8,8 +8,8 @@ method, path, query and headers instead of POSTing the body to the route's endpo
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 from urllib.parse import urlsplit
 
 import orjson
@@ -43,7 +43,7 @@ class Request:
                              "headers": [list(pair) for pair in self.headers]})
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> "Request":
+    def from_json(cls, raw: bytes | str) -> Request:
         data = orjson.loads(raw)
         return cls(data["method"], data["path"], data["query"], tuple((k, v) for k, v in data["headers"]))
 

@@ -69,8 +69,9 @@ def _config_module() -> object:
 
     The file is Python that every worker runs, so it is loaded by its path, never found on
     sys.path, and refused when another user owns it or anyone may write it (as ssh refuses
-    a config file others can write; a group-writable one is left alone, as umask 002 makes them): `bus worker` run in a shared directory must not run a
-    celeryconfig.py someone else left there."""
+    a config file others can write; a group-writable one is left alone, as umask 002 makes
+    them): `bus worker` run in a shared directory must not run a celeryconfig.py someone else
+    left there."""
     explicit = settings.load().celery_config
     path = explicit or Path("celeryconfig.py")
     if not path.is_file():

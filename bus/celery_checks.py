@@ -8,7 +8,8 @@ while the workers listen on another. So both refuse to start, saying what to do.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import BusError, ConfigError

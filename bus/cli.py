@@ -6,11 +6,11 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import orjson
-import redis
 
 from . import auth, intake, journal, journal_cli, local_up, logs, proxy_cli, settings, shards, stats
 from .errors import BusError, ConfigError, Unavailable
@@ -265,7 +265,7 @@ def _worker_routes(router: Router, names: Sequence[str]) -> list[Route]:
         raise ConfigError(str(exc)) from None
 
 
-def _celery_app(config: settings.Settings) -> "Celery":
+def _celery_app(config: settings.Settings) -> Celery:
     """The Celery app, once its broker is known to be the journal's Redis (celery_checks.py)."""
     from .celery import app
     from .celery_checks import check_broker

@@ -24,7 +24,7 @@ class Deadline:
     at: float  # time.monotonic() when the attempt must be over
 
     @classmethod
-    def after(cls, seconds: float) -> "Deadline":
+    def after(cls, seconds: float) -> Deadline:
         return cls(seconds, time.monotonic() + seconds)
 
     def timeout(self, limit: float) -> float:

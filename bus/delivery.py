@@ -8,22 +8,20 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
-
 from urllib.parse import urljoin, urlsplit
 
+import orjson
 from celery import Task
 from celery.exceptions import Reject
 
-import orjson
-
 from . import archive, captured, endpoints, journal, logs, outbound, settings, signing, task_outcome
 from .breaker_gate import Breakers, endpoint_failed
-from .lane_run import LaneRun
-from .deadline import AttemptDeadline, Deadline
 from .celery import app
+from .classify import DEAD, DELIVERED, RETRY, Outcome, classify
+from .deadline import AttemptDeadline, Deadline
 from .errors import ArchiveUnavailable, DeadLettered, NoRoute
 from .journal.pipelined import SharedPipe
-from .classify import DEAD, DELIVERED, RETRY, Outcome, classify
+from .lane_run import LaneRun
 from .messages import DELIVER_TASK, GROUP_SIZE, new_message
 from .routes import VISIBILITY_MARGIN, Route, Router, event_id, load_configured
 
@@ -246,7 +244,7 @@ def _archived(task: Task, w: Worker, event_ids: list[str], events: list[dict[str
         rows = {row.id: row for row in store.get_many(missing)}
     except ArchiveUnavailable as exc:
         log.warning("copies to %s of %d archived events wait: %s", logs.redact(to), len(missing), exc)
-        raise task.retry(countdown=min(2 ** task.request.retries, COPY_MAX_DELAY), max_retries=COPY_ATTEMPTS - 1)
+        raise task.retry(countdown=min(2 ** task.request.retries, COPY_MAX_DELAY), max_retries=COPY_ATTEMPTS - 1) from exc
     return [e if e is not None else _from_row(rows[i]) if i in rows else None for i, e in zip(event_ids, events)]
 
 
@@ -391,12 +389,12 @@ def _mine(task: Task, event_ids: list[str], events: list[dict[str, Any] | None]
     replay or lost-task recovery; sending would race the message that now has the event."""
     keep_ids: list[str] = []
     keep: list[dict[str, Any] | None] = []
-    for event_id, event in zip(event_ids, events):
+    for one_id, event in zip(event_ids, events):
         owner = event.get("task") if event is not None else None
         if owner is not None and owner != task.request.id:
-            _not_sent(event_id, "superseded")
+            _not_sent(one_id, "superseded")
             continue
-        keep_ids.append(event_id)
+        keep_ids.append(one_id)
         keep.append(event)
     return keep_ids, keep, len(event_ids) - len(keep_ids)
 
@@ -443,14 +441,16 @@ def _units(route: Route | None, events: list[dict[str, Any] | None], to: str | N
     def sendable(event: dict[str, Any] | None) -> bool:
         return event is not None and event["status"] not in (journal.DELIVERED, journal.DEAD)
 
-    batching = route is not None and route.batch_max > 1 and to is None
+    batch_max = route.batch_max if route is not None else 1
+    batching = batch_max > 1 and to is None
     units: list[tuple[list[int], bool]] = []
     for i, event in enumerate(events):
-        if not (batching and sendable(event)):
+        if event is None or not (batching and sendable(event)):
             units.append(([i], False))
             continue
         last, batched = units[-1] if units else ([], False)
-        if batched and len(last) < route.batch_max and events[last[0]]["tag"] == event["tag"]:
+        first = events[last[0]] if last else None
+        if batched and len(last) < batch_max and first is not None and first["tag"] == event["tag"]:
             last.append(i)
         else:
             units.append(([i], True))
@@ -535,7 +535,8 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                 # A failure may open its endpoint's breaker: the rest of the group for that endpoint then
                 # waits instead of being sent, and the group's other endpoints go on.
                 if batched:
-                    outcomes = _deliver_batch(self, w, route, unit_events, gate, probe)
+                    assert route is not None  # only a route's batch_max makes a batch (_units)
+                    outcomes = _deliver_batch(self, w, route, [e for e in unit_events if e is not None], gate, probe)
                 elif unit_events[0] is None:
                     _not_sent(ids[0], "gone")
                     outcomes = ["missing"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import time
 
-
 # The variant's two bits (0b10) over a random nibble: the hex digit it makes.
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import math
 import re
-from functools import lru_cache
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from functools import lru_cache
 
 from .errors import BadFilter, RouteError
 from .lifecycle import STATUSES  # the one vocabulary; kept here for filters' callers
@@ -66,7 +66,7 @@ def parse_time(text: str, now: float, name: str) -> float:
         raise BadFilter(f"--{name} {text!r} is not a time; use a duration ago (1h, 30m), "
                         "an ISO date-time (2026-11-22T10:00:00Z) or Unix seconds") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return when.timestamp()
 
 

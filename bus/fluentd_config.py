@@ -21,9 +21,9 @@ class Section:
     arg: str
     line: int
     params: dict[str, tuple[str, int]] = field(default_factory=dict)  # key -> (value, line)
-    sections: list["Section"] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
 
-    def sub(self, name: str) -> "Section | None":
+    def sub(self, name: str) -> Section | None:
         return next((s for s in self.sections if s.name == name), None)
 
 

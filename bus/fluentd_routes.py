@@ -14,8 +14,9 @@ import base64
 import json
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import RouteError
 from .fluentd_config import Section, boolean, headers, seconds

@@ -6,14 +6,23 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis
 
 from . import journal, settings
-from .errors import (BacklogFull, BodyTooLarge, BusError, IdempotencyConflict, InvalidBody, InvalidTag, NoRoute,
-                     RedisFull, Unavailable)
+from .errors import (
+    BacklogFull,
+    BodyTooLarge,
+    BusError,
+    IdempotencyConflict,
+    InvalidBody,
+    InvalidTag,
+    NoRoute,
+    RedisFull,
+    Unavailable,
+)
 from .events import new_id
 from .journal.pipelined import Ack, SharedPipe
 from .journal.target import RedisTarget
@@ -137,7 +146,7 @@ def prepare(intake: Intake, tag: str, records: list[Any], headers: bytes = b"",
             _check_order_key(route, record, i if len(records) > 1 else None)
         if route.destinations:  # one record per destination: its own status, attempts and schedule
             shared = new_id()
-            events += [journal.NewEvent(copy_id(shared, d.destination), tag, d.name, body, received, headers)
+            events += [journal.NewEvent(copy_id(shared, cast(str, d.destination)), tag, d.name, body, received, headers)
                        for d in route.destinations]
         else:
             events.append(journal.NewEvent(new_id(), tag, route.name, body, received, headers))
@@ -147,7 +156,7 @@ def prepare(intake: Intake, tag: str, records: list[Any], headers: bytes = b"",
 def _check_order_key(route: Route, record: dict[str, Any], item: int | None) -> None:
     """An ordered route keyed by a record field takes only records that have it as a string, number or
     boolean: a record without its key has no place in any order, and guessing one would order it wrongly."""
-    value = record.get(route.order_key)
+    value = record.get(route.order_key) if route.order_key is not None else None
     if isinstance(value, (str, int, float)):  # bool is an int
         return
     where = f"item {item}" if item is not None else "the event"

@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -49,7 +50,7 @@ def print_table(rows: Sequence[tuple[str, ...]]) -> None:
 
 
 def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
 def _client(config: settings.Settings, router: Router | None = None) -> shards.Shards:

@@ -13,7 +13,8 @@ with the same numbers.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -49,7 +50,7 @@ class BusCollector(Collector):
     summed over the shards (each route's from its own); a shard that does not answer leaves out
     what it holds and shows as bus_redis_shard_up 0."""
 
-    def __init__(self, client: "redis.Redis | Shards", routes: Iterable[str], hot_window: float | None = None):
+    def __init__(self, client: redis.Redis | Shards, routes: Iterable[str], hot_window: float | None = None):
         self.shards = as_shards(client)
         self.routes = list(routes)
         self.hot_window = hot_window  # None: the archive is off
@@ -179,7 +180,7 @@ def _gauges(current: list[stats.RouteStats]) -> Iterator[Metric]:
     yield from [*gauges.values(), oldest, failing_count, open_count, failing, failures, since, breaker, held]
 
 
-def exposition(client: "redis.Redis | Shards", routes: Iterable[str], accept: str = "",
+def exposition(client: redis.Redis | Shards, routes: Iterable[str], accept: str = "",
                hot_window: float | None = None) -> tuple[bytes, str]:
     """The scrape answer and its content type (Prometheus text, or OpenMetrics when the scraper asks for it).
     `hot_window` (seconds) adds the archive's gauges; None when the archive is off."""

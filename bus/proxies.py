@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
 

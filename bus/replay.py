@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -56,7 +57,7 @@ def check_ids(raw: object) -> list[str]:
     return list(dict.fromkeys(raw))
 
 
-def plan(client: "redis.Redis | Shards", router: Router, f: EventFilter, retention: int, limit: int | None = None,
+def plan(client: redis.Redis | Shards, router: Router, f: EventFilter, retention: int, limit: int | None = None,
          ids: Sequence[str] | None = None, archive: Store | None = None) -> Plan:
     """The events `f` chooses, from Redis and the archive; with `ids`, only those events, each still
     checked against `f`."""
@@ -72,7 +73,7 @@ def plan(client: "redis.Redis | Shards", router: Router, f: EventFilter, retenti
     return result
 
 
-def run(client: "redis.Redis | Shards", router: Router, events: list[dict[str, Any]], to: str | None = None,
+def run(client: redis.Redis | Shards, router: Router, events: list[dict[str, Any]], to: str | None = None,
         progress: Callable[[int, int], None] | None = None, archive: Store | None = None) -> int:
     """Queue new delivery tasks for the events (same event ids, so X-Request-Id is unchanged); returns how many.
     A task message carries up to its route's group size, so a batch_max route's replay goes out in
@@ -113,7 +114,7 @@ def _group_size(router: Router, route: str) -> int:
     return known.group_size if known else GROUP_SIZE
 
 
-def run_paced(client: "redis.Redis | Shards", router: Router, events: list[dict[str, Any]], due: Sequence[float],
+def run_paced(client: redis.Redis | Shards, router: Router, events: list[dict[str, Any]], due: Sequence[float],
               to: str | None = None, progress: Callable[[int, int], None] | None = None,
               clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
               archive: Store | None = None) -> int:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 SIGNING_PREFIX = "whsec_"
 

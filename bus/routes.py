@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from fnmatch import fnmatchcase
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from . import proxies, route_secrets
@@ -50,9 +51,9 @@ class Endpoint:
 
     def render(self, tag: str) -> str:
         parts = tag.split(".")
-        out = []
-        for i, piece in enumerate(self.pieces):
-            if i % 2 == 0:
+        out: list[str] = []
+        for piece in self.pieces:
+            if isinstance(piece, str):  # the text between placeholders (every other piece)
                 out.append(piece)
                 continue
             if piece is None:
@@ -116,9 +117,9 @@ class Route:
     # "<route>.<destination>", its queue bus.<route>.<destination>). "" for a route with one endpoint.
     destination: str = ""
     # A fan-out route: one Route per destination (what workers deliver); this one only matches tags.
-    destinations: tuple["Route", ...] = ()
+    destinations: tuple[Route, ...] = ()
 
-    def for_copies(self) -> "Route":
+    def for_copies(self) -> Route:
         """The route as copies sent elsewhere (`bus replay --to`) use it: without anything that proves to
         the route's endpoint who is calling (secret headers, credential headers, signing keys, the client
         certificate). A copy goes to a URL the replaying operator chose, which may not be the endpoint's."""
@@ -206,14 +207,14 @@ def parse_endpoint(template: str) -> Endpoint:
         pos = m.end()
     pieces.append(template[pos:])
     marker = "\x00"
-    skeleton = "".join(p if i % 2 == 0 else marker for i, p in enumerate(pieces))
+    skeleton = "".join(p if isinstance(p, str) else marker for p in pieces)
     url = urlsplit(skeleton)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise ValueError(f"{template!r} is not an http:// or https:// URL with a host")
     if marker in url.scheme or "@" in url.netloc:
         raise ValueError(f"{template!r}: the scheme, port and user info must be fixed (no placeholders, no '@')")
     try:
-        url.port
+        _ = url.port  # urlsplit checks the port only when asked
     except ValueError:
         raise ValueError(f"{template!r} has an invalid port") from None
     # A tag in the host decides where data goes: allowed only with allowed_hosts (checked in parse_route).
@@ -429,7 +430,7 @@ def _fanout(name: str, file: str, table: dict[str, Any], visibility_timeout: int
         raise RouteError(f"{file}: key 'endpoint': a route with destinations has an endpoint in each "
                          "[[destinations]] table; move it into one")
     defaults = {k: v for k, v in table.items() if k != "destinations"}
-    children = []
+    children: list[Route] = []
     for i, dest in enumerate(raw, 1):
         dname = dest.get("name")
         where = f"{file}: destination {i}" + (f" ({dname!r})" if isinstance(dname, str) else "")

@@ -5,9 +5,10 @@ import math
 import os
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .journal.target import RedisTarget
@@ -138,7 +139,7 @@ class Settings:
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
-    def redis(self) -> "RedisTarget":
+    def redis(self) -> RedisTarget:
         """What BUS_REDIS_URL names (one server, or Sentinels), as every Redis client of the bus takes it."""
         return redis_target(self)
 
@@ -147,7 +148,7 @@ class Settings:
         """Every Redis of the bus by shard name, BUS_REDIS_URL's ("default") first."""
         return (DEFAULT_SHARD, *(name for name, _ in self.redis_shards))
 
-    def shard(self, name: str) -> "RedisTarget":
+    def shard(self, name: str) -> RedisTarget:
         """The Redis of shard `name` ("default": BUS_REDIS_URL)."""
         if name == DEFAULT_SHARD:
             return self.redis
@@ -158,12 +159,12 @@ class Settings:
         return parse(url, master, self.redis_sentinel_password, setting=f"BUS_REDIS_SHARDS ({name})")
 
     @property
-    def worker_redis(self) -> "RedisTarget":
+    def worker_redis(self) -> RedisTarget:
         """The Redis a worker process talks to: its shard's (BUS_WORKER_SHARD), BUS_REDIS_URL's by default."""
         return self.shard(self.worker_shard)
 
 
-def redis_target(config: "Settings") -> "RedisTarget":
+def redis_target(config: Settings) -> RedisTarget:
     from .journal.target import parse
 
     return parse(config.redis_url, config.redis_sentinel_master, config.redis_sentinel_password)
@@ -200,7 +201,7 @@ def _shard_masters(env: dict[str, str], shards: tuple[tuple[str, str], ...]) -> 
     return tuple(found)
 
 
-def _check_shards(config: "Settings") -> None:
+def _check_shards(config: Settings) -> None:
     """Each shard's URL parses, no two shards (BUS_REDIS_URL included) are the same Redis, and
     BUS_WORKER_SHARD names a shard."""
     from .celery_checks import server_id
@@ -245,8 +246,8 @@ def _number(env: dict[str, str], name: str, default: float, cast: type = float) 
 
 def _duration(env: dict[str, str], name: str, default: int, minimum: int = 1, too_short: str = "") -> int:
     """A duration in BUS_RETENTION's syntax (90s, 30m, 12h, 7d, 2w or seconds), at least `minimum` seconds."""
-    from .filters import parse_duration
     from .errors import BadFilter
+    from .filters import parse_duration
 
     raw = env.get(name)
     if not raw:
@@ -265,8 +266,8 @@ def _retention(env: dict[str, str]) -> int:
 
 
 def _hot_window(raw: str | None) -> float:
-    from .filters import parse_duration
     from .errors import BadFilter
+    from .filters import parse_duration
 
     if not raw:
         return DEFAULT_HOT_WINDOW

@@ -7,8 +7,9 @@ one did not answer.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from . import journal
 from .errors import Unavailable

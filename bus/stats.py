@@ -7,9 +7,10 @@ so the three never disagree about what "backlog" or "failing" means.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import redis
 
@@ -53,7 +54,7 @@ class RouteStats:
     endpoints: list[EndpointStats]  # the failing endpoints, longest failing first (up to breakers.LISTED)
 
 
-def read(client: "redis.Redis | Shards", routes: Iterable[str], now: float | None = None) -> list[RouteStats]:
+def read(client: redis.Redis | Shards, routes: Iterable[str], now: float | None = None) -> list[RouteStats]:
     """The stats of every route, in the order given, from one round trip per shard; Unavailable naming
     a shard that does not answer (a table without its routes would read as if they were idle)."""
     now = time.time() if now is None else now
@@ -117,7 +118,7 @@ class ArchiveStats:
     overdue: int  # delivered events received more than BUS_HOT_WINDOW ago, still in Redis
 
 
-def read_archive(client: "redis.Redis | Shards", shown_url: str, hot_window: float, now: float) -> ArchiveStats:
+def read_archive(client: redis.Redis | Shards, shown_url: str, hot_window: float, now: float) -> ArchiveStats:
     """The archive as the latest mover pass of any shard found it, and what waits for it on all of them."""
     shards = as_shards(client)
     states = [journal.archive_state(c) for c in shards.clients.values()]
@@ -156,7 +157,7 @@ def age(seconds: float | None) -> str:
 def since_text(failing_since: float | None, now: float) -> str:
     if not failing_since:
         return "-"
-    when = datetime.fromtimestamp(failing_since, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    when = datetime.fromtimestamp(failing_since, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     return f"{when} ({age(now - failing_since)} ago)"
 
 

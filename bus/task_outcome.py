@@ -11,7 +11,7 @@ schedule alone, as before.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from celery.exceptions import Retry
 

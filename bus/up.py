@@ -8,8 +8,6 @@ import subprocess
 import sys
 import time
 
-import redis
-
 from . import journal, local_up, settings, supervise
 from .errors import ConfigError
 from .routes import load_configured

@@ -3,7 +3,8 @@ failure turned into ArchiveUnavailable (the connection is dropped and made again
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import ArchiveUnavailable
 from .rows import ArchivedEvent

@@ -50,7 +50,7 @@ class Moved:
     changed: int = 0  # replayed or copied since they were read: left in Redis for the next pass
     gone: int = 0  # purged or expired meanwhile
 
-    def add(self, other: "Moved") -> None:
+    def add(self, other: Moved) -> None:
         self.moved += other.moved
         self.changed += other.changed
         self.gone += other.gone

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .base import StoreBase
 from .rows import COLUMNS, SUMMARY_COLUMNS, ArchivedEvent, Scan, append_copy, from_values, summary, where

@@ -17,15 +17,16 @@ Rules every read follows:
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import orjson
 
 from .. import journal
 from ..errors import ArchiveUnavailable, EventNotFound, Unavailable
-from ..shards import Shards, as_shards, down
 from ..filters import EventFilter
+from ..shards import Shards, as_shards, down
 from . import Store
 from .rows import ArchivedEvent, scan_for
 

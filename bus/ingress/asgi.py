@@ -17,8 +17,9 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -28,8 +29,16 @@ from ..errors import BusError, Unavailable
 from ..journal import REDIS_DOWN
 from ..journal.pipelined import Ack, PipelinedRedis
 from . import guarded_protocol
-from .http import (authorize, authorize_head, check_declared_length, check_read_length, error_answer, is_event_post, make_app,
-                   prepare_posted)
+from .http import (
+    authorize,
+    authorize_head,
+    check_declared_length,
+    check_read_length,
+    error_answer,
+    is_event_post,
+    make_app,
+    prepare_posted,
+)
 
 log = logging.getLogger("bus.ingress")
 

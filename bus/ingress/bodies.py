@@ -9,9 +9,10 @@ accepted and not kept: a route delivers the record alone, as out_http does.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from email.parser import BytesParser
 from email.policy import HTTP
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -20,7 +21,8 @@ from ..errors import BodyTooLarge, InvalidBody
 from ..settings import DEFAULT_MAX_BODY
 from .frames import gunzip, jsonable, unpack_all
 
-NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl", "application/jsonlines", "application/x-jsonlines"})
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl", "application/jsonlines",
+                          "application/x-jsonlines"})
 MSGPACK_TYPES = frozenset({"application/msgpack", "application/x-msgpack"})
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 # in_http looks for these fields in this order.

@@ -17,8 +17,9 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import orjson
 
@@ -64,7 +65,7 @@ class ProxyConfig:
                              "keep_headers": sorted(self.keep_headers)}).decode()
 
     @classmethod
-    def from_json(cls, raw: str) -> "ProxyConfig":
+    def from_json(cls, raw: str) -> ProxyConfig:
         data = orjson.loads(raw)
         return cls(data["tag"], data["upstream"], frozenset(data["retryable"]), data["preserve_host"],
                    data["require_capture"], frozenset(data["keep_headers"]))

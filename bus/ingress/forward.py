@@ -70,7 +70,7 @@ class ForwardServer:
         self.allowed_tags = compile_patterns(list(self.config.tags)) if self.config.tags else None
 
     @classmethod
-    def on_unix_socket(cls, bus: intake.Intake, path: str, config: ForwardSettings | None = None) -> "ForwardServer":
+    def on_unix_socket(cls, bus: intake.Intake, path: str, config: ForwardSettings | None = None) -> ForwardServer:
         """A listener on unix:PATH (Fluentd's in_unix, fluent-logger's unix://), BUS_UNIX_SOCKET_MODE its mode."""
         return cls(bus, "", 0, config, unix=unix_socket.bind(path, bus.settings.unix_socket_mode))
 
@@ -86,7 +86,7 @@ class ForwardServer:
         """False once the accept or heartbeat loop has died (bus serve then stops everything)."""
         return all(thread.is_alive() for thread in self._threads)
 
-    def start(self) -> "ForwardServer":
+    def start(self) -> ForwardServer:
         loops = [(self._accept_loop, "forward-accept")]
         if self._udp is not None:
             loops.append((self._heartbeat_loop, "forward-heartbeat"))
@@ -123,7 +123,7 @@ class ForwardServer:
         while not self._stopping.is_set():
             try:
                 sock, peer = self._tcp.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError as exc:
                 if self._stopping.is_set():
@@ -153,7 +153,7 @@ class ForwardServer:
         while not self._stopping.is_set():
             try:
                 _, peer = udp.recvfrom(128)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError as exc:
                 if not self._stopping.is_set():
@@ -260,7 +260,7 @@ class _Connection:
         self.sock.settimeout(None if deadline is None else max(deadline - time.monotonic(), 0.001))
         try:
             return self.sock.recv(RECV_BYTES)
-        except socket.timeout:
+        except TimeoutError:
             raise _Closed(why, level) from None
 
     def _send(self, message: Any) -> None:

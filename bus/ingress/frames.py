@@ -22,8 +22,9 @@ import hmac
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import msgpack
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
-from typing import Callable, Iterable, Mapping
 
 import orjson
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, UnsupportedMediaType
@@ -13,9 +13,24 @@ from werkzeug.wrappers import Request, Response
 
 from .. import archive, auth, fanout, filters, intake, journal, metrics, replay, stats
 from ..archive import tiers
-from ..errors import (ArchiveUnavailable, BacklogFull, BadFilter, BodyTooLarge, BusError, EventNotFound, Forbidden,
-                      IdempotencyConflict, InvalidBody, InvalidTag,
-                      NoRoute, RedisFull, RequestTimeout, Unauthorized, Unavailable, Unconfirmed)
+from ..errors import (
+    ArchiveUnavailable,
+    BacklogFull,
+    BadFilter,
+    BodyTooLarge,
+    BusError,
+    EventNotFound,
+    Forbidden,
+    IdempotencyConflict,
+    InvalidBody,
+    InvalidTag,
+    NoRoute,
+    RedisFull,
+    RequestTimeout,
+    Unauthorized,
+    Unavailable,
+    Unconfirmed,
+)
 from ..journal import REDIS_DOWN
 from ..logs import redact
 from ..routes import CREDENTIAL_HEADERS, Router

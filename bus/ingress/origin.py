@@ -22,8 +22,8 @@ grants.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
-from typing import Mapping
 from urllib.parse import urlsplit
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from .. import intake, logs
-from .asgi import THREADS_ENV
 from . import unix_socket
+from .asgi import THREADS_ENV
 from .guarded_protocol import GuardedProtocol
 from .unix_socket import unix_path
 
@@ -116,7 +116,7 @@ def serve_with_forward(bus: intake.Intake, bind: str, forward: str, workers: int
     return _serve_http_child(server, bind, workers, threads)
 
 
-def _serve_beside(server: "ForwardServer", bus: intake.Intake, bind: str, threads: int) -> int:
+def _serve_beside(server: ForwardServer, bus: intake.Intake, bind: str, threads: int) -> int:
     """uvicorn in this process's main thread, the forward listener's threads beside it.
 
     With one HTTP worker uvicorn forks nothing, so nothing inherits the listener's threads; and a
@@ -152,7 +152,7 @@ def _serve_beside(server: "ForwardServer", bus: intake.Intake, bind: str, thread
     return 1 if http_failed or listener_failed else 0
 
 
-def _serve_http_child(server: "ForwardServer", bind: str, workers: int, threads: int) -> int:
+def _serve_http_child(server: ForwardServer, bind: str, workers: int, threads: int) -> int:
     """The forward listener here, the HTTP ingress in a child `bus serve --forward off`.
 
     uvicorn's supervisor starts and reaps its workers (and would reap any other child of its

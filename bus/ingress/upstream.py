@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import httptools
@@ -116,7 +116,7 @@ class _Link(asyncio.Protocol):
     async def wait(self, timeout: float, what: str) -> None:
         try:
             await asyncio.wait_for(self.wake.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if self.transport is not None:
                 self.transport.close()
             raise UpstreamError(f"no {what} within {timeout:g}s", timed_out=True) from None
@@ -128,7 +128,7 @@ class _Link(asyncio.Protocol):
 class Answer:
     """The upstream's status and headers; `body()` yields its bytes as they arrive."""
 
-    def __init__(self, upstream: "Upstream", link: _Link):
+    def __init__(self, upstream: Upstream, link: _Link):
         self._upstream, self._link = upstream, link
         self.status, self.headers = link.status, link.headers
 
@@ -199,7 +199,7 @@ class Upstream:
         loop = asyncio.get_running_loop()
         try:
             _, link = await asyncio.wait_for(loop.create_connection(_Link, self.host, self.port), self.open_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamError(f"could not connect to {self.netloc} within {self.open_timeout:g}s",
                                 timed_out=True) from None
         except OSError as exc:

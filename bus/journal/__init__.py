@@ -17,56 +17,138 @@ Callers use `from bus import journal` and the names below.
 """
 from __future__ import annotations
 
-from ..lifecycle import STATUSES
-
-from .keys import (
-    ARCHIVE_MOVER, ARCHIVE_STATE, COUNTERS, KOMBU_UNACKED, RECOVERY_LOCK, held_key, attempts_key, breaker_key, copies_key, event_key,
-    filling_key, index_key, latency_key, mover_key, pending_key, queue_name, retry_key, slot_key, spool_mark_key,
-)
-from .store import (
-    DEAD, DEFAULT_RETENTION, DELIVERED, QUEUED, REDIS_DOWN, RESPONSE_KEEP, RETRYING, SUMMARY_FIELDS, attempts, last_copies,
-    connect, load, Idempotency, NewEvent, Page, readable, show, summaries, unavailable,
-)
-from .grouping import (
-    ACCEPT_SCRIPT, FILLING_MS, SpoolMark, accept, accept_batches, accept_call, accept_copies, accepted_ids, lane_group, load_many,
-    refill_if_idle,
+from ..lifecycle import DEAD, DELIVERED, QUEUED, RETRYING, STATUSES
+from . import breakers
+from .archiving import (
+    archive_state,
+    archived_counts,
+    claim_archive_mover,
+    due_for_archive,
+    forget_archived,
+    in_redis,
+    load_whole,
+    overdue,
+    set_archive_state,
 )
 from .capture import CAPTURE_SCRIPT, capture_call
-from . import breakers
-from .transitions import (
-    RECORD_ATTEMPT_SCRIPT, record_attempt_call, record_attempt_taking, claim_mover, drop_scheduled, due, enqueue, hand_off, next_due, park,
-    record_attempt, record_copy, copy_record, recheck, refusal, release, requeue, status_class,
-)
 from .counters import (
-    LATENCY_BUCKETS, SLOT, SLOTS_KEPT, backlog, count, count_refused, counters, latency, RouteSnapshot,
+    LATENCY_BUCKETS,
+    SLOT,
+    SLOTS_KEPT,
+    RouteSnapshot,
+    backlog,
+    count,
+    count_refused,
+    counters,
+    latency,
     snapshot,
 )
-from .listing import (
-    find, iter_matching, purge, sweep,
+from .grouping import (
+    ACCEPT_SCRIPT,
+    FILLING_MS,
+    SpoolMark,
+    accept,
+    accept_batches,
+    accept_call,
+    accept_copies,
+    accepted_ids,
+    lane_group,
+    load_many,
+    refill_if_idle,
 )
-from .memory import READING, MemoryMark, check_room, check_writable
+from .keys import (
+    ARCHIVE_MOVER,
+    ARCHIVE_STATE,
+    COUNTERS,
+    KOMBU_UNACKED,
+    RECOVERY_LOCK,
+    attempts_key,
+    breaker_key,
+    copies_key,
+    event_key,
+    filling_key,
+    held_key,
+    index_key,
+    latency_key,
+    mover_key,
+    pending_key,
+    queue_name,
+    retry_key,
+    slot_key,
+    spool_mark_key,
+)
 from .listing import _cursor_bounds as cursor_bounds
-from .archiving import (
-    archive_state, archived_counts, claim_archive_mover, due_for_archive, forget_archived, in_redis, load_whole,
-    overdue, set_archive_state,
+from .listing import (
+    find,
+    iter_matching,
+    purge,
+    sweep,
 )
 from .lost import (
-    last_recovery, pending_ids, recovery_done, recovery_lock, recovery_unlock, redis_time, requeue_lost,
-    lane_waiting_ids, scheduled_ids, task_messages, waiting_ids,
+    lane_waiting_ids,
+    last_recovery,
+    pending_ids,
+    recovery_done,
+    recovery_lock,
+    recovery_unlock,
+    redis_time,
+    requeue_lost,
+    scheduled_ids,
+    task_messages,
+    waiting_ids,
 )
-
+from .memory import READING, MemoryMark, check_room, check_writable
+from .store import (
+    DEFAULT_RETENTION,
+    REDIS_DOWN,
+    RESPONSE_KEEP,
+    SUMMARY_FIELDS,
+    Idempotency,
+    NewEvent,
+    Page,
+    attempts,
+    connect,
+    last_copies,
+    load,
+    readable,
+    show,
+    summaries,
+    unavailable,
+)
+from .transitions import (
+    RECORD_ATTEMPT_SCRIPT,
+    claim_mover,
+    copy_record,
+    drop_scheduled,
+    due,
+    enqueue,
+    hand_off,
+    next_due,
+    park,
+    recheck,
+    record_attempt,
+    record_attempt_call,
+    record_attempt_taking,
+    record_copy,
+    refusal,
+    release,
+    requeue,
+    status_class,
+)
 
 __all__ = [
     "STATUSES", "COUNTERS", "KOMBU_UNACKED", "RECOVERY_LOCK", "attempts_key", "breaker_key",
     "copies_key", "event_key", "filling_key", "index_key", "latency_key", "mover_key", "pending_key",
     "queue_name", "retry_key", "slot_key", "spool_mark_key", "DEAD", "DEFAULT_RETENTION", "DELIVERED", "QUEUED", "REDIS_DOWN",
     "RESPONSE_KEEP", "RETRYING", "SUMMARY_FIELDS", "attempts", "connect", "load", "Idempotency", "NewEvent", "Page", "show",
-    "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "SpoolMark", "accept", "accept_batches", "accept_call", "accept_copies", "accepted_ids", "lane_group", "load_many",
+    "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "SpoolMark", "accept", "accept_batches", "accept_call",
+    "accept_copies", "accepted_ids", "lane_group", "load_many",
     "refill_if_idle", "breakers", "claim_mover", "drop_scheduled", "due", "enqueue", "next_due",
     "hand_off", "park", "record_attempt", "record_copy", "copy_record", "recheck", "refusal", "release", "requeue",
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",
     "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "pending_ids",
-    "recovery_lock", "recovery_unlock", "requeue_lost", "last_recovery", "recovery_done", "redis_time", "held_key", "scheduled_ids", "lane_waiting_ids", "task_messages", "waiting_ids",
+    "recovery_lock", "recovery_unlock", "requeue_lost", "last_recovery", "recovery_done", "redis_time", "held_key",
+    "scheduled_ids", "lane_waiting_ids", "task_messages", "waiting_ids",
     "READING", "MemoryMark", "check_room", "check_writable",
     "last_copies", "CAPTURE_SCRIPT", "capture_call", "RECORD_ATTEMPT_SCRIPT", "record_attempt_call", "record_attempt_taking",
     "ARCHIVE_MOVER", "ARCHIVE_STATE", "archive_state", "archived_counts", "claim_archive_mover",

@@ -7,10 +7,14 @@ from typing import Any
 
 import redis
 
+from ..lifecycle import DELIVERED
+from . import scripts
 from .counters import counters
 from .keys import ARCHIVE_MOVER, ARCHIVE_STATE, COUNTERS, attempts_key, copies_key, event_key, index_key
-from . import scripts
-from .store import DELIVERED, decode, script
+from .store import (
+    decode,
+    script,
+)
 from .transitions import claim_lease
 
 

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..lifecycle import QUEUED
 from . import scripts
 from .keys import COUNTERS, event_key, index_key
-from .store import QUEUED, NewEvent
+from .store import (
+    NewEvent,
+)
 
 # A captured request is journaled as queued before the proxy forwards it, and its live attempt is
 # recorded (transitions.record_attempt_call) once the upstream has answered; lua/capture.lua says more.

@@ -1,14 +1,17 @@
 """Counts for /metrics and `bus stats`: counters bumped by the transitions, latency, per-route snapshots."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import redis
 
+from ..lifecycle import DEAD, QUEUED, RETRYING
 from .keys import COUNTERS, index_key, latency_key, pending_key, queue_name, slot_key
-from .store import DEAD, QUEUED, REDIS_DOWN, RETRYING, unavailable
-
+from .store import (
+    REDIS_DOWN,
+    unavailable,
+)
 
 # Accept-to-2xx seconds: from a healthy endpoint's tens of milliseconds to a day-long outage.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0)

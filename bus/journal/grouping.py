@@ -1,6 +1,7 @@
 """Accepting events and grouping them into task messages: the pending list per route and its Lua."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -8,14 +9,20 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
-from ..messages import GROUP_SIZE, SHOWN, group_template
 from ..errors import IdempotencyConflict
-from . import breakers
+from ..lifecycle import QUEUED
+from ..messages import GROUP_SIZE, SHOWN, group_template
+from . import breakers, scripts
 from .keys import COUNTERS, event_key, filling_key, idempotency_key, index_key, pending_key, queue_name, spool_mark_key
 from .pipelined import NotConfirmed, SharedPipe, eval_, evalsha
-from . import scripts
-from .store import QUEUED, REDIS_DOWN, Idempotency, NewEvent, decode, script, unavailable
-
+from .store import (
+    REDIS_DOWN,
+    Idempotency,
+    NewEvent,
+    decode,
+    script,
+    unavailable,
+)
 
 # Newly accepted events wait on their route's pending list, and a task message takes them
 # off it in groups of up to GROUP_SIZE: a request of one event does not cost one Celery task
@@ -158,7 +165,7 @@ def load_many(pipe: SharedPipe, event_ids: list[str], route: str, group_size: in
             breakers.open_from_reply(open_now))
 
 
-def accept_batches(pipe: SharedPipe, batches: list[tuple[list[NewEvent], int] | tuple[list[NewEvent], int, str]],
+def accept_batches(pipe: SharedPipe, batches: Sequence[tuple[list[NewEvent], int] | tuple[list[NewEvent], int, str]],
                    marks: list[SpoolMark] | None = None) -> int:
     """Accept several batches (each the events of one route, the route's group size and order) in one round
     trip: a producer's spool sending what waited on disk, each batch with its SpoolMark. Events

@@ -68,7 +68,6 @@ listing reads only its own set, and reading cleans out what retention expired.
 """
 from __future__ import annotations
 
-
 COUNTERS = "bus:counters"
 HEALTH_PROBE = "bus:healthz"
 

@@ -6,17 +6,24 @@ import itertools
 import math
 import re
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import redis
 
 from ..errors import BadFilter
 from ..filters import EventFilter
-from ..lifecycle import STATUSES
+from ..lifecycle import DELIVERED, STATUSES
+from . import scripts
 from .counters import counters
 from .keys import attempts_key, copies_key, event_key, index_key, retry_key
-from . import scripts
-from .store import DEFAULT_RETENTION, DELIVERED, SUMMARY_FIELDS, Page, script, summary
+from .store import (
+    DEFAULT_RETENTION,
+    SUMMARY_FIELDS,
+    Page,
+    script,
+    summary,
+)
 
 _PURGE = scripts.load("purge.lua", "group.lua", "lane.lua")
 # What find() hands out: the last event's index score, ':', its id.

@@ -7,17 +7,31 @@ event's task can be, so recovery can find the events whose task is nowhere.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import redis
 
+from ..lifecycle import QUEUED, RETRYING
 from ..messages import Outgoing
-from .keys import (KOMBU_UNACKED, RECOVERY_DONE, RECOVERY_LOCK, event_key, index_key, lane_key, lanes_key, parked_key,
-                   pending_key, queue_name, retry_key)
 from . import scripts
-from .store import QUEUED, RETRYING, script
-
+from .keys import (
+    KOMBU_UNACKED,
+    RECOVERY_DONE,
+    RECOVERY_LOCK,
+    event_key,
+    index_key,
+    lane_key,
+    lanes_key,
+    parked_key,
+    pending_key,
+    queue_name,
+    retry_key,
+)
+from .store import (
+    script,
+)
 
 _SCAN_CHUNK = 1000
 _REQUEUE = scripts.load("requeue_lost.lua")

@@ -1,4 +1,5 @@
-"""Whether Redis can take new events: its memory against the ingress's high mark (read twice a second), and for /healthz its role and a probe write.
+"""Whether Redis can take new events: its memory against the ingress's high mark (read twice a
+second), and for /healthz its role and a probe write.
 
 Redis runs with a maxmemory and `noeviction` (bus up, docker-compose): it never
 drops an accepted event to make room, it refuses writes instead (OOM). Refused
@@ -24,12 +25,19 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..errors import RedisFull, Unavailable
+from ..lifecycle import QUEUED, RETRYING
 from .keys import HEALTH_PROBE, index_key
 from .pipelined import SharedPipe
-from .store import MEMORY_ADVICE, QUEUED, REDIS_DOWN, RETRYING, NewEvent, unavailable
+from .store import (
+    MEMORY_ADVICE,
+    REDIS_DOWN,
+    NewEvent,
+    unavailable,
+)
 
 READ_EVERY = 0.5
 MIN_GAP = 0.02

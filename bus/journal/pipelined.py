@@ -109,7 +109,7 @@ def reply_error(reply: hiredis.ReplyError) -> redis.RedisError:
 class _Link(asyncio.Protocol):
     """The socket's side: feeds replies to the connection's waiters in order."""
 
-    def __init__(self, owner: "PipelinedRedis"):
+    def __init__(self, owner: PipelinedRedis):
         self.owner = owner
         self.reader = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
@@ -231,7 +231,7 @@ class PipelinedRedis:
                     host, port = await primary_async(self.target, self.timeout)
                 _, link = await asyncio.wait_for(
                     loop.create_connection(lambda: _Link(self), host, port, ssl=tls), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise redis.TimeoutError(f"no connection to Redis within {self.timeout:g}s") from None
         except OSError as exc:
             raise redis.ConnectionError(f"cannot connect to Redis: {exc}") from exc
@@ -498,7 +498,7 @@ class SharedPipe:
                 if isinstance(reply, hiredis.ReplyError):
                     self._disconnect()
                     raise reply_error(reply)
-        except socket.timeout:
+        except TimeoutError:
             self._disconnect()
             raise redis.TimeoutError(f"no connection to Redis within {self.timeout:g}s") from None
         except OSError as exc:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 # "$<length>" of the short arguments, made once: formatting one per argument was half of pack().
 _HEADS = [b"$%d" % n for n in range(512)]
 

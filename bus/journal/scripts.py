@@ -10,12 +10,23 @@ NOSCRIPT), so a Redis restart only costs the next call one reload.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from .. import lifecycle
-from .keys import (breaker_key, event_key, filling_key, index_key, lane_key, lanes_key, order_counter_key, parked_key,
-                   pending_key, queue_name, retry_key)
+from .keys import (
+    breaker_key,
+    event_key,
+    filling_key,
+    index_key,
+    lane_key,
+    lanes_key,
+    order_counter_key,
+    parked_key,
+    pending_key,
+    queue_name,
+    retry_key,
+)
 
 _LUA = resources.files(__package__) / "lua"
 
@@ -126,7 +137,7 @@ def prelude(name: str, code: str = "") -> str:
                      + chosen) + "\n"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str, *libraries: str) -> str:
     """Script `name` (a file in lua/) with its prelude and, before it, the `libraries` it calls (files
     of Lua functions shared by scripts). Read once per process."""

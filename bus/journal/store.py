@@ -1,8 +1,9 @@
 """The event record: connecting to Redis, running our scripts, reading and decoding events."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 import redis
@@ -10,11 +11,9 @@ from redis.exceptions import MasterDownError
 
 from .. import captured
 from ..errors import EventNotFound, RedisFull, Unavailable, Unconfirmed
-from ..lifecycle import DEAD, DELIVERED, QUEUED, RETRYING
 from .keys import attempts_key, copies_key, event_key
 from .pipelined import NoReplicasError, NotConfirmed, SharedPipe
 from .target import RedisTarget, client, parse
-
 
 DEFAULT_RETENTION = 7 * 24 * 3600
 RESPONSE_KEEP = 2048

@@ -120,7 +120,7 @@ async def primary_async(target: RedisTarget, timeout: float) -> tuple[str, int]:
             while (address := exchange.feed(await asyncio.wait_for(reader_stream.read(4096), timeout))) is None:
                 pass
             return address
-        except (OSError, ValueError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ValueError) as exc:
             errors.append(f"{host}:{port}: {exc or 'timed out'}")
         finally:
             if writer is not None:

@@ -2,21 +2,38 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 import redis
 
-from .counters import LATENCY_BUCKETS, SLOT
 from ..endpoints import EndpointKey
-from .keys import (
-    COUNTERS, attempts_key, breaker_key, copies_key, event_key, failing_key, latency_key, mover_key,
-    open_breakers_key, parked_key, queue_name, retry_key, slot_key,
-)
-from .pipelined import SharedPipe
+from ..lifecycle import DELIVERED, RETRYING
 from ..messages import Outgoing
 from . import scripts
-from .store import DEFAULT_RETENTION, DELIVERED, RESPONSE_KEEP, RETRYING, script
+from .counters import LATENCY_BUCKETS, SLOT
+from .keys import (
+    COUNTERS,
+    attempts_key,
+    breaker_key,
+    copies_key,
+    event_key,
+    failing_key,
+    latency_key,
+    mover_key,
+    open_breakers_key,
+    parked_key,
+    queue_name,
+    retry_key,
+    slot_key,
+)
+from .pipelined import SharedPipe
+from .store import (
+    DEFAULT_RETENTION,
+    RESPONSE_KEEP,
+    script,
+)
 
 # Every move of bus/lifecycle.py's table below is one script of lua/ that reads the event's status
 # (and the task its record names) itself and answers 'ok' or why it refused: 'gone', 'superseded',

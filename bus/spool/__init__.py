@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from .producer import Producer
 from .layout import Waiting, inspect
+from .producer import Producer
 
 __all__ = ["Producer", "Waiting", "inspect"]

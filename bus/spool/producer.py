@@ -150,7 +150,7 @@ class Producer:
             "last_error": self._sender.last_error,
         }
 
-    def __enter__(self) -> "Producer":
+    def __enter__(self) -> Producer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,10 +7,10 @@ import threading
 from collections import defaultdict
 
 from .. import journal
-from ..settings import DEFAULT_SHARD
 from ..errors import BusError
 from ..intake import Intake
 from ..messages import GROUP_SIZE
+from ..settings import DEFAULT_SHARD
 from .store import Batch, Spool
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class Sender:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"bus-spool-sender {spool.directory}", daemon=True)
 
-    def start(self) -> "Sender":
+    def start(self) -> Sender:
         self._thread.start()
         return self
 

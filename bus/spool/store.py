@@ -32,8 +32,24 @@ from pathlib import Path
 from ..errors import ConfigError, SpoolError, SpoolFull
 from ..journal import NewEvent
 from . import frames
-from .layout import (CURSOR_SLOT, READ_CHUNK, Position, Waiting, cursor_record, fsync_dir, identity, lock,
-                     open_segment, place, read_cursor, resume_point, scan, segment, segments, write_all)
+from .layout import (
+    CURSOR_SLOT,
+    READ_CHUNK,
+    Position,
+    Waiting,
+    cursor_record,
+    fsync_dir,
+    identity,
+    lock,
+    open_segment,
+    place,
+    read_cursor,
+    resume_point,
+    scan,
+    segment,
+    segments,
+    write_all,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +72,7 @@ class Batch:
 # A forked child gets copies of every open spool's descriptors, the lock's among them: while the
 # child lives, the flock would outlast the parent's close(), and a new Producer on the directory
 # would be refused. The child closes its copies at once; it cannot use the parent's spool anyway.
-_open_spools: "weakref.WeakSet[Spool]" = weakref.WeakSet()
+_open_spools: weakref.WeakSet[Spool] = weakref.WeakSet()
 
 
 def _drop_inherited() -> None:

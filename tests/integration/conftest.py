@@ -18,9 +18,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import orjson
 import pytest
@@ -170,7 +170,7 @@ class BusProcess:
         self.args, self.env, self.log = args, env, log
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "BusProcess":
+    def start(self) -> BusProcess:
         self._out = open(self.log, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "bus", *self.args], env=self.env,
                                      stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -368,7 +368,7 @@ def bus(tmp_path_factory: pytest.TempPathFactory):
         server.stop()
 
 
-def run_bus(bus: "Bus", *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_bus(bus: Bus, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`bus ARGS...` as a user runs it, against this bus (or `env`), its output captured."""
     return subprocess.run([sys.executable, "-m", "bus", *args], env=env or bus.env,
                           capture_output=True, text=True, timeout=60)

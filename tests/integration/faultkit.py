@@ -139,8 +139,9 @@ class MisbehavingReceiver:
 
     Modes: ("sleep", s) answers 200 after s seconds; ("status", code, headers) answers with that
     status; "reset" closes with RST after reading the request; "cut_headers" sends half a status
-    line and header, then RST; "cut_body" sends a 200 status line and part of the body, then RST; ("huge", code, nbytes) streams nbytes of body; ("trickle", s)
-    sends one header byte every s seconds, forever.
+    line and header, then RST; "cut_body" sends a 200 status line and part of the body, then RST;
+    ("huge", code, nbytes) streams nbytes of body; ("trickle", s) sends one header byte every s
+    seconds, forever.
     """
 
     def __init__(self) -> None:

@@ -13,6 +13,7 @@ from bus.archive import open_store, tiers
 from bus.archive.mover import Mover
 from bus.errors import ArchiveUnavailable, EventNotFound
 from bus.filters import EventFilter
+
 # The mover's tests' fixtures: a Redis of the test's own and an open store of each archive.
 from test_archive_mover import HOT, client, deliver, store  # noqa: F401
 

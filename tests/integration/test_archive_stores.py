@@ -10,8 +10,8 @@ from archivekit import outage, rows
 from bus.archive import open_store
 from bus.archive.rows import ArchivedEvent, Scan, scan_for
 from bus.errors import ArchiveUnavailable
-from bus.filters import EventFilter
 from bus.events import new_id
+from bus.filters import EventFilter
 
 pytestmark = pytest.mark.integration
 DAY = 86400

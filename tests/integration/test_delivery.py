@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from bus import journal
-from conftest import waiting_for_a_task, wait_until
+from conftest import wait_until, waiting_for_a_task
 
 
 def unique(prefix: str = "t") -> str:

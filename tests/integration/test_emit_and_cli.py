@@ -1,7 +1,6 @@
 """bus.emit() and the `bus` command line against a real Redis and worker."""
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
@@ -9,8 +8,6 @@ import pytest
 
 from bus import InvalidTag, NoRoute, Unavailable, intake, settings
 from conftest import bus_env, run_bus, wait_until
-
-
 
 
 def test_emit_returns_the_id_and_the_event_is_delivered(bus):

@@ -24,7 +24,14 @@ from bus import RouteError, intake, journal
 from bus.routes import load_routes
 from conftest import BusProcess, bus_env, wait_until, waiting_for_a_task
 from faultkit import (
-    FaultBus, MisbehavingReceiver, duplicates, group_pids, make_fault_bus, peak_rss_mb, report, wait_group_gone,
+    FaultBus,
+    MisbehavingReceiver,
+    duplicates,
+    group_pids,
+    make_fault_bus,
+    peak_rss_mb,
+    report,
+    wait_group_gone,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -64,7 +64,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
         sock.settimeout(max(deadline - time.monotonic(), 0.01))
         try:
             data = sock.recv(4096)
-        except socket.timeout:
+        except TimeoutError:
             break
         except ConnectionResetError:
             return True, received

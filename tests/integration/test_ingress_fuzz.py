@@ -9,7 +9,9 @@ import asyncio
 import json
 from urllib.parse import quote, unquote
 
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from bus import intake, journal, settings

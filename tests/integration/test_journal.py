@@ -5,15 +5,12 @@ import json
 import time
 import uuid
 
-import orjson
 import pytest
 import requests
 
 from bus import journal
 from bus.filters import EventFilter
 from conftest import parked_tag, run_bus, wait_until
-
-
 
 
 def status_of(bus, event_id: str) -> str:

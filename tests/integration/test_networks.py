@@ -23,10 +23,9 @@ from standardwebhooks.webhooks import Webhook
 
 from bus import intake, journal, settings
 from bus.auth import new_token
-from tests.certs import make_ca
-from faultkit import MisbehavingReceiver
 from conftest import ROUTE_SECRETS, BusProcess, Receiver, bus_env, free_port, start_ingress, start_worker, wait_until
-
+from faultkit import MisbehavingReceiver
+from tests.certs import make_ca
 
 
 class KeepAliveReceiver:

@@ -10,9 +10,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 import pytest
@@ -50,7 +50,7 @@ class Upstream:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Upstream":
+    def start(self) -> Upstream:
         upstream = self
 
         class Handler(http.server.BaseHTTPRequestHandler):

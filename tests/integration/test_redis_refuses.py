@@ -7,7 +7,6 @@ import time
 import uuid
 from pathlib import Path
 
-import msgpack
 import pytest
 import requests
 

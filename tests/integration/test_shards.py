@@ -3,10 +3,8 @@
 shard), a real receiver; a shard killed with SIGKILL refuses only its own routes."""
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import orjson
@@ -14,7 +12,7 @@ import pytest
 import requests
 
 from bus import journal
-from conftest import BusProcess, Receiver, RedisServer, bus_env, free_port, start_ingress, wait_until
+from conftest import BusProcess, Receiver, RedisServer, bus_env, start_ingress, wait_until
 from faultkit import wait_group_gone
 
 ROUTES = {

@@ -3,7 +3,7 @@ retry_max_interval, with jitter in [d/2, d], honouring Retry-After."""
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -153,7 +153,7 @@ def test_retry_after_delta_seconds(header, seconds):
     assert parse_retry_after(header) == seconds
 
 
-NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=timezone.utc)
+NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -175,7 +175,7 @@ def test_retry_after_http_date(header, seconds):
 
 
 def test_retry_after_http_date_defaults_to_now():
-    when = datetime.now(timezone.utc) + timedelta(seconds=90)
+    when = datetime.now(UTC) + timedelta(seconds=90)
     header = when.strftime("%a, %d %b %Y %H:%M:%S GMT")
     assert 85 <= parse_retry_after(header) <= 90
 

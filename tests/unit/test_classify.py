@@ -3,7 +3,7 @@ timeouts and retryable_statuses retried (unless max_attempts); any other status 
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -114,7 +114,7 @@ def test_retry_after_seconds_is_honoured():
 
 
 def test_retry_after_http_date_is_honoured():
-    when = datetime.now(timezone.utc) + timedelta(seconds=40)
+    when = datetime.now(UTC) + timedelta(seconds=40)
     outcome = classify(ROUTE, 1, 503, retry_after=when.strftime("%a, %d %b %Y %H:%M:%S GMT"))
     assert outcome.verdict == RETRY
     assert 35 <= outcome.delay <= 40

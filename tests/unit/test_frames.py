@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 
 from bus.errors import BodyTooLarge, BusError, InvalidBody, InvalidTag
 from bus.ingress.frames import (
-    COMPRESSED, FORWARD, MESSAGE, PACKED, EventTime, FrameReader, Handshake, decode_frame, gunzip,
+    COMPRESSED,
+    FORWARD,
+    MESSAGE,
+    PACKED,
+    EventTime,
+    FrameReader,
+    Handshake,
+    decode_frame,
+    gunzip,
 )
 
 LIMIT = 64 * 1024

@@ -12,7 +12,6 @@ from bus.errors import ConfigError
 from bus.routes import parse_route
 from bus.settings import OutboundSettings
 
-
 CLOSE = "close"
 
 

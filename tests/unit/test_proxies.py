@@ -6,10 +6,9 @@ import base64
 import pytest
 
 from bus import settings
-from bus.errors import ConfigError
+from bus.errors import ConfigError, RouteError
 from bus.proxies import choose, from_environment, parse_proxy
 from bus.routes import parse_route
-from bus.errors import RouteError
 
 ENV = {"HTTP_PROXY": "http://plain:3128", "HTTPS_PROXY": "http://alice:s3cr%40t@secure:8443"}
 

@@ -18,9 +18,15 @@ import pytest
 from bus.errors import InvalidTag, RouteError
 from bus.tag_glob import parse
 from bus.tag_nfa import compile_nfa
-from bus.tags import (MAX_ALTERNATIVES, MAX_BRACE_DEPTH, MAX_PATTERN_LENGTH, MAX_TAG_LENGTH, compile_pattern,
-                      compile_patterns, validate_tag)
-
+from bus.tags import (
+    MAX_ALTERNATIVES,
+    MAX_BRACE_DEPTH,
+    MAX_PATTERN_LENGTH,
+    MAX_TAG_LENGTH,
+    compile_pattern,
+    compile_patterns,
+    validate_tag,
+)
 
 # --------------------------------------------------------------------------- tags
 
