@@ -115,6 +115,8 @@ class Prepared:
     @property
     def ids(self) -> list[str]:
         """The events' ids (of a fan-out route: each event once, not each destination's copy)."""
+        if not self.route.destinations:
+            return [e.id for e in self.events]
         return list(dict.fromkeys(event_id(e.id) for e in self.events))
 
 
@@ -197,7 +199,8 @@ def commit(intake: Intake, prepared: Prepared) -> list[str]:
         journal.check_room(link.pipe, link.memory)
         check_backlog(intake, prepared)
         if prepared.route.destinations:
-            ids = answer(prepared, journal.accept_copies(link.pipe, accept_calls(prepared)))
+            calls = accept_calls(prepared)
+            ids = answer(prepared, calls, journal.accept_copies(link.pipe, calls))
         else:
             ids = journal.accept(link.pipe, prepared.events, prepared.route.group_size, prepared.idempotency,
                                  prepared.route.order)
@@ -224,9 +227,9 @@ def accept_calls(prepared: Prepared) -> list[tuple[list[journal.NewEvent], int, 
     return calls
 
 
-def answer(prepared: Prepared, replies: list[Any]) -> list[str]:
-    """The ids a request's answer gives, from the accept scripts' replies (in accept_calls' order)."""
-    calls = accept_calls(prepared)
+def answer(prepared: Prepared, calls: list[tuple[list[journal.NewEvent], int, journal.Idempotency | None, str]],
+           replies: list[Any]) -> list[str]:
+    """The ids a request's answer gives, from the replies of accept_calls' `calls`, in their order."""
     for (events, _, idempotency, _), reply in zip(calls[1:], replies[1:]):
         journal.accepted_ids(events, reply, idempotency)  # an IdempotencyConflict in any destination is the request's
     events, _, idempotency, _ = calls[0]

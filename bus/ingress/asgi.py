@@ -132,20 +132,24 @@ class Ingress:
                 memory.update(await asyncio.gather(*(pipe.execute(*command) for command in journal.READING),
                                                    return_exceptions=True))
             memory.check()
-            # One accept per destination of a fan-out route: sent together, so they share one write.
-            calls = [journal.accept_call(events, size, idempotency, order=order)
-                     for events, size, idempotency, order in intake.accept_calls(prepared)]
-            replies = await asyncio.gather(*(pipe.run_script(journal.ACCEPT_SCRIPT, keys, args, confirm=True)
-                                             for keys, args in calls), return_exceptions=True)
-            failed = next((r for r in replies if isinstance(r, BaseException)), None)
-            if failed is not None:
-                raise failed
+            calls = intake.accept_calls(prepared)
+            scripts = [journal.accept_call(events, size, idempotency, order=order)
+                       for events, size, idempotency, order in calls]
+            if len(scripts) == 1:  # one endpoint: every single event's path, no gather to pay for
+                replies = [await pipe.run_script(journal.ACCEPT_SCRIPT, *scripts[0], confirm=True)]
+            else:
+                # One accept per destination of a fan-out route: sent together, so they share one write.
+                replies = await asyncio.gather(*(pipe.run_script(journal.ACCEPT_SCRIPT, keys, args, confirm=True)
+                                                 for keys, args in scripts), return_exceptions=True)
+                failed = next((r for r in replies if isinstance(r, BaseException)), None)
+                if failed is not None:
+                    raise failed
         except REDIS_DOWN as exc:
             raise intake.on_shard(bus, link, journal.unavailable(exc)) from exc
         except Unavailable as exc:  # above the shard's memory mark
             raise intake.on_shard(bus, link, exc) from exc
         memory.accepted(prepared.events)
-        return intake.answer(prepared, replies)
+        return intake.answer(prepared, calls, replies)
 
     async def through_wsgi(self, scope: dict, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
