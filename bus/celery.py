@@ -14,6 +14,7 @@ from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_
 from celery.utils.log import get_multiprocessing_logger
 
 from . import celery_checks, kombu_fixes, local_up, logs, settings
+from .beside_pool import BesideThePool
 from .errors import ConfigError, Unavailable
 from .recovery import RecoverLostTasks
 
@@ -103,6 +104,8 @@ kombu_fixes.apply()
 celery_checks.refuse_purging_bus_queues()
 # Runs at every (re)connection of a worker: requeues tasks kombu lost in a crash (recovery.py).
 app.steps["consumer"].add(RecoverLostTasks)
+# Once the pool has forked, before the consumer: the archive mover (forked), then the lease thread.
+app.steps["worker"].add(BesideThePool)
 
 
 @worker_init.connect

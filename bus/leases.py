@@ -84,14 +84,24 @@ def _run(watch: Watch) -> None:
         _stop.wait(TICK)
 
 
+_watch: Watch | None = None
+
+
 @worker_init.connect
 def _start(**_: object) -> None:
-    """Before the consumer takes its first task: name the held set kombu_fixes writes, take the lease."""
+    """Before the pool forks: name the held set kombu_fixes writes (the pool processes need it too)."""
+    global _watch
     config = settings.load()
     me = worker_name()
     kombu_fixes.held_key = held_key(me)
-    watch = Watch(connect(config.worker_redis, config.redis_timeout), me)
-    threading.Thread(target=_run, args=(watch,), name="bus-worker-lease", daemon=True).start()
+    _watch = Watch(connect(config.worker_redis, config.redis_timeout), me)
+
+
+def start_thread() -> None:
+    """Take the lease and keep it, before the consumer takes its first task (beside_pool.py starts it
+    once the pool and the archive mover have forked: no thread runs in the process they copy)."""
+    if _watch is not None:
+        threading.Thread(target=_run, args=(_watch,), name="bus-worker-lease", daemon=True).start()
 
 
 @worker_shutdown.connect

@@ -1,5 +1,5 @@
 """The archive mover: delivered events received more than BUS_HOT_WINDOW ago leave Redis for the
-archive, in batches, by a process every `bus worker` starts beside it (launch.py; one at a time holds the lease).
+archive, in batches, by a process every `bus worker` forks beside it (launch.py; one at a time holds the lease).
 
 Moving an event is one more guarded step of its lifecycle: the batch is written to the archive
 first (an upsert by event id), and only then deleted from Redis by a script that checks each
@@ -176,18 +176,31 @@ def _one_pass(mover: Mover) -> float:
     return TICK if busy else IDLE_TICK
 
 
-def main(argv: list[str]) -> int:
-    """`python -m bus.archive.mover WORKER_PID`: the mover of one worker, started by it (launch.py)."""
+def run(parent: int, forked: bool = False) -> int:
+    """The mover of the worker `parent` until SIGTERM or that worker is gone. Forked (launch.py), it
+    leaves the worker's signal handlers, logging and stdout/stderr proxies behind: Ctrl-C in a terminal reaches the whole
+    process group, and the worker stops its mover itself."""
     config = settings.load()
+    if forked:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        # Celery swapped these for proxies into its own logging, which the line below replaces.
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     logs.configure(config.log_format)
     store = store_for(config)
     if store is None:
         return 0
     signal.signal(signal.SIGTERM, lambda *_: _stop.set())
     client = journal.connect(config.worker_redis, config.redis_timeout)  # this worker's shard
-    _run(Mover(client, store, config.hot_window, config.retention), int(argv[0]))
+    _run(Mover(client, store, config.hot_window, config.retention), parent)
     store.close()
     return 0
+
+
+def main(argv: list[str]) -> int:
+    """`python -m bus.archive.mover WORKER_PID`: the mover of one worker, spawned by it when it cannot
+    fork one (launch.py)."""
+    return run(int(argv[0]))
 
 
 if __name__ == "__main__":

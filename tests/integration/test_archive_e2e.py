@@ -199,10 +199,14 @@ def test_reads_say_which_tier_did_not_answer(archived_bus):
 
 def test_the_mover_process_ends_with_its_worker_even_when_the_worker_is_killed(archived_bus):
     bus = archived_bus
-    found = wait_until(lambda: re.search(r"archive mover running \(pid (\d+)\)", bus.worker.output()), 30,
+    found = wait_until(lambda: re.search(r"archive mover running \(pid (\d+)\), (\S+)", bus.worker.output()), 30,
                        what="the worker's log naming its mover")
     mover = int(found.group(1))
     assert process_alive(mover)
+    # Forked from the worker's main process once its pool has forked (beside_pool.py), not a second interpreter.
+    assert found.group(2) == "forked"
+    assert int(Path(f"/proc/{mover}/stat").read_text().rsplit(")", 1)[1].split()[1]) == bus.worker.proc.pid
+    assert Path(f"/proc/{mover}/cmdline").read_bytes() == Path(f"/proc/{bus.worker.proc.pid}/cmdline").read_bytes()
     os.kill(bus.worker.proc.pid, signal.SIGKILL)  # the worker's main process alone, as the OOM killer would
     wait_until(lambda: not process_alive(mover), 10, what="the mover to stop after its worker")
     assert "archive mover stops: its worker" in bus.worker.output()
