@@ -2,18 +2,14 @@
 from __future__ import annotations
 
 import gc
-import importlib.util
 import logging
-import os
-import stat
 import sys
-from pathlib import Path
 
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_after_setup, worker_init
 from celery.utils.log import get_multiprocessing_logger
 
-from . import celery_checks, kombu_fixes, local_up, logs, settings
+from . import celery_checks, celery_config, kombu_fixes, local_up, logs, settings
 from .beside_pool import BesideThePool
 from .errors import ConfigError, Unavailable
 from .recovery import RecoverLostTasks
@@ -65,41 +61,11 @@ def _check_fanout_layout(router: object, config: settings.Settings) -> None:
         client.close()
 
 
-def _config_module() -> object:
-    """The Celery settings: BUS_CELERY_CONFIG's file, else ./celeryconfig.py, else the bundled defaults.
-
-    The file is Python that every worker runs, so it is loaded by its path, never found on
-    sys.path, and refused when another user owns it or anyone may write it (as ssh refuses
-    a config file others can write; a group-writable one is left alone, as umask 002 makes
-    them): `bus worker` run in a shared directory must not run a celeryconfig.py someone else
-    left there."""
-    explicit = settings.load().celery_config
-    path = explicit or Path("celeryconfig.py")
-    if not path.is_file():
-        if explicit:
-            raise ConfigError(f"BUS_CELERY_CONFIG={explicit}: no such file")
-        return "bus.celery_defaults"
-    _check_owner(path)
-    spec = importlib.util.spec_from_file_location("celeryconfig", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules["celeryconfig"] = module
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-def _check_owner(path: Path) -> None:
-    info = path.stat()
-    if info.st_uid not in (0, os.getuid()) or info.st_mode & stat.S_IWOTH:
-        raise ConfigError(f"{path.resolve()}: refusing to load Celery settings that another user owns or may "
-                          f"write (owner uid {info.st_uid}, mode {stat.filemode(info.st_mode)}); run "
-                          f"'chmod o-w {path}', or point BUS_CELERY_CONFIG at the file you mean")
-
-
 # `celery -A bus flower` (or worker, inspect) typed in the directory of a running `bus up` reaches
 # its Redis as the `bus` commands do, not a system Redis on 6379 (local_up.py). Before the
 # settings below read BUS_REDIS_URL.
 local_up.adopt(settings.load(), "celery")
-app.config_from_object(_config_module())
+app.config_from_object(celery_config.config_module())
 kombu_fixes.apply()
 celery_checks.refuse_purging_bus_queues()
 # Runs at every (re)connection of a worker: requeues tasks kombu lost in a crash (recovery.py).

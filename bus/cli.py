@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from . import auth, intake, journal, journal_cli, local_up, logs, proxy_cli, settings, shards, stats
+from . import auth, celery_config, intake, journal, journal_cli, local_up, logs, proxy_cli, settings, shards, stats
+from .celery_checks import check_broker
 from .errors import BusError, ConfigError, Unavailable
 from .ingress.bodies import parse_records
 from .routes import Route, Router, load_configured
@@ -214,7 +215,9 @@ def _positive(value: str) -> float:
 def cmd_serve(args: argparse.Namespace, config: settings.Settings) -> int:
     from .ingress.server import serve, serve_with_forward
 
-    _celery_app(config)  # the workers listen on Celery's broker: it must be where intake queues tasks
+    # The workers listen on Celery's broker: it must be where intake queues tasks. Read without
+    # importing Celery, which the ingress never uses otherwise (celery_config.py).
+    check_broker(celery_config.broker_urls(), config.worker_redis.url, config.worker_shard)
     bus = intake.load(config)
     if args.forward != "off":
         if config.tokens_file and not config.forward.shared_key:
@@ -268,7 +271,6 @@ def _worker_routes(router: Router, names: Sequence[str]) -> list[Route]:
 def _celery_app(config: settings.Settings) -> Celery:
     """The Celery app, once its broker is known to be the journal's Redis (celery_checks.py)."""
     from .celery import app
-    from .celery_checks import check_broker
 
     check_broker(app.conf, config.worker_redis.url, config.worker_shard)
     return app
