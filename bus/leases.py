@@ -47,8 +47,7 @@ class Watch:
 
     def tick(self, now: float) -> list[str]:
         """Renew, then hand back the tasks of workers lapsed for GRACE; the task ids handed back."""
-        journal_leases.register(self.client, self.me, LEASE_MS)
-        listed = journal_leases.workers(self.client)
+        listed = journal_leases.renew_and_look(self.client, self.me, LEASE_MS)
         live = [w for w, alive in listed.items() if alive]
         self.lapsed_since = {w: self.lapsed_since.get(w, now) for w, alive in listed.items()
                              if not alive and w != self.me}
