@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from . import journal, local_up, settings, supervise
+from . import journal, local_up, settings, supervise, up_fork
 from .errors import ConfigError
 from .routes import load_configured
 
@@ -20,6 +20,11 @@ def _start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(argv, env=env, start_new_session=True)
 
 
+def _fork(name: str, argv: list[str]) -> up_fork.Forked:
+    print(f"bus up: starting {name}: bus {' '.join(argv)} (forked)", flush=True)
+    return up_fork.start(f"bus {argv[0]}", argv)
+
+
 def _wait_for_redis(url: str, proc: subprocess.Popen, timeout: float = 10.0) -> None:
     client = journal.connect(url, 1.0)
     deadline = time.monotonic() + timeout
@@ -28,13 +33,14 @@ def _wait_for_redis(url: str, proc: subprocess.Popen, timeout: float = 10.0) -> 
             raise ConfigError(f"redis-server exited with status {proc.returncode}; see its log under ./var")
         try:
             client.ping()
+            client.close()  # before the children fork: none of them may share its socket
             return
         except journal.REDIS_DOWN:
             time.sleep(0.1)
     raise ConfigError(f"redis-server did not answer on {url} within {timeout:.0f}s")
 
 
-def _stop(procs: list[tuple[str, subprocess.Popen]], grace: float = 20.0) -> None:
+def _stop(procs: list[tuple[str, subprocess.Popen | up_fork.Forked]], grace: float = 20.0) -> None:
     for name, proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -67,8 +73,7 @@ def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int,
     # Flower's API is open only because `bus up` binds everything to loopback.
     env = {"FLOWER_UNAUTHENTICATED_API": "true", **os.environ,
            "BUS_REDIS_URL": url, "BUS_ROUTES": str(config.routes_dir.resolve())}
-    bus_cmd = [sys.executable, "-m", "bus"]
-    procs: list[tuple[str, subprocess.Popen]] = []
+    procs: list[tuple[str, subprocess.Popen | up_fork.Forked]] = []
     try:
         rproc = _start("redis", [
             redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(var / "redis"),
@@ -83,16 +88,19 @@ def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int,
         procs.append(("redis", rproc))
         _wait_for_redis(url, rproc)
         router = load_configured(config)
+        # The ingress and the workers are forked from this process once it has imported what they run,
+        # with their environment, so they share those pages (up_fork.py; docs/performance.md, issue 22).
+        os.environ.update(env)
+        up_fork.preload()
         # One HTTP process by default: uvicorn then serves in `bus serve`'s own child, with no supervisor
         # pinging workers twice a second and no spawned copies of the interpreter (docs/performance.md,
         # fifth round: 70 MiB of PSS and most of the idle CPU of the ingress, at the same e2e rate).
-        procs.insert(0, ("ingress", _start("ingress", bus_cmd + ["serve", "--bind", bind, "--forward", forward,
-                                                                   "--workers", str(ingress_workers)], env)))
+        procs.insert(0, ("ingress", _fork("ingress", ["serve", "--bind", bind, "--forward", forward,
+                                                      "--workers", str(ingress_workers)])))
         # Without Flower nobody reads Celery's task events; a Flower started by hand asks for them.
-        quiet = [] if flower_port else ["--no-task-events"]
+        options = [] if flower_port else ["--no-task-events"]
         for route in router.routes:
-            procs.insert(1, (f"worker {route.name}", _start(f"worker {route.name}",
-                                                            bus_cmd + ["worker", route.name, *quiet], env)))
+            procs.insert(1, (f"worker {route.name}", _fork(f"worker {route.name}", ["worker", route.name, *options])))
         if flower_port:
             procs.insert(1, ("flower", _start("flower", [sys.executable, "-m", "celery", "-A", "bus", "flower",
                                                           f"--port={flower_port}", "--address=127.0.0.1",

@@ -173,8 +173,10 @@ def test_a_child_of_bus_up_that_dies_stops_everything_else_and_bus_up_exits_1(tm
         up, env, marker, _, _ = start_bus_up(tmp_path, "http://127.0.0.1:9/x", "child-dies", out)
     try:
         wait_until(lambda: (tmp_path / "var" / "bus-up.json").exists(), 30, what="bus up to start everything")
-        children = [int(p) for p in Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()]
-        (worker,) = [p for p in children if b"\0worker\0" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        # Forked from `bus up` (up_fork.py): the command line is bus up's, the name (set by the child
+        # itself once forked) says what it runs.
+        (worker,) = wait_until(lambda: [p for p in _children(up.pid) if _comm(p) == "bus worker"], 10,
+                               what="the worker to be named")
         os.kill(worker, signal.SIGKILL)
         assert up.wait(60) == 1
         wait_until(lambda: not processes_with_env(marker), 10, what="every other child of bus up to exit")
@@ -182,6 +184,17 @@ def test_a_child_of_bus_up_that_dies_stops_everything_else_and_bus_up_exits_1(tm
         assert not (tmp_path / "var" / "bus-up.json").exists(), "the record does not outlive its bus up"
     finally:
         kill_leftovers(up, marker)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def test_bus_up_without_flower_sends_no_task_events_until_a_monitor_asks_for_them(tmp_path):
