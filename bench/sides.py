@@ -33,11 +33,14 @@ def pss_kib(pid: int) -> tuple[int, int]:
 
 
 def cmdline(pid: int) -> str:
+    """The process's name and command line: `bus up` forks its ingress and workers, which keep its
+    command line and name themselves (bus/up_fork.py)."""
     try:
         parts = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return "?"
-    return " ".join(p.decode(errors="replace") for p in parts if p)[:90]
+    return f"[{name}] " + " ".join(p.decode(errors="replace") for p in parts if p)[:90]
 
 
 class Side:
