@@ -20,10 +20,10 @@ from .celery import app
 from .classify import DEAD, DELIVERED, RETRY, Outcome, classify
 from .deadline import AttemptDeadline, Deadline
 from .errors import ArchiveUnavailable, DeadLettered, NoRoute
-from .journal.pipelined import SharedPipe
 from .lane_run import LaneRun
 from .messages import DELIVER_TASK, GROUP_SIZE, new_message
 from .routes import VISIBILITY_MARGIN, Route, Router, event_id, load_configured
+from .wire.pipelined import SharedPipe
 
 log = logging.getLogger("bus.delivery")
 # A copy sent with `bus replay --to` (a staging service) is tried this many
