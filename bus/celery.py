@@ -15,9 +15,9 @@ from celery.utils.log import get_multiprocessing_logger
 
 from . import celery_checks, kombu_fixes, local_up, logs, settings
 from .errors import ConfigError, Unavailable
-from .recovery import RecoverLostTasks
+from .worker.recovery import RecoverLostTasks
 
-app = Celery("bus", include=["bus.delivery", "bus.scheduler", "bus.leases", "bus.archive.launch"])
+app = Celery("bus", include=["bus.worker.delivery", "bus.worker.scheduler", "bus.worker.leases", "bus.archive.launch"])
 
 
 @after_setup_logger.connect

@@ -1,4 +1,4 @@
-"""Worker leases, and handing a dead worker's unacked tasks back to their queues (for bus/leases.py).
+"""Worker leases, and handing a dead worker's unacked tasks back to their queues (for bus/worker/leases.py).
 
 kombu hands a task back only once it has been unacked for the visibility timeout (60 s by
 default, and it cannot be much shorter: an attempt must fit in it). A worker killed with

@@ -87,7 +87,7 @@ def test_a_live_worker_whose_tag_is_in_a_dead_ones_stale_set_keeps_its_task(faul
 
 def test_one_recovery_serves_every_worker_that_asked_before_it_began(fault_bus):
     """Many workers reconnecting after one Redis restart: the first scans the backlog, the rest skip."""
-    from bus import recovery
+    from bus.worker import recovery
 
     bus = fault_bus({"slow": SLOW_ROUTE}, visibility_timeout=VISIBILITY)
     client = bus.client()

@@ -183,7 +183,7 @@ def celery_task():
 
 
 def test_stand_in_task_has_the_real_deliver_signature(celery_task):
-    from bus.delivery import deliver as real
+    from bus.worker.delivery import deliver as real
 
     _, stand_in = celery_task
     assert real.name == stand_in.name == DELIVER_TASK

@@ -24,8 +24,8 @@ import time
 import redis
 from celery import bootsteps
 
-from . import journal, settings
-from .messages import event_ids_of, new_message
+from .. import journal, settings
+from ..messages import event_ids_of, new_message
 
 log = logging.getLogger("bus.recovery")
 

@@ -26,12 +26,12 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from ..proxies import Choice, Proxy, choose
+from ..routes import Route
+from ..settings import OutboundSettings
+from ..trust import tls_context
 from .connect import ProxyError, open_connection
 from .deadline import Deadline
-from .proxies import Choice, Proxy, choose
-from .routes import Route
-from .settings import OutboundSettings
-from .trust import tls_context
 
 # Idle connections kept per origin: a prefork pool process sends one attempt at a time; a threads
 # pool may send more at once, and connections beyond this are closed after their answer.

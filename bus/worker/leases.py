@@ -21,9 +21,9 @@ import time
 
 from celery.signals import worker_init, worker_shutdown
 
-from . import kombu_fixes, settings
-from .journal import REDIS_DOWN, connect, held_key
-from .journal import leases as journal_leases
+from .. import kombu_fixes, settings
+from ..journal import REDIS_DOWN, connect, held_key
+from ..journal import leases as journal_leases
 
 log = logging.getLogger("bus.leases")
 
