@@ -13,7 +13,8 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_after_setup, worker_init
 from celery.utils.log import get_multiprocessing_logger
 
-from . import celery_checks, kombu_fixes, local_up, logs, settings
+from . import local_up, logs, settings
+from .broker import celery_checks, kombu_fixes
 from .errors import ConfigError, Unavailable
 from .worker.recovery import RecoverLostTasks
 

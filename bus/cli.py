@@ -267,8 +267,8 @@ def _worker_routes(router: Router, names: Sequence[str]) -> list[Route]:
 
 def _celery_app(config: settings.Settings) -> Celery:
     """The Celery app, once its broker is known to be the journal's Redis (celery_checks.py)."""
+    from .broker.celery_checks import check_broker
     from .celery import app
-    from .celery_checks import check_broker
 
     check_broker(app.conf, config.worker_redis.url, config.worker_shard)
     return app

@@ -204,7 +204,7 @@ def _shard_masters(env: dict[str, str], shards: tuple[tuple[str, str], ...]) -> 
 def _check_shards(config: Settings) -> None:
     """Each shard's URL parses, no two shards (BUS_REDIS_URL included) are the same Redis, and
     BUS_WORKER_SHARD names a shard."""
-    from .celery_checks import server_id
+    from .broker.celery_checks import server_id
 
     seen: dict[tuple, str] = {}
     for name in config.shard_names:

@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import redis
 
+from ..broker.messages import Outgoing
 from ..endpoints import EndpointKey
 from ..lifecycle import DELIVERED, RETRYING
-from ..messages import Outgoing
 from ..wire.pipelined import SharedPipe
 from . import scripts
 from .counters import LATENCY_BUCKETS, SLOT

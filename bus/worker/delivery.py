@@ -15,9 +15,9 @@ from celery import Task
 from celery.exceptions import Reject
 
 from .. import archive, captured, endpoints, journal, logs, settings, signing
+from ..broker.messages import DELIVER_TASK, GROUP_SIZE, new_message
 from ..celery import app
 from ..errors import ArchiveUnavailable, DeadLettered, NoRoute
-from ..messages import DELIVER_TASK, GROUP_SIZE, new_message
 from ..routes import VISIBILITY_MARGIN, Route, Router, event_id, load_configured
 from ..wire.pipelined import SharedPipe
 from . import outbound, task_outcome

@@ -25,7 +25,7 @@ import redis
 from celery import bootsteps
 
 from .. import journal, settings
-from ..messages import event_ids_of, new_message
+from ..broker.messages import event_ids_of, new_message
 
 log = logging.getLogger("bus.recovery")
 

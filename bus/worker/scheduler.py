@@ -17,7 +17,7 @@ from typing import Any
 from celery.signals import worker_ready, worker_shutdown
 
 from .. import journal
-from ..messages import groups, new_message
+from ..broker.messages import groups, new_message
 from ..routes import Route
 from .backoff import FIRST_DELAY
 

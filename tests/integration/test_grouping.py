@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from bus import journal
-from bus.messages import GROUP_SIZE, delivery_message, event_ids_of
+from bus.broker.messages import GROUP_SIZE, delivery_message, event_ids_of
 from bus.routes import load_routes
 from bus.wire.pipelined import SharedPipe
 from bus.worker import recovery, scheduler

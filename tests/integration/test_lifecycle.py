@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from bus import endpoints, journal, settings
-from bus.messages import Outgoing, delivery_message
+from bus.broker.messages import Outgoing, delivery_message
 from bus.routes import load_configured
 from bus.wire.pipelined import SharedPipe
 from bus.worker import delivery, outbound

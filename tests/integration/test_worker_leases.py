@@ -8,7 +8,7 @@ import time
 import pytest
 
 from bus import intake, journal
-from bus.journal import leases
+from bus.broker import unacked as leases
 from conftest import wait_until
 from faultkit import duplicates, report, wait_group_gone
 from test_faults import SLOW_ROUTE, all_delivered, bodies_by_id, fault_bus, wait_all_delivered  # noqa: F401

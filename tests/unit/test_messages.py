@@ -19,8 +19,8 @@ from celery import Celery
 from celery.worker.request import Request
 from kombu import Connection
 
+from bus.broker.messages import DELIVER_TASK, GROUP_SIZE, delivery_message, event_ids_of, groups
 from bus.events import new_id
-from bus.messages import DELIVER_TASK, GROUP_SIZE, delivery_message, event_ids_of, groups
 
 EVENT_ID = "01900000-0000-7000-8000-000000000001"
 TAG = "api.orders"
