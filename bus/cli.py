@@ -92,8 +92,8 @@ def _proxy_line(config: settings.Settings, route: Route, url: str) -> str:
 
 
 def cmd_routes_import(args: argparse.Namespace, config: settings.Settings) -> int:
-    from .fluentd_config import parse
-    from .fluentd_routes import convert
+    from .fluentd.config import parse
+    from .fluentd.routes import convert
 
     if not args.file:
         raise UsageError("usage: bus routes import FLUENTD.CONF [--out DIR] [--dry-run] "
