@@ -109,7 +109,7 @@ def _attempt(pools: outbound.Pools, route: Route, url: str, body: bytes, headers
              method: str | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {"attempt": attempt, "at": time.time(), "url": url}
     started = time.monotonic()
-    # One deadline for the whole attempt, redirects included (bus/deadline.py).
+    # One deadline for the whole attempt, redirects included (deadline.py).
     deadline = Deadline.after(route.open_timeout + route.read_timeout)
     try:
         for _ in range(MAX_REDIRECTS + 1):
