@@ -96,6 +96,8 @@ def _recover_logged(why: str) -> None:
     config = settings.load()
     try:
         client = journal.connect(config.worker_redis, max(config.redis_timeout, 10.0))
+        # At every (re)connect, which covers the first start after an upgrade: two round trips.
+        journal.forget_retired(client)
         recover(client, asked_at=journal.redis_time(client))
     except journal.REDIS_DOWN as exc:
         # The consumer reconnects (and so runs this again) once Redis is back.
