@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from . import journal, local_up, settings, supervise, up_fork
 from .errors import ConfigError
@@ -20,9 +21,9 @@ def _start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(argv, env=env, start_new_session=True)
 
 
-def _fork(name: str, argv: list[str]) -> up_fork.Forked:
+def _fork(name: str, argv: list[str], main: Callable[[list[str]], int]) -> up_fork.Forked:
     print(f"bus up: starting {name}: bus {' '.join(argv)} (forked)", flush=True)
-    return up_fork.start(f"bus {argv[0]}", argv)
+    return up_fork.start(f"bus {argv[0]}", argv, main)
 
 
 def _wait_for_redis(url: str, proc: subprocess.Popen, timeout: float = 10.0) -> None:
@@ -57,7 +58,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int, forward: str = "127.0.0.1:24224",
-        ingress_workers: int = 1) -> int:
+        ingress_workers: int = 1, *, child_main: Callable[[list[str]], int]) -> int:
+    """child_main: what a forked child runs with its argv (the CLI's main, which calls this)."""
     # SIGTERM (docker stop, systemd, `timeout`) must stop the children too, as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
@@ -96,11 +98,12 @@ def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int,
         # pinging workers twice a second and no spawned copies of the interpreter (docs/performance.md,
         # fifth round: 70 MiB of PSS and most of the idle CPU of the ingress, at the same e2e rate).
         procs.insert(0, ("ingress", _fork("ingress", ["serve", "--bind", bind, "--forward", forward,
-                                                      "--workers", str(ingress_workers)])))
+                                                      "--workers", str(ingress_workers)], child_main)))
         # Without Flower nobody reads Celery's task events; a Flower started by hand asks for them.
         options = [] if flower_port else ["--no-task-events"]
         for route in router.routes:
-            procs.insert(1, (f"worker {route.name}", _fork(f"worker {route.name}", ["worker", route.name, *options])))
+            procs.insert(1, (f"worker {route.name}", _fork(f"worker {route.name}", ["worker", route.name, *options],
+                                                            child_main)))
         if flower_port:
             procs.insert(1, ("flower", _start("flower", [sys.executable, "-m", "celery", "-A", "bus", "flower",
                                                           f"--port={flower_port}", "--address=127.0.0.1",

@@ -21,11 +21,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
-# What the children run, imported before the fork so its pages are shared. The Celery app is loaded
+# What the children run, imported before the fork so its pages are shared (named, not imported here:
+# this module sits below the worker, the ingress and the CLI, which it only preloads). The Celery app is loaded
 # with the environment `bus up` gives its children (the caller sets it first): it reads its settings
 # when imported, as a child would.
-SHARED = ("bus.cli", "bus.celery", "bus.delivery", "bus.scheduler", "bus.leases", "bus.archive.launch",
+SHARED = ("bus.cli", "bus.celery", "bus.worker.delivery", "bus.worker.scheduler", "bus.worker.leases", "bus.archive.launch",
           "bus.archive.mover", "bus.ingress.server", "bus.ingress.asgi", "bus.ingress.forward",
           "celery.apps.worker", "celery.worker.consumer", "celery.concurrency.prefork", "kombu.transport.redis",
           "uvicorn.server", "uvicorn.config", "uvloop", "sqlite3", "bus.archive.sqlite")
@@ -80,8 +82,9 @@ def _name(title: str) -> None:
             comm.write(title[:15])
 
 
-def start(title: str, argv: list[str]) -> Forked:
-    """Fork a child that runs `bus ARGV` (cli.main) in a session of its own, as `bus up`'s Popen did."""
+def start(title: str, argv: list[str], main: Callable[[list[str]], int]) -> Forked:
+    """Fork a child that runs `bus ARGV` (main: the CLI's, which `bus up` is called from) in a session of
+    its own, as `bus up`'s Popen did."""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -95,9 +98,7 @@ def start(title: str, argv: list[str]) -> Forked:
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.argv = [sys.argv[0], *argv]
-        from . import cli
-
-        code = cli.main(argv)
+        code = main(argv)
     except SystemExit as exc:  # Celery's worker_main ends with one
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: BLE001 - never return into `bus up`'s own code in the child

@@ -48,7 +48,8 @@ def test_the_broker_urls_are_the_ones_the_celery_app_uses(case: str, tmp_path: P
 def test_the_ingress_checks_its_broker_without_loading_celery(tmp_path: Path) -> None:
     code = """
 import sys
-from bus import celery_checks, celery_config, cli, intake, settings
+from bus import celery_config, cli, intake, settings
+from bus.broker import celery_checks
 from bus.ingress import server
 config = settings.load()
 celery_checks.check_broker(celery_config.broker_urls(), config.worker_redis.url, config.worker_shard)

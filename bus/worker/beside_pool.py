@@ -6,7 +6,7 @@ just forked its pool processes, so it shares the same pages they do (~5 MiB of i
 the 24 of a spawned interpreter, or the 16 of a fork at worker_init, whose pages the worker's
 start-up then rewrote: docs/performance.md, issue 22); and before any thread of the worker runs,
 because a fork copies the locks other threads hold. The lease still starts before the consumer takes
-its first task, which is what bus/leases.py needs.
+its first task, which is what leases.py needs.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ class BesideThePool(bootsteps.StartStopStep):
     requires = ("celery.worker.components:Pool",)
 
     def start(self, w: object) -> None:
+        from ..archive import launch
         from . import leases
-        from .archive import launch
 
         # What the worker's start-up created since worker_init's freeze: the mover's collections
         # must not rewrite (and so copy) those pages either.
