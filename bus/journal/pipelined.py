@@ -56,13 +56,14 @@ def handshake(options: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 
 @functools.lru_cache(maxsize=64)
-def _sha(source: str) -> str:
+def script_sha(source: str) -> str:
+    """The SHA1 Redis knows a script by (EVALSHA)."""
     return hashlib.sha1(source.encode()).hexdigest()
 
 
 def evalsha(source: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
     """The script by its SHA; Redis answers NOSCRIPT (a NoScriptError) when it does not know it yet."""
-    return ("EVALSHA", _sha(source), len(keys), *keys, *args)
+    return ("EVALSHA", script_sha(source), len(keys), *keys, *args)
 
 
 def eval_(source: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
@@ -172,11 +173,15 @@ class PipelinedRedis:
         """Send one command and wait for its reply (written with whatever else this loop iteration sends).
         With `confirm` and an Ack of replicas, it counts only once that many replicas hold it: one WAIT
         follows each write of confirmed commands, and NotConfirmed says when too few did."""
+        return await self.execute_packed(pack(args), confirm=confirm)
+
+    async def execute_packed(self, packed: bytes, confirm: bool = False) -> Any:
+        """execute() of a command already in RESP (resp.pack, or fragments joined under one head)."""
         if self._link is None:
             await self._connected()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._out.append(pack(args))
+        self._out.append(packed)
         self._waiting.append((future, time.monotonic()))
         confirmed = None
         if confirm and self.ack.replicas:
@@ -371,6 +376,10 @@ class SharedPipe:
         """One command; with `confirm` and an Ack of replicas, NotConfirmed unless that many hold it
         (one WAIT after each batch of confirmed commands, as PipelinedRedis.execute)."""
         return self._submit(pack(args), confirm=confirm and self.ack.replicas > 0)
+
+    def execute_packed(self, packed: bytes, confirm: bool = False) -> Any:
+        """execute() of a command already in RESP (resp.pack, or fragments joined under one head)."""
+        return self._submit(packed, confirm=confirm and self.ack.replicas > 0)
 
     def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Several commands in one write and one wait; their replies in order, where Redis refused one
