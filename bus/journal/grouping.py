@@ -145,8 +145,13 @@ def accept_packed(events: list[NewEvent], group_size: int = GROUP_SIZE, order: s
     for ev in events:
         event_args += [ev.id, ev.tag, ev.body, ev.headers, repr(ev.received)]
     # 3 (EVALSHA, sha, numkeys) + 6 + n + 2 keys + 13 + 5n arguments
-    return b"".join((b"*%d\r\n" % (24 + 6 * n), command, fragment([8 + n]), keys, fragment(event_keys), placeholders,
-                     fragment([n]), constant, fragment(event_args)))
+    return b"".join((b"*%d\r\n" % (24 + 6 * n), command, _count(8 + n), keys, fragment(event_keys), placeholders,
+                     _count(n), constant, fragment(event_args)))
+
+
+@lru_cache(maxsize=256)
+def _count(n: int) -> bytes:
+    return fragment([n])
 
 
 @lru_cache(maxsize=1024)
