@@ -1,9 +1,9 @@
-"""RESP as the clients that write to Redis's socket themselves send it (bus/journal/resp.py)."""
+"""RESP as the clients that write to Redis's socket themselves send it (bus/wire/resp.py)."""
 from __future__ import annotations
 
 import pytest
 
-from bus.journal.resp import pack
+from bus.wire.resp import pack
 
 
 def test_a_command_is_an_array_of_bulk_strings_str_as_utf8_numbers_as_decimal_bytes_as_they_are():
@@ -27,7 +27,7 @@ def test_an_accept_joined_from_fragments_is_the_same_command_as_the_one_packed_w
     # bytes accept_call's keys and arguments pack to, for one event or several, ordered or not.
     from bus.journal import ACCEPT_SCRIPT, NewEvent, accept_call
     from bus.journal.grouping import accept_packed
-    from bus.journal.pipelined import evalsha
+    from bus.wire.pipelined import evalsha
 
     for order in ("", "tag", "field:k"):
         for n in (1, 3):
