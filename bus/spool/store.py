@@ -67,12 +67,16 @@ MIN_SEGMENT_BYTES = 64 << 10
 
 @dataclass(frozen=True)
 class Batch:
-    """Events read from the cursor on, and where the cursor goes once Redis has them."""
+    """Events read from the cursor on, as their frames' payloads, and where the cursor goes once Redis has them."""
 
-    events: list[NewEvent]
+    payloads: list[bytes]  # sent as they are (journal.accept_frames): the sender decodes none of them
     places: list[str]  # each event's place in the spool (layout.place), for Redis's mark of it
     end: Position
     size: int  # their frames' bytes
+
+    @property
+    def events(self) -> list[NewEvent]:
+        return [frames.decode(payload) for payload in self.payloads]
 
 
 # A forked child gets copies of every open spool's descriptors, the lock's among them: while the
@@ -245,15 +249,15 @@ class Spool:
         """The next events from the cursor on, up to about max_bytes (at least one event); None when none wait."""
         with self._mutex:
             pos, end, sizes = self._cursor, Position(self._active, self._sizes[self._active]), dict(self._sizes)
-        events: list[NewEvent] = []
+        payloads: list[bytes] = []
         places: list[str] = []
         size = 0
-        while pos < end and len(events) < max_events and size < max_bytes:
+        while pos < end and len(payloads) < max_events and size < max_bytes:
             if pos.offset >= sizes[pos.seq]:
                 pos = Position(min(s for s in sizes if s > pos.seq), 0)
                 continue
             data = self._pread(pos.seq, pos.offset, min(sizes[pos.seq] - pos.offset, max_bytes - size))
-            parsed = frames.parse(data, max_events - len(events))
+            parsed = frames.parse(data, max_events - len(payloads))
             if not parsed.payloads:  # a frame bigger than what was left of the budget
                 parsed = frames.parse(self._pread(pos.seq, pos.offset, frames.needed(data) or frames.HEADER.size), 1)
             if not parsed.payloads:
@@ -261,21 +265,21 @@ class Spool:
                                  f"{pos.offset}; move the directory aside and report it")
             offset = pos.offset
             for payload in parsed.payloads:
-                events.append(frames.decode(payload))
                 places.append(place(pos.seq, offset))
                 offset += frames.HEADER.size + len(payload)
+            payloads += parsed.payloads
             size += parsed.size
             pos = Position(pos.seq, pos.offset + parsed.size)
-        return Batch(events, places, pos, size) if events else None
+        return Batch(payloads, places, pos, size) if payloads else None
 
     def ack(self, batch: Batch) -> None:
         """Redis has the batch: move the cursor past it, delete the segments wholly sent."""
         with self._mutex:
             end = self._normal(batch.end)
             self._cursor = end
-            self._count -= len(batch.events)
+            self._count -= len(batch.payloads)
             self._bytes -= batch.size
-            self.acked_total += len(batch.events)
+            self.acked_total += len(batch.payloads)
             gone = [seq for seq in self._sizes if seq < end.seq]
             for seq in gone:
                 del self._sizes[seq]

@@ -20,7 +20,7 @@ import bus
 from archivekit import rows
 from bus import InvalidBody, InvalidTag, NoRoute, SpoolError, SpoolFull, SpoolLocked, intake, journal, settings
 from bus.journal.pipelined import SharedPipe
-from bus.spool import inspect
+from bus.spool import frames, inspect
 from bus.spool.layout import place
 from bus.spool.sender import Sender
 from bus.spool.store import Spool
@@ -175,6 +175,35 @@ def test_a_later_part_of_a_send_whose_earlier_part_redis_did_not_take_is_refused
     client.delete(*[journal.event_key(e.id) for e in events])  # gone from Redis: archived, say
     assert journal.accept_batches(pipe, [(events, 100)], [mark(0, 6)]) == 0
     assert int(client.hget(journal.COUNTERS, f"accepted:{ROUTE}")) == 6
+
+
+def test_frames_sent_whole_are_journaled_as_their_fields_and_a_malformed_one_refuses_its_call_unwritten(redis_server):
+    redis_server.start()
+    pipe = SharedPipe(redis_server.url, 5)
+    client = redis_server.client()
+    events = [journal.NewEvent(str(uuid.uuid4()), f"{ROUTE}.t", ROUTE, b'{"n":%d,"s":"a\\nb"}' % i, time.time())
+              for i in range(3)]
+    payloads = [frames.encode(e)[frames.HEADER.size:] for e in events]
+    places = [place(3, 100 * i) for i in range(3)]
+    mark = journal.SpoolMark("a-spool", places, "", 600)
+    bad = {
+        "no body line": payloads[1].rsplit(b"\n", 1)[0],
+        "another route": payloads[1].replace(b"\n" + ROUTE.encode() + b"\n", b"\nelsewhere\n", 1),
+        "a received time that is no number": payloads[1].replace(repr(events[1].received).encode(), b"soon", 1),
+        "an empty id": payloads[1][payloads[1].index(b"\n"):],
+    }
+    for why, payload in bad.items():
+        with pytest.raises(SpoolError, match=f"event 2 of this call is not a spool frame of route {ROUTE}"):
+            journal.accept_frames(pipe, [([payloads[0], payload, payloads[2]], ROUTE, 100, "", mark)])
+        assert client.dbsize() == 0, why  # refused before anything was written, the good ones too
+    assert journal.accept_frames(pipe, [(payloads, ROUTE, 100, "", mark)]) == 3
+    for e in events:
+        record = client.hgetall(journal.event_key(e.id))
+        assert record[b"tag"] == e.tag.encode() and record[b"body"] == e.body and record[b"route"] == ROUTE.encode()
+        assert float(record[b"received"]) == e.received and record[b"headers"] == b""
+    journal_holds_each_once(client, [e.id for e in events])
+    assert client.hget(journal.spool_mark_key("a-spool"), ROUTE) == places[-1].encode()
+    assert journal.accept_frames(pipe, [(payloads, ROUTE, 100, "", mark)]) == 0  # sent again: skipped
 
 
 def each_once_across(env, redis_server, spool, mishap) -> None:
