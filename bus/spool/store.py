@@ -126,7 +126,13 @@ class Spool:
         self._cursor_dirty = False
         self.written_total = 0  # events on disk since this Spool opened (those found there included)
         self.acked_total = 0    # of those, how many Redis has
-        self._recover()
+        try:
+            self._recover()
+        except OSError as exc:  # e.g. no room for the new segment: the directory stays as it was, unlocked
+            os.close(self._cursor_fd)
+            os.close(self._lock_fd)
+            raise SpoolError(f"cannot open the spool {self.directory}: {exc}; free disk space or fix the "
+                             "directory's permissions") from None
         _open_spools.add(self)
         self._stop = threading.Event()
         self._syncer = None
@@ -214,11 +220,15 @@ class Spool:
     def _finish_segment(self) -> None:
         """Unmap the active segment and cut it to its frames (fsync'd unless fsync='no'); its fd is closed."""
         self._map.close()
-        os.ftruncate(self._fd, self._end)
-        if self.fsync != "no":
-            os.fsync(self._fd)
-            self._synced = max(self._synced, Position(self._active, self._end))
-        os.close(self._fd)
+        try:
+            os.ftruncate(self._fd, self._end)
+            if self.fsync != "no":
+                os.fsync(self._fd)
+                self._synced = max(self._synced, Position(self._active, self._end))
+        except OSError:  # its frames are in the page cache still, and a segment left long is cut on reopening
+            log.exception("spool %s: cannot cut or fsync %s", self.directory, self._segment(self._active))
+        finally:
+            os.close(self._fd)
 
     def _sync_every_second(self) -> None:
         while not self._stop.wait(1.0):

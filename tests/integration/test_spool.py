@@ -19,6 +19,7 @@ import redis
 import bus
 from archivekit import rows
 from bus import InvalidBody, InvalidTag, NoRoute, SpoolError, SpoolFull, SpoolLocked, intake, journal, settings
+from bus.journal import keys
 from bus.journal.pipelined import SharedPipe
 from bus.spool import frames, inspect
 from bus.spool.layout import place
@@ -505,3 +506,22 @@ def test_with_two_shards_each_keeps_the_marks_of_its_routes_and_a_resend_after_a
             assert int(server.client().hget(journal.COUNTERS, f"accepted:{route}")) == 30
     finally:
         other.kill()
+
+
+def test_an_ordered_routes_spooled_events_join_their_keys_lanes_and_only_heads_wait_for_a_task(env, redis_server,
+                                                                                              tmp_path):
+    # Sent as frames (journal.accept_frames), each event still reaches accept.lua's lanes with its body.
+    routes = tmp_path / "routes"
+    (routes / "ospool.toml").write_text('match = "ospool.*"\nendpoint = "http://127.0.0.1:9/x"\n'
+                                        'ordered = true\norder_key = "account"\n')
+    redis_server.start()
+    p = producer(env, tmp_path / "spool")
+    ids = p.emit_many("ospool.x", [{"account": "a", "n": 0}, {"account": "b", "n": 1}, {"account": "a", "n": 2}])
+    ids.append(p.emit("ospool.x", {"account": "b", "n": 3}))
+    assert p.close(10)
+    client = redis_server.client()
+    heads = {k.decode(): v.decode() for k, v in client.hgetall(keys.lanes_key("ospool")).items()}
+    assert heads == {":a": ids[0], ":b": ids[1]}
+    assert [i.decode() for i in client.zrange(keys.lane_key("ospool", ":a"), 0, -1)] == [ids[0], ids[2]]
+    assert [i.decode() for i in client.zrange(keys.lane_key("ospool", ":b"), 0, -1)] == [ids[1], ids[3]]
+    assert sorted(waiting_for_a_task(client, "ospool")) == sorted(ids[:2])

@@ -275,3 +275,22 @@ def test_an_append_larger_than_a_segment_gets_a_segment_of_its_size(tmp_path):
     again = Spool(tmp_path, fsync="no")
     assert [e.id for e in drain(again)] == [small.id, large.id, small.id]
     again.close()
+
+
+def test_no_room_for_a_new_segment_at_opening_is_a_spoolerror_and_leaves_the_directory_unlocked(tmp_path, monkeypatch):
+    from bus.spool import layout
+
+    append_and_close = Spool(tmp_path, fsync="no")
+    append(append_and_close, [event(1)])
+    append_and_close.close()
+
+    def disk_full(fd, offset, length):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(layout.os, "posix_fallocate", disk_full)
+    with pytest.raises(SpoolError, match=f"cannot open the spool {tmp_path}: .*No space left on device; free disk"):
+        Spool(tmp_path, fsync="no")
+    monkeypatch.undo()
+    again = Spool(tmp_path, fsync="no")  # not locked by the failed one
+    assert again.waiting().count == 1
+    again.close()
