@@ -190,6 +190,11 @@ class Spool:
                 upto, fd = Position(self._active, self._end), os.dup(self._fd)
             try:
                 os.fsync(fd)  # the frames copied through the mapping too: their pages are the file's
+            except OSError as exc:
+                # The frames are in the spool (in the page cache) and will be sent: said so, lest a caller
+                # that retries make a second event of the same record.
+                raise SpoolError(f"cannot fsync the spool {self.directory}: {exc}; what this call spooled stays "
+                                 "and will be sent, but a power loss may take it: check the disk") from None
             finally:
                 os.close(fd)
             self._synced = max(self._synced, upto)

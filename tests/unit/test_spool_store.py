@@ -294,3 +294,20 @@ def test_no_room_for_a_new_segment_at_opening_is_a_spoolerror_and_leaves_the_dir
     again = Spool(tmp_path, fsync="no")  # not locked by the failed one
     assert again.waiting().count == 1
     again.close()
+
+
+def test_with_fsync_always_a_failed_fsync_is_a_spoolerror_saying_the_event_stays_spooled(tmp_path, monkeypatch):
+    from bus.spool import store
+
+    spool = Spool(tmp_path, fsync="always")
+
+    def failing(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(store.os, "fsync", failing)
+    kept = event(1)
+    with pytest.raises(SpoolError, match="Input/output error; what this call spooled stays and will be sent"):
+        append(spool, [kept])
+    monkeypatch.undo()
+    assert drain(spool) == [kept]
+    spool.close()
