@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 import redis
-from kombu.asynchronous import get_event_loop
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import dumps
@@ -48,13 +47,10 @@ def _one_client_per_pool(self: kombu_redis.Channel, asynchronous: bool = False) 
     return client
 
 
-# Unacked-entry writes and acks sent and not yet read. The consumer runs in
-# one thread: Celery's event loop reads each reply when it arrives (_on_reply), after the loop has
-# written the task to its pool process (Celery's prefork pool writes a job on the loop's next turn, so
-# a read at the end of _deliver would still come before the hand-off); without an event loop (a
-# synchronous drain) they are read at the end of _deliver. Either way they are read before this
-# process sends the next ack, reject or restore.
-_unread: list[tuple[Any, Any, int, int | None]] = []  # (pool, connection, replies, fd the event loop watches)
+# Unacked-entry writes and acks sent and not yet read: (pool, connection, replies). The consumer runs in
+# one thread (Celery's event loop), which reads them right after a message's hand-off (_deliver_then_read)
+# and before it sends the next ack, reject or restore.
+_unread: list[tuple[Any, Any, int]] = []
 
 
 def _append_and_hold(self: kombu_redis.QoS, message: object, delivery_tag: str) -> None:
@@ -102,16 +98,7 @@ def _send(pool: Any, commands: list[tuple[Any, ...]]) -> None:
         conn.disconnect()
         pool.release(conn)
         raise
-    hub = get_event_loop()
-    fd = conn._sock.fileno() if hub is not None else None
-    _unread.append((pool, conn, len(commands), fd))
-    if hub is not None:
-        hub.add_reader(fd, _on_reply)
-
-
-def _on_reply() -> None:
-    """The event loop found a reply readable: read every write sent so far (this one's, and any before it)."""
-    read_written()
+    _unread.append((pool, conn, len(commands)))
 
 
 def read_written() -> None:
@@ -119,10 +106,7 @@ def read_written() -> None:
     raises here, as kombu's own write would have (the task is already on its way: the journal's
     recheck and lost-task recovery cover a message with no unacked entry)."""
     while _unread:
-        pool, conn, replies, fd = _unread.pop(0)
-        hub = get_event_loop()
-        if hub is not None and fd is not None:
-            hub.remove_reader(fd)  # before the connection goes back to the pool: it is not ours to watch then
+        pool, conn, replies = _unread.pop(0)
         try:
             answers = [conn.read_response() for _ in range(replies)]
         except BaseException:
@@ -139,8 +123,7 @@ def _deliver_then_read(self: virtual.Transport, message: object, queue: str) -> 
     try:
         return _deliver(self, message, queue)
     finally:
-        if get_event_loop() is None:
-            read_written()
+        read_written()
 
 
 def _remove_and_release(self: kombu_redis.QoS, delivery_tag: str, pipe: object = None) -> object:
