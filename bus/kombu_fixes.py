@@ -47,9 +47,8 @@ def _one_client_per_pool(self: kombu_redis.Channel, asynchronous: bool = False) 
     return client
 
 
-# Unacked-entry writes and acks sent and not yet read: (pool, connection, replies). The consumer runs in
-# one thread (Celery's event loop), which reads them right after a message's hand-off (_deliver_then_read)
-# and before it sends the next ack, reject or restore.
+# Unacked-entry writes sent and not yet read: (pool, connection, replies). The consumer runs in one
+# thread (Celery's event loop), which reads them right after the message's hand-off (_deliver_then_read).
 _unread: list[tuple[Any, Any, int]] = []
 
 
@@ -71,26 +70,8 @@ def _append_and_hold(self: kombu_redis.QoS, message: object, delivery_tag: str) 
     ]
     if held_key is not None:
         commands.append(("SADD", held_key, delivery_tag))
-    _send(self.channel.pool, commands + [("EXEC",)])
-    virtual.QoS.append(self, message, delivery_tag)
-
-
-def _ack_unawaited(self: kombu_redis.QoS, delivery_tag: str) -> None:
-    # kombu's QoS.ack (out of the unacked entry, its index and the held set), sent and not awaited:
-    # the main process waited a round trip per task for it, and a message arriving meanwhile waited
-    # with it. A lost ack costs what it always did: the message comes back after the visibility
-    # timeout and finds its events delivered (delivery.py's recheck), nothing is sent twice.
-    read_written()  # the entry's own write first, and the reply of the ack before (long arrived)
-    commands: list[tuple[Any, ...]] = [("MULTI",), ("ZREM", self.unacked_index_key, delivery_tag),
-                                       ("HDEL", self.unacked_key, delivery_tag)]
-    if held_key is not None:
-        commands.append(("SREM", held_key, delivery_tag))
-    _send(self.channel.pool, commands + [("EXEC",)])
-    virtual.QoS.ack(self, delivery_tag)
-
-
-def _send(pool: Any, commands: list[tuple[Any, ...]]) -> None:
-    """Write one transaction on a connection of kombu's pool; its replies are read by read_written."""
+    commands.append(("EXEC",))
+    pool = self.channel.pool
     conn = pool.get_connection()
     try:
         conn.send_packed_command(conn.pack_commands(commands))
@@ -99,10 +80,11 @@ def _send(pool: Any, commands: list[tuple[Any, ...]]) -> None:
         pool.release(conn)
         raise
     _unread.append((pool, conn, len(commands)))
+    virtual.QoS.append(self, message, delivery_tag)
 
 
 def read_written() -> None:
-    """Read the replies of the unacked-entry writes and acks sent so far; Redis's refusal or a lost connection
+    """Read the replies of the unacked-entry writes sent so far; Redis's refusal or a lost connection
     raises here, as kombu's own write would have (the task is already on its way: the journal's
     recheck and lost-task recovery cover a message with no unacked entry)."""
     while _unread:
@@ -151,6 +133,5 @@ def apply() -> None:
     kombu_redis.Channel._connparams = _connparams_of_a_live_channel
     kombu_redis.Channel._create_client = _one_client_per_pool
     kombu_redis.QoS.append = _append_and_hold
-    kombu_redis.QoS.ack = _ack_unawaited
     kombu_redis.QoS._remove_from_indices = _remove_and_release
     kombu_redis.Transport._deliver = _deliver_then_read
