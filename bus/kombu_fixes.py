@@ -3,7 +3,6 @@ Celery app loads."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
@@ -13,7 +12,6 @@ from kombu.utils.json import dumps
 _connparams = kombu_redis.Channel._connparams
 _create_client = kombu_redis.Channel._create_client
 _remove_from_indices = kombu_redis.QoS._remove_from_indices
-_deliver = virtual.Transport._deliver
 # The Redis set of delivery tags this worker process holds unacked (bus:held:<worker>), once
 # leases.start() has named it; None in every process that does not consume.
 held_key: str | None = None
@@ -47,71 +45,23 @@ def _one_client_per_pool(self: kombu_redis.Channel, asynchronous: bool = False) 
     return client
 
 
-# Unacked-entry writes sent and not yet read: (pool, connection, replies). The consumer runs in one
-# thread (Celery's event loop), which reads them right after the message's hand-off (_deliver_then_read).
-_unread: list[tuple[Any, Any, int]] = []
-
-
 def _append_and_hold(self: kombu_redis.QoS, message: object, delivery_tag: str) -> None:
     # kombu's QoS.append (the unacked entry and its index), plus the tag in this worker's held set
-    # in the same transaction: a worker killed after it has no task unacked that its set does not
+    # in the same pipeline: a worker killed after it has no task unacked that its set does not
     # name, so leases.py can hand exactly those back when its lease lapses.
-    # kombu waits for the reply before handing the task to the pool: a round trip on every task's
-    # path, 0.2 ms quiet and 2 ms p50 on a loaded machine, the worker's main process waiting for Redis
-    # to get a core (docs/performance.md, issue 22). The write is sent here, before the hand-off, so
-    # it reaches Redis whatever happens to this process next, as before; its reply is read once the
-    # task is on its way (read_written), and before any ack, reject or restore of this process.
     delivery = message.delivery_info  # type: ignore[attr-defined]
-    commands: list[tuple[Any, ...]] = [
-        ("MULTI",),
-        ("ZADD", self.unacked_index_key, time.time(), delivery_tag),
-        ("HSET", self.unacked_key, delivery_tag, dumps([message._raw, delivery["exchange"],  # type: ignore[attr-defined]
-                                                         delivery["routing_key"]])),
-    ]
-    if held_key is not None:
-        commands.append(("SADD", held_key, delivery_tag))
-    commands.append(("EXEC",))
-    pool = self.channel.pool
-    conn = pool.get_connection()
-    try:
-        conn.send_packed_command(conn.pack_commands(commands))
-    except BaseException:
-        conn.disconnect()
-        pool.release(conn)
-        raise
-    _unread.append((pool, conn, len(commands)))
+    with self.pipe_or_acquire() as pipe:
+        pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+        pipe.hset(self.unacked_key, delivery_tag, dumps([message._raw, delivery["exchange"],  # type: ignore[attr-defined]
+                                                         delivery["routing_key"]]))
+        if held_key is not None:
+            pipe.sadd(held_key, delivery_tag)
+        pipe.execute()
     virtual.QoS.append(self, message, delivery_tag)
 
 
-def read_written() -> None:
-    """Read the replies of the unacked-entry writes sent so far; Redis's refusal or a lost connection
-    raises here, as kombu's own write would have (the task is already on its way: the journal's
-    recheck and lost-task recovery cover a message with no unacked entry)."""
-    while _unread:
-        pool, conn, replies = _unread.pop(0)
-        try:
-            answers = [conn.read_response() for _ in range(replies)]
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            pool.release(conn)
-        failed = next((a for a in answers[-1] or () if isinstance(a, Exception)), None)
-        if failed is not None:
-            raise failed
-
-
-def _deliver_then_read(self: virtual.Transport, message: object, queue: str) -> object:
-    try:
-        return _deliver(self, message, queue)
-    finally:
-        read_written()
-
-
 def _remove_and_release(self: kombu_redis.QoS, delivery_tag: str, pipe: object = None) -> object:
-    # Acked, rejected or restored: out of the held set in the same pipeline as out of unacked; after
-    # the entry's own write (read_written), so the removal never overtakes it.
-    read_written()
+    # Acked, rejected or restored: out of the held set in the same pipeline as out of unacked.
     pipe = _remove_from_indices(self, delivery_tag, pipe)
     if held_key is not None:
         pipe.srem(held_key, delivery_tag)  # type: ignore[attr-defined]
@@ -134,4 +84,3 @@ def apply() -> None:
     kombu_redis.Channel._create_client = _one_client_per_pool
     kombu_redis.QoS.append = _append_and_hold
     kombu_redis.QoS._remove_from_indices = _remove_and_release
-    kombu_redis.Transport._deliver = _deliver_then_read
