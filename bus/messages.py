@@ -24,14 +24,6 @@ _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 # within the visibility timeout). Measured on 2 cores, prefork -c 2, a fast
 # receiver: 10 -> ~950 events/s, 25 -> ~1,730/s, 50 -> ~1,820/s.
 GROUP_SIZE = 25
-# How many messages of a route may be coming (queued, their tasks not yet started) before newly
-# accepted events wait on the pending list for the next task start to take them along. With one, an
-# event arriving while its route's message was on its way waited for that task to start, then for a
-# trip through the queue of its own: at 100 events/s a third of the events, most of the p99
-# (docs/performance.md, issue 22). Two, the pool processes of `bus up`'s worker, lets a second
-# worker process take the next event at once; under load the pending list fills as before and
-# groups form at each task start.
-COMING = 2
 SHOWN = 5  # events described in a task's argsrepr; a longer group adds "N events: ..., ..."
 
 

@@ -28,8 +28,8 @@ from .store import (
 # off it in groups of up to GROUP_SIZE: a request of one event does not cost one Celery task
 # (receive, pool hand-off, ack, task events: ~2 ms of CPU, most of what an event costs).
 # Messages are made at two moments, both in Lua so taking ids off the list and queueing the
-# message that carries them are one step: on accept when fewer than messages.COMING of the
-# route are queued (the "filling" flag counts them), and when a task starts (refill). A task starting while
+# message that carries them are one step: on accept when no message of the route is queued
+# (the "filling" flag is absent), and when a task starts (refill). A task starting while
 # events pile up takes up to a group with it into the next message, so under load groups
 # grow by themselves and at low rates an event still gets its task at once. The flag
 # expires, and the mover (scheduler.py) refills a route whose pending list has no message

@@ -15,8 +15,8 @@ Keys (every name is built here and nowhere else):
 - bus:route:<route>:<status>     the same per route (an event is in exactly one status of each;
                                  a listing of any status merges the four)
 - bus:pending:<route>            list of "<id> <tag>" accepted and not yet in a task message (FIFO)
-- bus:filling:<route>            how many task messages of the route are queued (up to messages.COMING) whose
-                                 tasks will take the next group off the pending list when they start (expires)
+- bus:filling:<route>            set while a task message of the route is queued that will take the
+                                 next group off the pending list when it starts (expires)
 - bus:retry:<route>              sorted set of ids waiting for their next attempt, by due time
 - bus:breaker:<route>:<ep>       hash: endpoint, failures, failing_since, step, open_until, since: the circuit
                                  breaker of one endpoint of the route (<ep>: endpoints.EndpointKey.digest of the

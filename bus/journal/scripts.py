@@ -14,7 +14,6 @@ from functools import cache
 from importlib import resources
 
 from .. import lifecycle
-from ..messages import COMING
 from .keys import (
     breaker_key,
     event_key,
@@ -54,7 +53,6 @@ def _definitions(script: str) -> list[tuple[str, str]]:
     moves = " ".join(f"{a}>{b}" for a, b in sorted(lifecycle.pairs(script)))
     return statuses + [
         ("STATUSES", f"local STATUSES = {{{', '.join(s.upper() for s in lifecycle.STATUSES)}}}"),
-        ("COMING", f"local COMING = {COMING}"),
         ("NO_RECORD", f"local NO_RECORD = {_lua_string(lifecycle.NO_RECORD)}"),
         ("EVENT_KEY", f"local EVENT_KEY = {_lua_string(event_key(''))}"),
         ("status_index", "local function status_index(status) return "

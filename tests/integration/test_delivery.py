@@ -173,10 +173,9 @@ def journaled_without_a_task(client, name: str, n: int) -> list[str]:
     """n events of api.<name> in the journal with no task message yet (the route's filling flag held,
     their pending entries taken back): the test queues their messages itself."""
     from bus.events import new_id
-    from bus.messages import COMING
 
     events = [journal.NewEvent(new_id(), f"api.{name}", "api", b'{"n": %d}' % i, time.time()) for i in range(n)]
-    client.set(journal.filling_key("api"), str(COMING), px=30_000)  # as many messages coming as may be
+    client.set(journal.filling_key("api"), "1", px=30_000)
     journal.accept(client, events)
     for event in events:
         client.lrem(journal.pending_key("api"), 0, f"{event.id} {event.tag}")

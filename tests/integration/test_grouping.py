@@ -1,5 +1,5 @@
-"""Single events travel in groups: events accepted while messages.COMING tasks of their route are on
-their way wait on the route's pending list, and the next task of the route to start takes up to GROUP_SIZE of
+"""Single events travel in groups: events accepted while a task of their route is on its way wait
+on the route's pending list, and the next task of the route to start takes up to GROUP_SIZE of
 them along in a message of their own. Each event keeps its own id, record and attempts; Flower
 still sees which events a task carries (argsrepr). Real Redis throughout; the last test runs the
 real ingress and worker against a slow receiver."""
@@ -16,7 +16,7 @@ import pytest
 
 from bus import journal, recovery, scheduler
 from bus.journal.pipelined import SharedPipe
-from bus.messages import COMING, GROUP_SIZE, delivery_message, event_ids_of
+from bus.messages import GROUP_SIZE, delivery_message, event_ids_of
 from bus.routes import load_routes
 from conftest import wait_until
 
@@ -36,11 +36,6 @@ def accept(client, n: int = 1) -> list[str]:
     events = [journal.NewEvent(str(uuid.uuid4()), f"{ROUTE}.t{i}", ROUTE, b"{}", time.time()) for i in range(n)]
     journal.accept(client, events)
     return [e.id for e in events]
-
-
-def coming(client) -> list[str]:
-    """Single events until COMING messages of the route are on their way (each event in one); their ids."""
-    return [accept(client)[0] for _ in range(COMING)]
 
 
 def messages(client) -> list[dict]:
@@ -65,52 +60,21 @@ def test_an_event_arriving_when_no_task_is_coming_gets_its_own_task_at_once(clie
     assert journal.pending_ids(client, ROUTE) == []
 
 
-def test_an_event_arriving_while_a_task_is_coming_still_gets_its_own_until_coming_are(client):
-    """At a low rate the next event need not wait for the task on its way to start: another worker
-    process takes it at once. Only with COMING messages on their way do events wait."""
-    assert COMING >= 2
-    first = coming(client)
-    assert [event_ids_of(m) for m in messages(client)] == [[i] for i in first]
-    (waits,) = accept(client)
-    assert len(messages(client)) == COMING
-    assert journal.pending_ids(client, ROUTE) == [waits]
-
-
-def test_events_arriving_while_tasks_are_coming_wait_and_the_next_task_start_takes_them_in_groups(client):
-    first = coming(client)
+def test_events_arriving_while_a_task_is_coming_wait_and_the_next_task_start_takes_them_in_groups(client):
+    (first,) = accept(client)
     later = [accept(client)[0] for _ in range(GROUP_SIZE + 5)]
-    assert [event_ids_of(m) for m in messages(client)] == [[i] for i in first], "no task per event while COMING are"
+    assert [event_ids_of(m) for m in messages(client)] == [[first]], "no task per event while one is coming"
     assert journal.pending_ids(client, ROUTE) == later
 
     task_starts(client)
-    assert [event_ids_of(m) for m in messages(client)][COMING:] == [later[:GROUP_SIZE]]
+    assert [event_ids_of(m) for m in messages(client)] == [[first], later[:GROUP_SIZE]]
     task_starts(client)
-    assert [event_ids_of(m) for m in messages(client)][COMING:] == [later[:GROUP_SIZE], later[GROUP_SIZE:]]
+    assert [event_ids_of(m) for m in messages(client)] == [[first], later[:GROUP_SIZE], later[GROUP_SIZE:]]
     assert journal.pending_ids(client, ROUTE) == []
 
-    task_starts(client)  # nothing pending: one fewer is coming, and the next event need not wait for anyone
+    task_starts(client)  # nothing pending: the next event need not wait for anyone
     (alone,) = accept(client)
     assert event_ids_of(messages(client)[-1]) == [alone]
-    (waits,) = accept(client)
-    assert journal.pending_ids(client, ROUTE) == [waits]
-
-
-def test_starts_with_nothing_pending_count_the_messages_coming_down_to_none(client):
-    coming(client)
-    for _ in range(COMING + 3):  # more starts than counted messages (retries, hand-offs): never below none
-        task_starts(client)
-    assert client.exists(journal.filling_key(ROUTE)) == 0
-    assert [len(event_ids_of(m)) for m in messages(client)][COMING:] == []
-    again = coming(client)
-    assert [event_ids_of(m) for m in messages(client)][COMING:] == [[i] for i in again]
-    (waits,) = accept(client)
-    assert journal.pending_ids(client, ROUTE) == [waits]
-
-
-def test_the_count_of_messages_coming_lapses(client):
-    """A count a crash left behind (messages lost with their Redis) expires FILLING_MS after the last one counted."""
-    coming(client)
-    assert 0 < client.pttl(journal.filling_key(ROUTE)) <= journal.FILLING_MS
 
 
 def test_a_batch_is_split_into_groups_in_the_order_it_arrived(client):
@@ -122,7 +86,7 @@ def test_a_batch_is_split_into_groups_in_the_order_it_arrived(client):
 
 
 def test_a_group_message_is_the_message_celery_and_flower_expect(client):
-    coming(client)
+    accept(client)
     ids = accept(client, 7)
     task_starts(client)
     built = messages(client)[-1]
@@ -133,11 +97,11 @@ def test_a_group_message_is_the_message_celery_and_flower_expect(client):
 
 
 def test_pending_events_are_not_taken_for_lost_tasks(client):
-    first = coming(client)
+    (first,) = accept(client)
     accept(client, 3)
     assert recovery.missing_tasks(client) == set()
-    client.delete(journal.queue_name(ROUTE))  # the first events' tasks are lost; the pending ones wait for the next
-    assert recovery.missing_tasks(client) == set(first)
+    client.delete(journal.queue_name(ROUTE))  # the first event's task is lost; the pending ones wait for the next
+    assert recovery.missing_tasks(client) == {first}
 
 
 def test_the_mover_gives_pending_events_a_task_when_theirs_was_lost(bus, client, tmp_path):
@@ -145,7 +109,7 @@ def test_the_mover_gives_pending_events_a_task_when_theirs_was_lost(bus, client,
     routes.mkdir()
     (routes / f"{ROUTE}.toml").write_text(f'match = "{ROUTE}.*"\nendpoint = "http://127.0.0.1:9/x"\n')
     route = load_routes(routes, 60, {}).by_name[ROUTE]
-    coming(client)
+    accept(client)
     waiting = accept(client, 4)
     client.delete(journal.queue_name(ROUTE))
     scheduler.tick(client, [route], mover="test")
@@ -195,7 +159,7 @@ class PopsBetweenReads:
 
 
 def test_recovery_sees_every_pending_event_while_tasks_take_groups_off_the_list(client):
-    coming(client)
+    accept(client)
     waiting = accept(client, 1500)  # more than one read of the list
     assert sorted(journal.pending_ids(client, ROUTE)) == sorted(waiting)
     found = journal.pending_ids(PopsBetweenReads(client, 10), ROUTE)

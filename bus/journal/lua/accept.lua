@@ -1,6 +1,6 @@
 -- accept.lua: journal the events of one request (lifecycle: accept), atomically and in one round
 -- trip: each record as queued, its two index entries, the pending entries and the accepted counter,
--- and a task message when fewer than COMING of the route are coming (lifecycle: group, group.lua).
+-- and a task message when none of the route is coming (lifecycle: group, group.lua).
 --
 -- Accepting is idempotent by id, for a producer's spool that sends a batch again (its reply was
 -- lost, or it was killed between Redis taking the batch and the spool forgetting it): an event
@@ -69,7 +69,7 @@ for e = 1, n do
   end
 end
 if written > 0 then
-  if pushed > 0 and may_queue(KEYS[6], ARGV[7]) then
+  if pushed > 0 and redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[7]) then
     take_group(KEYS[5], KEYS[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
   end
   redis.call('HINCRBY', KEYS[4], ARGV[3], written)

@@ -17,15 +17,6 @@ local function group_message(template, entries, shown)
   return (string.gsub(template, '"@@(%u+)@@"', function(name) return values[name] end)), ids
 end
 
--- Another message of the route may be queued now: the filling flag counts the messages coming (up to
--- COMING, messages.py); it lives `ms` from the last one counted, so a count a crash left behind lapses.
-local function may_queue(flag, ms)
-  if tonumber(redis.call('GET', flag) or '0') >= COMING then return false end
-  redis.call('INCR', flag)
-  redis.call('PEXPIRE', flag, ms)
-  return true
-end
-
 -- Take up to `size` entries off the pending list into one message at the tail of the queue; the
 -- message's task id is its first event's id, and the records of its events (still queued) name it.
 local function take_group(pending, queue, template, size, shown)

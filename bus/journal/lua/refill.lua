@@ -1,8 +1,6 @@
 -- refill.lua: a task of the route starts, or the mover finds pending events with no message coming
 -- (ARGV[5] = 'if-idle'): the next group goes into a message (lifecycle: group, group.lua) and the
--- count of messages coming (the filling flag, group.lua's may_queue) stays, one started and one
--- queued; nothing pending takes the started one off the count, so the next accept queues its own
--- message at once.
+-- filling flag stays; nothing pending clears the flag, so the next accept queues its own message at once.
 --
 -- KEYS[1]  bus:pending:<route>   KEYS[2]  bus:filling:<route>   KEYS[3]  bus.<route> (queue)
 -- ARGV[1]  the message template  ARGV[2]  group size  ARGV[3]  how many events argsrepr shows
@@ -10,11 +8,8 @@
 -- Returns 1 when a message was queued, else 0.
 if ARGV[5] == 'if-idle' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 if take_group(KEYS[1], KEYS[3], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])) then
-  if redis.call('PEXPIRE', KEYS[2], ARGV[4]) == 0 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[4]) end
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
   return 1
 end
--- A start of a message accept did not count (a retry, a hand-off, a probe) may take the count below
--- the messages coming: then a later accept queues one more, never fewer.
-if ARGV[5] == 'on-start' and redis.call('DECR', KEYS[2]) > 0 then return 0 end
 redis.call('DEL', KEYS[2])
 return 0
