@@ -125,8 +125,8 @@ def _outbound(mod: Any) -> None:
 
 
 PATCHES: dict[str, Callable[[Any], None]] = {
-    "bus.ingress.asgi": _ingress, "bus.kombu_fixes": _kombu_fixes, "kombu.transport.virtual.base": _kombu_virtual,
-    "celery.concurrency.base": _pool, "celery.signals": _signals, "bus.journal": _journal, "bus.outbound": _outbound,
+    "bus.ingress.asgi": _ingress, "bus.broker.kombu_fixes": _kombu_fixes, "kombu.transport.virtual.base": _kombu_virtual,
+    "celery.concurrency.base": _pool, "celery.signals": _signals, "bus.journal": _journal, "bus.worker.outbound": _outbound,
 }
 
 
