@@ -17,7 +17,7 @@ BUS_STAGES: list[tuple[str, re.Pattern[str]]] = [(name, re.compile(rx)) for name
     ("intake: validate, match, orjson.dumps", r"bus/intake\.py"),
     ("journal read (journal.load: HGETALL)", r"^load \(.*bus/journal\.py"),
     ("journal write per attempt (journal.record_attempt)", r"^record_attempt \(.*bus/journal\.py"),
-    ("HTTP send (bus/outbound.py)", r"^send \(.*bus/delivery\.py"),
+    ("HTTP send (bus/worker/outbound.py)", r"^send \(.*bus/delivery\.py"),
     ("deliver task, other", r"bus/delivery\.py"),
     ("ack (kombu QoS.ack / basic_ack)", r"^(QoS\.ack|Channel\.basic_ack|QoS\.reject|Channel\.basic_reject|Message\.ack) \("),
 ]]

@@ -18,8 +18,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from bus import outbound
 from bus.routes import parse_route
+from bus.worker import outbound
 
 from .procs import _connects, free_port, wait_until
 
@@ -83,7 +83,7 @@ def httpx_client(url: str) -> Callable[[], int]:
     return send
 
 
-CLIENTS = {"bus/outbound.py": (bus_client, None), "pycurl": (pycurl_client, "pycurl"),
+CLIENTS = {"bus/worker/outbound.py": (bus_client, None), "pycurl": (pycurl_client, "pycurl"),
            "urllib3": (urllib3_client, "urllib3"), "httpx": (httpx_client, "httpx")}
 
 

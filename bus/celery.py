@@ -13,11 +13,12 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_after_setup, worker_init
 from celery.utils.log import get_multiprocessing_logger
 
-from . import celery_checks, kombu_fixes, local_up, logs, settings
-from .errors import ConfigError, Unavailable
-from .recovery import RecoverLostTasks
+from . import local_up, logs, settings
+from .broker import celery_checks, kombu_fixes, versions
+from .errors import ConfigError, Unavailable, UnsupportedKombu
+from .worker.recovery import RecoverLostTasks
 
-app = Celery("bus", include=["bus.delivery", "bus.scheduler", "bus.leases", "bus.archive.launch"])
+app = Celery("bus", include=["bus.worker.delivery", "bus.worker.scheduler", "bus.worker.leases", "bus.archive.launch"])
 
 
 @after_setup_logger.connect
@@ -99,6 +100,12 @@ def _check_owner(path: Path) -> None:
 # settings below read BUS_REDIS_URL.
 local_up.adopt(settings.load(), "celery")
 app.config_from_object(_config_module())
+try:
+    # Before patching: a kombu whose private methods changed would take the patches wrongly (broker/versions.py).
+    versions.check()
+except UnsupportedKombu as exc:
+    # Raised while `celery -A bus ...` or `bus worker` loads the app: the message alone, not a traceback.
+    raise SystemExit(f"bus: {exc}") from None
 kombu_fixes.apply()
 celery_checks.refuse_purging_bus_queues()
 # Runs at every (re)connection of a worker: requeues tasks kombu lost in a crash (recovery.py).

@@ -56,6 +56,10 @@ class ConfigError(BusError):
     """An environment variable or command-line value is invalid."""
 
 
+class UnsupportedKombu(ConfigError):
+    """The kombu or Celery installed is not one the bus's patches of them were written against."""
+
+
 class BadFilter(BusError):
     """A journal filter (status, tag pattern, time) is malformed."""
 

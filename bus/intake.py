@@ -24,12 +24,12 @@ from .errors import (
     Unavailable,
 )
 from .events import new_id
-from .journal.pipelined import Ack, SharedPipe
-from .journal.target import RedisTarget
 from .routes import Route, Router, copy_id, event_id, load_configured
 from .settings import DEFAULT_SHARD
 from .shards import Shards
 from .tags import validate_tag
+from .wire.pipelined import Ack, SharedPipe
+from .wire.target import RedisTarget
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Link:
     name: str
     target: RedisTarget
     redis: redis.Redis
-    # Accepts go through this one connection, shared by the process's threads (journal/pipelined.py).
+    # Accepts go through this one connection, shared by the process's threads (wire/pipelined.py).
     pipe: SharedPipe
     # The shard's memory as last read, shared by the process's ways in: above the mark they refuse.
     memory: journal.MemoryMark = field(default_factory=lambda: journal.MemoryMark(0.9))

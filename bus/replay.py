@@ -12,9 +12,9 @@ import redis
 
 from . import fanout, journal
 from .archive import Store, tiers
+from .broker.messages import GROUP_SIZE, groups, new_message
 from .errors import BadFilter
 from .filters import EventFilter
-from .messages import GROUP_SIZE, groups, new_message
 from .routes import Router
 from .shards import Shards, as_shards
 

@@ -11,8 +11,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from . import proxies, route_secrets
+from .broker.messages import GROUP_SIZE
 from .errors import NoRoute, RouteError
-from .messages import GROUP_SIZE
 from .tags import compile_patterns
 
 DEFAULT_RETRYABLE = frozenset([408, 425, 429, *range(500, 600)])

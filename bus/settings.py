@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .journal.target import RedisTarget
+    from .wire.target import RedisTarget
 
 from .errors import ConfigError
 from .logs import redact
@@ -152,7 +152,7 @@ class Settings:
         """The Redis of shard `name` ("default": BUS_REDIS_URL)."""
         if name == DEFAULT_SHARD:
             return self.redis
-        from .journal.target import parse
+        from .wire.target import parse
 
         url = dict(self.redis_shards)[name]
         master = dict(self.shard_masters).get(name, self.redis_sentinel_master)
@@ -165,7 +165,7 @@ class Settings:
 
 
 def redis_target(config: Settings) -> RedisTarget:
-    from .journal.target import parse
+    from .wire.target import parse
 
     return parse(config.redis_url, config.redis_sentinel_master, config.redis_sentinel_password)
 
@@ -204,7 +204,7 @@ def _shard_masters(env: dict[str, str], shards: tuple[tuple[str, str], ...]) -> 
 def _check_shards(config: Settings) -> None:
     """Each shard's URL parses, no two shards (BUS_REDIS_URL included) are the same Redis, and
     BUS_WORKER_SHARD names a shard."""
-    from .celery_checks import server_id
+    from .broker.celery_checks import server_id
 
     seen: dict[tuple, str] = {}
     for name in config.shard_names:

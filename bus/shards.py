@@ -13,8 +13,8 @@ from typing import Any
 
 from . import journal
 from .errors import Unavailable
-from .journal.target import RedisTarget
 from .settings import DEFAULT_SHARD, Settings
+from .wire.target import RedisTarget
 
 __all__ = ["DEFAULT_SHARD", "Shards", "for_reading", "down", "as_shards"]
 

@@ -27,7 +27,7 @@ import orjson
 from .. import auth, intake, journal, logs, settings
 from ..errors import BusError, Unavailable
 from ..journal import REDIS_DOWN
-from ..journal.pipelined import Ack, PipelinedRedis
+from ..wire.pipelined import Ack, PipelinedRedis
 from . import guarded_protocol
 from .http import (
     authorize,

@@ -27,8 +27,8 @@ from .. import captured, intake, journal, logs, settings, signing
 from ..errors import BodyTooLarge, ConfigError, Unavailable
 from ..events import new_id
 from ..journal import REDIS_DOWN
-from ..journal.pipelined import PipelinedRedis
 from ..tags import validate_tag
+from ..wire.pipelined import PipelinedRedis
 from . import guarded_protocol
 from .asgi import ClientGone, read_body, refuse
 from .http import received_headers

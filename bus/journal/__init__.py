@@ -99,6 +99,7 @@ from .lost import (
     waiting_ids,
 )
 from .memory import READING, MemoryMark, check_room, check_writable
+from .retired import forget_retired
 from .store import (
     DEFAULT_RETENTION,
     REDIS_DOWN,
@@ -147,7 +148,7 @@ __all__ = [
     "refill_if_idle", "breakers", "claim_mover", "drop_scheduled", "due", "enqueue", "next_due",
     "hand_off", "park", "record_attempt", "record_copy", "copy_record", "recheck", "refusal", "release", "requeue",
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",
-    "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "pending_ids",
+    "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "forget_retired", "pending_ids",
     "recovery_lock", "recovery_unlock", "requeue_lost", "last_recovery", "recovery_done", "redis_time", "held_key",
     "scheduled_ids", "still_waiting", "lane_waiting_ids", "task_messages", "waiting_ids",
     "READING", "MemoryMark", "check_room", "check_writable",

@@ -23,8 +23,8 @@ from typing import Any
 
 import redis
 
+from ..broker.messages import Outgoing
 from ..endpoints import EndpointKey
-from ..messages import Outgoing
 from . import scripts
 from .keys import breaker_key, event_key, failing_key, open_breakers_key, parked_key, queue_name, retry_key
 from .store import script

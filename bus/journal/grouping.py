@@ -9,12 +9,12 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
+from ..broker.messages import GROUP_SIZE, SHOWN, group_template
 from ..errors import IdempotencyConflict
 from ..lifecycle import QUEUED
-from ..messages import GROUP_SIZE, SHOWN, group_template
+from ..wire.pipelined import NotConfirmed, SharedPipe, eval_, evalsha
 from . import breakers, scripts
 from .keys import COUNTERS, event_key, filling_key, idempotency_key, index_key, pending_key, queue_name, spool_mark_key
-from .pipelined import NotConfirmed, SharedPipe, eval_, evalsha
 from .store import (
     REDIS_DOWN,
     Idempotency,

@@ -55,6 +55,9 @@ Keys (every name is built here and nowhere else):
 - bus:archive:state              hash: up ('1'/'0'), since, error: the archive as the mover last found it
 - unacked, unacked_index         kombu's hash of tasks handed to workers and not acked yet, and their
                                  delivery times (read; a dead worker's entries are handed back)
+- bus:all, bus:route:<route>:all retired: every event id by received time, written before an event
+                                 had two index entries instead of four (0975d0c) and read by
+                                 nothing since; journal/retired.py removes them after an upgrade
 
 A fan-out route's destination is a route of its own for every key above: <route> is then
 "<route>.<destination>" (queue bus.<route>.<destination>), and <id> its copy's "<event id>.<destination>";
@@ -156,6 +159,14 @@ def spool_mark_key(spool: str) -> str:
 
 def index_key(status: str, route: str | None = None) -> str:
     return f"bus:route:{route}:{status}" if route else f"bus:status:{status}"
+
+
+# Retired index sets (see above): only ever removed. "all" is no status, so no index_key is one of them.
+RETIRED_ALL = "bus:all"
+
+
+def retired_route_all_key(route: str) -> str:
+    return f"bus:route:{route}:all"
 
 
 # kombu's hash of the tasks handed to workers and not acked yet (lost-task recovery reads it),

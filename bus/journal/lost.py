@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 import redis
 
+from ..broker.messages import Outgoing
 from ..lifecycle import QUEUED, RETRYING
-from ..messages import Outgoing
 from . import scripts
 from .keys import (
     KOMBU_UNACKED,

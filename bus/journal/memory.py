@@ -30,8 +30,8 @@ from typing import Any
 
 from ..errors import RedisFull, Unavailable
 from ..lifecycle import QUEUED, RETRYING
+from ..wire.pipelined import SharedPipe
 from .keys import HEALTH_PROBE, index_key
-from .pipelined import SharedPipe
 from .store import (
     MEMORY_ADVICE,
     REDIS_DOWN,

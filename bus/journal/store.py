@@ -11,9 +11,9 @@ from redis.exceptions import MasterDownError
 
 from .. import captured
 from ..errors import EventNotFound, RedisFull, Unavailable, Unconfirmed
+from ..wire.pipelined import NoReplicasError, NotConfirmed, SharedPipe
+from ..wire.target import RedisTarget, client, parse
 from .keys import attempts_key, copies_key, event_key
-from .pipelined import NoReplicasError, NotConfirmed, SharedPipe
-from .target import RedisTarget, client, parse
 
 DEFAULT_RETENTION = 7 * 24 * 3600
 RESPONSE_KEEP = 2048

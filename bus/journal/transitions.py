@@ -8,9 +8,10 @@ from typing import Any
 import orjson
 import redis
 
+from ..broker.messages import Outgoing
 from ..endpoints import EndpointKey
 from ..lifecycle import DELIVERED, RETRYING
-from ..messages import Outgoing
+from ..wire.pipelined import SharedPipe
 from . import scripts
 from .counters import LATENCY_BUCKETS, SLOT
 from .keys import (
@@ -28,7 +29,6 @@ from .keys import (
     retry_key,
     slot_key,
 )
-from .pipelined import SharedPipe
 from .store import (
     DEFAULT_RETENTION,
     RESPONSE_KEEP,

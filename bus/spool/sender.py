@@ -7,9 +7,9 @@ import threading
 from collections import defaultdict
 
 from .. import journal
+from ..broker.messages import GROUP_SIZE
 from ..errors import BusError
 from ..intake import Intake
-from ..messages import GROUP_SIZE
 from ..settings import DEFAULT_SHARD
 from .store import Batch, Spool
 

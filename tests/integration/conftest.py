@@ -28,8 +28,8 @@ import redis
 import requests
 
 from bus import journal
+from bus.broker.messages import event_ids_of
 from bus.filters import EventFilter
-from bus.messages import event_ids_of
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ from bus import journal
 from bus.archive import open_store
 from bus.archive.mover import Mover
 from bus.archive.rows import from_journal
+from bus.broker.messages import new_message
 from bus.errors import ArchiveUnavailable
 from bus.events import new_id
-from bus.messages import new_message
 
 pytestmark = pytest.mark.integration
 HOT = 5.0

@@ -60,7 +60,7 @@ def test_a_tag_pattern_and_a_time_window_narrow_the_archive_side_too(client, sto
 def test_an_event_back_in_redis_is_shown_from_there_and_once(client, store):
     (event_id,) = archive_some(client, store, 1)
     # A replay to its route puts the archived record back into Redis, queued, in one transaction.
-    from bus.messages import new_message
+    from bus.broker.messages import new_message
 
     summary = tiers.summaries(client, store, [event_id])[0]
     assert summary["tier"] == "archive"

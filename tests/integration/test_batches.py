@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from bus import journal
-from bus.messages import event_ids_of
+from bus.broker.messages import event_ids_of
 from conftest import bus_env, run_bus, start_ingress, start_worker, wait_until
 
 ROUTES = {

@@ -10,10 +10,11 @@ import uuid
 import orjson
 from pytest import approx
 
-from bus import endpoints, journal, scheduler
+from bus import endpoints, journal
 from bus.endpoints import EndpointKey
 from bus.filters import EventFilter
 from bus.routes import load_routes
+from bus.worker import scheduler
 from conftest import run_bus, wait_until
 from test_metrics import scrape, value
 

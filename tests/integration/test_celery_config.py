@@ -5,7 +5,8 @@ import os
 import subprocess
 import sys
 
-from bus import journal, recovery
+from bus import journal
+from bus.worker import recovery
 from conftest import bus_env, free_port, parked_tag, run_bus, wait_until, waiting_for_a_task
 
 SETTINGS = "from bus.celery_defaults import *  # noqa\nimport pathlib\npathlib.Path({mark!r}).write_text('loaded')\n"

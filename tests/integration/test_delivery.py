@@ -125,7 +125,7 @@ def test_receiver_down_then_up_delivers_all_30_events_each_once(bus):
 
 
 def test_a_redelivered_task_of_a_delivered_event_is_not_sent_again(bus):
-    from bus.messages import delivery_message
+    from bus.broker.messages import delivery_message
 
     name = unique()
     (event_id,) = bus.post(f"api.{name}", "{}").json()["ids"]
@@ -187,7 +187,7 @@ def test_a_lost_task_that_comes_back_leaves_its_events_to_the_copy_recovery_made
     """What a Redis outage can leave behind: a message requeued (marked redelivered) and, for each of its
     events, the copy lost-task recovery made, which the event's record now names. Run by the worker's
     two pool processes at once, each event is sent once: by recovery's copy."""
-    from bus.messages import delivery_message
+    from bus.broker.messages import delivery_message
 
     name = unique()
     path = f"/api/{name}/"
@@ -216,7 +216,7 @@ def test_a_message_restored_after_its_work_was_done_leaves_its_events_to_the_ret
     """Redis restores a message from `unacked` when its ack was lost (a crash right after the attempt
     or the park was recorded). Its event waits on the retry schedule, which will send it in a message
     of its own: the restored one must not send it too (the two would race: a duplicate)."""
-    from bus.messages import delivery_message
+    from bus.broker.messages import delivery_message
 
     name = unique()
     path = f"/api/{name}/"

@@ -14,10 +14,11 @@ import uuid
 import orjson
 import pytest
 
-from bus import journal, recovery, scheduler
-from bus.journal.pipelined import SharedPipe
-from bus.messages import GROUP_SIZE, delivery_message, event_ids_of
+from bus import journal
+from bus.broker.messages import GROUP_SIZE, delivery_message, event_ids_of
 from bus.routes import load_routes
+from bus.wire.pipelined import SharedPipe
+from bus.worker import recovery, scheduler
 from conftest import wait_until
 
 DB = 10  # a database of its own on the session Redis: these tests drive the journal by hand

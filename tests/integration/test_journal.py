@@ -195,7 +195,7 @@ def test_the_record_names_the_task_message_that_sends_the_event_next(bus):
     """Every path that queues a message for an event names it in the event's record in the same step;
     an attempt or a park leaves no message named. A message that finds another name (or none) is
     superseded: Redis restored it after its work was done, or another message took the event over."""
-    from bus.messages import Outgoing, delivery_message, event_ids_of
+    from bus.broker.messages import Outgoing, delivery_message, event_ids_of
 
     client = bus.redis.client()
     (event_id,) = bus.post(parked_tag(), "{}").json()["ids"]

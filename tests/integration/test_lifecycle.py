@@ -12,11 +12,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from bus import delivery, endpoints, journal, outbound, settings
-from bus.breaker_gate import Breakers
-from bus.journal.pipelined import SharedPipe
-from bus.messages import Outgoing, delivery_message
+from bus import endpoints, journal, settings
+from bus.broker.messages import Outgoing, delivery_message
 from bus.routes import load_configured
+from bus.wire.pipelined import SharedPipe
+from bus.worker import delivery, outbound
+from bus.worker.breaker_gate import Breakers
 from conftest import parked_tag
 
 ANSWERED = {"attempt": 1, "duration": 0.01, "status_code": 200}

@@ -17,7 +17,7 @@ import hiredis
 import pytest
 import redis
 
-from bus.journal.pipelined import PipelinedRedis, SharedPipe, reply_error
+from bus.wire.pipelined import PipelinedRedis, SharedPipe, reply_error
 from conftest import RedisServer, free_port
 
 

@@ -19,11 +19,11 @@ import redis
 import bus
 from archivekit import rows
 from bus import InvalidBody, InvalidTag, NoRoute, SpoolError, SpoolFull, SpoolLocked, intake, journal, settings
-from bus.journal.pipelined import SharedPipe
 from bus.spool import inspect
 from bus.spool.layout import place
 from bus.spool.sender import Sender
 from bus.spool.store import Spool
+from bus.wire.pipelined import SharedPipe
 from conftest import Receiver, RedisServer, bus_env, run_bus, start_worker, wait_until, waiting_for_a_task
 
 ROUTE = "spooled"

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from bus import intake, journal
-from bus.journal import leases
+from bus.broker import unacked as leases
 from conftest import wait_until
 from faultkit import duplicates, report, wait_group_gone
 from test_faults import SLOW_ROUTE, all_delivered, bodies_by_id, fault_bus, wait_all_delivered  # noqa: F401
@@ -87,7 +87,7 @@ def test_a_live_worker_whose_tag_is_in_a_dead_ones_stale_set_keeps_its_task(faul
 
 def test_one_recovery_serves_every_worker_that_asked_before_it_began(fault_bus):
     """Many workers reconnecting after one Redis restart: the first scans the backlog, the rest skip."""
-    from bus import recovery
+    from bus.worker import recovery
 
     bus = fault_bus({"slow": SLOW_ROUTE}, visibility_timeout=VISIBILITY)
     client = bus.client()

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bus import backoff
-from bus.backoff import FIRST_DELAY, delay, parse_retry_after
+from bus.worker import backoff
+from bus.worker.backoff import FIRST_DELAY, delay, parse_retry_after
 
 
 class Fixed:

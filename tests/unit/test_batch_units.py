@@ -1,8 +1,8 @@
 """How a task's events are cut into requests: singles, or same-tag runs of at most batch_max (pure)."""
 from __future__ import annotations
 
-from bus.delivery import _units
 from bus.routes import parse_route
+from bus.worker.delivery import _units
 
 
 def route(batch_max: int):

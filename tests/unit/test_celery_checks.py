@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bus.celery_checks import check_broker, check_queues
+from bus.broker.celery_checks import check_broker, check_queues
 from bus.errors import ConfigError
 
 

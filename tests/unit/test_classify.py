@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bus.classify import DEAD, DELIVERED, RETRY, Outcome, classify
 from bus.routes import DEFAULT_RETRYABLE, Route, parse_endpoint
+from bus.worker.classify import DEAD, DELIVERED, RETRY, Outcome, classify
 
 
 def make_route(**settings) -> Route:

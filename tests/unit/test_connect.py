@@ -1,4 +1,4 @@
-"""Opening connections (bus/connect.py): addresses tried in parallel, happy-eyeballs style, within one open_timeout."""
+"""Opening connections (bus/worker/connect.py): addresses tried in parallel, happy-eyeballs style, within one open_timeout."""
 from __future__ import annotations
 
 import socket
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bus import connect
+from bus.worker import connect
 
 
 @pytest.fixture

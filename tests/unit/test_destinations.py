@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bus import cli, fanout
-from bus.celery_checks import check_fanout_layout
+from bus.broker.celery_checks import check_fanout_layout
 from bus.errors import BadFilter, ConfigError, NoRoute, RouteError
 from bus.routes import copy_id, event_id, load_routes
 

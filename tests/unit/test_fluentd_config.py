@@ -9,8 +9,8 @@ import pytest
 
 from bus import cli
 from bus.errors import ConfigError
-from bus.fluentd_config import parse
-from bus.fluentd_routes import convert
+from bus.fluentd.config import parse
+from bus.fluentd.routes import convert
 from bus.routes import DEFAULT_RETRYABLE, load_routes, parse_route
 
 # A copy of the seed configuration (shared/seed-fluentd.conf) that `bus` replaces.

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from bus.ingress import asgi, http
-from bus.journal.pipelined import pack
+from bus.wire.pipelined import pack
 
 
 def test_every_url_rule_has_a_handler_and_every_handler_a_rule():

@@ -1,9 +1,9 @@
-"""A task of an ordered route takes its lanes' next events only while it has time and room (bus/lane_run.py)."""
+"""A task of an ordered route takes its lanes' next events only while it has time and room (bus/worker/lane_run.py)."""
 from __future__ import annotations
 
 import time
 
-from bus.lane_run import LaneRun
+from bus.worker.lane_run import LaneRun
 
 
 def test_a_task_takes_next_events_on_a_lease_until_its_limit():

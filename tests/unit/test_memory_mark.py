@@ -7,7 +7,7 @@ import redis
 from bus import journal
 from bus.errors import RedisFull, Unavailable
 from bus.journal.memory import DRAIN_COST, MIN_GAP, MemoryMark
-from bus.journal.pipelined import NoReplicasError, reply_error
+from bus.wire.pipelined import NoReplicasError, reply_error
 
 MIB = 2 ** 20
 

@@ -19,8 +19,8 @@ from celery import Celery
 from celery.worker.request import Request
 from kombu import Connection
 
+from bus.broker.messages import DELIVER_TASK, GROUP_SIZE, delivery_message, event_ids_of, groups
 from bus.events import new_id
-from bus.messages import DELIVER_TASK, GROUP_SIZE, delivery_message, event_ids_of, groups
 
 EVENT_ID = "01900000-0000-7000-8000-000000000001"
 TAG = "api.orders"
@@ -183,7 +183,7 @@ def celery_task():
 
 
 def test_stand_in_task_has_the_real_deliver_signature(celery_task):
-    from bus.delivery import deliver as real
+    from bus.worker.delivery import deliver as real
 
     _, stand_in = celery_task
     assert real.name == stand_in.name == DELIVER_TASK

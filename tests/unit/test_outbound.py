@@ -1,4 +1,4 @@
-"""The delivery's HTTP client (bus/outbound.py) against a scripted socket server on 127.0.0.1."""
+"""The delivery's HTTP client (bus/worker/outbound.py) against a scripted socket server on 127.0.0.1."""
 from __future__ import annotations
 
 import socket
@@ -7,10 +7,11 @@ import time
 
 import pytest
 
-from bus import outbound, settings
+from bus import settings
 from bus.errors import ConfigError
 from bus.routes import parse_route
 from bus.settings import OutboundSettings
+from bus.worker import outbound
 
 CLOSE = "close"
 
@@ -233,7 +234,7 @@ class TricklingServer(ScriptedServer):
 
 
 def test_the_whole_attempt_deadline_holds_outside_the_main_thread_as_in_a_threads_pool():
-    from bus import delivery
+    from bus.worker import delivery
 
     server = TricklingServer()
     r = parse_route("r", "r.toml", {"match": "a.*", "endpoint": f"http://127.0.0.1:{server.port}/in",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from bus.errors import ConfigError
-from bus.journal.target import _Exchange, parse
+from bus.wire.target import _Exchange, parse
 
 ADDRESS = b"*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6390\r\n"
 

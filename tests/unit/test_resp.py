@@ -1,9 +1,9 @@
-"""RESP as the clients that write to Redis's socket themselves send it (bus/journal/resp.py)."""
+"""RESP as the clients that write to Redis's socket themselves send it (bus/wire/resp.py)."""
 from __future__ import annotations
 
 import pytest
 
-from bus.journal.resp import pack
+from bus.wire.resp import pack
 
 
 def test_a_command_is_an_array_of_bulk_strings_str_as_utf8_numbers_as_decimal_bytes_as_they_are():

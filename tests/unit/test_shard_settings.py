@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from bus import settings, shard_workers
-from bus.celery_checks import check_shard
+from bus.broker.celery_checks import check_shard
 from bus.errors import ConfigError, RouteError
 from bus.routes import load_configured
 from bus.shards import Shards, for_reading

@@ -5,7 +5,7 @@ import pytest
 from celery.exceptions import Retry
 
 from bus.errors import DeadLettered, RetryScheduled
-from bus.task_outcome import finish
+from bus.worker.task_outcome import finish
 
 
 def never_read(ids: list[str]) -> list[str]:

@@ -3,7 +3,7 @@
 `sentinel://h1:26379;sentinel://h2:26379/0` is kombu's form: one URL per Sentinel, joined by ';',
 with the database (and the primary's password, as kombu reads it) on any of them. The primary's
 name is BUS_REDIS_SENTINEL_MASTER. Every connection the bus makes (redis-py's for the journal
-and kombu's for the broker, and the two pipes of journal/pipelined.py) asks the Sentinels for
+and kombu's for the broker, and the two pipes of wire/pipelined.py) asks the Sentinels for
 the primary when it connects, so after a failover the next connection finds the new one; a
 demoted primary's READONLY drops the connection that got it.
 """

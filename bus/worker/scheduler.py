@@ -16,10 +16,10 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 
-from . import journal
+from .. import journal
+from ..broker.messages import groups, new_message
+from ..routes import Route
 from .backoff import FIRST_DELAY
-from .messages import groups, new_message
-from .routes import Route
 
 log = logging.getLogger("bus.scheduler")
 # While events move, a pass every TICK. Otherwise the next pass comes when the earliest retry or

@@ -2,7 +2,7 @@
 
 Nested `<section arg>` blocks, `key value` lines with double-quoted,
 single-quoted, bare and multi-line JSON values, and `#` comments, as Fluentd's
-own parser reads them; fluentd_routes.py turns the tree into routes.
+own parser reads them; routes.py turns the tree into routes.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 @dataclass

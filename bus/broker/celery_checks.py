@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import BusError, ConfigError
-from .journal import queue_name
-from .logs import redact
+from ..errors import BusError, ConfigError
+from ..journal import queue_name
+from ..logs import redact
 
 REDIS_SCHEMES = ("redis", "rediss")
 

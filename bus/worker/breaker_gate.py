@@ -8,9 +8,10 @@ from typing import Any
 
 import redis
 
-from . import backoff, journal
-from .endpoints import EndpointKey
-from .routes import Route
+from .. import journal
+from ..endpoints import EndpointKey
+from ..routes import Route
+from . import backoff
 
 
 def endpoint_failed(record: dict[str, Any], route: Route) -> bool:

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from celery.exceptions import Retry
 
+from ..errors import DeadLettered, RetryScheduled
 from .classify import DEAD, RETRY
-from .errors import DeadLettered, RetryScheduled
 
 # Verdicts that leave the event waiting for a later attempt on the bus's schedule: a failed
 # attempt, parked behind an open breaker, parked after an internal error.

@@ -11,7 +11,7 @@ a client certificate per route, no retries and no redirects behind the bus's bac
 bus retries, and delivery.py follows same-origin redirects itself), and a reused
 connection is dropped first if the endpoint closed it while it was idle. A delivery goes
 through the egress proxy bus/proxies.py chooses: plain http as an absolute-URL request to
-the proxy, https through its CONNECT tunnel (bus/connect.py opens connections).
+the proxy, https through its CONNECT tunnel (connect.py opens connections).
 """
 from __future__ import annotations
 
@@ -26,12 +26,12 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from ..proxies import Choice, Proxy, choose
+from ..routes import Route
+from ..settings import OutboundSettings
+from ..trust import tls_context
 from .connect import ProxyError, open_connection
 from .deadline import Deadline
-from .proxies import Choice, Proxy, choose
-from .routes import Route
-from .settings import OutboundSettings
-from .trust import tls_context
 
 # Idle connections kept per origin: a prefork pool process sends one attempt at a time; a threads
 # pool may send more at once, and connections beyond this are closed after their answer.

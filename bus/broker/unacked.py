@@ -1,4 +1,4 @@
-"""Worker leases, and handing a dead worker's unacked tasks back to their queues (for bus/leases.py).
+"""Worker leases, and handing a dead worker's unacked tasks back to their queues (for bus/worker/leases.py).
 
 kombu hands a task back only once it has been unacked for the visibility timeout (60 s by
 default, and it cannot be much shorter: an attempt must fit in it). A worker killed with
@@ -15,8 +15,8 @@ import time
 import orjson
 import redis
 
-from .keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX, WORKERS, held_key, lease_key, queue_name, reclaim_key
-from .store import script
+from ..journal.keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX, WORKERS, held_key, lease_key, queue_name, reclaim_key
+from ..journal.store import script
 
 # Put one unacked task back, unless it changed or went (acked, or handed back by kombu) meanwhile,
 # or a live worker holds it now (a task requeued by a reject and taken again).

@@ -24,7 +24,7 @@ import ssl
 import time
 from typing import cast
 
-from .proxies import Proxy
+from ..proxies import Proxy
 
 # A CONNECT answer's status line and headers; a proxy sending more is not one.
 MAX_CONNECT_HEAD = 64 * 1024

@@ -1,4 +1,4 @@
-"""A worker's lease, and the hand-back of dead workers' tasks within seconds (journal/leases.py).
+"""A worker's lease, and the hand-back of dead workers' tasks within seconds (broker/unacked.py).
 
 Runs as a thread in every worker's main process, the one that takes tasks off the queues and
 holds them unacked. Every second it renews this worker's lease and looks for workers whose
@@ -21,9 +21,10 @@ import time
 
 from celery.signals import worker_init, worker_shutdown
 
-from . import kombu_fixes, settings
-from .journal import REDIS_DOWN, connect, held_key
-from .journal import leases as journal_leases
+from .. import settings
+from ..broker import kombu_fixes
+from ..broker import unacked as journal_leases
+from ..journal import REDIS_DOWN, connect, held_key
 
 log = logging.getLogger("bus.leases")
 

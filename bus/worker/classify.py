@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..routes import Route
 from . import backoff
-from .routes import Route
 
 DELIVERED, RETRY, DEAD = "delivered", "retry", "dead"
 

@@ -24,8 +24,8 @@ import time
 import redis
 from celery import bootsteps
 
-from . import journal, settings
-from .messages import event_ids_of, new_message
+from .. import journal, settings
+from ..broker.messages import event_ids_of, new_message
 
 log = logging.getLogger("bus.recovery")
 
@@ -98,6 +98,8 @@ def _recover_logged(why: str) -> None:
     config = settings.load()
     try:
         client = journal.connect(config.worker_redis, max(config.redis_timeout, 10.0))
+        # At every (re)connect, which covers the first start after an upgrade: two round trips.
+        journal.forget_retired(client)
         recover(client, asked_at=journal.redis_time(client))
     except journal.REDIS_DOWN as exc:
         # The consumer reconnects (and so runs this again) once Redis is back.

@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from . import auth, intake, journal, journal_cli, local_up, logs, proxy_cli, settings, shards, stats
-from .errors import BusError, ConfigError, Unavailable
-from .ingress.bodies import parse_records
-from .routes import Route, Router, load_configured
-from .spool import Producer, Waiting, inspect
-from .tags import validate_tag
+from .. import auth, intake, journal, local_up, logs, settings, shards, stats
+from ..errors import BusError, ConfigError, Unavailable
+from ..ingress.bodies import parse_records
+from ..routes import Route, Router, load_configured
+from ..spool import Producer, Waiting, inspect
+from ..tags import validate_tag
+from . import journal as journal_cli
+from . import proxy as proxy_cli
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -82,7 +84,7 @@ def cmd_routes(args: argparse.Namespace, config: settings.Settings) -> int:
 def _proxy_line(config: settings.Settings, route: Route, url: str) -> str:
     from urllib.parse import urlsplit
 
-    from .proxies import choose
+    from ..proxies import choose
 
     parts = urlsplit(url)
     choice = choose(config.outbound.proxies, route.proxy, parts.scheme, parts.hostname or "",
@@ -92,8 +94,8 @@ def _proxy_line(config: settings.Settings, route: Route, url: str) -> str:
 
 
 def cmd_routes_import(args: argparse.Namespace, config: settings.Settings) -> int:
-    from .fluentd_config import parse
-    from .fluentd_routes import convert
+    from ..fluentd.config import parse
+    from ..fluentd.routes import convert
 
     if not args.file:
         raise UsageError("usage: bus routes import FLUENTD.CONF [--out DIR] [--dry-run] "
@@ -212,7 +214,7 @@ def _positive(value: str) -> float:
 
 
 def cmd_serve(args: argparse.Namespace, config: settings.Settings) -> int:
-    from .ingress.server import serve, serve_with_forward
+    from ..ingress.server import serve, serve_with_forward
 
     _celery_app(config)  # the workers listen on Celery's broker: it must be where intake queues tasks
     bus = intake.load(config)
@@ -250,7 +252,7 @@ def cmd_tokens_new(args: argparse.Namespace, config: settings.Settings) -> int:
 
 
 def cmd_secret_new(args: argparse.Namespace, config: settings.Settings) -> int:
-    from .route_secrets import new_signing_secret
+    from ..route_secrets import new_signing_secret
 
     print(new_signing_secret())
     return 0
@@ -267,15 +269,15 @@ def _worker_routes(router: Router, names: Sequence[str]) -> list[Route]:
 
 def _celery_app(config: settings.Settings) -> Celery:
     """The Celery app, once its broker is known to be the journal's Redis (celery_checks.py)."""
-    from .celery import app
-    from .celery_checks import check_broker
+    from ..broker.celery_checks import check_broker
+    from ..celery import app
 
     check_broker(app.conf, config.worker_redis.url, config.worker_shard)
     return app
 
 
 def cmd_worker(args: argparse.Namespace, config: settings.Settings) -> int:
-    from . import shard_workers
+    from .. import shard_workers
 
     routes = _worker_routes(_router(config), args.routes)
     groups = shard_workers.by_shard(routes)
@@ -316,7 +318,7 @@ def cmd_worker(args: argparse.Namespace, config: settings.Settings) -> int:
 
 
 def cmd_up(args: argparse.Namespace, config: settings.Settings) -> int:
-    from .up import run
+    from ..up import run
 
     if config.redis_shards:
         raise ConfigError("bus up runs one Redis of its own, and BUS_REDIS_SHARDS is set: unset it (and the "

@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 
-from . import archive, fanout, filters, journal, replay, replay_pace, settings, shards
-from .archive import tiers
-from .errors import BadFilter, BusError
-from .routes import Router, load_configured
+from .. import archive, fanout, filters, journal, replay, replay_pace, settings, shards
+from ..archive import tiers
+from ..errors import BadFilter, BusError
+from ..routes import Router, load_configured
 
 
 def add_filter_args(p: argparse.ArgumentParser, status_default: str | None, many_statuses: bool) -> None:

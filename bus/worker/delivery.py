@@ -14,16 +14,17 @@ import orjson
 from celery import Task
 from celery.exceptions import Reject
 
-from . import archive, captured, endpoints, journal, logs, outbound, settings, signing, task_outcome
+from .. import archive, captured, endpoints, journal, logs, settings, signing
+from ..broker.messages import DELIVER_TASK, GROUP_SIZE, new_message
+from ..celery import app
+from ..errors import ArchiveUnavailable, DeadLettered, NoRoute
+from ..routes import VISIBILITY_MARGIN, Route, Router, event_id, load_configured
+from ..wire.pipelined import SharedPipe
+from . import outbound, task_outcome
 from .breaker_gate import Breakers, endpoint_failed
-from .celery import app
 from .classify import DEAD, DELIVERED, RETRY, Outcome, classify
 from .deadline import AttemptDeadline, Deadline
-from .errors import ArchiveUnavailable, DeadLettered, NoRoute
-from .journal.pipelined import SharedPipe
 from .lane_run import LaneRun
-from .messages import DELIVER_TASK, GROUP_SIZE, new_message
-from .routes import VISIBILITY_MARGIN, Route, Router, event_id, load_configured
 
 log = logging.getLogger("bus.delivery")
 # A copy sent with `bus replay --to` (a staging service) is tried this many
@@ -108,7 +109,7 @@ def _attempt(pools: outbound.Pools, route: Route, url: str, body: bytes, headers
              method: str | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {"attempt": attempt, "at": time.time(), "url": url}
     started = time.monotonic()
-    # One deadline for the whole attempt, redirects included (bus/deadline.py).
+    # One deadline for the whole attempt, redirects included (deadline.py).
     deadline = Deadline.after(route.open_timeout + route.read_timeout)
     try:
         for _ in range(MAX_REDIRECTS + 1):

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import RouteError
-from .fluentd_config import Section, boolean, headers, seconds
-from .routes import MAX_BATCH, Route, parse_route
-from .tags import compile_pattern
+from ..errors import RouteError
+from ..routes import MAX_BATCH, Route, parse_route
+from ..tags import compile_pattern
+from .config import Section, boolean, headers, seconds
 
 # Net::HTTP's timeouts, what out_http uses when open_timeout/read_timeout are unset.
 NET_HTTP_TIMEOUT = 60

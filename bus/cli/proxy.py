@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from . import intake, settings
-from .errors import ConfigError
+from .. import intake, settings
+from ..errors import ConfigError
 
 
 def _statuses(value: str) -> frozenset[int]:
@@ -18,7 +18,7 @@ def _statuses(value: str) -> frozenset[int]:
 
 
 def cmd_proxy(args: argparse.Namespace, config: settings.Settings) -> int:
-    from .ingress.capture import ProxyConfig, serve
+    from ..ingress.capture import ProxyConfig, serve
 
     if args.workers < 1:
         raise ConfigError("--workers must be 1 or more")
