@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import uuid
 
-from bus import journal, recovery
+from bus import journal
+from bus.worker import recovery
 
 NOISE = 20_000
 
