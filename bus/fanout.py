@@ -17,6 +17,7 @@ from .archive import Store, tiers
 from .errors import BadFilter, EventNotFound
 from .filters import STATUSES, EventFilter
 from .routes import DESTINATION_SEP, Router, copy_id, event_id
+from .shards import as_shards
 
 QUEUED, RETRYING, DELIVERED, DEAD = STATUSES
 
@@ -120,7 +121,10 @@ def find(client: Any, store: Store | None, router: Router | None, f: EventFilter
         score, _, stopped = more.partition(":")
         more = f"{score}:{event_id(stopped)}"
     names = [d.destination for d in router.fanouts[f.route].destinations]
-    copies = {c["id"]: c for c in tiers.summaries(client, store, [copy_id(p, n) for p in parents for n in names])}
+    # From the route's shard alone, as the listing read: another shard that is down does not fail it.
+    shards = as_shards(client)
+    reader = shards.of(f.copies_of[0]) if f.copies_of[0] in shards.routes else client
+    copies = {c["id"]: c for c in tiers.summaries(reader, store, [copy_id(p, n) for p in parents for n in names])}
     events = []
     for parent in parents:
         mine = [copies[copy_id(parent, n)] for n in names if copy_id(parent, n) in copies]
