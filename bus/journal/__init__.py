@@ -44,6 +44,7 @@ from .counters import (
     snapshot,
 )
 from .grouping import (
+    ACCEPT_FRAMES_SCRIPT,
     ACCEPT_SCRIPT,
     FILLING_MS,
     SpoolMark,
@@ -51,7 +52,9 @@ from .grouping import (
     accept_batches,
     accept_call,
     accept_copies,
+    accept_frames,
     accepted_ids,
+    frames_call,
     lane_group,
     load_many,
     refill_if_idle,
@@ -144,7 +147,7 @@ __all__ = [
     "queue_name", "retry_key", "slot_key", "spool_mark_key", "DEAD", "DEFAULT_RETENTION", "DELIVERED", "QUEUED", "REDIS_DOWN",
     "RESPONSE_KEEP", "RETRYING", "SUMMARY_FIELDS", "attempts", "connect", "load", "Idempotency", "NewEvent", "Page", "show",
     "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "SpoolMark", "accept", "accept_batches", "accept_call",
-    "accept_copies", "accepted_ids", "lane_group", "load_many",
+    "accept_copies", "accepted_ids", "lane_group", "load_many", "ACCEPT_FRAMES_SCRIPT", "accept_frames", "frames_call",
     "refill_if_idle", "breakers", "claim_mover", "drop_scheduled", "due", "enqueue", "next_due",
     "hand_off", "park", "record_attempt", "record_copy", "copy_record", "recheck", "refusal", "release", "requeue",
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",

@@ -10,7 +10,7 @@ import redis
 from redis.exceptions import NoScriptError
 
 from ..broker.messages import GROUP_SIZE, SHOWN, group_template
-from ..errors import IdempotencyConflict
+from ..errors import IdempotencyConflict, SpoolError
 from ..lifecycle import QUEUED
 from ..wire.pipelined import NotConfirmed, SharedPipe, eval_, evalsha
 from . import breakers, scripts
@@ -36,6 +36,8 @@ from .store import (
 # coming, so events whose message was lost in a crash are not stranded.
 # Both scripts (lua/accept.lua, lua/refill.lua) make groups with the functions of lua/group.lua.
 ACCEPT_SCRIPT = scripts.load("accept.lua", "group.lua", "lane.lua")
+# The same accept, its events given as spool frames' payloads, one argument each (lua/unframe.lua).
+ACCEPT_FRAMES_SCRIPT = scripts.load("accept.lua", "group.lua", "lane.lua", "unframe.lua")
 _REFILL = scripts.load("refill.lua", "group.lua")
 # Longer than a queued message usually waits for a worker; when it expires early (a long
 # queue, workers down) the cost is an extra message, never a lost event.
@@ -60,10 +62,7 @@ def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE, idempotenc
     """KEYS and ARGV of ACCEPT_SCRIPT (lua/accept.lua names them) for the events of one route (see accept());
     `order` is the route's (routes.Route.order: '' for an unordered route)."""
     route = events[0].route
-    keys = [index_key(QUEUED), index_key(QUEUED, route), queue_name(route), COUNTERS, pending_key(route),
-            filling_key(route)]
-    args: list[Any] = [len(events), route, f"accepted:{route}", group_template(queue_name(route)), group_size, SHOWN,
-                       FILLING_MS]
+    keys, args = _route_part(route, len(events), group_size)
     if idempotency is None:
         args += ["", "", 0]
     else:
@@ -82,6 +81,39 @@ def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE, idempotenc
             raise ValueError("a SpoolMark gives one place per event")
         args += mark.places
     return keys, args
+
+
+def _route_part(route: str, count: int, group_size: int) -> tuple[list[str], list[Any]]:
+    """The KEYS[1..6] and ARGV[1..7] of ACCEPT_SCRIPT (and ACCEPT_FRAMES_SCRIPT) for `count` events of `route`."""
+    keys = [index_key(QUEUED), index_key(QUEUED, route), queue_name(route), COUNTERS, pending_key(route),
+            filling_key(route)]
+    return keys, [count, route, f"accepted:{route}", group_template(queue_name(route)), group_size, SHOWN, FILLING_MS]
+
+
+def frames_call(payloads: list[bytes], route: str, group_size: int, mark: SpoolMark, order: str = ""
+                ) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of ACCEPT_FRAMES_SCRIPT (lua/unframe.lua names them): a spool's frames of one route,
+    each its payload as the spool holds it (bus/spool/frames.py), with their places in `mark`."""
+    if len(mark.places) != len(payloads):
+        raise ValueError("a SpoolMark gives one place per event")
+    keys, args = _route_part(route, len(payloads), group_size)
+    keys += [idempotency_key("", ""), spool_mark_key(mark.spool)]
+    return keys, args + ["", "", 0, mark.after, mark.window, order, *payloads, *mark.places]
+
+
+def accept_frames(pipe: SharedPipe, calls: Sequence[tuple[list[bytes], str, int, str, SpoolMark]]) -> int:
+    """accept_batches() for a spool's frames (each call: payloads, route, group size, order, mark), in one
+    round trip. SpoolError when Redis refuses a payload as no frame of its route (BUSFRAME): nothing of
+    that call was written."""
+    try:
+        replies = _accept_many(pipe, [frames_call(payloads, route, group_size, mark, order)
+                                      for payloads, route, group_size, order, mark in calls], ACCEPT_FRAMES_SCRIPT)
+    except redis.ResponseError as exc:
+        if not str(exc).startswith("BUSFRAME"):
+            raise
+        raise SpoolError(f"Redis refused a spooled event: {str(exc).removeprefix('BUSFRAME ')}; it stays "
+                         "in the spool: report it with the spool directory") from None
+    return sum(int(reply) for reply in replies)
 
 
 def accepted_ids(events: list[NewEvent], reply: Any, idempotency: Idempotency | None = None) -> list[str]:
@@ -190,16 +222,17 @@ def accept_copies(pipe: SharedPipe, copies: list[tuple[list[NewEvent], int, Idem
                                for events, group_size, idempotency, order in copies])
 
 
-def _accept_many(pipe: SharedPipe, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-    """ACCEPT_SCRIPT for each call in one write (and WAIT for replicas when BUS_ACK_REPLICAS asks); the
+def _accept_many(pipe: SharedPipe, calls: list[tuple[list[str], list[Any]]], script: str = ACCEPT_SCRIPT
+                 ) -> list[Any]:
+    """ACCEPT_SCRIPT (or `script`) for each call in one write (and WAIT for replicas when BUS_ACK_REPLICAS asks); the
     replies in order. Unavailable when Redis did not answer or confirm all of them."""
     wait = [pipe.ack.command()] if pipe.ack.replicas else []
     try:
-        replies = _execute_many(pipe, [evalsha(ACCEPT_SCRIPT, keys, args) for keys, args in calls] + wait)
+        replies = _execute_many(pipe, [evalsha(script, keys, args) for keys, args in calls] + wait)
         confirmed: Any = replies.pop() if wait else None  # WAIT's count of replicas
         unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if unknown:  # Redis restarted since the script was loaded
-            again = _execute_many(pipe, [eval_(ACCEPT_SCRIPT, *calls[i]) for i in unknown] + wait)
+            again = _execute_many(pipe, [eval_(script, *calls[i]) for i in unknown] + wait)
             confirmed = again.pop() if wait else None  # this WAIT covers the first write too
             for i, reply in zip(unknown, again):
                 replies[i] = reply
