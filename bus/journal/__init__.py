@@ -98,6 +98,7 @@ from .lost import (
     redis_time,
     requeue_lost,
     scheduled_ids,
+    still_waiting,
     task_messages,
     waiting_ids,
 )
@@ -154,7 +155,7 @@ __all__ = [
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",
     "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "forget_retired", "pending_ids",
     "recovery_lock", "recovery_unlock", "requeue_lost", "last_recovery", "recovery_done", "redis_time", "held_key",
-    "scheduled_ids", "lane_waiting_ids", "task_messages", "waiting_ids",
+    "scheduled_ids", "still_waiting", "lane_waiting_ids", "task_messages", "waiting_ids",
     "READING", "MemoryMark", "check_room", "check_writable",
     "last_copies", "CAPTURE_SCRIPT", "capture_call", "RECORD_ATTEMPT_SCRIPT", "record_attempt_call", "record_attempt_taking",
     "ARCHIVE_MOVER", "ARCHIVE_STATE", "archive_state", "archived_counts", "claim_archive_mover",
