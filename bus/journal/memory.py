@@ -72,9 +72,17 @@ class MemoryMark:
 
     def accepted(self, events: Iterable[NewEvent]) -> None:
         """Count what these events, just accepted, take of the room until the next reading."""
-        added = sum(len(event.body) + len(event.headers) + EVENT_OVERHEAD + DRAIN_COST for event in events)
+        size = count = 0
+        for event in events:
+            size += len(event.body) + len(event.headers)
+            count += 1
+        self.took(size, count)
+
+    def took(self, size: int, count: int) -> None:
+        """accepted() of `count` events of `size` bytes in all (bodies and headers; a spool's sender counts its
+        frames' payloads, which hold a little more: the ids and tags)."""
         with self._lock:
-            self._room -= added
+            self._room -= size + count * (EVENT_OVERHEAD + DRAIN_COST)
 
     def update(self, replies: list[Any]) -> None:
         """Take a reading: the replies to READING. One that is an error leaves the last reading."""

@@ -32,6 +32,7 @@ from .keys import (
 from .store import (
     DEFAULT_RETENTION,
     RESPONSE_KEEP,
+    decode,
     script,
 )
 
@@ -71,7 +72,7 @@ def record_attempt(client: redis.Redis | SharedPipe, event: dict[str, Any], atte
     `lane_group` (grouping.lane_group, for an ordered route) lets a delivered or dead event's lane
     send its next event in a message made by the same script when none of the route is coming;
     `take` (a task id, and until when) lets that task take it instead (lua/lane.lua): its id is
-    then in `taken`, for the task to send next.
+    then in `taken`, with its record, for the task to send next.
     """
     return record_attempt_taking(client, event, attempt, status, retention, retry_at, endpoint_alive, endpoint,
                                  lane_group, take)[0]
@@ -81,14 +82,18 @@ def record_attempt_taking(client: redis.Redis | SharedPipe, event: dict[str, Any
                           status: str, retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
                           endpoint_alive: bool = False, endpoint: EndpointKey | None = None,
                           lane_group: list[Any] | None = None, take: tuple[str, float] | None = None
-                          ) -> tuple[str | None, str | None]:
-    """record_attempt's refusal, and the id of the lane's next event the task took (None: none)."""
+                          ) -> tuple[str | None, dict[str, Any] | None]:
+    """record_attempt's refusal, and the record of the lane's next event the task took (None: none), as
+    store.load gives it: the script sends it back, so the task need not load it."""
     keys, args = record_attempt_call(event, attempt, status, retention, retry_at, endpoint_alive, endpoint)
     if lane_group:
         args += [*lane_group, *((take[0], repr(take[1])) if take else ("", ""))]
     reply = script(client, RECORD_ATTEMPT_SCRIPT)(keys=keys, args=args)
+    if isinstance(reply, list):  # ['ok <id>', the taken event's HGETALL]
+        taken_id, flat = reply[0].decode()[3:], reply[1]
+        return None, decode(taken_id, dict(zip(flat[::2], flat[1::2])))
     text = reply.decode() if isinstance(reply, bytes) else reply
-    return refusal(text), text[3:] if text.startswith("ok ") else None
+    return refusal(text), None
 
 
 def record_attempt_call(event: dict[str, Any], attempt: dict[str, Any], status: str,

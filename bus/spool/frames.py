@@ -7,7 +7,8 @@ control character, so splitting at the first four newlines is exact. The CRC and
 length find a torn tail on reopening: power lost in the middle of a write, or a kill
 cutting a large write short (Linux stops a write between pages for a fatal signal).
 Either tears only frames whose emit had not returned yet, so cutting them off loses
-nothing a caller was promised.
+nothing a caller was promised. A segment is allocated ahead, so what follows its last frame
+is zeros: a header of length 0 ends the frames (a payload is never empty).
 """
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ def parse(data: bytes | memoryview, max_frames: int | None = None, max_payload: 
     unpack, crc32, head = HEADER.unpack_from, zlib.crc32, HEADER.size
     while pos + head <= end and len(payloads) < limit:
         length, crc = unpack(data, pos)
+        if not length:  # no frame is empty: zeros, the allocated rest of a segment not yet written
+            break
         if length > max_payload:
             return Parsed(payloads, pos, damaged=True)
         stop = pos + head + length

@@ -3,7 +3,8 @@
     DIR/lock            flock()ed by the one Spool open on DIR; holds its pid, for the error others get
     DIR/identity        "<name> <dev> <inode>": the spool's name in Redis (its marks, journal.SpoolMark),
                         with the file's own device and inode, so a copy of DIR finds itself a copy
-    DIR/<seq>.seg       frames (frames.py) appended in the order emit() returned them, oldest file first
+    DIR/<seq>.seg       frames (frames.py) appended in the order emit() returned them, oldest file first;
+                        the one being written is allocated whole ahead (zeros after its last frame)
     DIR/cursor          two slots of "<seq> <offset> <crc>": every frame before the later intact one is in Redis
 
 store.py keeps the open directory's state; these are the steps on its files, and
@@ -151,7 +152,9 @@ def scan(directory: Path, seq: int, start: int) -> tuple[int, int]:
             pos += parsed.size
             if parsed.damaged or not parsed.payloads:
                 break
-        if pos < size:
+        if pos < size and zeros_from(fd, pos, size):
+            os.ftruncate(fd, pos)  # the allocated, unwritten rest of the segment a Spool was writing to
+        elif pos < size:
             log.warning("spool %s: %s ends in %d bytes that are not a whole frame (a write cut short by a "
                         "power loss or crash); cutting them off", directory, path, size - pos)
             os.ftruncate(fd, pos)
@@ -160,8 +163,32 @@ def scan(directory: Path, seq: int, start: int) -> tuple[int, int]:
         os.close(fd)
 
 
-def open_segment(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+def allocate_segment(path: Path, size: int) -> int:
+    """A new segment file of `size` bytes of zeros, its blocks reserved on disk; its descriptor (read-write,
+    for mmap). Reserved, not sparse: a full disk then fails here (OSError, ENOSPC), where a store through
+    the mapping into a page the disk has no room for would kill the process with SIGBUS."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, size)
+        else:  # no way to reserve the blocks here (macOS): sparse, and a full disk is SIGBUS
+            os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    return fd
+
+
+def zeros_from(fd: int, start: int, size: int) -> bool:
+    """Whether a file holds only zeros from `start` to `size`: the unwritten rest of an allocated segment."""
+    pos = start
+    while pos < size:
+        chunk = os.pread(fd, min(READ_CHUNK, size - pos), pos)
+        if not chunk or chunk.count(0) != len(chunk):
+            return not chunk
+        pos += len(chunk)
+    return True
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -75,10 +75,10 @@ class Sender:
                     self._wake.wait(1.0)  # also a heartbeat, should a wake-up be missed
                     continue
                 self._send(batch)
-                self.sent += len(batch.events)
+                self.sent += len(batch.payloads)
                 self.last_error, delay = None, BACKOFF_FIRST  # before the ack wakes flush(): stats() then says so
                 self.spool.ack(batch)
-                if len(batch.events) < LINGER_BELOW and not self._hurry.is_set():
+                if len(batch.payloads) < LINGER_BELOW and not self._hurry.is_set():
                     self._stop.wait(LINGER_S)
             except Exception as exc:  # the thread must outlive anything: it is the only way out of the spool
                 error = str(exc) if isinstance(exc, BusError) else f"{type(exc).__name__}: {exc}"
@@ -94,28 +94,33 @@ class Sender:
                 delay = min(delay * 2, BACKOFF_MAX)
 
     def _send(self, batch: Batch) -> None:
-        by_route: dict[str, list[int]] = defaultdict(list)
-        for i, event in enumerate(batch.events):
-            by_route[event.route].append(i)
+        # Each payload goes as it is, one argument; Redis splits it (journal.accept_frames). Only its route
+        # is read here, for the route's shard and group size: a batch is mostly of one route.
+        by_route: dict[bytes, list[int]] = defaultdict(list)
+        for i, payload in enumerate(batch.payloads):
+            by_route[payload.split(b"\n", 3)[2]].append(i)
         # Per shard: each route's events go to its own, each part with its place in this spool.
-        calls: dict[str, list[tuple[list[journal.NewEvent], int, str]]] = defaultdict(list)
-        marks: dict[str, list[journal.SpoolMark]] = defaultdict(list)
+        calls: dict[str, list[tuple[list[bytes], str, int, str, journal.SpoolMark]]] = defaultdict(list)
         window = self.intake.settings.idempotency_window
-        for route, indexes in by_route.items():
+        for raw_route, indexes in by_route.items():
+            route = raw_route.decode()
             known = self.intake.router.by_name.get(route)
             group_size = known.group_size if known is not None else GROUP_SIZE
             order = known.order if known is not None else ""
             shard = known.shard if known is not None else DEFAULT_SHARD
             after = ""
+            whole = len(indexes) == len(batch.payloads)
             for start in range(0, len(indexes), SCRIPT_EVENTS):
                 part = indexes[start:start + SCRIPT_EVENTS]
-                places = [batch.places[i] for i in part]
-                calls[shard].append(([batch.events[i] for i in part], group_size, order))
-                marks[shard].append(journal.SpoolMark(self.spool.identity, places, after, window))
+                stop = start + len(part)
+                payloads = batch.payloads[start:stop] if whole else [batch.payloads[i] for i in part]
+                places = batch.places[start:stop] if whole else [batch.places[i] for i in part]
+                calls[shard].append((payloads, route, group_size, order,
+                                     journal.SpoolMark(self.spool.identity, places, after, window)))
                 after = places[-1]
         for shard, shard_calls in calls.items():
             link = self.intake.links[shard]
             journal.check_room(link.pipe, link.memory)
-            journal.accept_batches(link.pipe, shard_calls, marks[shard])
-            link.memory.accepted([e for events, *_ in shard_calls for e in events])
-
+            journal.accept_frames(link.pipe, shard_calls)
+            link.memory.took(sum(len(p) for call in shard_calls for p in call[0]),
+                             sum(len(call[0]) for call in shard_calls))

@@ -5,9 +5,15 @@ with one write() per call survives SIGKILL (it is in the page cache) for a few u
 CPU, where a committed SQLite WAL insert per call took three to four times as much
 (`python -m bench.spool_store`; docs/design.md, "A producer's own spool").
 
-A writer appends under a lock; threads that arrive while one writes queue their frames
-and the writer writes them with its own in one write() (group commit), so N threads
-cost one syscall per turn, not N. fsync: "always" before append() returns; "everysec"
+The segment being written is allocated whole when it is made (SEGMENT_BYTES, blocks
+reserved) and mapped: an append copies its frames into the mapping under a lock, with
+no system call (a write() was half of emit's CPU). The pages are the file's in the
+kernel's page cache, so a process killed with SIGKILL loses nothing an append returned
+from, as with write(); a kill in the middle of a copy leaves a torn last frame, cut
+off on reopening like a torn write. A full disk shows when a segment is allocated
+(SpoolError, nothing of that call written), not as a SIGBUS on a store into the mapping.
+fsync: "always" before append() returns (threads waiting meanwhile share the next
+fsync: group commit); "everysec"
 (the default) from a background thread once a second, as Redis's appendfsync
 everysec: a power loss or kernel crash can lose the last second of emits, a killed
 process loses nothing; "no" leaves it to the kernel (about 30 s on Linux).
@@ -23,6 +29,7 @@ never given to another event: each Spool open writes to a segment number never u
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import threading
 import weakref
@@ -37,18 +44,17 @@ from .layout import (
     READ_CHUNK,
     Position,
     Waiting,
+    allocate_segment,
     cursor_record,
     fsync_dir,
     identity,
     lock,
-    open_segment,
     place,
     read_cursor,
     resume_point,
     scan,
     segment,
     segments,
-    write_all,
 )
 
 log = logging.getLogger(__name__)
@@ -61,12 +67,16 @@ MIN_SEGMENT_BYTES = 64 << 10
 
 @dataclass(frozen=True)
 class Batch:
-    """Events read from the cursor on, and where the cursor goes once Redis has them."""
+    """Events read from the cursor on, as their frames' payloads, and where the cursor goes once Redis has them."""
 
-    events: list[NewEvent]
+    payloads: list[bytes]  # sent as they are (journal.accept_frames): the sender decodes none of them
     places: list[str]  # each event's place in the spool (layout.place), for Redis's mark of it
     end: Position
     size: int  # their frames' bytes
+
+    @property
+    def events(self) -> list[NewEvent]:
+        return [frames.decode(payload) for payload in self.payloads]
 
 
 # A forked child gets copies of every open spool's descriptors, the lock's among them: while the
@@ -83,19 +93,14 @@ def _drop_inherited() -> None:
 os.register_at_fork(after_in_child=_drop_inherited)
 
 
-class _Ticket:
-    __slots__ = ("done", "error")
-
-    def __init__(self) -> None:
-        self.done = False
-        self.error: BaseException | None = None
-
-
 class Spool:
     """An open spool directory, locked for this process: append (emit), read and ack (the sender)."""
 
-    _active: int  # the segment emits append to, and its open file: set by _recover
+    _active: int  # the segment emits append to, its open file, its mapping and its length: set by _recover
     _fd: int
+    _map: mmap.mmap
+    _map_size: int
+    _end: int     # where the active segment's frames end
 
     def __init__(self, directory: Path, max_bytes: int = DEFAULT_MAX_BYTES, fsync: str = "everysec",
                  segment_bytes: int | None = None):
@@ -111,18 +116,23 @@ class Spool:
         self._lock_fd = lock(self.directory)
         self.identity = identity(self.directory)  # the spool's name in Redis (journal.SpoolMark)
         self._cursor_fd = os.open(self.directory / "cursor", os.O_RDWR | os.O_CREAT, 0o600)
-        self._mutex = threading.Lock()        # counters, positions, the queue of frames to write
-        self._write_lock = threading.Lock()   # the one writer at a time, and the active segment's fd
+        self._mutex = threading.Lock()       # counters, positions, the active segment (its fd and mapping)
+        self._sync_lock = threading.Lock()   # fsync='always': the one fsync at a time
+        self._synced = Position(0, 0)        # fsync='always': the frames up to here are fsynced
         self._acked = threading.Condition(self._mutex)
-        self._queue: list[tuple[bytes, int, _Ticket]] = []
-        self._queued_bytes = 0
         self._read_fds: dict[int, int] = {}
         self._closed = False
         self._dirty = False
         self._cursor_dirty = False
         self.written_total = 0  # events on disk since this Spool opened (those found there included)
         self.acked_total = 0    # of those, how many Redis has
-        self._recover()
+        try:
+            self._recover()
+        except OSError as exc:  # e.g. no room for the new segment: the directory stays as it was, unlocked
+            os.close(self._cursor_fd)
+            os.close(self._lock_fd)
+            raise SpoolError(f"cannot open the spool {self.directory}: {exc}; free disk space or fix the "
+                             "directory's permissions") from None
         _open_spools.add(self)
         self._stop = threading.Event()
         self._syncer = None
@@ -139,92 +149,91 @@ class Spool:
 
     def append_one(self, data: bytes, count: int = 1) -> None:
         """append() of `count` frames already joined into `data`: emit's path."""
-        if self._write_lock.acquire(blocking=False):
-            # No writer at work: this thread is the writer, and takes along what queued meanwhile.
-            # One thread emitting always comes here: no ticket, one lock turn fewer.
-            try:
-                with self._mutex:
-                    self._check_room(len(data))
-                    queue, self._queue = self._queue, []
-                    size, self._queued_bytes = self._queued_bytes + len(data), 0
-                error = self._write(queue, data, count, size)
-            finally:
-                self._write_lock.release()
-        else:
-            ticket = _Ticket()
-            with self._mutex:
-                self._check_room(len(data))
-                self._queue.append((data, count, ticket))
-                self._queued_bytes += len(data)
-            with self._write_lock:
-                if not ticket.done:
-                    with self._mutex:
-                        queue, self._queue = self._queue, []
-                        size, self._queued_bytes = self._queued_bytes, 0
-                    self._write(queue, b"", 0, size)
-            error = ticket.error if ticket.done else RuntimeError("the write of these frames never happened")
-        if error is not None:
-            raise SpoolError(f"cannot write to the spool {self.directory}: {error}; nothing of this call was "
-                             "spooled: free disk space or fix the directory's permissions")
+        size = len(data)
+        with self._mutex:
+            if self._closed or self._bytes + size > self.max_bytes:
+                self._refuse(size)
+            end = self._end + size
+            if end > self._map_size:
+                self._rotate(size)
+                end = size
+            # A copy into the page cache through the mapping, no system call: the kernel owns those pages,
+            # so a SIGKILL right after loses nothing, as after a write() (store.py's docstring).
+            self._map[end - size:end] = data
+            self._end = self._sizes[self._active] = end
+            self._count += count
+            self._bytes += size
+            self.written_total += count
+            self._dirty = True
+            active = self._active
+        if self.fsync == "always":
+            self._sync_to(Position(active, end))
 
-    def _check_room(self, size: int) -> None:
-        """SpoolFull unless `size` more bytes fit under max_bytes (the mutex held)."""
+    def _refuse(self, size: int) -> None:
+        """SpoolError when closed, SpoolFull when `size` more bytes do not fit under max_bytes (the mutex held)."""
         if self._closed:
             raise SpoolError(f"the spool {self.directory} is closed; make a new Producer to emit")
-        if self._bytes + self._queued_bytes + size > self.max_bytes:
-            raise SpoolFull(
-                f"the spool {self.directory} holds {self._bytes + self._queued_bytes} bytes of events waiting "
-                f"for Redis and its max_bytes is {self.max_bytes}: nothing of this call was spooled. Bring Redis "
-                f"back (`bus spool {self.directory}` shows what waits), or give the Producer a larger max_bytes")
+        raise SpoolFull(
+            f"the spool {self.directory} holds {self._bytes} bytes of events waiting for Redis and its max_bytes "
+            f"is {self.max_bytes}: nothing of this call was spooled. Bring Redis back (`bus spool {self.directory}` "
+            "shows what waits), or give the Producer a larger max_bytes")
 
-    def _write(self, queue: list[tuple[bytes, int, _Ticket]], own: bytes, own_count: int, size: int
-               ) -> BaseException | None:
-        """The writer's turn (write lock held): the queued frames, then its own, in one write. Returns
-        the OSError that stopped it (every queued thread hears of it too); None once they are written."""
-        if queue:
-            data = b"".join([item[0] for item in queue] + [own])
-            count = sum(item[1] for item in queue) + own_count
-        else:
-            data, count = own, own_count
-        error: BaseException | None = None
-        if data:
+    def _sync_to(self, pos: Position) -> None:
+        """fsync='always': return once the frames up to `pos` are fsynced. Threads waiting here while
+        another fsyncs find theirs covered by it: N threads share one fsync a turn (group commit)."""
+        with self._sync_lock:
+            if pos <= self._synced:
+                return
+            with self._mutex:
+                if self._closed:  # close() fsynced it all
+                    return
+                upto, fd = Position(self._active, self._end), os.dup(self._fd)
             try:
-                if self._sizes[self._active] >= self._segment_bytes:
-                    self._rotate()
-                write_all(self._fd, data)
-                if self.fsync == "always":
-                    os.fsync(self._fd)
-            except BaseException as exc:  # the queued threads must hear of it too, whatever it was
-                error = exc
-                try:  # keep the segment whole frames: a later write must not follow half a frame
-                    os.ftruncate(self._fd, self._sizes[self._active])
-                except OSError:
-                    log.exception("spool %s: cannot cut a failed write off %s", self.directory,
-                                  self._segment(self._active))
-            if error is None:
-                with self._mutex:
-                    self._sizes[self._active] += size
-                    self._count += count
-                    self._bytes += size
-                    self.written_total += count
-                    self._dirty = True
-        for _, _, ticket in queue:
-            ticket.error, ticket.done = error, True
-        if error is not None and not isinstance(error, OSError):
-            raise error
-        return error
+                os.fsync(fd)  # the frames copied through the mapping too: their pages are the file's
+            except OSError as exc:
+                # The frames are in the spool (in the page cache) and will be sent: said so, lest a caller
+                # that retries make a second event of the same record.
+                raise SpoolError(f"cannot fsync the spool {self.directory}: {exc}; what this call spooled stays "
+                                 "and will be sent, but a power loss may take it: check the disk") from None
+            finally:
+                os.close(fd)
+            self._synced = max(self._synced, upto)
 
-    def _rotate(self) -> None:
+    def _rotate(self, size: int) -> None:
+        """A new segment for an append of `size` bytes that the active one has no room left for (the mutex held).
+        The old one is cut to its frames; fsync='everysec' and 'always' fsync it first."""
         seq = self._active + 1
-        fd = open_segment(self._segment(seq))  # first: if it fails, the old segment stays in use
-        if self.fsync != "no":
-            os.fsync(self._fd)
-        fsync_dir(self.directory)  # even with fsync='no': a seq must not come back after a power loss (_recover)
-        os.close(self._fd)
-        self._fd = fd
-        with self._mutex:
-            self._sizes[seq] = 0
-            self._active = seq
+        length = max(self._segment_bytes, size)
+        try:  # first: if it fails, the old segment stays in use, and nothing of this call is written
+            fd = allocate_segment(self._segment(seq), length)
+            try:
+                mapping = mmap.mmap(fd, length)
+            except BaseException:
+                os.close(fd)
+                os.unlink(self._segment(seq))
+                raise
+        except OSError as exc:
+            raise SpoolError(f"cannot write to the spool {self.directory}: {exc}; nothing of this call was "
+                             "spooled: free disk space or fix the directory's permissions") from None
+        self._finish_segment()
+        # Even with fsync='no': a seq must not come back after a power loss (_recover).
+        fsync_dir(self.directory)
+        self._fd, self._map, self._map_size = fd, mapping, length
+        self._sizes[seq] = self._end = 0
+        self._active = seq
+
+    def _finish_segment(self) -> None:
+        """Unmap the active segment and cut it to its frames (fsync'd unless fsync='no'); its fd is closed."""
+        self._map.close()
+        try:
+            os.ftruncate(self._fd, self._end)
+            if self.fsync != "no":
+                os.fsync(self._fd)
+                self._synced = max(self._synced, Position(self._active, self._end))
+        except OSError:  # its frames are in the page cache still, and a segment left long is cut on reopening
+            log.exception("spool %s: cannot cut or fsync %s", self.directory, self._segment(self._active))
+        finally:
+            os.close(self._fd)
 
     def _sync_every_second(self) -> None:
         while not self._stop.wait(1.0):
@@ -232,7 +241,7 @@ class Spool:
 
     def sync(self) -> None:
         """fsync what was written since the last one (the everysec thread's job; close() does it too)."""
-        with self._write_lock:
+        with self._mutex:
             if self._closed:
                 return
             cursor, self._cursor_dirty = self._cursor_dirty, False
@@ -255,15 +264,15 @@ class Spool:
         """The next events from the cursor on, up to about max_bytes (at least one event); None when none wait."""
         with self._mutex:
             pos, end, sizes = self._cursor, Position(self._active, self._sizes[self._active]), dict(self._sizes)
-        events: list[NewEvent] = []
+        payloads: list[bytes] = []
         places: list[str] = []
         size = 0
-        while pos < end and len(events) < max_events and size < max_bytes:
+        while pos < end and len(payloads) < max_events and size < max_bytes:
             if pos.offset >= sizes[pos.seq]:
                 pos = Position(min(s for s in sizes if s > pos.seq), 0)
                 continue
             data = self._pread(pos.seq, pos.offset, min(sizes[pos.seq] - pos.offset, max_bytes - size))
-            parsed = frames.parse(data, max_events - len(events))
+            parsed = frames.parse(data, max_events - len(payloads))
             if not parsed.payloads:  # a frame bigger than what was left of the budget
                 parsed = frames.parse(self._pread(pos.seq, pos.offset, frames.needed(data) or frames.HEADER.size), 1)
             if not parsed.payloads:
@@ -271,21 +280,21 @@ class Spool:
                                  f"{pos.offset}; move the directory aside and report it")
             offset = pos.offset
             for payload in parsed.payloads:
-                events.append(frames.decode(payload))
                 places.append(place(pos.seq, offset))
                 offset += frames.HEADER.size + len(payload)
+            payloads += parsed.payloads
             size += parsed.size
             pos = Position(pos.seq, pos.offset + parsed.size)
-        return Batch(events, places, pos, size) if events else None
+        return Batch(payloads, places, pos, size) if payloads else None
 
     def ack(self, batch: Batch) -> None:
         """Redis has the batch: move the cursor past it, delete the segments wholly sent."""
         with self._mutex:
             end = self._normal(batch.end)
             self._cursor = end
-            self._count -= len(batch.events)
+            self._count -= len(batch.payloads)
             self._bytes -= batch.size
-            self.acked_total += len(batch.events)
+            self.acked_total += len(batch.payloads)
             gone = [seq for seq in self._sizes if seq < end.seq]
             for seq in gone:
                 del self._sizes[seq]
@@ -336,15 +345,13 @@ class Spool:
         self._stop.set()
         if self._syncer is not None:
             self._syncer.join()
-        with self._write_lock:
-            with self._mutex:
-                if self._closed:
-                    return
-                self._closed = True
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            self._finish_segment()
             if self.fsync != "no":
-                os.fsync(self._fd)
                 os.fsync(self._cursor_fd)
-            os.close(self._fd)
         for fd in self._read_fds.values():
             os.close(fd)
         self._read_fds.clear()
@@ -358,6 +365,7 @@ class Spool:
         if self._closed:
             return
         self._closed = True
+        self._map.close()  # the child's mapping only; the parent's pages are untouched
         for fd in (self._fd, self._cursor_fd, self._lock_fd, *self._read_fds.values()):
             try:
                 os.close(fd)
@@ -391,9 +399,11 @@ class Spool:
         # power loss took frames Redis had been sent) is not appended to again, and the new one's
         # name is on disk before any of its frames can reach Redis.
         self._active = used + 1
-        self._fd = open_segment(self._segment(self._active))
+        self._map_size = self._segment_bytes
+        self._fd = allocate_segment(self._segment(self._active), self._map_size)
+        self._map = mmap.mmap(self._fd, self._map_size)
         fsync_dir(self.directory)
-        self._sizes[self._active] = 0
+        self._sizes[self._active] = self._end = 0
         # The segments holding nothing unsent go (an open without emits leaves an empty one, and
         # every open would add a file); the active one's number stays the highest.
         self._cursor = self._normal(cursor if seqs else Position(self._active, 0))

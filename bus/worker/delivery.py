@@ -1,11 +1,13 @@
 """The deliver task: load the event, send one attempt, classify the answer, tell the journal."""
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -24,7 +26,7 @@ from . import outbound, task_outcome
 from .breaker_gate import Breakers, endpoint_failed
 from .classify import DEAD, DELIVERED, RETRY, Outcome, classify
 from .deadline import AttemptDeadline, Deadline
-from .lane_run import LaneRun
+from .lane_run import LANE_RUN_GROUPS, LaneRun
 
 log = logging.getLogger("bus.delivery")
 # A copy sent with `bus replay --to` (a staging service) is tried this many
@@ -291,18 +293,16 @@ def _dead_unsent(w: Worker, event: dict[str, Any], attempt: int, reason: str) ->
 
 
 def _deliver_following(task: Task, w: Worker, event: dict[str, Any], gate: Breakers, to: str | None, probe: bool,
-                       lanes: LaneRun | None) -> tuple[list[str], list[str]]:
+                       lanes: LaneRun | None, spread: Callable[[], None] | None = None) -> tuple[list[str], list[str]]:
     """One event of the task's group, then the next events of its lane the task took (LaneRun), each
-    right after the one before it; their ids and verdicts."""
+    right after the one before it; their ids and verdicts. `spread` runs once, before the first event
+    taken: the group's other events (heads of other lanes) leave this task for a message of their own."""
     ids, verdicts = [event["id"]], [_deliver_one(task, w, event, gate, to, probe, lanes)]
+    if spread is not None and lanes is not None and lanes.taken:
+        spread()
     while lanes is not None and lanes.taken:
-        event_id = lanes.taken.pop()
-        taken = journal.load(w.redis, event_id)
+        event_id, taken = lanes.taken.pop()
         ids.append(event_id)
-        if taken is None:
-            _not_sent(event_id, "gone")
-            verdicts.append("missing")
-            continue
         verdicts.append(_deliver_one(task, w, taken, gate, to, probe, lanes))
     return ids, verdicts
 
@@ -460,11 +460,11 @@ def _units(route: Route | None, events: list[dict[str, Any] | None], to: str | N
 
 def _lane_run(task: Task, w: Worker, route: Route | None, deadline: float) -> LaneRun | None:
     """An ordered route's task (one event per request) sends its lanes' next events itself (LaneRun), up
-    to a group's worth, each on a lease of one attempt's longest time."""
+    to LANE_RUN_GROUPS groups' worth, each on a lease of one attempt's longest time."""
     if route is None or not route.ordered or route.batch_max > 1:
         return None
     return LaneRun(task.request.id or "", deadline, route.open_timeout + route.read_timeout + VISIBILITY_MARGIN,
-                   route.group_size)
+                   route.group_size * LANE_RUN_GROUPS)
 
 
 def _group_deadline(w: Worker, route_name: str) -> float:
@@ -475,7 +475,8 @@ def _group_deadline(w: Worker, route_name: str) -> float:
     return time.monotonic() + w.settings.visibility_timeout - VISIBILITY_MARGIN - attempt
 
 
-def _hand_off(w: Worker, route_name: str, rest: list[dict[str, Any]], to: str | None, task_id: str) -> None:
+def _hand_off(w: Worker, route_name: str, rest: list[dict[str, Any]], to: str | None, task_id: str,
+              why: str = "of a slow group") -> None:
     """Queue the events this task has no time left for as a task of their own (same ids)."""
     if not rest:
         return
@@ -485,7 +486,15 @@ def _hand_off(w: Worker, route_name: str, rest: list[dict[str, Any]], to: str | 
         journal.hand_off(w.redis, route_name, message, task_id)
     else:
         journal.enqueue(w.redis, route_name, [message.data])
-    log.info("handing %d events of a slow group to a new task of route %s", len(rest), route_name)
+    log.info("handing %d events %s to a new task of route %s", len(rest), why, route_name)
+
+
+def _spread(w: Worker, route_name: str, rest: list[dict[str, Any]], task_id: str, handed: list[int], count: int
+            ) -> None:
+    """The rest of an ordered route's group (heads of other lanes) to a new message, so that another pool
+    process sends them while this task follows its lane (hand_off.lua: only those still this task's move)."""
+    _hand_off(w, route_name, rest, None, task_id, "of other lanes, this task following one")
+    handed.append(count)
 
 
 def _last_answers(w: Worker, event_ids: list[str]) -> list[str]:
@@ -526,6 +535,7 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                 verdicts["superseded"] = superseded
         copies_to_retry = []
         lanes = _lane_run(self, w, route, deadline) if to is None else None
+        handed: list[int] = []  # how many of the group a lane's run handed to a new message (_spread)
         for n, (unit, batched) in enumerate(_units(route, events, to)):
             if n and time.monotonic() > deadline:
                 _hand_off(w, route_name, [e for e in events[unit[0]:] if e is not None], to, self.request.id or "")
@@ -542,7 +552,12 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                     _not_sent(ids[0], "gone")
                     outcomes = ["missing"]
                 else:
-                    ids, outcomes = _deliver_following(self, w, unit_events[0], gate, to, probe, lanes)
+                    # A task that follows one lane hands the heads of its group's other lanes to a new message
+                    # at once: held here they would wait for this lane's run, the other pool process idle.
+                    rest = [e for e in events[unit[0] + 1:] if e is not None] if lanes is not None else []
+                    spread = functools.partial(_spread, w, route_name, rest, self.request.id or "", handed,
+                                               len(event_ids) - unit[0] - 1) if rest else None
+                    ids, outcomes = _deliver_following(self, w, unit_events[0], gate, to, probe, lanes, spread)
             except journal.REDIS_DOWN:
                 raise
             except Exception:
@@ -559,6 +574,9 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                 ids_by_verdict.setdefault(verdict, []).append(event_id)
                 if to is not None and verdict == RETRY:
                     copies_to_retry.append(event_id)
+            if handed:
+                verdicts["handed_off"] = handed[0]
+                break
     except journal.REDIS_DOWN as exc:
         # Leave the message to Redis: rejected back to its queue (events already journaled are
         # skipped when it comes back), or restored after the visibility timeout.

@@ -3,6 +3,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
+
+# How many groups' worth of its lane's events a task sends before it ends. Each task start costs the
+# lane ~30-130 ms on a loaded 2-core VM (the pool process waits for its next message meanwhile:
+# docs/performance.md), so a run of one group (25) spent a quarter of its time there; the other lanes
+# do not wait on a long run, since the task hands its group's other heads on first (delivery._spread).
+LANE_RUN_GROUPS = 4
 
 
 @dataclass
@@ -17,7 +24,7 @@ class LaneRun:
     deadline: float  # time.monotonic() after which nothing is taken: the task must end before the visibility timeout
     lease: float
     limit: int
-    taken: list[str] = field(default_factory=list)
+    taken: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (id, record) to send next
     count: int = 0
 
     def offer(self) -> tuple[str, float] | None:
@@ -26,7 +33,8 @@ class LaneRun:
             return None
         return self.task_id, time.time() + self.lease
 
-    def took(self, event_id: str | None) -> None:
-        if event_id:
-            self.taken.append(event_id)
+    def took(self, record: dict[str, Any] | None) -> None:
+        """The record of the event record_attempt.lua took (it comes back with the answer), or None."""
+        if record is not None:
+            self.taken.append((record["id"], record))
             self.count += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
@@ -159,5 +160,83 @@ def test_a_worker_killed_with_sigkill_mid_flow_keeps_the_order_and_loses_nothing
             got = arrivals(bus, "/acct", account)
             assert sorted(set(got)) == list(range(60)), f"nothing of {account} is lost"
             assert overtaken(got) == 0, f"no event of {account} arrives after a later one, repeats included"
+    finally:
+        bus.close()
+
+
+def accept_before_the_worker(bus: FaultBus, counts: dict[str, int]) -> dict[str, list[str]]:
+    """With no worker running: each key's events, keys in turn of `counts`. The first key's head makes the
+    route's one message; the others' heads wait on the pending list, so the message the first task's start
+    makes (refill) holds the heads of every other key: one group of several lanes' heads."""
+    client = bus.intake()
+    return {key: intake.accept(client, f"ord.{key}", [{"n": n} for n in range(count)]) for key, count in counts.items()}
+
+
+def test_a_delivered_head_hands_the_task_its_lanes_next_record_and_a_stale_copy_takes_nothing(tmp_path):
+    bus = make_fault_bus(tmp_path, {"ord": BY_TAG}, VISIBILITY)  # no worker: the test makes the moves itself
+    try:
+        client = bus.client()
+        first, second = intake.accept(bus.intake(), "ord.k", [{"n": 0}, {"n": 1}])
+        head = journal.load(client, first)
+        lease = time.time() + 15
+        answered = {"attempt": 1, "at": time.time(), "duration": 0.01, "status_code": 200}
+        refused, taken = journal.record_attempt_taking(client, head, dict(answered), journal.DELIVERED,
+                                                       lane_group=journal.lane_group("ord", 25), take=("task-x", lease))
+        assert refused is None
+        assert taken == journal.load(client, second), "the record comes back as the journal holds it, body and all"
+        assert (taken["task"], taken["status"], taken["body"]) == ("task-x", journal.QUEUED, b'{"n":1}')
+        assert client.zscore("bus:retry:ord", second) == pytest.approx(lease), "on its lease, should the task die"
+        assert client.hget("bus:lanes:ord", ":ord.k") == second.encode()
+        # Another copy of the head's message records it again: refused, and it takes nothing.
+        refused, taken = journal.record_attempt_taking(client, head, dict(answered), journal.DELIVERED,
+                                                       lane_group=journal.lane_group("ord", 25), take=("task-y", lease))
+        assert (refused, taken) == (journal.DELIVERED, None)
+        assert journal.load(client, second)["task"] == "task-x"
+    finally:
+        bus.close()
+
+
+def test_a_task_following_one_lane_hands_its_groups_other_heads_to_the_other_pool_process(tmp_path):
+    bus = make_fault_bus(tmp_path, {"ord": BY_TAG}, VISIBILITY)
+    try:
+        for key in ("long", "other"):
+            bus.receiver.delays[f"/ord/{key}"] = 0.03
+        # 'first' takes the first message and is done at once; the group [long, other] goes to the next task.
+        ids = accept_before_the_worker(bus, {"first": 1, "long": 20, "other": 5})
+        bus.worker()
+        everything = [i for key in ids.values() for i in key]
+        wait_until(lambda: delivered(bus, everything), 30, interval=0.2, what="every event delivered")
+        long_times = [r.at for r in bus.receiver.requests if r.path == "/ord/long"]
+        other_times = [r.at for r in bus.receiver.requests if r.path == "/ord/other"]
+        # Held in the task following 'long', 'other' would go only after the 20 of 'long' (~0.6 s).
+        assert other_times[0] < long_times[-1], "'other' went out while 'long' was still being followed"
+        for key, count in {"first": 1, "long": 20, "other": 5}.items():
+            assert arrivals(bus, f"/ord/{key}") == list(range(count)), f"{key} arrives once each, in order"
+        log = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
+        assert "handing 1 events of other lanes, this task following one" in log
+    finally:
+        bus.close()
+
+
+def test_sigkill_while_tasks_follow_lanes_after_handing_off_keeps_the_order_and_loses_nothing(tmp_path):
+    bus = make_fault_bus(tmp_path, {"ord": BY_TAG}, VISIBILITY)
+    try:
+        counts = {"first": 1, **{f"k{i}": 80 for i in range(5)}}
+        for key in counts:
+            bus.receiver.delays[f"/ord/{key}"] = 0.005
+        ids = accept_before_the_worker(bus, counts)
+        worker = bus.worker()
+        # Mid-flow: lanes' runs (longer than a group) under way, taken events on their leases.
+        wait_until(lambda: len(bus.receiver.requests) >= 120, 30, interval=0.02, what="deliveries under way")
+        worker.signal(signal.SIGKILL)
+        assert wait_group_gone(worker.proc.pid, 10), "the killed worker's processes are gone"
+        bus.worker()
+        everything = [i for key in ids.values() for i in key]
+        wait_until(lambda: delivered(bus, everything), 60, interval=0.5, what="every event delivered after the kill")
+        for key, count in counts.items():
+            got = arrivals(bus, f"/ord/{key}")
+            assert sorted(set(got)) == list(range(count)), f"nothing of {key} is lost"
+            assert overtaken(got) == 0, f"no event of {key} arrives after a later one, repeats included"
+        assert bus.client().hlen("bus:lanes:ord") == 0, "every lane is done once its events are"
     finally:
         bus.close()

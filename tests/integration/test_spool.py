@@ -19,7 +19,8 @@ import redis
 import bus
 from archivekit import rows
 from bus import InvalidBody, InvalidTag, NoRoute, SpoolError, SpoolFull, SpoolLocked, intake, journal, settings
-from bus.spool import inspect
+from bus.journal import keys
+from bus.spool import frames, inspect
 from bus.spool.layout import place
 from bus.spool.sender import Sender
 from bus.spool.store import Spool
@@ -175,6 +176,35 @@ def test_a_later_part_of_a_send_whose_earlier_part_redis_did_not_take_is_refused
     client.delete(*[journal.event_key(e.id) for e in events])  # gone from Redis: archived, say
     assert journal.accept_batches(pipe, [(events, 100)], [mark(0, 6)]) == 0
     assert int(client.hget(journal.COUNTERS, f"accepted:{ROUTE}")) == 6
+
+
+def test_frames_sent_whole_are_journaled_as_their_fields_and_a_malformed_one_refuses_its_call_unwritten(redis_server):
+    redis_server.start()
+    pipe = SharedPipe(redis_server.url, 5)
+    client = redis_server.client()
+    events = [journal.NewEvent(str(uuid.uuid4()), f"{ROUTE}.t", ROUTE, b'{"n":%d,"s":"a\\nb"}' % i, time.time())
+              for i in range(3)]
+    payloads = [frames.encode(e)[frames.HEADER.size:] for e in events]
+    places = [place(3, 100 * i) for i in range(3)]
+    mark = journal.SpoolMark("a-spool", places, "", 600)
+    bad = {
+        "no body line": payloads[1].rsplit(b"\n", 1)[0],
+        "another route": payloads[1].replace(b"\n" + ROUTE.encode() + b"\n", b"\nelsewhere\n", 1),
+        "a received time that is no number": payloads[1].replace(repr(events[1].received).encode(), b"soon", 1),
+        "an empty id": payloads[1][payloads[1].index(b"\n"):],
+    }
+    for why, payload in bad.items():
+        with pytest.raises(SpoolError, match=f"event 2 of this call is not a spool frame of route {ROUTE}"):
+            journal.accept_frames(pipe, [([payloads[0], payload, payloads[2]], ROUTE, 100, "", mark)])
+        assert client.dbsize() == 0, why  # refused before anything was written, the good ones too
+    assert journal.accept_frames(pipe, [(payloads, ROUTE, 100, "", mark)]) == 3
+    for e in events:
+        record = client.hgetall(journal.event_key(e.id))
+        assert record[b"tag"] == e.tag.encode() and record[b"body"] == e.body and record[b"route"] == ROUTE.encode()
+        assert float(record[b"received"]) == e.received and record[b"headers"] == b""
+    journal_holds_each_once(client, [e.id for e in events])
+    assert client.hget(journal.spool_mark_key("a-spool"), ROUTE) == places[-1].encode()
+    assert journal.accept_frames(pipe, [(payloads, ROUTE, 100, "", mark)]) == 0  # sent again: skipped
 
 
 def each_once_across(env, redis_server, spool, mishap) -> None:
@@ -476,3 +506,62 @@ def test_with_two_shards_each_keeps_the_marks_of_its_routes_and_a_resend_after_a
             assert int(server.client().hget(journal.COUNTERS, f"accepted:{route}")) == 30
     finally:
         other.kill()
+
+
+def test_an_ordered_routes_spooled_events_join_their_keys_lanes_and_only_heads_wait_for_a_task(env, redis_server,
+                                                                                              tmp_path):
+    # Sent as frames (journal.accept_frames), each event still reaches accept.lua's lanes with its body.
+    routes = tmp_path / "routes"
+    (routes / "ospool.toml").write_text('match = "ospool.*"\nendpoint = "http://127.0.0.1:9/x"\n'
+                                        'ordered = true\norder_key = "account"\n')
+    redis_server.start()
+    p = producer(env, tmp_path / "spool")
+    ids = p.emit_many("ospool.x", [{"account": "a", "n": 0}, {"account": "b", "n": 1}, {"account": "a", "n": 2}])
+    ids.append(p.emit("ospool.x", {"account": "b", "n": 3}))
+    assert p.close(10)
+    client = redis_server.client()
+    heads = {k.decode(): v.decode() for k, v in client.hgetall(keys.lanes_key("ospool")).items()}
+    assert heads == {":a": ids[0], ":b": ids[1]}
+    assert [i.decode() for i in client.zrange(keys.lane_key("ospool", ":a"), 0, -1)] == [ids[0], ids[2]]
+    assert [i.decode() for i in client.zrange(keys.lane_key("ospool", ":b"), 0, -1)] == [ids[1], ids[3]]
+    assert sorted(waiting_for_a_task(client, "ospool")) == sorted(ids[:2])
+
+
+EMITTING_CHILD = """
+import os, sys
+import bus
+p = bus.Producer(sys.argv[1])
+out = int(sys.argv[2])
+for n in range(10_000_000):  # until killed; each id is reported only once emit has returned it
+    os.write(out, p.emit("%s", {"n": n, "pad": "x" * (n %% 300)}).encode() + b"\\n")
+""" % TAG
+
+
+def test_a_producer_killed_from_outside_in_the_middle_of_emitting_keeps_every_id_emit_returned(env, tmp_path):
+    # SIGKILL at whatever moment, a copy into the mapped segment perhaps half done: the torn frame is cut
+    # off on reopening, and every id emit returned is there once (Redis is down: nothing was sent).
+    spool = tmp_path / "spool"
+    read, write = os.pipe()
+    child = subprocess.Popen([sys.executable, "-c", EMITTING_CHILD, str(spool), str(write)], env=env, pass_fds=(write,),
+                             stderr=subprocess.PIPE)
+    os.close(write)
+    reported = b""
+    deadline = time.monotonic() + 30
+    while reported.count(b"\n") < 20_000 and time.monotonic() < deadline:
+        reported += os.read(read, 1 << 16)
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    while chunk := os.read(read, 1 << 16):
+        reported += chunk
+    os.close(read)
+    returned = reported.decode().split("\n")[:-1]  # a last line cut short was not reported whole
+    assert len(returned) >= 20_000, child.stderr.read().decode()
+    again = Spool(spool, fsync="no")
+    found = []
+    while (batch := again.read(5000)) is not None:
+        found += [e.id for e in batch.events]
+        again.ack(batch)
+    again.close()
+    assert len(set(found)) == len(found)
+    assert set(returned) <= set(found)
+    assert len(found) - len(returned) <= 1  # at most the one whose emit returned as the kill came

@@ -1,8 +1,10 @@
 """Event ids (SPEC.md, "Words"): assigned at acceptance, time-sortable and unique (UUIDv7, RFC 9562)."""
 from __future__ import annotations
 
+import os
 import random
 import re
+import threading
 import time
 import uuid
 
@@ -79,3 +81,33 @@ def test_id_time_of_a_fresh_id_is_now():
 def test_id_embeds_unix_milliseconds_in_its_first_48_bits():
     event_id = new_id(0x0123456789AB)
     assert event_id.startswith("01234567-89ab-7")
+
+
+def test_a_forked_child_makes_ids_of_its_own_not_the_parents_next_ones():
+    new_id(1_700_000_000_000)  # the parent's pool of random digits is drawn
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, in the same millisecond as the parent's
+        os.write(write, " ".join(new_id(1_700_000_000_000) for _ in range(20)).encode())
+        os._exit(0)
+    os.close(write)
+    parents = {new_id(1_700_000_000_000) for _ in range(20)}
+    with os.fdopen(read, "rb") as f:
+        childs = set(f.read().decode().split())
+    os.waitpid(pid, 0)
+    assert len(childs) == 20 and not parents & childs
+
+
+def test_ids_drawn_from_many_threads_at_once_are_each_made_once():
+    made: list[list[str]] = [[] for _ in range(8)]
+
+    def draw(t: int) -> None:
+        made[t].extend(new_id(1_700_000_000_000) for _ in range(5000))
+
+    workers = [threading.Thread(target=draw, args=(t,)) for t in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(30)
+    ids = [i for part in made for i in part]
+    assert len(ids) == 40_000 and len(set(ids)) == len(ids)

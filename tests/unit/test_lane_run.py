@@ -10,10 +10,11 @@ def test_a_task_takes_next_events_on_a_lease_until_its_limit():
     lanes = LaneRun("task-1", time.monotonic() + 60, lease=15.0, limit=2)
     task, until = lanes.offer()
     assert task == "task-1" and time.time() + 14 < until <= time.time() + 15
-    lanes.took("a")
+    a, b = {"id": "a", "status": "queued"}, {"id": "b", "status": "queued"}
+    lanes.took(a)
     lanes.took(None)  # the lane had nothing more: nothing taken, nothing counted
-    lanes.took("b")
-    assert lanes.taken == ["a", "b"] and lanes.offer() is None
+    lanes.took(b)
+    assert lanes.taken == [("a", a), ("b", b)] and lanes.offer() is None
 
 
 def test_a_task_past_its_deadline_takes_nothing_so_it_ends_before_the_visibility_timeout():

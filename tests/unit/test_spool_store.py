@@ -133,9 +133,8 @@ def test_fsync_must_be_always_everysec_or_no(tmp_path):
     spool.close()
 
 
-def test_threads_appending_at_once_each_event_once(tmp_path):
-    spool = Spool(tmp_path, fsync="everysec")
-    per_thread, threads = 300, 8
+def appended_from_threads(spool: Spool, threads: int, per_thread: int) -> list[list[NewEvent]]:
+    """Each of `threads` threads appends `per_thread` events one by one; each thread's events, in its order."""
     made: list[list[NewEvent]] = [[] for _ in range(threads)]
 
     def produce(t: int) -> None:
@@ -149,6 +148,12 @@ def test_threads_appending_at_once_each_event_once(tmp_path):
         w.start()
     for w in workers:
         w.join(30)
+    return made
+
+
+def test_threads_appending_at_once_each_event_once(tmp_path):
+    spool = Spool(tmp_path, fsync="everysec")
+    made = appended_from_threads(spool, 8, 300)
     got = drain(spool)
     assert sorted(e.id for e in got) == sorted(e.id for part in made for e in part)
     for part in made:  # each thread's events in the order it emitted them
@@ -197,24 +202,112 @@ def test_a_spool_sending_as_it_goes_takes_at_most_a_quarter_more_disk_than_max_b
 
 
 def test_a_failed_write_raises_spoolerror_saying_what_to_do_and_leaves_whole_frames(tmp_path, monkeypatch):
-    from bus.spool import store
+    from bus.spool import layout
 
-    spool = Spool(tmp_path, fsync="no")
+    # Appends copy into a segment allocated whole ahead, so the disk fills when the next one is allocated.
+    spool = Spool(tmp_path, fsync="no", segment_bytes=1000)
     kept = [event(1)]
     append(spool, kept)
-    real_write = os.write
+    real_fallocate = os.posix_fallocate
 
-    def disk_full(fd, data):
-        real_write(fd, bytes(data)[:7])  # part of it lands, then the disk is full
+    def disk_full(fd, offset, length):
+        real_fallocate(fd, offset, 7)  # part of it is taken, then the disk is full
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store.os, "write", disk_full)
+    monkeypatch.setattr(layout.os, "posix_fallocate", disk_full)
     with pytest.raises(SpoolError, match="No space left on device; nothing of this call was spooled: free disk space"):
-        append(spool, [event(2)])
-    monkeypatch.setattr(store.os, "write", real_write)
+        append(spool, [event(2, body=b'{"pad":"%s"}' % (b"x" * 1000))])
+    monkeypatch.setattr(layout.os, "posix_fallocate", real_fallocate)
     kept.append(event(3))
     append(spool, kept[1:])
     spool.close()
     again = Spool(tmp_path, fsync="no")
     assert drain(again) == kept
     again.close()
+
+
+def test_threads_appending_with_fsync_always_share_fsyncs_and_each_event_is_kept_once(tmp_path, monkeypatch):
+    from bus.spool import store
+
+    fsyncs = []
+    real_fsync = os.fsync
+
+    def counted(fd):
+        fsyncs.append(fd)
+        time.sleep(0.002)  # a disk's latency: threads arriving meanwhile wait for the next one
+        real_fsync(fd)
+
+    monkeypatch.setattr(store.os, "fsync", counted)
+    spool = Spool(tmp_path, fsync="always", segment_bytes=4096)  # rotating under the threads too
+    made = appended_from_threads(spool, 8, 50)
+    assert len(fsyncs) < 8 * 50  # some appends returned on another thread's fsync
+    spool.close()
+    again = Spool(tmp_path, fsync="no")
+    assert sorted(e.id for e in drain(again)) == sorted(e.id for part in made for e in part)
+    again.close()
+
+
+def test_a_spool_never_closed_leaves_zeros_after_its_frames_cut_off_quietly_on_reopening(tmp_path, caplog):
+    # What a SIGKILL leaves: the segment allocated whole, its frames, then zeros (no close() cut it).
+    events = [event(i) for i in range(5)]
+    spool = Spool(tmp_path, fsync="no", segment_bytes=1 << 16)
+    append(spool, events)
+    (segment,) = tmp_path.glob("*.seg")
+    assert segment.stat().st_size == 1 << 16
+    spool.abandon()  # its files closed as a killed process's are, the lock included
+    assert inspect(tmp_path).count == 5
+    again = Spool(tmp_path, fsync="no")
+    assert segment.stat().st_size == sum(len(frames.encode(e)) for e in events)
+    assert "not a whole frame" not in caplog.text
+    assert drain(again) == events
+    again.close()
+
+
+def test_an_append_larger_than_a_segment_gets_a_segment_of_its_size(tmp_path):
+    spool = Spool(tmp_path, fsync="everysec", segment_bytes=1000)
+    small, large = event(1), event(2, body=b'{"pad":"%s"}' % (b"x" * 5000))
+    append(spool, [small])
+    append(spool, [large])
+    append(spool, [small])
+    spool.close()
+    assert sorted(f.stat().st_size for f in tmp_path.glob("*.seg")) == sorted(
+        [len(frames.encode(small))] * 2 + [len(frames.encode(large))])
+    again = Spool(tmp_path, fsync="no")
+    assert [e.id for e in drain(again)] == [small.id, large.id, small.id]
+    again.close()
+
+
+def test_no_room_for_a_new_segment_at_opening_is_a_spoolerror_and_leaves_the_directory_unlocked(tmp_path, monkeypatch):
+    from bus.spool import layout
+
+    append_and_close = Spool(tmp_path, fsync="no")
+    append(append_and_close, [event(1)])
+    append_and_close.close()
+
+    def disk_full(fd, offset, length):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(layout.os, "posix_fallocate", disk_full)
+    with pytest.raises(SpoolError, match=f"cannot open the spool {tmp_path}: .*No space left on device; free disk"):
+        Spool(tmp_path, fsync="no")
+    monkeypatch.undo()
+    again = Spool(tmp_path, fsync="no")  # not locked by the failed one
+    assert again.waiting().count == 1
+    again.close()
+
+
+def test_with_fsync_always_a_failed_fsync_is_a_spoolerror_saying_the_event_stays_spooled(tmp_path, monkeypatch):
+    from bus.spool import store
+
+    spool = Spool(tmp_path, fsync="always")
+
+    def failing(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(store.os, "fsync", failing)
+    kept = event(1)
+    with pytest.raises(SpoolError, match="Input/output error; what this call spooled stays and will be sent"):
+        append(spool, [kept])
+    monkeypatch.undo()
+    assert drain(spool) == [kept]
+    spool.close()

@@ -24,7 +24,8 @@
 --          nothing: a delivered or dead event of a lane lets the lane's next one go (lane.lua)
 -- ARGV[19] the task id that takes the lane's next event to send it itself ('' : none)
 -- ARGV[20] until when it holds it (its lease on the retry schedule)
--- Returns 'ok' ('ok <id>' when the task took the lane's next event), or why nothing was written: 'gone' (no record: purged, expired) or the status the
+-- Returns 'ok' ({'ok <id>', its record as HGETALL gives it} when the task took the lane's next event),
+-- or why nothing was written: 'gone' (no record: purged, expired) or the status the
 -- event is in when the table has no move from it (delivered, dead: another copy finished it).
 -- The task the record names is not checked: the attempt has gone out, whoever holds the event now.
 -- Recorded, it makes the record name no task, so a copy recovery queued meanwhile (or the other
@@ -63,5 +64,7 @@ if ARGV[11] ~= '' then
   redis.call('INCR', KEYS[8])
   redis.call('EXPIRE', KEYS[8], ARGV[13])
 end
-if taken then return 'ok ' .. taken end
+-- The taken event's record comes back with the answer: the task sends it next without a round trip to
+-- load it (its task and lease are already set above, so the copy is what the journal holds).
+if taken then return {'ok ' .. taken, redis.call('HGETALL', EVENT_KEY .. taken)} end
 return 'ok'
