@@ -1,9 +1,10 @@
 """Profile where an event's CPU goes, with py-spy, in two clean phases:
 
 A. the ingress alone (no worker) under 4 keep-alive producers of single events;
-B. the worker alone draining a queue that was filled before the profile starts.
+B. the worker alone draining a queue that was filled before the profile starts (`--route fanout`: the
+   route with two destinations, whose figures are per copy delivered).
 
-`python -m bench.profile [--pool prefork] [--concurrency 2] [--seconds 20] [--out DIR]`
+`python -m bench.profile [--pool prefork] [--concurrency 2] [--seconds 20] [--route bench|fanout] [--out DIR]`
 (py-spy must be installed: `pip install py-spy`). Prints, per process group, CPU
 ms per event split by stage, and the busiest functions; keeps the raw stacks in DIR.
 """
@@ -17,9 +18,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from bus.journal.keys import RECOVERY_DONE
+
 from . import flame, stats
 from .procs import PY, Cluster
-from .run import FULL, PARKED, ROUTE, Run
+from .run import FANOUT, FANOUT_DESTINATIONS, FULL, PARKED, ROUTE, Run
 
 
 def record(cluster: Cluster, role: str, pid: int, seconds: float, out: Path):
@@ -86,28 +89,41 @@ def phase_ingress(run: Run, seconds: float, out: Path) -> str:
                   group_ingress(parts, master), {"ingress workers (uvicorn)": 1000 * used / max(1, accepted)})
 
 
-def phase_worker(run: Run, pool: str, concurrency: int, seconds: float, out: Path) -> str:
+def phase_worker(run: Run, pool: str, concurrency: int, seconds: float, out: Path, route: str = ROUTE) -> str:
     cluster = run.cluster
     run.no_worker()
     run.flush()
     cluster.reset_receiver()
-    # Queue single events (one per task, as producers send them) with no worker, then profile only the worker.
-    cluster.tool("loadgen-fill", ["bench.loadgen", "--port", str(cluster.ingress_port), "--path", f"/{ROUTE}.profile",
-                                  "--events", str(int(600 * seconds))], timeout=120)
-    run.ensure_worker(pool, concurrency, flush=False)
+    # Queue single events (one per task, as producers send them) with no worker, then profile only the worker;
+    # enough that its start-up recovery scan is over well before they are all delivered.
+    copies = len(FANOUT_DESTINATIONS) if route == FANOUT else 1
+    cluster.tool("loadgen-fill", ["bench.loadgen", "--port", str(cluster.ingress_port), "--path", f"/{route}.profile",
+                                  "--events", str(int(1500 * seconds / copies))], timeout=180)
+    if route == FANOUT:
+        cluster.start_worker(FANOUT, pool, concurrency)
+        run.worker_spec = (FANOUT,)  # no_worker() below stops it
+    else:
+        run.ensure_worker(pool, concurrency, flush=False)
     main = cluster.roles["worker"].pid
+    # The start-up recovery scan (bus/recovery.py: O(keyspace), here the whole filled queue) is not the
+    # steady state being profiled: begin once it is done.
+    deadline = time.monotonic() + 60
+    while not cluster.redis().get(RECOVERY_DONE) and time.monotonic() < deadline:
+        time.sleep(0.1)
     pids = stats.tree(main)
-    before, got0 = {p: cpu_of([p]) for p in pids}, cluster.received()["unique"]
+    # Requests, not unique ids: a fan-out event's copies share its X-Request-Id.
+    before, got0 = {p: cpu_of([p]) for p in pids}, cluster.received()["requests"]
     spy = record(cluster, "worker", main, seconds, out / "worker.raw")
     spy.wait()
-    got = cluster.received()["unique"] - got0
+    got = cluster.received()["requests"] - got0
     used = {p: cpu_of([p]) - before[p] for p in pids}
     parts = flame.split_processes(flame.parse(open(out / "worker.raw")))
     groups = group_worker(parts, main)
     ms = {"worker main process": 1000 * used[main] / max(1, got),
           "worker pool processes": 1000 * sum(v for p, v in used.items() if p != main) / max(1, got)}
     run.no_worker()
-    return report(f"B. worker alone ({pool} -c {concurrency}): {got} events delivered in {seconds:.0f}s "
+    what = "copies" if route == FANOUT else "events"
+    return report(f"B. worker alone ({pool} -c {concurrency}, route {route}): {got} {what} delivered in {seconds:.0f}s "
                   f"({got / seconds:.0f}/s)", groups, ms)
 
 
@@ -122,6 +138,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--out", type=Path, help="where to keep the raw stacks (default: a temp dir, printed)")
     p.add_argument("--phase", choices=["ingress", "worker", "both"], default="both")
+    p.add_argument("--route", choices=[ROUTE, FANOUT], default=ROUTE,
+                   help=f"the worker phase's route ({FANOUT}: two destinations, figures per copy)")
     args = p.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bus-profile-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -136,7 +154,7 @@ def main() -> int:
         if args.phase in ("ingress", "both"):
             print(phase_ingress(run, args.seconds, out), flush=True)
         if args.phase in ("worker", "both"):
-            print(phase_worker(run, args.pool, args.concurrency, args.seconds, out), flush=True)
+            print(phase_worker(run, args.pool, args.concurrency, args.seconds, out, args.route), flush=True)
     except KeyboardInterrupt:
         return 130
     finally:

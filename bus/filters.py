@@ -22,6 +22,14 @@ class EventFilter:
     route: str | None = None
     since: float | None = None
     until: float | None = None
+    # A fan-out route has no records of its own: its events are its destinations' copies, whose routes
+    # ("<route>.<destination>", fanout.widen) these are; empty for any other route.
+    copies_of: tuple[str, ...] = ()
+
+    @property
+    def routes(self) -> tuple[str, ...]:
+        """The routes whose records match: none asked (any will do), the route, or its destinations'."""
+        return self.copies_of or ((self.route,) if self.route is not None else ())
 
     def matches_tag(self, tag: str) -> bool:
         return self.tag is None or _tag_pattern(self.tag).matches(tag)
@@ -29,7 +37,7 @@ class EventFilter:
     def matches(self, summary: dict) -> bool:
         """Whether an event summary (as journal.find returns them) passes every part of the filter."""
         return ((self.status is None or summary["status"] == self.status)
-                and (self.route is None or summary["route"] == self.route)
+                and (self.route is None or summary["route"] in self.routes)
                 and (self.since is None or summary["received"] >= self.since)
                 and (self.until is None or summary["received"] <= self.until)
                 and self.matches_tag(summary["tag"]))

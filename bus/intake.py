@@ -252,9 +252,12 @@ def check_backlog(intake: Intake, prepared: Prepared) -> None:
     # Checked before the write, so concurrent requests may overshoot by a batch; it is a soft ceiling.
     # A fan-out route's limit holds for each destination: the one furthest behind decides.
     redis_ = intake.link(route).redis
-    waiting = max(journal.backlog(redis_, d.name) for d in route.destinations or (route,))
+    waiting, behind = max(((journal.backlog(redis_, d.name), d) for d in route.destinations or (route,)),
+                          key=lambda pair: pair[0])
     if waiting + len(prepared.ids) > route.backlog_limit:
-        raise BacklogFull(f"route {route.name} has {waiting} events waiting, its backlog_limit is "
+        # Of a fan-out route, the destination that holds the others back is named: it is the one to look at.
+        who = f"route {route.name}'s destination {behind.destination}" if route.destinations else f"route {route.name}"
+        raise BacklogFull(f"{who} has {waiting} events waiting, its backlog_limit is "
                           f"{route.backlog_limit}: nothing was accepted; retry after it drains")
 
 

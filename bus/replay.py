@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from . import journal
+from . import fanout, journal
 from .archive import Store, tiers
 from .broker.messages import GROUP_SIZE, groups, new_message
 from .errors import BadFilter
@@ -60,10 +60,13 @@ def check_ids(raw: object) -> list[str]:
 def plan(client: redis.Redis | Shards, router: Router, f: EventFilter, retention: int, limit: int | None = None,
          ids: Sequence[str] | None = None, archive: Store | None = None) -> Plan:
     """The events `f` chooses, from Redis and the archive; with `ids`, only those events, each still
-    checked against `f`."""
+    checked against `f`. A fan-out event is replayed as its destinations' copies that `f` chooses (by its
+    route's name or its own id: each copy of the status asked)."""
     result = Plan()
+    f = fanout.widen(router, f)  # a fan-out route's own name: its destinations' copies
     if ids:
-        chosen: Iterable[dict[str, Any]] = (e for e in tiers.summaries(client, archive, ids) if f.matches(e))
+        chosen: Iterable[dict[str, Any]] = (e for e in tiers.summaries(client, archive, fanout.copy_ids(router, ids))
+                                            if f.matches(e))
     else:
         chosen = tiers.iter_matching(client, archive, f, retention)
     for event in chosen:

@@ -81,7 +81,7 @@ class Scan:
 
     limit: int
     after: tuple[float, str] | None = None
-    route: str | None = None
+    routes: tuple[str, ...] = ()  # any route when empty
     since: float | None = None
     until: float | None = None
     tag_exact: str | None = None
@@ -90,7 +90,7 @@ class Scan:
 
 def scan_for(f: EventFilter, limit: int, after: tuple[float, str] | None) -> Scan:
     exact, prefix = _tag_bounds(f.tag)
-    return Scan(limit=limit, after=after, route=f.route, since=f.since, until=f.until,
+    return Scan(limit=limit, after=after, routes=f.routes, since=f.since, until=f.until,
                 tag_exact=exact, tag_prefix=prefix)
 
 
@@ -115,9 +115,9 @@ def where(scan: Scan, mark: str) -> tuple[str, list[Any]]:
     if scan.after is not None:
         clauses.append(f"(received < {mark} OR (received = {mark} AND id < {mark}))")
         params += [scan.after[0], scan.after[0], scan.after[1]]
-    if scan.route is not None:
-        clauses.append(f"route = {mark}")
-        params.append(scan.route)
+    if scan.routes:
+        clauses.append(f"route IN ({', '.join([mark] * len(scan.routes))})")
+        params += list(scan.routes)
     if scan.since is not None:
         clauses.append(f"received >= {mark}")
         params.append(scan.since)

@@ -88,9 +88,10 @@ def find(client: Any, store: Store | None, f: EventFilter, limit: int = 50, curs
 
 
 def _shards_asked(shards: Shards, f: EventFilter) -> list[tuple[str, Any]]:
-    """The shards a listing reads: the route's alone when it asks for one the routes know."""
-    if f.route is not None and f.route in shards.routes:
-        name = shards.name_of(f.route)
+    """The shards a listing reads: the route's alone when it asks for one the routes know (a fan-out
+    route's destinations are all on the route's shard)."""
+    if f.routes and f.routes[0] in shards.routes:
+        name = shards.name_of(f.routes[0])
         return [(name, shards.clients[name])]
     return list(shards.clients.items())
 

@@ -60,7 +60,7 @@ def _client(config: settings.Settings, router: Router | None = None) -> shards.S
 
 def cmd_events(args: argparse.Namespace, config: settings.Settings) -> int:
     client, store = _client(config), archive.store_for(config)
-    router = _routes_if_any(config) if args.id or args.destination else None
+    router = _routes_if_any(config) if args.id or args.destination or args.route else None
     if args.id:
         record = fanout.show(client, store, router, args.id)
         if args.json:
@@ -69,7 +69,7 @@ def cmd_events(args: argparse.Namespace, config: settings.Settings) -> int:
             _print_event(record)
         return 0
     (f,) = _filters(args, [args.status], router)
-    page = tiers.find(client, store, f, limit=args.limit, cursor=args.cursor, retention=config.retention)
+    page = fanout.find(client, store, router, f, limit=args.limit, cursor=args.cursor, retention=config.retention)
     for tier, why in page.unavailable.items():
         rest = "Redis holds" if tier == "archive" else "the shards that answered hold"
         print(f"warning: {why}; showing only what {rest}", file=sys.stderr)
@@ -77,9 +77,11 @@ def cmd_events(args: argparse.Namespace, config: settings.Settings) -> int:
         missing = {"unavailable": page.unavailable} if page.unavailable else {}
         print(orjson.dumps({"events": page.events, "cursor": page.cursor, **missing}).decode())
         return 0
-    rows = [("ID", "TAG", "ROUTE", "STATUS", "ATTEMPTS", "RECEIVED", "LAST")]
-    rows += [(e["id"], e["tag"], e["route"], e["status"], str(e["attempts"]), _when(e["received"]), e["last"])
-             for e in page.events]
+    # A fan-out route's events (listed by its own name) say each destination's status beside their own.
+    fanned = any("destinations" in e for e in page.events)
+    rows = [("ID", "TAG", "ROUTE", "STATUS", *(("DESTINATIONS",) if fanned else ()), "ATTEMPTS", "RECEIVED", "LAST")]
+    rows += [(e["id"], e["tag"], e["route"], e["status"], *((_destinations(e),) if fanned else ()), str(e["attempts"]),
+              _when(e["received"]), e["last"]) for e in page.events]
     if page.events:
         print_table(rows)
     else:
@@ -87,6 +89,10 @@ def cmd_events(args: argparse.Namespace, config: settings.Settings) -> int:
     if page.cursor:
         print(f"more: add --cursor {page.cursor}", file=sys.stderr)
     return 0
+
+
+def _destinations(e: dict[str, Any]) -> str:
+    return " ".join(f"{d['name']}={d['status']}" for d in e.get("destinations", ()))
 
 
 def _routes_if_any(config: settings.Settings) -> Router | None:
@@ -148,9 +154,12 @@ def _select(args: argparse.Namespace, config: settings.Settings, default_status:
     client = _client(config, router)
     chosen = replay.Plan()
     ids = replay.check_ids(args.ids) if getattr(args, "ids", None) else None
+    limit = getattr(args, "limit", None)
     for f in _filters(args, args.status or [default_status], router):
-        part = replay.plan(client, router, f, config.retention, getattr(args, "limit", None), ids,
-                           archive=archive.store_for(config))
+        if limit is not None and len(chosen.events) >= limit:  # --limit counts across the statuses asked
+            break
+        part = replay.plan(client, router, f, config.retention, None if limit is None else limit - len(chosen.events),
+                           ids, archive=archive.store_for(config))
         chosen.events += part.events
         chosen.unroutable += part.unroutable
     return client, router, chosen

@@ -125,7 +125,9 @@ function eventRow(e) {
   row.dataset.id = e.id;
   row.dataset.status = e.status;
   const pick = el("td");
-  if (e.status === "dead") {
+  // A fan-out event (listed by its route's own name) is replayed as its dead destinations' copies.
+  const dests = e.destinations || [];
+  if (e.status === "dead" || dests.some((d) => d.status === "dead")) {
     const box = el("input");
     box.type = "checkbox";
     box.className = "pick";
@@ -135,8 +137,10 @@ function eventRow(e) {
     box.addEventListener("change", updateReplayButton);
     pick.append(box);
   }
+  const status = el("td", e.status, `status status-${e.status}`);
+  for (const d of dests) status.append(el("div", `${d.name}: ${d.status}`, `destination status-${d.status}`));
   row.append(pick, el("td", when(e.received)), el("td", e.tag), el("td", e.route),
-             el("td", e.status, `status status-${e.status}`), el("td", e.attempts, "num"), el("td", e.last));
+             status, el("td", e.attempts, "num"), el("td", e.last));
   if (e.id === openId) row.classList.add("open");
   row.addEventListener("click", () => openEvent(e.id));
   return row;
@@ -159,7 +163,9 @@ async function openEvent(id) {
     const e = await api(`events/${encodeURIComponent(id)}`);
     // One destination's copy of a fan-out event (<event id>.<destination>): the event's own status, derived
     // from every destination's, and each destination's status and attempts go beside the copy's.
-    const whole = id.includes(".") ? await api(`events/${encodeURIComponent(id.split(".")[0])}`).catch(() => null) : null;
+    // A fan-out event opened by its own id is that whole already.
+    const whole = e.destinations ? e
+      : id.includes(".") ? await api(`events/${encodeURIComponent(id.split(".")[0])}`).catch(() => null) : null;
     $("detail-id").textContent = e.id;
     const fields = $("detail-fields");
     fields.replaceChildren();
@@ -168,7 +174,8 @@ async function openEvent(id) {
       fields.append(el("dt", name), el("dd", value, name === "status" ? `status status-${value}` : ""));
     }
     if (whole && whole.destinations) {
-      fields.append(el("dt", "event"), el("dd", whole.status, `status status-${whole.status}`), el("dt", "destinations"),
+      if (whole !== e) fields.append(el("dt", "event"), el("dd", whole.status, `status status-${whole.status}`));
+      fields.append(el("dt", "destinations"),
                     el("dd", whole.destinations.map((d) => `${d.name}: ${d.status} (${d.attempts})`).join(", ")));
     }
     $("detail-body").textContent = typeof e.body === "string" ? e.body : JSON.stringify(e.body, null, 2);

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+from redis.exceptions import NoScriptError
 
 from .. import auth, intake, journal, logs, settings
 from ..errors import BusError, Unavailable
@@ -133,11 +134,11 @@ class Ingress:
                                                    return_exceptions=True))
             memory.check()
             calls = intake.accept_calls(prepared)
-            scripts = [journal.accept_call(events, size, idempotency, order=order)
-                       for events, size, idempotency, order in calls]
-            if len(scripts) == 1:  # one endpoint: every single event's path, no gather to pay for
-                replies = [await pipe.run_script(journal.ACCEPT_SCRIPT, *scripts[0], confirm=True)]
+            if len(calls) == 1:  # one endpoint: every single event's path, no gather to pay for
+                replies = [await _accept_one(pipe, *calls[0])]
             else:
+                scripts = [journal.accept_call(events, size, idempotency, order=order)
+                           for events, size, idempotency, order in calls]
                 # One accept per destination of a fan-out route: sent together, so they share one write.
                 replies = await asyncio.gather(*(pipe.run_script(journal.ACCEPT_SCRIPT, keys, args, confirm=True)
                                                  for keys, args in scripts), return_exceptions=True)
@@ -168,6 +169,19 @@ class Ingress:
             self.pool, _call_wsgi, self.wsgi, environ)
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": answer})
+
+
+async def _accept_one(pipe: PipelinedRedis, events: list[journal.NewEvent], group_size: int,
+                      idempotency: journal.Idempotency | None, order: str) -> Any:
+    """One ACCEPT_SCRIPT call, confirmed; without an Idempotency-Key its route's part is packed once
+    (journal.accept_packed), as emit()'s is."""
+    if idempotency is None:
+        try:
+            return await pipe.execute_packed(journal.accept_packed(events, group_size, order), confirm=True)
+        except NoScriptError:
+            pass  # Redis restarted since the script was loaded: run_script loads it again
+    keys, args = journal.accept_call(events, group_size, idempotency, order=order)
+    return await pipe.run_script(journal.ACCEPT_SCRIPT, keys, args, confirm=True)
 
 
 def from_environment() -> Ingress:

@@ -12,7 +12,6 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from .. import archive, auth, fanout, filters, intake, journal, metrics, replay, stats
-from ..archive import tiers
 from ..errors import (
     ArchiveUnavailable,
     BacklogFull,
@@ -182,8 +181,9 @@ def _filter(values: dict, status_default: str | None, router: Router | None = No
 
 def list_events(bus: intake.Intake, request: Request) -> Response:
     args = request.args.to_dict()
-    page = tiers.find(bus.shards, archive.store_for(bus.settings), _filter(args, None), limit=_limit(args.get("limit")),
-                      cursor=args.get("cursor") or None, retention=bus.settings.retention)
+    page = fanout.find(bus.shards, archive.store_for(bus.settings), bus.router, _filter(args, None, bus.router),
+                       limit=_limit(args.get("limit")), cursor=args.get("cursor") or None,
+                       retention=bus.settings.retention)
     # A tier that did not answer is named, so a short page is never taken for the whole journal.
     missing = {"unavailable": page.unavailable} if page.unavailable else {}
     return _json({"events": page.events, "cursor": page.cursor, **missing}, 200)

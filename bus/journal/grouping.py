@@ -12,7 +12,8 @@ from redis.exceptions import NoScriptError
 from ..broker.messages import GROUP_SIZE, SHOWN, group_template
 from ..errors import IdempotencyConflict, SpoolError
 from ..lifecycle import QUEUED
-from ..wire.pipelined import NotConfirmed, SharedPipe, eval_, evalsha
+from ..wire.pipelined import NotConfirmed, SharedPipe, eval_, evalsha, script_sha
+from ..wire.resp import fragment
 from . import breakers, scripts
 from .keys import COUNTERS, event_key, filling_key, idempotency_key, index_key, pending_key, queue_name, spool_mark_key
 from .store import (
@@ -139,15 +140,59 @@ def accept(client: redis.Redis | SharedPipe, events: list[NewEvent], group_size:
     A task message carries `group_size` events at most (the route's). Returns the ids the
     request's answer gives (accepted_ids). An ordered route's (`order`) events join their keys'
     lanes, and only a lane's head goes onto the pending list (lua/lane.lua)."""
-    keys, args = accept_call(events, group_size, idempotency, order=order)
     try:
         if isinstance(client, SharedPipe):  # the ways in: confirmed by replicas when BUS_ACK_REPLICAS asks
-            reply = client.run_script(ACCEPT_SCRIPT, keys, args, confirm=True)
+            reply = _run_accept(client, events, group_size, idempotency, order)
         else:
+            keys, args = accept_call(events, group_size, idempotency, order=order)
             reply = script(client, ACCEPT_SCRIPT)(keys=keys, args=args)
     except REDIS_DOWN as exc:
         raise unavailable(exc) from exc
     return accepted_ids(events, reply, idempotency)
+
+
+def _run_accept(pipe: SharedPipe, events: list[NewEvent], group_size: int, idempotency: Idempotency | None,
+                order: str) -> Any:
+    if idempotency is None:  # every emit(): the call's constant part was packed once (accept_packed)
+        try:
+            return pipe.execute_packed(accept_packed(events, group_size, order), confirm=True)
+        except NoScriptError:
+            pass  # Redis restarted since the script was loaded: run_script loads it again
+    keys, args = accept_call(events, group_size, idempotency, order=order)
+    return pipe.run_script(ACCEPT_SCRIPT, keys, args, confirm=True)
+
+
+def accept_packed(events: list[NewEvent], group_size: int = GROUP_SIZE, order: str = "") -> bytes:
+    """The EVALSHA of ACCEPT_SCRIPT for `events` without an Idempotency-Key or a spool's mark, in RESP:
+    the same bytes as pack(evalsha(ACCEPT_SCRIPT, *accept_call(events, group_size, order=order))), but
+    the route's keys and arguments (6 keys, 12 arguments, among them the ~700-byte message template)
+    are packed once per route instead of on every call: packing them was a fifth of emit()'s Python."""
+    route = events[0].route
+    if any(ev.route != route for ev in events):
+        raise ValueError("accept() takes the events of one route at a time")
+    command, keys, placeholders, constant = _accept_parts(route, group_size, order)
+    n = len(events)
+    event_keys = [event_key(ev.id) for ev in events]
+    event_args: list[Any] = []
+    for ev in events:
+        event_args += [ev.id, ev.tag, ev.body, ev.headers, repr(ev.received)]
+    # 3 (EVALSHA, sha, numkeys) + 6 + n + 2 keys + 13 + 5n arguments
+    return b"".join((b"*%d\r\n" % (24 + 6 * n), command, _count(8 + n), keys, fragment(event_keys), placeholders,
+                     _count(n), constant, fragment(event_args)))
+
+
+@lru_cache(maxsize=256)
+def _count(n: int) -> bytes:
+    return fragment([n])
+
+
+@lru_cache(maxsize=1024)
+def _accept_parts(route: str, group_size: int, order: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """accept_call's constant parts for a route, as RESP fragments: EVALSHA and the script's SHA, the
+    route's 6 keys, the placeholders of the Idempotency-Key and the spool's mark, and ARGV[2..13]."""
+    keys, args = accept_call([NewEvent("-", "-", route, b"", 0.0)], group_size, None, order=order)
+    return (fragment(["EVALSHA", script_sha(ACCEPT_SCRIPT)]), fragment(keys[:6]), fragment(keys[-2:]),
+            fragment(args[1:13]))
 
 
 @lru_cache(maxsize=1024)

@@ -27,7 +27,9 @@ from .store import (
 
 _PURGE = scripts.load("purge.lua", "group.lua", "lane.lua")
 # What find() hands out: the last event's index score, ':', its id.
-_CURSOR = re.compile(r"([0-9][0-9.e+-]*):([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+# The id may be a destination's copy (<id>.<destination>): a listing of one destination stops at one.
+_CURSOR = re.compile(
+    r"([0-9][0-9.e+-]*):([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?:\.[A-Za-z0-9_-]+)?)")
 
 
 def sweep(client: redis.Redis, retention: int, now: float | None = None, batch: int = 5000) -> int:
@@ -103,8 +105,9 @@ def find(client: redis.Redis, f: EventFilter, limit: int = 50, cursor: str | Non
     sweep(client, retention)
     high, after_id = _cursor_bounds(f, cursor)
     low = f.since if f.since is not None else "-inf"
-    indexes = [index_key(status, f.route) for status in ([f.status] if f.status else STATUSES)]
-    newest_first = heapq.merge(*(_index_order(client, index, high, low) for index in indexes),
+    indexes = [(index_key(status, route), route) for status in ([f.status] if f.status else STATUSES)
+               for route in (f.routes or (None,))]
+    newest_first = heapq.merge(*(_index_order(client, index, high, low, route) for index, route in indexes),
                                key=lambda item: (item[1], item[0]), reverse=True)
     found: list[dict[str, Any]] = []
     scanned, chunk, last = 0, max(limit * 2, 100), None
@@ -114,23 +117,23 @@ def find(client: redis.Redis, f: EventFilter, limit: int = 50, cursor: str | Non
             return Page(found, None)
         scanned += len(batch)
         last = batch[-1]
-        candidates = [(m, sc) for m, sc in batch if not (after_id and sc == high and m >= after_id)]
+        candidates = [(m, sc, r) for m, sc, r in batch if not (after_id and sc == high and m >= after_id)]
         if f.tag is not None:
             # Read only the tags first: a selective pattern then costs one small field per candidate.
             pipe = client.pipeline(transaction=False)
-            for event_id, _ in candidates:
+            for event_id, _, _ in candidates:
                 pipe.hget(event_key(event_id), "tag")
             tags = pipe.execute()
-            gone = [(event_id, f.route) for (event_id, _), tag in zip(candidates, tags) if tag is None]
+            gone = [(event_id, route) for (event_id, _, route), tag in zip(candidates, tags) if tag is None]
             candidates = [c for c, tag in zip(candidates, tags) if tag is not None and f.matches_tag(tag.decode())]
         else:
             gone = []
         pipe = client.pipeline(transaction=False)
-        for event_id, _ in candidates[: limit - len(found)]:
+        for event_id, _, _ in candidates[: limit - len(found)]:
             pipe.hmget(event_key(event_id), SUMMARY_FIELDS)
-        for (event_id, score), values in zip(candidates, pipe.execute()):
+        for (event_id, score, route), values in zip(candidates, pipe.execute()):
             if values[0] is None:
-                gone.append((event_id, f.route))
+                gone.append((event_id, route))
                 continue
             found.append(summary(event_id, values))
             if len(found) == limit:
@@ -147,15 +150,15 @@ def find(client: redis.Redis, f: EventFilter, limit: int = 50, cursor: str | Non
     return Page(found, f"{last[1]!r}:{last[0]}")
 
 
-def _index_order(client: redis.Redis, index: str, high: float | str, low: float | str
-                 ) -> Iterator[tuple[str, float]]:
-    """(id, received) of one index from `high` down to `low`, newest first (ties: greater id first,
-    as ZREVRANGEBYSCORE orders them), read in pages that grow as the reader keeps going."""
+def _index_order(client: redis.Redis, index: str, high: float | str, low: float | str, route: str | None
+                 ) -> Iterator[tuple[str, float, str | None]]:
+    """(id, received, the index's route) of one index from `high` down to `low`, newest first (ties: greater
+    id first, as ZREVRANGEBYSCORE orders them), read in pages that grow as the reader keeps going."""
     offset, page = 0, 100
     while True:
         batch = client.zrevrangebyscore(index, high, low, start=offset, num=page, withscores=True)
         for member, score in batch:
-            yield member.decode(), score
+            yield member.decode(), score, route
         if len(batch) < page:
             return
         offset += len(batch)

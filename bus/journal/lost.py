@@ -34,6 +34,11 @@ from .store import (
 )
 
 _SCAN_CHUNK = 1000
+# SCAN's COUNT: how many keys Redis looks at per call. The keys sought are a few per route among every event's
+# record and attempts; at Redis's default of 10 a pass over a keyspace of N keys was N / 10 round trips per
+# scan, thousands a second in the worker's main process while a recovery's second pass ran under load
+# (docs/performance.md, "Issue 19: the fan-out worker's main process").
+_SCAN_KEYS = 1000
 _REQUEUE = scripts.load("requeue_lost.lua")
 _UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 # Keep the latest start only: two recoveries may end out of order.
@@ -53,12 +58,29 @@ def waiting_ids(client: redis.Redis) -> set[str]:
     return found
 
 
+def still_waiting(client: redis.Redis, ids: set[str]) -> set[str]:
+    """Those of `ids` that are still queued or retrying. A pass reads where events wait one place after
+    another while workers deliver them: an event read as waiting and delivered before the place it
+    was in is read is found nowhere, so under load nearly every pass found such events and made the
+    second pass (a read of everything again) run; this one round trip per chunk leaves them out."""
+    found: set[str] = set()
+    chunks = sorted(ids)
+    for start in range(0, len(chunks), _SCAN_CHUNK):
+        chunk = chunks[start : start + _SCAN_CHUNK]
+        pipe = client.pipeline(transaction=False)
+        for status in (QUEUED, RETRYING):
+            pipe.zmscore(index_key(status), chunk)
+        queued, retrying = pipe.execute()
+        found.update(i for i, q, r in zip(chunk, queued, retrying) if q is not None or r is not None)
+    return found
+
+
 def scheduled_ids(client: redis.Redis) -> set[str]:
     """Ids waiting on a route's retry schedule, or held back behind an endpoint's open breaker
     (breakers.py): their next task is made when they are due, or when the breaker lets them go."""
     found: set[str] = set()
-    keys = [*client.scan_iter(match=retry_key("*"), _type="zset"),
-            *client.scan_iter(match=parked_key("*", "*"), _type="zset")]
+    keys = [*client.scan_iter(match=retry_key("*"), count=_SCAN_KEYS, _type="zset"),
+            *client.scan_iter(match=parked_key("*", "*"), count=_SCAN_KEYS, _type="zset")]
     for key in keys:
         for start in range(0, client.zcard(key), _SCAN_CHUNK):
             found.update(raw.decode() for raw in client.zrange(key, start, start + _SCAN_CHUNK - 1))
@@ -70,7 +92,7 @@ def lane_waiting_ids(client: redis.Redis) -> set[str]:
     them before the events ahead of them are done, which then puts the next one on the pending list."""
     found: set[str] = set()
     prefix = len(lanes_key(""))
-    for lanes in client.scan_iter(match=lanes_key("*"), _type="hash"):
+    for lanes in client.scan_iter(match=lanes_key("*"), count=_SCAN_KEYS, _type="hash"):
         route = lanes.decode()[prefix:]
         for lane, head in client.hscan_iter(lanes, count=_SCAN_CHUNK):
             key = lane_key(route, lane.decode())
@@ -82,7 +104,7 @@ def lane_waiting_ids(client: redis.Redis) -> set[str]:
 def pending_ids(client: redis.Redis, route: str | None = None) -> list[str]:
     """Ids on the route's pending list (every route's when None), oldest first: a task message
     takes them when the next task of the route starts."""
-    keys = [pending_key(route)] if route else client.scan_iter(match=pending_key("*"), _type="list")
+    keys = [pending_key(route)] if route else client.scan_iter(match=pending_key("*"), count=_SCAN_KEYS, _type="list")
     found: list[str] = []
     for key in keys:
         # Read from the accepting end (RPUSH), as task_messages reads a queue from its pushing end:
@@ -106,7 +128,7 @@ def task_messages(client: redis.Redis) -> Iterator[dict[str, Any]]:
     head (lane_waiting_ids); a new place where events wait must
     be read there too.
     """
-    for queue in client.scan_iter(match=queue_name("*"), _type="list"):
+    for queue in client.scan_iter(match=queue_name("*"), count=_SCAN_KEYS, _type="list"):
         # Read by index from the pushing end until the list ends: tasks pushed meanwhile shift the
         # rest towards the end (re-read, never skipped); bounded in case pushes outrun the scan.
         limit = 2 * client.llen(queue) + _SCAN_CHUNK

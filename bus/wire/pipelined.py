@@ -26,6 +26,7 @@ import os
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections import deque
@@ -55,13 +56,14 @@ def handshake(options: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 
 @functools.lru_cache(maxsize=64)
-def _sha(source: str) -> str:
+def script_sha(source: str) -> str:
+    """The SHA1 Redis knows a script by (EVALSHA)."""
     return hashlib.sha1(source.encode()).hexdigest()
 
 
 def evalsha(source: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
     """The script by its SHA; Redis answers NOSCRIPT (a NoScriptError) when it does not know it yet."""
-    return ("EVALSHA", _sha(source), len(keys), *keys, *args)
+    return ("EVALSHA", script_sha(source), len(keys), *keys, *args)
 
 
 def eval_(source: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
@@ -171,11 +173,15 @@ class PipelinedRedis:
         """Send one command and wait for its reply (written with whatever else this loop iteration sends).
         With `confirm` and an Ack of replicas, it counts only once that many replicas hold it: one WAIT
         follows each write of confirmed commands, and NotConfirmed says when too few did."""
+        return await self.execute_packed(pack(args), confirm=confirm)
+
+    async def execute_packed(self, packed: bytes, confirm: bool = False) -> Any:
+        """execute() of a command already in RESP (resp.pack, or fragments joined under one head)."""
         if self._link is None:
             await self._connected()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._out.append(pack(args))
+        self._out.append(packed)
         self._waiting.append((future, time.monotonic()))
         confirmed = None
         if confirm and self.ack.replicas:
@@ -320,6 +326,19 @@ class _Slot:
         self.confirm = confirm
 
 
+# Bumped in a forked child: a SharedPipe made before the fork sees it and starts afresh. Checked on
+# every command instead of os.getpid(), which is a system call on each emit().
+_forks = 0
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def _wake(slot: _Slot) -> None:
     """Let a queued caller go on: a slot is queued only with its wake lock taken."""
     assert slot.wake is not None
@@ -345,17 +364,22 @@ class SharedPipe:
         self._fresh()
 
     def _fresh(self) -> None:
-        self._pid = os.getpid()
+        self._fork = _forks
         self._lock = threading.Lock()
         self._queue: deque[_Slot] = deque()
         self._busy = False
         self._sock: socket.socket | None = None
+        self._poll: select.poll | None = None
         self._reader = hiredis.Reader()
 
     def execute(self, *args: Any, confirm: bool = False) -> Any:
         """One command; with `confirm` and an Ack of replicas, NotConfirmed unless that many hold it
         (one WAIT after each batch of confirmed commands, as PipelinedRedis.execute)."""
         return self._submit(pack(args), confirm=confirm and self.ack.replicas > 0)
+
+    def execute_packed(self, packed: bytes, confirm: bool = False) -> Any:
+        """execute() of a command already in RESP (resp.pack, or fragments joined under one head)."""
+        return self._submit(packed, confirm=confirm and self.ack.replicas > 0)
 
     def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Several commands in one write and one wait; their replies in order, where Redis refused one
@@ -374,7 +398,7 @@ class SharedPipe:
                 self._disconnect()
 
     def _submit(self, packed: bytes, count: int = 1, confirm: bool = False) -> Any:
-        if self._pid != os.getpid():
+        if self._fork != _forks:
             self._fresh()  # the parent's socket and lock are not ours to use
         slot = _Slot(packed, count, confirm)
         with self._lock:
@@ -412,7 +436,7 @@ class SharedPipe:
 
     def _exchange(self, batch: list[_Slot]) -> None:
         """Send the batch's commands in one write and give each its reply (or the error that ended them)."""
-        if self._sock is not None and _readable(self._sock):
+        if self._poll is not None and self._poll.poll(0):
             # An idle connection with something to read has been closed by Redis (a restart, a
             # timeout, a kill): sending on it would fail a command Redis, now up, would take.
             self._disconnect()
@@ -440,7 +464,7 @@ class SharedPipe:
                 self._disconnect()  # see _Link.data_received
         except (OSError, redis.ConnectionError, redis.TimeoutError, hiredis.ProtocolError) as exc:
             self._disconnect()
-            if isinstance(exc, socket.timeout):
+            if isinstance(exc, (socket.timeout, BlockingIOError)):  # BlockingIOError: SO_RCVTIMEO/SO_SNDTIMEO ran out
                 error: Exception = redis.TimeoutError(f"Redis did not answer within {self.timeout:g}s")
             elif isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
                 error = exc
@@ -452,11 +476,11 @@ class SharedPipe:
 
     def _confirm(self, sock: socket.socket, slots: list[_Slot]) -> None:
         """Read the batch's WAIT: a confirmed write that too few replicas hold becomes NotConfirmed."""
-        sock.settimeout(self.timeout + self.ack.timeout_ms / 1000)  # Redis holds the reply that long
+        _set_timeout(sock, self.timeout + self.ack.timeout_ms / 1000)  # Redis holds the reply that long
         try:
             count = _answer(self._read_reply(sock))
         finally:
-            sock.settimeout(self.timeout)
+            _set_timeout(sock, self.timeout)
         for slot in slots:
             if isinstance(slot.result, Exception):
                 continue
@@ -490,15 +514,17 @@ class SharedPipe:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if tls is not None:
                     sock = tls.wrap_socket(sock, server_hostname=host)
-            sock.settimeout(self.timeout)
+            _set_timeout(sock, self.timeout)
             self._sock, self._reader = sock, hiredis.Reader()
+            self._poll = select.poll()
+            self._poll.register(sock, select.POLLIN)
             for command in handshake(opts):
                 sock.sendall(pack(command))
                 reply = self._read_reply(sock)
                 if isinstance(reply, hiredis.ReplyError):
                     self._disconnect()
                     raise reply_error(reply)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: the handshake's reply ran out of SO_RCVTIMEO
             self._disconnect()
             raise redis.TimeoutError(f"no connection to Redis within {self.timeout:g}s") from None
         except OSError as exc:
@@ -507,7 +533,7 @@ class SharedPipe:
         return sock
 
     def _disconnect(self) -> None:
-        sock, self._sock = self._sock, None
+        sock, self._sock, self._poll = self._sock, None, None
         if sock is not None:
             try:
                 sock.close()
@@ -520,11 +546,19 @@ def _tcp(options: dict[str, Any]) -> tuple[str, int, ssl.SSLContext | None]:
     return options.get("host", "localhost"), options.get("port", 6379), tls_context(options)
 
 
-def _readable(sock: socket.socket) -> bool:
-    try:
-        return bool(select.select([sock], [], [], 0)[0])
-    except (OSError, ValueError):
-        return True
+def _set_timeout(sock: socket.socket, seconds: float) -> None:
+    """Bound each send and receive by `seconds`. A plain socket gets the kernel's timeouts on a blocking
+    socket (SO_RCVTIMEO, SO_SNDTIMEO: running out raises BlockingIOError), where Python's own timeout
+    would add a poll() before every send and every recv, two more system calls per emit(). A TLS
+    socket keeps Python's timeout: its reads and writes are not plain system calls."""
+    if isinstance(sock, ssl.SSLSocket):
+        sock.settimeout(seconds)
+        return
+    sock.settimeout(None)
+    micros = max(int(seconds * 1_000_000), 1)  # zero would mean no timeout at all
+    value = struct.pack("ll", micros // 1_000_000, micros % 1_000_000)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
 def _answer(reply: Any) -> Any:

@@ -44,7 +44,9 @@ def missing_tasks(client: redis.Redis) -> set[str]:
     # again further on. Lane waiters first: the next one of a lane goes onto the pending list.
     waiting -= journal.lane_waiting_ids(client)
     waiting -= journal.scheduled_ids(client) | set(journal.pending_ids(client))
-    return waiting - {i for m in journal.task_messages(client) for i in event_ids_of(m)}
+    waiting -= {i for m in journal.task_messages(client) for i in event_ids_of(m)}
+    # Delivered (or dead) while this pass read the places above: not lost, however it looked.
+    return journal.still_waiting(client, waiting) if waiting else waiting
 
 
 def recover(client: redis.Redis, pause: float = PAUSE, asked_at: float | None = None) -> list[str]:

@@ -35,6 +35,25 @@ def test_bus_emit_function_uses_the_environment(bus, monkeypatch):
     monkeypatch.setattr(intake, "_default", None)
 
 
+def test_emit_and_a_post_are_accepted_once_after_redis_forgot_the_accept_script(bus):
+    """emit() and the ingress send the accept by its SHA, packed ahead (journal.accept_packed): a Redis that
+    no longer knows the script (restarted, SCRIPT FLUSH) answers NOSCRIPT, and the accept loads it and
+    goes through, each event journaled and delivered once."""
+    name = uuid.uuid4().hex[:8]
+    bus_intake = intake.load(settings.load(bus.env))
+    intake.accept(bus_intake, f"api.{name}", [{"warm": 1}])  # the pipe is connected and the script known
+    bus.redis.client().script_flush()
+    emitted = intake.accept(bus_intake, f"api.{name}", [{"via": "emit"}])[0]
+    bus.redis.client().script_flush()
+    answer = bus.post(f"api.{name}", '{"via": "http"}')
+    assert answer.status_code == 202, answer.text
+    posted = answer.json()["ids"][0]
+    wait_until(lambda: len(bus.receiver.to(f"/api/{name}/")) >= 3, 15, what="the three events")
+    time.sleep(0.5)  # a second copy of any would have arrived by now
+    ids = bus.receiver.ids(f"/api/{name}/")
+    assert sorted(ids) == sorted(set(ids)) and {emitted, posted} <= set(ids) and len(ids) == 3
+
+
 def test_emit_raises_unavailable_within_a_bounded_time_when_redis_is_down(bus):
     down = intake.load(settings.load(bus_env("redis://127.0.0.1:1/0", bus.routes_dir)))
     started = time.monotonic()

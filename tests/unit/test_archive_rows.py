@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bus.archive.rows import Scan, _tag_bounds, append_copy, where
+from bus.archive.rows import Scan, _tag_bounds, append_copy, scan_for, where
 from bus.filters import EventFilter
 
 
@@ -28,10 +28,15 @@ def test_every_tag_a_pattern_matches_is_inside_its_index_range():
 
 
 def test_where_binds_every_value_as_a_parameter():
-    clause, params = where(Scan(limit=5, after=(12.5, "id-1"), route="api", since=1.0, until=20.0,
+    clause, params = where(Scan(limit=5, after=(12.5, "id-1"), routes=("api",), since=1.0, until=20.0,
                                 tag_prefix="api"), "?")
     assert clause.count("?") == len(params) == 8
     assert "api" not in clause and params[:3] == [12.5, 12.5, "id-1"]
+
+
+def test_a_fan_out_routes_scan_reads_each_destinations_rows():
+    clause, params = where(scan_for(EventFilter(route="api", copies_of=("api.a", "api.b")), 5, None), "?")
+    assert "route IN (?, ?)" in clause and params == ["api.a", "api.b"]
 
 
 def test_copies_are_appended_to_the_json_array():

@@ -20,3 +20,20 @@ def test_arguments_longer_than_the_remembered_length_prefixes_are_counted_all_th
 def test_an_argument_redis_cannot_take_raises_typeerror_naming_its_type():
     with pytest.raises(TypeError, match="cannot send NoneType to Redis"):
         pack(["SET", None])
+
+
+def test_an_accept_joined_from_fragments_is_the_same_command_as_the_one_packed_whole():
+    # emit()'s accept packs the route's part once (journal.accept_packed): Redis must get the very
+    # bytes accept_call's keys and arguments pack to, for one event or several, ordered or not.
+    from bus.journal import ACCEPT_SCRIPT, NewEvent, accept_call
+    from bus.journal.grouping import accept_packed
+    from bus.wire.pipelined import evalsha
+
+    for order in ("", "tag", "field:k"):
+        for n in (1, 3):
+            events = [NewEvent(f"0190-{i}", "api.x", "api", b'{"k":"\xc3\xa9"}', 1_700_000_000.125 + i, b"{}")
+                      for i in range(n)]
+            keys, args = accept_call(events, 50, None, order=order)
+            assert accept_packed(events, 50, order) == pack(evalsha(ACCEPT_SCRIPT, keys, args))
+    with pytest.raises(ValueError, match="one route at a time"):
+        accept_packed([NewEvent("a", "t", "r1", b"{}", 1.0), NewEvent("b", "t", "r2", b"{}", 1.0)])
