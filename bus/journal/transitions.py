@@ -101,9 +101,9 @@ def record_attempt_call(event: dict[str, Any], attempt: dict[str, Any], status: 
                         endpoint_alive: bool = False, endpoint: EndpointKey | None = None
                         ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of RECORD_ATTEMPT_SCRIPT (lua/record_attempt.lua names them; see record_attempt),
-    for callers with a connection of their own."""
-    if attempt.get("response") is not None:
-        attempt["response"] = attempt["response"][:RESPONSE_KEEP]
+    for callers with a connection of their own. The journaled attempt keeps RESPONSE_KEEP of the
+    response; the caller's `attempt` is left as it is."""
+    attempt = _response_kept(attempt)
     last = attempt.get("status_code") or attempt.get("error") or ""
     event_id, route = event["id"], event["route"]
     digest = endpoint.digest if endpoint else ""
@@ -121,16 +121,25 @@ def record_attempt_call(event: dict[str, Any], attempt: dict[str, Any], status: 
 # visibility timeout. A redelivered message (kombu restored it, or recovery made it) checks each
 # event again right before sending it (lua/recheck.lua).
 def recheck(client: redis.Redis | SharedPipe, events: list[dict[str, Any]], task_id: str) -> list[str]:
-    """Whether task `task_id` still sends each event (see _RECHECK): per event 'ok' (its attempts and
-    status refreshed from the journal), 'gone', 'superseded', 'delivered' or 'dead'."""
+    """Whether task `task_id` still sends each event (see _RECHECK): per event 'ok', 'gone',
+    'superseded', 'delivered' or 'dead'."""
+    return [refused or "ok" for refused, _ in recheck_events(client, events, task_id)]
+
+
+def recheck_events(client: redis.Redis | SharedPipe, events: list[dict[str, Any]], task_id: str
+                   ) -> list[tuple[str | None, dict[str, Any]]]:
+    """recheck, with the event to send: per event (None, a new copy of it with its attempts and status
+    as the journal has them now), or (why not: 'gone', 'superseded', 'delivered', 'dead', the event
+    as given). The caller's events are left as they are."""
     answers = script(client, _RECHECK)(keys=[event_key(event["id"]) for event in events], args=[task_id])
-    states = []
+    checked: list[tuple[str | None, dict[str, Any]]] = []
     for event, raw in zip(events, answers):
         state, *fresh = raw.decode().split(" ")
         if state == "ok":
-            event["attempts"], event["status"] = int(fresh[0]), fresh[1]
-        states.append(state)
-    return states
+            checked.append((None, {**event, "attempts": int(fresh[0]), "status": fresh[1]}))
+        else:
+            checked.append((state, event))
+    return checked
 
 
 def status_class(code: int | None) -> str:
@@ -229,16 +238,22 @@ return 1
 def record_copy(client: redis.Redis, event_id: str, attempt: dict[str, Any]) -> bool:
     """A replay sent to another URL (--to): kept apart so the event's own state is untouched.
     False when the event is no longer in Redis (archived): the caller records it there."""
-    copy_record(attempt)
     return bool(script(client, _RECORD_COPY)(keys=[event_key(event_id), copies_key(event_id)],
-                                             args=[orjson.dumps(attempt)]))
+                                             args=[orjson.dumps(copy_record(attempt))]))
 
 
 def copy_record(attempt: dict[str, Any]) -> dict[str, Any]:
-    """A copy's attempt as it is kept: its response cut to RESPONSE_KEEP."""
-    if attempt.get("response") is not None:
-        attempt["response"] = attempt["response"][:RESPONSE_KEEP]
-    return attempt
+    """A copy's attempt as it is kept: its response cut to RESPONSE_KEEP (a new dict when cut)."""
+    return _response_kept(attempt)
+
+
+def _response_kept(attempt: dict[str, Any]) -> dict[str, Any]:
+    """`attempt` with its response cut to RESPONSE_KEEP: itself when it is short enough, else a new dict,
+    so the common short answer costs no copy."""
+    response = attempt.get("response")
+    if response is None or len(response) <= RESPONSE_KEEP:
+        return attempt
+    return {**attempt, "response": response[:RESPONSE_KEEP]}
 
 
 def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tuple[Outgoing, str]],

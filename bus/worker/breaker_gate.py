@@ -12,6 +12,7 @@ from .. import journal
 from ..endpoints import EndpointKey
 from ..routes import Route
 from . import backoff
+from .verdict import Verdict, from_journal
 
 
 def endpoint_failed(record: dict[str, Any], route: Route) -> bool:
@@ -48,18 +49,18 @@ class Breakers:
         if opened is not None:
             self.open_until[key.digest] = opened
 
-    def held_back(self, event: dict[str, Any], key: EndpointKey, probe: bool, task: str = "") -> str | None:
+    def held_back(self, event: dict[str, Any], key: EndpointKey, probe: bool, task: str = "") -> Verdict | None:
         """None when the event is to be sent; else it waits behind its endpoint's open breaker (see
         hold) and this is its verdict. A probe is sent whatever the breaker says."""
         if probe or self.until(key) <= time.time():
             return None
         return self.hold(event, key, task)
 
-    def hold(self, event: dict[str, Any], key: EndpointKey, task: str = "") -> str:
-        """Park the event behind the endpoint's breaker (journal.breakers.hold_back): 'waiting', or why
-        the journal refused ('superseded', 'gone', 'delivered', 'dead': another copy of the message,
+    def hold(self, event: dict[str, Any], key: EndpointKey, task: str = "") -> Verdict:
+        """Park the event behind the endpoint's breaker (journal.breakers.hold_back): WAITING, or why
+        the journal refused (SUPERSEDED, GONE, DELIVERED, DEAD: another copy of the message,
         `task`, moved it since it was loaded)."""
         moved = journal.breakers.hold_back_move(self.client, event, key, time.time(), task=task)
         if moved == "due":
             self.open_until.pop(key.digest, None)  # it closed meanwhile: the event is due on the retry schedule
-        return "waiting" if moved in ("held", "due") else moved
+        return from_journal(moved)

@@ -5,13 +5,15 @@ from dataclasses import dataclass
 
 from ..routes import Route
 from . import backoff
+from .verdict import Verdict
 
-DELIVERED, RETRY, DEAD = "delivered", "retry", "dead"
+# Kept for callers that name the three verdicts an attempt's answer can come to.
+DELIVERED, RETRY, DEAD = Verdict.DELIVERED, Verdict.RETRY, Verdict.DEAD
 
 
 @dataclass(frozen=True)
 class Outcome:
-    verdict: str
+    verdict: Verdict
     delay: float = 0.0
     reason: str = ""
 

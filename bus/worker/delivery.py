@@ -24,9 +24,10 @@ from ..routes import VISIBILITY_MARGIN, Route, Router, event_id, load_configured
 from ..wire.pipelined import SharedPipe
 from . import outbound, task_outcome
 from .breaker_gate import Breakers, endpoint_failed
-from .classify import DEAD, DELIVERED, RETRY, Outcome, classify
+from .classify import Outcome, classify
 from .deadline import AttemptDeadline, Deadline
 from .lane_run import LANE_RUN_GROUPS, LaneRun
+from .verdict import Verdict, from_journal
 
 log = logging.getLogger("bus.delivery")
 # A copy sent with `bus replay --to` (a staging service) is tried this many
@@ -74,8 +75,9 @@ def worker() -> Worker:
 
 
 def send(pools: outbound.Pools, route: Route, url: str, event: dict[str, Any], attempt: int,
-         extra_headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """One HTTP attempt; returns the attempt record (never raises for network trouble).
+         extra_headers: dict[str, str] | None = None) -> tuple[dict[str, Any], str | None]:
+    """One HTTP attempt; returns the attempt record (never raises for network trouble) and the answer's
+    Retry-After: classify reads that one, the journal does not keep it.
     A request bus proxy captured is sent as it came (its method, path, query, headers and body) to
     `url`'s origin and path prefix, with its X-Request-Id and the route's signature; none of its headers."""
     if event.get("request"):
@@ -108,8 +110,9 @@ def send(pools: outbound.Pools, route: Route, url: str, event: dict[str, Any], a
 
 
 def _attempt(pools: outbound.Pools, route: Route, url: str, body: bytes, headers: dict[str, str], attempt: int,
-             method: str | None = None) -> dict[str, Any]:
+             method: str | None = None) -> tuple[dict[str, Any], str | None]:
     record: dict[str, Any] = {"attempt": attempt, "at": time.time(), "url": url}
+    retry_after = None
     started = time.monotonic()
     # One deadline for the whole attempt, redirects included (deadline.py).
     deadline = Deadline.after(route.open_timeout + route.read_timeout)
@@ -132,8 +135,8 @@ def _attempt(pools: outbound.Pools, route: Route, url: str, body: bytes, headers
             record["response_error"] = f"{type(exc).__name__}: {exc}"[:500]
         finally:
             outbound.finish(pools, resp)
-        record.update(status_code=resp.status, response=answer.decode("utf-8", "replace"),
-                      retry_after=resp.headers.get("retry-after"))
+        record.update(status_code=resp.status, response=answer.decode("utf-8", "replace"))
+        retry_after = resp.headers.get("retry-after")
         if resp.headers.get("location"):
             record["location"] = resp.headers["location"][:500]
     except (OSError, ValueError, AttemptDeadline) as exc:
@@ -144,7 +147,7 @@ def _attempt(pools: outbound.Pools, route: Route, url: str, body: bytes, headers
     for key in ("url", "location", "error"):
         if record.get(key):
             record[key] = logs.redact(record[key])
-    return record
+    return record, retry_after
 
 
 def _same_origin_redirect(url: str, resp: outbound.Answer) -> str | None:
@@ -183,16 +186,16 @@ def _log(event: dict[str, Any], record: dict[str, Any], outcome: Outcome, copy_t
 
 def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], record: dict[str, Any],
                      outcome: Outcome, endpoint: endpoints.EndpointKey | None = None,
-                     lanes: LaneRun | None = None) -> str | None:
+                     lanes: LaneRun | None = None) -> Verdict | None:
     """Record the attempt and log it. An answer from `endpoint` closes its breaker in the same step;
     a failure is told to the breaker by whoever sent the request (once per request).
     None when recorded; else why the journal refused (journal.record_attempt), which is then the verdict."""
-    status = {DELIVERED: journal.DELIVERED, DEAD: journal.DEAD}.get(outcome.verdict, journal.RETRYING)
+    status = {Verdict.DELIVERED: journal.DELIVERED, Verdict.DEAD: journal.DEAD}.get(outcome.verdict, journal.RETRYING)
     if outcome.reason:
-        record["reason"] = outcome.reason
+        record = {**record, "reason": outcome.reason}  # only a dead attempt has one: the caller's stays as sent
     refused, taken = journal.record_attempt_taking(
         w.pipe, event, record, status, w.settings.retention,
-        retry_at=time.time() + outcome.delay if outcome.verdict == RETRY else None,
+        retry_at=time.time() + outcome.delay if outcome.verdict == Verdict.RETRY else None,
         endpoint_alive=route is not None and not endpoint_failed(record, route), endpoint=endpoint,
         # An ordered route's next event of the lane goes next from this task (`lanes`), or in a message.
         lane_group=journal.lane_group(route.name, route.group_size) if route is not None and route.ordered else None,
@@ -206,29 +209,30 @@ def _journal_verdict(w: Worker, route: Route | None, event: dict[str, Any], reco
         # the event, or a purge deleted it. The journal keeps what that one did.
         log.warning("event %s: attempt %d not recorded (verdict %s): the event is %s meanwhile",
                     event["id"], record["attempt"], outcome.verdict, refused)
-    return refused
+        return from_journal(refused)
+    return None
 
 
-def _park(w: Worker, event: dict[str, Any], until: float, task_id: str, reason: str) -> str:
-    """Park the event on the retry schedule (journal.park): 'waiting', or why the journal refused."""
-    return _not_sent_unless_waiting(event["id"], journal.park(w.redis, event, until, reason, task=task_id) or "waiting")
+def _park(w: Worker, event: dict[str, Any], until: float, task_id: str, reason: str) -> Verdict:
+    """Park the event on the retry schedule (journal.park): WAITING, or why the journal refused."""
+    refused = journal.park(w.redis, event, until, reason, task=task_id)
+    return _not_sent_unless_waiting(event["id"], from_journal(refused) if refused else Verdict.WAITING)
 
 
-def _not_sent_unless_waiting(event_id: str, verdict: str) -> str:
+def _not_sent_unless_waiting(event_id: str, verdict: Verdict) -> Verdict:
     """A park's verdict, logged when the journal refused it (another copy of the message moved the event)."""
-    if verdict != "waiting":
+    if verdict != Verdict.WAITING:
         _not_sent(event_id, verdict)
     return verdict
 
 
-def _send_copy(task: Task, w: Worker, route: Route, event: dict[str, Any], to: str) -> str:
+def _send_copy(task: Task, w: Worker, route: Route, event: dict[str, Any], to: str) -> Verdict:
     """A replay to another URL (a staging copy): its own attempts, the event's state untouched, and none
     of the route's credentials or signature (Route.for_copies)."""
     attempt = task.request.retries + 1
-    record = send(w.pools, route.for_copies(), to, event, attempt, {"X-Bus-Replay": "copy"})
-    outcome = classify(replace(route, max_attempts=COPY_ATTEMPTS), attempt, record.get("status_code"),
-                       record.pop("retry_after", None))
-    record["verdict"] = outcome.verdict
+    sent, retry_after = send(w.pools, route.for_copies(), to, event, attempt, {"X-Bus-Replay": "copy"})
+    outcome = classify(replace(route, max_attempts=COPY_ATTEMPTS), attempt, sent.get("status_code"), retry_after)
+    record = {**sent, "verdict": outcome.verdict}
     if not journal.record_copy(w.redis, event["id"], record):
         _archive_copy(w, event["id"], record)
     _log(event, record, outcome, copy_to=to)
@@ -285,15 +289,16 @@ def _route_of_queue(task: Task) -> str:
     return queue[4:] if queue.startswith("bus.") else ""
 
 
-def _dead_unsent(w: Worker, event: dict[str, Any], attempt: int, reason: str) -> str:
+def _dead_unsent(w: Worker, event: dict[str, Any], attempt: int, reason: str) -> Verdict:
     """Dead-letter an event that cannot even be sent, recording why as its attempt: DEAD, or why
     the journal refused."""
     record = {"attempt": attempt, "at": time.time(), "duration": 0.0, "status_code": None, "error": reason}
-    return _journal_verdict(w, None, event, record, Outcome(DEAD, reason=reason)) or DEAD
+    return _journal_verdict(w, None, event, record, Outcome(Verdict.DEAD, reason=reason)) or Verdict.DEAD
 
 
 def _deliver_following(task: Task, w: Worker, event: dict[str, Any], gate: Breakers, to: str | None, probe: bool,
-                       lanes: LaneRun | None, spread: Callable[[], None] | None = None) -> tuple[list[str], list[str]]:
+                       lanes: LaneRun | None, spread: Callable[[], None] | None = None
+                       ) -> tuple[list[str], list[Verdict]]:
     """One event of the task's group, then the next events of its lane the task took (LaneRun), each
     right after the one before it; their ids and verdicts. `spread` runs once, before the first event
     taken: the group's other events (heads of other lanes) leave this task for a message of their own."""
@@ -308,19 +313,20 @@ def _deliver_following(task: Task, w: Worker, event: dict[str, Any], gate: Break
 
 
 def _deliver_one(task: Task, w: Worker, event: dict[str, Any], gate: Breakers, to: str | None, probe: bool,
-                 lanes: LaneRun | None = None) -> str:
+                 lanes: LaneRun | None = None) -> Verdict:
     """One event of the task's group; returns its verdict."""
     route = w.router.by_name.get(event["route"])
     if to is not None:
         if route is None:
             log.warning("event %s: route %r no longer exists; copy to %s not sent", event["id"], event["route"],
                         logs.redact(to))
-            return DEAD
+            return Verdict.DEAD
         return _send_copy(task, w, route, event, to)
     if event["status"] in (journal.DELIVERED, journal.DEAD):
         # A redelivery after a crash: the endpoint already has it, or it is parked.
-        _not_sent(event["id"], event["status"])
-        return event["status"]
+        done = from_journal(event["status"])
+        _not_sent(event["id"], done)
+        return done
     attempt = event["attempts"] + 1
     # Parking and dead-lettering come before _recheck: their scripts check the event's status (and
     # park its owner) themselves, so a redelivered copy cannot move an event another copy has moved.
@@ -337,43 +343,50 @@ def _deliver_one(task: Task, w: Worker, event: dict[str, Any], gate: Breakers, t
     if held:
         # Its endpoint is failing: wait in Redis for the breaker instead of hammering it.
         return _not_sent_unless_waiting(event["id"], held)
-    state = _recheck(task, w, [event])[0]
-    if state != "ok":
-        return state
+    not_sent, event = _recheck(task, w, [event])[0]
+    if not_sent:
+        return not_sent
     attempt = event["attempts"] + 1
-    record = send(w.pools, route, url, event, attempt)
+    record, retry_after = send(w.pools, route, url, event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
-    outcome = classify(route, attempt - event["round"], record.get("status_code"), record.pop("retry_after", None))
+    outcome = classify(route, attempt - event["round"], record.get("status_code"), retry_after)
     refused = _journal_verdict(w, route, event, record, outcome, key, lanes)
     gate.after_attempt(route, key, record, probe)
     return refused or outcome.verdict
 
 
-def _recheck(task: Task, w: Worker, events: list[dict[str, Any]]) -> list[str]:
-    """Right before sending, whether this task still sends the events (journal.recheck): 'ok', else why not.
+def _recheck(task: Task, w: Worker, events: list[dict[str, Any]]
+             ) -> list[tuple[Verdict | None, dict[str, Any]]]:
+    """Right before sending, whether this task still sends the events (journal.recheck_events): per
+    event None and the event to send (its attempts and status as the journal has them), else the
+    verdict of an event not sent and the event as it was.
 
     Only a redelivered message checks (kombu restored it, or lost-task recovery made it): another
     copy of it may be running, and recovery may hand its events to a new message while it runs.
     A first delivery was checked when it loaded its events (_mine), and saves the round trip."""
     if not _redelivered(task):
-        return ["ok"] * len(events)
-    states = journal.recheck(w.pipe, events, task.request.id or "")
-    for event, state in zip(events, states):
-        if state != "ok":
-            _not_sent(event["id"], state)
-    return states
+        return [(None, event) for event in events]
+    checked: list[tuple[Verdict | None, dict[str, Any]]] = []
+    for event, (refused, fresh) in zip(events, journal.recheck_events(w.pipe, events, task.request.id or "")):
+        if refused is None:
+            checked.append((None, fresh))
+        else:
+            why = from_journal(refused)
+            _not_sent(event["id"], why)
+            checked.append((why, event))
+    return checked
 
 
 def _redelivered(task: Task) -> bool:
     return bool((task.request.delivery_info or {}).get("redelivered"))
 
 
-def _not_sent(event_id: str, why: str) -> None:
-    """The log line of an event a task leaves alone: 'delivered' or 'dead' already, 'gone' from the
-    journal, or 'superseded' (see _mine)."""
-    if why == "gone":
+def _not_sent(event_id: str, why: Verdict) -> None:
+    """The log line of an event a task leaves alone: DELIVERED or DEAD already, GONE from the
+    journal, or SUPERSEDED (see _mine)."""
+    if why == Verdict.GONE:
         log.warning("event %s is not in the journal (expired or purged); nothing to deliver", event_id)
-    elif why == "superseded":
+    elif why == Verdict.SUPERSEDED:
         log.info("event %s is no longer this task's to send (attempted, parked or handed to another task "
                  "since this message was queued); leaving it", event_id)
     else:
@@ -393,7 +406,7 @@ def _mine(task: Task, event_ids: list[str], events: list[dict[str, Any] | None]
     for one_id, event in zip(event_ids, events):
         owner = event.get("task") if event is not None else None
         if owner is not None and owner != task.request.id:
-            _not_sent(one_id, "superseded")
+            _not_sent(one_id, Verdict.SUPERSEDED)
             continue
         keep_ids.append(one_id)
         keep.append(event)
@@ -401,7 +414,7 @@ def _mine(task: Task, event_ids: list[str], events: list[dict[str, Any] | None]
 
 
 def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, Any]], gate: Breakers,
-                   probe: bool) -> list[str]:
+                   probe: bool) -> list[Verdict]:
     """Events of one tag in one request (route batch_max), as Fluentd's out_http json_array sends
     them: a JSON array of their bodies (NDJSON lines for an ndjson content type). The answer
     decides for every event of the batch, each journaled with its own attempt number; the
@@ -413,11 +426,12 @@ def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, An
     key = endpoints.key_for(route.name, url)
     if not probe and gate.until(key) > time.time():  # each parked, or due on the schedule if it closed meanwhile
         return [_not_sent_unless_waiting(event["id"], gate.hold(event, key, task.request.id or "")) for event in batch]
-    verdicts = _recheck(task, w, batch)  # what is not "ok" is the verdict of an event not sent
-    sending = [i for i, state in enumerate(verdicts) if state == "ok"]
+    checked = _recheck(task, w, batch)
+    verdicts = {i: refused for i, (refused, _) in enumerate(checked) if refused}  # those not sent
+    sending = [i for i in range(len(checked)) if i not in verdicts]
     if not sending:
-        return verdicts
-    batch = [batch[i] for i in sending]
+        return [verdicts[i] for i in range(len(checked))]
+    batch = [checked[i][1] for i in sending]
     attempts = [event["attempts"] + 1 for event in batch]
     ids = [event_id(event["id"]) for event in batch]
     bodies = [event["body"] for event in batch]
@@ -425,14 +439,13 @@ def _deliver_batch(task: Task, w: Worker, route: Route, batch: list[dict[str, An
     # The request has an id of its own (X-Request-Id, and webhook-id when signed); the events' ids
     # travel in X-Bus-Event-Ids, in the order of the body.
     request = {"id": str(uuid.uuid4()), "tag": batch[0]["tag"], "body": body}
-    sent = send(w.pools, route, url, request, max(attempts), {"X-Bus-Event-Ids": ",".join(ids)})
-    retry_after = sent.pop("retry_after", None)
+    sent, retry_after = send(w.pools, route, url, request, max(attempts), {"X-Bus-Event-Ids": ",".join(ids)})
     for i, event, attempt in zip(sending, batch, attempts):
         record = {**sent, "attempt": attempt, "request_id": request["id"], "batch": len(batch)}
         outcome = classify(route, attempt - event["round"], record.get("status_code"), retry_after)
         verdicts[i] = _journal_verdict(w, route, event, record, outcome, key) or outcome.verdict
     gate.after_attempt(route, key, sent, probe)
-    return verdicts
+    return [verdicts[i] for i in range(len(checked))]
 
 
 def _units(route: Route | None, events: list[dict[str, Any] | None], to: str | None) -> list[tuple[list[int], bool]]:
@@ -527,19 +540,19 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
         gate = Breakers(w.redis, open_now, complete)
         if to is not None:
             events = _archived(self, w, event_ids, events, to)
-        verdicts: dict[str, int] = {}
-        ids_by_verdict: dict[str, list[str]] = {}
+        verdicts: dict[Verdict, int] = {}
+        ids_by_verdict: dict[Verdict, list[str]] = {}
         if to is None:  # a copy leaves the event's state alone, its owner included
             event_ids, events, superseded = _mine(self, event_ids, events)
             if superseded:
-                verdicts["superseded"] = superseded
+                verdicts[Verdict.SUPERSEDED] = superseded
         copies_to_retry = []
         lanes = _lane_run(self, w, route, deadline) if to is None else None
         handed: list[int] = []  # how many of the group a lane's run handed to a new message (_spread)
         for n, (unit, batched) in enumerate(_units(route, events, to)):
             if n and time.monotonic() > deadline:
                 _hand_off(w, route_name, [e for e in events[unit[0]:] if e is not None], to, self.request.id or "")
-                verdicts["handed_off"] = len(event_ids) - unit[0]
+                verdicts[Verdict.HANDED_OFF] = len(event_ids) - unit[0]
                 break
             ids, unit_events = [event_ids[i] for i in unit], [events[i] for i in unit]
             try:
@@ -549,8 +562,8 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                     assert route is not None  # only a route's batch_max makes a batch (_units)
                     outcomes = _deliver_batch(self, w, route, [e for e in unit_events if e is not None], gate, probe)
                 elif unit_events[0] is None:
-                    _not_sent(ids[0], "gone")
-                    outcomes = ["missing"]
+                    _not_sent(ids[0], Verdict.GONE)
+                    outcomes = [Verdict.MISSING]
                 else:
                     # A task that follows one lane hands the heads of its group's other lanes to a new message
                     # at once: held here they would wait for this lane's run, the other pool process idle.
@@ -568,14 +581,14 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                     if event is not None:
                         _park(w, event, time.time() + INTERNAL_ERROR_DELAY, self.request.id or "",
                               "waiting: internal error, see worker log")
-                outcomes = ["error"] * len(unit)
+                outcomes = [Verdict.ERROR] * len(unit)
             for event_id, verdict in zip(ids, outcomes):
                 verdicts[verdict] = verdicts.get(verdict, 0) + 1
                 ids_by_verdict.setdefault(verdict, []).append(event_id)
-                if to is not None and verdict == RETRY:
+                if to is not None and verdict == Verdict.RETRY:
                     copies_to_retry.append(event_id)
             if handed:
-                verdicts["handed_off"] = handed[0]
+                verdicts[Verdict.HANDED_OFF] = handed[0]
                 break
     except journal.REDIS_DOWN as exc:
         # Leave the message to Redis: rejected back to its queue (events already journaled are
@@ -584,7 +597,7 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
     if copies_to_retry:
         raise self.retry(args=[copies_to_retry], kwargs={"to": to}, max_retries=COPY_ATTEMPTS - 1,
                          countdown=min(2 ** self.request.retries, COPY_MAX_DELAY))
-    summary = " ".join(f"{k}={v}" for k, v in sorted(verdicts.items()))
+    summary = task_outcome.summary(verdicts)
     if to is not None:
         return summary  # copies (replay --to) retry as Celery tasks above; their verdicts stay a result
     return task_outcome.finish(summary, ids_by_verdict, lambda ids: _last_answers(w, ids))

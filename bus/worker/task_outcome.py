@@ -16,20 +16,22 @@ from collections.abc import Callable
 from celery.exceptions import Retry
 
 from ..errors import DeadLettered, RetryScheduled
-from .classify import DEAD, RETRY
+from .verdict import WAITING_ON_SCHEDULE, Verdict
 
-# Verdicts that leave the event waiting for a later attempt on the bus's schedule: a failed
-# attempt, parked behind an open breaker, parked after an internal error.
-WAITING = (RETRY, "waiting", "error")
 SHOWN = 5  # ids named in a task's exception; the journal has the rest
 
 
-def finish(summary: str, ids: dict[str, list[str]], last_answers: Callable[[list[str]], list[str]]) -> str:
+def summary(counts: dict[Verdict, int]) -> str:
+    """The task's summary, what Celery and Flower show as its result: 'delivered=2 superseded=1'."""
+    return " ".join(f"{verdict}={n}" for verdict, n in sorted(counts.items()))
+
+
+def finish(summary: str, ids: dict[Verdict, list[str]], last_answers: Callable[[list[str]], list[str]]) -> str:
     """The task's result when every event was delivered or left alone; else raise what Flower should show.
 
     `ids` maps each verdict to its event ids; `last_answers(ids)` gives each dead event's last answer
     (a status code or an error), read from the journal only when there are dead events."""
-    dead = ids.get(DEAD, [])
+    dead = ids.get(Verdict.DEAD, [])
     if dead:
         shown = dead[:SHOWN]
         answers = last_answers(shown)
@@ -37,7 +39,7 @@ def finish(summary: str, ids: dict[str, list[str]], last_answers: Callable[[list
         more = f" and {len(dead) - SHOWN} more" if len(dead) > SHOWN else ""
         raise DeadLettered(f"{summary}: status dead for event {named}{more}; see `bus events ID`, fix the "
                            f"endpoint or route, then `bus replay --id ID`")
-    waiting = [i for verdict in WAITING for i in ids.get(verdict, [])]
+    waiting = [i for verdict in WAITING_ON_SCHEDULE for i in ids.get(verdict, [])]
     if waiting:
         more = f" and {len(waiting) - SHOWN} more" if len(waiting) > SHOWN else ""
         reason = RetryScheduled(f"{summary}: status retrying for event {', '.join(waiting[:SHOWN])}{more}; "

@@ -220,6 +220,11 @@ def test_the_record_names_the_task_message_that_sends_the_event_next(bus):
 
     assert owner() == group["headers"]["id"] == event_ids_of(group)[0], "a group's task id is its first event's"
     assert (check(owner()), check("another-task")) == ("ok", "superseded")
+    loaded = journal.load(client, event_id)
+    stale = {**loaded, "attempts": 99, "status": journal.DEAD}
+    ((refused, fresh),) = journal.recheck_events(client, [stale], owner())
+    assert refused is None and (fresh["attempts"], fresh["status"]) == (loaded["attempts"], loaded["status"])
+    assert (stale["attempts"], stale["status"]) == (99, journal.DEAD), "the caller's copy is left as it is"
 
     journal.record_attempt(client, journal.load(client, event_id),
                            {"attempt": 1, "at": time.time(), "duration": 0.0, "status_code": 503},

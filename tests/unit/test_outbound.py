@@ -242,7 +242,7 @@ def test_the_whole_attempt_deadline_holds_outside_the_main_thread_as_in_a_thread
     records: list[dict] = []
     event = {"id": "e1", "tag": "a.b", "body": b"{}"}
     thread = threading.Thread(target=lambda: records.append(delivery.send(outbound.Pools(), r, r.endpoint.render("a.b"),
-                                                                          event, 1)))
+                                                                          event, 1)[0]))
     thread.start()
     thread.join(10)
     server.close()
