@@ -216,6 +216,10 @@ def test_deliveries_go_through_the_environments_proxy_straight_past_it_with_no_p
         wait_until(lambda: plain.ids("/plain") == [ids["px.plain"]], 20, what="plain http through the proxy")
         wait_until(lambda: secure.ids("/secure") == [ids["px.secure"]], 20, what="https through CONNECT")
         wait_until(lambda: plain.ids("/straight") == [ids["px.straight"]], 20, what="NO_PROXY straight delivery")
+        # proxy.py writes a request's access-log line once it has finished with it (a CONNECT tunnel's
+        # when the tunnel ends), which a loaded machine can put after the delivery was seen.
+        wait_until(lambda: proxy.passed(f"POST 127.0.0.1:{plain.port}/plain") >= 1, 10, what="the proxy's log of the POST")
+        wait_until(lambda: proxy.passed(f"CONNECT 127.0.0.1:{secure.port}") >= 1, 10, what="the proxy's log of the CONNECT")
         assert proxy.passed(f"POST 127.0.0.1:{plain.port}/plain") == 1
         assert proxy.passed(f"CONNECT 127.0.0.1:{secure.port}") == 1
         assert proxy.passed("/straight") == 0 and proxy.passed(f"localhost:{plain.port}") == 0
