@@ -105,7 +105,7 @@ def phase_worker(run: Run, pool: str, concurrency: int, seconds: float, out: Pat
     else:
         run.ensure_worker(pool, concurrency, flush=False)
     main = cluster.roles["worker"].pid
-    # The start-up recovery scan (bus/recovery.py: O(keyspace), here the whole filled queue) is not the
+    # The start-up recovery scan (bus/worker/recovery.py: O(keyspace), here the whole filled queue) is not the
     # steady state being profiled: begin once it is done.
     deadline = time.monotonic() + 60
     while not cluster.redis().get(RECOVERY_DONE) and time.monotonic() < deadline:
