@@ -81,25 +81,34 @@ def watch(children: dict[int, str]) -> int:
             return 0
 
 
+def terminate(pid: int, grace: float) -> bool:
+    """SIGTERM to a child, waiting up to `grace` seconds for it to exit, then SIGKILL. False when it
+    had to be killed; a child already gone or reaped counts as stopped."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return True
+        except ChildProcessError:
+            return True  # reaped already
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    return False
+
+
 def stop(children: dict[int, str], grace: float = GRACE) -> None:
     """SIGTERM to each child in turn, waiting for it up to `grace` seconds, then SIGKILL."""
     for pid, name in children.items():
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    break
-            except ChildProcessError:
-                break
-            time.sleep(0.05)
-        else:
+        if not terminate(pid, grace):
             _say(f"{name} did not stop in {grace:.0f}s; killing it", err=True)
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
 
 
 def main(argv: list[str]) -> int:

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
-import time
 
 from celery.signals import worker_ready, worker_shutdown
 
-from .. import logs, settings
+from .. import logs, settings, supervise
 from . import mover
 
 log = logging.getLogger("bus.archive")
@@ -69,31 +67,11 @@ def _start(sender: object = None, **_: object) -> None:
              config.hot_window, logs.redact(config.archive_url))
 
 
-def _stop_forked(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + STOP_WAIT
-    while time.monotonic() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                return
-        except ChildProcessError:
-            return  # reaped already
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
 @worker_shutdown.connect
 def _shutdown(**_: object) -> None:
     global _forked
     if _forked is not None:
-        _stop_forked(_forked)
+        supervise.terminate(_forked, STOP_WAIT)
         _forked = None
     if _spawned is not None and _spawned.poll() is None:
         _spawned.terminate()

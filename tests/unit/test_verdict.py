@@ -40,7 +40,9 @@ def test_the_task_summary_sorts_by_the_verdicts_text():
 
 
 def test_classify_names_the_same_three_verdicts():
+    # `is`, not ==: a StrEnum equals its text, so == would pass for strings of classify's own.
     assert (classify.DELIVERED, classify.RETRY, classify.DEAD) == (Verdict.DELIVERED, Verdict.RETRY, Verdict.DEAD)
+    assert classify.DELIVERED is Verdict.DELIVERED and classify.RETRY is Verdict.RETRY and classify.DEAD is Verdict.DEAD
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
