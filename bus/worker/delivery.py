@@ -4,11 +4,10 @@ from __future__ import annotations
 import functools
 import gzip
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -16,17 +15,17 @@ import orjson
 from celery import Task
 from celery.exceptions import Reject
 
-from .. import archive, captured, endpoints, journal, logs, settings, signing
+from .. import archive, captured, endpoints, journal, logs, signing
 from ..broker.messages import DELIVER_TASK, GROUP_SIZE, new_message
 from ..celery import app
 from ..errors import ArchiveUnavailable, DeadLettered, NoRoute
-from ..routes import VISIBILITY_MARGIN, Route, Router, event_id, load_configured
-from ..wire.pipelined import SharedPipe
+from ..routes import VISIBILITY_MARGIN, Route, event_id
 from . import outbound, task_outcome
 from .breaker_gate import Breakers, endpoint_failed
 from .classify import Outcome, classify
 from .deadline import AttemptDeadline, Deadline
 from .lane_run import LANE_RUN_GROUPS, LaneRun
+from .process import Worker, worker
 from .verdict import Verdict, from_journal
 
 log = logging.getLogger("bus.delivery")
@@ -38,40 +37,6 @@ COPY_MAX_DELAY = 10.0
 MAX_REDIRECTS = 5
 INTERNAL_ERROR_DELAY = 30
 USER_AGENT = "bus-delivery"
-
-
-@dataclass(frozen=True)
-class Worker:
-    """What a worker process needs, built once after fork."""
-
-    settings: settings.Settings
-    router: Router
-    redis: Any
-    # The per-attempt script goes through this (no redis-py: ~0.1 ms of CPU less per event).
-    pipe: SharedPipe
-    pools: outbound.Pools
-
-
-_lock = threading.Lock()
-_worker: Worker | None = None
-_last_sweep = 0.0
-SWEEP_EVERY = 60.0
-
-
-def worker() -> Worker:
-    global _worker
-    with _lock:
-        if _worker is None:
-            config = settings.load()
-            _worker = Worker(
-                settings=config,
-                router=load_configured(config),
-                # A worker process serves the routes of one shard (BUS_WORKER_SHARD): its broker's Redis.
-                redis=journal.connect(config.worker_redis, config.redis_timeout),
-                pipe=SharedPipe(config.worker_redis, config.redis_timeout),
-                pools=outbound.Pools(config.outbound),
-            )
-        return _worker
 
 
 def send(pools: outbound.Pools, route: Route, url: str, event: dict[str, Any], attempt: int,
@@ -269,19 +234,6 @@ def _archive_copy(w: Worker, event_id: str, record: dict[str, Any]) -> None:
             log.warning("event %s: copy sent, but the event is in neither Redis nor the archive to record it", event_id)
     except ArchiveUnavailable as exc:
         log.warning("event %s: copy sent, its record not kept: %s", event_id, exc)
-
-
-def _maybe_sweep(w: Worker) -> None:
-    """Keep retention-expired ids out of the indexes even when nobody lists events."""
-    global _last_sweep
-    now = time.monotonic()
-    if now - _last_sweep < SWEEP_EVERY:
-        return
-    _last_sweep = now
-    try:
-        journal.sweep(w.redis, w.settings.retention)
-    except journal.REDIS_DOWN:
-        log.warning("journal sweep skipped: Redis unreachable")
 
 
 def _route_of_queue(task: Task) -> str:
@@ -530,7 +482,7 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
     `probe` marks the one event a half-open breaker lets through.
     """
     w = worker()
-    _maybe_sweep(w)
+    w.sweeps.maybe(w.redis, w.settings.retention)
     route_name = _route_of_queue(self)
     route = w.router.by_name.get(route_name)
     deadline = _group_deadline(w, route_name)
