@@ -34,7 +34,7 @@ from .store import (
     RESPONSE_KEEP,
     script,
 )
-from .values import Attempt, Event, as_attempt, as_event
+from .values import Attempt, Event, as_attempt, as_event, id_of
 
 # Every move of bus/lifecycle.py's table below is one script of lua/ that reads the event's status
 # (and the task its record names) itself and answers 'ok' or why it refused: 'gone', 'superseded',
@@ -123,8 +123,8 @@ def record_attempt_call(event: Event | Mapping[str, Any], attempt: Attempt | Map
 # event again right before sending it (lua/recheck.lua).
 def recheck(client: redis.Redis | SharedPipe, events: Sequence[Event | Mapping[str, Any]], task_id: str) -> list[str]:
     """Whether task `task_id` still sends each event (see _RECHECK): per event 'ok', 'gone',
-    'superseded', 'delivered' or 'dead'."""
-    return [refused or "ok" for refused, _ in recheck_events(client, events, task_id)]
+    'superseded', 'delivered' or 'dead'. Only the events' ids are read."""
+    return [answer.split(" ", 1)[0] for answer in _rechecked(client, [id_of(event) for event in events], task_id)]
 
 
 def recheck_events(client: redis.Redis | SharedPipe, events: Sequence[Event | Mapping[str, Any]], task_id: str
@@ -133,15 +133,19 @@ def recheck_events(client: redis.Redis | SharedPipe, events: Sequence[Event | Ma
     as the journal has them now), or (why not: 'gone', 'superseded', 'delivered', 'dead', the event
     as given)."""
     given = [as_event(event) for event in events]
-    answers = script(client, _RECHECK)(keys=[event_key(event.id) for event in given], args=[task_id])
     checked: list[tuple[str | None, Event]] = []
-    for event, raw in zip(given, answers):
-        state, *fresh = raw.decode().split(" ")
+    for event, answer in zip(given, _rechecked(client, [event.id for event in given], task_id)):
+        state, *fresh = answer.split(" ")
         if state == "ok":
             checked.append((None, replace(event, attempts=int(fresh[0]), status=fresh[1])))
         else:
             checked.append((state, event))
     return checked
+
+
+def _rechecked(client: redis.Redis | SharedPipe, event_ids: list[str], task_id: str) -> list[str]:
+    """lua/recheck.lua's answer per event: 'ok <attempts> <status>', or why the task no longer sends it."""
+    return [raw.decode() for raw in script(client, _RECHECK)(keys=[event_key(i) for i in event_ids], args=[task_id])]
 
 
 def status_class(code: int | None) -> str:

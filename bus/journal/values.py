@@ -60,10 +60,11 @@ class Event:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Event:
         """The event of a record as store.decode gives it (journal.load's dict), or of the part of one a
-        caller has: fields a record always has come out empty when missing."""
+        caller has. Its id, route and received time it must have (every move names the event's keys and
+        index score by them: a KeyError, never a silent ''); tag, status and body come out empty."""
         get = record.get
-        return cls(record["id"], get("tag", ""), get("route", ""), get("status", ""), get("body", b""),
-                   get("received", 0.0), get("attempts", 0), get("round", 0), get("headers", b""), get("last", ""),
+        return cls(record["id"], get("tag", ""), record["route"], get("status", ""), get("body", b""),
+                   record["received"], get("attempts", 0), get("round", 0), get("headers", b""), get("last", ""),
                    get("task"), get("parked"), get("lane"), get("seq"), get("replayed"), get("request"))
 
 
@@ -119,6 +120,11 @@ class Attempt:
 def as_event(event: Event | Mapping[str, Any]) -> Event:
     """A journal move's event: the value, or the value of a record dict (journal.load's, a test's)."""
     return event if isinstance(event, Event) else Event.from_record(event)
+
+
+def id_of(event: Event | Mapping[str, Any]) -> str:
+    """The id of an event a journal call takes, value or record dict (calls that need nothing else)."""
+    return event.id if isinstance(event, Event) else event["id"]
 
 
 def as_attempt(attempt: Attempt | Mapping[str, Any]) -> Attempt:

@@ -41,6 +41,14 @@ def test_an_event_from_its_hash_is_the_event_of_the_record_the_read_side_decodes
         assert Event.from_journal("e1", fields) == Event.from_record(decode("e1", dict(fields)))
 
 
+def test_a_record_dict_without_its_route_or_received_time_is_refused_at_a_moves_door_not_indexed_at_zero():
+    record = {"id": "e1", "route": "api", "received": 5.0}
+    assert Event.from_record(record) == Event("e1", "", "api", "", b"", 5.0)
+    for missing in ("route", "received"):
+        with pytest.raises(KeyError, match=missing):
+            Event.from_record({k: v for k, v in record.items() if k != missing})
+
+
 def test_a_record_from_before_the_task_field_names_no_task_and_any_message_may_send_it():
     fields = {k: v for k, v in HASH.items() if k != b"task"}
     assert Event.from_journal("e1", fields).task is None
