@@ -14,6 +14,7 @@ from .broker import celery_checks, kombu_fixes, versions
 from .errors import ConfigError, Unavailable, UnsupportedKombu
 from .worker.beside_pool import BesideThePool
 from .worker.recovery import RecoverLostTasks
+from .worker.recycle import RecycleIdlePool
 
 app = Celery("bus", include=["bus.worker.delivery", "bus.worker.scheduler", "bus.worker.leases", "bus.archive.launch"])
 
@@ -79,6 +80,8 @@ celery_checks.refuse_purging_bus_queues()
 app.steps["consumer"].add(RecoverLostTasks)
 # Once the pool has forked, before the consumer: the lease thread.
 app.steps["worker"].add(BesideThePool)
+# Pool processes that ran tasks are replaced by fresh forks once the worker has been idle a while.
+app.steps["worker"].add(RecycleIdlePool)
 
 
 @worker_init.connect

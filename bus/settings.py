@@ -133,6 +133,10 @@ class Settings:
     # BUS_WORKER_SHARD: the shard a Celery worker process consumes from (its broker and journal);
     # `bus worker` sets it for each worker process it starts.
     worker_shard: str = DEFAULT_SHARD
+    # BUS_POOL_RECYCLE_IDLE: seconds a worker is idle after its last task before it replaces, one at a
+    # time, the prefork pool processes that ran tasks (their pages copied from the main process go
+    # back to being shared, worker/recycle.py); 0 turns it off.
+    pool_recycle_idle: float = 30.0
     # Whether BUS_REDIS_URL was set; when not, the CLI looks for the `bus up` of ./var (local_up.py).
     redis_url_given: bool = True
     # The environment as read once, for route secrets given as "env:NAME"; kept out of repr.
@@ -242,6 +246,13 @@ def _number(env: dict[str, str], name: str, default: float, cast: type = float) 
         # inf or nan would pass as a timeout and break it (socket timeouts refuse them).
         raise ConfigError(f"{name}={raw!r} must be a positive, finite number")
     return value
+
+
+def _seconds_or_off(env: dict[str, str], name: str, default: float) -> float:
+    """A number of seconds where 0 means off."""
+    if env.get(name) == "0":
+        return 0.0
+    return _number(env, name, default)
 
 
 def _duration(env: dict[str, str], name: str, default: int, minimum: int = 1, too_short: str = "") -> int:
@@ -391,6 +402,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         celery_config=Path(env["BUS_CELERY_CONFIG"]) if env.get("BUS_CELERY_CONFIG") else None,
         outbound=_outbound(env),
         unix_socket_mode=_mode(env.get("BUS_UNIX_SOCKET_MODE")),
+        pool_recycle_idle=_seconds_or_off(env, "BUS_POOL_RECYCLE_IDLE", 30.0),
         environ=env,
     )
     redis_target(config)  # a broken BUS_REDIS_URL stops start-up, naming what is wrong

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,17 @@ class Worker:
 
 # A threads pool's first tasks may ask at once: one Worker per process, never two half-built.
 _lock = threading.Lock()
+
+
+def _new_lock() -> None:
+    # billiard forks a pool process from the worker's main process while its threads run (after a
+    # crash, and when recycle.py replaces an idle one); the retry schedule's thread takes this lock
+    # every pass, and a child that inherited it taken would wait on it at its first task forever.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock)
 
 
 def worker() -> Worker:

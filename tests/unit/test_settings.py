@@ -106,3 +106,11 @@ def test_bad_archive_settings_are_refused_naming_the_variable(env, says):
     with pytest.raises(ConfigError, match=says) as caught:
         settings.load(env)
     assert "hunter2" not in str(caught.value)
+
+
+def test_the_pool_recycle_waits_30_seconds_by_default_and_0_turns_it_off():
+    assert settings.load({}).pool_recycle_idle == 30.0
+    assert settings.load({"BUS_POOL_RECYCLE_IDLE": "0"}).pool_recycle_idle == 0.0
+    assert settings.load({"BUS_POOL_RECYCLE_IDLE": "90"}).pool_recycle_idle == 90.0
+    with pytest.raises(ConfigError, match="BUS_POOL_RECYCLE_IDLE='soon' is not a number"):
+        settings.load({"BUS_POOL_RECYCLE_IDLE": "soon"})
