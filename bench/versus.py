@@ -49,6 +49,16 @@ QUICK = VersusSizes(e2e=2_000, forward=1_000, latency_s=5.0, idle_s=10.0, drain_
                     crash_s=8.0, slack_s=60.0)
 
 
+def recycle_wait() -> float:
+    """How long after its last task the bus's worker has replaced every pool process that ran tasks
+    (BUS_POOL_RECYCLE_IDLE, one at a time a tick apart: bus/worker/recycle.py); 0 when off."""
+    from bus import settings
+    from bus.worker import recycle
+
+    idle = settings.load().pool_recycle_idle
+    return idle + 2 * recycle.tick_every(idle) + 2 if idle else 0.0
+
+
 class Versus:
     def __init__(self, cluster: Cluster, sizes: VersusSizes):
         self.cluster, self.sizes = cluster, sizes
@@ -118,7 +128,9 @@ class Versus:
 
     def idle(self) -> None:
         """Both sides idle at once over the same window: CPU, then PSS and RSS of each whole tree."""
-        time.sleep(5)  # the last scenario's stragglers (a flush thread, a task's tail)
+        # The last scenario's stragglers (a flush thread, a task's tail), and the worker's replacing of
+        # its pool processes once idle: the line shows the tree as it then stays.
+        time.sleep(5 + recycle_wait())
         cpu0 = {s.name: s.cpu() for s in (self.bus, self.fluentd)}
         t0 = time.monotonic()
         time.sleep(self.sizes.idle_s)
