@@ -130,5 +130,17 @@ class RecycleIdlePool(bootsteps.StartStopStep):
         from .. import settings
 
         recycler = recycler_for(w, settings.load().pool_recycle_idle)
-        if recycler is not None:
-            w.hub.call_repeatedly(tick_every(recycler.idle_after), recycler.tick)
+        if recycler is None:
+            return
+        timer: list[Any] = []
+
+        def tick() -> None:
+            try:
+                recycler.tick()
+            except Exception:
+                # It reads the AsynPool's private bookkeeping: a Celery whose names changed turns the
+                # recycling off with one message, instead of an error every tick.
+                log.exception("pool processes will not be replaced when idle (BUS_POOL_RECYCLE_IDLE)")
+                timer[0].cancel()
+
+        timer.append(w.hub.call_repeatedly(tick_every(recycler.idle_after), tick))
