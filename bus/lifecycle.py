@@ -84,6 +84,16 @@ MOVES: tuple[Move, ...] = (
 )
 
 
+# The scripts that put something on a route's retry schedule (or a breaker on its open index) for a time of
+# their own choosing, or leave pending events for the mover's refill: each also wakes the route's retry
+# mover (worker/scheduler.py) when it sleeps past that time (wake_mover in journal/scripts.py's prelude,
+# bus:wake:<route> in journal/keys.py). The mover's own moves (release, send_probe, the breaker's look)
+# need none: it plans its next sleep after them. Moves that only take events off the schedule (requeue,
+# purge) push nothing: the mover then wakes at the time it planned for them, for nothing, once. lane.lua is the library of
+# record_attempt.lua, accept.lua and purge.lua; breaker_fail is breakers.py's failure script.
+WAKES_MOVER: tuple[str, ...] = ("record_attempt.lua", "park.lua", "hold_back.lua", "lane.lua", "breaker_fail")
+
+
 def pairs(scripts: str | None = None) -> frozenset[tuple[str, str]]:
     """Every (from, to) the table allows, or only those of rows done by the script file `scripts`.
     A SAME target is spelled out as (status, status)."""

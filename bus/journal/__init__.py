@@ -12,6 +12,7 @@
 - lost.py         where a waiting event's task can be, for lost-task recovery
 - memory.py       whether Redis can take new events: the memory high mark, /healthz's check
 - archiving.py    delivered events leaving Redis for the archive (bus/archive/): due ids, guarded delete
+- mover_sleep.py  the retry mover's sleep until something is due, and its wake-up by the scripts that schedule
 
 Callers use `from bus import journal` and the names below.
 """
@@ -129,7 +130,6 @@ from .transitions import (
     due,
     enqueue,
     hand_off,
-    next_due,
     park,
     recheck,
     recheck_events,
@@ -151,7 +151,7 @@ __all__ = [
     "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "SpoolMark", "accept", "accept_batches", "accept_call",
     "accept_copies", "accepted_ids", "lane_group", "load_many", "ACCEPT_FRAMES_SCRIPT", "accept_frames", "frames_call",
     "accept_packed",
-    "refill_if_idle", "breakers", "claim_mover", "drop_scheduled", "due", "enqueue", "next_due",
+    "refill_if_idle", "breakers", "claim_mover", "drop_scheduled", "due", "enqueue",
     "hand_off", "park", "record_attempt", "record_copy", "copy_record", "recheck", "recheck_events", "refusal", "release", "requeue",
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",
     "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "forget_retired", "pending_ids",

@@ -43,8 +43,8 @@ def ttl(retry_max_interval: float) -> int:
 
 
 # KEYS: breaker, open index, failing index. ARGV: now, threshold, cap, jitter, probe, endpoint
-# digest, endpoint text, lifetime. Returns open_until when the breaker is open after it, else nil.
-_FAIL = """
+# digest, endpoint text, lifetime, route. Returns open_until when the breaker is open after it, else nil.
+_FAIL_CODE = """
 local now, threshold, cap, jitter = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local probe, ep, life = ARGV[5] == '1', ARGV[6], tonumber(ARGV[8])
 redis.call('HSETNX', KEYS[1], 'failing_since', ARGV[1])
@@ -63,8 +63,10 @@ open_until = now + delay / 2 * (1 + jitter)
 redis.call('HSET', KEYS[1], 'open_until', tostring(open_until))
 redis.call('HSETNX', KEYS[1], 'since', ARGV[1])
 redis.call('ZADD', KEYS[2], open_until, ep)
+wake_mover(ARGV[9], open_until)  -- the retry mover lets the probe out when it half-opens
 return tostring(open_until)
 """
+_FAIL = scripts.prelude("", _FAIL_CODE) + _FAIL_CODE
 
 
 def failed(client: redis.Redis, key: EndpointKey, now: float, threshold: int, cap: float, jitter: float,
@@ -72,7 +74,7 @@ def failed(client: redis.Redis, key: EndpointKey, now: float, threshold: int, ca
     """Count a retryable failure of the endpoint; the time its breaker stays open until, if it is open."""
     result = script(client, _FAIL)(
         keys=[breaker_key(key.route, key.digest), open_breakers_key(key.route), failing_key(key.route)],
-        args=[repr(now), threshold, cap, jitter, int(probe), key.digest, key.endpoint, life])
+        args=[repr(now), threshold, cap, jitter, int(probe), key.digest, key.endpoint, life, key.route])
     return float(result) if result else None
 
 

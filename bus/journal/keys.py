@@ -34,6 +34,9 @@ Keys (every name is built here and nowhere else):
 - bus:lanes:<route>              hash: <lane> -> the id of its head, the one event of the lane that is out (pending,
                                  in a message, on the retry schedule or held back); the others wait in the lane
 - bus:mover:<route>              which worker moves the route's due retries right now (expires)
+- bus:mover:<route>:sleeps       set while that mover waits on its wake list: until when (its clock); a script
+                                 that schedules something earlier (lifecycle.WAKES_MOVER) deletes it and pushes
+- bus:wake:<route>               list the mover BLPOPs while nothing is due (one token per wake-up; expires)
 - bus:counters                   hash of ever-growing counters for /metrics, field "<kind>:<route>[:<label>]"
 - bus:latency:<route>            hash: accept-to-2xx histogram: count per bucket (not cumulative), sum, count
 - bus:delivered:<route>:<slot>   deliveries in one 10-second slot (expires after an hour), for `bus stats`
@@ -122,6 +125,14 @@ def lanes_key(route: str) -> str:
 
 def mover_key(route: str) -> str:
     return f"bus:mover:{route}"
+
+
+def mover_sleeps_key(route: str) -> str:
+    return f"bus:mover:{route}:sleeps"
+
+
+def wake_key(route: str) -> str:
+    return f"bus:wake:{route}"
 
 
 def breaker_key(route: str, endpoint: str) -> str:

@@ -21,11 +21,13 @@ from .keys import (
     index_key,
     lane_key,
     lanes_key,
+    mover_sleeps_key,
     order_counter_key,
     parked_key,
     pending_key,
     queue_name,
     retry_key,
+    wake_key,
 )
 
 _LUA = resources.files(__package__) / "lua"
@@ -72,6 +74,19 @@ def _definitions(script: str) -> list[tuple[str, str]]:
         ("filling_flag", f"local function filling_flag(route) return {_concat(filling_key('@R@'), {'@R@': 'route'})} end"),
         ("route_queue", f"local function route_queue(route) return {_concat(queue_name('@R@'), {'@R@': 'route'})} end"),
         ("retry_schedule", f"local function retry_schedule(route) return {_concat(retry_key('@R@'), {'@R@': 'route'})} end"),
+        ("wake_mover", f"""-- `route` has something new on its retry schedule (or a breaker to look at) at `at`: if the route's
+-- retry mover sleeps past that (scheduler.py: it left bus:mover:<route>:sleeps, its wake-up time), wake
+-- it with a token on its wake list. The first such script takes the mark, so a wait gets one token.
+local function wake_mover(route, at)
+  local sleeps = {_concat(mover_sleeps_key('@R@'), {'@R@': 'route'})}
+  local till = redis.call('GET', sleeps)
+  if till and tonumber(at) < tonumber(till) then
+    local wake = {_concat(wake_key('@R@'), {'@R@': 'route'})}
+    redis.call('DEL', sleeps)
+    redis.call('LPUSH', wake, '1')
+    redis.call('PEXPIRE', wake, 60000)
+  end
+end"""),
         ("may", f"""-- The rows of the lifecycle table this script does, 'from>to' (NO_RECORD: no record).
 local MOVES = ' {moves} '
 local function may(from, to)

@@ -186,16 +186,6 @@ def due(client: redis.Redis, route: str, now: float, limit: int) -> list[tuple[s
     return [(i, t.decode() if t else "", int(n or 0)) for i, (t, n) in zip(ids, pipe.execute())]
 
 
-def next_due(client: redis.Redis, route: str) -> float | None:
-    """When the route's earliest retry or half-open breaker is due (None: neither waits), in one round trip:
-    what the retry schedule's mover reads after a pass that moved nothing."""
-    pipe = client.pipeline(transaction=False)
-    pipe.zrange(retry_key(route), 0, 0, withscores=True)
-    pipe.zrange(open_breakers_key(route), 0, 0, withscores=True)
-    firsts = [float(first[0][1]) for first in pipe.execute() if first]
-    return min(firsts) if firsts else None
-
-
 def release(client: redis.Redis, route: str, groups: list[Outgoing]) -> int:
     """Move scheduled events to the head of the route's queue, one message per group of ids."""
     if not groups:

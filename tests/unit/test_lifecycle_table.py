@@ -12,9 +12,9 @@ from bus.journal import scripts
 
 ROOT = Path(__file__).resolve().parents[2]
 LUA = ROOT / "bus" / "journal" / "lua"
-# Lua files that are no move of their own: functions two scripts share, a read, and the spool's
-# unpacking of its frames read before accept.lua (whose move it is).
-NOT_MOVES = {"group.lua", "lane.lua", "recheck.lua", "unframe.lua"}
+# Lua files that are no move of their own: functions two scripts share, two reads (the retry mover's
+# plan of its sleep is one), and the spool's unpacking of its frames read before accept.lua (whose move it is).
+NOT_MOVES = {"group.lua", "lane.lua", "recheck.lua", "sleep.lua", "unframe.lua"}
 
 
 def test_every_script_the_table_names_is_a_lua_file_and_every_lua_file_is_a_move_or_says_why_not():
@@ -65,3 +65,18 @@ def test_the_lua_files_ship_in_the_package():
 def test_docs_design_shows_the_table_as_the_module_has_it():
     assert lifecycle.table_markdown() in (ROOT / "docs" / "design.md").read_text(), \
         "docs/design.md's lifecycle table differs from bus/lifecycle.py: paste lifecycle.table_markdown() there"
+
+
+def test_every_script_that_schedules_for_a_time_of_its_own_wakes_the_sleeping_retry_mover():
+    from bus.journal import breakers
+
+    for name in lifecycle.WAKES_MOVER:
+        code = breakers._FAIL_CODE if name == "breaker_fail" else (LUA / name).read_text()
+        assert "wake_mover(" in code, f"{name} schedules without waking the mover"
+    # A Lua file that adds to a retry schedule (KEYS, or the key lane.lua builds) is one of them, or the mover's own.
+    movers_own = {"release.lua", "send_probe.lua"}
+    for path in LUA.glob("*.lua"):
+        adds = re.search(r"ZADD', (KEYS\[\d+\]|retry_schedule)|ZUNIONSTORE", path.read_text())
+        if adds and path.name not in movers_own and not path.name.startswith(("accept", "capture", "requeue")):
+            assert path.name in lifecycle.WAKES_MOVER, path.name
+    assert "wake_mover" in scripts.load("park.lua")

@@ -21,7 +21,9 @@ if open_until then
   redis.call('ZREM', KEYS[2], id)  -- an ordered route's event a task took holds a lease there (lane.lua)
   redis.call('HSET', KEYS[1], 'parked', ARGV[5])
   redis.call('ZADD', KEYS[5], 'NX', open_until, ARGV[5])
+  wake_mover(ARGV[2], open_until)  -- the mover lets the probe out when it half-opens
   return 'held'
 end
 redis.call('ZADD', KEYS[2], ARGV[4], id)
+wake_mover(ARGV[2], ARGV[4])
 return 'due'

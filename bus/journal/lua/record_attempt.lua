@@ -41,11 +41,15 @@ reindex(id, route, received, current, status)
 if ARGV[7] ~= '' then
   for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ARGV[7]) end
 end
-if ARGV[8] ~= '' then redis.call('ZADD', KEYS[4], ARGV[8], id) end
+if ARGV[8] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[8], id)
+  wake_mover(route, ARGV[8])
+end
 if ARGV[9] == '1' and redis.call('DEL', KEYS[5]) == 1 then
   if redis.call('EXISTS', KEYS[9]) == 1 then
     redis.call('ZUNIONSTORE', KEYS[4], 2, KEYS[4], KEYS[9], 'WEIGHTS', 1, 0)
     redis.call('DEL', KEYS[9])
+    wake_mover(route, 0)  -- due at once
   end
   redis.call('ZREM', KEYS[10], ARGV[14])
   redis.call('ZREM', KEYS[11], ARGV[14])
