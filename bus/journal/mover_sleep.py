@@ -12,6 +12,7 @@ from .keys import filling_key, mover_key, mover_sleeps_key, open_breakers_key, p
 from .store import script
 
 _SLEEP = scripts.load("sleep.lua")
+_LET_GO = scripts.load("let_go.lua")
 # Shorter than this is not worth a blocking call: the mover passes again at once.
 SHORTEST = 0.001
 
@@ -51,3 +52,8 @@ def sleep(client: redis.Redis, planned: Sleep) -> bool:
         if str(exc).startswith("UNBLOCKED"):
             return True
         raise
+
+
+def let_go(client: redis.Redis, routes: list[str], mover: str) -> int:
+    """Give up this mover's leases on `routes` (a worker stopping); how many it held."""
+    return int(script(client, _LET_GO)(keys=[mover_key(route) for route in routes], args=[mover]))

@@ -38,6 +38,7 @@ MOVER_LEASE_MS = 2000
 _MOVER = str(uuid.uuid4())
 
 _stop = threading.Event()
+_moving: list[str] = []  # the routes this process's mover looks after
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ def _start(sender: Any = None, **_: object) -> None:
     consumed = set(sender.app.amqp.queues.consume_from or sender.app.amqp.queues) if sender else set()
     routes = [r for r in worker().router.routes if journal.queue_name(r.name) in consumed]
     if routes:
+        _moving[:] = [r.name for r in routes]
         threading.Thread(target=_run, args=(routes,), name="bus-retry-schedule", daemon=True).start()
         log.info("retry schedule running for routes: %s", ", ".join(r.name for r in routes))
 
@@ -156,3 +158,10 @@ def _start(sender: Any = None, **_: object) -> None:
 @worker_shutdown.connect
 def _shutdown(**_: object) -> None:
     _stop.set()
+    if _moving:
+        from .delivery import worker
+
+        try:  # a restarted worker's mover then takes the routes at once, not when the lease would lapse
+            mover_sleep.let_go(worker().redis, _moving, _MOVER)
+        except journal.REDIS_DOWN:
+            pass  # the leases lapse by themselves

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from bus import intake, journal
-from bus.journal.keys import breaker_key, mover_sleeps_key, wake_key
+from bus.journal.keys import breaker_key, mover_key, mover_sleeps_key, wake_key
 from bus.worker import scheduler
 from conftest import wait_until
 from faultkit import make_fault_bus
@@ -119,3 +119,12 @@ def test_the_sleeping_mover_survives_redis_kill_9_and_restart_and_still_moves_a_
     assert journal.load(client, event_id)["status"] == journal.DELIVERED
     assert worker.proc.poll() is None, "the same worker, reconnected on its own"
     assert client.llen(wake_key("nap")) == 0
+
+
+def test_a_stopping_worker_gives_up_the_lease_it_stretched_over_its_sleep(nap_bus):
+    worker = nap_bus.worker("nap")
+    client = nap_bus.client()
+    sleeping_mover(client)
+    assert client.pttl(mover_key("nap")) > 3000, "the lease lasts the sleep"
+    worker.stop()
+    assert not client.exists(mover_key("nap")), "a restarted worker's mover takes the route at once"
