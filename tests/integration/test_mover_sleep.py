@@ -77,7 +77,7 @@ def test_a_retry_scheduled_while_the_mover_sleeps_is_queued_when_due_not_when_th
     assert second.at < until - 2, "it came long before the sleep would have ended"
     # backoff: the first retry is due 0.5-1 s after the failure.
     assert second.at - first.at < 1.0 + LATE, f"the retry came {second.at - first.at:.2f} s after the failure"
-    assert journal.load(client, event_id)["status"] == journal.DELIVERED
+    wait_until(lambda: journal.load(client, event_id)["status"] == journal.DELIVERED, 10, what="the attempt recorded")
     sleeping_mover(client)  # and back to sleep
 
 
@@ -116,7 +116,7 @@ def test_the_sleeping_mover_survives_redis_kill_9_and_restart_and_still_moves_a_
                what="the retry after the restart")
     first, second = nap_bus.receiver.to("/nap/after")[:2]
     assert second.at - first.at < 1.0 + LATE, f"the retry came {second.at - first.at:.2f} s after the failure"
-    assert journal.load(client, event_id)["status"] == journal.DELIVERED
+    wait_until(lambda: journal.load(client, event_id)["status"] == journal.DELIVERED, 10, what="the attempt recorded")
     assert worker.proc.poll() is None, "the same worker, reconnected on its own"
     assert client.llen(wake_key("nap")) == 0
 
