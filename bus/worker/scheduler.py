@@ -120,7 +120,7 @@ def _probe(client: object, route: Route, now: float) -> int:
 
 
 def _run(routes: list[Route]) -> None:
-    from .delivery import worker
+    from .process import worker
 
     config = worker().settings
     # Its own connection for the blocking wait, with a socket timeout past the longest one.
@@ -145,7 +145,7 @@ def _run(routes: list[Route]) -> None:
 
 @worker_ready.connect
 def _start(sender: Any = None, **_: object) -> None:
-    from .delivery import worker
+    from .process import worker
 
     consumed = set(sender.app.amqp.queues.consume_from or sender.app.amqp.queues) if sender else set()
     routes = [r for r in worker().router.routes if journal.queue_name(r.name) in consumed]
@@ -159,7 +159,7 @@ def _start(sender: Any = None, **_: object) -> None:
 def _shutdown(**_: object) -> None:
     _stop.set()
     if _moving:
-        from .delivery import worker
+        from .process import worker
 
         try:  # a restarted worker's mover then takes the routes at once, not when the lease would lapse
             mover_sleep.let_go(worker().redis, _moving, _MOVER)
