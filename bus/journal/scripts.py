@@ -21,6 +21,7 @@ from .keys import (
     index_key,
     lane_key,
     lanes_key,
+    lease_key,
     mover_sleeps_key,
     order_counter_key,
     parked_key,
@@ -74,6 +75,7 @@ def _definitions(script: str) -> list[tuple[str, str]]:
         ("filling_flag", f"local function filling_flag(route) return {_concat(filling_key('@R@'), {'@R@': 'route'})} end"),
         ("route_queue", f"local function route_queue(route) return {_concat(queue_name('@R@'), {'@R@': 'route'})} end"),
         ("retry_schedule", f"local function retry_schedule(route) return {_concat(retry_key('@R@'), {'@R@': 'route'})} end"),
+        ("worker_lease", f"local function worker_lease(worker) return {_concat(lease_key('@W@'), {'@W@': 'worker'})} end"),
         ("wake_mover", f"""-- `route` has something new on its retry schedule (or a breaker to look at) at `at`: if the route's
 -- retry mover sleeps past that (scheduler.py: it left bus:mover:<route>:sleeps, its wake-up time), wake
 -- it with a token on its wake list. The first such script takes the mark, so a wait gets one token.

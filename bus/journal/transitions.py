@@ -45,6 +45,7 @@ _RECHECK = scripts.load("recheck.lua")
 _RELEASE = scripts.load("release.lua")
 _HAND_OFF = scripts.load("hand_off.lua")
 _REQUEUE = scripts.load("requeue.lua")
+_CLAIM_MOVER = scripts.load("claim_mover.lua")
 
 
 def refusal(reply: bytes | str) -> str | None:
@@ -203,9 +204,13 @@ def release(client: redis.Redis, route: str, groups: list[Outgoing]) -> int:
     return int(script(client, _RELEASE)(keys=[retry_key(route), queue_name(route)], args=argv))
 
 
-def claim_mover(client: redis.Redis, route: str, worker_id: str, ms: int) -> bool:
-    """One mover per route at a time, so a group is never moved twice by two workers."""
-    return claim_lease(client, mover_key(route), worker_id, ms)
+def claim_mover(client: redis.Redis, route: str, worker_id: str, ms: int) -> float | None:
+    """One mover per route at a time, so a group is never moved twice by two workers; `worker_id` is the
+    worker's name: a mover whose worker's lease is gone loses the route at once (lua/claim_mover.lua).
+    None when this mover holds the route; else the seconds until the holder's worker lease lapses
+    unless renewed (when to look again)."""
+    answer = int(script(client, _CLAIM_MOVER)(keys=[mover_key(route)], args=[worker_id, ms]))
+    return None if answer == 1 else -answer / 1000
 
 
 def claim_lease(client: redis.Redis, key: str, worker_id: str, ms: int) -> bool:

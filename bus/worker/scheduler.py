@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ from .. import journal
 from ..broker.messages import groups, new_message
 from ..journal import mover_sleep
 from ..routes import Route
+from .leases import worker_name
 
 log = logging.getLogger("bus.scheduler")
 # While events move, a pass every TICK. A pass that moves nothing sleeps (journal/mover_sleep.py) until
@@ -35,7 +35,6 @@ PROBE_SLACK = 5.0
 # A route's mover holds its lease this long past its last pass (past its sleep's end, when it sleeps):
 # how soon another worker's mover takes over from a dead one, and how often one that holds none looks.
 MOVER_LEASE_MS = 2000
-_MOVER = str(uuid.uuid4())
 
 _stop = threading.Event()
 _moving: list[str] = []  # the routes this process's mover looks after
@@ -60,8 +59,10 @@ def one_pass(client: object, routes: list[Route], now: float | None = None, move
     wake_at = now + WAIT_CAP
     held = []
     for route in routes:
-        if not journal.claim_mover(client, route.name, mover or _MOVER, MOVER_LEASE_MS):
-            wake_at = min(wake_at, now + MOVER_LEASE_MS / 1000)  # another worker's mover: is it still there?
+        held_by_another = journal.claim_mover(client, route.name, mover or worker_name(), MOVER_LEASE_MS)
+        if held_by_another is not None:
+            # Another worker's mover: looked at again when that worker's own lease would lapse if it died.
+            wake_at = min(wake_at, now + min(held_by_another + 0.05, MOVER_LEASE_MS / 1000))
             continue
         held.append(route.name)
         # Pending events whose task message was lost in a crash get a new one; a breaker does
@@ -132,7 +133,7 @@ def _run(routes: list[Route]) -> None:
                 # A wait of at least a millisecond: a retry due right now is moved on the next pass, not in a spin.
                 _stop.wait(max(done.wake_at - time.time(), mover_sleep.SHORTEST))
                 continue
-            planned = mover_sleep.plan(worker().redis, list(done.held), _MOVER, time.time(), done.wake_at,
+            planned = mover_sleep.plan(worker().redis, list(done.held), worker_name(), time.time(), done.wake_at,
                                        MOVER_LEASE_MS, TICK)
             mover_sleep.sleep(waiter, planned)
         except journal.REDIS_DOWN as exc:
@@ -162,6 +163,6 @@ def _shutdown(**_: object) -> None:
         from .process import worker
 
         try:  # a restarted worker's mover then takes the routes at once, not when the lease would lapse
-            mover_sleep.let_go(worker().redis, _moving, _MOVER)
+            mover_sleep.let_go(worker().redis, _moving, worker_name())
         except journal.REDIS_DOWN:
             pass  # the leases lapse by themselves

@@ -6,6 +6,7 @@ The mover's longest sleep is scheduler.WAIT_CAP (10 s); every retry here is due 
 """
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -128,3 +129,21 @@ def test_a_stopping_worker_gives_up_the_lease_it_stretched_over_its_sleep(nap_bu
     assert client.pttl(mover_key("nap")) > 3000, "the lease lasts the sleep"
     worker.stop()
     assert not client.exists(mover_key("nap")), "a restarted worker's mover takes the route at once"
+
+
+def test_a_sigkilled_worker_s_sleeping_mover_leaves_its_route_to_the_next_worker_at_once(nap_bus):
+    nap_bus.receiver.script("/nap/next", 503)
+    first = nap_bus.worker("nap")
+    client = nap_bus.client()
+    sleeping_mover(client)
+    assert client.pttl(mover_key("nap")) > 6000, "its lease is stretched over the sleep"
+    first.signal(signal.SIGKILL)  # the whole worker: main process, pool, archive mover
+    first.proc.wait(10)
+    nap_bus.worker("nap")
+    (event_id,) = intake.accept(nap_bus.intake(), "nap.next", [{"n": 1}])
+    wait_until(lambda: len(nap_bus.receiver.to("/nap/next")) >= 2, scheduler.WAIT_CAP + 20, interval=0.02,
+               what="the retry, moved by the second worker")
+    failed, retried = nap_bus.receiver.to("/nap/next")[:2]
+    # The dead worker's own lease (leases.py, 3 s) is gone by the time the second one is ready.
+    assert retried.at - failed.at < 1.0 + LATE, f"the retry came {retried.at - failed.at:.2f} s after the failure"
+    wait_until(lambda: journal.load(client, event_id)["status"] == journal.DELIVERED, 10, what="the attempt recorded")
