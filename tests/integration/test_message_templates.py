@@ -1,0 +1,121 @@
+"""A route's task message template lives in Redis once (journal/templates.py): calls name its key instead of
+carrying it. A Redis that lost it (flushed, a new shard, a failover to a replica that lagged) refuses the call
+(BUSTEMPLATE) before writing anything, and every way in stores the template and calls again, so accepted
+events still get a message a real Celery worker runs. Real Redis (with AOF) throughout."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import orjson
+import pytest
+
+from bus import intake, journal, settings
+from bus.broker.messages import delivery_message, event_ids_of
+from bus.journal import templates
+from bus.wire.pipelined import SharedPipe
+from conftest import wait_until
+
+ROUTE = "tpl"
+
+
+def forget_templates(client) -> int:
+    """What a flushed Redis, or a replica that never got them, looks like to the callers: no template keys."""
+    keys = list(client.scan_iter(match="bus:template:*", count=1000))
+    return client.delete(*keys) if keys else 0
+
+
+def new_events(n: int, route: str = ROUTE) -> list[journal.NewEvent]:
+    return [journal.NewEvent(str(uuid.uuid4()), f"{route}.t{i}", route, b"{}", time.time()) for i in range(n)]
+
+
+def queued(client, route: str = ROUTE) -> list[dict]:
+    return [orjson.loads(m) for m in reversed(client.lrange(journal.queue_name(route), 0, -1))]
+
+
+def test_an_accept_whose_template_is_gone_writes_nothing_and_refuses_with_its_own_error(own_redis):
+    client = own_redis.client()
+    events = new_events(2)
+    keys, args = journal.accept_call(events)
+    with pytest.raises(templates.MissingTemplate, match=r"^bus:template:[0-9a-f]{16} is not in Redis"):
+        journal.store.script(client, journal.ACCEPT_SCRIPT)(keys=keys, args=args)
+    assert client.keys("*") == [], "a refused accept writes nothing"
+
+
+def test_emit_and_a_post_after_the_templates_are_gone_are_delivered_by_the_worker_once_each(bus):
+    """emit() (this process's pipe) and the ingress (its event-loop pipe): each finds its template gone, stores
+    it and accepts again; the messages they queue are run by the real Celery worker."""
+    client = bus.redis.client()
+    name = uuid.uuid4().hex[:8]
+    bus_intake = intake.load(settings.load(bus.env))
+    intake.accept(bus_intake, f"api.{name}", [{"warm": 1}])  # this process's template is stored
+    wait_until(lambda: len(bus.receiver.to(f"/api/{name}/")) == 1, 15, what="the first event")
+    emitted, posted = [], []
+    for _ in range(3):  # the flag may come back with a task starting meanwhile; each round clears it again
+        assert forget_templates(client) > 0
+        client.delete(journal.filling_key("api"))  # no message of the route coming: this accept queues one
+        emitted += intake.accept(bus_intake, f"api.{name}", [{"via": "emit"}])
+        forget_templates(client)
+        client.delete(journal.filling_key("api"))
+        answer = bus.post(f"api.{name}", '{"via": "http"}')
+        assert answer.status_code == 202, answer.text
+        posted += answer.json()["ids"]
+    wait_until(lambda: len(bus.receiver.to(f"/api/{name}/")) >= 7, 20, what="the six events")
+    time.sleep(0.5)  # a second copy of any would have arrived by now
+    ids = bus.receiver.ids(f"/api/{name}/")
+    assert len(ids) == len(set(ids)) == 7 and set(emitted + posted) <= set(ids)
+    assert list(client.scan_iter(match="bus:template:*")), "the templates were stored again"
+
+
+def test_batches_frames_and_refills_store_a_template_that_is_gone_and_queue_the_same_message(own_redis):
+    """The spool's paths (accept_batches, accept_frames) and a task's start (load_many's refill) and the mover's
+    (refill_if_idle): each stores the template and queues the message delivery_message() builds."""
+    client = own_redis.client()
+    pipe = SharedPipe(own_redis.url, 5)
+    try:
+        batch = new_events(3)
+        assert journal.accept_batches(pipe, [(batch, 25)]) == 3
+        assert queued(client) == [orjson.loads(delivery_message([(e.id, e.tag) for e in batch],
+                                                                journal.queue_name(ROUTE)))]
+
+        framed = new_events(2)
+        forget_templates(client)
+        client.delete(journal.filling_key(ROUTE), journal.queue_name(ROUTE))
+        payloads = [f"{e.id}\n{e.tag}\n{e.route}\n{e.received!r}\n".encode() + e.body for e in framed]
+        mark = journal.SpoolMark("s1", ["0001", "0002"], "", 60)
+        assert journal.accept_frames(pipe, [(payloads, ROUTE, 25, "", mark)]) == 2
+        assert [event_ids_of(m) for m in queued(client)] == [[e.id for e in framed]]
+
+        later = new_events(2)
+        journal.accept(client, later)  # a message is coming (the flag): they wait on the pending list
+        forget_templates(client)
+        client.delete(journal.queue_name(ROUTE))
+        journal.load_many(pipe, [], ROUTE)  # a task starts and takes them
+        assert [event_ids_of(m) for m in queued(client)] == [[e.id for e in later]]
+
+        last = new_events(1)
+        journal.accept(client, last)
+        forget_templates(client)
+        client.delete(journal.filling_key(ROUTE), journal.queue_name(ROUTE))
+        assert journal.refill_if_idle(client, ROUTE)
+        assert [event_ids_of(m) for m in queued(client)] == [[last[0].id]]
+    finally:
+        pipe.close()
+
+
+def test_a_redis_restarted_from_its_aof_keeps_the_template(own_redis):
+    client = own_redis.client()
+    journal.accept(client, new_events(1))
+    key = templates.for_route(ROUTE).key
+    stored = client.get(key)
+    assert stored == templates.for_route(ROUTE).text.encode()
+    own_redis.kill()  # SIGKILL: only what the AOF holds comes back
+    own_redis.start()
+    client = own_redis.client()
+    assert client.get(key) == stored and client.ttl(key) > 0
+    client.delete(journal.filling_key(ROUTE), journal.queue_name(ROUTE))
+    events = new_events(1)
+    keys, args = journal.accept_call(events)
+    # The script itself, without the callers' store-and-retry: it finds the template and queues a message.
+    assert journal.store.script(client, journal.ACCEPT_SCRIPT)(keys=keys, args=args) == 1
+    assert [event_ids_of(m) for m in queued(client)] == [[events[0].id]]
