@@ -40,13 +40,8 @@ _SCAN_CHUNK = 1000
 # (docs/performance.md, "Issue 19: the fan-out worker's main process").
 _SCAN_KEYS = 1000
 _REQUEUE = scripts.load("requeue_lost.lua")
-_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-# Keep the latest start only: two recoveries may end out of order.
-_DONE = """
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > last then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1
-"""
+_UNLOCK = scripts.load("recovery_unlock.lua")
+_DONE = scripts.load("recovery_done.lua")  # keeps the latest start only: two recoveries may end out of order
 
 
 def waiting_ids(client: redis.Redis) -> set[str]:
@@ -153,7 +148,7 @@ def recovery_lock(client: redis.Redis, holder: str, seconds: int) -> bool:
 
 
 def recovery_unlock(client: redis.Redis, holder: str) -> None:
-    client.eval(_UNLOCK, 1, RECOVERY_LOCK, holder)  # only our own lock, not one taken after ours expired
+    script(client, _UNLOCK)(keys=[RECOVERY_LOCK], args=[holder])  # only our own lock, not one taken after ours expired
 
 
 def redis_time(client: redis.Redis) -> float:

@@ -226,13 +226,8 @@ def drop_scheduled(client: redis.Redis, route: str, event_id: str) -> None:
     client.zrem(retry_key(route), event_id)
 
 
-# Only beside a record still in Redis: a copy of an archived event goes to its archive row instead,
-# and a list left behind for an event the archive mover just took would never be deleted.
-_RECORD_COPY = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-return 1
-"""
+# lua/record_copy.lua: only beside a record still in Redis (a copy of an archived event goes to its archive row).
+_RECORD_COPY = scripts.load("record_copy.lua")
 
 
 def record_copy(client: redis.Redis, event_id: str, attempt: dict[str, Any]) -> bool:
