@@ -11,6 +11,8 @@ their queues, marked redelivered as kombu's own restore marks them, in seconds.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import redis
@@ -19,6 +21,7 @@ from ..journal import scripts
 from ..journal.keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX, WORKERS, held_key, lease_key, queue_name, reclaim_key
 from ..journal.store import script
 
+_SCAN_CHUNK = 1000  # entries HSCAN reads per call
 # The scripts on kombu's keys, in bus/broker/lua/ (each names its KEYS and ARGV): put one unacked task
 # back unless it changed, went or a live worker holds it; forget a worker with nothing left to hand back.
 _HAND_BACK = scripts.load("hand_back.lua", package=__package__)
@@ -60,6 +63,13 @@ def hand_back(client: redis.Redis, worker: str, live: list[str], lock_ms: int) -
         return handed
     finally:
         client.delete(reclaim_key(worker))
+
+
+def unacked_messages(client: redis.Redis) -> Iterator[dict[str, Any]]:
+    """Every task message kombu handed to a worker and holds unacked (its hash: delivery tag ->
+    [message, exchange, routing key]); lost-task recovery reads them beside journal.task_messages."""
+    for _, raw in client.hscan_iter(KOMBU_UNACKED, count=_SCAN_CHUNK):
+        yield orjson.loads(raw)[0]
 
 
 def forget(client: redis.Redis, worker: str) -> None:

@@ -2,8 +2,9 @@
 
 kombu's Redis transport hands a task to a worker with BRPOP and only then records it in its
 `unacked` hash (delivery tag -> [message, exchange, routing key]). A Redis or worker crash between
-the two drops the task while the journal still says queued/retrying. These read where a waiting
-event's task can be, so recovery can find the events whose task is nowhere.
+the two drops the task while the journal still says queued/retrying. These read the journal's places
+where a waiting event's task can be (the unacked hash is read by broker/unacked.py, the caller
+combines them), so recovery can find the events whose task is nowhere.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from ..broker.messages import Outgoing
 from ..lifecycle import QUEUED, RETRYING
 from . import scripts
 from .keys import (
-    KOMBU_UNACKED,
     RECOVERY_DONE,
     RECOVERY_LOCK,
     event_key,
@@ -116,12 +116,12 @@ def pending_ids(client: redis.Redis, route: str | None = None) -> list[str]:
 
 
 def task_messages(client: redis.Redis) -> Iterator[dict[str, Any]]:
-    """Every task message Redis holds: waiting in a route's queue, or handed to a worker and unacked.
+    """Every task message waiting in a route's queue. Those handed to a worker and not acked yet are in
+    kombu's unacked hash, whose layout is the broker's (broker/unacked.py, unacked_messages).
 
-    Recovery requeues any waiting event found neither here, nor on a retry schedule
+    Recovery requeues any waiting event found neither here, nor unacked, nor on a retry schedule
     (scheduled_ids), nor on a pending list (pending_ids), nor in an ordered route's lane behind its
-    head (lane_waiting_ids); a new place where events wait must
-    be read there too.
+    head (lane_waiting_ids); a new place where events wait must be read there too.
     """
     for queue in client.scan_iter(match=queue_name("*"), count=_SCAN_KEYS, _type="list"):
         # Read by index from the pushing end until the list ends: tasks pushed meanwhile shift the
@@ -132,8 +132,6 @@ def task_messages(client: redis.Redis) -> Iterator[dict[str, Any]]:
             if not chunk:
                 break
             yield from map(orjson.loads, chunk)
-    for _, raw in client.hscan_iter(KOMBU_UNACKED, count=_SCAN_CHUNK):
-        yield orjson.loads(raw)[0]
 
 
 def requeue_lost(client: redis.Redis, event_id: str, route: str, message: Outgoing) -> bool:
