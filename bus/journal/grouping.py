@@ -282,12 +282,16 @@ def _accept_many(pipe: SharedPipe, calls: list[tuple[list[str], list[Any]]], scr
         replies = _execute_many(pipe, [evalsha(script, keys, args) for keys, args in calls] + wait)
         confirmed: Any = replies.pop() if wait else None  # WAIT's count of replicas
         # A Redis that restarted since the script was loaded (NOSCRIPT), or that lost a template
-        # (templates.py), did not run those calls: they run again, with the script itself and after the
-        # templates are stored. Twice at most: a call run again for NOSCRIPT may then find its template gone.
+        # (templates.py), did not run those calls: they run again, in order, with the script itself and
+        # after the templates are stored; so do the later parts of a spool's send that were refused for
+        # the refused part before them (BUSGAP: none of them wrote anything). Twice at most: a call run
+        # again for NOSCRIPT may then find its template gone.
         for _ in range(2):
-            redo = [i for i, reply in enumerate(replies) if isinstance(reply, (NoScriptError, templates.MissingTemplate))]
-            if not redo:
+            refused = [i for i, reply in enumerate(replies)
+                       if isinstance(reply, (NoScriptError, templates.MissingTemplate))]
+            if not refused:
                 break
+            redo = [i for i, reply in enumerate(replies) if i in refused or (i > refused[0] and _gap(reply))]
             stores = list(dict.fromkeys(templates.store_command(replies[i]) for i in redo
                                         if isinstance(replies[i], templates.MissingTemplate)))
             again = _execute_many(pipe, stores + [eval_(script, *calls[i]) for i in redo] + wait)
@@ -305,6 +309,10 @@ def _accept_many(pipe: SharedPipe, calls: list[tuple[list[str], list[Any]]], scr
     except REDIS_DOWN as exc:
         raise unavailable(exc) from exc
     return replies
+
+
+def _gap(reply: Any) -> bool:
+    return isinstance(reply, redis.ResponseError) and str(reply).startswith("BUSGAP")
 
 
 def _execute_many(pipe: SharedPipe, commands: list[tuple[Any, ...]]) -> list[Any]:

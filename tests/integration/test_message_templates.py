@@ -119,3 +119,20 @@ def test_a_redis_restarted_from_its_aof_keeps_the_template(own_redis):
     # The script itself, without the callers' store-and-retry: it finds the template and queues a message.
     assert journal.store.script(client, journal.ACCEPT_SCRIPT)(keys=keys, args=args) == 1
     assert [event_ids_of(m) for m in queued(client)] == [[events[0].id]]
+
+
+def test_a_spool_send_in_parts_whose_template_is_gone_is_taken_whole_in_order(own_redis):
+    """A later part of a spool's send refuses (BUSGAP) when the part before it was not taken: here that part
+    was refused for its template, so both run again, in order, once it is stored."""
+    client = own_redis.client()
+    pipe = SharedPipe(own_redis.url, 5)
+    try:
+        events = new_events(4)
+        places = ["0001", "0002", "0003", "0004"]
+        marks = [journal.SpoolMark("s2", places[:2], "", 60), journal.SpoolMark("s2", places[2:], places[1], 60)]
+        assert journal.accept_batches(pipe, [(events[:2], 25), (events[2:], 25)], marks) == 4
+        assert client.hget(journal.spool_mark_key("s2"), ROUTE) == b"0004"
+        assert [event_ids_of(m) for m in queued(client)] == [[e.id for e in events[:2]]]
+        assert client.lrange(journal.pending_key(ROUTE), 0, -1) == [f"{e.id} {e.tag}".encode() for e in events[2:]]
+    finally:
+        pipe.close()
