@@ -136,3 +136,28 @@ def test_a_spool_send_in_parts_whose_template_is_gone_is_taken_whole_in_order(ow
         assert client.lrange(journal.pending_key(ROUTE), 0, -1) == [f"{e.id} {e.tag}".encode() for e in events[2:]]
     finally:
         pipe.close()
+
+
+@pytest.mark.parametrize("template_there", [True, False])
+def test_an_ordered_lanes_next_event_gets_its_message_from_the_attempt_or_else_from_the_mover(own_redis,
+                                                                                            template_there):
+    """A delivered head lets its lane's next event go in a message record_attempt makes, when the template is
+    there; an attempt's record is not refused for a template gone: the event waits on the pending list, no
+    message flagged as coming, and the mover's refill stores the template and sends it."""
+    client = own_redis.client()
+    head, after = new_events(2)
+    after = journal.NewEvent(after.id, head.tag, ROUTE, b"{}", after.received)  # same tag: one lane
+    journal.accept(client, [head, after], order="tag")
+    client.delete(journal.queue_name(ROUTE), journal.filling_key(ROUTE))  # the head's message was taken
+    if not template_there:
+        forget_templates(client)
+    answered = {"attempt": 1, "at": time.time(), "duration": 0.01, "status_code": 200}
+    assert journal.record_attempt(client, journal.load(client, head.id), answered, journal.DELIVERED,
+                                  lane_group=journal.lane_group(ROUTE, 25)) is None
+    if template_there:
+        assert [event_ids_of(m) for m in queued(client)] == [[after.id]]
+        return
+    assert queued(client) == [] and not client.exists(journal.filling_key(ROUTE))
+    assert client.lrange(journal.pending_key(ROUTE), 0, -1) == [f"{after.id} {after.tag}".encode()]
+    assert journal.refill_if_idle(client, ROUTE)
+    assert [event_ids_of(m) for m in queued(client)] == [[after.id]]
