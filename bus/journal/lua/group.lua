@@ -1,7 +1,8 @@
 -- group.lua: functions accept.lua and refill.lua share (lifecycle: group). Not a script of its own.
 --
 -- group_message(template, entries, shown): the task message for "<id> <tag>" entries, filled into
--- messages.group_template() (the same message messages.delivery_message() builds), and its ids.
+-- messages.group_template() (the same message messages.delivery_message() builds), and its ids. The
+-- template is what the calling script read from its key in Redis (journal/templates.py).
 local function group_message(template, entries, shown)
   local ids, described = {}, {}
   for i, entry in ipairs(entries) do
