@@ -25,7 +25,7 @@ import redis
 
 from ..broker.messages import Outgoing
 from ..endpoints import EndpointKey
-from . import scripts
+from . import scripts, templates
 from .keys import breaker_key, event_key, failing_key, open_breakers_key, parked_key, queue_name, retry_key
 from .store import script
 
@@ -134,15 +134,16 @@ def look(client: redis.Redis, route: str, digest: str, now: float) -> Look:
     return Look(what.decode(), int(count), event_id.decode(), tag.decode(), int(attempts))
 
 
-_PROBE = scripts.load("send_probe.lua")
+_PROBE = scripts.load("send_probe.lua", "fill.lua")
 
 
 def send_probe(client: redis.Redis, route: str, digest: str, message: Outgoing, until: float, life: int) -> bool:
     """Take the probe out of the parked set to the head of the route's queue, and keep every other
     event of the endpoint waiting until it reports or `until` passes (then another probe goes)."""
-    keys = [parked_key(route, digest), breaker_key(route, digest), open_breakers_key(route), queue_name(route)]
-    return bool(script(client, _PROBE)(keys=keys, args=[message.event_ids[0], message.task_id, message.data,
-                                                        repr(until), life, digest]))
+    keys = [parked_key(route, digest), breaker_key(route, digest), open_breakers_key(route), queue_name(route),
+            templates.for_route(route, message.redelivered).key]
+    args = [message.event_ids[0], message.task_id, *message.filling, repr(until), life, digest]
+    return bool(templates.stored(lambda: script(client, _PROBE)(keys=keys, args=args), client.execute_command))
 
 
 def trim(client: redis.Redis, route: str, now: float, life: int) -> None:

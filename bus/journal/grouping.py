@@ -36,10 +36,10 @@ from .store import (
 # expires, and the mover (scheduler.py) refills a route whose pending list has no message
 # coming, so events whose message was lost in a crash are not stranded.
 # Both scripts (lua/accept.lua, lua/refill.lua) make groups with the functions of lua/group.lua.
-ACCEPT_SCRIPT = scripts.load("accept.lua", "group.lua", "lane.lua")
+ACCEPT_SCRIPT = scripts.load("accept.lua", "fill.lua", "group.lua", "lane.lua")
 # The same accept, its events given as spool frames' payloads, one argument each (lua/unframe.lua).
-ACCEPT_FRAMES_SCRIPT = scripts.load("accept.lua", "group.lua", "lane.lua", "unframe.lua")
-_REFILL = scripts.load("refill.lua", "group.lua")
+ACCEPT_FRAMES_SCRIPT = scripts.load("accept.lua", "fill.lua", "group.lua", "lane.lua", "unframe.lua")
+_REFILL = scripts.load("refill.lua", "fill.lua", "group.lua")
 # Longer than a queued message usually waits for a worker; when it expires early (a long
 # queue, workers down) the cost is an extra message, never a lost event.
 FILLING_MS = 10_000

@@ -16,7 +16,7 @@ import redis
 
 from ..broker.messages import Outgoing
 from ..lifecycle import QUEUED, RETRYING
-from . import scripts
+from . import scripts, templates
 from .keys import (
     RECOVERY_DONE,
     RECOVERY_LOCK,
@@ -39,7 +39,7 @@ _SCAN_CHUNK = 1000
 # scan, thousands a second in the worker's main process while a recovery's second pass ran under load
 # (docs/performance.md, "Issue 19: the fan-out worker's main process").
 _SCAN_KEYS = 1000
-_REQUEUE = scripts.load("requeue_lost.lua")
+_REQUEUE = scripts.load("requeue_lost.lua", "fill.lua")
 _UNLOCK = scripts.load("recovery_unlock.lua")
 _DONE = scripts.load("recovery_done.lua")  # keeps the latest start only: two recoveries may end out of order
 
@@ -136,8 +136,9 @@ def task_messages(client: redis.Redis) -> Iterator[dict[str, Any]]:
 
 def requeue_lost(client: redis.Redis, event_id: str, route: str, message: Outgoing) -> bool:
     """Queue a new task for an event that is still waiting; False when it was delivered or dead meanwhile."""
-    return bool(script(client, _REQUEUE)(keys=[event_key(event_id), queue_name(route)],
-                                         args=[message.data, message.task_id]))
+    keys = [event_key(event_id), queue_name(route), templates.for_route(route, message.redelivered).key]
+    args = [*message.filling, message.task_id]
+    return bool(templates.stored(lambda: script(client, _REQUEUE)(keys=keys, args=args), client.execute_command))
 
 
 def recovery_lock(client: redis.Redis, holder: str, seconds: int) -> bool:

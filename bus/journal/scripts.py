@@ -54,6 +54,8 @@ def _definitions(script: str) -> list[tuple[str, str]]:
     return statuses + [
         ("STATUSES", f"local STATUSES = {{{', '.join(s.upper() for s in lifecycle.STATUSES)}}}"),
         ("NO_RECORD", f"local NO_RECORD = {_lua_string(lifecycle.NO_RECORD)}"),
+        # A script that finds its message template gone refuses with 'BUSTEMPLATE <key>' .. this (templates.py).
+        ("TEMPLATE_GONE", "local TEMPLATE_GONE = ' is not in Redis: store the message template and call again'"),
         ("EVENT_KEY", f"local EVENT_KEY = {_lua_string(event_key(''))}"),
         ("status_index", "local function status_index(status) return "
                          f"{_concat(index_key('@S@'), {'@S@': 'status'})} end"),

@@ -49,12 +49,17 @@ _known: dict[str, str] = {}  # key -> text of every template this process named,
 
 
 @lru_cache(maxsize=1024)
-def for_route(route: str) -> Template:
-    """The template of messages to `route`'s queue, and the key it is kept under."""
-    text = group_template(queue_name(route))
+def for_route(route: str, redelivered: bool = False) -> Template:
+    """The template of messages to `route`'s queue (marked redelivered or not), and the key it is kept under."""
+    text = group_template(queue_name(route), redelivered)
     template = Template(template_key(hashlib.sha1(text.encode()).hexdigest()[:16]), text)
     _known[template.key] = text
     return template
+
+
+def store(template: Template) -> tuple[Any, ...]:
+    """The SET that keeps `template` in Redis."""
+    return ("SET", template.key, template.text, "EX", TEMPLATE_TTL)
 
 
 def store_command(refusal: MissingTemplate) -> tuple[Any, ...]:
@@ -62,7 +67,7 @@ def store_command(refusal: MissingTemplate) -> tuple[Any, ...]:
     key = str(refusal).split(" ", 1)[0]
     if key not in _known:
         raise RuntimeError(f"Redis refused a call for message template {key!r}, which this process never named")
-    return ("SET", key, _known[key], "EX", TEMPLATE_TTL)
+    return store(Template(key, _known[key]))
 
 
 def stored(run: Callable[[], _T], store: Callable[..., Any]) -> _T:

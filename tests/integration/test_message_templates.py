@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from bus import intake, journal, settings
-from bus.broker.messages import delivery_message, event_ids_of
+from bus.broker.messages import delivery_message, event_ids_of, outgoing
 from bus.journal import templates
 from bus.wire.pipelined import SharedPipe
 from conftest import wait_until
@@ -161,3 +161,47 @@ def test_an_ordered_lanes_next_event_gets_its_message_from_the_attempt_or_else_f
     assert client.lrange(journal.pending_key(ROUTE), 0, -1) == [f"{after.id} {after.tag}".encode()]
     assert journal.refill_if_idle(client, ROUTE)
     assert [event_ids_of(m) for m in queued(client)] == [[after.id]]
+
+
+def test_messages_made_in_python_are_filled_into_the_stored_template_as_the_bytes_delivery_message_builds(
+        own_redis):
+    """Recovery's copy (a redelivered message), a hand-off, the retry schedule's release, a probe and a replay:
+    each call names the template's key and carries only the message's own values; each finds the template gone,
+    stores it, and queues exactly messages.Outgoing.data (delivery_message's bytes)."""
+    client = own_redis.client()
+    (event,) = new_events(1)
+    journal.accept(client, [event])
+    queue = journal.queue_name(ROUTE)
+
+    def last_pushed(at: int) -> bytes:
+        return client.lindex(queue, at)
+
+    client.delete(queue)
+    copy = outgoing([(event.id, event.tag, 1)], queue, "copy-1", redelivered=True)
+    forget_templates(client)
+    assert journal.requeue_lost(client, event.id, ROUTE, copy)
+    assert last_pushed(-1) == copy.data == delivery_message([(event.id, event.tag, 1)], queue, "copy-1",
+                                                            redelivered=True)
+
+    handed = outgoing([(event.id, event.tag, 1)], queue, "handed-1", to=None)
+    forget_templates(client)
+    assert journal.hand_off(client, ROUTE, handed, "copy-1") == 1
+    assert last_pushed(0) == handed.data
+
+    assert journal.park(client, journal.load(client, event.id), time.time(), task="handed-1") is None
+    retry = outgoing([(event.id, event.tag, 2)], queue, "retry-1")
+    forget_templates(client)
+    assert journal.release(client, ROUTE, [retry]) == 1
+    assert last_pushed(-1) == retry.data
+
+    client.zadd(journal.keys.parked_key(ROUTE, "ep"), {event.id: 1.0})  # held back behind a breaker
+    probe = outgoing([(event.id, event.tag, 3)], queue, "probe-1", probe=True)
+    forget_templates(client)
+    assert journal.breakers.send_probe(client, ROUTE, "ep", probe, time.time() + 30, 60)
+    assert last_pushed(-1) == probe.data
+
+    replay = outgoing([(event.id, event.tag, 4)], queue, "replay-1", to="http://127.0.0.1:9/staging")
+    forget_templates(client)
+    assert journal.requeue(client, journal.summaries(client, [event.id]), [(replay, ROUTE)]) == 1
+    assert last_pushed(0) == replay.data
+    assert journal.load(client, event.id)["task"] == "replay-1"

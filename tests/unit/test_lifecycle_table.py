@@ -16,7 +16,7 @@ BROKER_LUA = ROOT / "bus" / "broker" / "lua"
 # Lua files that are no move of their own: functions two scripts share, reads, the spool's unpacking of
 # its frames read before accept.lua (whose move it is), and scripts on records that are not an event's
 # status (a breaker, a copy's attempt, the recovery's lock and its last run).
-NOT_MOVES = {"group.lua", "lane.lua", "recheck.lua", "unframe.lua", "load_whole.lua", "breaker_fail.lua",
+NOT_MOVES = {"fill.lua", "group.lua", "lane.lua", "recheck.lua", "unframe.lua", "load_whole.lua", "breaker_fail.lua",
              "breaker_look.lua", "record_copy.lua", "recovery_done.lua", "recovery_unlock.lua"}
 
 
