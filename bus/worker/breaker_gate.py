@@ -4,20 +4,20 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
 from .. import journal
 from ..endpoints import EndpointKey
+from ..journal import Attempt, Event
 from ..routes import Route
 from . import backoff
 from .verdict import Verdict, from_journal
 
 
-def endpoint_failed(record: dict[str, Any], route: Route) -> bool:
+def endpoint_failed(record: Attempt, route: Route) -> bool:
     """No answer, or an answer that says the endpoint cannot take anything right now."""
-    code = record.get("status_code")
+    code = record.status_code
     return code is None or code in route.retryable_statuses
 
 
@@ -37,7 +37,7 @@ class Breakers:
             self.open_until[key.digest] = found.get(key.digest, 0.0)
         return self.open_until.get(key.digest, 0.0)
 
-    def after_attempt(self, route: Route, key: EndpointKey, record: dict[str, Any], probe: bool) -> None:
+    def after_attempt(self, route: Route, key: EndpointKey, record: Attempt, probe: bool) -> None:
         """Count a failed request with its endpoint's breaker; an answer closed it when it was journaled."""
         if not endpoint_failed(record, route):
             self.open_until.pop(key.digest, None)
@@ -49,14 +49,14 @@ class Breakers:
         if opened is not None:
             self.open_until[key.digest] = opened
 
-    def held_back(self, event: dict[str, Any], key: EndpointKey, probe: bool, task: str = "") -> Verdict | None:
+    def held_back(self, event: Event, key: EndpointKey, probe: bool, task: str = "") -> Verdict | None:
         """None when the event is to be sent; else it waits behind its endpoint's open breaker (see
         hold) and this is its verdict. A probe is sent whatever the breaker says."""
         if probe or self.until(key) <= time.time():
             return None
         return self.hold(event, key, task)
 
-    def hold(self, event: dict[str, Any], key: EndpointKey, task: str = "") -> Verdict:
+    def hold(self, event: Event, key: EndpointKey, task: str = "") -> Verdict:
         """Park the event behind the endpoint's breaker (journal.breakers.hold_back): WAITING, or why
         the journal refused (SUPERSEDED, GONE, DELIVERED, DEAD: another copy of the message,
         `task`, moved it since it was loaded)."""
