@@ -140,8 +140,8 @@ class Ingress:
                 scripts = [journal.accept_call(events, size, idempotency, order=order)
                            for events, size, idempotency, order in calls]
                 # One accept per destination of a fan-out route: sent together, so they share one write.
-                replies = await asyncio.gather(*(pipe.run_script(journal.ACCEPT_SCRIPT, keys, args, confirm=True)
-                                                 for keys, args in scripts), return_exceptions=True)
+                replies = await asyncio.gather(*(_accept_script(pipe, keys, args) for keys, args in scripts),
+                                               return_exceptions=True)
                 failed = next((r for r in replies if isinstance(r, BaseException)), None)
                 if failed is not None:
                     raise failed
@@ -174,14 +174,21 @@ class Ingress:
 async def _accept_one(pipe: PipelinedRedis, events: list[journal.NewEvent], group_size: int,
                       idempotency: journal.Idempotency | None, order: str) -> Any:
     """One ACCEPT_SCRIPT call, confirmed; without an Idempotency-Key its route's part is packed once
-    (journal.accept_packed), as emit()'s is."""
+    (journal.accept_packed), as emit()'s is. A Redis that lost the route's message template has it
+    stored again and the call repeated (journal/templates.py)."""
     if idempotency is None:
+        packed = journal.accept_packed(events, group_size, order)
         try:
-            return await pipe.execute_packed(journal.accept_packed(events, group_size, order), confirm=True)
+            return await journal.stored_async(lambda: pipe.execute_packed(packed, confirm=True), pipe.execute)
         except NoScriptError:
             pass  # Redis restarted since the script was loaded: run_script loads it again
     keys, args = journal.accept_call(events, group_size, idempotency, order=order)
-    return await pipe.run_script(journal.ACCEPT_SCRIPT, keys, args, confirm=True)
+    return await _accept_script(pipe, keys, args)
+
+
+async def _accept_script(pipe: PipelinedRedis, keys: list[str], args: list[Any]) -> Any:
+    return await journal.stored_async(lambda: pipe.run_script(journal.ACCEPT_SCRIPT, keys, args, confirm=True),
+                                      pipe.execute)
 
 
 def from_environment() -> Ingress:
