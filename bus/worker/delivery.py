@@ -222,13 +222,14 @@ def _archived(run: GroupRun, event_ids: list[str], events: list[Event | None], t
         log.warning("copies to %s of %d archived events wait: %s", logs.redact(to), len(missing), exc)
         task = run.task
         raise task.retry(countdown=min(2 ** task.request.retries, COPY_MAX_DELAY), max_retries=COPY_ATTEMPTS - 1) from exc
-    return [e if e is not None else _from_row(rows[i]) if i in rows else None for i, e in zip(event_ids, events)]
+    return [e if e is not None else from_row(rows[i]) if i in rows else None for i, e in zip(event_ids, events)]
 
 
-def _from_row(row: archive.ArchivedEvent) -> Event:
-    """The event of an archived row, to send a copy of (as before, without a captured request's own parts)."""
+def from_row(row: archive.ArchivedEvent) -> Event:
+    """The event of an archived row, to send a copy of. A request `bus proxy` captured keeps its own
+    method, path and headers (its row has them), as the same copy sent while it was in Redis does."""
     return Event(row.id, row.tag, row.route, row.status, row.body, row.received, row.attempts, row.round,
-                 row.headers, row.last)
+                 row.headers, row.last, replayed=row.replayed, request=row.request)
 
 
 def _archive_copy(w: Worker, event_id: str, record: Attempt) -> None:

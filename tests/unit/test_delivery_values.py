@@ -9,7 +9,7 @@ import orjson
 import pytest
 from test_outbound import ScriptedServer
 
-from bus import logs, settings
+from bus import archive, captured, logs, settings
 from bus.journal import Attempt, Event
 from bus.journal.store import decode
 from bus.routes import VISIBILITY_MARGIN, Router, parse_route
@@ -161,3 +161,19 @@ def test_a_group_run_is_one_frozen_value_with_its_deadline_an_object_like_an_att
         run.probe = True  # type: ignore[misc]
     copies = GroupRun.begin(task, w, "r", deadline, Breakers(None), "http://staging.example", False)  # type: ignore[arg-type]
     assert copies.lanes is None, "a copy (replay --to) never runs a lane"
+
+
+def test_a_copy_of_an_archived_proxy_capture_goes_with_its_own_method_path_and_query():
+    request = captured.Request("PATCH", "/orders/7", "a=1", (("X-Custom", "kept"),))
+    row = archive.ArchivedEvent("e1", "proxied.api", "r", "delivered", 1.0, 1, "201", 0, None, b'{"a":1}', b"{}",
+                                b"[]", b"[]", request.to_json())
+    server = ScriptedServer(http("200 OK"))
+    r = parse_route("r", "r.toml", {"match": "proxied.*", "endpoint": "http://127.0.0.1:1"}, 60)
+    try:
+        record, _ = delivery.send(outbound.Pools(), r.for_copies(), f"http://127.0.0.1:{server.port}",
+                                  delivery.from_row(row), 1, {"X-Bus-Replay": "copy"})
+    finally:
+        server.close()
+    assert record.status_code == 200
+    ((_, head),) = server.requests
+    assert head.startswith(b"PATCH /orders/7?a=1 HTTP/1.1\r\n") and b"X-Custom: kept" in head
