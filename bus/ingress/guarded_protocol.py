@@ -204,9 +204,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def answer(self, post: EventPost, status: int, extra: dict[str, str], body: bytes) -> None:
         """Write an event post's answer in one send, then let uvicorn start the next request or wait."""
-        head = [STATUS_LINE[status]]
-        head += [b"%s: %s\r\n" % pair for pair in self.server_state.default_headers]
-        head.append(b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body))
+        head = [STATUS_LINE[status], _fields(self.server_state.default_headers),
+                b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)]
         head += [b"%s: %s\r\n" % (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
         if not post.keep_alive:
             head.append(b"connection: close\r\n")
@@ -341,6 +340,18 @@ class OneWritePerTurn:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+_defaults: tuple[object, bytes] = (None, b"")
+
+
+def _fields(default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's default headers (date, X-Content-Type-Options) as head lines, made again only when
+    uvicorn's server puts a new list there (once a second, for the date)."""
+    global _defaults
+    if _defaults[0] is not default_headers:
+        _defaults = (default_headers, b"".join(b"%s: %s\r\n" % pair for pair in default_headers))
+    return _defaults[1]
 
 
 def configure(read_timeout: float, max_connections_per_client: int) -> None:

@@ -20,6 +20,8 @@ def headers_of(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
 
 
 def query_of(query_string: bytes) -> dict[str, str]:
+    if not query_string:
+        return {}  # most event posts: no parse_qsl to pay for
     query: dict[str, str] = {}
     for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         query.setdefault(name, value)  # the first of repeated fields, as werkzeug's args.get()
