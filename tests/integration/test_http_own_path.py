@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
+from bench.ingress_python import Wire
 from bus import intake, journal, settings
 from bus.ingress import asgi
 from bus.ingress.guarded_protocol import GuardedProtocol
@@ -38,35 +39,6 @@ def on_a_loop(test: Any) -> Any:
                     pipe.close()
         asyncio.run(body())
     return run
-
-
-class Wire:
-    """The transport a protocol writes into: what the client reads, and whether it was closed."""
-
-    def __init__(self) -> None:
-        self.sent = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.sent += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name in ("peername", "sockname") else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
 
 
 class SeenIngress(asgi.Ingress):
