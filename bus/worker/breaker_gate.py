@@ -1,4 +1,9 @@
-"""A delivery task's view of its route's endpoint breakers: send, or hold the event back behind one."""
+"""A delivery task's view of its route's endpoint breakers: send, or hold the event back behind one.
+
+Two breakers stand before an endpoint: its origin's, counting failures to connect (refused,
+connect timeout, no such host, TLS or proxy refusal: the host itself is not answering, whatever
+the path), and its own, counting every other failure (a retryable status, a read timeout). An
+event waits behind the origin's while that is open, else behind its endpoint's (endpoints.py)."""
 from __future__ import annotations
 
 import random
@@ -21,6 +26,11 @@ def endpoint_failed(record: dict[str, Any], route: Route) -> bool:
     return code is None or code in route.retryable_statuses
 
 
+def origin_failed(record: dict[str, Any]) -> bool:
+    """The attempt found no connection to the origin (delivery._attempt marks it)."""
+    return record.get("phase") == "connect"
+
+
 @dataclass
 class Breakers:
     """The route's open breakers as one task knows them: read with its events (journal.load_many),
@@ -32,22 +42,30 @@ class Breakers:
     complete: bool = True  # False: the route had more open breakers than were read; ask for the others
 
     def until(self, key: EndpointKey) -> float:
+        """Until when the endpoint's events wait: the later of its origin's breaker and its own (0: not open)."""
+        return max(self._until(key.origin), self._until(key))
+
+    def _until(self, key: EndpointKey) -> float:
         if key.digest not in self.open_until and not self.complete:
             found = journal.breakers.open_until(self.client, key.route, [key.digest])
             self.open_until[key.digest] = found.get(key.digest, 0.0)
         return self.open_until.get(key.digest, 0.0)
 
     def after_attempt(self, route: Route, key: EndpointKey, record: dict[str, Any], probe: bool) -> None:
-        """Count a failed request with its endpoint's breaker; an answer closed it when it was journaled."""
+        """Count a failed request with its origin's breaker (no connection) or its endpoint's (any other
+        failure); an answer closed them when it was journaled (the origin's on any status)."""
+        if record.get("status_code") is not None:
+            self.open_until.pop(key.origin.digest, None)
         if not endpoint_failed(record, route):
             self.open_until.pop(key.digest, None)
             return
+        counted = key.origin if origin_failed(record) else key
         opened = journal.breakers.failed(
-            self.client, key, time.time(), backoff.BREAKER_THRESHOLD,
+            self.client, counted, time.time(), backoff.BREAKER_THRESHOLD,
             min(route.retry_max_interval, backoff.BREAKER_MAX_INTERVAL), random.random(), probe,
             journal.breakers.ttl(route.retry_max_interval))
         if opened is not None:
-            self.open_until[key.digest] = opened
+            self.open_until[counted.digest] = opened
 
     def held_back(self, event: dict[str, Any], key: EndpointKey, probe: bool, task: str = "") -> Verdict | None:
         """None when the event is to be sent; else it waits behind its endpoint's open breaker (see
@@ -57,10 +75,11 @@ class Breakers:
         return self.hold(event, key, task)
 
     def hold(self, event: dict[str, Any], key: EndpointKey, task: str = "") -> Verdict:
-        """Park the event behind the endpoint's breaker (journal.breakers.hold_back): WAITING, or why
-        the journal refused (SUPERSEDED, GONE, DELIVERED, DEAD: another copy of the message,
-        `task`, moved it since it was loaded)."""
-        moved = journal.breakers.hold_back_move(self.client, event, key, time.time(), task=task)
+        """Park the event behind the open breaker of its origin, else of its endpoint
+        (journal.breakers.hold_back): WAITING, or why the journal refused (SUPERSEDED, GONE,
+        DELIVERED, DEAD: another copy of the message, `task`, moved it since it was loaded)."""
+        behind = key.origin if self._until(key.origin) > time.time() else key
+        moved = journal.breakers.hold_back_move(self.client, event, behind, time.time(), task=task)
         if moved == "due":
-            self.open_until.pop(key.digest, None)  # it closed meanwhile: the event is due on the retry schedule
+            self.open_until.pop(behind.digest, None)  # it closed meanwhile: the event is due on the retry schedule
         return from_journal(moved)

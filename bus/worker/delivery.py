@@ -139,8 +139,11 @@ def _attempt(pools: outbound.Pools, route: Route, url: str, body: bytes, headers
         retry_after = resp.headers.get("retry-after")
         if resp.headers.get("location"):
             record["location"] = resp.headers["location"][:500]
+    except outbound.NotConnected as exc:
+        # The origin took no connection: its breaker counts it, not the path's (breaker_gate.py).
+        record.update(status_code=None, error=str(exc)[:500], phase="connect")
     except (OSError, ValueError, AttemptDeadline) as exc:
-        # No answer: refused, timed out, TLS refused, reset, garbled (ValueError: a URL or header that cannot be sent).
+        # No answer: timed out, reset, garbled (ValueError: a URL or header that cannot be sent).
         record.update(status_code=None, error=f"{type(exc).__name__}: {exc}"[:500])
     record["duration"] = round(time.monotonic() - started, 4)
     # The journal shows attempts to every @journal reader: tokens in a URL's query or user info stay out.

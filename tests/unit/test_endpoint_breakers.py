@@ -17,8 +17,19 @@ def test_the_breaker_key_is_the_rendered_origin_and_path_without_credentials_or_
     assert endpoints.endpoint_of("http://svc") == "http://svc/"
 
 
+def test_every_path_of_an_origin_shares_its_origin_breaker_and_no_path_is_taken_for_it():
+    orders = endpoints.key_for("api", "http://svc.example:8000/api/orders/")
+    users = endpoints.key_for("api", "http://svc.example:8000/api/users/")
+    root = endpoints.key_for("api", "http://svc.example:8000/")
+    assert orders.origin == users.origin == root.origin
+    assert orders.origin.endpoint == "http://svc.example:8000" and endpoints.is_origin(orders.origin.endpoint)
+    assert root.origin.digest != root.digest and not endpoints.is_origin(root.endpoint), "/ is a path of its own"
+    assert orders.origin != endpoints.key_for("api", "http://svc.example:8001/api/orders/").origin
+    assert endpoints.EndpointKey("api", orders.endpoint, "audit").origin.destination == "audit"
+
+
 def failing_route(n: int, now: float) -> stats.RouteStats:
-    listed = [stats.EndpointStats(f"http://svc/api/e{i}/", now - 100 + i, 5 + i, "open", now + 1, i, 3.0)
+    listed = [stats.EndpointStats(f"http://svc/api/e{i}/", "path", now - 100 + i, 5 + i, "open", now + 1, i, 3.0)
               for i in range(min(n, 100))]
     return stats.RouteStats("api", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None, "failing", listed[0].failing_since, n, n,
                             listed)
