@@ -13,8 +13,9 @@ from typing import Any
 
 import redis
 
-from .. import journal
+from .. import endpoints, journal
 from ..endpoints import EndpointKey
+from ..errors import NoRoute
 from ..routes import Route
 from . import backoff
 from .verdict import Verdict, from_journal
@@ -40,6 +41,7 @@ class Breakers:
     client: redis.Redis
     open_until: dict[str, float] = field(default_factory=dict)  # endpoint digest -> until when
     complete: bool = True  # False: the route had more open breakers than were read; ask for the others
+    settled: dict[str, Verdict] = field(default_factory=dict)  # event id -> its verdict, held back by hold_ahead
 
     def until(self, key: EndpointKey) -> float:
         """Until when the endpoint's events wait: the later of its origin's breaker and its own (0: not open)."""
@@ -69,17 +71,49 @@ class Breakers:
 
     def held_back(self, event: dict[str, Any], key: EndpointKey, probe: bool, task: str = "") -> Verdict | None:
         """None when the event is to be sent; else it waits behind its endpoint's open breaker (see
-        hold) and this is its verdict. A probe is sent whatever the breaker says."""
-        if probe or self.until(key) <= time.time():
+        hold, or hold_ahead's verdict for it) and this is its verdict. A probe is sent whatever the
+        breaker says."""
+        if probe:
+            return None
+        if event["id"] in self.settled:  # whatever the breaker says now: the journal has it held, or due
+            return self.settled.pop(event["id"])
+        if self.until(key) <= time.time():
             return None
         return self.hold(event, key, task)
+
+    def hold_ahead(self, route: Route, events: list[dict[str, Any] | None], task: str) -> None:
+        """As the task starts, hold back every event of its group whose endpoint waits behind an open
+        breaker, one script per breaker (journal.breakers.hold_back_many) instead of one per event:
+        behind a down endpoint that is most of a backlog's first pass (docs/performance.md). Their
+        verdicts wait in `settled` for held_back. Not for batched or ordered routes: their loops
+        hand events on (a batch, a lane's run) before held_back would see them."""
+        now = time.time()
+        behind: dict[EndpointKey, list[str]] = {}
+        for event in events:
+            if event is None or event["status"] in (journal.DELIVERED, journal.DEAD):
+                continue
+            try:
+                key = endpoints.key_for(route.name, route.endpoint.render(event["tag"]))
+            except NoRoute:
+                continue  # the loop dead-letters it
+            if self.until(key) > now:
+                behind.setdefault(self._behind(key, now), []).append(event["id"])
+        for key, ids in behind.items():
+            moved = journal.breakers.hold_back_many(self.client, ids, route.name, key, now, task=task)
+            self.settled.update((i, from_journal(m)) for i, m in zip(ids, moved))
+            if "due" in moved:
+                self.open_until.pop(key.digest, None)  # it closed meanwhile: they are due on the retry schedule
 
     def hold(self, event: dict[str, Any], key: EndpointKey, task: str = "") -> Verdict:
         """Park the event behind the open breaker of its origin, else of its endpoint
         (journal.breakers.hold_back): WAITING, or why the journal refused (SUPERSEDED, GONE,
         DELIVERED, DEAD: another copy of the message, `task`, moved it since it was loaded)."""
-        behind = key.origin if self._until(key.origin) > time.time() else key
+        behind = self._behind(key, time.time())
         moved = journal.breakers.hold_back_move(self.client, event, behind, time.time(), task=task)
         if moved == "due":
             self.open_until.pop(behind.digest, None)  # it closed meanwhile: the event is due on the retry schedule
         return from_journal(moved)
+
+    def _behind(self, key: EndpointKey, now: float) -> EndpointKey:
+        """The breaker the endpoint's events wait behind: its origin's while that is open, else its own."""
+        return key.origin if self._until(key.origin) > now else key

@@ -549,12 +549,15 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
             event_ids, events, superseded = _mine(self, event_ids, events)
             if superseded:
                 verdicts[Verdict.SUPERSEDED] = superseded
+            if route is not None and not probe and route.batch_max <= 1 and not route.ordered:
+                gate.hold_ahead(route, events, self.request.id or "")  # one script per open breaker, not per event
         copies_to_retry = []
         lanes = _lane_run(self, w, route, deadline) if to is None else None
         handed: list[int] = []  # how many of the group a lane's run handed to a new message (_spread)
         for n, (unit, batched) in enumerate(_units(route, events, to)):
             if n and time.monotonic() > deadline:
-                _hand_off(w, route_name, [e for e in events[unit[0]:] if e is not None], to, self.request.id or "")
+                rest = [e for e in events[unit[0]:] if e is not None and e["id"] not in gate.settled]  # held: not sent
+                _hand_off(w, route_name, rest, to, self.request.id or "")
                 verdicts[Verdict.HANDED_OFF] = len(event_ids) - unit[0]
                 break
             ids, unit_events = [event_ids[i] for i in unit], [events[i] for i in unit]

@@ -12,6 +12,9 @@ import pytest
 
 from bus import endpoints, journal
 from bus.journal.keys import attempts_key, breaker_key, parked_key
+from bus.routes import load_routes
+from bus.worker.breaker_gate import Breakers
+from bus.worker.verdict import Verdict
 from conftest import Receiver, RedisServer, bus_env, free_port, start_worker, wait_until
 
 ROUTE = """
@@ -124,3 +127,30 @@ def test_after_the_origin_comes_back_every_waiting_event_is_delivered_once(origi
     assert {journal.load(origin.client, i)["status"] for i in ids} == {journal.DELIVERED}
     wait_until(lambda: not origin.failing(), 5, what="the origin's breaker closed")
     assert not origin.client.exists(parked_key("svc", held.digest))
+
+
+def test_a_task_holds_back_its_group_behind_an_open_breaker_in_one_script_not_one_per_event(own_redis, tmp_path):
+    """A backlog behind a down origin: each task's first step was one hold_back script per event."""
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "svc.toml").write_text(ROUTE.format(port=9))
+    route = load_routes(routes, 60).by_name["svc"]
+    client = own_redis.client()
+    events = [journal.NewEvent(str(uuid.uuid4()), f"svc.{name}", "svc", b"{}", time.time())
+              for _ in range(5) for name in PATHS]
+    journal.accept(client, events)
+    whole = endpoints.EndpointKey("svc", "http://127.0.0.1:9")
+    now = time.time()
+    for _ in range(5):
+        until = journal.breakers.failed(client, whole, now, 5, 2.0, 0.0)
+    gate = Breakers(client, {whole.digest: until})
+    loaded = [journal.load(client, e.id) for e in events]
+    journal.breakers.hold_back_many(client, [], "svc", whole, now)  # the script loaded: its first call has two
+    before = client.info("commandstats")["cmdstat_evalsha"]["calls"]
+    gate.hold_ahead(route, loaded, "")
+    assert client.info("commandstats")["cmdstat_evalsha"]["calls"] - before == 1
+    assert set(gate.settled.values()) == {Verdict.WAITING}
+    assert client.zcard(parked_key("svc", whole.digest)) == len(events)
+    assert {journal.load(client, e.id)["status"] for e in events} == {journal.RETRYING}
+    key = endpoints.key_for("svc", "http://127.0.0.1:9/svc/orders/")
+    assert gate.held_back(loaded[0], key, probe=False) == Verdict.WAITING, "the task's loop finds its verdict"
