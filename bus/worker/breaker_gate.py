@@ -6,6 +6,7 @@ the path), and its own, counting every other failure (a retryable status, a read
 event waits behind the origin's while that is open, else behind its endpoint's (endpoints.py)."""
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from ..errors import NoRoute
 from ..routes import Route
 from . import backoff
 from .verdict import Verdict, from_journal
+
+log = logging.getLogger("bus.delivery")
 
 
 def endpoint_failed(record: dict[str, Any], route: Route) -> bool:
@@ -89,15 +92,22 @@ class Breakers:
         hand events on (a batch, a lane's run) before held_back would see them."""
         now = time.time()
         behind: dict[EndpointKey, list[str]] = {}
-        for event in events:
-            if event is None or event["status"] in (journal.DELIVERED, journal.DEAD):
-                continue
-            try:
-                key = endpoints.key_for(route.name, route.endpoint.render(event["tag"]))
-            except NoRoute:
-                continue  # the loop dead-letters it
-            if self.until(key) > now:
-                behind.setdefault(self._behind(key, now), []).append(event["id"])
+        try:
+            for event in events:
+                if event is None or event["status"] in (journal.DELIVERED, journal.DEAD):
+                    continue
+                try:
+                    key = endpoints.key_for(route.name, route.endpoint.render(event["tag"]))
+                except NoRoute:
+                    continue  # the loop dead-letters it
+                if self.until(key) > now:
+                    behind.setdefault(self._behind(key, now), []).append(event["id"])
+        except journal.REDIS_DOWN:
+            raise
+        except Exception:
+            # Outside the loop's own guard: a bug here must not fail the task; the loop holds each event itself.
+            log.exception("holding back the group's events at once failed; the task holds each in turn")
+            return
         for key, ids in behind.items():
             moved = journal.breakers.hold_back_many(self.client, ids, route.name, key, now, task=task)
             self.settled.update((i, from_journal(m)) for i, m in zip(ids, moved))

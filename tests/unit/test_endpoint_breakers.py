@@ -43,6 +43,13 @@ def test_bus_stats_lists_ten_failing_endpoints_a_route_and_says_how_many_more():
     assert rows[1][2:] == ("2027-01-15 07:58:20Z (1m40s ago)", "5", "open", "0")
     assert rows[2][5] == "1 (oldest 3s)"
     assert rows[11][1] == "... and 15 more"
+
+
+def test_bus_stats_names_an_origin_breaker_as_every_path_of_a_host_that_takes_no_connection():
+    now = 1_800_000_000.0
+    whole = stats.EndpointStats("http://svc:8000", "origin", now - 10, 5, "open", now + 1, 40, 9.0)
+    route = stats.RouteStats("api", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None, "failing", now - 10, 1, 1, [whole])
+    assert stats.endpoint_table([route], now)[1][1] == "http://svc:8000 (every path: no connection)"
     assert stats.endpoint_table([], now) == []
     assert stats.endpoint_text(failing_route(25, now), now) == \
         "25 endpoints failing, the first since 2027-01-15 07:58:20Z (1m40s ago)"
