@@ -18,6 +18,7 @@ path), so a failing service holds back only its own events. Its pieces (keys.py)
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from ..endpoints import EndpointKey
 from . import scripts
 from .keys import breaker_key, event_key, failing_key, open_breakers_key, parked_key, queue_name, retry_key
 from .store import script
+from .values import Event, as_event
 
 # A breaker outlives its last failure by this long at least: long enough that "failing since"
 # survives the gaps between retries of a closed breaker, short enough that the keys of endpoints
@@ -104,7 +106,7 @@ def open_until(client: redis.Redis, route: str, digests: list[str]) -> dict[str,
 _HOLD_BACK = scripts.load("hold_back.lua")
 
 
-def hold_back(client: redis.Redis, event: dict[str, Any], key: EndpointKey, now: float,
+def hold_back(client: redis.Redis, event: Event | Mapping[str, Any], key: EndpointKey, now: float,
               reason: str = "waiting: endpoint failing (breaker open)", task: str = "") -> bool:
     """Park an event behind its endpoint's open breaker, without an attempt: it waits in the
     endpoint's parked set for the breaker to close. A breaker that closed since the caller looked
@@ -112,12 +114,13 @@ def hold_back(client: redis.Redis, event: dict[str, Any], key: EndpointKey, now:
     return hold_back_move(client, event, key, now, reason, task) == "held"
 
 
-def hold_back_move(client: redis.Redis, event: dict[str, Any], key: EndpointKey, now: float,
+def hold_back_move(client: redis.Redis, event: Event | Mapping[str, Any], key: EndpointKey, now: float,
                    reason: str = "waiting: endpoint failing (breaker open)", task: str = "") -> str:
     """hold_back, saying what became of the event (lua/hold_back.lua): 'held', 'due' (on the retry
     schedule: the breaker closed), or why the move was refused: 'gone', 'superseded' (`task`, the
     caller's, no longer has it), or the status it is in (delivered, dead)."""
-    return hold_back_many(client, [event["id"]], event["route"], key, now, reason, task)[0]
+    event = as_event(event)
+    return hold_back_many(client, [event.id], event.route, key, now, reason, task)[0]
 
 
 def hold_back_many(client: redis.Redis, ids: list[str], route: str, key: EndpointKey, now: float,

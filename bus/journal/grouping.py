@@ -20,10 +20,10 @@ from .store import (
     REDIS_DOWN,
     Idempotency,
     NewEvent,
-    decode,
     script,
     unavailable,
 )
+from .values import Event
 
 # Newly accepted events wait on their route's pending list, and a task message takes them
 # off it in groups of up to GROUP_SIZE: a request of one event does not cost one Celery task
@@ -216,7 +216,7 @@ def refill_if_idle(client: redis.Redis, route: str, group_size: int = GROUP_SIZE
 
 
 def load_many(pipe: SharedPipe, event_ids: list[str], route: str, group_size: int = GROUP_SIZE,
-              now: float = 0.0) -> tuple[list[dict[str, Any] | None], tuple[dict[str, float], bool]]:
+              now: float = 0.0) -> tuple[list[Event | None], tuple[dict[str, float], bool]]:
     """A task starts: the events (None for those gone) and the route's breakers open at `now`
     (endpoint digest -> open_until, and whether that is all of them: breakers.open_from_reply).
     In the same round trip the route's next pending group goes into a message of its own (see
@@ -238,7 +238,7 @@ def load_many(pipe: SharedPipe, event_ids: list[str], route: str, group_size: in
         if isinstance(reply, Exception):
             raise reply
     *raws, open_now = replies
-    return ([decode(i, dict(zip(raw[::2], raw[1::2]))) if raw else None for i, raw in zip(event_ids, raws)],
+    return ([Event.from_journal(i, dict(zip(raw[::2], raw[1::2]))) if raw else None for i, raw in zip(event_ids, raws)],
             breakers.open_from_reply(open_now))
 
 

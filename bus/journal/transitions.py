@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-import orjson
 import redis
 
 from ..broker.messages import Outgoing
@@ -32,9 +32,9 @@ from .keys import (
 from .store import (
     DEFAULT_RETENTION,
     RESPONSE_KEEP,
-    decode,
     script,
 )
+from .values import Attempt, Event, as_attempt, as_event, id_of
 
 # Every move of bus/lifecycle.py's table below is one script of lua/ that reads the event's status
 # (and the task its record names) itself and answers 'ok' or why it refused: 'gone', 'superseded',
@@ -53,7 +53,8 @@ def refusal(reply: bytes | str) -> str | None:
     return None if text == "ok" or text.startswith("ok ") else text
 
 
-def record_attempt(client: redis.Redis | SharedPipe, event: dict[str, Any], attempt: dict[str, Any], status: str,
+def record_attempt(client: redis.Redis | SharedPipe, event: Event | Mapping[str, Any],
+                   attempt: Attempt | Mapping[str, Any], status: str,
                    retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
                    endpoint_alive: bool = False, endpoint: EndpointKey | None = None,
                    lane_group: list[Any] | None = None, take: tuple[str, float] | None = None) -> str | None:
@@ -79,41 +80,41 @@ def record_attempt(client: redis.Redis | SharedPipe, event: dict[str, Any], atte
                                  lane_group, take)[0]
 
 
-def record_attempt_taking(client: redis.Redis | SharedPipe, event: dict[str, Any], attempt: dict[str, Any],
-                          status: str, retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
-                          endpoint_alive: bool = False, endpoint: EndpointKey | None = None,
+def record_attempt_taking(client: redis.Redis | SharedPipe, event: Event | Mapping[str, Any],
+                          attempt: Attempt | Mapping[str, Any], status: str, retention: int = DEFAULT_RETENTION,
+                          retry_at: float | None = None, endpoint_alive: bool = False, endpoint: EndpointKey | None = None,
                           lane_group: list[Any] | None = None, take: tuple[str, float] | None = None
-                          ) -> tuple[str | None, dict[str, Any] | None]:
-    """record_attempt's refusal, and the record of the lane's next event the task took (None: none), as
-    store.load gives it: the script sends it back, so the task need not load it."""
+                          ) -> tuple[str | None, Event | None]:
+    """record_attempt's refusal, and the lane's next event the task took (None: none): the script
+    sends its record back, so the task need not load it."""
     keys, args = record_attempt_call(event, attempt, status, retention, retry_at, endpoint_alive, endpoint)
     if lane_group:
         args += [*lane_group, *((take[0], repr(take[1])) if take else ("", ""))]
     reply = script(client, RECORD_ATTEMPT_SCRIPT)(keys=keys, args=args)
     if isinstance(reply, list):  # ['ok <id>', the taken event's HGETALL]
         taken_id, flat = reply[0].decode()[3:], reply[1]
-        return None, decode(taken_id, dict(zip(flat[::2], flat[1::2])))
+        return None, Event.from_journal(taken_id, dict(zip(flat[::2], flat[1::2])))
     text = reply.decode() if isinstance(reply, bytes) else reply
     return refusal(text), None
 
 
-def record_attempt_call(event: dict[str, Any], attempt: dict[str, Any], status: str,
+def record_attempt_call(event: Event | Mapping[str, Any], attempt: Attempt | Mapping[str, Any], status: str,
                         retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
                         endpoint_alive: bool = False, endpoint: EndpointKey | None = None
                         ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of RECORD_ATTEMPT_SCRIPT (lua/record_attempt.lua names them; see record_attempt),
     for callers with a connection of their own. The journaled attempt keeps RESPONSE_KEEP of the
-    response; the caller's `attempt` is left as it is."""
-    attempt = _response_kept(attempt)
-    last = attempt.get("status_code") or attempt.get("error") or ""
-    event_id, route = event["id"], event["route"]
+    response (a new value: the caller's `attempt` is left as it is)."""
+    event, attempt = as_event(event), _response_kept(as_attempt(attempt))
+    last = attempt.status_code or attempt.error or ""
+    event_id, route = event.id, event.route
     digest, origin = (endpoint.digest, endpoint.origin.digest) if endpoint else ("", "")
     keys = [event_key(event_id), attempts_key(event_id), copies_key(event_id), retry_key(route),
             breaker_key(route, digest), COUNTERS, latency_key(route)]
     # An answer of any status says the origin takes connections: its breaker closes ('o'), the path's
     # only when the answer is not a failure ('1').
-    closes = "0" if endpoint is None else "1" if endpoint_alive else "o" if attempt.get("status_code") else "0"
-    args = [event_id, route, repr(event["received"]), orjson.dumps(attempt), status, str(last),
+    closes = "0" if endpoint is None else "1" if endpoint_alive else "o" if attempt.status_code else "0"
+    args = [event_id, route, repr(event.received), attempt.to_journal(), status, str(last),
             retention if status == DELIVERED else "", repr(retry_at) if retry_at is not None else "", closes]
     slot, counted = _count_outcome(event, status, attempt)
     return (keys + [slot, parked_key(route, digest), open_breakers_key(route), failing_key(route),
@@ -124,26 +125,31 @@ def record_attempt_call(event: dict[str, Any], attempt: dict[str, Any], status: 
 # A task loads its events when it starts and sends them one after another, for up to the
 # visibility timeout. A redelivered message (kombu restored it, or recovery made it) checks each
 # event again right before sending it (lua/recheck.lua).
-def recheck(client: redis.Redis | SharedPipe, events: list[dict[str, Any]], task_id: str) -> list[str]:
+def recheck(client: redis.Redis | SharedPipe, events: Sequence[Event | Mapping[str, Any]], task_id: str) -> list[str]:
     """Whether task `task_id` still sends each event (see _RECHECK): per event 'ok', 'gone',
-    'superseded', 'delivered' or 'dead'."""
-    return [refused or "ok" for refused, _ in recheck_events(client, events, task_id)]
+    'superseded', 'delivered' or 'dead'. Only the events' ids are read."""
+    return [answer.split(" ", 1)[0] for answer in _rechecked(client, [id_of(event) for event in events], task_id)]
 
 
-def recheck_events(client: redis.Redis | SharedPipe, events: list[dict[str, Any]], task_id: str
-                   ) -> list[tuple[str | None, dict[str, Any]]]:
-    """recheck, with the event to send: per event (None, a new copy of it with its attempts and status
+def recheck_events(client: redis.Redis | SharedPipe, events: Sequence[Event | Mapping[str, Any]], task_id: str
+                   ) -> list[tuple[str | None, Event]]:
+    """recheck, with the event to send: per event (None, a new value of it with its attempts and status
     as the journal has them now), or (why not: 'gone', 'superseded', 'delivered', 'dead', the event
-    as given). The caller's events are left as they are."""
-    answers = script(client, _RECHECK)(keys=[event_key(event["id"]) for event in events], args=[task_id])
-    checked: list[tuple[str | None, dict[str, Any]]] = []
-    for event, raw in zip(events, answers):
-        state, *fresh = raw.decode().split(" ")
+    as given)."""
+    given = [as_event(event) for event in events]
+    checked: list[tuple[str | None, Event]] = []
+    for event, answer in zip(given, _rechecked(client, [event.id for event in given], task_id)):
+        state, *fresh = answer.split(" ")
         if state == "ok":
-            checked.append((None, {**event, "attempts": int(fresh[0]), "status": fresh[1]}))
+            checked.append((None, replace(event, attempts=int(fresh[0]), status=fresh[1])))
         else:
             checked.append((state, event))
     return checked
+
+
+def _rechecked(client: redis.Redis | SharedPipe, event_ids: list[str], task_id: str) -> list[str]:
+    """lua/recheck.lua's answer per event: 'ok <attempts> <status>', or why the task no longer sends it."""
+    return [raw.decode() for raw in script(client, _RECHECK)(keys=[event_key(i) for i in event_ids], args=[task_id])]
 
 
 def status_class(code: int | None) -> str:
@@ -151,31 +157,32 @@ def status_class(code: int | None) -> str:
     return f"{code // 100}xx" if code else "error"
 
 
-def _count_outcome(event: dict[str, Any], status: str, attempt: dict[str, Any]) -> tuple[str, list[Any]]:
+def _count_outcome(event: Event, status: str, attempt: Attempt) -> tuple[str, list[Any]]:
     """The delivered-slot key and the counter arguments of record_attempt's script for this outcome."""
-    route = event["route"]
-    done = attempt.get("at", time.time()) + attempt.get("duration", 0.0)
+    route = event.route
+    done = attempt.at + (attempt.duration or 0.0)
     slot = slot_key(route, int(done // SLOT))
     if status != DELIVERED:
         kind = "retried" if status == RETRYING else "dead"
-        return slot, [f"{kind}:{route}:{status_class(attempt.get('status_code'))}", "", 0, 0]
+        return slot, [f"{kind}:{route}:{status_class(attempt.status_code)}", "", 0, 0]
     # A replayed event is timed from its replay: the days it spent dead say nothing about delivery.
-    seconds = max(0.0, done - max(event["received"], event.get("replayed", 0.0)))
+    seconds = max(0.0, done - max(event.received, event.replayed or 0.0))
     bucket = next((repr(b) for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
     return slot, [f"delivered:{route}", bucket, repr(seconds), 3600 + 2 * SLOT]
 
 
-def park(client: redis.Redis, event: dict[str, Any], until: float, reason: str = "waiting for its next attempt",
-         task: str = "") -> str | None:
+def park(client: redis.Redis, event: Event | Mapping[str, Any], until: float,
+         reason: str = "waiting for its next attempt", task: str = "") -> str | None:
     """Hold an event off until `until` without an attempt: no worker memory, just Redis. The
     message that parked it is done with it: the retry schedule makes the next one.
 
     `task`: the task parking it ('' when none). None when parked; else why not (lua/park.lua):
     'gone', 'superseded' (another copy of the message, or another task, moved it since it was
     loaded) or the status it is in (delivered or dead: nothing to wait for)."""
+    event = as_event(event)
     return refusal(script(client, _PARK)(
-        keys=[event_key(event["id"]), retry_key(event["route"])],
-        args=[event["id"], event["route"], repr(until), reason, task]))
+        keys=[event_key(event.id), retry_key(event.route)],
+        args=[event.id, event.route, repr(until), reason, task]))
 
 
 
@@ -239,25 +246,25 @@ return 1
 """
 
 
-def record_copy(client: redis.Redis, event_id: str, attempt: dict[str, Any]) -> bool:
+def record_copy(client: redis.Redis, event_id: str, attempt: Attempt | Mapping[str, Any]) -> bool:
     """A replay sent to another URL (--to): kept apart so the event's own state is untouched.
     False when the event is no longer in Redis (archived): the caller records it there."""
     return bool(script(client, _RECORD_COPY)(keys=[event_key(event_id), copies_key(event_id)],
-                                             args=[orjson.dumps(copy_record(attempt))]))
+                                             args=[copy_record(attempt).to_journal()]))
 
 
-def copy_record(attempt: dict[str, Any]) -> dict[str, Any]:
-    """A copy's attempt as it is kept: its response cut to RESPONSE_KEEP (a new dict when cut)."""
-    return _response_kept(attempt)
+def copy_record(attempt: Attempt | Mapping[str, Any]) -> Attempt:
+    """A copy's attempt as it is kept: its response cut to RESPONSE_KEEP (a new value when cut)."""
+    return _response_kept(as_attempt(attempt))
 
 
-def _response_kept(attempt: dict[str, Any]) -> dict[str, Any]:
-    """`attempt` with its response cut to RESPONSE_KEEP: itself when it is short enough, else a new dict,
+def _response_kept(attempt: Attempt) -> Attempt:
+    """`attempt` with its response cut to RESPONSE_KEEP: itself when it is short enough, else a new value,
     so the common short answer costs no copy."""
-    response = attempt.get("response")
+    response = attempt.response
     if response is None or len(response) <= RESPONSE_KEEP:
         return attempt
-    return {**attempt, "response": response[:RESPONSE_KEEP]}
+    return replace(attempt, response=response[:RESPONSE_KEEP])
 
 
 def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tuple[Outgoing, str]],

@@ -10,13 +10,13 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
 from .. import endpoints, journal
 from ..endpoints import EndpointKey
 from ..errors import NoRoute
+from ..journal import Attempt, Event
 from ..routes import Route
 from . import backoff
 from .verdict import Verdict, from_journal
@@ -24,15 +24,15 @@ from .verdict import Verdict, from_journal
 log = logging.getLogger("bus.delivery")
 
 
-def endpoint_failed(record: dict[str, Any], route: Route) -> bool:
+def endpoint_failed(record: Attempt, route: Route) -> bool:
     """No answer, or an answer that says the endpoint cannot take anything right now."""
-    code = record.get("status_code")
+    code = record.status_code
     return code is None or code in route.retryable_statuses
 
 
-def origin_failed(record: dict[str, Any]) -> bool:
+def origin_failed(record: Attempt) -> bool:
     """The attempt found no connection to the origin (delivery._attempt marks it)."""
-    return record.get("phase") == "connect"
+    return record.phase == "connect"
 
 
 @dataclass
@@ -56,10 +56,10 @@ class Breakers:
             self.open_until[key.digest] = found.get(key.digest, 0.0)
         return self.open_until.get(key.digest, 0.0)
 
-    def after_attempt(self, route: Route, key: EndpointKey, record: dict[str, Any], probe: bool) -> None:
+    def after_attempt(self, route: Route, key: EndpointKey, record: Attempt, probe: bool) -> None:
         """Count a failed request with its origin's breaker (no connection) or its endpoint's (any other
         failure); an answer closed them when it was journaled (the origin's on any status)."""
-        if record.get("status_code") is not None:
+        if record.status_code is not None:
             self.open_until.pop(key.origin.digest, None)
         if not endpoint_failed(record, route):
             self.open_until.pop(key.digest, None)
@@ -72,19 +72,19 @@ class Breakers:
         if opened is not None:
             self.open_until[counted.digest] = opened
 
-    def held_back(self, event: dict[str, Any], key: EndpointKey, probe: bool, task: str = "") -> Verdict | None:
+    def held_back(self, event: Event, key: EndpointKey, probe: bool, task: str = "") -> Verdict | None:
         """None when the event is to be sent; else it waits behind its endpoint's open breaker (see
         hold, or hold_ahead's verdict for it) and this is its verdict. A probe is sent whatever the
         breaker says."""
         if probe:
             return None
-        if event["id"] in self.settled:  # whatever the breaker says now: the journal has it held, or due
-            return self.settled.pop(event["id"])
+        if event.id in self.settled:  # whatever the breaker says now: the journal has it held, or due
+            return self.settled.pop(event.id)
         if self.until(key) <= time.time():
             return None
         return self.hold(event, key, task)
 
-    def hold_ahead(self, route: Route, events: list[dict[str, Any] | None], task: str) -> None:
+    def hold_ahead(self, route: Route, events: list[Event | None], task: str) -> None:
         """As the task starts, hold back every event of its group whose endpoint waits behind an open
         breaker, one script per breaker (journal.breakers.hold_back_many) instead of one per event:
         behind a down endpoint that is most of a backlog's first pass (docs/performance.md). Their
@@ -94,14 +94,14 @@ class Breakers:
         behind: dict[EndpointKey, list[str]] = {}
         try:
             for event in events:
-                if event is None or event["status"] in (journal.DELIVERED, journal.DEAD):
+                if event is None or event.status in (journal.DELIVERED, journal.DEAD):
                     continue
                 try:
-                    key = endpoints.key_for(route.name, route.endpoint.render(event["tag"]))
+                    key = endpoints.key_for(route.name, route.endpoint.render(event.tag))
                 except NoRoute:
                     continue  # the loop dead-letters it
                 if self.until(key) > now:
-                    behind.setdefault(self._behind(key, now), []).append(event["id"])
+                    behind.setdefault(self._behind(key, now), []).append(event.id)
         except journal.REDIS_DOWN:
             raise
         except Exception:
@@ -114,7 +114,7 @@ class Breakers:
             if "due" in moved:
                 self.open_until.pop(key.digest, None)  # it closed meanwhile: they are due on the retry schedule
 
-    def hold(self, event: dict[str, Any], key: EndpointKey, task: str = "") -> Verdict:
+    def hold(self, event: Event, key: EndpointKey, task: str = "") -> Verdict:
         """Park the event behind the open breaker of its origin, else of its endpoint
         (journal.breakers.hold_back): WAITING, or why the journal refused (SUPERSEDED, GONE,
         DELIVERED, DEAD: another copy of the message, `task`, moved it since it was loaded)."""

@@ -1,4 +1,5 @@
-"""An attempt's deadline (open_timeout + read_timeout) as an object every blocking socket step takes its timeout from.
+"""A deadline as an object: an attempt's (open_timeout + read_timeout), which every blocking socket step
+takes its timeout from, and a task's group's (group_run.group_deadline: no attempt starts after it).
 
 A per-read timeout alone lets a receiver that sends a byte every second hold a worker for
 ever, and outlive the visibility timeout routes.py sized for open_timeout + read_timeout
@@ -21,7 +22,7 @@ class AttemptDeadline(Exception):
 @dataclass(frozen=True)
 class Deadline:
     seconds: float
-    at: float  # time.monotonic() when the attempt must be over
+    at: float  # time.monotonic() when the attempt (or the group's last start) must be over
 
     @classmethod
     def after(cls, seconds: float) -> Deadline:

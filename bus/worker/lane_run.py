@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+
+from ..journal import Event
+from .deadline import Deadline
 
 # How many groups' worth of its lane's events a task sends before it ends. Each task start costs the
 # lane ~30-130 ms on a loaded 2-core VM (the pool process waits for its next message meanwhile:
@@ -21,20 +23,20 @@ class LaneRun:
     schedule for `lease` seconds: should the task die first, the retry mover sends it."""
 
     task_id: str
-    deadline: float  # time.monotonic() after which nothing is taken: the task must end before the visibility timeout
+    deadline: Deadline  # the task's group's: after it nothing is taken, the task must end before the visibility timeout
     lease: float
     limit: int
-    taken: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (id, record) to send next
+    taken: list[tuple[str, Event]] = field(default_factory=list)  # (id, event) to send next
     count: int = 0
 
     def offer(self) -> tuple[str, float] | None:
         """(task id, lease's end) to take a lane's next event, or None when the task takes no more."""
-        if self.count >= self.limit or time.monotonic() > self.deadline:
+        if self.count >= self.limit or self.deadline.passed():
             return None
         return self.task_id, time.time() + self.lease
 
-    def took(self, record: dict[str, Any] | None) -> None:
-        """The record of the event record_attempt.lua took (it comes back with the answer), or None."""
-        if record is not None:
-            self.taken.append((record["id"], record))
+    def took(self, event: Event | None) -> None:
+        """The event record_attempt.lua took (its record comes back with the answer), or None."""
+        if event is not None:
+            self.taken.append((event.id, event))
             self.count += 1

@@ -117,7 +117,7 @@ def _probe(client: object, route: Route, now: float) -> int:
 
 
 def _run(routes: list[Route]) -> None:
-    from .delivery import worker
+    from .process import worker
 
     while not _stop.is_set():
         try:
@@ -136,7 +136,7 @@ def _run(routes: list[Route]) -> None:
 
 @worker_ready.connect
 def _start(sender: Any = None, **_: object) -> None:
-    from .delivery import worker
+    from .process import worker
 
     consumed = set(sender.app.amqp.queues.consume_from or sender.app.amqp.queues) if sender else set()
     routes = [r for r in worker().router.routes if journal.queue_name(r.name) in consumed]

@@ -223,7 +223,7 @@ def test_the_record_names_the_task_message_that_sends_the_event_next(bus):
     loaded = journal.load(client, event_id)
     stale = {**loaded, "attempts": 99, "status": journal.DEAD}
     ((refused, fresh),) = journal.recheck_events(client, [stale], owner())
-    assert refused is None and (fresh["attempts"], fresh["status"]) == (loaded["attempts"], loaded["status"])
+    assert refused is None and (fresh.attempts, fresh.status) == (loaded["attempts"], loaded["status"])
     assert (stale["attempts"], stale["status"]) == (99, journal.DEAD), "the caller's copy is left as it is"
 
     journal.record_attempt(client, journal.load(client, event_id),

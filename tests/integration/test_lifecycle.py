@@ -18,6 +18,8 @@ from bus.routes import load_configured
 from bus.wire.pipelined import SharedPipe
 from bus.worker import delivery, outbound
 from bus.worker.breaker_gate import Breakers
+from bus.worker.deadline import Deadline
+from bus.worker.group_run import GroupRun
 from conftest import parked_tag
 
 ANSWERED = {"attempt": 1, "duration": 0.01, "status_code": 200}
@@ -172,6 +174,11 @@ def redelivered_task(task_id: str) -> SimpleNamespace:
                                                    delivery_info={"redelivered": True, "routing_key": "bus.parked"}))
 
 
+def run_of(task, w, gate: Breakers) -> GroupRun:
+    """The run of that task over its group of the `parked` route, as deliver() begins it."""
+    return GroupRun.begin(task, w, "parked", Deadline.after(60), gate, None, False)
+
+
 def test_with_the_breaker_open_a_redelivered_copy_cannot_park_an_event_another_copy_delivered(bus, client, worker):
     """Two copies of one message (kombu restored it while the first still ran): both loaded the
     event; the first delivered it; the second finds its endpoint's breaker open. Its park comes
@@ -183,8 +190,8 @@ def test_with_the_breaker_open_a_redelivered_copy_cannot_park_an_event_another_c
     second_copy = journal.load(client, event_id)
     journal.record_attempt(client, journal.load(client, event_id), attempt(), journal.DELIVERED)  # the first copy
 
-    verdict = delivery._deliver_one(redelivered_task(task), worker, second_copy, open_breaker(worker, second_copy),
-                                    None, False)
+    verdict = delivery._deliver_one(run_of(redelivered_task(task), worker, open_breaker(worker, second_copy)),
+                                    journal.Event.from_record(second_copy))
     assert verdict == journal.DELIVERED, "left alone: it is delivered"
     record = journal.load(client, event_id)
     assert (record["status"], record["attempts"]) == (journal.DELIVERED, 1)
@@ -197,7 +204,8 @@ def test_with_the_breaker_open_a_redelivered_copy_still_parks_an_event_that_is_i
     task = copy_for(client, event_id, "restored-message-alone")
 
     event = journal.load(client, event_id)
-    verdict = delivery._deliver_one(redelivered_task(task), worker, event, open_breaker(worker, event), None, False)
+    verdict = delivery._deliver_one(run_of(redelivered_task(task), worker, open_breaker(worker, event)),
+                                    journal.Event.from_record(event))
     assert verdict == "waiting"
     assert journal.load(client, event_id)["status"] == journal.RETRYING
     assert client.zscore(journal.retry_key("parked"), event_id) is not None, \

@@ -183,8 +183,9 @@ def test_a_delivered_head_hands_the_task_its_lanes_next_record_and_a_stale_copy_
         refused, taken = journal.record_attempt_taking(client, head, dict(answered), journal.DELIVERED,
                                                        lane_group=journal.lane_group("ord", 25), take=("task-x", lease))
         assert refused is None
-        assert taken == journal.load(client, second), "the record comes back as the journal holds it, body and all"
-        assert (taken["task"], taken["status"], taken["body"]) == ("task-x", journal.QUEUED, b'{"n":1}')
+        assert taken == journal.Event.from_record(journal.load(client, second)), \
+            "the record comes back as the journal holds it, body and all"
+        assert (taken.task, taken.status, taken.body) == ("task-x", journal.QUEUED, b'{"n":1}')
         assert client.zscore("bus:retry:ord", second) == pytest.approx(lease), "on its lease, should the task die"
         assert client.hget("bus:lanes:ord", ":ord.k") == second.encode()
         # Another copy of the head's message records it again: refused, and it takes nothing.

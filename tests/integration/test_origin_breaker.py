@@ -144,7 +144,7 @@ def test_a_task_holds_back_its_group_behind_an_open_breaker_in_one_script_not_on
     for _ in range(5):
         until = journal.breakers.failed(client, whole, now, 5, 2.0, 0.0)
     gate = Breakers(client, {whole.digest: until})
-    loaded = [journal.load(client, e.id) for e in events]
+    loaded = [journal.Event.from_record(journal.load(client, e.id)) for e in events]  # as a task loads them
     journal.breakers.hold_back_many(client, [], "svc", whole, now)  # the script loaded: its first call has two
     before = client.info("commandstats")["cmdstat_evalsha"]["calls"]
     gate.hold_ahead(route, loaded, "")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from bus import journal
+from bus.journal import Attempt
 from bus.journal.store import RESPONSE_KEEP
 
 EVENT = {"id": "e1", "route": "api", "received": 1.0}
@@ -19,11 +20,11 @@ def test_record_attempt_call_keeps_the_response_cut_and_leaves_the_callers_attem
     assert attempt == long_attempt()
 
 
-def test_a_copys_record_is_cut_in_a_new_dict_and_a_short_one_is_not_copied():
-    attempt = long_attempt()
+def test_a_copys_record_is_cut_in_a_new_value_and_a_short_one_is_not_copied():
+    attempt = Attempt.from_record(long_attempt())
     kept = journal.copy_record(attempt)
-    assert len(kept["response"]) == RESPONSE_KEEP and attempt == long_attempt()
-    short = {"attempt": 1, "response": "ok"}
+    assert len(kept.response) == RESPONSE_KEEP and attempt == Attempt.from_record(long_attempt())
+    short = Attempt(1, 2.0, response="ok")
     assert journal.copy_record(short) is short
-    no_answer = {"attempt": 1, "status_code": None, "error": "ConnectionRefusedError"}
+    no_answer = Attempt(1, 2.0, status_code=None, error="ConnectionRefusedError")
     assert journal.copy_record(no_answer) is no_answer

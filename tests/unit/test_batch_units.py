@@ -1,6 +1,7 @@
 """How a task's events are cut into requests: singles, or same-tag runs of at most batch_max (pure)."""
 from __future__ import annotations
 
+from bus.journal import Event
 from bus.routes import parse_route
 from bus.worker.delivery import _units
 
@@ -10,8 +11,8 @@ def route(batch_max: int):
                                        "batch_max": batch_max}, 60)
 
 
-def event(tag: str, status: str = "queued") -> dict:
-    return {"tag": tag, "status": status}
+def event(tag: str, status: str = "queued") -> Event:
+    return Event("e", tag, "r", status, b"{}", 0.0)
 
 
 EVENTS = [event("a.x"), event("a.x"), event("a.x"), event("a.y"), None, event("a.y", "delivered"), event("a.y")]

@@ -9,6 +9,7 @@ import pytest
 
 from bus import settings
 from bus.errors import ConfigError
+from bus.journal import Attempt, Event
 from bus.routes import parse_route
 from bus.settings import OutboundSettings
 from bus.worker import outbound
@@ -239,14 +240,14 @@ def test_the_whole_attempt_deadline_holds_outside_the_main_thread_as_in_a_thread
     server = TricklingServer()
     r = parse_route("r", "r.toml", {"match": "a.*", "endpoint": f"http://127.0.0.1:{server.port}/in",
                                     "open_timeout": 0.5, "read_timeout": 1}, 60)
-    records: list[dict] = []
-    event = {"id": "e1", "tag": "a.b", "body": b"{}"}
+    records: list[Attempt] = []
+    event = Event("e1", "a.b", "r", "queued", b"{}", 0.0)
     thread = threading.Thread(target=lambda: records.append(delivery.send(outbound.Pools(), r, r.endpoint.render("a.b"),
                                                                           event, 1)[0]))
     thread.start()
     thread.join(10)
     server.close()
     [record] = records
-    assert record["status_code"] is None
-    assert record["error"].startswith("AttemptDeadline: no complete answer within 1.5s (open_timeout + read_timeout)")
-    assert record["duration"] < 1.5 + 0.3, "each trickled byte came within read_timeout; the attempt's deadline cut it"
+    assert record.status_code is None
+    assert record.error.startswith("AttemptDeadline: no complete answer within 1.5s (open_timeout + read_timeout)")
+    assert record.duration < 1.5 + 0.3, "each trickled byte came within read_timeout; the attempt's deadline cut it"

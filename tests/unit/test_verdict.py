@@ -10,6 +10,7 @@ from celery.exceptions import Retry
 
 from bus import logs
 from bus.errors import BusError, DeadLettered
+from bus.journal import Attempt, Event
 from bus.worker import classify, delivery, task_outcome
 from bus.worker.verdict import WAITING_ON_SCHEDULE, UnknownAnswer, Verdict, from_journal
 
@@ -48,8 +49,8 @@ def test_classify_names_the_same_three_verdicts():
 @pytest.mark.parametrize("fmt", ["text", "json"])
 @pytest.mark.parametrize("verdict", [Verdict.DELIVERED, Verdict.RETRY, Verdict.DEAD])
 def test_an_attempts_log_line_shows_the_verdict_as_before(caplog, fmt, verdict):
-    event = {"id": "e1", "tag": "api.x", "route": "api"}
-    record = {"attempt": 1, "status_code": 503, "duration": 0.01}
+    event = Event("e1", "api.x", "api", "queued", b"{}", 0.0)
+    record = Attempt(1, 0.0, status_code=503, duration=0.01)
     with caplog.at_level(logging.INFO, logger="bus.delivery"):
         delivery._log(event, record, classify.Outcome(verdict, delay=1.5 if verdict == Verdict.RETRY else 0.0))
     (line,) = [r for r in caplog.records if r.name == "bus.delivery"]
