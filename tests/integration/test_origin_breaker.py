@@ -4,6 +4,7 @@ HTTP answer (a 503 of one path) stays that path's own. Each test has its own Red
 receiver, on a port the test stops and starts."""
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 
@@ -32,6 +33,10 @@ class Origin:
 
     def __init__(self, tmp) -> None:
         self.port = free_port()
+        # Bound, never listening: a connect is refused, and no other test's server can take the port
+        # while the origin is down (one loaded run failed here, the likeliest cause being just that).
+        self.placeholder = socket.socket()
+        self.placeholder.bind(("127.0.0.1", self.port))
         (tmp / "redis").mkdir()
         self.redis = RedisServer(tmp / "redis")
         self.receiver = Receiver(port=self.port)
@@ -41,6 +46,11 @@ class Origin:
         self.redis.start()
         self.client = self.redis.client()
         self.worker = start_worker(bus_env(self.redis.url, routes), tmp / "worker.log", "svc")
+
+    def up(self) -> None:
+        """The origin comes back: the receiver listens on its port."""
+        self.placeholder.close()
+        self.receiver.start()
 
     def key(self, name: str) -> endpoints.EndpointKey:
         return endpoints.key_for("svc", f"http://127.0.0.1:{self.port}/svc/{name}/")
@@ -68,6 +78,7 @@ class Origin:
 
     def close(self) -> None:
         self.worker.stop()
+        self.placeholder.close()
         self.receiver.stop()
         self.redis.stop()
 
@@ -96,7 +107,7 @@ def test_six_paths_of_a_refused_origin_are_probed_once_per_step_not_once_per_pat
 
 def test_a_503_on_one_path_leaves_the_other_paths_of_the_origin_sending(origin):
     origin.receiver.script("/svc/orders/", *[503] * 10_000)
-    origin.receiver.start()
+    origin.up()
     healthy = PATHS[1:]
     ids = origin.accept(PATHS, 10)
     healthy_ids = [i for n, i in enumerate(ids) if PATHS[n % len(PATHS)] in healthy]
@@ -117,7 +128,7 @@ def test_after_the_origin_comes_back_every_waiting_event_is_delivered_once(origi
                what="the events held back behind the origin's breaker")
     (state,) = origin.failing()
     assert state.held >= len(ids) - 10
-    origin.receiver.start()
+    origin.up()
     back = time.time()
     wait_until(lambda: len(set(origin.receiver.ids("/svc/"))) == len(ids), 20, what="every waiting event")
     drained = time.time() - back
