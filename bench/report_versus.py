@@ -83,7 +83,8 @@ def text(record: dict) -> str:
         idle = _get(rows, "idle", side)
         if idle:
             out.append(f"\nWhere the PSS goes, {side} idle ({idle['pss_mib']} MiB PSS, {idle['rss_mib']} MiB RSS):")
-            out += [f"  {p['pss_mib']:6.1f} MiB PSS {p['rss_mib']:6.1f} RSS  {p['cmd']}" for p in idle["processes"]]
+            out += [f"  {p['pss_mib']:6.1f} MiB PSS {p['rss_mib']:6.1f} RSS {p.get('private_mib', 0):6.1f} own  {p['cmd']}"
+                    for p in idle["processes"]]
     for err in record.get("errors", []):
         out.append(f"ERROR {err}")
     return "\n".join(out)

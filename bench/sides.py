@@ -17,19 +17,26 @@ from .procs import PY, REPO, BenchError, Cluster, connects, free_port, http_get,
 TAGS = [f"api.t{i}" for i in range(6)]  # 6 tags, as in the issue's measurements
 
 
-def pss_kib(pid: int) -> tuple[int, int]:
-    """(PSS, RSS) of one process in KiB from smaps_rollup; (0, 0) when it is gone."""
-    pss = rss = 0
+def smaps_kib(pid: int) -> dict[str, int]:
+    """Pss, Rss and Private_Dirty of one process in KiB from smaps_rollup (zeros when it is gone).
+    Private_Dirty is what the process adds to its tree: the pages only it maps, which for a forked
+    child includes a page its relatives have rewritten since (it alone still maps the original)."""
+    found = dict.fromkeys(("Pss", "Rss", "Private_Dirty"), 0)
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("Pss:"):
-                    pss = int(line.split()[1])
-                elif line.startswith("Rss:"):
-                    rss = int(line.split()[1])
+                name, _, rest = line.partition(":")
+                if name in found:
+                    found[name] = int(rest.split()[0])
     except OSError:
         pass
-    return pss, rss
+    return found
+
+
+def pss_kib(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) of one process in KiB from smaps_rollup; (0, 0) when it is gone."""
+    found = smaps_kib(pid)
+    return found["Pss"], found["Rss"]
 
 
 def cmdline(pid: int) -> str:
@@ -75,8 +82,9 @@ class Side:
     def memory(self) -> dict:
         rows = []
         for pid in self.pids():
-            pss, rss = pss_kib(pid)
-            rows.append({"pid": pid, "cmd": cmdline(pid), "pss_mib": round(pss / 1024, 1), "rss_mib": round(rss / 1024, 1)})
+            kib = smaps_kib(pid)
+            rows.append({"pid": pid, "cmd": cmdline(pid), "pss_mib": round(kib["Pss"] / 1024, 1),
+                         "rss_mib": round(kib["Rss"] / 1024, 1), "private_mib": round(kib["Private_Dirty"] / 1024, 1)})
         return {"pss_mib": round(sum(r["pss_mib"] for r in rows), 1),
                 "rss_mib": round(sum(r["rss_mib"] for r in rows), 1), "processes": rows}
 

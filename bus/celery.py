@@ -77,7 +77,7 @@ kombu_fixes.apply()
 celery_checks.refuse_purging_bus_queues()
 # Runs at every (re)connection of a worker: requeues tasks kombu lost in a crash (recovery.py).
 app.steps["consumer"].add(RecoverLostTasks)
-# Once the pool has forked, before the consumer: the archive mover (forked), then the lease thread.
+# Once the pool has forked, before the consumer: the lease thread.
 app.steps["worker"].add(BesideThePool)
 
 

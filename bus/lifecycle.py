@@ -19,6 +19,7 @@ The table is pure data: the journal enforces it, docs/design.md shows it (a test
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 QUEUED, RETRYING, DELIVERED, DEAD = "queued", "retrying", "delivered", "dead"
 STATUSES = (QUEUED, RETRYING, DELIVERED, DEAD)
@@ -44,6 +45,22 @@ class Move:
 
 
 WAITING = (QUEUED, RETRYING)
+
+
+# What a delivery of one event came to (bus/worker/verdict.py says how each is reached): two are the
+# statuses it ends in, the others name why it was not sent. A StrEnum, so a verdict reads as its value in
+# log lines, a task's summary and a copy's journaled record (which `bus replay --to --wait` reads).
+class Verdict(StrEnum):
+    DELIVERED = DELIVERED  # accepted by the endpoint, now or by an earlier copy of the message
+    RETRY = "retry"  # an attempt failed: on the retry schedule for the next one
+    DEAD = DEAD  # dead-lettered, now or earlier: waits for a replay
+    WAITING = "waiting"  # not sent: parked behind its endpoint's open breaker, or due on the schedule
+    ERROR = "error"  # not sent: parked after an internal error (the worker log says which)
+    SUPERSEDED = "superseded"  # not sent: another task message sends it now
+    GONE = "gone"  # not sent: its record is gone (expired or purged) since the task loaded it
+    MISSING = "missing"  # not sent: no record when the task loaded its events
+    HANDED_OFF = "handed_off"  # not sent by this task: handed to a new message (a task's summary counts them)
+
 
 MOVES: tuple[Move, ...] = (
     Move("accept", (NO_RECORD,), (QUEUED,), "ingress (HTTP, forward, emit, producer spools)", ("accept.lua",),

@@ -12,12 +12,15 @@ killing the supervisor with its children left running.
 
 Argv: the `bus up` record to remove on the way out, then NAME=PID for each child
 in the order they are stopped (ingress first, Redis last).
+
+Its imports are kept to C modules and `os`: `signal` wraps `_signal` in enums (enum,
+functools, re, ...) and `json` pulls in its decoder; the two were 1.1 of the 3.8 MiB
+this process held of its own (docs/performance.md, issue 22, fourth pass).
 """
 from __future__ import annotations
 
-import json
+import _signal as signal  # the C module: its constants are plain ints, which is all this file needs
 import os
-import signal
 import sys
 import time
 
@@ -31,15 +34,23 @@ def block_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
 
 
-def remove_record(path: str, pid: int) -> None:
-    """Remove the `bus up` record if it is still this pid's (a later `bus up` may have replaced it)."""
+def read_record(path: str) -> bytes | None:
+    """The `bus up` record as `bus up` wrote it just before the exec (None when there is none)."""
     try:
         with open(path, "rb") as f:
-            if int(json.loads(f.read())["pid"]) != pid:
-                return
-        os.unlink(path)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+            return f.read()
+    except OSError:
+        return None
+
+
+def remove_record(path: str, written: bytes | None) -> None:
+    """Remove the `bus up` record if it is still the one read at the start: a later `bus up` that
+    replaced it wrote another pid into it."""
+    if written is not None and read_record(path) == written:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def _reap(children: dict[int, str]) -> tuple[str, int] | None:
@@ -115,10 +126,11 @@ def main(argv: list[str]) -> int:
     record, *named = argv
     children = {int(pid): name for name, _, pid in (arg.rpartition("=") for arg in named)}
     signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)  # already held if exec'd by `bus up`
+    written = read_record(record)
     try:
         return watch(children)
     finally:
-        remove_record(record, os.getpid())  # first: commands must not be sent to a Redis that is stopping
+        remove_record(record, written)  # first: commands must not be sent to a Redis that is stopping
         stop(children)
 
 

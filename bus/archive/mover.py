@@ -1,5 +1,5 @@
 """The archive mover: delivered events received more than BUS_HOT_WINDOW ago leave Redis for the
-archive, in batches, by a process every `bus worker` forks beside it (launch.py; one at a time holds the lease).
+archive, in batches, by a thread of every `bus worker`'s main process (launch.py; one at a time holds the lease).
 
 Moving an event is one more guarded step of its lifecycle: the batch is written to the archive
 first (an upsert by event id), and only then deleted from Redis by a script that checks each
@@ -11,16 +11,13 @@ the mover says so in the log and in bus:archive:state (/metrics), and moves them
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .. import journal, logs, settings
+from .. import journal, settings
 from ..errors import ArchiveUnavailable
 from . import Store, store_for
 from .rows import from_journal
@@ -147,15 +144,20 @@ class Mover:
             self._state_written = now
 
 
-_stop = threading.Event()
-
-
-def _run(mover: Mover, parent: int | None = None) -> None:
-    while not _stop.is_set():
-        if parent is not None and os.getppid() != parent:
-            log.info("archive mover stops: its worker (pid %d) is gone", parent)
-            return
-        _stop.wait(_one_pass(mover))
+def run(stop: threading.Event) -> None:
+    """The mover of this worker until `stop` is set (launch.py runs it in a thread of the worker)."""
+    config = settings.load()
+    store = store_for(config)
+    if store is None:
+        return
+    client = journal.connect(config.worker_redis, config.redis_timeout)  # this worker's shard
+    try:
+        mover = Mover(client, store, config.hot_window, config.retention)
+        while not stop.is_set():
+            stop.wait(_one_pass(mover))
+    finally:
+        store.close()
+        client.close()
 
 
 def _one_pass(mover: Mover) -> float:
@@ -174,34 +176,3 @@ def _one_pass(mover: Mover) -> float:
     # a hot window after it arrived, so passes slow down instead of asking Redis twice a second.
     busy = passed is not None and passed.moved + passed.changed + passed.gone > 0
     return TICK if busy else IDLE_TICK
-
-
-def run(parent: int, forked: bool = False) -> int:
-    """The mover of the worker `parent` until SIGTERM or that worker is gone. Forked (launch.py), it
-    leaves the worker's signal handlers, logging and stdout/stderr proxies behind: Ctrl-C in a terminal reaches the whole
-    process group, and the worker stops its mover itself."""
-    config = settings.load()
-    if forked:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
-        # Celery swapped these for proxies into its own logging, which the line below replaces.
-        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-    logs.configure(config.log_format)
-    store = store_for(config)
-    if store is None:
-        return 0
-    signal.signal(signal.SIGTERM, lambda *_: _stop.set())
-    client = journal.connect(config.worker_redis, config.redis_timeout)  # this worker's shard
-    _run(Mover(client, store, config.hot_window, config.retention), parent)
-    store.close()
-    return 0
-
-
-def main(argv: list[str]) -> int:
-    """`python -m bus.archive.mover WORKER_PID`: the mover of one worker, spawned by it when it cannot
-    fork one (launch.py)."""
-    return run(int(argv[0]))
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -12,6 +12,7 @@
 - lost.py         where a waiting event's task can be, for lost-task recovery
 - memory.py       whether Redis can take new events: the memory high mark, /healthz's check
 - archiving.py    delivered events leaving Redis for the archive (bus/archive/): due ids, guarded delete
+- templates.py    the task message templates kept in Redis by digest, and storing one a script found gone
 - values.py       the delivery path's frozen values: an Event as loaded, an Attempt as journaled
 
 Callers use `from bus import journal` and the names below.
@@ -122,6 +123,7 @@ from .store import (
     summaries,
     unavailable,
 )
+from .templates import MissingTemplate, stored_async
 from .transitions import (
     RECORD_ATTEMPT_SCRIPT,
     claim_mover,
@@ -163,5 +165,5 @@ __all__ = [
     "last_copies", "CAPTURE_SCRIPT", "capture_call", "RECORD_ATTEMPT_SCRIPT", "record_attempt_call", "record_attempt_taking",
     "ARCHIVE_MOVER", "ARCHIVE_STATE", "archive_state", "archived_counts", "claim_archive_mover",
     "due_for_archive", "forget_archived", "in_redis", "load_whole", "overdue", "set_archive_state", "cursor_bounds",
-    "readable", "Attempt", "Event",
+    "readable", "Attempt", "Event", "MissingTemplate", "stored_async",
 ]

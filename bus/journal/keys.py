@@ -45,6 +45,10 @@ Keys (every name is built here and nowhere else):
 - bus:spool:<spool>              hash: route -> the place in a producer's spool (bus/spool/) up to which
                                  Redis took that route's events (its high-water mark; expires
                                  BUS_IDEMPOTENCY_WINDOW after the spool's last send)
+- bus:template:<digest>          a task message template (broker/messages.py's group_template of one route's
+                                 queue) named by its digest, so a changed template is a new key; the scripts
+                                 that queue a message fill it in (journal/templates.py; expires, stored again
+                                 on the refusal of a call that finds it gone)
 - bus:healthz                    written by GET /healthz to see that Redis takes writes (expires)
 - bus:workers                    hash: worker (host:pid) -> when it registered; the workers whose unacked
                                  tasks another may hand back once their lease is gone
@@ -156,6 +160,10 @@ def idempotency_key(tag: str, key: str) -> str:
 
 def spool_mark_key(spool: str) -> str:
     return f"bus:spool:{spool}"
+
+
+def template_key(digest: str) -> str:
+    return f"bus:template:{digest}"
 
 
 def index_key(status: str, route: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""The journal's Lua scripts: read once from bus/journal/lua/, each behind a prelude made from Python's names.
+"""The bus's Lua scripts: read once from bus/journal/lua/ (or bus/broker/lua/), each behind a prelude made from Python's names.
 
 Status names come from bus/lifecycle.py and key prefixes from keys.py, substituted at load rather
 than passed in ARGV: they never change while a process runs, so they cost no bytes per call, and a
@@ -54,6 +54,8 @@ def _definitions(script: str) -> list[tuple[str, str]]:
     return statuses + [
         ("STATUSES", f"local STATUSES = {{{', '.join(s.upper() for s in lifecycle.STATUSES)}}}"),
         ("NO_RECORD", f"local NO_RECORD = {_lua_string(lifecycle.NO_RECORD)}"),
+        # A script that finds its message template gone refuses with 'BUSTEMPLATE <key>' .. this (templates.py).
+        ("TEMPLATE_GONE", "local TEMPLATE_GONE = ' is not in Redis: store the message template and call again'"),
         ("EVENT_KEY", f"local EVENT_KEY = {_lua_string(event_key(''))}"),
         ("status_index", "local function status_index(status) return "
                          f"{_concat(index_key('@S@'), {'@S@': 'status'})} end"),
@@ -138,8 +140,10 @@ def prelude(name: str, code: str = "") -> str:
 
 
 @cache
-def load(name: str, *libraries: str) -> str:
+def load(name: str, *libraries: str, package: str = __package__) -> str:
     """Script `name` (a file in lua/) with its prelude and, before it, the `libraries` it calls (files
-    of Lua functions shared by scripts). Read once per process."""
-    code = "\n".join([(_LUA / lib).read_text() for lib in libraries] + [(_LUA / name).read_text()])
+    of Lua functions shared by scripts). Read once per process. `package` is whose lua/ folder holds
+    them: the journal's, or bus.broker's (its scripts on kombu's keys)."""
+    folder = _LUA if package == __package__ else resources.files(package) / "lua"
+    code = "\n".join([(folder / lib).read_text() for lib in libraries] + [(folder / name).read_text()])
     return prelude(name, code) + code

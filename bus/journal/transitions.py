@@ -12,7 +12,7 @@ from ..broker.messages import Outgoing
 from ..endpoints import EndpointKey
 from ..lifecycle import DELIVERED, RETRYING
 from ..wire.pipelined import SharedPipe
-from . import scripts
+from . import scripts, templates
 from .counters import LATENCY_BUCKETS, SLOT
 from .keys import (
     COUNTERS,
@@ -39,12 +39,12 @@ from .values import Attempt, Event, as_attempt, as_event, id_of
 # Every move of bus/lifecycle.py's table below is one script of lua/ that reads the event's status
 # (and the task its record names) itself and answers 'ok' or why it refused: 'gone', 'superseded',
 # or the status the event is in. The functions return None when the move was made, else that reason.
-RECORD_ATTEMPT_SCRIPT = scripts.load("record_attempt.lua", "group.lua", "lane.lua")
+RECORD_ATTEMPT_SCRIPT = scripts.load("record_attempt.lua", "fill.lua", "group.lua", "lane.lua")
 _PARK = scripts.load("park.lua")
 _RECHECK = scripts.load("recheck.lua")
-_RELEASE = scripts.load("release.lua")
-_HAND_OFF = scripts.load("hand_off.lua")
-_REQUEUE = scripts.load("requeue.lua")
+_RELEASE = scripts.load("release.lua", "fill.lua")
+_HAND_OFF = scripts.load("hand_off.lua", "fill.lua")
+_REQUEUE = scripts.load("requeue.lua", "fill.lua")
 
 
 def refusal(reply: bytes | str) -> str | None:
@@ -213,8 +213,9 @@ def release(client: redis.Redis, route: str, groups: list[Outgoing]) -> int:
         return 0
     argv: list[Any] = []
     for message in groups:
-        argv += [len(message.event_ids), message.task_id, *message.event_ids, message.data]
-    return int(script(client, _RELEASE)(keys=[retry_key(route), queue_name(route)], args=argv))
+        argv += [len(message.event_ids), message.task_id, *message.event_ids, *message.filling]
+    keys = [retry_key(route), queue_name(route), templates.for_route(route).key]
+    return int(templates.stored(lambda: script(client, _RELEASE)(keys=keys, args=argv), client.execute_command))
 
 
 def claim_mover(client: redis.Redis, route: str, worker_id: str, ms: int) -> bool:
@@ -237,13 +238,8 @@ def drop_scheduled(client: redis.Redis, route: str, event_id: str) -> None:
     client.zrem(retry_key(route), event_id)
 
 
-# Only beside a record still in Redis: a copy of an archived event goes to its archive row instead,
-# and a list left behind for an event the archive mover just took would never be deleted.
-_RECORD_COPY = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-return 1
-"""
+# lua/record_copy.lua: only beside a record still in Redis (a copy of an archived event goes to its archive row).
+_RECORD_COPY = scripts.load("record_copy.lua")
 
 
 def record_copy(client: redis.Redis, event_id: str, attempt: Attempt | Mapping[str, Any]) -> bool:
@@ -281,9 +277,13 @@ def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tu
         event_id, route = event["id"], event["route"]
         keys += [event_key(event_id), attempts_key(event_id), copies_key(event_id), retry_key(route)]
         args += [event_id, route, event.get("status") or "", messages[owners[event_id] - 1][0].task_id, owners[event_id]]
-    keys += [queue_name(route) for _, route in messages]
-    args += [message.data for message, _ in messages]
+    for message, route in messages:
+        keys += [queue_name(route), templates.for_route(route, message.redelivered).key]
+        args += [message.task_id, *message.filling]
     pipe = client.pipeline(transaction=True)
+    # The templates are stored first in the same transaction: a refusal inside MULTI could not be answered.
+    for template in {templates.for_route(route, message.redelivered) for message, route in messages}:
+        pipe.execute_command(*templates.store(template))
     for fields, tries, copies in restored:
         key = event_key(fields["id"])
         pipe.delete(key, attempts_key(fields["id"]), copies_key(fields["id"]))
@@ -308,5 +308,6 @@ def hand_off(client: redis.Redis, route: str, message: Outgoing, task: str = "")
     """Queue a message that takes over its events from the task that queues it (`task`; '' when
     none), in one step (lua/hand_off.lua). Returns how many events changed hands: those still
     waiting and still that task's."""
-    return int(script(client, _HAND_OFF)(keys=[queue_name(route)],
-                                         args=[message.data, message.task_id, task, *message.event_ids]))
+    keys = [queue_name(route), templates.for_route(route, message.redelivered).key]
+    args = [*message.filling, message.task_id, task, *message.event_ids]
+    return int(templates.stored(lambda: script(client, _HAND_OFF)(keys=keys, args=args), client.execute_command))

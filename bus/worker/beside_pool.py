@@ -1,12 +1,8 @@
 """The worker step that runs once the prefork pool has forked and before the consumer starts: it
-forks the archive mover, then starts the lease thread.
+starts the lease thread.
 
-In that order on purpose. The mover is forked from the worker's main process when that process has
-just forked its pool processes, so it shares the same pages they do (~5 MiB of its own instead of
-the 24 of a spawned interpreter, or the 16 of a fork at worker_init, whose pages the worker's
-start-up then rewrote: docs/performance.md, issue 22); and before any thread of the worker runs,
-because a fork copies the locks other threads hold. The lease still starts before the consumer takes
-its first task, which is what leases.py needs.
+There on purpose. The lease must be held before the consumer takes its first task (leases.py), and
+no thread may run when the pool forks, because a fork copies the locks other threads hold.
 """
 from __future__ import annotations
 
@@ -21,11 +17,9 @@ class BesideThePool(bootsteps.StartStopStep):
     requires = ("celery.worker.components:Pool",)
 
     def start(self, w: object) -> None:
-        from ..archive import launch
         from . import leases
 
-        # What the worker's start-up created since worker_init's freeze: the mover's collections
-        # must not rewrite (and so copy) those pages either.
+        # What the worker's start-up created since worker_init's freeze: the main process's own
+        # collections need not visit it again (the pool processes were forked with it frozen).
         gc.freeze()
-        launch.fork_mover()
         leases.start_thread()

@@ -99,7 +99,7 @@ def _start(**_: object) -> None:
 
 def start_thread() -> None:
     """Take the lease and keep it, before the consumer takes its first task (beside_pool.py starts it
-    once the pool and the archive mover have forked: no thread runs in the process they copy)."""
+    once the pool has forked: no thread runs in the process it copies)."""
     if _watch is not None:
         threading.Thread(target=_run, args=(_watch,), name="bus-worker-lease", daemon=True).start()
 

@@ -23,8 +23,9 @@
 -- ARGV[10] the counter field to bump
 -- ARGV[11] latency bucket, or '' (not a delivery)   ARGV[12] seconds   ARGV[13] the slot's time to live
 -- ARGV[14] the endpoint's digest   ARGV[15] its origin's digest
--- ARGV[16..19] an ordered route's message template, group size, events shown and filling flag ms, or
---          nothing: a delivered or dead event of a lane lets the lane's next one go (lane.lua)
+-- ARGV[16..19] an ordered route's message template key (bus:template:<digest>), group size, events
+--          shown and filling flag ms, or nothing: a delivered or dead event of a lane lets the lane's
+--          next one go (lane.lua)
 -- ARGV[20] the task id that takes the lane's next event to send it itself ('' : none)
 -- ARGV[21] until when it holds it (its lease on the retry schedule)
 -- Returns 'ok' ({'ok <id>', its record as HGETALL gives it} when the task took the lane's next event),
