@@ -99,10 +99,17 @@ def hold_back_move(client: redis.Redis, event: Event | Mapping[str, Any], key: E
     schedule: the breaker closed), or why the move was refused: 'gone', 'superseded' (`task`, the
     caller's, no longer has it), or the status it is in (delivered, dead)."""
     event = as_event(event)
-    keys = [event_key(event.id), retry_key(event.route), breaker_key(key.route, key.digest),
-            parked_key(key.route, key.digest), open_breakers_key(key.route)]
-    args = [event.id, event.route, reason, repr(now), key.digest, repr(now), task]
-    return script(client, _HOLD_BACK)(keys=keys, args=args).decode()
+    return hold_back_many(client, [event.id], event.route, key, now, reason, task)[0]
+
+
+def hold_back_many(client: redis.Redis, ids: list[str], route: str, key: EndpointKey, now: float,
+                   reason: str = "waiting: endpoint failing (breaker open)", task: str = "") -> list[str]:
+    """hold_back_move for several events of the route behind one breaker, in one script: per id what
+    became of it."""
+    keys = [retry_key(route), breaker_key(key.route, key.digest), parked_key(key.route, key.digest),
+            open_breakers_key(key.route), *(event_key(i) for i in ids)]
+    args = [route, reason, repr(now), key.digest, repr(now), task, *ids]
+    return [m.decode() for m in script(client, _HOLD_BACK)(keys=keys, args=args)]
 
 
 def due(client: redis.Redis, route: str, now: float, limit: int) -> list[str]:

@@ -20,8 +20,9 @@ Keys (every name is built here and nowhere else):
 - bus:retry:<route>              sorted set of ids waiting for their next attempt, by due time
 - bus:breaker:<route>:<ep>       hash: endpoint, failures, failing_since, step, open_until, since: the circuit
                                  breaker of one endpoint of the route (<ep>: endpoints.EndpointKey.digest of the
-                                 rendered origin and path); expires BREAKER_TTL after its last failure, and is
-                                 deleted when the endpoint answers
+                                 rendered origin and path, counting its failed answers and timeouts; or of the
+                                 origin alone, no path, counting failures to connect); expires BREAKER_TTL after
+                                 its last failure, and is deleted when the endpoint answers (an origin's: any answer)
 - bus:breakers:<route>           sorted set of <ep> whose breaker has opened, by when the mover next looks at it
                                  (open_until, or the probe's deadline); left only once nothing waits behind it
 - bus:failing:<route>            sorted set of <ep> with a breaker, by its last failure: what stats list;

@@ -64,7 +64,8 @@ def record_attempt(client: redis.Redis | SharedPipe, event: Event | Mapping[str,
 
     `retry_at` puts a retrying event on the route's retry schedule; `endpoint_alive`
     (any non-retryable answer) closes the breaker of `endpoint`, the one the attempt
-    went to, and releases the events it held back. Delivered events expire after
+    went to, and releases the events it held back; any HTTP answer closes the breaker
+    of its origin (connect failures: endpoints.py) likewise. Delivered events expire after
     `retention`; dead ones are kept until replayed or purged, because nobody has
     looked at them yet.
 
@@ -108,15 +109,18 @@ def record_attempt_call(event: Event | Mapping[str, Any], attempt: Attempt | Map
     event, attempt = as_event(event), _response_kept(as_attempt(attempt))
     last = attempt.status_code or attempt.error or ""
     event_id, route = event.id, event.route
-    digest = endpoint.digest if endpoint else ""
+    digest, origin = (endpoint.digest, endpoint.origin.digest) if endpoint else ("", "")
     keys = [event_key(event_id), attempts_key(event_id), copies_key(event_id), retry_key(route),
             breaker_key(route, digest), COUNTERS, latency_key(route)]
+    # An answer of any status says the origin takes connections: its breaker closes ('o'), the path's
+    # only when the answer is not a failure ('1').
+    closes = "0" if endpoint is None else "1" if endpoint_alive else "o" if attempt.status_code else "0"
     args = [event_id, route, repr(event.received), attempt.to_journal(), status, str(last),
-            retention if status == DELIVERED else "", repr(retry_at) if retry_at is not None else "",
-            "1" if endpoint_alive and endpoint else "0"]
+            retention if status == DELIVERED else "", repr(retry_at) if retry_at is not None else "", closes]
     slot, counted = _count_outcome(event, status, attempt)
-    return (keys + [slot, parked_key(route, digest), open_breakers_key(route), failing_key(route)],
-            args + counted + [digest])
+    return (keys + [slot, parked_key(route, digest), open_breakers_key(route), failing_key(route),
+                    breaker_key(route, origin), parked_key(route, origin)],
+            args + counted + [digest, origin])
 
 
 # A task loads its events when it starts and sends them one after another, for up to the
