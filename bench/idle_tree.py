@@ -1,15 +1,19 @@
-"""`python -m bench.idle_tree [--down] [--seconds S]`: CPU and PSS per process of an idle `bus up` tree.
+"""`python -m bench.idle_tree [--down] [--seconds S] [--settle S]`: CPU and PSS per process of an idle `bus up` tree.
 
 The profile behind bench.versus's idle and endpoint-down lines: a `bus up` (one
 route, Flower off, as bench/sides.py starts it) settles, then each process's CPU
 is read from /proc over S seconds and its PSS from smaps_rollup. With --down the
 receiver is stopped and 2,000 records are accepted first, so the tree is
 measured while its endpoint is down with a backlog (breaker open, retries due).
+The tree's Redis commands per second over the same S seconds (INFO commandstats) follow,
+so a change in what the tree asks of Redis shows beside its CPU. --settle 0 starts the
+window as the records are accepted (the first attempts and the holds included).
 """
 from __future__ import annotations
 
 import argparse
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +28,7 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.idle_tree", description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--down", action="store_true", help="endpoint down with 2,000 records waiting")
+    p.add_argument("--settle", type=float, default=3.0, help="seconds from the records' acceptance to the window")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bus-idle-tree-"))
     cluster = Cluster(tmp)
@@ -36,21 +41,44 @@ def main() -> None:
         if args.down:
             cluster.stop("receiver")
             versus.produce(bus, "down", 2_000)
-        time.sleep(3)
+        time.sleep(args.settle)
         pids = bus.pids()
+        calls0 = command_calls(bus.redis_port)
         before, t0 = stats.tree_cpu(pids, bus.root), time.monotonic()
         time.sleep(args.seconds)
         after, elapsed = stats.tree_cpu(pids, bus.root), time.monotonic() - t0
+        calls = command_calls(bus.redis_port)
         for pid in pids:
             cpu = (after.get(pid, 0.0) - before.get(pid, 0.0)) / elapsed * 100
             print(f"{cpu:6.2f} % {pss_kib(pid)[0] / 1024:6.1f} MiB PSS  {cmdline(pid)[:80]}")
         total = (sum(after.values()) - sum(before.values())) / elapsed * 100
         print(f"tree: {total:.2f} % of a core over {elapsed:.0f} s, {sum(pss_kib(p)[0] for p in pids) / 1024:.1f} MiB PSS"
               f"; load average {stats.loadavg()}")
+        rates = {name: (n - calls0.get(name, 0)) / elapsed for name, n in calls.items()}
+        shown = sorted(((r, name) for name, r in rates.items() if r >= 0.05 and name != "info"), reverse=True)
+        print("redis commands/s: " + ", ".join(f"{name} {r:.1f}" for r, name in shown))
     finally:
         bus.stop()
         cluster.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def command_calls(port: int) -> dict[str, int]:
+    """Calls per command so far (INFO commandstats), asked over a bare socket: no client in the bench's way."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"INFO commandstats\r\n")
+        data = b""
+        for _ in range(1000):  # a bulk string: $N, then N bytes
+            data += sock.recv(65536)
+            head, sep, _ = data.partition(b"\r\n")
+            if sep and len(data) >= len(head) + 2 + int(head[1:]) + 2:
+                break
+    calls = {}
+    for line in data.decode().splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, fields = line[8:].partition(":")
+            calls[name] = int(dict(f.split("=") for f in fields.split(","))["calls"])
+    return calls
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ The table is pure data: the journal enforces it, docs/design.md shows it (a test
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 QUEUED, RETRYING, DELIVERED, DEAD = "queued", "retrying", "delivered", "dead"
 STATUSES = (QUEUED, RETRYING, DELIVERED, DEAD)
@@ -44,6 +45,22 @@ class Move:
 
 
 WAITING = (QUEUED, RETRYING)
+
+
+# What a delivery of one event came to (bus/worker/verdict.py says how each is reached): two are the
+# statuses it ends in, the others name why it was not sent. A StrEnum, so a verdict reads as its value in
+# log lines, a task's summary and a copy's journaled record (which `bus replay --to --wait` reads).
+class Verdict(StrEnum):
+    DELIVERED = DELIVERED  # accepted by the endpoint, now or by an earlier copy of the message
+    RETRY = "retry"  # an attempt failed: on the retry schedule for the next one
+    DEAD = DEAD  # dead-lettered, now or earlier: waits for a replay
+    WAITING = "waiting"  # not sent: parked behind its endpoint's open breaker, or due on the schedule
+    ERROR = "error"  # not sent: parked after an internal error (the worker log says which)
+    SUPERSEDED = "superseded"  # not sent: another task message sends it now
+    GONE = "gone"  # not sent: its record is gone (expired or purged) since the task loaded it
+    MISSING = "missing"  # not sent: no record when the task loaded its events
+    HANDED_OFF = "handed_off"  # not sent by this task: handed to a new message (a task's summary counts them)
+
 
 MOVES: tuple[Move, ...] = (
     Move("accept", (NO_RECORD,), (QUEUED,), "ingress (HTTP, forward, emit, producer spools)", ("accept.lua",),
@@ -82,6 +99,16 @@ MOVES: tuple[Move, ...] = (
     Move("expire", (DELIVERED,), (NO_RECORD,), "Redis (retention)", (),
          why="no script: record_attempt.lua sets the expiry when it records a delivery"),
 )
+
+
+# The scripts that put something on a route's retry schedule (or a breaker on its open index) for a time of
+# their own choosing, or leave pending events for the mover's refill: each also wakes the route's retry
+# mover (worker/scheduler.py) when it sleeps past that time (wake_mover in journal/scripts.py's prelude,
+# bus:wake:<route> in journal/keys.py). The mover's own moves (release, send_probe, the breaker's look)
+# need none: it plans its next sleep after them. Moves that only take events off the schedule (requeue,
+# purge) push nothing: the mover then wakes at the time it planned for them, for nothing, once. lane.lua is the library of
+# record_attempt.lua, accept.lua and purge.lua; breaker_fail.lua counts a breaker's failures and opens it.
+WAKES_MOVER: tuple[str, ...] = ("record_attempt.lua", "park.lua", "hold_back.lua", "lane.lua", "breaker_fail.lua")
 
 
 def pairs(scripts: str | None = None) -> frozenset[tuple[str, str]]:

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from . import journal
+from .endpoints import is_origin
 from .shards import Shards, as_shards, down
 
 MINUTE_SLOTS = 60 // journal.SLOT
@@ -24,7 +25,8 @@ MINUTE_SLOTS = 60 // journal.SLOT
 class EndpointStats:
     """One failing endpoint of a route: what its breaker holds."""
 
-    endpoint: str  # scheme://host[:port]/path as rendered, without query
+    endpoint: str  # scheme://host[:port]/path as rendered, without query; no path: a whole origin (scope)
+    scope: str  # "path": this endpoint's answers fail; "origin": the host takes no connection, every path waits
     failing_since: float | None  # Unix time of the first failure in its current run of failures
     failures: int  # failures in a row, counted while its breaker is closed
     breaker: str  # "closed"; "open": its events wait in Redis; "half-open": one probe is about to test it
@@ -76,7 +78,8 @@ def _endpoint_stats(e: journal.breakers.EndpointState, now: float) -> EndpointSt
     b = e.breaker
     open_until = b.get("open_until")
     return EndpointStats(
-        endpoint=e.endpoint, failing_since=b.get("failing_since") or b.get("since"), failures=int(b.get("failures", 0)),
+        endpoint=e.endpoint, scope="origin" if is_origin(e.endpoint) else "path",
+        failing_since=b.get("failing_since") or b.get("since"), failures=int(b.get("failures", 0)),
         breaker="closed" if not open_until else "open" if open_until > now else "half-open",
         breaker_open_until=open_until, held=e.held,
         oldest_held_seconds=max(0.0, now - e.oldest_held) if e.oldest_held is not None else None)
@@ -186,7 +189,8 @@ def endpoint_table(stats: list[RouteStats], now: float) -> Sequence[tuple[str, .
     for s in stats:
         for e in s.endpoints[:TABLE_ENDPOINTS]:
             held = f"{e.held} (oldest {age(e.oldest_held_seconds)})" if e.held else "0"
-            rows.append((s.route, e.endpoint, since_text(e.failing_since, now), str(e.failures), e.breaker, held))
+            shown = f"{e.endpoint} (every path: no connection)" if e.scope == "origin" else e.endpoint
+            rows.append((s.route, shown, since_text(e.failing_since, now), str(e.failures), e.breaker, held))
         if s.endpoints_failing > TABLE_ENDPOINTS:
             rows.append((s.route, f"... and {s.endpoints_failing - TABLE_ENDPOINTS} more", "", "", "",
                          "(bus stats --json lists more)"))

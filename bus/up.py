@@ -80,6 +80,11 @@ def run(config: settings.Settings, bind: str, redis_port: int, flower_port: int,
         rproc = _start("redis", [
             redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(var / "redis"),
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            # Redis's cron, 5 times a second instead of 10: most of an idle Redis's CPU. It also times out
+            # blocked clients (the retry mover's BLPOP: at most 0.2 s late) and fsyncs what `everysec`
+            # left unsynced when nothing else wakes Redis (at most 1.2 s after the write); see
+            # docs/performance.md, issue 22.
+            "--hz", "5",
             # Event hashes hold a body over the 64-byte default: keep them compact (~650 B less each).
             "--hash-max-listpack-value", "4096",
             # Bounded, and never an accepted event evicted to make room: near the limit the ingress

@@ -43,44 +43,63 @@ def delivery_message(events: list[tuple], queue: str, task_id: str | None = None
     restores: a copy of events another task may be sending right now (delivery checks each
     event again right before sending it).
     """
-    ids = [e[0] for e in events]
     # Unique among messages in flight: an event is in one first-delivery task,
     # so its id names that task; retries and replays pass a fresh uuid.
-    task_id = task_id or ids[0]
+    return outgoing(events, queue, task_id or events[0][0], to, probe, redelivered).data
+
+
+class Outgoing(NamedTuple):
+    """A task message about to be queued, with what the journal writes of it: its task id goes into
+    the records of the events it carries (the message that sends them next). The journal's scripts
+    fill its values into the route's template kept in Redis (journal/templates.py: `filling`); `data`
+    is the whole message, for what is pushed as it is."""
+
+    task_id: str
+    event_ids: list[str]
+    body: str
+    argsrepr: str
+    kwargsrepr: str
+    queue: str
+    redelivered: bool = False
+
+    @property
+    def filling(self) -> list[bytes]:
+        """Body, argsrepr and kwargsrepr as the JSON strings that replace the template's "@@BODY@@",
+        "@@ARGSREPR@@" and "@@KWARGSREPR@@" (group.lua's fill puts the task id in "@@ID@@")."""
+        return [orjson.dumps(self.body), orjson.dumps(self.argsrepr), orjson.dumps(self.kwargsrepr)]
+
+    @property
+    def data(self) -> bytes:
+        return _envelope(self.task_id, self.body, self.argsrepr, self.kwargsrepr, self.queue, self.redelivered)
+
+
+def outgoing(events: list[tuple], queue: str, task_id: str, to: str | None = None, probe: bool = False,
+             redelivered: bool = False) -> Outgoing:
+    """The message delivery_message() describes, as its parts (see there)."""
+    ids = [e[0] for e in events]
     kwargs: dict[str, object] = {"to": to} if to else {}
     if probe:
         kwargs["probe"] = True
     shown = ", ".join(describe(e[1], e[0], e[2] if len(e) > 2 else 1, to is not None, probe) for e in events[:SHOWN])
     argsrepr = shown if len(events) <= SHOWN else f"{len(events)} events: {shown}, ..."
     body = orjson.dumps([[ids], kwargs, _EMBED]).decode()
-    return _envelope(task_id, body, argsrepr, repr(kwargs) if kwargs else "{}", queue, redelivered)
-
-
-class Outgoing(NamedTuple):
-    """A task message about to be queued, with what the journal writes of it: its task id goes into
-    the records of the events it carries (the message that sends them next)."""
-
-    task_id: str
-    event_ids: list[str]
-    data: bytes
+    return Outgoing(task_id, ids, body, argsrepr, repr(kwargs) if kwargs else "{}", queue, redelivered)
 
 
 def new_message(events: list[tuple], queue: str, to: str | None = None, probe: bool = False,
                 redelivered: bool = False) -> Outgoing:
-    """delivery_message() under a task id of its own: a retry, a hand-off, a replay, a recovered task
+    """A message under a task id of its own: a retry, a hand-off, a replay, a recovered task
     (a group's first message is made in Lua and has its first event's id)."""
-    task_id = str(uuid.uuid4())
-    return Outgoing(task_id, [e[0] for e in events],
-                    delivery_message(events, queue, task_id=task_id, to=to, probe=probe, redelivered=redelivered))
+    return outgoing(events, queue, str(uuid.uuid4()), to, probe, redelivered)
 
 
 @functools.lru_cache(maxsize=1024)
-def group_template(queue: str) -> str:
-    """A message for a group of newly accepted events, with "@@ID@@", "@@BODY@@" and
-    "@@ARGSREPR@@" left for journal's Lua to fill in when it takes the group off the route's
-    pending list (so the message names exactly the events it carries); the filled-in
-    message equals delivery_message() of those events."""
-    return _envelope("@@ID@@", "@@BODY@@", "@@ARGSREPR@@", "{}", queue).decode()
+def group_template(queue: str, redelivered: bool = False) -> str:
+    """The message to `queue` with "@@ID@@", "@@BODY@@", "@@ARGSREPR@@" and "@@KWARGSREPR@@" left for
+    the journal's Lua to fill in (lua/fill.lua): a group of newly accepted events taken off the route's
+    pending list, or an Outgoing's values; the filled-in message equals delivery_message() of those
+    events. `redelivered`: the template of messages marked so."""
+    return _envelope("@@ID@@", "@@BODY@@", "@@ARGSREPR@@", "@@KWARGSREPR@@", queue, redelivered).decode()
 
 
 def _envelope(task_id: str, body: str, argsrepr: str, kwargsrepr: str, queue: str, redelivered: bool = False) -> bytes:

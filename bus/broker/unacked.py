@@ -11,56 +11,25 @@ their queues, marked redelivered as kombu's own restore marks them, in seconds.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import redis
 
+from ..journal import scripts
 from ..journal.keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX, WORKERS, held_key, lease_key, queue_name, reclaim_key
 from ..journal.store import script
 
-# Put one unacked task back, unless it changed or went (acked, or handed back by kombu) meanwhile,
-# or a live worker holds it now (a task requeued by a reject and taken again).
-# KEYS: unacked, unacked_index, the queue, the dead worker's held set, then the live workers' held
-# sets. ARGV: tag, the entry as read, the message to queue.
-_HAND_BACK = """
-local gone = redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2]
-for k = 5, #KEYS do
-  if redis.call('SISMEMBER', KEYS[k], ARGV[1]) == 1 then gone = true end
-end
-if gone then
-  redis.call('SREM', KEYS[4], ARGV[1])
-  return 0
-end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('RPUSH', KEYS[3], ARGV[3])
-redis.call('SREM', KEYS[4], ARGV[1])
-return 1
-"""
-# Forget a worker once nothing of it is left to hand back.
-_FORGET = """
-if redis.call('SCARD', KEYS[2]) == 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  return 1
-end
-return 0
-"""
+_SCAN_CHUNK = 1000  # entries HSCAN reads per call
+# The scripts on kombu's keys, in bus/broker/lua/ (each names its KEYS and ARGV): put one unacked task
+# back unless it changed, went or a live worker holds it; forget a worker with nothing left to hand back.
+_HAND_BACK = scripts.load("hand_back.lua", package=__package__)
+_FORGET = scripts.load("forget_worker.lua", package=__package__)
 
 
-# Renew this worker's lease, list it, and look at every listed worker's lease: what Watch.tick does
-# every second, one round trip instead of three (docs/performance.md, issue 22). The other workers'
-# lease keys are named from the listing, so they are built here from their prefix (keys.lease_key).
-# KEYS: the workers hash, this worker's lease. ARGV: worker, ttl ms, now, the lease keys' prefix.
-_RENEW_AND_LOOK = """
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-local out = {}
-for _, worker in ipairs(redis.call('HKEYS', KEYS[1])) do
-  out[#out + 1] = worker
-  out[#out + 1] = redis.call('EXISTS', ARGV[4] .. worker)
-end
-return out
-"""
+# Renew this worker's lease and look at every listed worker's, in one round trip (lua/renew_and_look.lua).
+_RENEW_AND_LOOK = scripts.load("renew_and_look.lua", package=__package__)
 
 
 def renew_and_look(client: redis.Redis, worker: str, ttl_ms: int) -> dict[str, bool]:
@@ -94,6 +63,13 @@ def hand_back(client: redis.Redis, worker: str, live: list[str], lock_ms: int) -
         return handed
     finally:
         client.delete(reclaim_key(worker))
+
+
+def unacked_messages(client: redis.Redis) -> Iterator[dict[str, Any]]:
+    """Every task message kombu handed to a worker and holds unacked (its hash: delivery tag ->
+    [message, exchange, routing key]); lost-task recovery reads them beside journal.task_messages."""
+    for _, raw in client.hscan_iter(KOMBU_UNACKED, count=_SCAN_CHUNK):
+        yield orjson.loads(raw)[0]
 
 
 def forget(client: redis.Redis, worker: str) -> None:

@@ -314,7 +314,10 @@ def cmd_worker(args: argparse.Namespace, config: settings.Settings) -> int:
     if args.no_task_events:
         # Three PUBLISHes per task, one of them in the main process before the task reaches the pool,
         # for a monitor nobody runs; heartbeats go on, and Flower's enable_events turns them back on.
+        # They go every 10 s instead of 2: each one carries its interval, by which Flower judges a
+        # worker online, and an idle worker's main process woke for little else (docs/performance.md).
         app.conf.worker_send_task_events = False
+        argv += ["--heartbeat-interval", "10"]
     app.worker_main(argv)
     return 0
 

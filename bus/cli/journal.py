@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from .. import archive, fanout, filters, journal, replay, replay_pace, settings, shards
+from .. import archive, fanout, filters, journal, lifecycle, replay, replay_pace, settings, shards
 from ..archive import tiers
 from ..errors import BadFilter, BusError
 from ..routes import Router, load_configured
@@ -202,7 +202,7 @@ def _copy_summary(client: Any, ids: list[str], since: float, wait: float, store:
     """Wait (up to `wait` s) for the copies' final answers, then print how many of each status came back."""
     deadline = time.monotonic() + wait
     while True:
-        copies = [c if c and c["at"] >= since and c.get("verdict") != "retry" else None
+        copies = [c if c and c["at"] >= since and c.get("verdict") != lifecycle.Verdict.RETRY else None
                   for c in tiers.last_copies(client, store, ids)]
         missing = sum(c is None for c in copies)
         if not missing or time.monotonic() > deadline:

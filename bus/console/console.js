@@ -75,7 +75,8 @@ function endpointCell(r) {
   const cell = el("td", r.endpoint === "ok" ? "ok" : `${r.endpoints_failing} failing`, r.endpoint);
   for (const e of r.endpoints || []) {
     const held = e.held ? `, ${e.held} held back (oldest ${age(e.oldest_held_seconds)})` : "";
-    const line = el("div", `${e.endpoint}: failing${e.failing_since ? " since " + when(e.failing_since) : ""}, ` +
+    const scope = e.scope === "origin" ? " (every path: no connection)" : "";
+    const line = el("div", `${e.endpoint}${scope}: failing${e.failing_since ? " since " + when(e.failing_since) : ""}, ` +
                            `${e.failures} in a row, breaker ${e.breaker}${held}`, "endpoint-state");
     line.dataset.endpoint = e.endpoint;
     cell.append(line);

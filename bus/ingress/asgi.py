@@ -20,7 +20,6 @@ import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import parse_qsl
 
 import orjson
 from redis.exceptions import NoScriptError
@@ -40,21 +39,20 @@ from .http import (
     make_app,
     prepare_posted,
 )
+from .request_parts import ClientGone, headers_of, query_of
 
 log = logging.getLogger("bus.ingress")
 
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 JSON = (b"content-type", b"application/json")
+# An answer: status, extra headers, JSON body (as http.error_answer gives).
+Answer = tuple[int, dict[str, str], bytes]
 # How many threads run the werkzeug app (and accepts with a backlog check) per worker process.
 THREADS_ENV = "_BUS_SERVE_THREADS"
 PARENT_CHECK = 1.0
 # Bodies up to this size are parsed on the event loop; bigger ones in the thread pool.
 INLINE_BODY = 64 * 1024
-
-
-class ClientGone(Exception):
-    """The client went away (or its read deadline passed) before its request arrived whole."""
 
 
 class Ingress:
@@ -67,6 +65,10 @@ class Ingress:
         self.pipes = {name: PipelinedRedis(link.target, config.redis_timeout,
                                            Ack(config.ack_replicas, config.ack_timeout_ms))
                       for name, link in bus.links.items()}
+
+    @property
+    def max_body(self) -> int:
+        return self.bus.settings.max_body
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -97,28 +99,41 @@ class Ingress:
                 return
 
     async def post_events(self, scope: dict, receive: Receive, send: Send) -> None:
-        tag = scope["path"][1:]
+        headers = headers_of(scope["headers"])
+        answer = await self.answer_event_post(scope["path"][1:], headers, query_of(scope["query_string"]),
+                                              lambda: read_body(receive, self.bus.settings.max_body, None))
+        if answer is not None:
+            await _respond(send, *answer)
+
+    async def answer_event_post(self, tag: str, headers: dict[str, str], query: dict[str, str],
+                                body: Callable[[], Awaitable[bytes]]) -> Answer | None:
+        """The answer to POST /<tag> (status, extra headers, JSON body), or None when the client went away.
+
+        The one handling of an event post: uvicorn's ASGI path (post_events) and GuardedProtocol's own
+        path (which answers POST /<tag> without an ASGI cycle) both call it, so they answer alike.
+        body() is called once the head passed its checks: a refused client never gets to send
+        BUS_MAX_BODY bytes."""
         try:
-            ids = await self._accept(tag, _headers(scope), scope, receive)
+            ids = await self._accept(tag, headers, query, body)
         except ClientGone:
-            return
+            return None
         except BusError as exc:
             await asyncio.get_running_loop().run_in_executor(self.pool, intake.count_refusal, self.bus, tag, exc)
-            await refuse(send, exc)
-            return
+            return error_answer(exc)
         except Exception:
-            log.exception("unexpected error handling POST %s", scope["path"])
-            await _respond(send, 500, b'{"error":"internal error; nothing was accepted, see the ingress log"}')
-            return
-        await _respond(send, 202, orjson.dumps({"ids": ids}))
+            log.exception("unexpected error handling POST /%s", tag)
+            return 500, {}, b'{"error":"internal error; nothing was accepted, see the ingress log"}'
+        return 202, {}, orjson.dumps({"ids": ids})
 
-    async def _accept(self, tag: str, headers: dict[str, str], scope: dict, receive: Receive) -> list[str]:
+    async def _accept(self, tag: str, headers: dict[str, str], query: dict[str, str],
+                      read: Callable[[], Awaitable[bytes]]) -> list[str]:
         """What the werkzeug app's post_events does, with the waits on the loop; the ids to answer with.
         Raises a BusError."""
         bus, loop = self.bus, asyncio.get_running_loop()
         authorize(self.tokens, "POST", headers, "post_events", {"tag": tag}, bus.settings.http.allowed_hosts)
-        body = await read_body(receive, bus.settings.max_body, headers.get("Content-Length"))
-        work = functools.partial(prepare_posted, bus, tag, headers, _query(scope), body)
+        check_declared_length(declared_length(headers.get("Content-Length")), bus.settings.max_body)
+        body = await read()
+        work = functools.partial(prepare_posted, bus, tag, headers, query, body)
         # A big batch, or a compressed body (30 KB of gzip may inflate to BUS_MAX_BODY), would hold
         # every other connection of the loop while it is parsed and given ids: that goes to the pool.
         inline = len(body) <= INLINE_BODY and headers.get("Content-Encoding", "identity").lower() == "identity"
@@ -140,8 +155,8 @@ class Ingress:
                 scripts = [journal.accept_call(events, size, idempotency, order=order)
                            for events, size, idempotency, order in calls]
                 # One accept per destination of a fan-out route: sent together, so they share one write.
-                replies = await asyncio.gather(*(pipe.run_script(journal.ACCEPT_SCRIPT, keys, args, confirm=True)
-                                                 for keys, args in scripts), return_exceptions=True)
+                replies = await asyncio.gather(*(_accept_script(pipe, keys, args) for keys, args in scripts),
+                                               return_exceptions=True)
                 failed = next((r for r in replies if isinstance(r, BaseException)), None)
                 if failed is not None:
                     raise failed
@@ -153,7 +168,7 @@ class Ingress:
         return intake.answer(prepared, calls, replies)
 
     async def through_wsgi(self, scope: dict, receive: Receive, send: Send) -> None:
-        headers = _headers(scope)
+        headers = headers_of(scope["headers"])
         try:
             # The token is checked on the head: a refused client never gets to send BUS_MAX_BODY bytes.
             routed = authorize_head(self.tokens, scope["method"], scope["path"], headers,
@@ -174,14 +189,21 @@ class Ingress:
 async def _accept_one(pipe: PipelinedRedis, events: list[journal.NewEvent], group_size: int,
                       idempotency: journal.Idempotency | None, order: str) -> Any:
     """One ACCEPT_SCRIPT call, confirmed; without an Idempotency-Key its route's part is packed once
-    (journal.accept_packed), as emit()'s is."""
+    (journal.accept_packed), as emit()'s is. A Redis that lost the route's message template has it
+    stored again and the call repeated (journal/templates.py)."""
     if idempotency is None:
+        packed = journal.accept_packed(events, group_size, order)
         try:
-            return await pipe.execute_packed(journal.accept_packed(events, group_size, order), confirm=True)
+            return await journal.stored_async(lambda: pipe.execute_packed(packed, confirm=True), pipe.execute)
         except NoScriptError:
             pass  # Redis restarted since the script was loaded: run_script loads it again
     keys, args = journal.accept_call(events, group_size, idempotency, order=order)
-    return await pipe.run_script(journal.ACCEPT_SCRIPT, keys, args, confirm=True)
+    return await _accept_script(pipe, keys, args)
+
+
+async def _accept_script(pipe: PipelinedRedis, keys: list[str], args: list[Any]) -> Any:
+    return await journal.stored_async(lambda: pipe.run_script(journal.ACCEPT_SCRIPT, keys, args, confirm=True),
+                                      pipe.execute)
 
 
 def from_environment() -> Ingress:
@@ -201,24 +223,12 @@ async def _stop_when_orphaned(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _headers(scope: dict) -> dict[str, str]:
-    """Request headers by their usual spelling (as werkzeug shows them); repeated fields joined by ','."""
-    out: dict[str, str] = {}
-    for raw_name, raw_value in scope["headers"]:
-        name, value = raw_name.decode("latin-1").title(), raw_value.decode("latin-1")
-        out[name] = f"{out[name]},{value}" if name in out else value
-    return out
-
-
-def _query(scope: dict) -> dict[str, str]:
-    query: dict[str, str] = {}
-    for name, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
-        query.setdefault(name, value)  # the first of repeated fields, as werkzeug's args.get()
-    return query
+def declared_length(declared: str | None) -> int | None:
+    return int(declared) if declared and declared.isdigit() else None
 
 
 async def read_body(receive: Receive, limit: int, declared: str | None) -> bytes:
-    check_declared_length(int(declared) if declared and declared.isdigit() else None, limit)
+    check_declared_length(declared_length(declared), limit)
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -234,11 +244,10 @@ async def read_body(receive: Receive, limit: int, declared: str | None) -> bytes
 
 async def refuse(send: Send, exc: BusError) -> None:
     """Answer a refused request with its status, headers and JSON error (http.error_answer)."""
-    status, extra, answer = error_answer(exc)
-    await _respond(send, status, answer, extra)
+    await _respond(send, *error_answer(exc))
 
 
-async def _respond(send: Send, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
+async def _respond(send: Send, status: int, extra: dict[str, str], body: bytes) -> None:
     headers = [JSON, (b"content-length", b"%d" % len(body))]
     headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (extra or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -19,6 +19,17 @@ connection. This protocol
   fields, a field over 8,190 bytes or a head over 1 MiB, the limits gunicorn
   had (httptools itself would collect a head of any size).
 
+It also answers `POST /<tag>` itself, when the app is the bus's Ingress: the
+parser's callbacks collect the head and the body into an EventPost, and the
+Ingress's answer_event_post (the same handling the ASGI path calls) gives the
+answer, written in one send. No ASGI scope, RequestResponseCycle, receive/send
+messages or header re-encoding: those were a third of a worker's CPU per single
+event (docs/performance.md, "Issue 22: ingress singles answered by the protocol").
+Every other request goes through uvicorn's ASGI cycle as before. An EventPost
+takes a cycle's place (self.cycle, self.pipeline), so uvicorn's own pipelining,
+keep-alive, shutdown and disconnect handling, and this protocol's read deadline,
+treat both alike.
+
 Written against uvicorn 0.54's HttpToolsProtocol (its parser callbacks and
 `cycle`); the keep-alive wait between requests stays uvicorn's own.
 """
@@ -26,13 +37,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from ..errors import RequestTimeout
+from ..errors import BusError, RequestTimeout
 from .client_limits import ClientCounter
-from .http import error_answer
+from .http import check_read_length, error_answer, is_event_post
+from .request_parts import ClientGone, headers_of, query_of
 
 log = logging.getLogger("bus.ingress")
 
@@ -44,6 +59,16 @@ MAX_HEAD = 1024 * 1024
 
 class HeadTooLarge(Exception):
     """Raised from a parser callback: httptools turns it into a parser error, which uvicorn answers with 400."""
+
+
+class EventPoster(Protocol):
+    """What the protocol needs of the app to answer POST /<tag> itself (asgi.Ingress)."""
+
+    max_body: int
+
+    def answer_event_post(self, tag: str, headers: dict[str, str], query: dict[str, str],
+                          body: Callable[[], Awaitable[bytes]]) -> Awaitable[tuple[int, dict[str, str], bytes] | None]:
+        ...
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -61,6 +86,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._received = 0  # bytes of the current request so far
         self._in_head = False
         self._fields = 0
+        # The app answers POST /<tag> through EventPost when it can (not when uvicorn wrapped it).
+        self._poster: EventPoster | None = self.app if hasattr(self.app, "answer_event_post") else None
 
     # -- connections per client ----------------------------------------------------------------
 
@@ -101,7 +128,12 @@ class GuardedProtocol(HttpToolsProtocol):
             self.send_400_response(f"the request head is over {MAX_HEAD} bytes")
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        # uvicorn's on_message_begin, without its scope dict: an event post needs none, and
+        # on_headers_complete makes it for every other request (_scope).
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self.scope = None  # type: ignore[assignment]
         # The clock runs from the request's first byte, not from the idle keep-alive wait before it.
         self._disarm()
         self._deadline = self.loop.call_later(self.read_timeout, self._timed_out)
@@ -120,12 +152,69 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self._poster is not None and self.parser.get_method() == b"POST" and not self.parser.should_upgrade() \
+                and not self._over_concurrency():
+            url = httptools.parse_url(self.url)
+            path = url.path.decode("ascii")
+            if "%" in path:
+                path = urllib.parse.unquote(path)
+            if is_event_post("POST", path):
+                self._what = f"the body of POST {path}"
+                self._post(path[1:], url.query or b"")
+                return
+        self.scope = self._scope()  # type: ignore[assignment]
         super().on_headers_complete()
         self._what = f"the body of {self.scope['method']} {self.scope.get('path', '?')}"
 
+    def on_body(self, body: bytes) -> None:
+        if isinstance(self.cycle, EventPost):
+            self.cycle.add(body)
+        else:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
         self._disarm()
-        super().on_message_complete()
+        if isinstance(self.cycle, EventPost):
+            self.cycle.complete()
+        else:
+            super().on_message_complete()
+
+    # -- POST /<tag>, answered here ----------------------------------------------------------------
+
+    def _scope(self) -> dict:
+        return {"type": "http", "asgi": {"version": self.asgi_version, "spec_version": "2.3"}, "http_version": "1.1",
+                "server": self.server, "client": self.client, "scheme": self.scheme, "root_path": self.root_path,
+                "headers": self.headers, "state": self.app_state.copy()}
+
+    def _over_concurrency(self) -> bool:
+        """uvicorn's limit_concurrency: past it, uvicorn's own 503 (the ASGI path) answers."""
+        limit = self.limit_concurrency
+        return limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit)
+
+    def _post(self, tag: str, query: bytes) -> None:
+        assert self._poster is not None
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        post = EventPost(self, self._poster, tag, query, keep_alive)
+        existing, self.cycle = self.cycle, post  # type: ignore[assignment]
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(post, self.app)  # type: ignore[arg-type]
+        else:  # pipelined behind a request still being answered: uvicorn starts it in turn
+            self.flow.pause_reading()
+            self.pipeline.appendleft((post, self.app))  # type: ignore[arg-type]
+
+    def answer(self, post: EventPost, status: int, extra: dict[str, str], body: bytes) -> None:
+        """Write an event post's answer in one send, then let uvicorn start the next request or wait."""
+        head = [STATUS_LINE[status], _fields(self.server_state.default_headers),
+                b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)]
+        head += [b"%s: %s\r\n" % (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+        if not post.keep_alive:
+            head.append(b"connection: close\r\n")
+        head += [b"\r\n", body]
+        self.transport.write(b"".join(head))
+        post.response_started = post.response_complete = True
+        if not post.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
 
     def _disarm(self) -> None:
         if self._deadline is not None:
@@ -152,6 +241,71 @@ class GuardedProtocol(HttpToolsProtocol):
             self.cycle.disconnected = True
             self.cycle.message_event.set()
         self.transport.close()
+
+
+class EventPost:
+    """One POST /<tag> in place of uvicorn's RequestResponseCycle: its head, its body as it arrives, and
+    the attributes of a cycle that uvicorn's protocol and GuardedProtocol read (response_complete,
+    disconnected, keep_alive, message_event, run_asgi for a pipelined start)."""
+
+    def __init__(self, protocol: GuardedProtocol, poster: EventPoster, tag: str, query: bytes, keep_alive: bool):
+        self.protocol, self.poster, self.tag, self.query = protocol, poster, tag, query
+        self.raw_headers: list[tuple[bytes, bytes]] = protocol.headers
+        self.keep_alive = keep_alive
+        self.waiting_for_100_continue = protocol.expect_100_continue
+        self.body = bytearray()
+        self.more_body = True
+        self.too_large: BusError | None = None
+        self.disconnected = self.response_started = self.response_complete = False
+        self._waiter: asyncio.Future | None = None
+        # uvicorn and _timed_out wake a cycle's reader with cycle.message_event.set(): here, set() below.
+        self.message_event = self
+
+    def add(self, chunk: bytes) -> None:
+        if self.response_complete or self.too_large is not None:
+            return  # answered (refused on its head) or over the limit: the rest is read and dropped
+        self.body += chunk
+        try:
+            check_read_length(len(self.body), self.poster.max_body)
+        except BusError as exc:
+            self.too_large, self.body = exc, bytearray()
+            self.set()
+
+    def complete(self) -> None:
+        self.more_body = False
+        self.set()
+
+    def set(self) -> None:
+        """Wake the body's reader: the body is whole, over the limit, or the client is gone."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """The whole body (asked for once the head passed its checks), as asgi.read_body gives it."""
+        if self.more_body and self.waiting_for_100_continue and not self.protocol.transport.is_closing():
+            self.protocol.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.waiting_for_100_continue = False
+        while self.more_body and self.too_large is None and not self.disconnected:
+            self.protocol.flow.resume_reading()  # paused if this post was pipelined
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        if self.disconnected:
+            raise ClientGone()
+        if self.too_large is not None:
+            raise self.too_large
+        return bytes(self.body)
+
+    async def run_asgi(self, app: Any) -> None:
+        """Answer the post (uvicorn calls this in a task, at once or when its turn in the pipeline comes)."""
+        try:
+            answer = await self.poster.answer_event_post(self.tag, headers_of(self.raw_headers),
+                                                         query_of(self.query), self.read)
+        except Exception:
+            log.exception("unexpected error answering POST /%s", self.tag)
+            answer = 500, {}, b'{"error":"internal error; nothing was accepted, see the ingress log"}'
+        if answer is not None and not self.disconnected and not self.protocol.transport.is_closing():
+            self.protocol.answer(self, *answer)
 
 
 class OneWritePerTurn:
@@ -186,6 +340,18 @@ class OneWritePerTurn:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+_defaults: tuple[object, bytes] = (None, b"")
+
+
+def _fields(default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's default headers (date, X-Content-Type-Options) as head lines, made again only when
+    uvicorn's server puts a new list there (once a second, for the date)."""
+    global _defaults
+    if _defaults[0] is not default_headers:
+        _defaults = (default_headers, b"".join(b"%s: %s\r\n" % pair for pair in default_headers))
+    return _defaults[1]
 
 
 def configure(read_timeout: float, max_connections_per_client: int) -> None:

@@ -12,6 +12,8 @@
 - lost.py         where a waiting event's task can be, for lost-task recovery
 - memory.py       whether Redis can take new events: the memory high mark, /healthz's check
 - archiving.py    delivered events leaving Redis for the archive (bus/archive/): due ids, guarded delete
+- mover_sleep.py  the retry mover's sleep until something is due, and its wake-up by the scripts that schedule
+- templates.py    the task message templates kept in Redis by digest, and storing one a script found gone
 - values.py       the delivery path's frozen values: an Event as loaded, an Attempt as journaled
 
 Callers use `from bus import journal` and the names below.
@@ -122,6 +124,7 @@ from .store import (
     summaries,
     unavailable,
 )
+from .templates import MissingTemplate, stored_async
 from .transitions import (
     RECORD_ATTEMPT_SCRIPT,
     claim_mover,
@@ -130,7 +133,6 @@ from .transitions import (
     due,
     enqueue,
     hand_off,
-    next_due,
     park,
     recheck,
     recheck_events,
@@ -153,7 +155,7 @@ __all__ = [
     "summaries", "unavailable", "ACCEPT_SCRIPT", "FILLING_MS", "SpoolMark", "accept", "accept_batches", "accept_call",
     "accept_copies", "accepted_ids", "lane_group", "load_many", "ACCEPT_FRAMES_SCRIPT", "accept_frames", "frames_call",
     "accept_packed",
-    "refill_if_idle", "breakers", "claim_mover", "drop_scheduled", "due", "enqueue", "next_due",
+    "refill_if_idle", "breakers", "claim_mover", "drop_scheduled", "due", "enqueue",
     "hand_off", "park", "record_attempt", "record_copy", "copy_record", "recheck", "recheck_events", "refusal", "release", "requeue",
     "status_class", "LATENCY_BUCKETS", "SLOT", "SLOTS_KEPT", "backlog", "count", "count_refused", "counters",
     "latency", "RouteSnapshot", "snapshot", "find", "iter_matching", "purge", "sweep", "forget_retired", "pending_ids",
@@ -163,5 +165,5 @@ __all__ = [
     "last_copies", "CAPTURE_SCRIPT", "capture_call", "RECORD_ATTEMPT_SCRIPT", "record_attempt_call", "record_attempt_taking",
     "ARCHIVE_MOVER", "ARCHIVE_STATE", "archive_state", "archived_counts", "claim_archive_mover",
     "due_for_archive", "forget_archived", "in_redis", "load_whole", "overdue", "set_archive_state", "cursor_bounds",
-    "readable", "Attempt", "Event",
+    "readable", "Attempt", "Event", "MissingTemplate", "stored_async",
 ]

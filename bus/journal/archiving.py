@@ -28,17 +28,8 @@ def overdue(client: redis.Redis, cutoff: float) -> int:
     return client.zcount(index_key(DELIVERED), "-inf", cutoff)
 
 
-# One script call per batch, not three commands per event: the mover's reads cost Redis and the
-# worker's main process (where Celery's consumer also runs) a third of what a pipeline did.
-# KEYS: the events' records. Returns per event {record as HGETALL, attempts, copies}.
-_LOAD_WHOLE = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  out[i] = {redis.call('HGETALL', key), redis.call('LRANGE', key .. ':attempts', 0, -1),
-            redis.call('LRANGE', key .. ':copies', 0, -1)}
-end
-return out
-"""
+# lua/load_whole.lua: one script call per batch, not three commands per event.
+_LOAD_WHOLE = scripts.load("load_whole.lua")
 
 
 def load_whole(client: redis.Redis, event_ids: list[str]

@@ -26,7 +26,7 @@ import redis
 
 from ..broker.messages import Outgoing
 from ..endpoints import EndpointKey
-from . import scripts
+from . import scripts, templates
 from .keys import breaker_key, event_key, failing_key, open_breakers_key, parked_key, queue_name, retry_key
 from .store import script
 from .values import Event, as_event
@@ -44,29 +44,8 @@ def ttl(retry_max_interval: float) -> int:
     return int(max(BREAKER_TTL, 2 * retry_max_interval + 60))
 
 
-# KEYS: breaker, open index, failing index. ARGV: now, threshold, cap, jitter, probe, endpoint
-# digest, endpoint text, lifetime. Returns open_until when the breaker is open after it, else nil.
-_FAIL = """
-local now, threshold, cap, jitter = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local probe, ep, life = ARGV[5] == '1', ARGV[6], tonumber(ARGV[8])
-redis.call('HSETNX', KEYS[1], 'failing_since', ARGV[1])
-redis.call('HSET', KEYS[1], 'endpoint', ARGV[7])
-redis.call('EXPIRE', KEYS[1], life)
-redis.call('ZADD', KEYS[3], now, ep)
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tostring(now - life))
-local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
--- Failures of attempts already in flight when it opened do not lengthen the wait; a failed probe does.
-if open_until > now and not probe then return tostring(open_until) end
-local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-if failures < threshold and not probe then return false end
-local step = redis.call('HINCRBY', KEYS[1], 'step', 1)
-local delay = math.min(2 ^ (step - 1), cap)
-open_until = now + delay / 2 * (1 + jitter)
-redis.call('HSET', KEYS[1], 'open_until', tostring(open_until))
-redis.call('HSETNX', KEYS[1], 'since', ARGV[1])
-redis.call('ZADD', KEYS[2], open_until, ep)
-return tostring(open_until)
-"""
+# lua/breaker_fail.lua names its KEYS and ARGV: returns open_until when the breaker is open after it, else nil.
+_FAIL = scripts.load("breaker_fail.lua")
 
 
 def failed(client: redis.Redis, key: EndpointKey, now: float, threshold: int, cap: float, jitter: float,
@@ -74,7 +53,7 @@ def failed(client: redis.Redis, key: EndpointKey, now: float, threshold: int, ca
     """Count a retryable failure of the endpoint; the time its breaker stays open until, if it is open."""
     result = script(client, _FAIL)(
         keys=[breaker_key(key.route, key.digest), open_breakers_key(key.route), failing_key(key.route)],
-        args=[repr(now), threshold, cap, jitter, int(probe), key.digest, key.endpoint, life])
+        args=[repr(now), threshold, cap, jitter, int(probe), key.digest, key.endpoint, life, key.route])
     return float(result) if result else None
 
 
@@ -120,10 +99,17 @@ def hold_back_move(client: redis.Redis, event: Event | Mapping[str, Any], key: E
     schedule: the breaker closed), or why the move was refused: 'gone', 'superseded' (`task`, the
     caller's, no longer has it), or the status it is in (delivered, dead)."""
     event = as_event(event)
-    keys = [event_key(event.id), retry_key(event.route), breaker_key(key.route, key.digest),
-            parked_key(key.route, key.digest), open_breakers_key(key.route)]
-    args = [event.id, event.route, reason, repr(now), key.digest, repr(now), task]
-    return script(client, _HOLD_BACK)(keys=keys, args=args).decode()
+    return hold_back_many(client, [event.id], event.route, key, now, reason, task)[0]
+
+
+def hold_back_many(client: redis.Redis, ids: list[str], route: str, key: EndpointKey, now: float,
+                   reason: str = "waiting: endpoint failing (breaker open)", task: str = "") -> list[str]:
+    """hold_back_move for several events of the route behind one breaker, in one script: per id what
+    became of it."""
+    keys = [retry_key(route), breaker_key(key.route, key.digest), parked_key(key.route, key.digest),
+            open_breakers_key(key.route), *(event_key(i) for i in ids)]
+    args = [route, reason, repr(now), key.digest, repr(now), task, *ids]
+    return [m.decode() for m in script(client, _HOLD_BACK)(keys=keys, args=args)]
 
 
 def due(client: redis.Redis, route: str, now: float, limit: int) -> list[str]:
@@ -144,36 +130,8 @@ class Look:
     attempts: int = 0
 
 
-# KEYS: breaker, parked set, open index, retry schedule. ARGV: digest, now. Held-back ids whose
-# record is gone (purged, expired) are dropped on the way to the probe.
-_LOOK = """
-local EVENT_KEY = '""" + event_key("") + """'
-local open_until = redis.call('HGET', KEYS[1], 'open_until')
-if not open_until then
-  local n = redis.call('ZCARD', KEYS[2])
-  if n > 0 then
-    redis.call('ZUNIONSTORE', KEYS[4], 2, KEYS[4], KEYS[2], 'WEIGHTS', 1, 0)
-    redis.call('DEL', KEYS[2])
-  end
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  return {'released', n}
-end
-if tonumber(open_until) > tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[3], open_until, ARGV[1])
-  return {'open', 0}
-end
-for _ = 1, 100 do
-  local first = redis.call('ZRANGE', KEYS[2], 0, 0)
-  if #first == 0 then
-    redis.call('ZREM', KEYS[3], ARGV[1])
-    return {'empty', 0}
-  end
-  local tag, attempts = unpack(redis.call('HMGET', EVENT_KEY .. first[1], 'tag', 'attempts'))
-  if tag then return {'probe', 0, first[1], tag, attempts or '0'} end
-  redis.call('ZREM', KEYS[2], first[1])
-end
-return {'open', 0}
-"""
+# lua/breaker_look.lua: held-back ids whose record is gone (purged, expired) are dropped on the way to the probe.
+_LOOK = scripts.load("breaker_look.lua")
 
 
 def look(client: redis.Redis, route: str, digest: str, now: float) -> Look:
@@ -186,15 +144,16 @@ def look(client: redis.Redis, route: str, digest: str, now: float) -> Look:
     return Look(what.decode(), int(count), event_id.decode(), tag.decode(), int(attempts))
 
 
-_PROBE = scripts.load("send_probe.lua")
+_PROBE = scripts.load("send_probe.lua", "fill.lua")
 
 
 def send_probe(client: redis.Redis, route: str, digest: str, message: Outgoing, until: float, life: int) -> bool:
     """Take the probe out of the parked set to the head of the route's queue, and keep every other
     event of the endpoint waiting until it reports or `until` passes (then another probe goes)."""
-    keys = [parked_key(route, digest), breaker_key(route, digest), open_breakers_key(route), queue_name(route)]
-    return bool(script(client, _PROBE)(keys=keys, args=[message.event_ids[0], message.task_id, message.data,
-                                                        repr(until), life, digest]))
+    keys = [parked_key(route, digest), breaker_key(route, digest), open_breakers_key(route), queue_name(route),
+            templates.for_route(route, message.redelivered).key]
+    args = [message.event_ids[0], message.task_id, *message.filling, repr(until), life, digest]
+    return bool(templates.stored(lambda: script(client, _PROBE)(keys=keys, args=args), client.execute_command))
 
 
 def trim(client: redis.Redis, route: str, now: float, life: int) -> None:

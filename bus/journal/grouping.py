@@ -9,12 +9,12 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
-from ..broker.messages import GROUP_SIZE, SHOWN, group_template
+from ..broker.messages import GROUP_SIZE, SHOWN
 from ..errors import IdempotencyConflict, SpoolError
 from ..lifecycle import QUEUED
 from ..wire.pipelined import NotConfirmed, SharedPipe, eval_, evalsha, script_sha
 from ..wire.resp import fragment
-from . import breakers, scripts
+from . import breakers, scripts, templates
 from .keys import COUNTERS, event_key, filling_key, idempotency_key, index_key, pending_key, queue_name, spool_mark_key
 from .store import (
     REDIS_DOWN,
@@ -36,10 +36,10 @@ from .values import Event
 # expires, and the mover (scheduler.py) refills a route whose pending list has no message
 # coming, so events whose message was lost in a crash are not stranded.
 # Both scripts (lua/accept.lua, lua/refill.lua) make groups with the functions of lua/group.lua.
-ACCEPT_SCRIPT = scripts.load("accept.lua", "group.lua", "lane.lua")
+ACCEPT_SCRIPT = scripts.load("accept.lua", "fill.lua", "group.lua", "lane.lua")
 # The same accept, its events given as spool frames' payloads, one argument each (lua/unframe.lua).
-ACCEPT_FRAMES_SCRIPT = scripts.load("accept.lua", "group.lua", "lane.lua", "unframe.lua")
-_REFILL = scripts.load("refill.lua", "group.lua")
+ACCEPT_FRAMES_SCRIPT = scripts.load("accept.lua", "fill.lua", "group.lua", "lane.lua", "unframe.lua")
+_REFILL = scripts.load("refill.lua", "fill.lua", "group.lua")
 # Longer than a queued message usually waits for a worker; when it expires early (a long
 # queue, workers down) the cost is an extra message, never a lost event.
 FILLING_MS = 10_000
@@ -77,6 +77,7 @@ def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE, idempotenc
         args += [ev.id, ev.tag, ev.body, ev.headers, repr(ev.received)]
     keys.append(idempotency_key(events[0].tag, idempotency.key) if idempotency else idempotency_key("", ""))
     keys.append(spool_mark_key(mark.spool if mark is not None else ""))
+    keys.append(templates.for_route(route).key)
     if mark is not None:
         if len(mark.places) != len(events):
             raise ValueError("a SpoolMark gives one place per event")
@@ -85,10 +86,10 @@ def accept_call(events: list[NewEvent], group_size: int = GROUP_SIZE, idempotenc
 
 
 def _route_part(route: str, count: int, group_size: int) -> tuple[list[str], list[Any]]:
-    """The KEYS[1..6] and ARGV[1..7] of ACCEPT_SCRIPT (and ACCEPT_FRAMES_SCRIPT) for `count` events of `route`."""
+    """The KEYS[1..6] and ARGV[1..6] of ACCEPT_SCRIPT (and ACCEPT_FRAMES_SCRIPT) for `count` events of `route`."""
     keys = [index_key(QUEUED), index_key(QUEUED, route), queue_name(route), COUNTERS, pending_key(route),
             filling_key(route)]
-    return keys, [count, route, f"accepted:{route}", group_template(queue_name(route)), group_size, SHOWN, FILLING_MS]
+    return keys, [count, route, f"accepted:{route}", group_size, SHOWN, FILLING_MS]
 
 
 def frames_call(payloads: list[bytes], route: str, group_size: int, mark: SpoolMark, order: str = ""
@@ -98,7 +99,7 @@ def frames_call(payloads: list[bytes], route: str, group_size: int, mark: SpoolM
     if len(mark.places) != len(payloads):
         raise ValueError("a SpoolMark gives one place per event")
     keys, args = _route_part(route, len(payloads), group_size)
-    keys += [idempotency_key("", ""), spool_mark_key(mark.spool)]
+    keys += [idempotency_key("", ""), spool_mark_key(mark.spool), templates.for_route(route).key]
     return keys, args + ["", "", 0, mark.after, mark.window, order, *payloads, *mark.places]
 
 
@@ -142,10 +143,11 @@ def accept(client: redis.Redis | SharedPipe, events: list[NewEvent], group_size:
     lanes, and only a lane's head goes onto the pending list (lua/lane.lua)."""
     try:
         if isinstance(client, SharedPipe):  # the ways in: confirmed by replicas when BUS_ACK_REPLICAS asks
-            reply = _run_accept(client, events, group_size, idempotency, order)
+            pipe = client
+            reply = templates.stored(lambda: _run_accept(pipe, events, group_size, idempotency, order), pipe.execute)
         else:
             keys, args = accept_call(events, group_size, idempotency, order=order)
-            reply = script(client, ACCEPT_SCRIPT)(keys=keys, args=args)
+            reply = templates.stored(lambda: script(client, ACCEPT_SCRIPT)(keys=keys, args=args), client.execute_command)
     except REDIS_DOWN as exc:
         raise unavailable(exc) from exc
     return accepted_ids(events, reply, idempotency)
@@ -165,8 +167,8 @@ def _run_accept(pipe: SharedPipe, events: list[NewEvent], group_size: int, idemp
 def accept_packed(events: list[NewEvent], group_size: int = GROUP_SIZE, order: str = "") -> bytes:
     """The EVALSHA of ACCEPT_SCRIPT for `events` without an Idempotency-Key or a spool's mark, in RESP:
     the same bytes as pack(evalsha(ACCEPT_SCRIPT, *accept_call(events, group_size, order=order))), but
-    the route's keys and arguments (6 keys, 12 arguments, among them the ~700-byte message template)
-    are packed once per route instead of on every call: packing them was a fifth of emit()'s Python."""
+    the route's keys and arguments (9 keys, 11 arguments) are packed once per route instead of on every
+    call: packing them was a fifth of emit()'s Python (when the message template still travelled too)."""
     route = events[0].route
     if any(ev.route != route for ev in events):
         raise ValueError("accept() takes the events of one route at a time")
@@ -176,8 +178,8 @@ def accept_packed(events: list[NewEvent], group_size: int = GROUP_SIZE, order: s
     event_args: list[Any] = []
     for ev in events:
         event_args += [ev.id, ev.tag, ev.body, ev.headers, repr(ev.received)]
-    # 3 (EVALSHA, sha, numkeys) + 6 + n + 2 keys + 13 + 5n arguments
-    return b"".join((b"*%d\r\n" % (24 + 6 * n), command, _count(8 + n), keys, fragment(event_keys), placeholders,
+    # 3 (EVALSHA, sha, numkeys) + 6 + n + 3 keys + 12 + 5n arguments
+    return b"".join((b"*%d\r\n" % (24 + 6 * n), command, _count(9 + n), keys, fragment(event_keys), placeholders,
                      _count(n), constant, fragment(event_args)))
 
 
@@ -189,30 +191,31 @@ def _count(n: int) -> bytes:
 @lru_cache(maxsize=1024)
 def _accept_parts(route: str, group_size: int, order: str) -> tuple[bytes, bytes, bytes, bytes]:
     """accept_call's constant parts for a route, as RESP fragments: EVALSHA and the script's SHA, the
-    route's 6 keys, the placeholders of the Idempotency-Key and the spool's mark, and ARGV[2..13]."""
+    route's 6 keys, the placeholders of the Idempotency-Key and the spool's mark and the template's key,
+    and ARGV[2..12]."""
     keys, args = accept_call([NewEvent("-", "-", route, b"", 0.0)], group_size, None, order=order)
-    return (fragment(["EVALSHA", script_sha(ACCEPT_SCRIPT)]), fragment(keys[:6]), fragment(keys[-2:]),
-            fragment(args[1:13]))
+    return (fragment(["EVALSHA", script_sha(ACCEPT_SCRIPT)]), fragment(keys[:6]), fragment(keys[-3:]),
+            fragment(args[1:12]))
 
 
 @lru_cache(maxsize=1024)
 def lane_group(route: str, group_size: int) -> list[Any]:
     """What record_attempt needs for an ordered route to put the next event of a lane in a message
-    of its own when none of the route is coming: the message template, group size, events shown and
-    the filling flag's lifetime (the ARGV tail of lua/record_attempt.lua)."""
-    return [group_template(queue_name(route)), group_size, SHOWN, FILLING_MS]
+    of its own when none of the route is coming: the message template's key, group size, events shown
+    and the filling flag's lifetime (the ARGV tail of lua/record_attempt.lua)."""
+    return [templates.for_route(route).key, group_size, SHOWN, FILLING_MS]
 
 
 def _refill_call(route: str, mode: str, group_size: int) -> tuple[list[str], list[Any]]:
-    return ([pending_key(route), filling_key(route), queue_name(route)],
-            [group_template(queue_name(route)), group_size, SHOWN, FILLING_MS, mode])
+    return ([pending_key(route), filling_key(route), queue_name(route), templates.for_route(route).key],
+            [group_size, SHOWN, FILLING_MS, mode])
 
 
 def refill_if_idle(client: redis.Redis, route: str, group_size: int = GROUP_SIZE) -> bool:
     """The mover's check: pending events and no message coming for them (it was lost, or the
     flag expired) -> queue one; True when it did."""
     keys, args = _refill_call(route, "if-idle", group_size)
-    return bool(script(client, _REFILL)(keys=keys, args=args))
+    return bool(templates.stored(lambda: script(client, _REFILL)(keys=keys, args=args), client.execute_command))
 
 
 def load_many(pipe: SharedPipe, event_ids: list[str], route: str, group_size: int = GROUP_SIZE,
@@ -230,8 +233,11 @@ def load_many(pipe: SharedPipe, event_ids: list[str], route: str, group_size: in
     replies = pipe.execute_many(commands)
     if route:
         refilled, *replies = replies
-        if isinstance(refilled, NoScriptError):
-            pipe.run_script(_REFILL, keys, args)  # Redis restarted since the script was last loaded
+        if isinstance(refilled, templates.MissingTemplate):
+            pipe.execute(*templates.store_command(refilled))
+        if isinstance(refilled, (NoScriptError, templates.MissingTemplate)):
+            # Redis restarted since the script was last loaded, or lost the template (templates.py)
+            templates.stored(lambda: pipe.run_script(_REFILL, keys, args), pipe.execute)
         elif isinstance(refilled, Exception):
             raise refilled
     for reply in replies:
@@ -275,11 +281,25 @@ def _accept_many(pipe: SharedPipe, calls: list[tuple[list[str], list[Any]]], scr
     try:
         replies = _execute_many(pipe, [evalsha(script, keys, args) for keys, args in calls] + wait)
         confirmed: Any = replies.pop() if wait else None  # WAIT's count of replicas
-        unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if unknown:  # Redis restarted since the script was loaded
-            again = _execute_many(pipe, [eval_(script, *calls[i]) for i in unknown] + wait)
+        # A Redis that restarted since the script was loaded (NOSCRIPT), or that lost a template
+        # (templates.py), did not run those calls: they run again, in order, with the script itself and
+        # after the templates are stored; so do the later parts of a spool's send that were refused for
+        # the refused part before them (BUSGAP: none of them wrote anything). Twice at most: a call run
+        # again for NOSCRIPT may then find its template gone.
+        for _ in range(2):
+            refused = [i for i, reply in enumerate(replies)
+                       if isinstance(reply, (NoScriptError, templates.MissingTemplate))]
+            if not refused:
+                break
+            redo = [i for i, reply in enumerate(replies) if i in refused or (i > refused[0] and _gap(reply))]
+            stores = list(dict.fromkeys(templates.store_command(replies[i]) for i in redo
+                                        if isinstance(replies[i], templates.MissingTemplate)))
+            again = _execute_many(pipe, stores + [eval_(script, *calls[i]) for i in redo] + wait)
             confirmed = again.pop() if wait else None  # this WAIT covers the first write too
-            for i, reply in zip(unknown, again):
+            for reply in again[: len(stores)]:
+                if isinstance(reply, Exception):
+                    raise reply
+            for i, reply in zip(redo, again[len(stores):]):
                 replies[i] = reply
         for reply in replies + ([confirmed] if wait else []):
             if isinstance(reply, Exception):
@@ -289,6 +309,10 @@ def _accept_many(pipe: SharedPipe, calls: list[tuple[list[str], list[Any]]], scr
     except REDIS_DOWN as exc:
         raise unavailable(exc) from exc
     return replies
+
+
+def _gap(reply: Any) -> bool:
+    return isinstance(reply, redis.ResponseError) and str(reply).startswith("BUSGAP")
 
 
 def _execute_many(pipe: SharedPipe, commands: list[tuple[Any, ...]]) -> list[Any]:

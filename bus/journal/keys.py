@@ -20,8 +20,9 @@ Keys (every name is built here and nowhere else):
 - bus:retry:<route>              sorted set of ids waiting for their next attempt, by due time
 - bus:breaker:<route>:<ep>       hash: endpoint, failures, failing_since, step, open_until, since: the circuit
                                  breaker of one endpoint of the route (<ep>: endpoints.EndpointKey.digest of the
-                                 rendered origin and path); expires BREAKER_TTL after its last failure, and is
-                                 deleted when the endpoint answers
+                                 rendered origin and path, counting its failed answers and timeouts; or of the
+                                 origin alone, no path, counting failures to connect); expires BREAKER_TTL after
+                                 its last failure, and is deleted when the endpoint answers (an origin's: any answer)
 - bus:breakers:<route>           sorted set of <ep> whose breaker has opened, by when the mover next looks at it
                                  (open_until, or the probe's deadline); left only once nothing waits behind it
 - bus:failing:<route>            sorted set of <ep> with a breaker, by its last failure: what stats list;
@@ -34,6 +35,9 @@ Keys (every name is built here and nowhere else):
 - bus:lanes:<route>              hash: <lane> -> the id of its head, the one event of the lane that is out (pending,
                                  in a message, on the retry schedule or held back); the others wait in the lane
 - bus:mover:<route>              which worker moves the route's due retries right now (expires)
+- bus:mover:<route>:sleeps       set while that mover waits on its wake list: until when (its clock); a script
+                                 that schedules something earlier (lifecycle.WAKES_MOVER) deletes it and pushes
+- bus:wake:<route>               list the mover BLPOPs while nothing is due (one token per wake-up; expires)
 - bus:counters                   hash of ever-growing counters for /metrics, field "<kind>:<route>[:<label>]"
 - bus:latency:<route>            hash: accept-to-2xx histogram: count per bucket (not cumulative), sum, count
 - bus:delivered:<route>:<slot>   deliveries in one 10-second slot (expires after an hour), for `bus stats`
@@ -44,6 +48,10 @@ Keys (every name is built here and nowhere else):
 - bus:spool:<spool>              hash: route -> the place in a producer's spool (bus/spool/) up to which
                                  Redis took that route's events (its high-water mark; expires
                                  BUS_IDEMPOTENCY_WINDOW after the spool's last send)
+- bus:template:<digest>          a task message template (broker/messages.py's group_template of one route's
+                                 queue) named by its digest, so a changed template is a new key; the scripts
+                                 that queue a message fill it in (journal/templates.py; expires, stored again
+                                 on the refusal of a call that finds it gone)
 - bus:healthz                    written by GET /healthz to see that Redis takes writes (expires)
 - bus:workers                    hash: worker (host:pid) -> when it registered; the workers whose unacked
                                  tasks another may hand back once their lease is gone
@@ -124,6 +132,14 @@ def mover_key(route: str) -> str:
     return f"bus:mover:{route}"
 
 
+def mover_sleeps_key(route: str) -> str:
+    return f"bus:mover:{route}:sleeps"
+
+
+def wake_key(route: str) -> str:
+    return f"bus:wake:{route}"
+
+
 def breaker_key(route: str, endpoint: str) -> str:
     """`endpoint` is an endpoints.EndpointKey digest."""
     return f"bus:breaker:{route}:{endpoint}"
@@ -155,6 +171,10 @@ def idempotency_key(tag: str, key: str) -> str:
 
 def spool_mark_key(spool: str) -> str:
     return f"bus:spool:{spool}"
+
+
+def template_key(digest: str) -> str:
+    return f"bus:template:{digest}"
 
 
 def index_key(status: str, route: str | None = None) -> str:

@@ -25,7 +25,7 @@ from .store import (
     summary,
 )
 
-_PURGE = scripts.load("purge.lua", "group.lua", "lane.lua")
+_PURGE = scripts.load("purge.lua", "fill.lua", "group.lua", "lane.lua")
 # What find() hands out: the last event's index score, ':', its id.
 # The id may be a destination's copy (<id>.<destination>): a listing of one destination stops at one.
 _CURSOR = re.compile(

@@ -2,8 +2,9 @@
 
 kombu's Redis transport hands a task to a worker with BRPOP and only then records it in its
 `unacked` hash (delivery tag -> [message, exchange, routing key]). A Redis or worker crash between
-the two drops the task while the journal still says queued/retrying. These read where a waiting
-event's task can be, so recovery can find the events whose task is nowhere.
+the two drops the task while the journal still says queued/retrying. These read the journal's places
+where a waiting event's task can be (the unacked hash is read by broker/unacked.py, the caller
+combines them), so recovery can find the events whose task is nowhere.
 """
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ import redis
 
 from ..broker.messages import Outgoing
 from ..lifecycle import QUEUED, RETRYING
-from . import scripts
+from . import scripts, templates
 from .keys import (
-    KOMBU_UNACKED,
     RECOVERY_DONE,
     RECOVERY_LOCK,
     event_key,
@@ -39,14 +39,9 @@ _SCAN_CHUNK = 1000
 # scan, thousands a second in the worker's main process while a recovery's second pass ran under load
 # (docs/performance.md, "Issue 19: the fan-out worker's main process").
 _SCAN_KEYS = 1000
-_REQUEUE = scripts.load("requeue_lost.lua")
-_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-# Keep the latest start only: two recoveries may end out of order.
-_DONE = """
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > last then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1
-"""
+_REQUEUE = scripts.load("requeue_lost.lua", "fill.lua")
+_UNLOCK = scripts.load("recovery_unlock.lua")
+_DONE = scripts.load("recovery_done.lua")  # keeps the latest start only: two recoveries may end out of order
 
 
 def waiting_ids(client: redis.Redis) -> set[str]:
@@ -121,12 +116,12 @@ def pending_ids(client: redis.Redis, route: str | None = None) -> list[str]:
 
 
 def task_messages(client: redis.Redis) -> Iterator[dict[str, Any]]:
-    """Every task message Redis holds: waiting in a route's queue, or handed to a worker and unacked.
+    """Every task message waiting in a route's queue. Those handed to a worker and not acked yet are in
+    kombu's unacked hash, whose layout is the broker's (broker/unacked.py, unacked_messages).
 
-    Recovery requeues any waiting event found neither here, nor on a retry schedule
+    Recovery requeues any waiting event found neither here, nor unacked, nor on a retry schedule
     (scheduled_ids), nor on a pending list (pending_ids), nor in an ordered route's lane behind its
-    head (lane_waiting_ids); a new place where events wait must
-    be read there too.
+    head (lane_waiting_ids); a new place where events wait must be read there too.
     """
     for queue in client.scan_iter(match=queue_name("*"), count=_SCAN_KEYS, _type="list"):
         # Read by index from the pushing end until the list ends: tasks pushed meanwhile shift the
@@ -137,14 +132,13 @@ def task_messages(client: redis.Redis) -> Iterator[dict[str, Any]]:
             if not chunk:
                 break
             yield from map(orjson.loads, chunk)
-    for _, raw in client.hscan_iter(KOMBU_UNACKED, count=_SCAN_CHUNK):
-        yield orjson.loads(raw)[0]
 
 
 def requeue_lost(client: redis.Redis, event_id: str, route: str, message: Outgoing) -> bool:
     """Queue a new task for an event that is still waiting; False when it was delivered or dead meanwhile."""
-    return bool(script(client, _REQUEUE)(keys=[event_key(event_id), queue_name(route)],
-                                         args=[message.data, message.task_id]))
+    keys = [event_key(event_id), queue_name(route), templates.for_route(route, message.redelivered).key]
+    args = [*message.filling, message.task_id]
+    return bool(templates.stored(lambda: script(client, _REQUEUE)(keys=keys, args=args), client.execute_command))
 
 
 def recovery_lock(client: redis.Redis, holder: str, seconds: int) -> bool:
@@ -153,7 +147,7 @@ def recovery_lock(client: redis.Redis, holder: str, seconds: int) -> bool:
 
 
 def recovery_unlock(client: redis.Redis, holder: str) -> None:
-    client.eval(_UNLOCK, 1, RECOVERY_LOCK, holder)  # only our own lock, not one taken after ours expired
+    script(client, _UNLOCK)(keys=[RECOVERY_LOCK], args=[holder])  # only our own lock, not one taken after ours expired
 
 
 def redis_time(client: redis.Redis) -> float:

@@ -1,4 +1,4 @@
-"""The journal's Lua scripts: read once from bus/journal/lua/, each behind a prelude made from Python's names.
+"""The bus's Lua scripts: read once from bus/journal/lua/ (or bus/broker/lua/), each behind a prelude made from Python's names.
 
 Status names come from bus/lifecycle.py and key prefixes from keys.py, substituted at load rather
 than passed in ARGV: they never change while a process runs, so they cost no bytes per call, and a
@@ -21,11 +21,14 @@ from .keys import (
     index_key,
     lane_key,
     lanes_key,
+    lease_key,
+    mover_sleeps_key,
     order_counter_key,
     parked_key,
     pending_key,
     queue_name,
     retry_key,
+    wake_key,
 )
 
 _LUA = resources.files(__package__) / "lua"
@@ -54,6 +57,8 @@ def _definitions(script: str) -> list[tuple[str, str]]:
     return statuses + [
         ("STATUSES", f"local STATUSES = {{{', '.join(s.upper() for s in lifecycle.STATUSES)}}}"),
         ("NO_RECORD", f"local NO_RECORD = {_lua_string(lifecycle.NO_RECORD)}"),
+        # A script that finds its message template gone refuses with 'BUSTEMPLATE <key>' .. this (templates.py).
+        ("TEMPLATE_GONE", "local TEMPLATE_GONE = ' is not in Redis: store the message template and call again'"),
         ("EVENT_KEY", f"local EVENT_KEY = {_lua_string(event_key(''))}"),
         ("status_index", "local function status_index(status) return "
                          f"{_concat(index_key('@S@'), {'@S@': 'status'})} end"),
@@ -72,6 +77,20 @@ def _definitions(script: str) -> list[tuple[str, str]]:
         ("filling_flag", f"local function filling_flag(route) return {_concat(filling_key('@R@'), {'@R@': 'route'})} end"),
         ("route_queue", f"local function route_queue(route) return {_concat(queue_name('@R@'), {'@R@': 'route'})} end"),
         ("retry_schedule", f"local function retry_schedule(route) return {_concat(retry_key('@R@'), {'@R@': 'route'})} end"),
+        ("worker_lease", f"local function worker_lease(worker) return {_concat(lease_key('@W@'), {'@W@': 'worker'})} end"),
+        ("wake_mover", f"""-- `route` has something new on its retry schedule (or a breaker to look at) at `at`: if the route's
+-- retry mover sleeps past that (scheduler.py: it left bus:mover:<route>:sleeps, its wake-up time), wake
+-- it with a token on its wake list. The first such script takes the mark, so a wait gets one token.
+local function wake_mover(route, at)
+  local sleeps = {_concat(mover_sleeps_key('@R@'), {'@R@': 'route'})}
+  local till = redis.call('GET', sleeps)
+  if till and tonumber(at) < tonumber(till) then
+    local wake = {_concat(wake_key('@R@'), {'@R@': 'route'})}
+    redis.call('DEL', sleeps)
+    redis.call('LPUSH', wake, '1')
+    redis.call('PEXPIRE', wake, 60000)
+  end
+end"""),
         ("may", f"""-- The rows of the lifecycle table this script does, 'from>to' (NO_RECORD: no record).
 local MOVES = ' {moves} '
 local function may(from, to)
@@ -138,8 +157,10 @@ def prelude(name: str, code: str = "") -> str:
 
 
 @cache
-def load(name: str, *libraries: str) -> str:
+def load(name: str, *libraries: str, package: str = __package__) -> str:
     """Script `name` (a file in lua/) with its prelude and, before it, the `libraries` it calls (files
-    of Lua functions shared by scripts). Read once per process."""
-    code = "\n".join([(_LUA / lib).read_text() for lib in libraries] + [(_LUA / name).read_text()])
+    of Lua functions shared by scripts). Read once per process. `package` is whose lua/ folder holds
+    them: the journal's, or bus.broker's (its scripts on kombu's keys)."""
+    folder = _LUA if package == __package__ else resources.files(package) / "lua"
+    code = "\n".join([(folder / lib).read_text() for lib in libraries] + [(folder / name).read_text()])
     return prelude(name, code) + code

@@ -12,7 +12,7 @@ from ..broker.messages import Outgoing
 from ..endpoints import EndpointKey
 from ..lifecycle import DELIVERED, RETRYING
 from ..wire.pipelined import SharedPipe
-from . import scripts
+from . import scripts, templates
 from .counters import LATENCY_BUCKETS, SLOT
 from .keys import (
     COUNTERS,
@@ -39,12 +39,13 @@ from .values import Attempt, Event, as_attempt, as_event, id_of
 # Every move of bus/lifecycle.py's table below is one script of lua/ that reads the event's status
 # (and the task its record names) itself and answers 'ok' or why it refused: 'gone', 'superseded',
 # or the status the event is in. The functions return None when the move was made, else that reason.
-RECORD_ATTEMPT_SCRIPT = scripts.load("record_attempt.lua", "group.lua", "lane.lua")
+RECORD_ATTEMPT_SCRIPT = scripts.load("record_attempt.lua", "fill.lua", "group.lua", "lane.lua")
 _PARK = scripts.load("park.lua")
 _RECHECK = scripts.load("recheck.lua")
-_RELEASE = scripts.load("release.lua")
-_HAND_OFF = scripts.load("hand_off.lua")
-_REQUEUE = scripts.load("requeue.lua")
+_RELEASE = scripts.load("release.lua", "fill.lua")
+_HAND_OFF = scripts.load("hand_off.lua", "fill.lua")
+_REQUEUE = scripts.load("requeue.lua", "fill.lua")
+_CLAIM_MOVER = scripts.load("claim_mover.lua")
 
 
 def refusal(reply: bytes | str) -> str | None:
@@ -63,7 +64,8 @@ def record_attempt(client: redis.Redis | SharedPipe, event: Event | Mapping[str,
 
     `retry_at` puts a retrying event on the route's retry schedule; `endpoint_alive`
     (any non-retryable answer) closes the breaker of `endpoint`, the one the attempt
-    went to, and releases the events it held back. Delivered events expire after
+    went to, and releases the events it held back; any HTTP answer closes the breaker
+    of its origin (connect failures: endpoints.py) likewise. Delivered events expire after
     `retention`; dead ones are kept until replayed or purged, because nobody has
     looked at them yet.
 
@@ -107,15 +109,18 @@ def record_attempt_call(event: Event | Mapping[str, Any], attempt: Attempt | Map
     event, attempt = as_event(event), _response_kept(as_attempt(attempt))
     last = attempt.status_code or attempt.error or ""
     event_id, route = event.id, event.route
-    digest = endpoint.digest if endpoint else ""
+    digest, origin = (endpoint.digest, endpoint.origin.digest) if endpoint else ("", "")
     keys = [event_key(event_id), attempts_key(event_id), copies_key(event_id), retry_key(route),
             breaker_key(route, digest), COUNTERS, latency_key(route)]
+    # An answer of any status says the origin takes connections: its breaker closes ('o'), the path's
+    # only when the answer is not a failure ('1').
+    closes = "0" if endpoint is None else "1" if endpoint_alive else "o" if attempt.status_code else "0"
     args = [event_id, route, repr(event.received), attempt.to_journal(), status, str(last),
-            retention if status == DELIVERED else "", repr(retry_at) if retry_at is not None else "",
-            "1" if endpoint_alive and endpoint else "0"]
+            retention if status == DELIVERED else "", repr(retry_at) if retry_at is not None else "", closes]
     slot, counted = _count_outcome(event, status, attempt)
-    return (keys + [slot, parked_key(route, digest), open_breakers_key(route), failing_key(route)],
-            args + counted + [digest])
+    return (keys + [slot, parked_key(route, digest), open_breakers_key(route), failing_key(route),
+                    breaker_key(route, origin), parked_key(route, origin)],
+            args + counted + [digest, origin])
 
 
 # A task loads its events when it starts and sends them one after another, for up to the
@@ -193,29 +198,24 @@ def due(client: redis.Redis, route: str, now: float, limit: int) -> list[tuple[s
     return [(i, t.decode() if t else "", int(n or 0)) for i, (t, n) in zip(ids, pipe.execute())]
 
 
-def next_due(client: redis.Redis, route: str) -> float | None:
-    """When the route's earliest retry or half-open breaker is due (None: neither waits), in one round trip:
-    what the retry schedule's mover reads after a pass that moved nothing."""
-    pipe = client.pipeline(transaction=False)
-    pipe.zrange(retry_key(route), 0, 0, withscores=True)
-    pipe.zrange(open_breakers_key(route), 0, 0, withscores=True)
-    firsts = [float(first[0][1]) for first in pipe.execute() if first]
-    return min(firsts) if firsts else None
-
-
 def release(client: redis.Redis, route: str, groups: list[Outgoing]) -> int:
     """Move scheduled events to the head of the route's queue, one message per group of ids."""
     if not groups:
         return 0
     argv: list[Any] = []
     for message in groups:
-        argv += [len(message.event_ids), message.task_id, *message.event_ids, message.data]
-    return int(script(client, _RELEASE)(keys=[retry_key(route), queue_name(route)], args=argv))
+        argv += [len(message.event_ids), message.task_id, *message.event_ids, *message.filling]
+    keys = [retry_key(route), queue_name(route), templates.for_route(route).key]
+    return int(templates.stored(lambda: script(client, _RELEASE)(keys=keys, args=argv), client.execute_command))
 
 
-def claim_mover(client: redis.Redis, route: str, worker_id: str, ms: int) -> bool:
-    """One mover per route at a time, so a group is never moved twice by two workers."""
-    return claim_lease(client, mover_key(route), worker_id, ms)
+def claim_mover(client: redis.Redis, route: str, worker_id: str, ms: int) -> float | None:
+    """One mover per route at a time, so a group is never moved twice by two workers; `worker_id` is the
+    worker's name: a mover whose worker's lease is gone loses the route at once (lua/claim_mover.lua).
+    None when this mover holds the route; else the seconds until the holder's worker lease lapses
+    unless renewed (when to look again)."""
+    answer = int(script(client, _CLAIM_MOVER)(keys=[mover_key(route)], args=[worker_id, ms]))
+    return None if answer == 1 else -answer / 1000
 
 
 def claim_lease(client: redis.Redis, key: str, worker_id: str, ms: int) -> bool:
@@ -233,13 +233,8 @@ def drop_scheduled(client: redis.Redis, route: str, event_id: str) -> None:
     client.zrem(retry_key(route), event_id)
 
 
-# Only beside a record still in Redis: a copy of an archived event goes to its archive row instead,
-# and a list left behind for an event the archive mover just took would never be deleted.
-_RECORD_COPY = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-return 1
-"""
+# lua/record_copy.lua: only beside a record still in Redis (a copy of an archived event goes to its archive row).
+_RECORD_COPY = scripts.load("record_copy.lua")
 
 
 def record_copy(client: redis.Redis, event_id: str, attempt: Attempt | Mapping[str, Any]) -> bool:
@@ -277,9 +272,13 @@ def requeue(client: redis.Redis, events: list[dict[str, Any]], messages: list[tu
         event_id, route = event["id"], event["route"]
         keys += [event_key(event_id), attempts_key(event_id), copies_key(event_id), retry_key(route)]
         args += [event_id, route, event.get("status") or "", messages[owners[event_id] - 1][0].task_id, owners[event_id]]
-    keys += [queue_name(route) for _, route in messages]
-    args += [message.data for message, _ in messages]
+    for message, route in messages:
+        keys += [queue_name(route), templates.for_route(route, message.redelivered).key]
+        args += [message.task_id, *message.filling]
     pipe = client.pipeline(transaction=True)
+    # The templates are stored first in the same transaction: a refusal inside MULTI could not be answered.
+    for template in {templates.for_route(route, message.redelivered) for message, route in messages}:
+        pipe.execute_command(*templates.store(template))
     for fields, tries, copies in restored:
         key = event_key(fields["id"])
         pipe.delete(key, attempts_key(fields["id"]), copies_key(fields["id"]))
@@ -304,5 +303,6 @@ def hand_off(client: redis.Redis, route: str, message: Outgoing, task: str = "")
     """Queue a message that takes over its events from the task that queues it (`task`; '' when
     none), in one step (lua/hand_off.lua). Returns how many events changed hands: those still
     waiting and still that task's."""
-    return int(script(client, _HAND_OFF)(keys=[queue_name(route)],
-                                         args=[message.data, message.task_id, task, *message.event_ids]))
+    keys = [queue_name(route), templates.for_route(route, message.redelivered).key]
+    args = [*message.filling, message.task_id, task, *message.event_ids]
+    return int(templates.stored(lambda: script(client, _HAND_OFF)(keys=keys, args=args), client.execute_command))

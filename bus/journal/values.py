@@ -71,8 +71,8 @@ class Event:
 # The order each kind of attempt has always been stored in (its JSON's keys): an attempt that went
 # out, and one that never could (the route is gone, the URL no longer renders). Kept so the bytes
 # the journal stores, and what `bus events ID` prints of them, are what they were before the values.
-_SENT = ("attempt", "at", "url", "response_error", "status_code", "response", "location", "error", "duration",
-         "request_id", "batch", "reason", "verdict")
+_SENT = ("attempt", "at", "url", "response_error", "status_code", "response", "location", "error", "phase",
+         "duration", "request_id", "batch", "reason", "verdict")
 _UNSENT_FIRST = ("attempt", "at", "duration", "status_code", "error", "reason")
 _UNSENT = _UNSENT_FIRST + tuple(k for k in _SENT if k not in _UNSENT_FIRST)
 
@@ -95,6 +95,7 @@ class Attempt:
     batch: int | None = None
     reason: str | None = None  # why a dead attempt is dead
     verdict: str | None = None  # a copy's (replay --to), in :copies
+    phase: str | None = None  # "connect": no connection to the origin opened (its breaker counts it)
     # The keys of the record it was read from, in their order (from_record): written back the same.
     order: tuple[str, ...] = field(default=(), repr=False, compare=False)
 

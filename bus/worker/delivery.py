@@ -83,7 +83,7 @@ def send_body(pools: outbound.Pools, route: Route, url: str, request_id: str, ta
 def _attempt(pools: outbound.Pools, route: Route, url: str, body: bytes, headers: dict[str, str], attempt: int,
              method: str | None = None) -> tuple[Attempt, str | None]:
     at = time.time()
-    status_code = response = response_error = location = error = retry_after = None
+    status_code = response = response_error = location = error = retry_after = phase = None
     started = time.monotonic()
     # One deadline for the whole attempt, redirects included (deadline.py).
     deadline = Deadline.after(route.open_timeout + route.read_timeout)
@@ -110,13 +110,16 @@ def _attempt(pools: outbound.Pools, route: Route, url: str, body: bytes, headers
         retry_after = resp.headers.get("retry-after")
         if resp.headers.get("location"):
             location = resp.headers["location"][:500]
+    except outbound.NotConnected as exc:
+        # The origin took no connection: its breaker counts it, not the path's (breaker_gate.py).
+        error, phase = str(exc)[:500], "connect"
     except (OSError, ValueError, AttemptDeadline) as exc:
-        # No answer: refused, timed out, TLS refused, reset, garbled (ValueError: a URL or header that cannot be sent).
+        # No answer: timed out, reset, garbled (ValueError: a URL or header that cannot be sent).
         error = f"{type(exc).__name__}: {exc}"[:500]
     # The journal shows attempts to every @journal reader: tokens in a URL's query or user info stay out.
     return Attempt(attempt, at, logs.redact(url) if url else url, status_code, response, response_error,
                    logs.redact(location) if location else None, logs.redact(error) if error else None,
-                   round(time.monotonic() - started, 4)), retry_after
+                   round(time.monotonic() - started, 4), phase=phase), retry_after
 
 
 def _same_origin_redirect(url: str, resp: outbound.Answer) -> str | None:
@@ -481,11 +484,13 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
             event_ids, events, superseded = _mine(run.task_id, event_ids, events)
             if superseded:
                 verdicts[Verdict.SUPERSEDED] = superseded
+            if route is not None and not probe and route.batch_max <= 1 and not route.ordered:
+                run.gate.hold_ahead(route, events, run.task_id)  # one script per open breaker, not per event
         copies_to_retry = []
         handed: list[int] = []  # how many of the group a lane's run handed to a new message (_spread)
         for n, (unit, batched) in enumerate(_units(route, events, to)):
             if n and deadline.passed():
-                _hand_off(run, [e for e in events[unit[0]:] if e is not None])
+                _hand_off(run, [e for e in events[unit[0]:] if e is not None and e.id not in run.gate.settled])  # held: not sent
                 verdicts[Verdict.HANDED_OFF] = len(event_ids) - unit[0]
                 break
             ids, unit_events = [event_ids[i] for i in unit], [events[i] for i in unit]

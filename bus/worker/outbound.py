@@ -53,6 +53,12 @@ class BrokenAnswer(ConnectionError):
     """The endpoint closed the connection or sent something that is not an HTTP answer."""
 
 
+class NotConnected(ConnectionError):
+    """No connection to the endpoint's origin: refused, connect timeout, no such host, TLS or proxy
+    refusal. It says nothing of the path, so it counts against the origin's breaker (endpoints.py).
+    Its text is the cause's own (type and message), as the attempt's error always showed it."""
+
+
 class Answer:
     """An endpoint's answer: status and headers (names lower-cased) once the head is in; the body is read on demand."""
 
@@ -215,8 +221,8 @@ class Pools:
 def open_response(pools: Pools, route: Route, url: str, headers: dict[str, str], body: bytes,
                   deadline: Deadline | None = None, method: str | None = None) -> Answer:
     """Send the request and return once the status line and headers are in; the body is left to
-    read (or not). Raises OSError (BrokenAnswer for a garbled or cut answer, TimeoutError when
-    open_timeout or read_timeout passes, ProxyError for the proxy's failures) when there is no
+    read (or not). Raises OSError (NotConnected when no connection to the origin opened, BrokenAnswer
+    for a garbled or cut answer, TimeoutError when read_timeout passes) when there is no
     answer, AttemptDeadline once `deadline` (the whole attempt's, redirects included) has
     passed, ValueError for a URL or header that cannot be sent. `method` is the route's unless given
     (a captured request's own)."""
@@ -254,10 +260,12 @@ def _open(pools: Pools, route: Route, host: str, port: int, proxy: Proxy | None,
     try:
         return open_connection(host, port, deadline.timeout(route.open_timeout), proxy,
                                pools.context(route) if tls else None)
-    except TimeoutError:
+    except TimeoutError as exc:
         if deadline.passed():  # a redirect's connection, with less than open_timeout left of the attempt
             raise deadline.expired() from None
-        raise
+        raise NotConnected(f"{type(exc).__name__}: {exc}") from exc
+    except OSError as exc:
+        raise NotConnected(f"{type(exc).__name__}: {exc}") from exc
 
 
 def finish(pools: Pools, answer: Answer) -> None:

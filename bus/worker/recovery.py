@@ -25,6 +25,7 @@ import redis
 from celery import bootsteps
 
 from .. import journal, settings
+from ..broker import unacked
 from ..broker.messages import event_ids_of, new_message
 
 log = logging.getLogger("bus.recovery")
@@ -45,6 +46,7 @@ def missing_tasks(client: redis.Redis) -> set[str]:
     waiting -= journal.lane_waiting_ids(client)
     waiting -= journal.scheduled_ids(client) | set(journal.pending_ids(client))
     waiting -= {i for m in journal.task_messages(client) for i in event_ids_of(m)}
+    waiting -= {i for m in unacked.unacked_messages(client) for i in event_ids_of(m)}
     # Delivered (or dead) while this pass read the places above: not lost, however it looked.
     return journal.still_waiting(client, waiting) if waiting else waiting
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,30 +17,34 @@ from celery.signals import worker_ready, worker_shutdown
 
 from .. import journal
 from ..broker.messages import groups, new_message
+from ..journal import mover_sleep
 from ..routes import Route
-from .backoff import FIRST_DELAY
+from .leases import worker_name
 
 log = logging.getLogger("bus.scheduler")
-# While events move, a pass every TICK. Otherwise the next pass comes when the earliest retry or
-# half-open breaker is due, but never later than IDLE_TICK: the shortest retry delay a pool process
-# can schedule meanwhile is FIRST_DELAY / 2 (backoff.py), so a retry scheduled just after a pass is
-# still moved on time. Five passes a second were most of an idle worker's and its Redis's CPU
-# (docs/performance.md, fifth round).
+# While events move, a pass every TICK. A pass that moves nothing sleeps (journal/mover_sleep.py) until
+# the earliest retry, half-open breaker or refill of its routes is due, at most WAIT_CAP, blocked on the
+# routes' wake lists: every script that puts something on the schedule sooner than that pushes to them
+# (lifecycle.WAKES_MOVER), so nothing is moved later for the sleep. Polling twice a second instead was
+# most of an idle worker's and its Redis's CPU (docs/performance.md, issue 22).
 TICK = 0.2
-IDLE_TICK = FIRST_DELAY / 2
+WAIT_CAP = 10.0
 BATCH = 500
 PROBES = 50  # half-open breakers of a route that send their probe in one tick
 PROBE_SLACK = 5.0
+# A route's mover holds its lease this long past its last pass (past its sleep's end, when it sleeps):
+# how soon another worker's mover takes over from a dead one, and how often one that holds none looks.
 MOVER_LEASE_MS = 2000
-_MOVER = str(uuid.uuid4())
 
 _stop = threading.Event()
+_moving: list[str] = []  # the routes this process's mover looks after
 
 
 @dataclass(frozen=True)
 class Pass:
     moved: int  # events moved to their queues
-    wake_at: float  # when the next pass is wanted
+    wake_at: float  # when the next pass is wanted at the latest
+    held: tuple[str, ...] = ()  # the routes this mover moved (it held their lease)
 
 
 def tick(client: object, routes: list[Route], now: float | None = None, mover: str = "") -> int:
@@ -50,13 +53,18 @@ def tick(client: object, routes: list[Route], now: float | None = None, mover: s
 
 
 def one_pass(client: object, routes: list[Route], now: float | None = None, mover: str = "") -> Pass:
-    """One pass over the routes: what it moved, and when the next one is due."""
+    """One pass over the routes: what it moved, when the next one is due at the latest, which routes it held."""
     moved = 0
     now = time.time() if now is None else now
-    wake_at = now + IDLE_TICK
+    wake_at = now + WAIT_CAP
+    held = []
     for route in routes:
-        if not journal.claim_mover(client, route.name, mover or _MOVER, MOVER_LEASE_MS):
+        held_by_another = journal.claim_mover(client, route.name, mover or worker_name(), MOVER_LEASE_MS)
+        if held_by_another is not None:
+            # Another worker's mover: looked at again when that worker's own lease would lapse if it died.
+            wake_at = min(wake_at, now + min(held_by_another + 0.05, MOVER_LEASE_MS / 1000))
             continue
+        held.append(route.name)
         # Pending events whose task message was lost in a crash get a new one; a breaker does
         # not hold this back (the task parks them), so they show as retrying, not as queued.
         journal.refill_if_idle(client, route.name, route.group_size)
@@ -66,12 +74,8 @@ def one_pass(client: object, routes: list[Route], now: float | None = None, move
         moved += here
         if here:
             wake_at = min(wake_at, now + TICK)
-            continue
-        next_due = journal.next_due(client, route.name)
-        if next_due is not None:
-            wake_at = min(wake_at, next_due)
     _trim(client, routes, now)
-    return Pass(moved, wake_at)
+    return Pass(moved, wake_at, tuple(held))
 
 
 _trimmed = 0.0
@@ -119,19 +123,25 @@ def _probe(client: object, route: Route, now: float) -> int:
 def _run(routes: list[Route]) -> None:
     from .process import worker
 
+    config = worker().settings
+    # Its own connection for the blocking wait, with a socket timeout past the longest one.
+    waiter = journal.connect(config.worker_redis, WAIT_CAP + config.redis_timeout)
     while not _stop.is_set():
         try:
             done = one_pass(worker().redis, routes)
+            if done.moved or not done.held:
+                # A wait of at least a millisecond: a retry due right now is moved on the next pass, not in a spin.
+                _stop.wait(max(done.wake_at - time.time(), mover_sleep.SHORTEST))
+                continue
+            planned = mover_sleep.plan(worker().redis, list(done.held), worker_name(), time.time(), done.wake_at,
+                                       MOVER_LEASE_MS, TICK)
+            mover_sleep.sleep(waiter, planned)
         except journal.REDIS_DOWN as exc:
             log.warning("retry schedule paused: Redis unreachable (%s)", exc)
             _stop.wait(1.0)
-            continue
         except Exception:
             log.exception("retry schedule tick failed; trying again")
             _stop.wait(1.0)
-            continue
-        # A wait of at least a millisecond: a retry due right now is moved on the next pass, not in a spin.
-        _stop.wait(min(max(done.wake_at - time.time(), 0.001), IDLE_TICK))
 
 
 @worker_ready.connect
@@ -141,6 +151,7 @@ def _start(sender: Any = None, **_: object) -> None:
     consumed = set(sender.app.amqp.queues.consume_from or sender.app.amqp.queues) if sender else set()
     routes = [r for r in worker().router.routes if journal.queue_name(r.name) in consumed]
     if routes:
+        _moving[:] = [r.name for r in routes]
         threading.Thread(target=_run, args=(routes,), name="bus-retry-schedule", daemon=True).start()
         log.info("retry schedule running for routes: %s", ", ".join(r.name for r in routes))
 
@@ -148,3 +159,10 @@ def _start(sender: Any = None, **_: object) -> None:
 @worker_shutdown.connect
 def _shutdown(**_: object) -> None:
     _stop.set()
+    if _moving:
+        from .process import worker
+
+        try:  # a restarted worker's mover then takes the routes at once, not when the lease would lapse
+            mover_sleep.let_go(worker().redis, _moving, worker_name())
+        except journal.REDIS_DOWN:
+            pass  # the leases lapse by themselves

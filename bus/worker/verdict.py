@@ -3,28 +3,15 @@ and the task's outcome (pure).
 
 A StrEnum, so a verdict reads as its value wherever it goes today: log lines (text and JSON), the
 task's summary ("delivered=2 superseded=1", what Flower shows) and a copy's journaled record.
+The enum itself is in bus/lifecycle.py, beside the statuses, so every layer may name a verdict (the
+CLI reads a copy's journaled one); it is re-exported here for the worker's modules.
 The journal answers in its own words (a script's refusal, hold_back's 'held' or 'due');
 from_journal is the one place they become verdicts.
 """
 from __future__ import annotations
 
-from enum import StrEnum
-
 from ..errors import BusError
-from ..lifecycle import DEAD, DELIVERED
-
-
-class Verdict(StrEnum):
-    DELIVERED = DELIVERED  # accepted by the endpoint, now or by an earlier copy of the message
-    RETRY = "retry"  # an attempt failed: on the retry schedule for the next one
-    DEAD = DEAD  # dead-lettered, now or earlier: waits for a replay
-    WAITING = "waiting"  # not sent: parked behind its endpoint's open breaker, or due on the schedule
-    ERROR = "error"  # not sent: parked after an internal error (the worker log says which)
-    SUPERSEDED = "superseded"  # not sent: another task message sends it now
-    GONE = "gone"  # not sent: its record is gone (expired or purged) since the task loaded it
-    MISSING = "missing"  # not sent: no record when the task loaded its events
-    HANDED_OFF = "handed_off"  # not sent by this task: handed to a new message (a task's summary counts them)
-
+from ..lifecycle import DEAD, DELIVERED, Verdict
 
 # Verdicts that leave the event waiting for a later attempt on the bus's schedule: a failed
 # attempt, parked behind an open breaker, parked after an internal error.

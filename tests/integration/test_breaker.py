@@ -60,6 +60,25 @@ def test_breaker_opens_after_five_failures_in_a_row_and_only_a_failed_probe_leng
     assert 0 < client.ttl(f"bus:breaker:parked:{key.digest}") <= journal.breakers.BREAKER_TTL, "it expires"
 
 
+def test_any_answer_closes_the_origin_breaker_and_lets_its_events_go_while_a_503_counts_for_the_path(bus):
+    """A connect failure counts against the origin; an HTTP answer of any status says the host is up:
+    the origin's breaker closes and what it held is due at once, and the 503 is the path's own."""
+    client, _ = fresh_route(bus)
+    key = endpoint(bus, "parked.web")
+    held, answered = bus.post("parked.web", "[{}, {}]").json()["ids"]
+    drop_tasks(client)
+    now = time.time()
+    open_breaker(client, key.origin, now)
+    assert journal.breakers.hold_back(client, journal.load(client, held), key.origin, now)
+    attempt = {"attempt": 1, "at": now, "status_code": 503, "duration": 0.01}
+    assert journal.record_attempt(client, journal.load(client, answered), attempt, journal.RETRYING,
+                                  retry_at=now + 60, endpoint=key) is None
+    assert journal.breakers.state(client, key.origin) == {}
+    assert client.zscore("bus:retry:parked", held) == 0, "due at once"
+    assert not client.exists(f"bus:parked:parked:{key.origin.digest}")
+    assert client.zscore("bus:breakers:parked", key.origin.digest) is None
+
+
 def test_due_retries_go_back_to_the_head_of_the_queue_once_each(bus):
     client, route = fresh_route(bus)
     ids = [bus.post("parked.s", "{}").json()["ids"][0] for _ in range(3)]

@@ -61,7 +61,8 @@ def test_one_destination_down_its_backlog_stats_and_metrics_are_its_own_and_back
         assert rows["shop.up"]["endpoints"] == [] and rows["shop.up"]["oldest_waiting_seconds"] is None
         assert (rows["shop.down"]["backlog"], rows["shop.down"]["delivered_total"], rows["shop.down"]["endpoint"]) == (
             LIMIT, 0, "failing")
-        assert [e["endpoint"] for e in rows["shop.down"]["endpoints"]] == [f"{down.url}/down"]
+        # The down destination's host refuses connections: its origin's breaker, not the path's, is the one failing.
+        assert [(e["endpoint"], e["scope"]) for e in rows["shop.down"]["endpoints"]] == [(down.url, "origin")]
         table = run_bus(None, "stats", env=env).stdout.splitlines()
         line = {}  # each route's line in the first table (the endpoints' table below starts with the route too)
         for row in table:
@@ -69,7 +70,7 @@ def test_one_destination_down_its_backlog_stats_and_metrics_are_its_own_and_back
                 line.setdefault(row.split()[0], row)
         assert line["shop.up"].split()[1:4] == ["0", "0", "0"] and line["shop.up"].split()[-1] == "ok"
         assert line["shop.down"].split()[1] == str(LIMIT) and "1 endpoint failing" in line["shop.down"]
-        assert any(row.split()[:2] == ["shop.down", f"{down.url}/down"] for row in table), table
+        assert any(row.split()[:2] == ["shop.down", down.url] for row in table), table
 
         samples = scrape(url)
         assert value(samples, "bus_backlog_events", route="shop.down") == LIMIT
@@ -80,7 +81,7 @@ def test_one_destination_down_its_backlog_stats_and_metrics_are_its_own_and_back
         assert value(samples, "bus_events_delivered_total", route="shop.down") == 0
         assert value(samples, "bus_endpoints_failing", route="shop.down") == 1
         assert value(samples, "bus_endpoints_failing", route="shop.up") == 0
-        assert value(samples, "bus_endpoint_failing", route="shop.down", endpoint=f"{down.url}/down") == 1
+        assert value(samples, "bus_endpoint_failing", route="shop.down", endpoint=down.url) == 1
         assert not [k for k in samples if k[0] == "bus_endpoint_failing" and ("route", "shop.up") in k[1]]
         assert value(samples, "bus_oldest_waiting_seconds", route="shop.down") > 0
         assert value(samples, "bus_oldest_waiting_seconds", route="shop.up") == 0

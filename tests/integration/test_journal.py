@@ -195,7 +195,7 @@ def test_the_record_names_the_task_message_that_sends_the_event_next(bus):
     """Every path that queues a message for an event names it in the event's record in the same step;
     an attempt or a park leaves no message named. A message that finds another name (or none) is
     superseded: Redis restored it after its work was done, or another message took the event over."""
-    from bus.broker.messages import Outgoing, delivery_message, event_ids_of
+    from bus.broker.messages import Outgoing, event_ids_of, outgoing
 
     client = bus.redis.client()
     (event_id,) = bus.post(parked_tag(), "{}").json()["ids"]
@@ -212,8 +212,7 @@ def test_the_record_names_the_task_message_that_sends_the_event_next(bus):
 
     def message(task_id: str, redelivered: bool = False, ids: tuple[str, ...] = ()) -> Outgoing:
         ids = ids or (event_id,)
-        return Outgoing(task_id, list(ids), delivery_message([(i, "parked.x") for i in ids], "bus.parked",
-                                                              task_id=task_id, redelivered=redelivered))
+        return outgoing([(i, "parked.x") for i in ids], "bus.parked", task_id, redelivered=redelivered)
 
     def check(task_id: str) -> str:
         return journal.recheck(client, [journal.load(client, event_id)], task_id)[0]

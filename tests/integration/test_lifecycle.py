@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from bus import endpoints, journal, settings
-from bus.broker.messages import Outgoing, delivery_message
+from bus.broker.messages import delivery_message, outgoing
 from bus.routes import load_configured
 from bus.wire.pipelined import SharedPipe
 from bus.worker import delivery, outbound
@@ -40,7 +40,8 @@ def accepted(bus, client) -> str:
 def copy_for(client, event_id: str, task_id: str) -> str:
     """What lost-task recovery does: a redelivered copy of the event's message, named in its record."""
     data = delivery_message([(event_id, "parked.x")], "bus.parked", task_id=task_id, redelivered=True)
-    assert journal.requeue_lost(client, event_id, "parked", Outgoing(task_id, [event_id], data))
+    copy = outgoing([(event_id, "parked.x")], "bus.parked", task_id, redelivered=True)
+    assert journal.requeue_lost(client, event_id, "parked", copy)
     client.lrem("bus.parked", 0, data)  # no worker takes it; the test plays its copies by hand
     return task_id
 
@@ -144,10 +145,10 @@ def test_a_replay_of_an_event_delivered_since_it_was_listed_queues_nothing(bus, 
     journal.park(client, journal.load(client, event_id), time.time() + 60)
     listed = journal.summaries(client, [event_id])
     journal.record_attempt(client, journal.load(client, event_id), attempt(), journal.DELIVERED)
-    data = delivery_message([(event_id, "parked.x")], "bus.parked", task_id="replayed-too-late")
+    message = outgoing([(event_id, "parked.x")], "bus.parked", "replayed-too-late")
     queued = client.llen("bus.parked")
 
-    assert journal.requeue(client, listed, [(Outgoing("replayed-too-late", [event_id], data), "parked")]) == 0
+    assert journal.requeue(client, listed, [(message, "parked")]) == 0
     assert journal.load(client, event_id)["status"] == journal.DELIVERED
     assert client.llen("bus.parked") == queued, "no message for an event it did not requeue"
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 
+import orjson
+
 from bus import journal
 from bus.worker import recovery
 
@@ -48,3 +50,17 @@ def test_an_event_delivered_while_a_pass_reads_is_not_taken_for_lost(own_redis, 
 
     monkeypatch.setattr(journal, "task_messages", delivered_meanwhile)
     assert recovery.missing_tasks(client) == set(waiting[1:])
+
+
+def test_an_event_whose_message_a_worker_holds_unacked_is_not_taken_for_lost(own_redis):
+    """kombu moves a task it hands to a worker out of the queue into its unacked hash (read by
+    broker/unacked.py, beside the journal's places): an event whose message is there is in flight."""
+    client = own_redis.client()
+    event_id = str(uuid.uuid4())
+    journal.accept(client, [journal.NewEvent(event_id, "r.x", "r", b"{}", 1.0)])
+    (message,) = client.lrange(journal.queue_name("r"), 0, -1)
+    client.delete(journal.queue_name("r"))  # as kombu's BRPOP takes it, then records it unacked
+    client.hset(journal.KOMBU_UNACKED, "tag-1", orjson.dumps([orjson.loads(message), "", journal.queue_name("r")]))
+    assert recovery.missing_tasks(client) == set()
+    client.hdel(journal.KOMBU_UNACKED, "tag-1")
+    assert recovery.missing_tasks(client) == {event_id}, "nowhere now: lost"

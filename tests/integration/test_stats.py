@@ -78,7 +78,8 @@ def test_bus_stats_json_reports_each_route_of_a_known_state(known):
     assert beta["failing_since"] == pytest.approx(now - 300, abs=0.01)
     (failing,) = beta["endpoints"]
     assert failing | {"breaker_open_until": 0, "oldest_held_seconds": 0} == {
-        "endpoint": "http://127.0.0.1:9/beta", "failing_since": pytest.approx(now - 300, abs=0.01), "failures": 5,
+        "endpoint": "http://127.0.0.1:9/beta", "scope": "path", "failing_since": pytest.approx(now - 300, abs=0.01),
+        "failures": 5,
         "breaker": "half-open", "breaker_open_until": 0, "held": 1, "oldest_held_seconds": 0}
     assert failing["oldest_held_seconds"] == pytest.approx(10, abs=5)
 

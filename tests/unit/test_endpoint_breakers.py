@@ -17,8 +17,19 @@ def test_the_breaker_key_is_the_rendered_origin_and_path_without_credentials_or_
     assert endpoints.endpoint_of("http://svc") == "http://svc/"
 
 
+def test_every_path_of_an_origin_shares_its_origin_breaker_and_no_path_is_taken_for_it():
+    orders = endpoints.key_for("api", "http://svc.example:8000/api/orders/")
+    users = endpoints.key_for("api", "http://svc.example:8000/api/users/")
+    root = endpoints.key_for("api", "http://svc.example:8000/")
+    assert orders.origin == users.origin == root.origin
+    assert orders.origin.endpoint == "http://svc.example:8000" and endpoints.is_origin(orders.origin.endpoint)
+    assert root.origin.digest != root.digest and not endpoints.is_origin(root.endpoint), "/ is a path of its own"
+    assert orders.origin != endpoints.key_for("api", "http://svc.example:8001/api/orders/").origin
+    assert endpoints.EndpointKey("api", orders.endpoint, "audit").origin.destination == "audit"
+
+
 def failing_route(n: int, now: float) -> stats.RouteStats:
-    listed = [stats.EndpointStats(f"http://svc/api/e{i}/", now - 100 + i, 5 + i, "open", now + 1, i, 3.0)
+    listed = [stats.EndpointStats(f"http://svc/api/e{i}/", "path", now - 100 + i, 5 + i, "open", now + 1, i, 3.0)
               for i in range(min(n, 100))]
     return stats.RouteStats("api", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None, "failing", listed[0].failing_since, n, n,
                             listed)
@@ -32,6 +43,13 @@ def test_bus_stats_lists_ten_failing_endpoints_a_route_and_says_how_many_more():
     assert rows[1][2:] == ("2027-01-15 07:58:20Z (1m40s ago)", "5", "open", "0")
     assert rows[2][5] == "1 (oldest 3s)"
     assert rows[11][1] == "... and 15 more"
+
+
+def test_bus_stats_names_an_origin_breaker_as_every_path_of_a_host_that_takes_no_connection():
+    now = 1_800_000_000.0
+    whole = stats.EndpointStats("http://svc:8000", "origin", now - 10, 5, "open", now + 1, 40, 9.0)
+    route = stats.RouteStats("api", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None, "failing", now - 10, 1, 1, [whole])
+    assert stats.endpoint_table([route], now)[1][1] == "http://svc:8000 (every path: no connection)"
     assert stats.endpoint_table([], now) == []
     assert stats.endpoint_text(failing_route(25, now), now) == \
         "25 endpoints failing, the first since 2027-01-15 07:58:20Z (1m40s ago)"

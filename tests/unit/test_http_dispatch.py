@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from bus.ingress import asgi, http
+from bus.ingress import http, request_parts
 from bus.wire.pipelined import pack
 
 
@@ -53,9 +53,9 @@ def test_headers_reach_the_journal_spelled_as_werkzeug_spells_them():
     scope = {"headers": [(b"content-type", b"application/json"), (b"x-request-id", b"r1"), (b"x-tag", b"a"),
                          (b"x-tag", b"b"), (b"authorization", b"Bearer s")],
              "query_string": b"time=1&json=%7B%7D&time=2"}
-    headers = asgi._headers(scope)
+    headers = request_parts.headers_of(scope["headers"])
     assert headers == {"Content-Type": "application/json", "X-Request-Id": "r1", "X-Tag": "a,b",
                        "Authorization": "Bearer s"}
     assert orjson.loads(http.received_headers(headers.items())) == {"Content-Type": "application/json",
                                                                     "X-Request-Id": "r1", "X-Tag": "a,b"}
-    assert asgi._query(scope) == {"time": "1", "json": "{}"}
+    assert request_parts.query_of(scope["query_string"]) == {"time": "1", "json": "{}"}

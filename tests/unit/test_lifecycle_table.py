@@ -12,9 +12,14 @@ from bus.journal import scripts
 
 ROOT = Path(__file__).resolve().parents[2]
 LUA = ROOT / "bus" / "journal" / "lua"
-# Lua files that are no move of their own: functions two scripts share, a read, and the spool's
-# unpacking of its frames read before accept.lua (whose move it is).
-NOT_MOVES = {"group.lua", "lane.lua", "recheck.lua", "unframe.lua"}
+BROKER_LUA = ROOT / "bus" / "broker" / "lua"
+# Lua files that are no move of their own: functions two scripts share, reads (the retry mover's plan of
+# its sleep is one), the spool's unpacking of its frames read before accept.lua (whose move it is), and
+# scripts on records that are not an event's status (a breaker, a copy's attempt, the recovery's lock and
+# its last run, the retry mover's lease).
+NOT_MOVES = {"fill.lua", "group.lua", "lane.lua", "recheck.lua", "unframe.lua", "load_whole.lua", "breaker_fail.lua",
+             "breaker_look.lua", "record_copy.lua", "recovery_done.lua", "recovery_unlock.lua", "sleep.lua",
+             "claim_mover.lua", "let_go.lua"}
 
 
 def test_every_script_the_table_names_is_a_lua_file_and_every_lua_file_is_a_move_or_says_why_not():
@@ -55,9 +60,31 @@ def test_every_status_is_entered_and_left_by_some_move():
         assert status in sources and status in targets, status
 
 
+def test_no_module_keeps_lua_in_a_python_string():
+    # Scripts live in .lua files that name their KEYS and ARGV (journal/scripts.py loads them). The one
+    # exception is scripts.py itself: its prelude is Lua made from Python's names (statuses, key layout,
+    # the table's rows) and the checks the moves share, put before each script at load.
+    offenders = [path.relative_to(ROOT).as_posix() for path in (ROOT / "bus").rglob("*.py")
+                 if path.name != "scripts.py" and re.search(r"redis\.(p?call|error_reply)\(", path.read_text())]
+    assert offenders == [], f"Lua in a Python string: move it to a .lua file ({offenders})"
+
+
+def test_every_lua_file_names_its_keys_and_arguments_at_the_top_or_says_it_is_no_script():
+    for path in [*LUA.glob("*.lua"), *BROKER_LUA.glob("*.lua")]:
+        header = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("--"):
+                break
+            header.append(line)
+        text = "\n".join(header)
+        assert header and header[0].startswith(f"-- {path.name}: "), f"{path.name} opens with its name and its job"
+        assert "Not a script of its own" in text or ("KEYS" in text and "ARGV" in text), \
+            f"{path.name}'s opening comment names no KEYS and ARGV"
+
+
 def test_the_lua_files_ship_in_the_package():
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["bus"]
-    for path in LUA.glob("*.lua"):
+    for path in [*LUA.glob("*.lua"), *BROKER_LUA.glob("*.lua")]:
         inside = path.relative_to(ROOT / "bus").as_posix()
         assert any(fnmatch.fnmatch(inside, glob) for glob in globs), f"{inside} is not package data"
 
@@ -65,3 +92,15 @@ def test_the_lua_files_ship_in_the_package():
 def test_docs_design_shows_the_table_as_the_module_has_it():
     assert lifecycle.table_markdown() in (ROOT / "docs" / "design.md").read_text(), \
         "docs/design.md's lifecycle table differs from bus/lifecycle.py: paste lifecycle.table_markdown() there"
+
+
+def test_every_script_that_schedules_for_a_time_of_its_own_wakes_the_sleeping_retry_mover():
+    for name in lifecycle.WAKES_MOVER:
+        assert "wake_mover(" in (LUA / name).read_text(), f"{name} schedules without waking the mover"
+    # A Lua file that adds to a retry schedule (KEYS, or the key lane.lua builds) is one of them, or the mover's own.
+    movers_own = {"release.lua", "send_probe.lua", "breaker_look.lua"}
+    for path in LUA.glob("*.lua"):
+        adds = re.search(r"ZADD', (KEYS\[\d+\]|retry_schedule)|ZUNIONSTORE", path.read_text())
+        if adds and path.name not in movers_own and not path.name.startswith(("accept", "capture", "requeue")):
+            assert path.name in lifecycle.WAKES_MOVER, path.name
+    assert "wake_mover" in scripts.load("park.lua")

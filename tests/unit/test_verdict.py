@@ -92,3 +92,19 @@ def test_each_verdict_ends_the_task_as_before(verdict):
             task_outcome.finish(summary, {verdict: ["e1"]}, answers)
     else:
         assert task_outcome.finish(summary, {verdict: ["e1"]}, answers) == f"{TODAY[verdict]}=1"
+
+
+def test_the_cli_names_verdicts_by_the_enum_not_by_their_strings():
+    # The CLI may not import bus.worker, so the enum lives in bus/lifecycle.py (re-exported by verdict.py).
+    import ast
+    from pathlib import Path
+
+    from bus import lifecycle
+
+    assert Verdict is lifecycle.Verdict
+    words = {v.value for v in Verdict} - set(lifecycle.STATUSES)  # a status is compared as a status
+    cli = Path(logs.__file__).parent / "cli"
+    typed = [(path.name, node.lineno) for path in cli.glob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Compare)
+             and any(isinstance(part, ast.Constant) and part.value in words for part in [node.left, *node.comparators])]
+    assert typed == [], f"the CLI compares verdict strings: {typed}"

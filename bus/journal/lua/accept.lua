@@ -19,34 +19,42 @@
 -- KEYS[6 + e]  bus:event:<id> of the e-th event
 -- KEYS[7 + n]  bus:idempotency:<tag>:<key> (a placeholder when the request has none)
 -- KEYS[8 + n]  the spool's mark hash (a placeholder when no spool sends)
+-- KEYS[9 + n]  bus:template:<digest>, the route's task message template (journal/templates.py)
 -- ARGV[1]  number of events n    ARGV[2]  route    ARGV[3]  the accepted counter's field
--- ARGV[4]  the message template   ARGV[5]  group size   ARGV[6]  how many events argsrepr shows
--- ARGV[7]  the filling flag's lifetime in ms
--- ARGV[8]  the idempotency record to keep ('' for none: then nothing of it is read)
--- ARGV[9]  its digest             ARGV[10] its lifetime in seconds
--- ARGV[11] the spool mark's `after`   ARGV[12] its lifetime in seconds (0: no spool, nothing of it is read)
--- ARGV[13] the route's order: '' (unordered), 'tag' or 'field:<name>' (an ordered route: each event
+-- ARGV[4]  group size   ARGV[5]  how many events argsrepr shows   ARGV[6]  the filling flag's lifetime in ms
+-- ARGV[7]  the idempotency record to keep ('' for none: then nothing of it is read)
+-- ARGV[8]  its digest             ARGV[9]  its lifetime in seconds
+-- ARGV[10] the spool mark's `after`   ARGV[11] its lifetime in seconds (0: no spool, nothing of it is read)
+-- ARGV[12] the route's order: '' (unordered), 'tag' or 'field:<name>' (an ordered route: each event
 --          joins its key's lane, lane.lua, and only a lane's head goes onto the pending list)
--- ARGV[14..]  per event: id, tag, body, headers, received; then (spool calls only) each event's place
+-- ARGV[13..]  per event: id, tag, body, headers, received; then (spool calls only) each event's place
 -- Returns the number of events written, or {'repeat', record} for a key seen with the same digest
--- (nothing written), or {'conflict'} for a key seen with another.
+-- (nothing written), or {'conflict'} for a key seen with another. A call that may queue a message
+-- (no message of the route is coming) and finds the template key gone refuses, BUSTEMPLATE <key>,
+-- before writing anything: the caller stores the template and calls again.
 local n, route = tonumber(ARGV[1]), ARGV[2]
-local first, order = 14, ARGV[13]
+local first, order = 13, ARGV[12]
 local idempotency = KEYS[7 + n]
-if ARGV[8] ~= '' then
+if ARGV[7] ~= '' then
   local seen = redis.call('GET', idempotency)
   if seen then
-    if string.sub(seen, 1, #ARGV[9] + 1) == ARGV[9] .. ' ' then return {'repeat', seen} end
+    if string.sub(seen, 1, #ARGV[8] + 1) == ARGV[8] .. ' ' then return {'repeat', seen} end
     return {'conflict'}
   end
 end
-local spooled, mark = ARGV[12] ~= '0', false
+local spooled, mark = ARGV[11] ~= '0', false
 local places = first + 5 * n - 1
 if spooled then
   mark = redis.call('HGET', KEYS[8 + n], route)
-  if ARGV[11] ~= '' and (not mark or mark < ARGV[11]) then
+  if ARGV[10] ~= '' and (not mark or mark < ARGV[10]) then
     return redis.error_reply('BUSGAP an earlier part of this spool send was not taken; the spool sends it all again')
   end
+end
+-- Read only when this call may queue a message: the flag is there while one of the route is coming.
+local template = false
+if redis.call('EXISTS', KEYS[6]) == 0 then
+  template = redis.call('GET', KEYS[9 + n])
+  if not template then return redis.error_reply('BUSTEMPLATE ' .. KEYS[9 + n] .. TEMPLATE_GONE) end
 end
 local entries, written, pushed = {}, 0, 0
 for e = 1, n do
@@ -69,14 +77,14 @@ for e = 1, n do
   end
 end
 if written > 0 then
-  if pushed > 0 and redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[7]) then
-    take_group(KEYS[5], KEYS[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
+  if pushed > 0 and template and redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[6]) then
+    take_group(KEYS[5], KEYS[3], template, tonumber(ARGV[4]), tonumber(ARGV[5]))
   end
   redis.call('HINCRBY', KEYS[4], ARGV[3], written)
 end
-if ARGV[8] ~= '' then redis.call('SET', idempotency, ARGV[8], 'EX', ARGV[10]) end
+if ARGV[7] ~= '' then redis.call('SET', idempotency, ARGV[7], 'EX', ARGV[9]) end
 if spooled then
   if not mark or ARGV[places + n] > mark then redis.call('HSET', KEYS[8 + n], route, ARGV[places + n]) end
-  redis.call('EXPIRE', KEYS[8 + n], ARGV[12])
+  redis.call('EXPIRE', KEYS[8 + n], ARGV[11])
 end
 return written

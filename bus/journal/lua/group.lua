@@ -1,7 +1,8 @@
--- group.lua: functions accept.lua and refill.lua share (lifecycle: group). Not a script of its own.
+-- group.lua: functions accept.lua and refill.lua share (lifecycle: group), after fill.lua. Not a script of its own.
 --
 -- group_message(template, entries, shown): the task message for "<id> <tag>" entries, filled into
--- messages.group_template() (the same message messages.delivery_message() builds), and its ids.
+-- messages.group_template() (the same message messages.delivery_message() builds), and its ids. The
+-- template is what the calling script read from its key in Redis (journal/templates.py).
 local function group_message(template, entries, shown)
   local ids, described = {}, {}
   for i, entry in ipairs(entries) do
@@ -13,8 +14,7 @@ local function group_message(template, entries, shown)
   if #entries > shown then argsrepr = #entries .. ' events: ' .. argsrepr .. ', ...' end
   local body = '[[["' .. table.concat(ids, '","') ..
                '"]],{},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]'
-  local values = {ID = cjson.encode(ids[1]), BODY = cjson.encode(body), ARGSREPR = cjson.encode(argsrepr)}
-  return (string.gsub(template, '"@@(%u+)@@"', function(name) return values[name] end)), ids
+  return fill(template, ids[1], cjson.encode(body), cjson.encode(argsrepr), '"{}"'), ids
 end
 
 -- Take up to `size` entries off the pending list into one message at the tail of the queue; the

@@ -32,8 +32,9 @@ end
 
 -- Event `id` is done with its lane (delivered, dead, purged) and leaves it. When it was the head, the
 -- next one (lowest seq) that is still queued becomes the head and goes onto the pending list, with a
--- message when none of the route is coming and the caller gave `group` (message template, group size,
--- events shown, the filling flag's ms); without it the mover makes that message within its tick
+-- message when none of the route is coming and the caller gave `group` (message template key, group
+-- size, events shown, the filling flag's ms); without it, or with the template key gone (it is not worth
+-- refusing an attempt's record for), the mover, woken, makes that message at once
 -- (scheduler.py refills a pending list with no message coming). A task that sent the head may `take`
 -- the next one (its task id) and send it itself at once, saving it the trip through the queue: the
 -- record then names that task, and the event waits on the retry schedule until `lease_at` (the
@@ -52,12 +53,18 @@ local function leave_lane(route, lane, id, group, take, lease_at)
       if take then
         redis.call('HSET', EVENT_KEY .. nxt, 'task', take)
         redis.call('ZADD', retry_schedule(route), lease_at, nxt)
+        wake_mover(route, lease_at)
         return nxt
       end
       local pending = pending_list(route)
       redis.call('RPUSH', pending, nxt .. ' ' .. tag)
-      if group and redis.call('SET', filling_flag(route), '1', 'NX', 'PX', group[4]) then
-        take_group(pending, route_queue(route), group[1], tonumber(group[2]), tonumber(group[3]))
+      local flag = filling_flag(route)
+      local template = group and redis.call('EXISTS', flag) == 0 and redis.call('GET', group[1])
+      if template then
+        redis.call('SET', flag, '1', 'PX', group[4])
+        take_group(pending, route_queue(route), template, tonumber(group[2]), tonumber(group[3]))
+      elseif not group or redis.call('EXISTS', flag) == 0 then
+        wake_mover(route, 0)  -- no message is coming: its refill makes one
       end
       return
     end

@@ -12,4 +12,5 @@
 local refused = to_retrying(KEYS[1], ARGV[1], ARGV[2], ARGV[4], ARGV[5])
 if refused then return refused end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+wake_mover(ARGV[2], ARGV[3])
 return 'ok'

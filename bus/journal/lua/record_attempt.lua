@@ -11,19 +11,23 @@
 -- KEYS[8]  bus:delivered:<route>:<slot> deliveries in the current 10-second slot
 -- KEYS[9]  bus:parked:<route>:<endpoint>  events held back behind that breaker (breakers.py)
 -- KEYS[10] bus:breakers:<route>        the route's open breakers   KEYS[11] bus:failing:<route>
+-- KEYS[12] bus:breaker:<route>:<origin>    the breaker of the endpoint's origin (connect failures)
+-- KEYS[13] bus:parked:<route>:<origin>     events held back behind it
 -- ARGV[1]  id                 ARGV[2]  route              ARGV[3]  received (the index score)
 -- ARGV[4]  attempt JSON       ARGV[5]  new status         ARGV[6]  last result (status code or error)
 -- ARGV[7]  retention seconds, or '' to keep the record (not delivered)
 -- ARGV[8]  retry time, or '' (not on the schedule)
--- ARGV[9]  '1' closes the breaker (the endpoint answered) and releases what it held back: due at
---          once, on the route's retry schedule
+-- ARGV[9]  '1' closes the endpoint's breaker and its origin's (a non-retryable answer), 'o' the
+--          origin's alone (a retryable answer: the host is up, the path is failing), '0' neither; a
+--          breaker closed releases what it held back: due at once, on the route's retry schedule
 -- ARGV[10] the counter field to bump
 -- ARGV[11] latency bucket, or '' (not a delivery)   ARGV[12] seconds   ARGV[13] the slot's time to live
--- ARGV[14] the endpoint's digest
--- ARGV[15..18] an ordered route's message template, group size, events shown and filling flag ms, or
---          nothing: a delivered or dead event of a lane lets the lane's next one go (lane.lua)
--- ARGV[19] the task id that takes the lane's next event to send it itself ('' : none)
--- ARGV[20] until when it holds it (its lease on the retry schedule)
+-- ARGV[14] the endpoint's digest   ARGV[15] its origin's digest
+-- ARGV[16..19] an ordered route's message template key (bus:template:<digest>), group size, events
+--          shown and filling flag ms, or nothing: a delivered or dead event of a lane lets the lane's
+--          next one go (lane.lua)
+-- ARGV[20] the task id that takes the lane's next event to send it itself ('' : none)
+-- ARGV[21] until when it holds it (its lease on the retry schedule)
 -- Returns 'ok' ({'ok <id>', its record as HGETALL gives it} when the task took the lane's next event),
 -- or why nothing was written: 'gone' (no record: purged, expired) or the status the
 -- event is in when the table has no move from it (delivered, dead: another copy finished it).
@@ -41,20 +45,27 @@ reindex(id, route, received, current, status)
 if ARGV[7] ~= '' then
   for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ARGV[7]) end
 end
-if ARGV[8] ~= '' then redis.call('ZADD', KEYS[4], ARGV[8], id) end
-if ARGV[9] == '1' and redis.call('DEL', KEYS[5]) == 1 then
-  if redis.call('EXISTS', KEYS[9]) == 1 then
-    redis.call('ZUNIONSTORE', KEYS[4], 2, KEYS[4], KEYS[9], 'WEIGHTS', 1, 0)
-    redis.call('DEL', KEYS[9])
-  end
-  redis.call('ZREM', KEYS[10], ARGV[14])
-  redis.call('ZREM', KEYS[11], ARGV[14])
+if ARGV[8] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[8], id)
+  wake_mover(route, ARGV[8])
 end
+local function close(breaker, parked, digest)
+  if redis.call('DEL', breaker) == 0 then return end
+  if redis.call('EXISTS', parked) == 1 then
+    redis.call('ZUNIONSTORE', KEYS[4], 2, KEYS[4], parked, 'WEIGHTS', 1, 0)
+    redis.call('DEL', parked)
+    wake_mover(route, 0)  -- due at once
+  end
+  redis.call('ZREM', KEYS[10], digest)
+  redis.call('ZREM', KEYS[11], digest)
+end
+if ARGV[9] == '1' then close(KEYS[5], KEYS[9], ARGV[14]) end
+if ARGV[9] ~= '0' then close(KEYS[12], KEYS[13], ARGV[15]) end
 local taken
 if lane and (status == DELIVERED or status == DEAD) then
   redis.call('ZREM', KEYS[4], id)  -- a lease from lane.lua's take
-  taken = leave_lane(route, lane, id, ARGV[15] and {ARGV[15], ARGV[16], ARGV[17], ARGV[18]},
-                     ARGV[19] ~= '' and ARGV[19] or nil, ARGV[20])
+  taken = leave_lane(route, lane, id, ARGV[16] and {ARGV[16], ARGV[17], ARGV[18], ARGV[19]},
+                     ARGV[20] ~= '' and ARGV[20] or nil, ARGV[21])
 end
 redis.call('HINCRBY', KEYS[6], ARGV[10], 1)
 if ARGV[11] ~= '' then

@@ -7,13 +7,21 @@
 -- so the replay's message leaves it) and goes out in order as they are done.
 --
 -- KEYS     per event: bus:event:<id>, bus:event:<id>:attempts, bus:event:<id>:copies,
---          bus:retry:<route>; then per message: bus.<route> (its queue)
+--          bus:retry:<route>; then per message: bus.<route> (its queue) and bus:template:<digest> (its
+--          route's message template, journal/templates.py: stored in the same MULTI before this runs)
 -- ARGV[1]  number of events     ARGV[2]  now (the record's `replayed`)
 -- ARGV     per event: id, route, the status the replay listed it in ('' : any), its message's
---          task id, its message's number (1-based); then per message: the message
+--          task id, its message's number (1-based); then per message: its task id, body, argsrepr and
+--          kwargsrepr (messages.Outgoing.filling)
 -- Returns per event 'ok', 'gone', or the status it is in when that is not the one listed (it
--- moved since: a delivery, a purge and a new accept): such an event is left as it is.
+-- moved since: a delivery, a purge and a new accept): such an event is left as it is. A template key
+-- gone refuses (BUSTEMPLATE <key>) before anything is written.
 local n, now = tonumber(ARGV[1]), ARGV[2]
+local templates = {}
+for m = 1, (#ARGV - 2 - 5 * n) / 4 do  -- read before anything is written: one gone refuses the whole call
+  templates[m] = redis.call('GET', KEYS[4 * n + 2 * m])
+  if not templates[m] then return redis.error_reply('BUSTEMPLATE ' .. KEYS[4 * n + 2 * m] .. TEMPLATE_GONE) end
+end
 local used, out, laned = {}, {}, {}
 for e = 1, n do
   local a = 2 + 5 * (e - 1)
@@ -50,7 +58,10 @@ for _, event in ipairs(laned) do
   end
   if head ~= id then redis.call('HSET', EVENT_KEY .. id, 'task', '') end
 end
-for m = 1, #ARGV - 2 - 5 * n do
-  if used[m] then redis.call('LPUSH', KEYS[4 * n + m], ARGV[2 + 5 * n + m]) end
+for m, template in ipairs(templates) do
+  if used[m] then
+    local a = 2 + 5 * n + 4 * (m - 1)
+    redis.call('LPUSH', KEYS[4 * n + 2 * m - 1], fill(template, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]))
+  end
 end
 return out

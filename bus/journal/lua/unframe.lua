@@ -7,16 +7,17 @@
 -- is written (BUSFRAME); the spool keeps it and the sender tries again.
 --
 -- KEYS[1..6] as accept.lua's   KEYS[7] its idempotency placeholder   KEYS[8] the spool's mark hash
--- ARGV[1..13] as accept.lua's  ARGV[14..13 + n] the payloads         ARGV[14 + n..13 + 2n] their places
+-- KEYS[9] the template key
+-- ARGV[1..12] as accept.lua's  ARGV[13..12 + n] the payloads         ARGV[13 + n..12 + 2n] their places
 local framed_argv, framed_keys = ARGV, KEYS
 local ARGV, KEYS = {}, {}
 do
   local n, route, find, sub = tonumber(framed_argv[1]), framed_argv[2], string.find, string.sub
-  for i = 1, 13 do ARGV[i] = framed_argv[i] end
+  for i = 1, 12 do ARGV[i] = framed_argv[i] end
   for i = 1, 6 do KEYS[i] = framed_keys[i] end
-  local a = 14
+  local a = 13
   for e = 1, n do
-    local payload = framed_argv[13 + e]
+    local payload = framed_argv[12 + e]
     local p1 = find(payload, '\n', 1, true)
     local p2 = p1 and find(payload, '\n', p1 + 1, true)
     local p3 = p2 and find(payload, '\n', p2 + 1, true)
@@ -32,6 +33,6 @@ do
     KEYS[6 + e] = EVENT_KEY .. id
     a = a + 5
   end
-  for e = 1, n do ARGV[a + e - 1] = framed_argv[13 + n + e] end
-  KEYS[7 + n], KEYS[8 + n] = framed_keys[7], framed_keys[8]
+  for e = 1, n do ARGV[a + e - 1] = framed_argv[12 + n + e] end
+  KEYS[7 + n], KEYS[8 + n], KEYS[9 + n] = framed_keys[7], framed_keys[8], framed_keys[9]
 end
