@@ -103,6 +103,16 @@ def test_a_half_open_breaker_s_probe_goes_out_when_its_wait_is_over(nap_bus):
                what="the held-back events after the probe succeeded")
 
 
+def retried_on_time(nap_bus, client, tag: str, what: str) -> None:
+    """An event of `tag` (its path answers 503 once) is retried within the 1 s backoff, then recorded delivered."""
+    path = "/" + tag.replace(".", "/")
+    (event_id,) = intake.accept(nap_bus.intake(), tag, [{"n": 1}])
+    wait_until(lambda: len(nap_bus.receiver.to(path)) >= 2, scheduler.WAIT_CAP + 20, interval=0.02, what=what)
+    failed, retried = nap_bus.receiver.to(path)[:2]
+    assert retried.at - failed.at < 1.0 + LATE, f"the retry came {retried.at - failed.at:.2f} s after the failure"
+    wait_until(lambda: journal.load(client, event_id)["status"] == journal.DELIVERED, 10, what="the attempt recorded")
+
+
 def test_the_sleeping_mover_survives_redis_kill_9_and_restart_and_still_moves_a_due_retry(nap_bus):
     nap_bus.receiver.script("/nap/after", 503)
     worker = nap_bus.worker("nap")
@@ -112,12 +122,7 @@ def test_the_sleeping_mover_survives_redis_kill_9_and_restart_and_still_moves_a_
     time.sleep(3)  # the connection it was blocked on is gone; the thread must not hang on it
     nap_bus.start_redis()
     sleeping_mover(client)  # it came back to its wait on the restarted Redis
-    (event_id,) = intake.accept(nap_bus.intake(), "nap.after", [{"n": 1}])
-    wait_until(lambda: len(nap_bus.receiver.to("/nap/after")) >= 2, scheduler.WAIT_CAP + 20, interval=0.02,
-               what="the retry after the restart")
-    first, second = nap_bus.receiver.to("/nap/after")[:2]
-    assert second.at - first.at < 1.0 + LATE, f"the retry came {second.at - first.at:.2f} s after the failure"
-    wait_until(lambda: journal.load(client, event_id)["status"] == journal.DELIVERED, 10, what="the attempt recorded")
+    retried_on_time(nap_bus, client, "nap.after", "the retry after the restart")
     assert worker.proc.poll() is None, "the same worker, reconnected on its own"
     assert client.llen(wake_key("nap")) == 0
 
@@ -140,10 +145,5 @@ def test_a_sigkilled_worker_s_sleeping_mover_leaves_its_route_to_the_next_worker
     first.signal(signal.SIGKILL)  # the whole worker: main process, pool, archive mover
     first.proc.wait(10)
     nap_bus.worker("nap")
-    (event_id,) = intake.accept(nap_bus.intake(), "nap.next", [{"n": 1}])
-    wait_until(lambda: len(nap_bus.receiver.to("/nap/next")) >= 2, scheduler.WAIT_CAP + 20, interval=0.02,
-               what="the retry, moved by the second worker")
-    failed, retried = nap_bus.receiver.to("/nap/next")[:2]
     # The dead worker's own lease (leases.py, 3 s) is gone by the time the second one is ready.
-    assert retried.at - failed.at < 1.0 + LATE, f"the retry came {retried.at - failed.at:.2f} s after the failure"
-    wait_until(lambda: journal.load(client, event_id)["status"] == journal.DELIVERED, 10, what="the attempt recorded")
+    retried_on_time(nap_bus, client, "nap.next", "the retry, moved by the second worker")
