@@ -55,9 +55,8 @@ class SeenIngress(asgi.Ingress):
 
 
 @pytest.fixture
-def app(tmp_path, monkeypatch):
-    server = RedisServer(tmp_path)
-    server.start()
+def app(own_redis, tmp_path, monkeypatch):
+    server = own_redis
     routes = tmp_path / "routes"
     routes.mkdir()
     (routes / "parked.toml").write_text(ROUTES["parked.toml"].format(receiver="http://127.0.0.1:9"))
@@ -69,7 +68,6 @@ def app(tmp_path, monkeypatch):
         yield ingress, server
     finally:
         ingress.pool.shutdown(wait=False)
-        server.stop()
 
 
 def connect(ingress: asgi.Ingress, own_path: bool = True) -> tuple[GuardedProtocol, Wire]:
