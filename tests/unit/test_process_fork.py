@@ -11,6 +11,10 @@ def test_a_child_forked_while_the_lock_is_held_can_take_it():
     with process._lock:
         pid = os.fork()
         if pid == 0:  # the child: exit status 0 only if the lock is free here
-            os._exit(0 if process._lock.acquire(blocking=False) else 1)
+            free = False
+            try:
+                free = process._lock.acquire(blocking=False)
+            finally:  # whatever happens, the child never goes on to run the rest of the session
+                os._exit(0 if free else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
