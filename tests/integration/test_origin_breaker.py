@@ -31,19 +31,17 @@ PATHS = ["orders", "users", "carts", "mail", "search", "audit"]  # six services 
 class Origin:
     """One route, `svc`, rendering /svc/<name>/ on a receiver's port, and a worker for it."""
 
-    def __init__(self, tmp) -> None:
+    def __init__(self, tmp, redis: RedisServer) -> None:
         self.port = free_port()
         # Bound, never listening: a connect is refused, and no other test's server can take the port
         # while the origin is down (one loaded run failed here, the likeliest cause being just that).
         self.placeholder = socket.socket()
         self.placeholder.bind(("127.0.0.1", self.port))
-        (tmp / "redis").mkdir()
-        self.redis = RedisServer(tmp / "redis")
+        self.redis = redis
         self.receiver = Receiver(port=self.port)
         routes = tmp / "routes"
         routes.mkdir()
         (routes / "svc.toml").write_text(ROUTE.format(port=self.port))
-        self.redis.start()
         self.client = self.redis.client()
         self.worker = start_worker(bus_env(self.redis.url, routes), tmp / "worker.log", "svc")
 
@@ -80,12 +78,11 @@ class Origin:
         self.worker.stop()
         self.placeholder.close()
         self.receiver.stop()
-        self.redis.stop()
 
 
 @pytest.fixture
-def origin(tmp_path):
-    o = Origin(tmp_path)
+def origin(own_redis, tmp_path):
+    o = Origin(tmp_path, own_redis)
     yield o
     o.close()
 
