@@ -108,7 +108,7 @@ def hold_back_many(client: redis.Redis, ids: list[str], route: str, key: Endpoin
     became of it."""
     keys = [retry_key(route), breaker_key(key.route, key.digest), parked_key(key.route, key.digest),
             open_breakers_key(key.route), *(event_key(i) for i in ids)]
-    args = [route, reason, repr(now), key.digest, repr(now), task, *ids]
+    args = [route, reason, repr(now), key.digest, task, *ids]
     return [m.decode() for m in script(client, _HOLD_BACK)(keys=keys, args=args)]
 
 

@@ -95,8 +95,7 @@ def record_attempt_taking(client: redis.Redis | SharedPipe, event: Event | Mappi
     if isinstance(reply, list):  # ['ok <id>', the taken event's HGETALL]
         taken_id, flat = reply[0].decode()[3:], reply[1]
         return None, Event.from_journal(taken_id, dict(zip(flat[::2], flat[1::2])))
-    text = reply.decode() if isinstance(reply, bytes) else reply
-    return refusal(text), None
+    return refusal(reply), None
 
 
 def record_attempt_call(event: Event | Mapping[str, Any], attempt: Attempt | Mapping[str, Any], status: str,

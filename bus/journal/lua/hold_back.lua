@@ -8,23 +8,23 @@
 -- KEYS[3]  bus:parked:<route>:<endpoint>     KEYS[4]  bus:breakers:<route>  (the route's open breakers)
 -- KEYS[5..] bus:event:<id> of each id, in ARGV's order
 -- ARGV[1]  route   ARGV[2]  reason (the records' `last`)
--- ARGV[3]  when they are due if the breaker closed meanwhile   ARGV[4]  the endpoint's digest
--- ARGV[5]  now (their score in the parked set)   ARGV[6]  the task holding them back ('' names none)
--- ARGV[7..] the events' ids
+-- ARGV[3]  now: their score in the parked set, and when they are due if the breaker closed meanwhile
+-- ARGV[4]  the endpoint's digest   ARGV[5]  the task holding them back ('' names none)
+-- ARGV[6..] the events' ids
 -- Returns per id 'held', 'due', or why nothing was written for it: 'gone', the status it is in when
 -- the table has no move from it (delivered, dead), or 'superseded' (another copy of the message, or
 -- another task, moved it since the caller loaded it).
 local open_until = redis.call('HGET', KEYS[2], 'open_until')
 local moved, held, due = {}, false, false
-for i = 7, #ARGV do
+for i = 6, #ARGV do
   local id = ARGV[i]
-  local refused = to_retrying(KEYS[i - 2], id, ARGV[1], ARGV[2], ARGV[6])
+  local refused = to_retrying(KEYS[i - 1], id, ARGV[1], ARGV[2], ARGV[5])
   if refused then
     moved[#moved + 1] = refused
   elseif open_until then
-    redis.call('ZADD', KEYS[3], ARGV[5], id)
+    redis.call('ZADD', KEYS[3], ARGV[3], id)
     redis.call('ZREM', KEYS[1], id)  -- an ordered route's event a task took holds a lease there (lane.lua)
-    redis.call('HSET', KEYS[i - 2], 'parked', ARGV[4])
+    redis.call('HSET', KEYS[i - 1], 'parked', ARGV[4])
     moved[#moved + 1] = 'held'
     held = true
   else

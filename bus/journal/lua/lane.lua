@@ -59,11 +59,12 @@ local function leave_lane(route, lane, id, group, take, lease_at)
       local pending = pending_list(route)
       redis.call('RPUSH', pending, nxt .. ' ' .. tag)
       local flag = filling_flag(route)
-      local template = group and redis.call('EXISTS', flag) == 0 and redis.call('GET', group[1])
+      local idle = group and redis.call('EXISTS', flag) == 0  -- read once: no message of the route is coming
+      local template = idle and redis.call('GET', group[1])
       if template then
         redis.call('SET', flag, '1', 'PX', group[4])
         take_group(pending, route_queue(route), template, tonumber(group[2]), tonumber(group[3]))
-      elseif not group or redis.call('EXISTS', flag) == 0 then
+      elseif idle or not group then
         wake_mover(route, 0)  -- no message is coming: its refill makes one
       end
       return
