@@ -30,6 +30,7 @@ from .keys import (
     retry_key,
     wake_key,
 )
+from .templates import REFUSAL
 
 _LUA = resources.files(__package__) / "lua"
 
@@ -57,7 +58,9 @@ def _definitions(script: str) -> list[tuple[str, str]]:
     return statuses + [
         ("STATUSES", f"local STATUSES = {{{', '.join(s.upper() for s in lifecycle.STATUSES)}}}"),
         ("NO_RECORD", f"local NO_RECORD = {_lua_string(lifecycle.NO_RECORD)}"),
-        # A script that finds its message template gone refuses with 'BUSTEMPLATE <key>' .. this (templates.py).
+        # A script that finds its message template gone refuses with TEMPLATE_REFUSED .. key .. TEMPLATE_GONE:
+        # the prefix is templates.REFUSAL, which the clients read the refusal by.
+        ("TEMPLATE_REFUSED", f"local TEMPLATE_REFUSED = {_lua_string(REFUSAL + ' ')}"),
         ("TEMPLATE_GONE", "local TEMPLATE_GONE = ' is not in Redis: store the message template and call again'"),
         ("EVENT_KEY", f"local EVENT_KEY = {_lua_string(event_key(''))}"),
         ("status_index", "local function status_index(status) return "

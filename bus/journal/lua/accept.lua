@@ -54,7 +54,7 @@ end
 local template = false
 if redis.call('EXISTS', KEYS[6]) == 0 then
   template = redis.call('GET', KEYS[9 + n])
-  if not template then return redis.error_reply('BUSTEMPLATE ' .. KEYS[9 + n] .. TEMPLATE_GONE) end
+  if not template then return redis.error_reply(TEMPLATE_REFUSED .. KEYS[9 + n] .. TEMPLATE_GONE) end
 end
 local entries, written, pushed = {}, 0, 0
 for e = 1, n do

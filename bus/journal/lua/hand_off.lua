@@ -9,7 +9,7 @@
 -- when at least one did. Returns how many did; a template key gone refuses (BUSTEMPLATE <key>)
 -- before anything changes hands.
 local template = redis.call('GET', KEYS[2])
-if not template then return redis.error_reply('BUSTEMPLATE ' .. KEYS[2] .. TEMPLATE_GONE) end
+if not template then return redis.error_reply(TEMPLATE_REFUSED .. KEYS[2] .. TEMPLATE_GONE) end
 local mine = {}
 for i = 6, #ARGV do
   local status, task = unpack(redis.call('HMGET', EVENT_KEY .. ARGV[i], 'status', 'task'))

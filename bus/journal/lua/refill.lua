@@ -10,7 +10,7 @@
 -- anything is written: the caller stores the template and calls again.
 if ARGV[4] == 'if-idle' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local template = redis.call('GET', KEYS[4])
-if not template then return redis.error_reply('BUSTEMPLATE ' .. KEYS[4] .. TEMPLATE_GONE) end
+if not template then return redis.error_reply(TEMPLATE_REFUSED .. KEYS[4] .. TEMPLATE_GONE) end
 if take_group(KEYS[1], KEYS[3], template, tonumber(ARGV[1]), tonumber(ARGV[2])) then
   redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
   return 1

@@ -14,7 +14,7 @@
 -- names is not pushed. Returns how many events were released; a template key gone refuses
 -- (BUSTEMPLATE <key>) before anything is moved.
 local template = redis.call('GET', KEYS[3])
-if not template then return redis.error_reply('BUSTEMPLATE ' .. KEYS[3] .. TEMPLATE_GONE) end
+if not template then return redis.error_reply(TEMPLATE_REFUSED .. KEYS[3] .. TEMPLATE_GONE) end
 local starts = {}
 local i = 1
 while i <= #ARGV do

@@ -20,7 +20,7 @@ local n, now = tonumber(ARGV[1]), ARGV[2]
 local templates = {}
 for m = 1, (#ARGV - 2 - 5 * n) / 4 do  -- read before anything is written: one gone refuses the whole call
   templates[m] = redis.call('GET', KEYS[4 * n + 2 * m])
-  if not templates[m] then return redis.error_reply('BUSTEMPLATE ' .. KEYS[4 * n + 2 * m] .. TEMPLATE_GONE) end
+  if not templates[m] then return redis.error_reply(TEMPLATE_REFUSED .. KEYS[4 * n + 2 * m] .. TEMPLATE_GONE) end
 end
 local used, out, laned = {}, {}, {}
 for e = 1, n do

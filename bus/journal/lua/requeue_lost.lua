@@ -10,7 +10,7 @@
 local status = redis.call('HGET', KEYS[1], 'status')
 if not (status and may(status, status)) then return 0 end
 local template = redis.call('GET', KEYS[3])
-if not template then return redis.error_reply('BUSTEMPLATE ' .. KEYS[3] .. TEMPLATE_GONE) end
+if not template then return redis.error_reply(TEMPLATE_REFUSED .. KEYS[3] .. TEMPLATE_GONE) end
 redis.call('RPUSH', KEYS[2], fill(template, ARGV[4], ARGV[1], ARGV[2], ARGV[3]))
 redis.call('HSET', KEYS[1], 'task', ARGV[4])
 return 1

@@ -11,7 +11,7 @@
 -- Returns 1, or 0 when the event was no longer held back there (another mover took it); a template
 -- key gone refuses (BUSTEMPLATE <key>) before anything is written.
 local template = redis.call('GET', KEYS[5])
-if not template then return redis.error_reply('BUSTEMPLATE ' .. KEYS[5] .. TEMPLATE_GONE) end
+if not template then return redis.error_reply(TEMPLATE_REFUSED .. KEYS[5] .. TEMPLATE_GONE) end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 own({ARGV[1]}, ARGV[2])
 redis.call('RPUSH', KEYS[4], fill(template, ARGV[2], ARGV[3], ARGV[4], ARGV[5]))
