@@ -46,7 +46,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from ..errors import BusError, RequestTimeout
 from .client_limits import ClientCounter
-from .http import check_read_length, error_answer, is_event_post
+from .http import INTERNAL_ERROR, JsonAnswer, check_read_length, error_answer, is_event_post
 from .request_parts import ClientGone, headers_of, query_of
 
 log = logging.getLogger("bus.ingress")
@@ -67,7 +67,7 @@ class EventPoster(Protocol):
     max_body: int
 
     def answer_event_post(self, tag: str, headers: dict[str, str], query: dict[str, str],
-                          body: Callable[[], Awaitable[bytes]]) -> Awaitable[tuple[int, dict[str, str], bytes] | None]:
+                          body: Callable[[], Awaitable[bytes]]) -> Awaitable[JsonAnswer | None]:
         ...
 
 
@@ -303,7 +303,7 @@ class EventPost:
                                                          query_of(self.query), self.read)
         except Exception:
             log.exception("unexpected error answering POST /%s", self.tag)
-            answer = 500, {}, b'{"error":"internal error; nothing was accepted, see the ingress log"}'
+            answer = INTERNAL_ERROR
         if answer is not None and not self.disconnected and not self.protocol.transport.is_closing():
             self.protocol.answer(self, *answer)
 
