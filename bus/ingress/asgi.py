@@ -30,6 +30,8 @@ from ..journal import REDIS_DOWN
 from ..wire.pipelined import Ack, PipelinedRedis
 from . import guarded_protocol
 from .http import (
+    INTERNAL_ERROR,
+    JsonAnswer,
     authorize,
     authorize_head,
     check_declared_length,
@@ -46,8 +48,6 @@ log = logging.getLogger("bus.ingress")
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 JSON = (b"content-type", b"application/json")
-# An answer: status, extra headers, JSON body (as http.error_answer gives).
-Answer = tuple[int, dict[str, str], bytes]
 # How many threads run the werkzeug app (and accepts with a backlog check) per worker process.
 THREADS_ENV = "_BUS_SERVE_THREADS"
 PARENT_CHECK = 1.0
@@ -106,7 +106,7 @@ class Ingress:
             await _respond(send, *answer)
 
     async def answer_event_post(self, tag: str, headers: dict[str, str], query: dict[str, str],
-                                body: Callable[[], Awaitable[bytes]]) -> Answer | None:
+                                body: Callable[[], Awaitable[bytes]]) -> JsonAnswer | None:
         """The answer to POST /<tag> (status, extra headers, JSON body), or None when the client went away.
 
         The one handling of an event post: uvicorn's ASGI path (post_events) and GuardedProtocol's own
@@ -122,7 +122,7 @@ class Ingress:
             return error_answer(exc)
         except Exception:
             log.exception("unexpected error handling POST /%s", tag)
-            return 500, {}, b'{"error":"internal error; nothing was accepted, see the ingress log"}'
+            return INTERNAL_ERROR
         return 202, {}, orjson.dumps({"ids": ids})
 
     async def _accept(self, tag: str, headers: dict[str, str], query: dict[str, str],
@@ -249,7 +249,7 @@ async def refuse(send: Send, exc: BusError) -> None:
 
 async def _respond(send: Send, status: int, extra: dict[str, str], body: bytes) -> None:
     headers = [JSON, (b"content-length", b"%d" % len(body))]
-    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (extra or {}).items()]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

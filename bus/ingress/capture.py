@@ -30,8 +30,9 @@ from ..journal import REDIS_DOWN
 from ..tags import validate_tag
 from ..wire.pipelined import PipelinedRedis
 from . import guarded_protocol
-from .asgi import ClientGone, read_body, refuse
+from .asgi import read_body, refuse
 from .http import received_headers
+from .request_parts import ClientGone
 from .upstream import Answer, Upstream, UpstreamError
 
 log = logging.getLogger("bus.proxy")

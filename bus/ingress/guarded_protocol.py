@@ -46,7 +46,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from ..errors import BusError, RequestTimeout
 from .client_limits import ClientCounter
-from .http import check_read_length, error_answer, is_event_post
+from .http import INTERNAL_ERROR, JsonAnswer, check_read_length, error_answer, is_event_post
 from .request_parts import ClientGone, headers_of, query_of
 
 log = logging.getLogger("bus.ingress")
@@ -67,7 +67,7 @@ class EventPoster(Protocol):
     max_body: int
 
     def answer_event_post(self, tag: str, headers: dict[str, str], query: dict[str, str],
-                          body: Callable[[], Awaitable[bytes]]) -> Awaitable[tuple[int, dict[str, str], bytes] | None]:
+                          body: Callable[[], Awaitable[bytes]]) -> Awaitable[JsonAnswer | None]:
         ...
 
 
@@ -204,13 +204,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def answer(self, post: EventPost, status: int, extra: dict[str, str], body: bytes) -> None:
         """Write an event post's answer in one send, then let uvicorn start the next request or wait."""
-        head = [STATUS_LINE[status], _fields(self.server_state.default_headers),
-                b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)]
-        head += [b"%s: %s\r\n" % (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
-        if not post.keep_alive:
-            head.append(b"connection: close\r\n")
-        head += [b"\r\n", body]
-        self.transport.write(b"".join(head))
+        self.transport.write(_response(self.server_state.default_headers, status, extra, body, not post.keep_alive))
         post.response_started = post.response_complete = True
         if not post.keep_alive:
             self.transport.close()
@@ -229,13 +223,10 @@ class GuardedProtocol(HttpToolsProtocol):
                     "%d bytes so far; nothing of it was accepted", _peer(self.client), self._what, self.read_timeout,
                     self._received)
         if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
-            status, _, body = error_answer(RequestTimeout(
+            status, extra, body = error_answer(RequestTimeout(
                 f"{self._what} did not arrive whole within {self.read_timeout:g}s; nothing was accepted. "
                 "Send the whole request without pausing, and retry"))
-            defaults = b"".join(b"%s: %s\r\n" % pair for pair in self.server_state.default_headers)
-            self.transport.write(b"HTTP/1.1 %d Request Timeout\r\n%scontent-type: application/json\r\n"
-                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-                                 % (status, defaults, len(body), body))
+            self.transport.write(_response(self.server_state.default_headers, status, extra, body, close=True))
         if self.cycle is not None and not self.cycle.response_complete:
             # The app's receive() now says the client is gone; it accepts nothing and sends nothing.
             self.cycle.disconnected = True
@@ -303,7 +294,7 @@ class EventPost:
                                                          query_of(self.query), self.read)
         except Exception:
             log.exception("unexpected error answering POST /%s", self.tag)
-            answer = 500, {}, b'{"error":"internal error; nothing was accepted, see the ingress log"}'
+            answer = INTERNAL_ERROR
         if answer is not None and not self.disconnected and not self.protocol.transport.is_closing():
             self.protocol.answer(self, *answer)
 
@@ -352,6 +343,18 @@ def _fields(default_headers: list[tuple[bytes, bytes]]) -> bytes:
     if _defaults[0] is not default_headers:
         _defaults = (default_headers, b"".join(b"%s: %s\r\n" % pair for pair in default_headers))
     return _defaults[1]
+
+
+def _response(default_headers: list[tuple[bytes, bytes]], status: int, extra: dict[str, str], body: bytes,
+              close: bool) -> bytes:
+    """A JSON answer written by the protocol itself (an event post's, a read deadline's 408), in one piece."""
+    head = [STATUS_LINE[status], _fields(default_headers),
+            b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)]
+    head += [b"%s: %s\r\n" % (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+    if close:
+        head.append(b"connection: close\r\n")
+    head += [b"\r\n", body]
+    return b"".join(head)
 
 
 def configure(read_timeout: float, max_connections_per_client: int) -> None:

@@ -101,7 +101,13 @@ def _json(payload: object, status: int, headers: dict[str, str] | None = None) -
     return Response(orjson.dumps(payload), status=status, mimetype="application/json", headers=headers)
 
 
-def error_answer(exc: BusError) -> tuple[int, dict[str, str], bytes]:
+# An answer of the event loop's paths: status, extra headers, JSON body.
+JsonAnswer = tuple[int, dict[str, str], bytes]
+# What an unexpected error answers, on every path (its extra headers are never changed).
+INTERNAL_ERROR: JsonAnswer = (500, {}, b'{"error":"internal error; nothing was accepted, see the ingress log"}')
+
+
+def error_answer(exc: BusError) -> JsonAnswer:
     """Status, extra headers and JSON body of the answer to a refused request (WSGI and ASGI alike)."""
     status = STATUS.get(type(exc), 400)
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else {}
@@ -339,7 +345,8 @@ def make_app(bus: intake.Intake | None = None, tokens: list[auth.Token] | None =
             response = _json({"error": exc.description}, exc.code or 400)
         except Exception:
             log.exception("unexpected error handling %s %s", request.method, request.path)
-            response = _json({"error": "internal error; nothing was accepted, see the ingress log"}, 500)
+            status, _, body = INTERNAL_ERROR
+            response = Response(body, status=status, mimetype="application/json")
         return response(environ, start_response)
 
     return app
