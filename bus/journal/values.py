@@ -104,10 +104,6 @@ class Attempt:
         """An attempt as the journal's JSON has it (a dict; a key the record lacks stays unset)."""
         return cls(**record, order=tuple(record))
 
-    @classmethod
-    def from_journal(cls, raw: bytes) -> Attempt:
-        return cls.from_record(orjson.loads(raw))
-
     def to_journal(self) -> bytes:
         """The JSON the journal keeps: the keys it was read with (and any set since, after them), or
         for a new attempt its kind's keys that are set, status_code always (null: no answer)."""

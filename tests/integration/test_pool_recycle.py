@@ -62,8 +62,8 @@ def test_events_accepted_while_the_pool_is_replaced_are_delivered_exactly_once(f
     first = pool_of(worker)
     ids = burst(bus)
     wait_all_delivered(bus, ids, 60, worker, "the burst delivered")
-    # Wait for the first replacement, then keep accepting one event every 20 ms until the second one
-    # is done: the events land while a process is stopping, forking or not yet up.
+    # Wait for the first replacement, then accept one event every 20 ms for 1.5 s: the events land
+    # while that process is stopping, forking or not yet up.
     wait_until(lambda: "replacing it with a fresh fork" in worker.output(), IDLE + 20, what="the first replacement")
     during: list[str] = []
     stop = threading.Event()

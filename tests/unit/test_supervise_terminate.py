@@ -1,4 +1,4 @@
-"""supervise.terminate: how `bus up`'s supervisor and the worker stop a child (SIGTERM, a grace, then SIGKILL)."""
+"""supervise.terminate: how `bus up`'s supervisor stops a child (SIGTERM, a grace, then SIGKILL)."""
 from __future__ import annotations
 
 import os
