@@ -90,6 +90,10 @@ class Breakers:
         behind a down endpoint that is most of a backlog's first pass (docs/performance.md). Their
         verdicts wait in `settled` for held_back. Not for batched or ordered routes: their loops
         hand events on (a batch, a lane's run) before held_back would see them."""
+        if route.batch_max > 1 or route.ordered:
+            return
+        if self.complete and not self.open_until:
+            return  # the route has no open breaker (most tasks): no event's URL to render for nothing
         now = time.time()
         behind: dict[EndpointKey, list[str]] = {}
         try:

@@ -484,7 +484,7 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
             event_ids, events, superseded = _mine(run.task_id, event_ids, events)
             if superseded:
                 verdicts[Verdict.SUPERSEDED] = superseded
-            if route is not None and not probe and route.batch_max <= 1 and not route.ordered:
+            if route is not None and not probe:
                 run.gate.hold_ahead(route, events, run.task_id)  # one script per open breaker, not per event
         copies_to_retry = []
         handed: list[int] = []  # how many of the group a lane's run handed to a new message (_spread)

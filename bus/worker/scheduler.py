@@ -123,17 +123,18 @@ def _probe(client: object, route: Route, now: float) -> int:
 def _run(routes: list[Route]) -> None:
     from .process import worker
 
-    config = worker().settings
+    w = worker()  # built once per process: one look, not a lock taken twice every pass
+    client, config = w.redis, w.settings
     # Its own connection for the blocking wait, with a socket timeout past the longest one.
     waiter = journal.connect(config.worker_redis, WAIT_CAP + config.redis_timeout)
     while not _stop.is_set():
         try:
-            done = one_pass(worker().redis, routes)
+            done = one_pass(client, routes)
             if done.moved or not done.held:
                 # A wait of at least a millisecond: a retry due right now is moved on the next pass, not in a spin.
                 _stop.wait(max(done.wake_at - time.time(), mover_sleep.SHORTEST))
                 continue
-            planned = mover_sleep.plan(worker().redis, list(done.held), worker_name(), time.time(), done.wake_at,
+            planned = mover_sleep.plan(client, list(done.held), worker_name(), time.time(), done.wake_at,
                                        MOVER_LEASE_MS, TICK)
             mover_sleep.sleep(waiter, planned)
         except journal.REDIS_DOWN as exc:
