@@ -26,8 +26,6 @@ APP = "bus.ingress.asgi:from_environment"
 # uvicorn lets in-flight requests finish for this long on SIGTERM; the parent waits a little longer.
 GRACEFUL = 20
 HTTP_STOP_GRACE = 25.0
-# How often, with both listeners in one process, the forward listener's threads are checked.
-WATCH_EVERY = 2.0
 
 
 def serve(bus: intake.Intake, bind: str, workers: int = 2, threads: int = 8) -> None:
@@ -110,9 +108,9 @@ def serve_with_forward(bus: intake.Intake, bind: str, forward: str, workers: int
         server = ForwardServer(bus, host, int(port))  # binds first: a busy port fails before anything else starts
     else:
         server = ForwardServer.on_unix_socket(bus, path)
-    server.start()
     if workers == 1:
         return _serve_beside(server, bus, bind, threads)
+    server.start()
     return _serve_http_child(server, bind, workers, threads)
 
 
@@ -121,23 +119,22 @@ def _serve_beside(server: ForwardServer, bus: intake.Intake, bind: str, threads:
 
     With one HTTP worker uvicorn forks nothing, so nothing inherits the listener's threads; and a
     second interpreter for the HTTP side cost ~37 MiB of PSS and its own wake-ups (docs/performance.md,
-    fifth round). A listener that stops serving stops uvicorn the way a SIGTERM does."""
+    fifth round). A listener that stops serving stops uvicorn the way a SIGTERM does: its dying
+    thread says so, rather than a watcher polling it (docs/performance.md, "what still wakes")."""
     failed = threading.Event()
 
-    def watch() -> None:
-        while server.serving:
-            if failed.wait(WATCH_EVERY):
-                return
-        log.error("the forward listener stopped serving; stopping")
-        failed.set()
-        os.kill(os.getpid(), signal.SIGTERM)
+    def died() -> None:
+        if not failed.is_set():
+            log.error("the forward listener stopped serving; stopping")
+            failed.set()
+            os.kill(os.getpid(), signal.SIGTERM)
 
     # uvicorn re-raises the SIGTERM/SIGINT it stopped on once it is done: as an exit, so the listener
     # is stopped below rather than the process killed. A hang-up stops `bus serve` as they do.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_quietly)
     signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
-    threading.Thread(target=watch, name="forward-watch", daemon=True).start()
+    server.start(on_death=died)
     http_failed = False
     try:
         serve(bus, bind, workers=1, threads=threads)
