@@ -1,7 +1,6 @@
 """Run `bus serve`: the HTTP ingress under uvicorn and, next to it, the Fluentd forward listener."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -16,6 +15,7 @@ from .. import intake, logs
 from . import unix_socket
 from .asgi import THREADS_ENV
 from .guarded_protocol import GuardedProtocol
+from .quiet_server import QuietServer
 from .unix_socket import unix_path
 
 if TYPE_CHECKING:
@@ -73,26 +73,12 @@ def _uvicorn(workers: int, **where: Any) -> None:
     if workers > 1:
         uvicorn.run(APP, workers=workers, **options)
         return
-    # One worker: uvicorn.run's own path (Server(config).run(), exit 3 if it never started), with the
-    # quieter main loop below.
-    server = _OneTickASecond(uvicorn.Config(APP, **options))
+    # One worker: uvicorn.run's own path (Server(config).run(), exit 3 if it never started), with a
+    # main loop that sleeps until a signal stops it.
+    server = QuietServer(uvicorn.Config(APP, **options))
     server.run()
     if not server.started:
         sys.exit(3)
-
-
-class _OneTickASecond(uvicorn.Server):
-    """uvicorn's Server, whose main loop wakes once a second instead of ten times.
-
-    The loop refreshes the Date header once a second and looks for a stop request (a signal sets
-    should_exit): once a second does both, and an idle ingress wakes 1 time a second instead of 10
-    (docs/performance.md, fifth round). A SIGTERM starts the graceful stop up to a second later."""
-
-    async def main_loop(self) -> None:
-        counter = 0
-        while not await self.on_tick(counter):
-            await asyncio.sleep(1.0)
-            counter = (counter + 10) % 864000  # on_tick refreshes the headers when counter % 10 == 0
 
 
 def serve_with_forward(bus: intake.Intake, bind: str, forward: str, workers: int = 2, threads: int = 8) -> int:

@@ -6,13 +6,18 @@ Wake-ups are counted as the kernel counts them: a thread's voluntary context swi
 """
 from __future__ import annotations
 
+import email.utils
+import signal
 import socket
 import threading
 import time
 from pathlib import Path
 
+import requests
+
 from bus import intake, settings
 from bus.ingress.forward import ForwardServer
+from conftest import free_port, parked_tag, start_ingress
 
 QUIET = 5.0  # seconds each count runs over
 
@@ -61,3 +66,39 @@ def test_an_idle_forward_listener_never_wakes_and_stop_ends_its_threads_at_once(
         stopped_in = time.monotonic() - started
     assert not any(t.is_alive() for t in threads)
     assert stopped_in < 2, f"stop() took {stopped_in:.1f}s: its threads were not woken"
+
+
+def test_an_idle_bus_serve_wakes_no_thread_and_sigterm_stops_it_at_once(bus):
+    """One HTTP worker and the forward listener in one process, as `bus up` runs them."""
+    proc, url = start_ingress(bus.env, bus.tmp / "serve-idle.log", free_port())
+    try:
+        assert requests.get(f"{url}/healthz", timeout=5).status_code in (200, 503)
+        time.sleep(1)
+        woke = wakes_per_thread(proc.proc.pid, QUIET)
+        # uvicorn's main loop ticked once a second, the forward threads twice each on a socket
+        # timeout, a watcher every 2 s: now nothing wakes until a request, a frame or a signal.
+        assert sum(woke.values()) <= 2, woke
+        started = time.monotonic()
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.proc.wait(30) == 0
+        stopped_in = time.monotonic() - started
+    finally:
+        proc.stop()
+    assert "forward listener stopped" in proc.output()
+    # uvicorn's stop takes 0.1 s of its own; a stop request waiting for a tick took up to a second more.
+    assert stopped_in < 1.5, f"bus serve took {stopped_in:.1f}s to stop on SIGTERM"
+
+
+def test_every_answer_carries_the_date_of_the_second_it_is_answered_in(bus):
+    """Both paths: an event post (answered by the protocol) and a GET (uvicorn's ASGI cycle). The Date
+    was refreshed by a tick once a second, so an answer could carry the second before its own."""
+    tag = parked_tag()
+    for i in range(12):
+        for send in (lambda: requests.post(f"{bus.url}/{tag}", json={"n": i}, timeout=5),
+                     lambda: requests.get(f"{bus.url}/healthz", timeout=5)):
+            before = int(time.time())
+            resp = send()
+            after = time.time()
+            date = email.utils.parsedate_to_datetime(resp.headers["date"]).timestamp()
+            assert before <= date <= after, (resp.request.method, resp.headers["date"], before, after)
+        time.sleep(0.27)  # spread over the phases of a second
