@@ -17,7 +17,7 @@ import requests
 
 from bus import intake, settings
 from bus.ingress.forward import ForwardServer
-from conftest import free_port, parked_tag, start_ingress
+from conftest import BusProcess, bus_env, free_port, parked_tag, start_ingress, wait_until
 
 QUIET = 5.0  # seconds each count runs over
 
@@ -102,3 +102,23 @@ def test_every_answer_carries_the_date_of_the_second_it_is_answered_in(bus):
             date = email.utils.parsedate_to_datetime(resp.headers["date"]).timestamp()
             assert before <= date <= after, (resp.request.method, resp.headers["date"], before, after)
         time.sleep(0.27)  # spread over the phases of a second
+
+
+def test_an_idle_workers_main_thread_wakes_for_its_timers_not_every_second(own_redis, tmp_path):
+    """Its hub's timers: the unacked-restore sweep and the pool's upkeep every 5 s, the BRPOP's
+    answer every 5 s, a heartbeat every 10 s. kombu's binding-expiry look ran every second."""
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "quiet.toml").write_text('match = ["quiet.*"]\nendpoint = "http://127.0.0.1:9/"\n')
+    env = bus_env(own_redis.url, routes)
+    # As `bus up` runs it without Flower: heartbeats every 10 s, no task events.
+    worker = BusProcess(["worker", "quiet", "--concurrency", "2", "--no-task-events"], env, tmp_path / "worker.log").start()
+    try:
+        wait_until(lambda: " ready." in worker.output(), 30, what="bus worker to be ready")
+        time.sleep(3)
+        pid = worker.proc.pid
+        woke = wakes_per_thread(pid, 20)
+        # Seen over 10 s: 24-30 with the look every second, 13-19 without it.
+        assert woke[pid] <= 42, woke
+    finally:
+        worker.stop()
