@@ -384,6 +384,24 @@ def archive_url(request, tmp_path):
 
 
 @pytest.fixture
+def redis_server(tmp_path):
+    """Start redis-servers of the test's own, each named (its folder) and with more options; all killed after."""
+    started: list[RedisServer] = []
+
+    def start(name: str, *options: str) -> RedisServer:
+        directory = tmp_path / name
+        directory.mkdir()
+        server = RedisServer(directory, *options)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in reversed(started):
+        server.kill()
+
+
+@pytest.fixture
 def own_redis(tmp_path):
     """A redis-server of the test's own (for tests that must see every key, or kill it)."""
     server = RedisServer(tmp_path)
