@@ -13,7 +13,7 @@ import requests
 import bus
 from bus import intake, settings
 from conftest import BusProcess, Receiver, bus_env, free_port, start_ingress, start_worker, wait_until
-from test_forward import Client
+from forwardkit import Client
 
 ROUTES = {
     "fill.toml": 'match = "fill.*"\nendpoint = "{receiver}/fill/${{tag[1]}}"\nretry_max_interval = 1\n',
