@@ -17,7 +17,7 @@ import requests
 
 from bus import intake, settings
 from bus.ingress.forward import ForwardServer
-from conftest import BusProcess, bus_env, free_port, parked_tag, start_ingress, wait_until
+from conftest import free_port, parked_tag, start_ingress
 
 QUIET = 5.0  # seconds each count runs over
 
@@ -65,7 +65,8 @@ def test_an_idle_forward_listener_never_wakes_and_stop_ends_its_threads_at_once(
         server.stop()
         stopped_in = time.monotonic() - started
     assert not any(t.is_alive() for t in threads)
-    assert stopped_in < 2, f"stop() took {stopped_in:.1f}s: its threads were not woken"
+    # Its grace for threads that do not end is 10 s; a loaded CI machine still stops woken ones in well under 5.
+    assert stopped_in < 5, f"stop() took {stopped_in:.1f}s: its threads were not woken"
 
 
 def test_an_idle_bus_serve_wakes_no_thread_and_sigterm_stops_it_at_once(bus):
@@ -85,8 +86,9 @@ def test_an_idle_bus_serve_wakes_no_thread_and_sigterm_stops_it_at_once(bus):
     finally:
         proc.stop()
     assert "forward listener stopped" in proc.output()
-    # uvicorn's stop takes 0.1 s of its own; a stop request waiting for a tick took up to a second more.
-    assert stopped_in < 1.5, f"bus serve took {stopped_in:.1f}s to stop on SIGTERM"
+    # uvicorn's stop takes 0.1 s of its own (a stop request waited up to a second more for a tick);
+    # the bound is loose for a loaded machine: without the stop event SIGTERM does not stop it at all.
+    assert stopped_in < 5, f"bus serve took {stopped_in:.1f}s to stop on SIGTERM"
 
 
 def test_every_answer_carries_the_date_of_the_second_it_is_answered_in(bus):
@@ -104,21 +106,24 @@ def test_every_answer_carries_the_date_of_the_second_it_is_answered_in(bus):
         time.sleep(0.27)  # spread over the phases of a second
 
 
-def test_an_idle_workers_main_thread_wakes_for_its_timers_not_every_second(own_redis, tmp_path):
-    """Its hub's timers: the unacked-restore sweep and the pool's upkeep every 5 s, the BRPOP's
-    answer every 5 s, a heartbeat every 10 s. kombu's binding-expiry look ran every second."""
-    routes = tmp_path / "routes"
-    routes.mkdir()
-    (routes / "quiet.toml").write_text('match = ["quiet.*"]\nendpoint = "http://127.0.0.1:9/"\n')
-    env = bus_env(own_redis.url, routes)
-    # As `bus up` runs it without Flower: heartbeats every 10 s, no task events.
-    worker = BusProcess(["worker", "quiet", "--concurrency", "2", "--no-task-events"], env, tmp_path / "worker.log").start()
-    try:
-        wait_until(lambda: " ready." in worker.output(), 30, what="bus worker to be ready")
-        time.sleep(3)
-        pid = worker.proc.pid
-        woke = wakes_per_thread(pid, 20)
-        # Seen over 10 s: 24-30 with the look every second, 13-19 without it.
-        assert woke[pid] <= 42, woke
-    finally:
-        worker.stop()
+def test_an_idle_workers_hub_looks_at_binding_expiry_every_10_s_not_every_second(own_redis):
+    """kombu's redis transport registers its binding-expiry look every second with the worker's hub
+    (a real kombu Hub and Connection here, as the worker's consumer registers them): after
+    kombu_fixes.apply() the live entry is 10 s away. Counting the worker's wake-ups showed the same
+    (24-30 in 10 s before, 13-19 after) but other threads taking the GIL make that count move."""
+    from kombu import Connection
+    from kombu.asynchronous import Hub
+
+    from bus.broker import kombu_fixes
+
+    kombu_fixes.apply()
+    hub = Hub()
+    with Connection(own_redis.url) as conn:
+        conn.connect()
+        conn.default_channel  # noqa: B018 - the channel registers the cycle's timers
+        conn.transport.register_with_event_loop(conn.connection, hub)
+        now = time.monotonic()
+        live = [s.eta - now for s in hub.timer.queue
+                if s.entry.fun.__name__ == "maybe_refresh_binding_expiry" and not s.entry.canceled]
+        hub.close()
+    assert len(live) == 1 and live[0] > 5, live
