@@ -13,6 +13,13 @@ from conftest import free_port, wait_until
 
 MASTER = "busprimary"
 
+# The `ha` fixture's one route (conftest): each tag's second part is its own path on the receiver.
+HA_ROUTE = """
+match = "api.*"
+endpoint = "{receiver}/api/${{tag[1]}}/"
+retry_max_interval = 1
+"""
+
 
 class Node:
     """One redis-server process (a data node or a Sentinel) that can be killed, stopped and started again."""

@@ -18,44 +18,11 @@ import pytest
 import requests
 
 from bus import journal
-from conftest import Receiver, bus_env, start_ingress, start_worker, wait_until
+from conftest import wait_until
 from faultkit import duplicates, report
-from sentinels import MASTER, RedisSet
+from sentinels import RedisSet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-ROUTE = """
-match = "api.*"
-endpoint = "{receiver}/api/${{tag[1]}}/"
-retry_max_interval = 1
-"""
-
-
-@pytest.fixture
-def ha(tmp_path):
-    redis_set = RedisSet(tmp_path / "redis")
-    receiver = Receiver()
-    receiver.start()
-    routes = tmp_path / "routes"
-    routes.mkdir()
-    (routes / "api.toml").write_text(ROUTE.format(receiver=receiver.url))
-    procs = []
-
-    def bus(**extra: str):
-        env = bus_env(redis_set.url, routes, BUS_REDIS_SENTINEL_MASTER=MASTER, **extra)
-        ingress, url = start_ingress(env, tmp_path / f"ingress-{len(procs)}.log")
-        worker = start_worker(env, tmp_path / f"worker-{len(procs)}.log", "api")
-        procs.extend([ingress, worker])
-        return env, url, worker
-
-    try:
-        yield redis_set, receiver, bus
-    finally:
-        for proc in procs:
-            proc.stop()
-        receiver.stop()
-        redis_set.stop()
-
 
 def primary_client(redis_set: RedisSet):
     return redis_set.node_on(redis_set.primary_port()).client()
