@@ -121,6 +121,12 @@ class Receiver:
         """Answer the next requests to `path` with these statuses (then 200)."""
         self.scripts[path] = [a if isinstance(a, tuple) else (a, {}, b"") for a in answers]
 
+    def unscript(self, path: str) -> int:
+        """Answer `path` with 200 from now on; how many requests it had until now (answered by its script)."""
+        with self._lock:
+            self.scripts.pop(path, None)
+            return sum(r.path == path for r in self.requests)
+
     def start(self) -> None:
         receiver = self
 
