@@ -134,6 +134,24 @@ class RedisSet:
             node.stop()
 
 
+def template_keys(node: Node) -> set[bytes]:
+    return set(node.client().scan_iter(match="bus:template:*", count=1000))
+
+
+def forget_templates_on_replica(replica: Node) -> None:
+    """Delete the replica's template keys, as if their SETs never reached it (a replica takes no writes: for
+    this DEL only; keys it holds are its own until the next full sync, which promotion never brings)."""
+    client = replica.client()
+    client.config_set("replica-read-only", "no")
+    try:
+        keys = template_keys(replica)
+        assert keys, "the processes stored their templates before the failover"
+        client.delete(*keys)
+    finally:
+        client.config_set("replica-read-only", "yes")
+    assert not template_keys(replica)
+
+
 def _names(sentinel: Node, old_port: int) -> bool:
     try:
         _, port = sentinel.client().sentinel_get_master_addr_by_name(MASTER)

@@ -5,9 +5,9 @@ process. A replica can be promoted without those keys: promoted before a templat
 detached and then promoted, or holding a key whose TTL ran out. Here the replica's template keys are
 deleted just before SENTINEL FAILOVER (the replica made writable for that one DEL): the new primary then
 holds every event written before, and no template, which is each of those cases at once, and the same on
-every run. Breaking replication before the first SET instead would lose the events of requirement two
-too, and a Sentinel does not promote a replica whose link has been down for long.
-"""
+every run. Breaking replication before the first SET instead would also keep from the replica the events
+written before the failover (the ones this test wants delivered from the new primary), and a Sentinel
+does not promote a replica whose link has been down for long."""
 from __future__ import annotations
 
 import time
@@ -19,27 +19,9 @@ import requests
 from bus import intake, journal, settings
 from bus.journal import templates
 from conftest import wait_until
-from sentinels import Node, RedisSet
+from sentinels import RedisSet, forget_templates_on_replica, template_keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def template_keys(node: Node) -> set[bytes]:
-    return set(node.client().scan_iter(match="bus:template:*", count=1000))
-
-
-def forget_templates_on_replica(replica: Node) -> None:
-    """Delete the replica's template keys, as if their SETs never reached it (a replica takes no writes: for
-    this DEL only; keys it holds are its own until the next full sync, which promotion never brings)."""
-    client = replica.client()
-    client.config_set("replica-read-only", "no")
-    try:
-        keys = template_keys(replica)
-        assert keys, "the processes stored their templates before the failover"
-        client.delete(*keys)
-    finally:
-        client.config_set("replica-read-only", "yes")
-    assert not template_keys(replica)
 
 
 def replicated(redis_set: RedisSet) -> None:
