@@ -121,6 +121,12 @@ class Receiver:
         """Answer the next requests to `path` with these statuses (then 200)."""
         self.scripts[path] = [a if isinstance(a, tuple) else (a, {}, b"") for a in answers]
 
+    def unscript(self, path: str) -> int:
+        """Answer `path` with 200 from now on; how many requests it had until now (answered by its script)."""
+        with self._lock:
+            self.scripts.pop(path, None)
+            return sum(r.path == path for r in self.requests)
+
     def start(self) -> None:
         receiver = self
 
@@ -452,6 +458,35 @@ def fault_bus(tmp_path):
         for bus in made:
             bus.close()
 
+
+@pytest.fixture
+def ha(tmp_path):
+    """A primary, a replica and three Sentinels (sentinels.RedisSet), a receiver, and bus(**env) to start an ingress
+    and an `api` worker that find Redis through the Sentinels only; all stopped after."""
+    from sentinels import HA_ROUTE, MASTER, RedisSet  # sentinels imports this module
+
+    redis_set = RedisSet(tmp_path / "redis")
+    receiver = Receiver()
+    receiver.start()
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "api.toml").write_text(HA_ROUTE.format(receiver=receiver.url))
+    procs = []
+
+    def bus(**extra: str):
+        env = bus_env(redis_set.url, routes, BUS_REDIS_SENTINEL_MASTER=MASTER, **extra)
+        ingress, url = start_ingress(env, tmp_path / f"ingress-{len(procs)}.log")
+        worker = start_worker(env, tmp_path / f"worker-{len(procs)}.log", "api")
+        procs.extend([ingress, worker])
+        return env, url, worker
+
+    try:
+        yield redis_set, receiver, bus
+    finally:
+        for proc in procs:
+            proc.stop()
+        receiver.stop()
+        redis_set.stop()
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
