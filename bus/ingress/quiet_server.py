@@ -32,19 +32,21 @@ class DatedState(ServerState):
     """uvicorn's ServerState whose default_headers carry the Date of the second they are read in."""
 
     def __init__(self, config: uvicorn.Config):
-        self._fixed: list[tuple[bytes, bytes]] = list(config.encoded_headers)
-        self._dated = config.date_header
+        # The config, not its headers: Config.load() (in Server.serve, after this) makes encoded_headers.
+        self._config = config
         self._second = -1
-        self._headers = self._fixed
+        self._headers: list[tuple[bytes, bytes]] = []
         super().__init__()
 
     @property
     def default_headers(self) -> list[tuple[bytes, bytes]]:
         # A new list only when the second changes: GuardedProtocol keeps the joined bytes per list.
         now = int(time.time())
-        if now != self._second and self._dated:
+        if now != self._second:
             self._second = now
-            self._headers = [(b"date", formatdate(now, usegmt=True).encode())] + self._fixed
+            fixed = list(self._config.encoded_headers)
+            dated = [(b"date", formatdate(now, usegmt=True).encode())] if self._config.date_header else []
+            self._headers = dated + fixed
         return self._headers
 
     @default_headers.setter
