@@ -73,8 +73,10 @@ if ARGV[8] ~= '' then
     redis.call('ZADD', parked, ARGV[17], id)
     redis.call('ZREM', KEYS[4], id)  -- an ordered route's event a task took holds a lease there (lane.lua)
     redis.call('HSET', KEYS[1], 'parked', digest)
-    redis.call('ZADD', KEYS[10], 'NX', open_until, digest)
-    wake_mover(route, open_until)  -- the mover lets the next probe out when it half-opens
+    -- The mover lets the next probe out when it half-opens. Already in the index (breaker_fail.lua put it
+    -- there), the mover knows when: a wake-up would only re-plan its sleep (the hash's open_until is
+    -- the score cut to 14 digits, just earlier than the mover's mark).
+    if redis.call('ZADD', KEYS[10], 'NX', open_until, digest) == 1 then wake_mover(route, open_until) end
   else
     redis.call('ZADD', KEYS[4], ARGV[8], id)
     wake_mover(route, ARGV[8])
