@@ -8,7 +8,6 @@ import re
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 import pytest
@@ -18,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from archivekit import outage, rows
 from bus import journal
 from conftest import BusProcess, Receiver, RedisServer, bus_env, run_bus, start_ingress, start_worker, wait_until
+from faultkit import children
 
 pytestmark = pytest.mark.integration
 HOT_WINDOW = 2
@@ -209,8 +209,3 @@ def test_the_mover_is_a_thread_of_the_worker_and_stops_with_it(archived_bus):
     bus.worker.proc.wait(20)
     assert "archive mover stopped" in bus.worker.output()
     assert "still in a pass" not in bus.worker.output()
-
-
-def children(pid: int) -> list[int]:
-    tasks = Path(f"/proc/{pid}/task")
-    return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
