@@ -71,7 +71,8 @@ MOVES: tuple[Move, ...] = (
          ("accept.lua", "refill.lua"), why="a task message takes the next group off the pending list"),
     Move("record_attempt", WAITING, (DELIVERED, RETRYING, DEAD), "worker; ingress (bus proxy's live attempt)",
          ("record_attempt.lua",),
-         why="an attempt that went out is recorded whichever task the record names (a copy then leaves it)"),
+         why="an attempt that went out is recorded whichever task the record names (a copy then leaves it); "
+             "a failed probe's retry due before its breaker half-opens waits in the breaker's parked set"),
     Move("next_in_lane", (QUEUED,), (SAME,), "worker (the event before it is recorded), CLI (bus purge of that one)",
          ("record_attempt.lua", "purge.lua"),
          why="an ordered route's event goes out once the one before it in its order key is delivered, dead or purged"),

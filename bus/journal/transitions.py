@@ -58,7 +58,8 @@ def record_attempt(client: redis.Redis | SharedPipe, event: Event | Mapping[str,
                    attempt: Attempt | Mapping[str, Any], status: str,
                    retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
                    endpoint_alive: bool = False, endpoint: EndpointKey | None = None,
-                   lane_group: list[Any] | None = None, take: tuple[str, float] | None = None) -> str | None:
+                   lane_group: list[Any] | None = None, take: tuple[str, float] | None = None,
+                   behind: EndpointKey | None = None) -> str | None:
     """Append an attempt and move the event to `status`, atomically in one round trip. No task
     message sends the event after this one: a retry gets a new message when due.
 
@@ -76,19 +77,23 @@ def record_attempt(client: redis.Redis | SharedPipe, event: Event | Mapping[str,
     send its next event in a message made by the same script when none of the route is coming;
     `take` (a task id, and until when) lets that task take it instead (lua/lane.lua): its id is
     then in `taken`, with its record, for the task to send next.
+
+    `behind` (a failed probe's: `endpoint` or its origin, the breaker its failure was counted with
+    first) parks a retrying event in that breaker's parked set instead, while the breaker is open and
+    `retry_at` comes before it half-opens: on the schedule, its next task would only park it there.
     """
     return record_attempt_taking(client, event, attempt, status, retention, retry_at, endpoint_alive, endpoint,
-                                 lane_group, take)[0]
+                                 lane_group, take, behind)[0]
 
 
 def record_attempt_taking(client: redis.Redis | SharedPipe, event: Event | Mapping[str, Any],
                           attempt: Attempt | Mapping[str, Any], status: str, retention: int = DEFAULT_RETENTION,
                           retry_at: float | None = None, endpoint_alive: bool = False, endpoint: EndpointKey | None = None,
-                          lane_group: list[Any] | None = None, take: tuple[str, float] | None = None
-                          ) -> tuple[str | None, Event | None]:
+                          lane_group: list[Any] | None = None, take: tuple[str, float] | None = None,
+                          behind: EndpointKey | None = None) -> tuple[str | None, Event | None]:
     """record_attempt's refusal, and the lane's next event the task took (None: none): the script
     sends its record back, so the task need not load it."""
-    keys, args = record_attempt_call(event, attempt, status, retention, retry_at, endpoint_alive, endpoint)
+    keys, args = record_attempt_call(event, attempt, status, retention, retry_at, endpoint_alive, endpoint, behind)
     if lane_group:
         args += [*lane_group, *((take[0], repr(take[1])) if take else ("", ""))]
     reply = script(client, RECORD_ATTEMPT_SCRIPT)(keys=keys, args=args)
@@ -100,8 +105,8 @@ def record_attempt_taking(client: redis.Redis | SharedPipe, event: Event | Mappi
 
 def record_attempt_call(event: Event | Mapping[str, Any], attempt: Attempt | Mapping[str, Any], status: str,
                         retention: int = DEFAULT_RETENTION, retry_at: float | None = None,
-                        endpoint_alive: bool = False, endpoint: EndpointKey | None = None
-                        ) -> tuple[list[str], list[Any]]:
+                        endpoint_alive: bool = False, endpoint: EndpointKey | None = None,
+                        behind: EndpointKey | None = None) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of RECORD_ATTEMPT_SCRIPT (lua/record_attempt.lua names them; see record_attempt),
     for callers with a connection of their own. The journaled attempt keeps RESPONSE_KEEP of the
     response (a new value: the caller's `attempt` is left as it is)."""
@@ -117,9 +122,11 @@ def record_attempt_call(event: Event | Mapping[str, Any], attempt: Attempt | Map
     args = [event_id, route, repr(event.received), attempt.to_journal(), status, str(last),
             retention if status == DELIVERED else "", repr(retry_at) if retry_at is not None else "", closes]
     slot, counted = _count_outcome(event, status, attempt)
+    # The breaker a failed probe's record may park it behind: '1' the endpoint's, 'o' its origin's.
+    parks = {endpoint: "1", endpoint.origin: "o"}.get(behind, "") if endpoint and behind else ""
     return (keys + [slot, parked_key(route, digest), open_breakers_key(route), failing_key(route),
                     breaker_key(route, origin), parked_key(route, origin)],
-            args + counted + [digest, origin])
+            args + counted + [digest, origin, parks, repr(time.time())])
 
 
 # A task loads its events when it starts and sends them one after another, for up to the

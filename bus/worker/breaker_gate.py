@@ -56,21 +56,32 @@ class Breakers:
             self.open_until[key.digest] = found.get(key.digest, 0.0)
         return self.open_until.get(key.digest, 0.0)
 
-    def after_attempt(self, route: Route, key: EndpointKey, record: Attempt, probe: bool) -> None:
+    def after_attempt(self, route: Route, key: EndpointKey, record: Attempt, probe: bool) -> EndpointKey | None:
         """Count a failed request with its origin's breaker (no connection) or its endpoint's (any other
-        failure); an answer closed them when it was journaled (the origin's on any status)."""
+        failure); an answer closed them when it was journaled (the origin's on any status). Returns the
+        breaker the failure left open (None: none): a failed probe's record parks it there (counts_first)."""
         if record.status_code is not None:
             self.open_until.pop(key.origin.digest, None)
         if not endpoint_failed(record, route):
             self.open_until.pop(key.digest, None)
-            return
+            return None
         counted = key.origin if origin_failed(record) else key
         opened = journal.breakers.failed(
             self.client, counted, time.time(), backoff.BREAKER_THRESHOLD,
             min(route.retry_max_interval, backoff.BREAKER_MAX_INTERVAL), random.random(), probe,
             journal.breakers.ttl(route.retry_max_interval))
-        if opened is not None:
-            self.open_until[counted.digest] = opened
+        if opened is None:
+            return None
+        self.open_until[counted.digest] = opened
+        return counted
+
+    @staticmethod
+    def counts_first(route: Route, record: Attempt, probe: bool) -> bool:
+        """Whether the request's failure goes to its breaker before its events are journaled: a failed
+        probe's does, so that its record can park the probe behind the breaker that failure reopened
+        (journal.record_attempt's `behind`). On the retry schedule instead, the probe would come back
+        as a task that only finds the breaker open and parks it: a whole task per probe (issue 22)."""
+        return probe and endpoint_failed(record, route)
 
     def held_back(self, event: Event, key: EndpointKey, probe: bool, task: str = "") -> Verdict | None:
         """None when the event is to be sent; else it waits behind its endpoint's open breaker (see

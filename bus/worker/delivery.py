@@ -157,9 +157,11 @@ def _log(event: Event, record: Attempt, outcome: Outcome, copy_to: str | None = 
 
 
 def _journal_verdict(run: GroupRun, route: Route | None, event: Event, record: Attempt, outcome: Outcome,
-                     endpoint: endpoints.EndpointKey | None = None, lanes: LaneRun | None = None) -> Verdict | None:
+                     endpoint: endpoints.EndpointKey | None = None, lanes: LaneRun | None = None,
+                     behind: endpoints.EndpointKey | None = None) -> Verdict | None:
     """Record the attempt and log it. An answer from `endpoint` closes its breaker in the same step;
-    a failure is told to the breaker by whoever sent the request (once per request).
+    a failure is told to the breaker by whoever sent the request (once per request). `behind`: the
+    breaker a failed probe's failure reopened (Breakers.counts_first), which a retry parks it behind.
     None when recorded; else why the journal refused (journal.record_attempt), which is then the verdict."""
     w = run.worker
     status = {Verdict.DELIVERED: journal.DELIVERED, Verdict.DEAD: journal.DEAD}.get(outcome.verdict, journal.RETRYING)
@@ -171,7 +173,7 @@ def _journal_verdict(run: GroupRun, route: Route | None, event: Event, record: A
         endpoint_alive=route is not None and not endpoint_failed(record, route), endpoint=endpoint,
         # An ordered route's next event of the lane goes next from this task (`lanes`), or in a message.
         lane_group=journal.lane_group(route.name, route.group_size) if route is not None and route.ordered else None,
-        take=lanes.offer() if lanes is not None else None,
+        take=lanes.offer() if lanes is not None else None, behind=behind,
     )
     if lanes is not None:
         lanes.took(taken)
@@ -311,8 +313,11 @@ def _deliver_one(run: GroupRun, event: Event) -> Verdict:
     record, retry_after = send(w.pools, route, url, event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
     outcome = classify(route, attempt - event.round, record.status_code, retry_after)
-    refused = _journal_verdict(run, route, event, record, outcome, key, run.lanes)
-    run.gate.after_attempt(route, key, record, run.probe)
+    first = run.gate.counts_first(route, record, run.probe)
+    behind = run.gate.after_attempt(route, key, record, run.probe) if first else None
+    refused = _journal_verdict(run, route, event, record, outcome, key, run.lanes, behind)
+    if not first:
+        run.gate.after_attempt(route, key, record, run.probe)
     return refused or outcome.verdict
 
 
@@ -397,11 +402,14 @@ def _deliver_batch(run: GroupRun, route: Route, batch: list[Event]) -> list[Verd
     request_id = str(uuid.uuid4())
     sent, retry_after = send_body(w.pools, route, url, request_id, batch[0].tag, body, max(attempts),
                                   {"X-Bus-Event-Ids": ",".join(ids)})
+    first = gate.counts_first(route, sent, run.probe)
+    behind = gate.after_attempt(route, key, sent, run.probe) if first else None
     for i, event, attempt in zip(sending, batch, attempts):
         record = replace(sent, attempt=attempt, request_id=request_id, batch=len(batch))
         outcome = classify(route, attempt - event.round, record.status_code, retry_after)
-        verdicts[i] = _journal_verdict(run, route, event, record, outcome, key) or outcome.verdict
-    gate.after_attempt(route, key, sent, run.probe)
+        verdicts[i] = _journal_verdict(run, route, event, record, outcome, key, behind=behind) or outcome.verdict
+    if not first:
+        gate.after_attempt(route, key, sent, run.probe)
     return [verdicts[i] for i in range(len(checked))]
 
 

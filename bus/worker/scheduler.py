@@ -40,11 +40,16 @@ _stop = threading.Event()
 _moving: list[str] = []  # the routes this process's mover looks after
 
 
+# Wake-ups of one sleep that only re-plan it (_sleep_through) before the mover passes anyway.
+REPLANS = 20
+
+
 @dataclass(frozen=True)
 class Pass:
     moved: int  # events moved to their queues
     wake_at: float  # when the next pass is wanted at the latest
     held: tuple[str, ...] = ()  # the routes this mover moved (it held their lease)
+    busy: bool = False  # more may be due than the pass moved: the next one comes a TICK later, no sleep planned
 
 
 def tick(client: object, routes: list[Route], now: float | None = None, mover: str = "") -> int:
@@ -58,6 +63,7 @@ def one_pass(client: object, routes: list[Route], now: float | None = None, move
     now = time.time() if now is None else now
     wake_at = now + WAIT_CAP
     held = []
+    busy = False
     for route in routes:
         held_by_another = journal.claim_mover(client, route.name, mover or worker_name(), MOVER_LEASE_MS)
         if held_by_another is not None:
@@ -70,12 +76,14 @@ def one_pass(client: object, routes: list[Route], now: float | None = None, move
         journal.refill_if_idle(client, route.name, route.group_size)
         # Events held back behind an open breaker are not on the retry schedule (breakers.py), so
         # what is due here goes whatever the route's other endpoints are doing.
-        here = _release_due(client, route, now) + _probe(client, route, now)
-        moved += here
-        if here:
-            wake_at = min(wake_at, now + TICK)
+        released, probes = _release_due(client, route, now), _probe(client, route, now)
+        moved += released + probes
+        # Released events are passed over again a TICK later (a backlog drains BATCH a pass). A probe is not:
+        # the mover sleeps until its deadline, and its report wakes it for a breaker it reopened (breaker_fail.lua).
+        if released or probes >= PROBES:
+            wake_at, busy = min(wake_at, now + TICK), True
     _trim(client, routes, now)
-    return Pass(moved, wake_at, tuple(held))
+    return Pass(moved, wake_at, tuple(held), busy)
 
 
 _trimmed = 0.0
@@ -130,19 +138,28 @@ def _run(routes: list[Route]) -> None:
     while not _stop.is_set():
         try:
             done = one_pass(client, routes)
-            if done.moved or not done.held:
+            if done.busy or not done.held:
                 # A wait of at least a millisecond: a retry due right now is moved on the next pass, not in a spin.
                 _stop.wait(max(done.wake_at - time.time(), mover_sleep.SHORTEST))
                 continue
-            planned = mover_sleep.plan(client, list(done.held), worker_name(), time.time(), done.wake_at,
-                                       MOVER_LEASE_MS, TICK)
-            mover_sleep.sleep(waiter, planned)
+            _sleep_through(client, waiter, list(done.held), done.wake_at)
         except journal.REDIS_DOWN as exc:
             log.warning("retry schedule paused: Redis unreachable (%s)", exc)
             _stop.wait(1.0)
         except Exception:
             log.exception("retry schedule tick failed; trying again")
             _stop.wait(1.0)
+
+
+def _sleep_through(client: Any, waiter: Any, routes: list[str], latest: float) -> None:
+    """Sleep until the earliest thing of `routes` is due (at the latest `latest`). A wake-up for something
+    due later than now only plans the sleep again: the plan (lua/sleep.lua) reads everything a pass would
+    find due, so a pass there would find nothing, for five round trips. Behind a down endpoint that is a
+    breaker its probe reopened for 1.25-2.5 s while the mover slept until the probe's deadline (issue 22)."""
+    for _ in range(REPLANS):
+        planned = mover_sleep.plan(client, routes, worker_name(), time.time(), latest, MOVER_LEASE_MS, TICK)
+        if not mover_sleep.sleep(waiter, planned) or _stop.is_set():
+            return
 
 
 @worker_ready.connect

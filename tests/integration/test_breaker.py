@@ -285,3 +285,30 @@ def test_a_failing_tag_never_holds_back_a_healthy_tag_of_the_same_route_and_fail
 
 def journal_delivered(client, event_ids: list[str]) -> set[str]:
     return {i for i in event_ids if journal.load(client, i)["status"] == journal.DELIVERED}
+
+
+def test_a_failed_probes_record_parks_it_behind_the_breaker_only_while_open_and_if_its_retry_comes_first(bus):
+    """The breaker is counted first (Breakers.counts_first); then the record parks a retry due before the
+    half-open (a task would only park it again), keeps a later one's backoff on the schedule, and parks
+    nothing behind a breaker that closed meanwhile."""
+    client, _ = fresh_route(bus)
+    key = endpoint(bus, "parked.probe")
+    soon, late, closed = bus.post("parked.probe", "[{}, {}, {}]").json()["ids"]
+    drop_tasks(client)
+    now = time.time()
+    until = journal.breakers.failed(client, key.origin, now, THRESHOLD, 5.0, 1.0, probe=True)
+    assert until == approx(now + 1.0, abs=1e-3)
+    refused = {"attempt": 1, "at": now, "error": "ConnectionRefusedError: refused", "phase": "connect", "duration": 0.001}
+    # `closed`: behind the path's breaker, which is not open (the origin's is)
+    for event_id, retry_at, behind in ((soon, now + 0.7, key.origin), (late, now + 5, key.origin), (closed, now + 0.7, key)):
+        assert journal.record_attempt(client, journal.load(client, event_id), refused, journal.RETRYING,
+                                      retry_at=retry_at, endpoint=key, behind=behind) is None
+    parked = f"bus:parked:parked:{key.origin.digest}"
+    assert client.zrange(parked, 0, -1) == [soon.encode()], "only the retry due before the half-open waits there"
+    assert client.zscore("bus:retry:parked", soon) is None
+    record = journal.load(client, soon)
+    assert (record["status"], record["attempts"], record["parked"]) == (journal.RETRYING, 1, key.origin.digest)
+    assert client.zscore("bus:breakers:parked", key.origin.digest) == approx(until, abs=1e-3), "looked at when it half-opens"
+    assert client.zscore("bus:retry:parked", late) == approx(now + 5, abs=1e-3), "its own backoff kept"
+    assert client.zscore("bus:retry:parked", closed) == approx(now + 0.7, abs=1e-3), "no breaker: the schedule"
+    assert not client.exists(f"bus:parked:parked:{key.digest}")

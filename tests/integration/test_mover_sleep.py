@@ -6,13 +6,16 @@ The mover's longest sleep is scheduler.WAIT_CAP (10 s); every retry here is due 
 """
 from __future__ import annotations
 
+import hashlib
 import signal
 import time
 
+import orjson
 import pytest
 
 from bus import intake, journal
-from bus.journal.keys import breaker_key, mover_key, mover_sleeps_key, wake_key
+from bus.journal import scripts
+from bus.journal.keys import attempts_key, breaker_key, mover_key, mover_sleeps_key, parked_key, wake_key
 from bus.worker import scheduler
 from conftest import wait_until
 from faultkit import make_fault_bus
@@ -147,3 +150,43 @@ def test_a_sigkilled_worker_s_sleeping_mover_leaves_its_route_to_the_next_worker
     nap_bus.worker("nap")
     # The dead worker's own lease (leases.py, 3 s) is gone by the time the second one is ready.
     retried_on_time(nap_bus, client, "nap.next", "the retry, moved by the second worker")
+
+
+def mover_passes(client, seconds: float) -> int:
+    """The route's mover passes over `seconds`, read with MONITOR: each opens with claim_mover.lua."""
+    sha = hashlib.sha1(scripts.load("claim_mover.lua").encode()).hexdigest()
+    passes, end = 0, time.time() + seconds
+    with client.monitor() as monitor:
+        for _ in range(100_000):  # Redis answers the worker's lease renewals every second: never blocked for long
+            if time.time() >= end:
+                break
+            if f"EVALSHA {sha}" in monitor.next_command()["command"]:
+                passes += 1
+    return passes
+
+
+def test_behind_a_down_endpoint_the_mover_passes_once_per_probe(nap_bus):
+    """A pass that sent a probe was followed by a pass a TICK later, and a wake-up for the breaker the probe
+    reopened by another: two or three passes (five round trips each) per probe, for nothing but a sleep."""
+    nap_bus.receiver.script("/nap/dead", *[503] * 1000)
+    nap_bus.worker("nap")
+    client = nap_bus.client()
+    # A backlog: each event's probe in the window is its first attempt, its retry (0.5-1 s) due before the
+    # breaker half-opens (record_attempt.lua parks only those; a later retry keeps its backoff).
+    ids = intake.accept(nap_bus.intake(), "nap.dead", [{"n": i} for i in range(30)])
+    parked = lambda: sum(client.zcard(k) for k in client.scan_iter(match=parked_key("nap", "*")))  # noqa: E731
+    wait_until(lambda: parked() >= len(ids) - 1 and not client.zcard(journal.retry_key("nap")), 30,
+               what="every event held back behind the breaker")
+    time.sleep(2)  # a step of the breaker: the tail of the events' first pass is over
+    start = time.time()
+    passes = mover_passes(client, 8)
+    probes = [hit.at for hit in nap_bus.receiver.to("/nap/dead") if start <= hit.at < start + 8]
+    assert 3 <= len(probes) <= 9, f"{len(probes)} probes in 8 s, one per 1-2 s step"
+    # retry_max_interval = 2 caps the breaker's step at 2 s: with jitter, 1-2 s.
+    assert all(0.95 <= b - a <= 2 + LATE for a, b in zip(probes, probes[1:])), f"probes at {probes}"
+    assert passes <= len(probes) + 1, f"{passes} mover passes for {len(probes)} probes"  # +1: the window's edge
+    nap_bus.receiver.script("/nap/dead")  # the endpoint answers again
+    wait_until(lambda: all(journal.load(client, i)["status"] == journal.DELIVERED for i in ids), 20,
+               what="every held-back event delivered after the endpoint came back")
+    answered = [orjson.loads(a)["status_code"] for i in ids for a in client.lrange(attempts_key(i), 0, -1)]
+    assert answered.count(200) == len(ids), "each delivered once"

@@ -203,3 +203,37 @@ def test_events_held_back_as_a_task_starts_count_as_waiting_not_handed_off_when_
     assert "handing 1 events of a slow group to a new task of route svc" in worker.output()
     assert {journal.load(client, e.id)["status"] for e in events[2:]} == {journal.RETRYING}, "held, not sent"
     assert not receiver.to("/svc/down/")
+
+
+def test_a_failed_probe_waits_behind_the_breaker_it_reopened_and_no_task_comes_to_park_it_again(origin):
+    """A probe's failure reopens its breaker for 1-2 s (retry_max_interval 2); its retry (attempt 1: 0.5-1 s) came due first,
+    and a whole task only found the breaker open and parked it again: two tasks per probe, for nothing."""
+    ids = origin.accept(PATHS, 5)
+    parked, retry = parked_key("svc", origin.whole().digest), journal.retry_key("svc")
+    wait_until(lambda: origin.client.zcard(parked) >= len(ids) - 1 and not origin.client.zcard(retry), 20,
+               what="every event held back behind the origin's breaker")
+    time.sleep(2)  # a step of the breaker: the tail of the events' first pass is over
+    tasks_before, start = _tasks(origin), time.time()
+    time.sleep(6)
+    probes = sorted((a["at"], i) for i in ids for a in origin.attempts([i]) if a["at"] >= start)
+    tasks = _tasks(origin) - tasks_before
+    assert 2 <= len(probes) <= 7, f"{len(probes)} probes in 6 s, one per 1-2 s step (retry_max_interval 2)"
+    gaps = [b[0] - a[0] for a, b in zip(probes, probes[1:])]
+    assert all(0.95 <= g <= 2 + 1.5 for g in gaps), f"probes {gaps} s apart"
+    assert tasks <= len(probes) + 1, f"{tasks} tasks for {len(probes)} probes: one each"
+    for _, probed in probes[:-1]:  # the last may not have reported yet
+        record = journal.load(origin.client, probed)
+        assert origin.client.zscore(parked, probed) is not None, "back behind the breaker"
+        assert origin.client.zscore(retry, probed) is None, "not on the retry schedule"
+        assert record["status"] == journal.RETRYING and record["task"] == ""
+        assert record["last"].startswith("ConnectionRefusedError"), \
+            f"its last word is its attempt's, not a task's that parked it again: {record['last']!r}"
+    origin.up()
+    wait_until(lambda: len(set(origin.receiver.ids("/svc/"))) == len(ids), 20, what="every waiting event")
+    assert sorted(origin.receiver.ids("/svc/")) == sorted(ids), "each delivered exactly once"
+    assert {journal.load(origin.client, i)["status"] for i in ids} == {journal.DELIVERED}
+
+
+def _tasks(origin: Origin) -> int:
+    """Tasks the worker has taken so far (Celery's line per message received)."""
+    return origin.worker.output().count("] received")

@@ -23,11 +23,16 @@
 -- ARGV[10] the counter field to bump
 -- ARGV[11] latency bucket, or '' (not a delivery)   ARGV[12] seconds   ARGV[13] the slot's time to live
 -- ARGV[14] the endpoint's digest   ARGV[15] its origin's digest
--- ARGV[16..19] an ordered route's message template key (bus:template:<digest>), group size, events
+-- ARGV[16] a failed probe's breaker, counted before this record: '1' the endpoint's, 'o' its origin's,
+--          '' none. While that breaker is open and the retry time (ARGV[8]) comes before it half-opens,
+--          the event waits in its parked set instead of on the schedule (as hold_back.lua parks it):
+--          released there, its next task would only find the breaker open and park it
+-- ARGV[17] now: its score in that parked set
+-- ARGV[18..21] an ordered route's message template key (bus:template:<digest>), group size, events
 --          shown and filling flag ms, or nothing: a delivered or dead event of a lane lets the lane's
 --          next one go (lane.lua)
--- ARGV[20] the task id that takes the lane's next event to send it itself ('' : none)
--- ARGV[21] until when it holds it (its lease on the retry schedule)
+-- ARGV[22] the task id that takes the lane's next event to send it itself ('' : none)
+-- ARGV[23] until when it holds it (its lease on the retry schedule)
 -- Returns 'ok' ({'ok <id>', its record as HGETALL gives it} when the task took the lane's next event),
 -- or why nothing was written: 'gone' (no record: purged, expired) or the status the
 -- event is in when the table has no move from it (delivered, dead: another copy finished it).
@@ -45,10 +50,6 @@ reindex(id, route, received, current, status)
 if ARGV[7] ~= '' then
   for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ARGV[7]) end
 end
-if ARGV[8] ~= '' then
-  redis.call('ZADD', KEYS[4], ARGV[8], id)
-  wake_mover(route, ARGV[8])
-end
 local function close(breaker, parked, digest)
   if redis.call('DEL', breaker) == 0 then return end
   if redis.call('EXISTS', parked) == 1 then
@@ -61,11 +62,31 @@ local function close(breaker, parked, digest)
 end
 if ARGV[9] == '1' then close(KEYS[5], KEYS[9], ARGV[14]) end
 if ARGV[9] ~= '0' then close(KEYS[12], KEYS[13], ARGV[15]) end
+if ARGV[8] ~= '' then
+  -- After the closes: a breaker this answer closed parks nothing.
+  local breaker, parked, digest
+  if ARGV[16] == '1' then breaker, parked, digest = KEYS[5], KEYS[9], ARGV[14] end
+  if ARGV[16] == 'o' then breaker, parked, digest = KEYS[12], KEYS[13], ARGV[15] end
+  local open_until = breaker and redis.call('HGET', breaker, 'open_until')
+  -- Only a retry due before the half-open: a later one keeps its backoff (the next probe would come sooner).
+  if open_until and tonumber(ARGV[8]) <= tonumber(open_until) then
+    redis.call('ZADD', parked, ARGV[17], id)
+    redis.call('ZREM', KEYS[4], id)  -- an ordered route's event a task took holds a lease there (lane.lua)
+    redis.call('HSET', KEYS[1], 'parked', digest)
+    -- The mover lets the next probe out when it half-opens. Already in the index (breaker_fail.lua put it
+    -- there), the mover knows when: a wake-up would only re-plan its sleep (the hash's open_until is
+    -- the score cut to 14 digits, just earlier than the mover's mark).
+    if redis.call('ZADD', KEYS[10], 'NX', open_until, digest) == 1 then wake_mover(route, open_until) end
+  else
+    redis.call('ZADD', KEYS[4], ARGV[8], id)
+    wake_mover(route, ARGV[8])
+  end
+end
 local taken
 if lane and (status == DELIVERED or status == DEAD) then
   redis.call('ZREM', KEYS[4], id)  -- a lease from lane.lua's take
-  taken = leave_lane(route, lane, id, ARGV[16] and {ARGV[16], ARGV[17], ARGV[18], ARGV[19]},
-                     ARGV[20] ~= '' and ARGV[20] or nil, ARGV[21])
+  taken = leave_lane(route, lane, id, ARGV[18] and {ARGV[18], ARGV[19], ARGV[20], ARGV[21]},
+                     ARGV[22] ~= '' and ARGV[22] or nil, ARGV[23])
 end
 redis.call('HINCRBY', KEYS[6], ARGV[10], 1)
 if ARGV[11] ~= '' then
