@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                                          "e.g. postgresql://postgres@127.0.0.1:5432/bench (an empty database)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir with every process's log")
     p.add_argument("--peer", choices=["fluentd"], help="run `bus up` and this peer side by side instead, alternating, "
-                   "and print each figure with its ratio (bench/versus.py); --scenario then picks among e2e, "
-                   "forward, latency, idle, outage, crash, bus_only")
+                   "and print each figure with its ratio (bench/versus.py); --scenario then picks among fresh "
+                   "(idle before any traffic), e2e, forward, latency, idle, outage, crash, bus_only")
     args = p.parse_args(argv)
     if args.peer:
         from . import versus

@@ -7,7 +7,9 @@ receiver is stopped and 2,000 records are accepted first, so the tree is
 measured while its endpoint is down with a backlog (breaker open, retries due).
 The tree's Redis commands per second over the same S seconds (INFO commandstats) follow,
 so a change in what the tree asks of Redis shows beside its CPU. --settle 0 starts the
-window as the records are accepted (the first attempts and the holds included).
+window as the records are accepted (the first attempts and the holds included). --wakes
+lists every thread that woke in the window, wake-ups a second (its voluntary context
+switches), with the call it sleeps in: a 30 s window resolves 0.033 % of CPU, but one wake.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--down", action="store_true", help="endpoint down with 2,000 records waiting")
     p.add_argument("--settle", type=float, default=3.0, help="seconds from the records' acceptance to the window")
+    p.add_argument("--wakes", action="store_true", help="wake-ups a second of each thread that woke")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bus-idle-tree-"))
     cluster = Cluster(tmp)
@@ -44,9 +47,11 @@ def main() -> None:
         time.sleep(args.settle)
         pids = bus.pids()
         calls0 = command_calls(bus.redis_port)
+        switches = stats.thread_switches(pids)
         before, t0 = stats.tree_cpu(pids, bus.root), time.monotonic()
         time.sleep(args.seconds)
         after, elapsed = stats.tree_cpu(pids, bus.root), time.monotonic() - t0
+        switched = stats.thread_switches(pids)
         calls = command_calls(bus.redis_port)
         for pid in pids:
             cpu = (after.get(pid, 0.0) - before.get(pid, 0.0)) / elapsed * 100
@@ -57,6 +62,12 @@ def main() -> None:
         rates = {name: (n - calls0.get(name, 0)) / elapsed for name, n in calls.items()}
         shown = sorted(((r, name) for name, r in rates.items() if r >= 0.05 and name != "info"), reverse=True)
         print("redis commands/s: " + ", ".join(f"{name} {r:.1f}" for r, name in shown))
+        woke = {key: n - switches.get(key, 0) for key, n in switched.items()}
+        print(f"wake-ups/s, all threads: {sum(woke.values()) / elapsed:.1f}")
+        if args.wakes:
+            for (pid, tid), n in sorted(woke.items(), key=lambda kv: -kv[1]):
+                if n:
+                    print(f"  {n / elapsed:6.2f}/s  {pid}/{tid} {stats.thread_wait(pid, tid):22}  {cmdline(pid)[:50]}")
     finally:
         bus.stop()
         cluster.close()

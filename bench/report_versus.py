@@ -24,11 +24,13 @@ LINES: list[tuple[str, str, str, tuple[str, Callable[[float], bool]] | None]] = 
     ("latency at 100 events/s, p50 ms", "latency", "p50_ms", ("< 1x", lambda r: r < 1)),
     ("latency at 100 events/s, p99 ms", "latency", "p99_ms", ("< 1x", lambda r: r < 1)),
     ("{drain} waiting after a {outage_s:.0f} s outage: s until the last arrived", "outage", "drain_s", None),
-    ("whole process tree idle, PSS MiB", "idle", "pss_mib", ("<= 1.5x", lambda r: r <= 1.5)),
-    ("whole process tree idle, RSS MiB", "idle", "rss_mib", None),
+    ("whole process tree idle before any traffic, PSS MiB", "fresh", "pss_mib", ("<= 1.5x", lambda r: r <= 1.5)),
+    ("whole process tree idle after the scenarios above, PSS MiB", "idle", "pss_mib", ("<= 1.5x", lambda r: r <= 1.5)),
+    ("whole process tree idle after the scenarios above, RSS MiB", "idle", "rss_mib", None),
     ("CPU ms per delivered event, HTTP", "e2e", "cpu_ms_per_event", None),
     ("CPU ms per delivered event, forward", "forward", "cpu_ms_per_event", None),
-    ("CPU while idle, % of a core", "idle", "idle_cpu_pct", ("<= 1x", lambda r: r <= 1)),
+    ("CPU while idle before any traffic, % of a core", "fresh", "idle_cpu_pct", ("<= 1x", lambda r: r <= 1)),
+    ("CPU while idle after the scenarios above, % of a core", "idle", "idle_cpu_pct", ("<= 1x", lambda r: r <= 1)),
     ("CPU while the endpoint is down, % of a core", "outage", "down_cpu_pct", ("<= 1x", lambda r: r <= 1)),
 ]
 
@@ -79,12 +81,13 @@ def text(record: dict) -> str:
         figures = {k: v for k, v in r.items() if k not in ("scenario", "side", "events", "processes")}
         counts = " / ".join(str(ev[k]) for k in ("sent", "accepted", "delivered", "lost", "duplicates", "unexpected")) if ev else ""
         out.append(f"  {r['scenario']:8} {r['side']:8} {counts:32} {figures}")
-    for side in ("bus", "fluentd"):
-        idle = _get(rows, "idle", side)
-        if idle:
-            out.append(f"\nWhere the PSS goes, {side} idle ({idle['pss_mib']} MiB PSS, {idle['rss_mib']} MiB RSS):")
-            out += [f"  {p['pss_mib']:6.1f} MiB PSS {p['rss_mib']:6.1f} RSS {p.get('private_mib', 0):6.1f} own  {p['cmd']}"
-                    for p in idle["processes"]]
+    for scenario, when in (("fresh", "idle before any traffic"), ("idle", "idle after the scenarios")):
+        for side in ("bus", "fluentd"):
+            idle = _get(rows, scenario, side)
+            if idle:
+                out.append(f"\nWhere the PSS goes, {side} {when} ({idle['pss_mib']} MiB PSS, {idle['rss_mib']} MiB RSS):")
+                out += [f"  {p['pss_mib']:6.1f} MiB PSS {p['rss_mib']:6.1f} RSS {p.get('private_mib', 0):6.1f} own  "
+                        f"{p['cmd']}" for p in idle["processes"]]
     for err in record.get("errors", []):
         out.append(f"ERROR {err}")
     return "\n".join(out)

@@ -5,6 +5,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -57,6 +58,43 @@ def read_rss_kib(pid: int) -> int | None:
     except OSError:
         return None
     return 0  # a zombie has no VmRSS line
+
+
+# x86_64 numbers of the calls an idle thread waits in, to name where each thread sleeps.
+WAITS = {0: "read", 7: "poll", 23: "select", 35: "nanosleep", 43: "accept", 45: "recvfrom", 61: "wait4",
+         202: "futex", 230: "clock_nanosleep", 232: "epoll_wait", 270: "pselect6", 271: "ppoll",
+         281: "epoll_pwait", 288: "accept4", 441: "epoll_pwait2"}
+
+
+def thread_switches(pids: Iterable[int]) -> dict[tuple[int, int], int]:
+    """Voluntary context switches so far per (pid, thread id): one per time a thread went to sleep,
+    so their growth over a window counts its wake-ups, which CPU ticks are too coarse to see."""
+    out = {}
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            out[(pid, tid)] = int(line.split()[1])
+            except OSError:
+                pass
+    return out
+
+
+def thread_wait(pid: int, tid: int) -> str:
+    """The thread's name and the system call it is blocked in now (read /proc/.../syscall as root)."""
+    base = f"/proc/{pid}/task/{tid}"
+    try:
+        name = Path(f"{base}/comm").read_text().strip()
+        call = Path(f"{base}/syscall").read_text().split()[0]
+    except (OSError, IndexError):
+        return "?"
+    return f"{name} in {WAITS.get(int(call), call) if call.isdigit() else call}"
 
 
 def tree(root: int) -> list[int]:

@@ -126,18 +126,28 @@ class Versus:
             self.record("latency", side, events=counts, p50_ms=_round(stats.percentile(ms, 50)),
                         p99_ms=_round(stats.percentile(ms, 99)), max_ms=_round(max(ms) if ms else None))
 
+    def fresh(self) -> None:
+        """Both sides idle before any traffic: the trees as they start, nothing yet to send or to keep.
+        The `idle` line after traffic also pays for what traffic leaves behind (the bus archives each
+        delivered record once its hot window passes; Fluentd keeps no history), so the two differ."""
+        self._idle("fresh", settle=8.0)  # as bench.idle_tree: start-up's imports and first ticks done
+
     def idle(self) -> None:
-        """Both sides idle at once over the same window: CPU, then PSS and RSS of each whole tree."""
+        """Both sides idle at once over the same window, after the scenarios before it: CPU, then PSS and
+        RSS of each whole tree."""
         # The last scenario's stragglers (a flush thread, a task's tail), and the worker's replacing of
         # its pool processes once idle: the line shows the tree as it then stays.
-        time.sleep(5 + recycle_wait())
+        self._idle("idle", settle=5 + recycle_wait())
+
+    def _idle(self, scenario: str, settle: float) -> None:
+        time.sleep(settle)
         cpu0 = {s.name: s.cpu() for s in (self.bus, self.fluentd)}
         t0 = time.monotonic()
         time.sleep(self.sizes.idle_s)
         elapsed = time.monotonic() - t0
         for side in self.order():
             cpu = side.cpu() - cpu0[side.name]
-            self.record("idle", side, idle_cpu_pct=round(cpu / elapsed * 100, 2), idle_s=round(elapsed, 1),
+            self.record(scenario, side, idle_cpu_pct=round(cpu / elapsed * 100, 2), idle_s=round(elapsed, 1),
                         **side.memory())
 
     def outage(self) -> None:
@@ -210,7 +220,7 @@ def run(quick: bool, as_json: bool, keep: bool, only: list[str] | None, argv: li
     record = {"mode": "quick" if quick else "full", "cores": os.cpu_count(),
               "command": shlex.join(["python", "-m", "bench", *argv]), "loadavg_start": stats.loadavg(),
               "rows": versus.rows, "bus_only": versus.extra, "errors": []}
-    steps = {"e2e": versus.e2e, "forward": lambda: versus.e2e(forward=True), "latency": versus.latency,
+    steps = {"fresh": versus.fresh, "e2e": versus.e2e, "forward": lambda: versus.e2e(forward=True), "latency": versus.latency,
              "idle": versus.idle, "outage": versus.outage, "crash": versus.crash,
              "bus_only": lambda: versus.bus_only(quick)}
     chosen = [s for s in steps if not only or s in only]

@@ -249,10 +249,20 @@ def _number(env: dict[str, str], name: str, default: float, cast: type = float) 
 
 
 def _seconds_or_off(env: dict[str, str], name: str, default: float) -> float:
-    """A number of seconds where 0 means off."""
-    if env.get(name) == "0":
+    """A number of seconds where 0 means off (0.0 then): every such setting reads through here, so
+    '0', '0.0' and ' 0 ' all turn it off and a bad value gets the one message."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if value == 0:
         return 0.0
-    return _number(env, name, default)
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds; give a positive number, or 0 to turn it off")
+    return value
 
 
 def _duration(env: dict[str, str], name: str, default: int, minimum: int = 1, too_short: str = "") -> int:
@@ -339,14 +349,13 @@ def _forward(env: dict[str, str]) -> ForwardSettings:
         raise ConfigError("set both BUS_FORWARD_USERNAME and BUS_FORWARD_PASSWORD, or neither")
     if username and not shared_key:
         raise ConfigError("BUS_FORWARD_USERNAME needs BUS_FORWARD_SHARED_KEY: user authentication is part of the handshake")
-    idle = env.get("BUS_FORWARD_IDLE_TIMEOUT")
     return ForwardSettings(
         shared_key=shared_key,
         self_hostname=env.get("BUS_FORWARD_SELF_HOSTNAME") or socket.gethostname(),
         username=username,
         password=password,
         read_timeout=_number(env, "BUS_FORWARD_READ_TIMEOUT", 30.0),
-        idle_timeout=None if idle in (None, "", "0") else _number(env, "BUS_FORWARD_IDLE_TIMEOUT", 0.0),
+        idle_timeout=_seconds_or_off(env, "BUS_FORWARD_IDLE_TIMEOUT", 0.0) or None,  # None: never closed
         max_connections=int(_number(env, "BUS_FORWARD_MAX_CONNECTIONS", 1000, int)),
         max_connections_per_client=int(_number(env, "BUS_FORWARD_MAX_CONNECTIONS_PER_CLIENT", 256, int)),
         tags=_forward_tags(env.get("BUS_FORWARD_TAGS")),

@@ -12,6 +12,7 @@ from kombu.utils.json import dumps
 _connparams = kombu_redis.Channel._connparams
 _create_client = kombu_redis.Channel._create_client
 _remove_from_indices = kombu_redis.QoS._remove_from_indices
+_register_with_event_loop = kombu_redis.Transport.register_with_event_loop
 # The Redis set of delivery tags this worker process holds unacked (bus:held:<worker>), once
 # leases.start() has named it; None in every process that does not consume.
 held_key: str | None = None
@@ -77,9 +78,26 @@ def _remove_and_release(self: kombu_redis.QoS, delivery_tag: str, pipe: object =
 # sleep that long between polls.
 BRPOP_TIMEOUT = 5
 
+# kombu's event loop looks every second whether a consumed queue's binding table is due for a refresh
+# (every third of its lifetime, which is an hour at least: kombu_redis.MIN_BINDING_TTL) or the channel
+# for a sweep of overdue tables (every BINDING_SWEEP_INTERVAL, 60 s). The bus's queues do not expire and
+# the pidbox's tables live an hour, so the look found nothing to do but woke an idle worker's main
+# process once a second, more than its other timers together (docs/performance.md, "what still wakes").
+# Every 10 s a refresh comes at most 10 s after it is due, against a lifetime of an hour.
+BINDING_CHECK_EVERY = 10.0
+
+
+def _binding_check_every_10_s(self: kombu_redis.Transport, connection: object, loop: object) -> None:
+    _register_with_event_loop(self, connection, loop)
+    cycle = self.cycle
+    cycle._binding_expiry_tref.cancel()
+    cycle._binding_expiry_tref = loop.call_repeatedly(  # type: ignore[attr-defined]
+        BINDING_CHECK_EVERY, cycle.maybe_refresh_binding_expiry)
+
 
 def apply() -> None:
     kombu_redis.Transport.brpop_timeout = BRPOP_TIMEOUT
+    kombu_redis.Transport.register_with_event_loop = _binding_check_every_10_s
     kombu_redis.Channel._connparams = _connparams_of_a_live_channel
     kombu_redis.Channel._create_client = _one_client_per_pool
     kombu_redis.QoS.append = _append_and_hold

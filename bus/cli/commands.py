@@ -280,6 +280,7 @@ def _celery_app(config: settings.Settings) -> Celery:
 
 def cmd_worker(args: argparse.Namespace, config: settings.Settings) -> int:
     from .. import shard_workers
+    from . import worker_exit
 
     routes = _worker_routes(_router(config), args.routes)
     groups = shard_workers.by_shard(routes)
@@ -318,8 +319,13 @@ def cmd_worker(args: argparse.Namespace, config: settings.Settings) -> int:
         # worker online, and an idle worker's main process woke for little else (docs/performance.md).
         app.conf.worker_send_task_events = False
         argv += ["--heartbeat-interval", "10"]
+    seen = worker_exit.watch()
     app.worker_main(argv)
-    return 0
+    code, line = worker_exit.status(worker_exit.exit_code(seen), seen)
+    if line:
+        # Celery left sys.stderr redirected into its log (a WARNING line): the process's own stderr.
+        print(f"bus worker: {line}", file=sys.__stderr__, flush=True)
+    return code
 
 
 def cmd_up(args: argparse.Namespace, config: settings.Settings) -> int:

@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -24,12 +25,13 @@ from ..tags import compile_patterns
 from . import unix_socket
 from .client_limits import ClientCounter
 from .frames import FrameReader, Handshake, decode_frame
+from .stoppable import Stop
 
 log = logging.getLogger("bus.forward")
 
 RECV_BYTES = 64 * 1024
-# How often the accept and heartbeat loops look up to see whether they must stop.
-POLL = 0.5
+# After a failed accept (out of file descriptors, say), wait this long before the next.
+ACCEPT_RETRY = 0.5
 HEARTBEAT_REPLY = b"\x00"
 
 
@@ -61,7 +63,8 @@ class ForwardServer:
                 self._tcp.close()
                 raise
         self._tcp.listen(128)
-        self._stopping = threading.Event()
+        # The accept and heartbeat loops block on their sockets with no timeout; stop() wakes them.
+        self._stopping = Stop()
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, threading.Thread] = {}
         self._clients = ClientCounter(self.config.max_connections_per_client, "forward",
@@ -86,12 +89,14 @@ class ForwardServer:
         """False once the accept or heartbeat loop has died (bus serve then stops everything)."""
         return all(thread.is_alive() for thread in self._threads)
 
-    def start(self) -> ForwardServer:
+    def start(self, on_death: Callable[[], None] | None = None) -> ForwardServer:
+        """Serve from threads of its own; on_death is called (from the dying thread) if the accept or
+        heartbeat loop ends before stop(), so whoever runs the listener need not poll `serving`."""
         loops = [(self._accept_loop, "forward-accept")]
         if self._udp is not None:
             loops.append((self._heartbeat_loop, "forward-heartbeat"))
         for target, name in loops:
-            thread = threading.Thread(target=_logged(target), name=name, daemon=True)
+            thread = threading.Thread(target=self._logged, args=(target, on_death), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
         security = "shared-key handshake on" if self.config.shared_key else "no handshake"
@@ -114,55 +119,66 @@ class ForwardServer:
         self._tcp.close()
         if self._udp is not None:
             self._udp.close()
+        self._stopping.close()
         if self._socket_file is not None:
             self._socket_file.remove()
         log.info("forward listener stopped")
 
+    def _logged(self, loop: Callable[[], None], on_death: Callable[[], None] | None) -> None:
+        try:
+            loop()
+        except Exception:
+            log.exception("forward: %s died", loop.__name__)
+        if on_death is not None and not self._stopping.is_set():
+            on_death()
+
     def _accept_loop(self) -> None:
-        self._tcp.settimeout(POLL)
-        while not self._stopping.is_set():
-            try:
-                sock, peer = self._tcp.accept()
-            except TimeoutError:
-                continue
-            except OSError as exc:
-                if self._stopping.is_set():
-                    return
-                log.warning("forward: accept failed: %s", exc)
-                time.sleep(POLL)
-                continue
-            with self._lock:
-                if len(self._connections) >= self.config.max_connections:
-                    log.warning("forward: refusing %s: already %d connections (BUS_FORWARD_MAX_CONNECTIONS)",
-                                _peer(peer), len(self._connections))
-                    sock.close()
-                    continue
-                # A unix socket's peers have no address to tell them apart: they are not counted (as on HTTP).
-                if isinstance(peer, tuple) and not self._clients.admit(peer[0], _peer(peer)):
-                    sock.close()
-                    continue
-                thread = threading.Thread(target=self._serve, args=(sock, peer), name=f"forward {_peer(peer)}", daemon=True)
-                self._connections[sock] = thread
-            thread.start()
+        self._tcp.setblocking(False)
+        with self._stopping.readable(self._tcp) as readable:
+            while readable.wait():
+                self._accept_one()
+
+    def _accept_one(self) -> None:
+        try:
+            sock, peer = self._tcp.accept()
+        except BlockingIOError:
+            return  # the peer gave up between the wake-up and the accept
+        except OSError as exc:
+            log.warning("forward: accept failed: %s", exc)
+            self._stopping.wait(ACCEPT_RETRY)
+            return
+        with self._lock:
+            if len(self._connections) >= self.config.max_connections:
+                log.warning("forward: refusing %s: already %d connections (BUS_FORWARD_MAX_CONNECTIONS)",
+                            _peer(peer), len(self._connections))
+                sock.close()
+                return
+            # A unix socket's peers have no address to tell them apart: they are not counted (as on HTTP).
+            if isinstance(peer, tuple) and not self._clients.admit(peer[0], _peer(peer)):
+                sock.close()
+                return
+            thread = threading.Thread(target=self._serve, args=(sock, peer), name=f"forward {_peer(peer)}", daemon=True)
+            self._connections[sock] = thread
+        thread.start()
 
     def _heartbeat_loop(self) -> None:
         # out_forward's UDP heartbeat (heartbeat_type udp): any datagram is answered with one 0x00 byte.
         udp = self._udp
         assert udp is not None  # started only once the UDP socket is bound
-        udp.settimeout(POLL)
-        while not self._stopping.is_set():
-            try:
-                _, peer = udp.recvfrom(128)
-            except TimeoutError:
-                continue
-            except OSError as exc:
-                if not self._stopping.is_set():
+        udp.setblocking(False)
+        with self._stopping.readable(udp) as readable:
+            while readable.wait():
+                try:
+                    _, peer = udp.recvfrom(128)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
                     log.debug("forward: heartbeat socket: %s", exc)
-                continue
-            try:
-                udp.sendto(HEARTBEAT_REPLY, peer)
-            except OSError as exc:
-                log.debug("forward: heartbeat from %s not answered: %s", _peer(peer), exc)
+                    continue
+                try:
+                    udp.sendto(HEARTBEAT_REPLY, peer)
+                except OSError as exc:
+                    log.debug("forward: heartbeat from %s not answered: %s", _peer(peer), exc)
 
     def _serve(self, sock: socket.socket, peer: Any) -> None:
         who = _peer(peer)
@@ -266,16 +282,6 @@ class _Connection:
     def _send(self, message: Any) -> None:
         self.sock.settimeout(self.config.read_timeout)
         self.sock.sendall(msgpack.packb(message))
-
-
-def _logged(loop: Any) -> Any:
-    def run() -> None:
-        try:
-            loop()
-        except Exception:
-            log.exception("forward: %s died", loop.__name__)
-
-    return run
 
 
 def _bind(kind: int, host: str, port: int) -> socket.socket:

@@ -338,7 +338,7 @@ _defaults: tuple[object, bytes] = (None, b"")
 
 def _fields(default_headers: list[tuple[bytes, bytes]]) -> bytes:
     """uvicorn's default headers (date, X-Content-Type-Options) as head lines, made again only when
-    uvicorn's server puts a new list there (once a second, for the date)."""
+    the server state hands out a new list (once a second at most, for the date: quiet_server.DatedState)."""
     global _defaults
     if _defaults[0] is not default_headers:
         _defaults = (default_headers, b"".join(b"%s: %s\r\n" % pair for pair in default_headers))

@@ -1,7 +1,6 @@
 """Run `bus serve`: the HTTP ingress under uvicorn and, next to it, the Fluentd forward listener."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -16,6 +15,7 @@ from .. import intake, logs
 from . import unix_socket
 from .asgi import THREADS_ENV
 from .guarded_protocol import GuardedProtocol
+from .quiet_server import QuietServer
 from .unix_socket import unix_path
 
 if TYPE_CHECKING:
@@ -26,8 +26,6 @@ APP = "bus.ingress.asgi:from_environment"
 # uvicorn lets in-flight requests finish for this long on SIGTERM; the parent waits a little longer.
 GRACEFUL = 20
 HTTP_STOP_GRACE = 25.0
-# How often, with both listeners in one process, the forward listener's threads are checked.
-WATCH_EVERY = 2.0
 
 
 def serve(bus: intake.Intake, bind: str, workers: int = 2, threads: int = 8) -> None:
@@ -75,26 +73,12 @@ def _uvicorn(workers: int, **where: Any) -> None:
     if workers > 1:
         uvicorn.run(APP, workers=workers, **options)
         return
-    # One worker: uvicorn.run's own path (Server(config).run(), exit 3 if it never started), with the
-    # quieter main loop below.
-    server = _OneTickASecond(uvicorn.Config(APP, **options))
+    # One worker: uvicorn.run's own path (Server(config).run(), exit 3 if it never started), with a
+    # main loop that sleeps until a signal stops it.
+    server = QuietServer(uvicorn.Config(APP, **options))
     server.run()
     if not server.started:
         sys.exit(3)
-
-
-class _OneTickASecond(uvicorn.Server):
-    """uvicorn's Server, whose main loop wakes once a second instead of ten times.
-
-    The loop refreshes the Date header once a second and looks for a stop request (a signal sets
-    should_exit): once a second does both, and an idle ingress wakes 1 time a second instead of 10
-    (docs/performance.md, fifth round). A SIGTERM starts the graceful stop up to a second later."""
-
-    async def main_loop(self) -> None:
-        counter = 0
-        while not await self.on_tick(counter):
-            await asyncio.sleep(1.0)
-            counter = (counter + 10) % 864000  # on_tick refreshes the headers when counter % 10 == 0
 
 
 def serve_with_forward(bus: intake.Intake, bind: str, forward: str, workers: int = 2, threads: int = 8) -> int:
@@ -110,9 +94,9 @@ def serve_with_forward(bus: intake.Intake, bind: str, forward: str, workers: int
         server = ForwardServer(bus, host, int(port))  # binds first: a busy port fails before anything else starts
     else:
         server = ForwardServer.on_unix_socket(bus, path)
-    server.start()
     if workers == 1:
         return _serve_beside(server, bus, bind, threads)
+    server.start()
     return _serve_http_child(server, bind, workers, threads)
 
 
@@ -121,23 +105,22 @@ def _serve_beside(server: ForwardServer, bus: intake.Intake, bind: str, threads:
 
     With one HTTP worker uvicorn forks nothing, so nothing inherits the listener's threads; and a
     second interpreter for the HTTP side cost ~37 MiB of PSS and its own wake-ups (docs/performance.md,
-    fifth round). A listener that stops serving stops uvicorn the way a SIGTERM does."""
+    fifth round). A listener that stops serving stops uvicorn the way a SIGTERM does: its dying
+    thread says so, rather than a watcher polling it (docs/performance.md, "what still wakes")."""
     failed = threading.Event()
 
-    def watch() -> None:
-        while server.serving:
-            if failed.wait(WATCH_EVERY):
-                return
-        log.error("the forward listener stopped serving; stopping")
-        failed.set()
-        os.kill(os.getpid(), signal.SIGTERM)
+    def died() -> None:
+        if not failed.is_set():
+            log.error("the forward listener stopped serving; stopping")
+            failed.set()
+            os.kill(os.getpid(), signal.SIGTERM)
 
     # uvicorn re-raises the SIGTERM/SIGINT it stopped on once it is done: as an exit, so the listener
     # is stopped below rather than the process killed. A hang-up stops `bus serve` as they do.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_quietly)
     signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
-    threading.Thread(target=watch, name="forward-watch", daemon=True).start()
+    server.start(on_death=died)
     http_failed = False
     try:
         serve(bus, bind, workers=1, threads=threads)

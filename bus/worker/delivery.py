@@ -490,8 +490,11 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
         handed: list[int] = []  # how many of the group a lane's run handed to a new message (_spread)
         for n, (unit, batched) in enumerate(_units(route, events, to)):
             if n and deadline.passed():
-                _hand_off(run, [e for e in events[unit[0]:] if e is not None and e.id not in run.gate.settled])  # held: not sent
-                verdicts[Verdict.HANDED_OFF] = len(event_ids) - unit[0]
+                rest, left = task_outcome.out_of_time(event_ids[unit[0]:], events[unit[0]:], run.gate.settled)
+                _hand_off(run, rest)
+                for one_id, verdict in zip(event_ids[unit[0]:], left):
+                    verdicts[verdict] = verdicts.get(verdict, 0) + 1
+                    ids_by_verdict.setdefault(verdict, []).append(one_id)
                 break
             ids, unit_events = [event_ids[i] for i in unit], [events[i] for i in unit]
             try:

@@ -11,11 +11,12 @@ schedule alone, as before.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from celery.exceptions import Retry
 
 from ..errors import DeadLettered, RetryScheduled
+from ..journal import Event
 from .verdict import WAITING_ON_SCHEDULE, Verdict
 
 SHOWN = 5  # ids named in a task's exception; the journal has the rest
@@ -24,6 +25,18 @@ SHOWN = 5  # ids named in a task's exception; the journal has the rest
 def summary(counts: dict[Verdict, int]) -> str:
     """The task's summary, what Celery and Flower show as its result: 'delivered=2 superseded=1'."""
     return " ".join(f"{verdict}={n}" for verdict, n in sorted(counts.items()))
+
+
+def out_of_time(event_ids: list[str], events: list[Event | None], settled: Mapping[str, Verdict]
+                ) -> tuple[list[Event], list[Verdict]]:
+    """The group's events left when the task's deadline passed: those to hand to a new message, and
+    each id's verdict for the summary. One the task held back as it started (Breakers.hold_ahead,
+    `settled`) already waits in the journal, so it keeps that verdict (WAITING behind its breaker)
+    instead of being counted as handed off; one with no record (None) is MISSING, as the loop says."""
+    rest = [e for e in events if e is not None and e.id not in settled]
+    verdicts = [settled[i] if i in settled else Verdict.MISSING if e is None else Verdict.HANDED_OFF
+                for i, e in zip(event_ids, events)]
+    return rest, verdicts
 
 
 def finish(summary: str, ids: dict[Verdict, list[str]], last_answers: Callable[[list[str]], list[str]]) -> str:

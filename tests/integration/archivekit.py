@@ -3,6 +3,7 @@ a SQLite file in the test's temp dir, and a way to make each one stop answering 
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,8 +11,12 @@ from pathlib import Path
 
 import psycopg
 
+from bus import journal
+from bus.events import new_id
+
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 KINDS = ("sqlite", "postgres")
+HOT = 5.0  # the hot window the mover's and the reads' tests move with, in seconds
 
 
 @contextmanager
@@ -64,3 +69,17 @@ def rows(url: str) -> list[tuple[str, int]]:
             return db.execute("SELECT id, attempts FROM events").fetchall()
     with psycopg.connect(url) as db:
         return db.execute("SELECT id, attempts FROM bus_archive").fetchall()
+
+
+def deliver(client, n: int, age: float, tag: str = "api.orders", route: str = "api") -> list[str]:
+    """n events accepted `age` seconds ago and delivered on their first attempt, through the journal's own moves."""
+    received = time.time() - age
+    events = [journal.NewEvent(id=new_id(int(received * 1000)), tag=tag, route=route, body=b'{"n": %d}' % i,
+                               received=received + i * 1e-6, headers=b'{"X-Trace": "t"}') for i in range(n)]
+    for start in range(0, n, 500):
+        journal.accept(client, events[start:start + 500])
+    for e in events:
+        journal.record_attempt(client, {"id": e.id, "route": route, "status": journal.QUEUED, "received": e.received},
+                               {"attempt": 1, "at": time.time(), "duration": 0.01, "status_code": 200,
+                                "url": "http://receiver/api"}, journal.DELIVERED)
+    return [e.id for e in events]

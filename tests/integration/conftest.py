@@ -121,6 +121,12 @@ class Receiver:
         """Answer the next requests to `path` with these statuses (then 200)."""
         self.scripts[path] = [a if isinstance(a, tuple) else (a, {}, b"") for a in answers]
 
+    def unscript(self, path: str) -> int:
+        """Answer `path` with 200 from now on; how many requests it had until now (answered by its script)."""
+        with self._lock:
+            self.scripts.pop(path, None)
+            return sum(r.path == path for r in self.requests)
+
     def start(self) -> None:
         receiver = self
 
@@ -192,6 +198,21 @@ class BusProcess:
                 self.signal(signal.SIGKILL)
                 self.proc.wait(10)
         self._out.close()
+
+
+# A fan-out route of two destinations on one receiver ({url}): the fan-out journal and console tests.
+FANOUT_ROUTE = """
+match = "api.*"
+retry_max_interval = 1
+
+[[destinations]]
+name = "a"
+endpoint = "{url}/a"
+
+[[destinations]]
+name = "b"
+endpoint = "{url}/b"
+"""
 
 
 ROUTES = {
@@ -384,9 +405,117 @@ def archive_url(request, tmp_path):
 
 
 @pytest.fixture
+def store(archive_url):
+    """An open store of each archive in turn (archive_url), closed after."""
+    from bus.archive import open_store
+
+    s = open_store(archive_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """Start redis-servers of the test's own, each named (its folder) and with more options; all killed after."""
+    started: list[RedisServer] = []
+
+    def start(name: str, *options: str) -> RedisServer:
+        directory = tmp_path / name
+        directory.mkdir()
+        server = RedisServer(directory, *options)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in reversed(started):
+        server.kill()
+
+
+@pytest.fixture
 def own_redis(tmp_path):
     """A redis-server of the test's own (for tests that must see every key, or kill it)."""
     server = RedisServer(tmp_path)
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def fault_bus(tmp_path):
+    """Make buses of the test's own (faultkit.FaultBus: short visibility timeout); all closed after."""
+    from faultkit import VISIBILITY, FaultBus, make_fault_bus  # faultkit imports this module
+
+    made: list[FaultBus] = []
+
+    def make(routes: dict[str, str], visibility_timeout: int = VISIBILITY, appendfsync: str = "always") -> FaultBus:
+        made.append(make_fault_bus(tmp_path, routes, visibility_timeout, appendfsync))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for bus in made:
+            bus.close()
+
+
+@pytest.fixture
+def ha(tmp_path):
+    """A primary, a replica and three Sentinels (sentinels.RedisSet), a receiver, and bus(**env) to start an ingress
+    and an `api` worker that find Redis through the Sentinels only; all stopped after."""
+    from sentinels import HA_ROUTE, MASTER, RedisSet  # sentinels imports this module
+
+    redis_set = RedisSet(tmp_path / "redis")
+    receiver = Receiver()
+    receiver.start()
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "api.toml").write_text(HA_ROUTE.format(receiver=receiver.url))
+    procs = []
+
+    def bus(**extra: str):
+        env = bus_env(redis_set.url, routes, BUS_REDIS_SENTINEL_MASTER=MASTER, **extra)
+        ingress, url = start_ingress(env, tmp_path / f"ingress-{len(procs)}.log")
+        worker = start_worker(env, tmp_path / f"worker-{len(procs)}.log", "api")
+        procs.extend([ingress, worker])
+        return env, url, worker
+
+    try:
+        yield redis_set, receiver, bus
+    finally:
+        for proc in procs:
+            proc.stop()
+        receiver.stop()
+        redis_set.stop()
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture()
+def page():
+    """A tab of a real headless Chromium (Debian's, driven by Playwright); the test fails on any script error,
+    console error or answer of 400 or more it saw. Skipped without chromium (failed under CI)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        reason = f"{CHROMIUM} is missing: the console's browser test did not run (scripts/setup.sh installs chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True, timeout=30_000)
+        try:
+            tab = browser.new_page(viewport={"width": 1400, "height": 900})
+            tab.set_default_timeout(15_000)
+            problems: list[str] = []
+            tab.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            tab.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
+                   if msg.type == "error" else None)
+            tab.on("response", lambda r: problems.append(f"{r.status} from {r.request.method} {r.url}")
+                   if r.status >= 400 else None)
+            yield tab
+            assert problems == [], f"the page ran without script errors or CSP violations: {problems}"
+        finally:
+            browser.close()

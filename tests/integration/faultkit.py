@@ -16,10 +16,48 @@ from typing import Any
 
 import redis
 
-from bus import intake, settings
-from conftest import BusProcess, Receiver, RedisServer, bus_env, free_port, start_ingress, start_worker
+from bus import intake, journal, settings
+from conftest import BusProcess, Receiver, RedisServer, bus_env, free_port, start_ingress, start_worker, wait_until
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+# Small enough that a killed worker's events are back in ~25 s; a route must fit under it:
+# retry_max_interval + open_timeout + read_timeout + 10 < 20.
+VISIBILITY = 20
+SLOW_ROUTE = """
+match = "slow.*"
+endpoint = "{receiver}/slow/${tag[1]}"
+open_timeout = 1
+read_timeout = 4
+retry_max_interval = 4
+"""
+
+
+def bodies_by_id(bus: FaultBus, path: str) -> dict[str, set[int]]:
+    got: dict[str, set[int]] = {}
+    for r in bus.receiver.to(path):
+        got.setdefault(r.headers["X-Request-Id"], set()).add(json.loads(r.body)["n"])
+    return got
+
+
+def all_delivered(bus: FaultBus, ids: list[str]) -> bool:
+    client = bus.client()
+    return all(journal.load(client, i)["status"] == journal.DELIVERED for i in ids)
+
+
+def wait_all_delivered(bus: FaultBus, ids: list[str], timeout: float, worker: BusProcess, what: str) -> None:
+    """Wait until the journal says every event is delivered; on timeout print what is stuck where."""
+    try:
+        wait_until(lambda: all_delivered(bus, ids), timeout, interval=0.5, what=what)
+    except AssertionError:
+        client = bus.client()
+        print("undelivered:", Counter(journal.load(client, i)["status"] for i in ids if not all_delivered(bus, [i])))
+        print("queues:", {q.decode(): client.llen(q) for q in client.scan_iter(match="bus.*", _type="list")},
+              "unacked ages:", [round(time.time() - at) for _, at in client.zrange("unacked_index", 0, -1, withscores=True)])
+        os.kill(worker.proc.pid, signal.SIGUSR1)  # Celery's main process logs the stack of every thread
+        time.sleep(2)
+        print("worker log:\n", worker.output()[-30000:])
+        raise
 
 
 def report(test: str, **numbers: Any) -> None:
@@ -37,6 +75,11 @@ def report(test: str, **numbers: Any) -> None:
 
 def duplicates(ids: list[str]) -> dict[str, int]:
     return {i: n for i, n in Counter(ids).items() if n > 1}
+
+
+def children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
 
 
 def group_pids(pgid: int) -> list[int]:

@@ -13,6 +13,13 @@ from conftest import free_port, wait_until
 
 MASTER = "busprimary"
 
+# The `ha` fixture's one route (conftest): each tag's second part is its own path on the receiver.
+HA_ROUTE = """
+match = "api.*"
+endpoint = "{receiver}/api/${{tag[1]}}/"
+retry_max_interval = 1
+"""
+
 
 class Node:
     """One redis-server process (a data node or a Sentinel) that can be killed, stopped and started again."""
@@ -125,6 +132,24 @@ class RedisSet:
     def stop(self) -> None:
         for node in [*self.sentinels, self.replica, self.primary]:
             node.stop()
+
+
+def template_keys(node: Node) -> set[bytes]:
+    return set(node.client().scan_iter(match="bus:template:*", count=1000))
+
+
+def forget_templates_on_replica(replica: Node) -> None:
+    """Delete the replica's template keys, as if their SETs never reached it (a replica takes no writes: for
+    this DEL only; keys it holds are its own until the next full sync, which promotion never brings)."""
+    client = replica.client()
+    client.config_set("replica-read-only", "no")
+    try:
+        keys = template_keys(replica)
+        assert keys, "the processes stored their templates before the failover"
+        client.delete(*keys)
+    finally:
+        client.config_set("replica-read-only", "yes")
+    assert not template_keys(replica)
 
 
 def _names(sentinel: Node, old_port: int) -> bool:

@@ -8,7 +8,6 @@ import re
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 import pytest
@@ -19,6 +18,7 @@ from archivekit import outage, rows
 from bus import journal
 from bus.archive import mover
 from conftest import BusProcess, Receiver, RedisServer, bus_env, run_bus, start_ingress, start_worker, wait_until
+from faultkit import children
 
 pytestmark = pytest.mark.integration
 HOT_WINDOW = 2
@@ -215,8 +215,3 @@ def test_the_mover_is_a_thread_of_the_worker_and_stops_with_it(archived_bus):
     assert "still in a pass" not in bus.worker.output()
     # Its lease, stretched over its sleeps, went with it: the next worker's mover need not wait it out.
     assert not client.exists(journal.ARCHIVE_MOVER)
-
-
-def children(pid: int) -> list[int]:
-    tasks = Path(f"/proc/{pid}/task")
-    return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]

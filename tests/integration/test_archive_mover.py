@@ -7,44 +7,20 @@ import time
 
 import pytest
 
-from archivekit import outage, rows
+from archivekit import HOT, deliver, outage, rows
 from bus import journal
 from bus.archive import mover as mover_module
-from bus.archive import open_store
 from bus.archive.mover import Mover
 from bus.archive.rows import from_due
 from bus.broker.messages import new_message
 from bus.errors import ArchiveUnavailable
-from bus.events import new_id
 
 pytestmark = pytest.mark.integration
-HOT = 5.0
 
 
 @pytest.fixture
 def client(own_redis):
     return own_redis.client()
-
-
-@pytest.fixture
-def store(archive_url):
-    s = open_store(archive_url)
-    yield s
-    s.close()
-
-
-def deliver(client, n: int, age: float, tag: str = "api.orders", route: str = "api") -> list[str]:
-    """n events accepted `age` seconds ago and delivered on their first attempt, through the journal's own moves."""
-    received = time.time() - age
-    events = [journal.NewEvent(id=new_id(int(received * 1000)), tag=tag, route=route, body=b'{"n": %d}' % i,
-                               received=received + i * 1e-6, headers=b'{"X-Trace": "t"}') for i in range(n)]
-    for start in range(0, n, 500):
-        journal.accept(client, events[start:start + 500])
-    for e in events:
-        journal.record_attempt(client, {"id": e.id, "route": route, "status": journal.QUEUED, "received": e.received},
-                               {"attempt": 1, "at": time.time(), "duration": 0.01, "status_code": 200,
-                                "url": "http://receiver/api"}, journal.DELIVERED)
-    return [e.id for e in events]
 
 
 def in_redis(client, ids: list[str]) -> int:

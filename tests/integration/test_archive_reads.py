@@ -7,17 +7,19 @@ import time
 
 import pytest
 
-from archivekit import outage
+from archivekit import HOT, deliver, outage
 from bus import journal
 from bus.archive import open_store, tiers
 from bus.archive.mover import Mover
 from bus.errors import ArchiveUnavailable, EventNotFound
 from bus.filters import EventFilter
 
-# The mover's tests' fixtures: a Redis of the test's own and an open store of each archive.
-from test_archive_mover import HOT, client, deliver, store  # noqa: F401
-
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(own_redis):
+    return own_redis.client()
 
 
 def archive_some(client, store, n: int, tag: str = "api.orders") -> list[str]:

@@ -7,7 +7,6 @@ import time
 import pytest
 
 from archivekit import outage, rows
-from bus.archive import open_store
 from bus.archive.rows import ArchivedEvent, Scan, scan_for
 from bus.errors import ArchiveUnavailable
 from bus.events import new_id
@@ -23,13 +22,6 @@ def event(received: float, tag: str = "api.orders", route: str = "api", attempts
         id=event_id or new_id(int(received * 1000)), tag=tag, route=route, status="delivered", received=received,
         attempts=attempts, last="200", round=0, replayed=None, body=b'{"n": 1}', headers=b'{"X-Trace": "t"}',
         attempt_log=b'[{"attempt": 1, "status_code": 200}]', copies=b"[]")
-
-
-@pytest.fixture
-def store(archive_url):
-    s = open_store(archive_url)
-    yield s
-    s.close()
 
 
 def test_an_event_written_twice_is_one_row(store, archive_url):

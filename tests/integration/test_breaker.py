@@ -16,7 +16,7 @@ from bus.filters import EventFilter
 from bus.routes import load_routes
 from bus.worker import scheduler
 from conftest import run_bus, wait_until
-from test_metrics import scrape, value
+from metricskit import scrape, value
 
 THRESHOLD = 5
 

@@ -3,47 +3,16 @@ replay dead ones with one click and see them delivered. A screenshot lands in te
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from pathlib import Path
 
-import pytest
 import requests
 
 from bus import journal
 from conftest import wait_until
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-@pytest.fixture()
-def page():
-    if not os.access(CHROMIUM, os.X_OK):
-        reason = f"{CHROMIUM} is missing: the console's browser test did not run (scripts/setup.sh installs chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True, timeout=30_000)
-        try:
-            tab = browser.new_page(viewport={"width": 1400, "height": 900})
-            tab.set_default_timeout(15_000)
-            problems: list[str] = []
-            tab.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-            tab.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
-                   if msg.type == "error" else None)
-            tab.on("response", lambda r: problems.append(f"{r.status} from {r.request.method} {r.url}")
-                   if r.status >= 400 else None)
-            yield tab
-            assert problems == [], f"the page ran without script errors or CSP violations: {problems}"
-        finally:
-            browser.close()
 
 
 def dead_events(bus, name: str) -> list[str]:

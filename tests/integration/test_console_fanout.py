@@ -5,18 +5,16 @@ from __future__ import annotations
 import requests
 
 from bus import journal
-from conftest import Receiver, bus_env, start_ingress, start_worker, wait_until
-from test_console import page  # noqa: F401 -- the browser fixture
-from test_fanout_journal import ROUTE  # a: answers 200; b: its scripted answers
+from conftest import FANOUT_ROUTE, Receiver, bus_env, start_ingress, start_worker, wait_until
 
 
-def test_console_lists_a_fan_out_routes_events_once_and_replays_their_dead_copies(own_redis, tmp_path, page):  # noqa: F811
+def test_console_lists_a_fan_out_routes_events_once_and_replays_their_dead_copies(own_redis, tmp_path, page):
     receiver = Receiver()
     receiver.script("/b", *[(422, {}, b"no")] * 2)
     receiver.start()
     routes = tmp_path / "routes"
     routes.mkdir()
-    (routes / "api.toml").write_text(ROUTE.format(url=receiver.url))
+    (routes / "api.toml").write_text(FANOUT_ROUTE.format(url=receiver.url))
     env = bus_env(own_redis.url, routes)
     ingress, url = start_ingress(env, tmp_path / "ingress.log")
     worker = start_worker(env, tmp_path / "worker.log")

@@ -9,21 +9,9 @@ import json
 import requests
 
 from bus import journal
-from conftest import Receiver, bus_env, run_bus, start_ingress, start_worker, wait_until
+from conftest import FANOUT_ROUTE, Receiver, bus_env, run_bus, start_ingress, start_worker, wait_until
 
 EVENTS = 5
-ROUTE = """
-match = "api.*"
-retry_max_interval = 1
-
-[[destinations]]
-name = "a"
-endpoint = "{url}/a"
-
-[[destinations]]
-name = "b"
-endpoint = "{url}/b"
-"""
 
 
 def test_a_fan_out_route_is_listed_and_replayed_by_its_own_name(own_redis, tmp_path):
@@ -32,7 +20,7 @@ def test_a_fan_out_route_is_listed_and_replayed_by_its_own_name(own_redis, tmp_p
     receiver.start()
     routes = tmp_path / "routes"
     routes.mkdir()
-    (routes / "api.toml").write_text(ROUTE.format(url=receiver.url))
+    (routes / "api.toml").write_text(FANOUT_ROUTE.format(url=receiver.url))
     (routes / "other.toml").write_text(f'match = "other.*"\nendpoint = "{receiver.url}/other"\n')
     env = bus_env(own_redis.url, routes)
 

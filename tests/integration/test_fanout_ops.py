@@ -10,7 +10,7 @@ import requests
 
 from bus import journal
 from conftest import Receiver, bus_env, run_bus, start_ingress, start_worker, wait_until
-from test_metrics import scrape, value
+from metricskit import scrape, value
 
 LIMIT = 4
 ROUTE = """

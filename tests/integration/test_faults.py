@@ -22,73 +22,24 @@ import requests
 
 from bus import RouteError, intake, journal
 from bus.routes import load_routes
-from conftest import BusProcess, bus_env, wait_until, waiting_for_a_task
+from conftest import bus_env, wait_until, waiting_for_a_task
 from faultkit import (
+    SLOW_ROUTE,
+    VISIBILITY,
     FaultBus,
     MisbehavingReceiver,
+    all_delivered,
+    bodies_by_id,
     duplicates,
     group_pids,
     make_fault_bus,
     peak_rss_mb,
     report,
+    wait_all_delivered,
     wait_group_gone,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-# Small enough that a killed worker's events are back in ~25 s; a route must fit under it:
-# retry_max_interval + open_timeout + read_timeout + 10 < 20.
-VISIBILITY = 20
-SLOW_ROUTE = """
-match = "slow.*"
-endpoint = "{receiver}/slow/${tag[1]}"
-open_timeout = 1
-read_timeout = 4
-retry_max_interval = 4
-"""
-
-
-@pytest.fixture
-def fault_bus(tmp_path):
-    made: list[FaultBus] = []
-
-    def make(routes: dict[str, str], visibility_timeout: int = VISIBILITY, appendfsync: str = "always") -> FaultBus:
-        made.append(make_fault_bus(tmp_path, routes, visibility_timeout, appendfsync))
-        return made[-1]
-
-    try:
-        yield make
-    finally:
-        for bus in made:
-            bus.close()
-
-
-def bodies_by_id(bus: FaultBus, path: str) -> dict[str, set[int]]:
-    got: dict[str, set[int]] = {}
-    for r in bus.receiver.to(path):
-        got.setdefault(r.headers["X-Request-Id"], set()).add(json.loads(r.body)["n"])
-    return got
-
-
-def all_delivered(bus: FaultBus, ids: list[str]) -> bool:
-    client = bus.client()
-    return all(journal.load(client, i)["status"] == journal.DELIVERED for i in ids)
-
-
-def wait_all_delivered(bus: FaultBus, ids: list[str], timeout: float, worker: BusProcess, what: str) -> None:
-    """Wait until the journal says every event is delivered; on timeout print what is stuck where."""
-    try:
-        wait_until(lambda: all_delivered(bus, ids), timeout, interval=0.5, what=what)
-    except AssertionError:
-        client = bus.client()
-        print("undelivered:", Counter(journal.load(client, i)["status"] for i in ids if not all_delivered(bus, [i])))
-        print("queues:", {q.decode(): client.llen(q) for q in client.scan_iter(match="bus.*", _type="list")},
-              "unacked ages:", [round(time.time() - at) for _, at in client.zrange("unacked_index", 0, -1, withscores=True)])
-        os.kill(worker.proc.pid, signal.SIGUSR1)  # Celery's main process logs the stack of every thread
-        time.sleep(2)
-        print("worker log:\n", worker.output()[-30000:])
-        raise
-
 
 def test_worker_kill_9_mid_delivery_loses_nothing_and_repeats_only_what_was_mid_request(fault_bus):
     """Issue 4 point 1: SIGKILL the worker's whole process group with 40 events in flight."""

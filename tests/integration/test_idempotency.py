@@ -8,7 +8,7 @@ import requests
 
 from bus import journal
 from conftest import journaled, parked_tag, wait_until
-from test_forward import Client
+from forwardkit import Client
 
 
 def post(bus, tag: str, body: str, key: str, **headers: str) -> requests.Response:

@@ -6,24 +6,10 @@ import time
 import uuid
 
 import pytest
-import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from bus import endpoints, journal
 from conftest import free_port, start_ingress, wait_until
-
-Samples = dict[tuple[str, frozenset], float]
-
-
-def scrape(url: str) -> Samples:
-    resp = requests.get(f"{url}/metrics", timeout=10)
-    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(resp.text) for s in family.samples}
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+from metricskit import scrape, value
 
 
 def settled(bus, ids: list[str]) -> bool:

@@ -4,6 +4,7 @@ HTTP answer (a 503 of one path) stays that path's own. Each test has its own Red
 receiver, on a port the test stops and starts."""
 from __future__ import annotations
 
+import re
 import socket
 import time
 import uuid
@@ -162,3 +163,43 @@ def test_a_task_holds_back_its_group_behind_an_open_breaker_in_one_script_not_on
     assert {journal.load(client, e.id)["status"] for e in events} == {journal.RETRYING}
     key = endpoints.key_for("svc", "http://127.0.0.1:9/svc/orders/")
     assert gate.held_back(loaded[0], key, probe=False) == Verdict.WAITING, "the task's loop finds its verdict"
+
+
+SLOW = """
+match = ["svc.*"]
+endpoint = "{receiver}/svc/${{tag[1]}}/"
+open_timeout = 1
+read_timeout = 3
+"""
+
+
+def test_events_held_back_as_a_task_starts_count_as_waiting_not_handed_off_when_its_deadline_passes(own_redis, tmp_path):
+    """Visibility 15 s: a task starts no attempt after 15 - 10 - 4 = 1 s. Its group: two events of a path
+    answering in 1.5 s, then three behind an open breaker (held back at once, hold_ahead). The first
+    answer ends the time: the second slow event goes to a new message; the held ones wait in the
+    journal, and the summary said 'handed_off=4' for all four."""
+    receiver = Receiver()
+    receiver.delays["/svc/slow/"] = 1.5
+    receiver.start()
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "svc.toml").write_text(SLOW.format(receiver=receiver.url))
+    client = own_redis.client()
+    events = [journal.NewEvent(str(uuid.uuid4()), f"svc.{name}", "svc", b"{}", time.time())
+              for name in ["slow", "slow", "down", "down", "down"]]
+    worker = start_worker(bus_env(own_redis.url, routes, BUS_VISIBILITY_TIMEOUT="15"), tmp_path / "worker.log", "svc")
+    try:
+        down = endpoints.key_for("svc", f"{receiver.url}/svc/down/")
+        for probe in [False] * 5 + [True] * 4:  # open, then four failed probes: its step is 16 s
+            journal.breakers.failed(client, down, time.time(), 5, 60.0, 1.0, probe)
+        journal.accept(client, events)  # one group, one message
+        summary = wait_until(lambda: re.search(r"delivered=\d+ handed_off=\d+(?: waiting=\d+)?", worker.output()),
+                             20, what="the task's summary in the worker's log")
+        wait_until(lambda: len(receiver.to("/svc/slow/")) == 2, 20, what="the handed-off event delivered")
+    finally:
+        worker.stop()
+        receiver.stop()
+    assert summary.group(0) == "delivered=1 handed_off=1 waiting=3"
+    assert "handing 1 events of a slow group to a new task of route svc" in worker.output()
+    assert {journal.load(client, e.id)["status"] for e in events[2:]} == {journal.RETRYING}, "held, not sent"
+    assert not receiver.to("/svc/down/")

@@ -10,9 +10,7 @@ import pytest
 
 from bus import intake
 from conftest import wait_until
-from faultkit import duplicates
-from test_archive_e2e import children
-from test_faults import SLOW_ROUTE, fault_bus, wait_all_delivered  # noqa: F401
+from faultkit import SLOW_ROUTE, children, duplicates, wait_all_delivered
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -12,8 +12,8 @@ import requests
 
 import bus
 from bus import intake, settings
-from conftest import BusProcess, Receiver, RedisServer, bus_env, free_port, start_ingress, start_worker, wait_until
-from test_forward import Client
+from conftest import BusProcess, Receiver, bus_env, free_port, start_ingress, start_worker, wait_until
+from forwardkit import Client
 
 ROUTES = {
     "fill.toml": 'match = "fill.*"\nendpoint = "{receiver}/fill/${{tag[1]}}"\nretry_max_interval = 1\n',
@@ -63,23 +63,6 @@ def own_bus(tmp_path):
     yield make
     for one in made:
         one.stop()
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    started: list[RedisServer] = []
-
-    def start(name: str, *options: str) -> RedisServer:
-        directory = tmp_path / name
-        directory.mkdir()
-        server = RedisServer(directory, *options)
-        server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in reversed(started):
-        server.kill()
 
 
 def emit_through(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tag: str) -> None:

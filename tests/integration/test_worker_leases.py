@@ -10,8 +10,7 @@ import pytest
 from bus import intake, journal
 from bus.broker import unacked as leases
 from conftest import wait_until
-from faultkit import duplicates, report, wait_group_gone
-from test_faults import SLOW_ROUTE, all_delivered, bodies_by_id, fault_bus, wait_all_delivered  # noqa: F401
+from faultkit import SLOW_ROUTE, all_delivered, bodies_by_id, duplicates, report, wait_all_delivered, wait_group_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

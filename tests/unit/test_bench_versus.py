@@ -33,3 +33,20 @@ def test_each_figure_is_printed_with_its_ratio_and_whether_the_target_is_met():
     pss = next(line for line in lines if "PSS MiB" in line)
     assert "2.00x" in pss and "NOT MET" in pss
     assert any("0 lost, 0 dup" in line for line in lines)
+
+
+def test_idle_before_any_traffic_and_idle_after_the_scenarios_are_two_lines_each_with_its_target():
+    record = {"mode": "quick", "cores": 2, "loadavg_start": "1", "loadavg_end": "2", "command": "python -m bench",
+              "machine": {}, "bus_only": {}, "errors": [],
+              "rows": [_row("fresh", "bus", pss_mib=90.0, rss_mib=150.0, idle_cpu_pct=0.2, processes=[]),
+                       _row("fresh", "fluentd", pss_mib=60.0, rss_mib=80.0, idle_cpu_pct=0.3, processes=[]),
+                       _row("idle", "bus", pss_mib=120.0, rss_mib=200.0, idle_cpu_pct=2.0, processes=[]),
+                       _row("idle", "fluentd", pss_mib=70.0, rss_mib=90.0, idle_cpu_pct=0.4, processes=[])]}
+    lines = text(record).splitlines()
+    fresh_cpu = next(line for line in lines if line.startswith("| CPU while idle before any traffic"))
+    after_cpu = next(line for line in lines if line.startswith("| CPU while idle after the scenarios"))
+    assert "| 0.67x | <= 1x | met |" in fresh_cpu
+    assert "| 5.00x | <= 1x | NOT MET |" in after_cpu
+    fresh_pss = next(line for line in lines if line.startswith("| whole process tree idle before any traffic, PSS"))
+    assert "| 1.50x | <= 1.5x | met |" in fresh_pss
+    assert any(line.startswith("Where the PSS goes, bus idle before any traffic (90.0 MiB PSS") for line in lines)

@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import orjson
 import pytest
-from test_outbound import ScriptedServer
 
 from bus import archive, captured, logs, settings
 from bus.journal import Attempt, Event
@@ -18,6 +17,7 @@ from bus.worker.breaker_gate import Breakers
 from bus.worker.deadline import Deadline
 from bus.worker.group_run import GroupRun, group_deadline
 from bus.worker.process import Worker
+from serverkit import ScriptedServer
 
 # Every field a script writes into bus:event:<id> (accept, capture, record_attempt, park, hold_back,
 # requeue, lane.lua), as HGETALL gives them.

@@ -4,10 +4,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from test_routes import MINIMAL, broken, load, write
 
 from bus import intake
 from bus.errors import InvalidBody
+from routekit import MINIMAL, broken, load, write
 
 
 def router_with(tmp_path, extra: str):

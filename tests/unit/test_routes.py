@@ -1,8 +1,6 @@
 """Route files, first-match routing and endpoint templating (SPEC.md, "Tags and routes")."""
 from __future__ import annotations
 
-import textwrap
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -12,33 +10,10 @@ from bus.routes import (
     DEFAULT_RETRYABLE,
     MAX_RETRY_INTERVAL,
     VISIBILITY_MARGIN,
-    Router,
     load_routes,
     parse_endpoint,
 )
-
-VISIBILITY = 60  # BUS_VISIBILITY_TIMEOUT default
-MINIMAL = 'match = "api.**"\nendpoint = "http://svc.example/in"\n'
-
-
-def write(folder: Path, name: str, text: str) -> Path:
-    path = folder / name
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
-
-
-def load(folder: Path, visibility_timeout: int = VISIBILITY, environ=None) -> Router:
-    return load_routes(folder, visibility_timeout, environ)
-
-
-def broken(tmp_path: Path, text: str, name: str = "broken.toml", visibility_timeout: int = VISIBILITY) -> str:
-    """Load a folder holding one good route and one broken one; return the RouteError message."""
-    write(tmp_path, "aaa-good.toml", MINIMAL)
-    write(tmp_path, name, text)
-    with pytest.raises(RouteError) as exc:
-        load(tmp_path, visibility_timeout)
-    return str(exc.value)
-
+from routekit import MINIMAL, VISIBILITY, broken, load, write
 
 # --------------------------------------------------------------------------- defaults
 

@@ -108,9 +108,45 @@ def test_bad_archive_settings_are_refused_naming_the_variable(env, says):
     assert "hunter2" not in str(caught.value)
 
 
-def test_the_pool_recycle_waits_30_seconds_by_default_and_0_turns_it_off():
-    assert settings.load({}).pool_recycle_idle == 30.0
-    assert settings.load({"BUS_POOL_RECYCLE_IDLE": "0"}).pool_recycle_idle == 0.0
-    assert settings.load({"BUS_POOL_RECYCLE_IDLE": "90"}).pool_recycle_idle == 90.0
-    with pytest.raises(ConfigError, match="BUS_POOL_RECYCLE_IDLE='soon' is not a number"):
-        settings.load({"BUS_POOL_RECYCLE_IDLE": "soon"})
+# The settings where 0 turns something off, each with its default and what it reads as when off.
+OFF = {
+    "BUS_POOL_RECYCLE_IDLE": (lambda c: c.pool_recycle_idle, 30.0, 0.0),
+    "BUS_FORWARD_IDLE_TIMEOUT": (lambda c: c.forward.idle_timeout, None, None),  # None: never closed
+}
+
+
+@pytest.mark.parametrize("name", OFF)
+def test_a_setting_where_0_means_off_reads_its_default_a_number_of_seconds_and_every_spelling_of_0(name):
+    read, default, off = OFF[name]
+    assert read(settings.load({})) == read(settings.load({name: ""})) == default
+    assert read(settings.load({name: "90"})) == 90.0
+    assert read(settings.load({name: "2.5"})) == 2.5
+    for zero in ("0", "0.0", " 0 ", "00"):
+        assert read(settings.load({name: zero})) == off, zero
+
+
+@pytest.mark.parametrize("name", OFF)
+@pytest.mark.parametrize("bad", ["soon", "-1", "-0.5", "inf", "nan", "1e999", "30s"])
+def test_a_bad_value_of_a_setting_where_0_means_off_names_it_the_value_and_what_is_accepted(name, bad):
+    with pytest.raises(ConfigError) as caught:
+        settings.load({name: bad})
+    assert str(caught.value) == f"{name}={bad!r} is not a number of seconds; give a positive number, or 0 to turn it off"
+
+
+@pytest.mark.parametrize("env, says", [
+    # Settings where 0 is not off but refused, naming the variable, the value and what is accepted.
+    ({"BUS_HOT_WINDOW": "0"}, "BUS_HOT_WINDOW='0' must be more than 0 seconds and at most a day (24h)"),
+    ({"BUS_IDEMPOTENCY_WINDOW": "0"}, "BUS_IDEMPOTENCY_WINDOW='0' is under 1 s"),
+    ({"BUS_CONNECTION_MAX_AGE": "0"}, "BUS_CONNECTION_MAX_AGE='0' must be a positive, finite number"),
+    ({"BUS_ACK_REPLICAS": "-1"}, "BUS_ACK_REPLICAS='-1' is not a whole number of 0 or more"),
+])
+def test_settings_where_0_is_not_off_refuse_it_or_a_bad_value_naming_what_is_accepted(env, says):
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        settings.load(env)
+
+
+def test_settings_where_0_is_a_value_of_their_own_take_it():
+    assert settings.load({"BUS_ACK_REPLICAS": "0"}).ack_replicas == 0  # no replica waited for
+    assert settings.load({"BUS_ACK_REPLICAS": "2"}).ack_replicas == 2
+    assert settings.load({"BUS_IDEMPOTENCY_WINDOW": "24h"}).idempotency_window == 86400
+    assert settings.load({"BUS_CONNECTION_MAX_AGE": "30"}).outbound.connection_max_age == 30.0

@@ -108,3 +108,11 @@ def test_the_cli_names_verdicts_by_the_enum_not_by_their_strings():
              if isinstance(node, ast.Compare)
              and any(isinstance(part, ast.Constant) and part.value in words for part in [node.left, *node.comparators])]
     assert typed == [], f"the CLI compares verdict strings: {typed}"
+
+
+def test_events_left_at_the_deadline_are_handed_off_unless_held_back_already_or_missing():
+    events = [Event(i, "api.x", "api", "queued", b"{}", 0.0) for i in ("a", "b", "c")]
+    rest, verdicts = task_outcome.out_of_time(["a", "b", "gone", "c"], [events[0], events[1], None, events[2]],
+                                              {"b": Verdict.WAITING, "c": Verdict.SUPERSEDED})
+    assert [e.id for e in rest] == ["a"], "only the event still this task's to send goes to a new message"
+    assert verdicts == [Verdict.HANDED_OFF, Verdict.WAITING, Verdict.MISSING, Verdict.SUPERSEDED]
