@@ -4,8 +4,8 @@ archive, in batches, by a thread of every `bus worker`'s main process (launch.py
 Moving an event is one more guarded step of its lifecycle: the batches read are written to the
 archive first (an upsert by event id, one transaction), and only then deleted from Redis by a
 script that checks each event is still as written (journal.forget_archived). A crash between the
-two repeats the write on the next pass: one row, no gap. An archive that does not answer stops nothing else: delivered
-events wait in Redis (their records still expire after BUS_RETENTION, as before the archive),
+two repeats the write on the next pass: one row, no gap. An archive that does not answer stops
+nothing else: delivered events wait in Redis (their records still expire after BUS_RETENTION, as before the archive),
 the mover says so in the log and in bus:archive:state (/metrics), and moves them once it answers.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ IDLE_TICK = 2.0
 # At most this many batches a tick (5,000 events, ~10,000 a second): the lease is stretched between ticks.
 BATCHES_PER_TICK = 50
 # What a pass waits for when fewer are due: this many events past the hot window, or the oldest
-# LINGER s past it. Each pass costs ~1.5 ms of CPU whatever it moves (lease, reads, a transaction,
+# LINGER s past it. Each pass costs 1-4 ms of CPU whatever it moves (lease, reads, a transaction,
 # the deletes, its log line): at 100 events a second, passes every 0.5 s spent as much on that as on
 # the events (docs/performance.md). Redis holds at most LINGER s or PASS_WANTS events more.
 PASS_WANTS = BATCH * BATCHES_PER_WRITE // 2
