@@ -136,9 +136,11 @@ class BusUp(Side):
     name = "bus"
     role = "bus-up"
 
-    def __init__(self, cluster: Cluster):
+    def __init__(self, cluster: Cluster, env: dict[str, str] | None = None):
         super().__init__(cluster)
         self.http_port, self.forward_port, self.redis_port = free_port(), free_port(), free_port()
+        # Settings for the tree (BUS_HOT_WINDOW for bench.archive_tree): the cluster strips BUS_* from its own.
+        self.env = dict(env or {})
         self.var = cluster.tmp / "bus-var"
         self.routes = cluster.tmp / "bus-routes"
         self.starts = 0
@@ -156,7 +158,7 @@ class BusUp(Side):
         self.cluster.spawn(self.role, [PY, "-m", "bus", "up", "--bind", f"127.0.0.1:{self.http_port}",
                                        "--forward", f"127.0.0.1:{self.forward_port}",
                                        "--redis-port", str(self.redis_port), "--flower-port", "0"],
-                           env={"BUS_VAR": str(self.var), "BUS_ROUTES": str(self.routes),
+                           env={**self.env, "BUS_VAR": str(self.var), "BUS_ROUTES": str(self.routes),
                                 "BUS_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0"}, cwd=self.cluster.tmp)
 
         def ready() -> bool:

@@ -1,11 +1,11 @@
 """The archive mover: delivered events received more than BUS_HOT_WINDOW ago leave Redis for the
 archive, in batches, by a thread of every `bus worker`'s main process (launch.py; one at a time holds the lease).
 
-Moving an event is one more guarded step of its lifecycle: the batch is written to the archive
-first (an upsert by event id), and only then deleted from Redis by a script that checks each
-event is still as written (journal.forget_archived). A crash between the two repeats the write
-on the next pass: one row, no gap. An archive that does not answer stops nothing else: delivered
-events wait in Redis (their records still expire after BUS_RETENTION, as before the archive),
+Moving an event is one more guarded step of its lifecycle: the batches read are written to the
+archive first (an upsert by event id, one transaction), and only then deleted from Redis by a
+script that checks each event is still as written (journal.forget_archived). A crash between the
+two repeats the write on the next pass: one row, no gap. An archive that does not answer stops
+nothing else: delivered events wait in Redis (their records still expire after BUS_RETENTION, as before the archive),
 the mover says so in the log and in bus:archive:state (/metrics), and moves them once it answers.
 """
 from __future__ import annotations
@@ -20,18 +20,31 @@ from typing import Any
 from .. import journal, settings
 from ..errors import ArchiveUnavailable
 from . import Store, store_for
-from .rows import from_journal
+from .rows import from_due
 
 log = logging.getLogger("bus.archive")
 # Events per batch: each batch is two scripts in Redis (read, then delete) that run alone there.
 # At 500 a batch, deliveries waited behind them: e2e ran 38 % slower while the mover worked than
 # with the mover idle; at 100 it ran within the noise (docs/performance.md).
 BATCH = 100
+# Batches read before one archive write: a transaction (SQLite's commit and fsync, PostgreSQL's
+# temporary table and upsert) costs about what 30-50 of its rows do, so it takes up to 1,000.
+BATCHES_PER_WRITE = 10
 TICK = 0.5
-# After a pass that found nothing to move; shorter than LEASE_MS, so the lease is renewed in time.
+# A mover that does not hold the lease looks again this often (shorter than LEASE_MS).
 IDLE_TICK = 2.0
-# At most this many batches a tick (5,000 events, ~10,000 a second): the lease is renewed between ticks.
+# At most this many batches a tick (5,000 events, ~10,000 a second): the lease is stretched between ticks.
 BATCHES_PER_TICK = 50
+# What a pass waits for when fewer are due: this many events past the hot window, or the oldest
+# LINGER s past it. Each pass costs 1-4 ms of CPU whatever it moves (lease, reads, a transaction,
+# the deletes, its log line): at 100 events a second, passes every 0.5 s spent as much on that as on
+# the events (docs/performance.md). Redis holds at most LINGER s or PASS_WANTS events more.
+PASS_WANTS = BATCH * BATCHES_PER_WRITE // 2
+LINGER = 5.0
+# The longest sleep of a mover with nothing due (never longer than the hot window, within which
+# nothing delivered meanwhile can be due, but a retried event received long ago: it waits this long).
+LONGEST_SLEEP = 10.0
+# The lease lasts a sleep and this: a SIGKILLed mover's lease lapses at most LONGEST_SLEEP + this late.
 LEASE_MS = 5000
 RETENTION_EVERY = 300.0
 # While the archive is down: one warning this often, and a try this often.
@@ -66,25 +79,24 @@ class Mover:
         self._state_written = 0.0
         self._up_since = 0.0
 
-    def move_batch(self, now: float) -> Moved:
-        """Write one batch of due events to the archive, then delete them from Redis."""
-        ids = journal.due_for_archive(self.client, now - self.hot_window, BATCH)
-        if not ids:
-            return Moved()
-        written, gone = [], []
-        rows = []
-        for event_id, loaded in zip(ids, journal.load_whole(self.client, ids)):
-            if loaded is None:
-                gone.append((event_id, "", 0, 0))
-                continue
-            record, tries, copies = loaded
-            if record["status"] == journal.DELIVERED:
-                rows.append(from_journal(record, tries, copies))
-            # One not delivered (replayed since) is not written; the script takes it off the index.
-            written.append((event_id, record["route"], record["attempts"], len(copies)))
-        self.store.write(rows)
-        answers = journal.forget_archived(self.client, written + gone)
-        return Moved(moved=answers.count("moved"), changed=answers.count("changed"), gone=answers.count("gone"))
+    def move_some(self, now: float) -> Moved:
+        """Read up to BATCHES_PER_WRITE batches of due events, write them to the archive in one
+        transaction, then delete them from Redis a batch at a time."""
+        batches: list[list[journal.Due]] = []
+        for n in range(BATCHES_PER_WRITE):
+            due = journal.read_due(self.client, now - self.hot_window, BATCH, skip=n * BATCH)
+            if due:
+                batches.append(due)
+            if len(due) < BATCH:
+                break
+        # One not delivered (replayed since) is not written; forget_archived takes it off the index.
+        rows = {d.id: from_due(d) for batch in batches for d in batch if d.delivered}
+        self.store.write(list(rows.values()))
+        moved = Moved()
+        for batch in batches:
+            answers = journal.forget_archived(self.client, [d.as_written() for d in batch])
+            moved.add(Moved(moved=answers.count("moved"), changed=answers.count("changed"), gone=answers.count("gone")))
+        return moved
 
     def tick(self, now: float | None = None) -> Moved | None:
         """Move what is due, up to BATCHES_PER_TICK batches; None when another worker holds the lease.
@@ -94,10 +106,10 @@ class Mover:
             return None
         total, started = Moved(), time.monotonic()
         try:
-            for _ in range(BATCHES_PER_TICK):
-                moved = self.move_batch(now)
+            for _ in range(BATCHES_PER_TICK // BATCHES_PER_WRITE):
+                moved = self.move_some(now)
                 total.add(moved)
-                if moved.moved + moved.changed + moved.gone < BATCH:
+                if moved.moved + moved.changed + moved.gone < BATCH * BATCHES_PER_WRITE:
                     break
             self._drop_expired(now)
         except ArchiveUnavailable as exc:
@@ -109,6 +121,19 @@ class Mover:
                      total.moved, self.store.shown, time.monotonic() - started, total.changed,
                      extra={"bus": {"archived": total.moved, "changed": total.changed, "gone": total.gone}})
         return total
+
+    def wait_after(self) -> float:
+        """Seconds until the next pass: until enough are due (archive_sleep.lua; TICK while some
+        still are, after a pass that moved as many as it may), with the lease stretched over them."""
+        now = time.time()
+        wake_at = journal.plan_archive_sleep(self.client, self.owner, now, self.hot_window,
+                                             min(LONGEST_SLEEP, self.hot_window), LINGER, PASS_WANTS, LEASE_MS)
+        # At least TICK: an event left in Redis as changed is due at once and must not spin the loop.
+        return min(max(wake_at - now, TICK), LONGEST_SLEEP)
+
+    def let_go(self) -> None:
+        """Give up the lease (a worker stopping): the next worker's mover takes over at once."""
+        journal.let_go_archive_mover(self.client, self.owner)
 
     def _drop_expired(self, now: float) -> None:
         if now - self._retention_done >= RETENTION_EVERY:
@@ -151,10 +176,11 @@ def run(stop: threading.Event) -> None:
     if store is None:
         return
     client = journal.connect(config.worker_redis, config.redis_timeout)  # this worker's shard
+    mover = Mover(client, store, config.hot_window, config.retention)
     try:
-        mover = Mover(client, store, config.hot_window, config.retention)
         while not stop.is_set():
             stop.wait(_one_pass(mover))
+        _let_go(mover)
     finally:
         store.close()
         client.close()
@@ -164,6 +190,8 @@ def _one_pass(mover: Mover) -> float:
     """One pass of the mover; the seconds to wait before the next."""
     try:
         passed = mover.tick()
+        # Another worker's mover holds the lease: look again soon, it may be stopping.
+        return IDLE_TICK if passed is None else mover.wait_after()
     except ArchiveUnavailable:
         return DOWN_RETRY + TICK
     except journal.REDIS_DOWN as exc:
@@ -172,7 +200,11 @@ def _one_pass(mover: Mover) -> float:
     except Exception:
         log.exception("archive mover pass failed; trying again")
         return DOWN_RETRY + TICK
-    # Nothing to move (or another worker's mover holds the lease): the next delivered event is due
-    # a hot window after it arrived, so passes slow down instead of asking Redis twice a second.
-    busy = passed is not None and passed.moved + passed.changed + passed.gone > 0
-    return TICK if busy else IDLE_TICK
+
+
+def _let_go(mover: Mover) -> None:
+    try:
+        mover.let_go()
+    except journal.REDIS_DOWN as exc:
+        # The lease then lapses by itself, at most LONGEST_SLEEP + LEASE_MS after the last pass.
+        log.warning("archive mover could not give up its lease: Redis unreachable (%s)", exc)

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any
 
 from ..filters import EventFilter
+
+if TYPE_CHECKING:
+    from ..journal.archiving import Due
 
 # The columns of a row, in the order both stores write and read them.
 COLUMNS = ("id", "tag", "route", "status", "received", "attempts", "last", "round", "replayed",
@@ -36,22 +40,28 @@ class ArchivedEvent:
     request: bytes | None = None
 
     def values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, c) for c in COLUMNS)
+        return _values(self)
 
 
-def from_journal(record: dict[str, Any], attempt_log: list[bytes], copies: list[bytes]) -> ArchivedEvent:
-    """The row of a record as journal.store.decode gives it, with its raw attempt and copy lists."""
+# One C call for the row's tuple: a generator of getattr was ~4 us a row of the mover's write.
+_values = attrgetter(*COLUMNS)
+
+
+def from_due(due: Due) -> ArchivedEvent:
+    """The row of a delivered event as the mover read it (journal.read_due), its arrays as they came."""
+    f = due.fields
+    replayed, request = f["replayed"], f["request"]
     return ArchivedEvent(
-        id=record["id"], tag=record["tag"], route=record["route"], status=record["status"],
-        received=record["received"], attempts=record["attempts"], last=record.get("last", ""),
-        round=record["round"], replayed=record.get("replayed"), body=bytes(record.get("body", b"")),
-        headers=bytes(record.get("headers", b"")), attempt_log=_json_array(attempt_log), copies=_json_array(copies),
-        request=bytes(record["request"]) if record.get("request") is not None else None,
+        id=due.id, tag=_text(f["tag"]), route=_text(f["route"]), status=_text(f["status"]),
+        received=float(f["received"] or 0), attempts=int(f["attempts"] or 0), last=_text(f["last"]),
+        round=int(f["round"] or 0), replayed=float(replayed) if replayed is not None else None,
+        body=f["body"] or b"", headers=f["headers"] or b"", attempt_log=due.attempt_log, copies=due.copies,
+        request=request,
     )
 
 
-def _json_array(items: list[bytes]) -> bytes:
-    return b"[" + b",".join(items) + b"]"
+def _text(raw: bytes | None) -> str:
+    return raw.decode() if raw is not None else ""
 
 
 def append_copy(copies: bytes, copy: bytes) -> bytes:

@@ -23,14 +23,16 @@ from __future__ import annotations
 from ..lifecycle import DEAD, DELIVERED, QUEUED, RETRYING, STATUSES
 from . import breakers
 from .archiving import (
+    Due,
     archive_state,
     archived_counts,
     claim_archive_mover,
-    due_for_archive,
     forget_archived,
     in_redis,
-    load_whole,
+    let_go_archive_mover,
     overdue,
+    plan_archive_sleep,
+    read_due,
     set_archive_state,
 )
 from .capture import CAPTURE_SCRIPT, capture_call
@@ -164,6 +166,7 @@ __all__ = [
     "READING", "MemoryMark", "check_room", "check_writable",
     "last_copies", "CAPTURE_SCRIPT", "capture_call", "RECORD_ATTEMPT_SCRIPT", "record_attempt_call", "record_attempt_taking",
     "ARCHIVE_MOVER", "ARCHIVE_STATE", "archive_state", "archived_counts", "claim_archive_mover",
-    "due_for_archive", "forget_archived", "in_redis", "load_whole", "overdue", "set_archive_state", "cursor_bounds",
+    "Due", "forget_archived", "in_redis", "let_go_archive_mover", "overdue", "plan_archive_sleep", "read_due",
+    "set_archive_state", "cursor_bounds",
     "readable", "Attempt", "Event", "MissingTemplate", "stored_async",
 ]

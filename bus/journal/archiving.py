@@ -3,6 +3,7 @@ guarded delete once the archive holds them."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -11,16 +12,8 @@ from ..lifecycle import DELIVERED
 from . import scripts
 from .counters import counters
 from .keys import ARCHIVE_MOVER, ARCHIVE_STATE, COUNTERS, attempts_key, copies_key, event_key, index_key
-from .store import (
-    decode,
-    script,
-)
+from .store import script
 from .transitions import claim_lease
-
-
-def due_for_archive(client: redis.Redis, cutoff: float, limit: int) -> list[str]:
-    """Ids of delivered events received before `cutoff`, oldest first."""
-    return [i.decode() for i in client.zrangebyscore(index_key(DELIVERED), "-inf", cutoff, start=0, num=limit)]
 
 
 def overdue(client: redis.Redis, cutoff: float) -> int:
@@ -28,20 +21,54 @@ def overdue(client: redis.Redis, cutoff: float) -> int:
     return client.zcount(index_key(DELIVERED), "-inf", cutoff)
 
 
-# lua/load_whole.lua: one script call per batch, not three commands per event.
-_LOAD_WHOLE = scripts.load("load_whole.lua")
+# What the archive keeps of a record's hash, in the order lua/read_due.lua hands them back.
+ARCHIVED_FIELDS = ("tag", "route", "status", "received", "attempts", "last", "round", "replayed", "body", "headers",
+                   "request")
+# Per event in read_due's reply: its id, those fields, its attempts, its copies and how many copies.
+_STRIDE = 1 + len(ARCHIVED_FIELDS) + 3
 
 
-def load_whole(client: redis.Redis, event_ids: list[str]
-               ) -> list[tuple[dict[str, Any], list[bytes], list[bytes]] | None]:
-    """Each event's record (decoded), raw attempt and copy lists, in one round trip; None when gone."""
-    if not event_ids:
-        return []
-    replies = script(client, _LOAD_WHOLE)(keys=[event_key(i) for i in event_ids], args=[])
-    out: list[tuple[dict[str, Any], list[bytes], list[bytes]] | None] = []
-    for event_id, (flat, tries, copies) in zip(event_ids, replies):
-        out.append((decode(event_id, dict(zip(flat[::2], flat[1::2]))), tries, copies) if flat else None)
-    return out
+@dataclass(frozen=True)
+class Due:
+    """A delivered event past the hot window as the mover reads it: the record's ARCHIVED_FIELDS as
+    stored (None when absent, all None when the record is gone), its attempts and copies as the JSON
+    arrays the archive keeps, and how many copies (what forget_archived checks)."""
+
+    id: str
+    fields: dict[str, bytes | None]
+    attempt_log: bytes
+    copies: bytes
+    copy_count: int
+
+    @property
+    def gone(self) -> bool:
+        return self.fields["status"] is None
+
+    @property
+    def delivered(self) -> bool:
+        return self.fields["status"] == _DELIVERED
+
+    def as_written(self) -> tuple[str, str, int, int]:
+        """(id, route, attempts, copies) as read: what forget_archived checks before it deletes."""
+        if self.gone:
+            return self.id, "", 0, 0
+        return self.id, (self.fields["route"] or b"").decode(), int(self.fields["attempts"] or 0), self.copy_count
+
+
+_DELIVERED = DELIVERED.encode()
+
+
+# lua/read_due.lua: the ids and their records in one script call per batch, in a flat reply.
+_READ_DUE = scripts.load("read_due.lua")
+
+
+def read_due(client: redis.Redis, cutoff: float, limit: int, skip: int = 0) -> list[Due]:
+    """Delivered events received before `cutoff`, oldest first, whole: up to `limit` after the first `skip`."""
+    flat = script(client, _READ_DUE)(keys=[index_key(DELIVERED)], args=[repr(cutoff), limit, skip, *ARCHIVED_FIELDS])
+    n = len(ARCHIVED_FIELDS)
+    return [Due(flat[i].decode(), dict(zip(ARCHIVED_FIELDS, flat[i + 1:i + 1 + n])), flat[i + 1 + n], flat[i + 2 + n],
+                flat[i + 3 + n])
+            for i in range(0, len(flat), _STRIDE)]
 
 
 # lua/forget_archived.lua: deletes what the archive now holds, if each event is still as written.
@@ -54,14 +81,33 @@ def forget_archived(client: redis.Redis, written: list[tuple[str, str, int, int]
     as they were written; per event 'moved', 'changed' (left in Redis) or 'gone'."""
     if not written:
         return []
-    keys = [index_key(DELIVERED), COUNTERS] + [index_key(DELIVERED, route) for _, route, _, _ in written]
     args = [str(v) for item in written for v in item]
-    return [r.decode() for r in script(client, _FORGET)(keys=keys, args=args)]
+    return [r.decode() for r in script(client, _FORGET)(keys=[index_key(DELIVERED), COUNTERS], args=args)]
 
 
 def claim_archive_mover(client: redis.Redis, worker_id: str, ms: int) -> bool:
     """One worker moves delivered events to the archive at a time."""
     return claim_lease(client, ARCHIVE_MOVER, worker_id, ms)
+
+
+# lua/archive_sleep.lua: when to look again, and the lease stretched over the wait, in one step.
+_SLEEP = scripts.load("archive_sleep.lua")
+_LET_GO = scripts.load("let_go.lua")
+
+
+def plan_archive_sleep(client: redis.Redis, worker_id: str, now: float, hot_window: float, longest: float,
+                       linger: float, want: int, margin_ms: int) -> float:
+    """When the mover looks again: `want` events past the hot window, or the oldest `linger` s past
+    it, and at most `longest` s from now; its lease (if it holds it) lasts until then and `margin_ms`."""
+    return float(script(client, _SLEEP)(keys=[ARCHIVE_MOVER, index_key(DELIVERED)],
+                                        args=[worker_id, repr(now), repr(hot_window), repr(longest), repr(linger),
+                                              want, margin_ms]))
+
+
+def let_go_archive_mover(client: redis.Redis, worker_id: str) -> bool:
+    """Give up the mover's lease (a worker stopping), so another worker's mover takes over at once
+    rather than when the lease stretched over its sleep would lapse; False when it held none."""
+    return bool(script(client, _LET_GO)(keys=[ARCHIVE_MOVER], args=[worker_id]))
 
 
 def set_archive_state(client: redis.Redis, up: bool, since: float, error: str = "") -> None:

@@ -71,15 +71,15 @@ def rows(url: str) -> list[tuple[str, int]]:
         return db.execute("SELECT id, attempts FROM bus_archive").fetchall()
 
 
-def deliver(client, n: int, age: float, tag: str = "api.orders") -> list[str]:
+def deliver(client, n: int, age: float, tag: str = "api.orders", route: str = "api") -> list[str]:
     """n events accepted `age` seconds ago and delivered on their first attempt, through the journal's own moves."""
     received = time.time() - age
-    events = [journal.NewEvent(id=new_id(int(received * 1000)), tag=tag, route="api", body=b'{"n": %d}' % i,
+    events = [journal.NewEvent(id=new_id(int(received * 1000)), tag=tag, route=route, body=b'{"n": %d}' % i,
                                received=received + i * 1e-6, headers=b'{"X-Trace": "t"}') for i in range(n)]
     for start in range(0, n, 500):
         journal.accept(client, events[start:start + 500])
     for e in events:
-        journal.record_attempt(client, {"id": e.id, "route": "api", "status": journal.QUEUED, "received": e.received},
+        journal.record_attempt(client, {"id": e.id, "route": route, "status": journal.QUEUED, "received": e.received},
                                {"attempt": 1, "at": time.time(), "duration": 0.01, "status_code": 200,
                                 "url": "http://receiver/api"}, journal.DELIVERED)
     return [e.id for e in events]

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from archivekit import outage, rows
 from bus import journal
+from bus.archive import mover
 from conftest import BusProcess, Receiver, RedisServer, bus_env, run_bus, start_ingress, start_worker, wait_until
 from faultkit import children
 
@@ -205,7 +206,12 @@ def test_the_mover_is_a_thread_of_the_worker_and_stops_with_it(archived_bus):
     assert len(children(bus.worker.proc.pid)) == 2
     archived = deliver_all(bus, "api.stop", 50)
     wait_archived(bus, archived)
+    # Idle, the mover sleeps with its lease stretched over the sleep (archive_sleep.lua).
+    client = bus.redis.client()
+    wait_until(lambda: client.pttl(journal.ARCHIVE_MOVER) > mover.LEASE_MS, 10, 0.05, what="the lease stretched")
     bus.worker.proc.send_signal(signal.SIGTERM)  # the main process alone: Celery's warm shutdown
     bus.worker.proc.wait(20)
     assert "archive mover stopped" in bus.worker.output()
     assert "still in a pass" not in bus.worker.output()
+    # Its lease, stretched over its sleeps, went with it: the next worker's mover need not wait it out.
+    assert not client.exists(journal.ARCHIVE_MOVER)

@@ -9,8 +9,9 @@ import pytest
 
 from archivekit import HOT, deliver, outage, rows
 from bus import journal
+from bus.archive import mover as mover_module
 from bus.archive.mover import Mover
-from bus.archive.rows import from_journal
+from bus.archive.rows import from_due
 from bus.broker.messages import new_message
 from bus.errors import ArchiveUnavailable
 
@@ -31,26 +32,27 @@ def in_redis(client, ids: list[str]) -> int:
 
 def test_delivered_events_past_the_hot_window_move_in_batches_and_leave_redis(client, store, archive_url):
     old = deliver(client, 1200, age=HOT + 5)
+    other = deliver(client, 30, age=HOT + 5, tag="web.pages", route="web")  # the same batches, another route
     fresh = deliver(client, 10, age=0)
     moved = Mover(client, store, HOT, 7 * 86400).tick()
-    assert (moved.moved, moved.changed, moved.gone) == (1200, 0, 0)
-    assert in_redis(client, old) == 0 and in_redis(client, fresh) == 2 * len(fresh)
+    assert (moved.moved, moved.changed, moved.gone) == (1230, 0, 0)
+    assert in_redis(client, old + other) == 0 and in_redis(client, fresh) == 2 * len(fresh)
     assert set(i.decode() for i in client.zrange(journal.index_key(journal.DELIVERED), 0, -1)) == set(fresh)
     assert client.zcard(journal.index_key(journal.DELIVERED, "api")) == len(fresh)
-    assert sorted(rows(archive_url)) == sorted((i, 1) for i in old)
+    assert client.zcard(journal.index_key(journal.DELIVERED, "web")) == 0
+    assert sorted(rows(archive_url)) == sorted((i, 1) for i in old + other)
     row = store.get(old[7])
     assert (row.tag, row.route, row.status, row.body, row.headers) == (
         "api.orders", "api", "delivered", b'{"n": 7}', b'{"X-Trace": "t"}')
     assert b'"status_code":200' in row.attempt_log
-    assert journal.archived_counts(client) == {"api": 1200}
+    assert journal.archived_counts(client) == {"api": 1200, "web": 30}
 
 
 def test_a_worker_killed_between_the_archive_write_and_the_redis_delete_leaves_one_row_and_no_gap(
         client, store, archive_url):
     ids = deliver(client, 300, age=HOT + 5)
     # What a worker killed right after its archive write leaves behind: the rows written, Redis untouched.
-    loaded = journal.load_whole(client, ids[:200])
-    store.write([from_journal(*each) for each in loaded])
+    store.write([from_due(d) for d in journal.read_due(client, time.time() - HOT, 200)])
     assert in_redis(client, ids) == 2 * len(ids)
     moved = Mover(client, store, HOT, 7 * 86400).tick()
     assert moved.moved == 300
@@ -60,8 +62,7 @@ def test_a_worker_killed_between_the_archive_write_and_the_redis_delete_leaves_o
 
 def test_an_event_copied_after_the_mover_read_it_stays_in_redis_until_the_next_pass(client, store):
     (event_id,) = deliver(client, 1, age=HOT + 5)
-    loaded = journal.load_whole(client, [event_id])
-    store.write([from_journal(*loaded[0])])
+    store.write([from_due(d) for d in journal.read_due(client, time.time() - HOT, 1)])
     journal.record_copy(client, event_id, {"attempt": 1, "at": time.time(), "status_code": 200, "url": "http://copy"})
     assert journal.forget_archived(client, [(event_id, "api", 1, 0)]) == ["changed"]
     assert in_redis(client, [event_id]) == 2
@@ -121,3 +122,33 @@ def test_a_request_captured_by_bus_proxy_is_archived_with_its_event_and_restored
     assert store.get(event_id).request == captured
     ((fields, tries, _),) = tiers.restorable(store, [{"id": event_id, "tier": "archive"}])
     assert fields["request"] == captured and len(tries) == 1
+
+
+def test_a_mover_with_little_due_waits_for_more_and_holds_its_lease_over_the_wait(client, store):
+    hot = 60.0  # longer than the longest sleep
+    mover = Mover(client, store, hot, 7 * 86400, owner="a")
+    assert mover.tick().moved == 0
+    # Nothing in Redis: it sleeps the longest (the idle tick was 2 s), its lease stretched over the sleep.
+    assert mover.wait_after() == pytest.approx(mover_module.LONGEST_SLEEP, abs=0.1)
+    assert client.pttl(journal.ARCHIVE_MOVER) > mover_module.LEASE_MS + 1000 * mover_module.LONGEST_SLEEP - 500
+    assert Mover(client, store, hot, 7 * 86400, owner="b").tick() is None
+    # A few soon due: it waits until the oldest has lingered, not until each one is.
+    deliver(client, 10, age=hot - 1)
+    assert mover.wait_after() == pytest.approx(1 + mover_module.LINGER, abs=0.3)
+    # As many as a pass wants soon due: it looks again when they are.
+    deliver(client, mover_module.PASS_WANTS, age=hot - 1.5)
+    assert mover.wait_after() == pytest.approx(1.5, abs=0.3)
+    # A hot window shorter than the longest sleep bounds it: an event delivered meanwhile is due no sooner.
+    client.delete(journal.index_key(journal.DELIVERED))
+    assert Mover(client, store, 3.0, 7 * 86400, owner="a").wait_after() == pytest.approx(3.0, abs=0.1)
+
+
+def test_a_mover_that_lets_go_of_its_lease_is_followed_at_once(client, store):
+    deliver(client, 5, age=HOT + 5)
+    first = Mover(client, store, HOT, 7 * 86400, owner="a")
+    assert first.tick().moved == 5
+    first.wait_after()
+    deliver(client, 5, age=HOT + 5)
+    assert Mover(client, store, HOT, 7 * 86400, owner="b").tick() is None
+    first.let_go()
+    assert Mover(client, store, HOT, 7 * 86400, owner="b").tick().moved == 5

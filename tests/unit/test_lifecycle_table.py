@@ -14,12 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 LUA = ROOT / "bus" / "journal" / "lua"
 BROKER_LUA = ROOT / "bus" / "broker" / "lua"
 # Lua files that are no move of their own: functions two scripts share, reads (the retry mover's plan of
-# its sleep is one), the spool's unpacking of its frames read before accept.lua (whose move it is), and
+# its sleep is one, and the archive mover's), the spool's unpacking of its frames read before accept.lua (whose move it is), and
 # scripts on records that are not an event's status (a breaker, a copy's attempt, the recovery's lock and
 # its last run, the retry mover's lease).
-NOT_MOVES = {"fill.lua", "group.lua", "lane.lua", "recheck.lua", "unframe.lua", "load_whole.lua", "breaker_fail.lua",
+NOT_MOVES = {"fill.lua", "group.lua", "lane.lua", "recheck.lua", "unframe.lua", "read_due.lua", "breaker_fail.lua",
              "breaker_look.lua", "record_copy.lua", "recovery_done.lua", "recovery_unlock.lua", "sleep.lua",
-             "claim_mover.lua", "let_go.lua"}
+             "claim_mover.lua", "let_go.lua", "archive_sleep.lua"}
 
 
 def test_every_script_the_table_names_is_a_lua_file_and_every_lua_file_is_a_move_or_says_why_not():
