@@ -12,6 +12,7 @@ import importlib.util
 import os
 import stat
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -47,8 +48,24 @@ def config_module() -> ModuleType:
     spec = importlib.util.spec_from_file_location("celeryconfig", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules["celeryconfig"] = module
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    try:
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except Exception as exc:
+        # The user's file, not the bus: say where it broke in one line, not with the bus's traceback.
+        sys.modules.pop("celeryconfig", None)
+        raise ConfigError(f"{path.resolve()}: the Celery settings file failed to run: {_where(exc, path)}; fix it, "
+                          f"or point BUS_CELERY_CONFIG at another file") from exc
     return module
+
+
+def _where(exc: Exception, path: Path) -> str:
+    """The error and the file's line it came from (a syntax error's own line, else the deepest frame in the file)."""
+    line = exc.lineno if isinstance(exc, SyntaxError) else None
+    if line is None:
+        mine = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() == path.resolve()]
+        line = mine[-1].lineno if mine else None
+    what = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+    return f"{type(exc).__name__}: {what}" + (f" (line {line})" if line else "")
 
 
 def _check_owner(path: Path) -> None:

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from bus import journal
 from bus.worker import recovery
 from conftest import bus_env, free_port, parked_tag, run_bus, wait_until, waiting_for_a_task
@@ -38,6 +40,22 @@ def test_a_celeryconfig_others_may_write_is_refused_before_it_runs(bus, tmp_path
     assert "refusing to load Celery settings" in done.stderr and "chmod o-w" in done.stderr
     assert "Traceback" not in done.stderr
     assert not mark.exists(), "the file ran before it was refused"
+
+
+@pytest.mark.parametrize("text, said", [
+    ("broker_connection_retry = True\nworker_concurrency = (\n", "SyntaxError: '(' was never closed (line 2)"),
+    ("x = 1\nimport no_such_module_here\n", "ModuleNotFoundError: No module named 'no_such_module_here' (line 2)"),
+    ("def f():\n    return undefined_name\n\nworker_concurrency = f()\n", "NameError: name 'undefined_name' is not defined (line 2)"),
+], ids=["syntax", "import", "name"])
+def test_a_celeryconfig_that_fails_to_run_is_one_line_naming_the_file_the_line_and_the_error(bus, tmp_path, text, said):
+    config = tmp_path / "celeryconfig.py"
+    config.write_text(text)
+    config.chmod(0o600)
+    done = subprocess.run([sys.executable, "-m", "bus", "worker", "api"], cwd=tmp_path, env=bus.env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"{config.resolve()}: the Celery settings file failed to run: {said}" in done.stderr, done.stderr
 
 
 def test_bus_celery_config_names_the_file_and_a_missing_one_is_an_error(bus, tmp_path):
