@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import redis
 
@@ -22,6 +24,7 @@ from . import backoff
 from .verdict import Verdict, from_journal
 
 log = logging.getLogger("bus.delivery")
+T = TypeVar("T")
 
 
 def endpoint_failed(record: Attempt, route: Route) -> bool:
@@ -59,7 +62,7 @@ class Breakers:
     def after_attempt(self, route: Route, key: EndpointKey, record: Attempt, probe: bool) -> EndpointKey | None:
         """Count a failed request with its origin's breaker (no connection) or its endpoint's (any other
         failure); an answer closed them when it was journaled (the origin's on any status). Returns the
-        breaker the failure left open (None: none): a failed probe's record parks it there (counts_first)."""
+        breaker the failure left open (None: none): a failed probe's record parks it there (journaled)."""
         if record.status_code is not None:
             self.open_until.pop(key.origin.digest, None)
         if not endpoint_failed(record, route):
@@ -75,13 +78,19 @@ class Breakers:
         self.open_until[counted.digest] = opened
         return counted
 
-    @staticmethod
-    def counts_first(route: Route, record: Attempt, probe: bool) -> bool:
-        """Whether the request's failure goes to its breaker before its events are journaled: a failed
-        probe's does, so that its record can park the probe behind the breaker that failure reopened
-        (journal.record_attempt's `behind`). On the retry schedule instead, the probe would come back
-        as a task that only finds the breaker open and parks it: a whole task per probe (issue 22)."""
-        return probe and endpoint_failed(record, route)
+    def journaled(self, route: Route, key: EndpointKey, record: Attempt, probe: bool,
+                  journal_it: Callable[[EndpointKey | None], T]) -> T:
+        """Journal the request's events (`journal_it`, given the breaker a retry parks behind) and count
+        the request with its breakers (after_attempt), once per request; what `journal_it` returned.
+        A failed probe's failure is counted first, so that its record can park the probe behind the
+        breaker that failure reopened (journal.record_attempt's `behind`). On the retry schedule instead,
+        the probe would come back as a task that only finds the breaker open and parks it: a whole task
+        per probe (issue 22). Any other request is counted after its events are journaled."""
+        if probe and endpoint_failed(record, route):
+            return journal_it(self.after_attempt(route, key, record, probe))
+        journaled = journal_it(None)
+        self.after_attempt(route, key, record, probe)
+        return journaled
 
     def held_back(self, event: Event, key: EndpointKey, probe: bool, task: str = "") -> Verdict | None:
         """None when the event is to be sent; else it waits behind its endpoint's open breaker (see

@@ -161,7 +161,7 @@ def _journal_verdict(run: GroupRun, route: Route | None, event: Event, record: A
                      behind: endpoints.EndpointKey | None = None) -> Verdict | None:
     """Record the attempt and log it. An answer from `endpoint` closes its breaker in the same step;
     a failure is told to the breaker by whoever sent the request (once per request). `behind`: the
-    breaker a failed probe's failure reopened (Breakers.counts_first), which a retry parks it behind.
+    breaker a failed probe's failure reopened (Breakers.journaled), which a retry parks it behind.
     None when recorded; else why the journal refused (journal.record_attempt), which is then the verdict."""
     w = run.worker
     status = {Verdict.DELIVERED: journal.DELIVERED, Verdict.DEAD: journal.DEAD}.get(outcome.verdict, journal.RETRYING)
@@ -313,11 +313,8 @@ def _deliver_one(run: GroupRun, event: Event) -> Verdict:
     record, retry_after = send(w.pools, route, url, event, attempt)
     # Backoff and max_attempts count from the last replay, so a replayed event gets a fresh budget.
     outcome = classify(route, attempt - event.round, record.status_code, retry_after)
-    first = run.gate.counts_first(route, record, run.probe)
-    behind = run.gate.after_attempt(route, key, record, run.probe) if first else None
-    refused = _journal_verdict(run, route, event, record, outcome, key, run.lanes, behind)
-    if not first:
-        run.gate.after_attempt(route, key, record, run.probe)
+    refused = run.gate.journaled(route, key, record, run.probe, lambda behind: _journal_verdict(
+        run, route, event, record, outcome, key, run.lanes, behind))
     return refused or outcome.verdict
 
 
@@ -402,14 +399,14 @@ def _deliver_batch(run: GroupRun, route: Route, batch: list[Event]) -> list[Verd
     request_id = str(uuid.uuid4())
     sent, retry_after = send_body(w.pools, route, url, request_id, batch[0].tag, body, max(attempts),
                                   {"X-Bus-Event-Ids": ",".join(ids)})
-    first = gate.counts_first(route, sent, run.probe)
-    behind = gate.after_attempt(route, key, sent, run.probe) if first else None
-    for i, event, attempt in zip(sending, batch, attempts):
-        record = replace(sent, attempt=attempt, request_id=request_id, batch=len(batch))
-        outcome = classify(route, attempt - event.round, record.status_code, retry_after)
-        verdicts[i] = _journal_verdict(run, route, event, record, outcome, key, behind=behind) or outcome.verdict
-    if not first:
-        gate.after_attempt(route, key, sent, run.probe)
+
+    def journal_all(behind: endpoints.EndpointKey | None) -> None:
+        for i, event, attempt in zip(sending, batch, attempts):
+            record = replace(sent, attempt=attempt, request_id=request_id, batch=len(batch))
+            outcome = classify(route, attempt - event.round, record.status_code, retry_after)
+            verdicts[i] = _journal_verdict(run, route, event, record, outcome, key, behind=behind) or outcome.verdict
+
+    gate.journaled(route, key, sent, run.probe, journal_all)
     return [verdicts[i] for i in range(len(checked))]
 
 

@@ -288,7 +288,7 @@ def journal_delivered(client, event_ids: list[str]) -> set[str]:
 
 
 def test_a_failed_probes_record_parks_it_behind_the_breaker_only_while_open_and_if_its_retry_comes_first(bus):
-    """The breaker is counted first (Breakers.counts_first); then the record parks a retry due before the
+    """The breaker is counted first (Breakers.journaled); then the record parks a retry due before the
     half-open (a task would only park it again), keeps a later one's backoff on the schedule, and parks
     nothing behind a breaker that closed meanwhile."""
     client, _ = fresh_route(bus)
