@@ -497,9 +497,7 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
             if n and deadline.passed():
                 rest, left = task_outcome.out_of_time(event_ids[unit[0]:], events[unit[0]:], run.gate.settled)
                 _hand_off(run, rest)
-                for one_id, verdict in zip(event_ids[unit[0]:], left):
-                    verdicts[verdict] = verdicts.get(verdict, 0) + 1
-                    ids_by_verdict.setdefault(verdict, []).append(one_id)
+                task_outcome.tally(verdicts, ids_by_verdict, event_ids[unit[0]:], left)
                 break
             ids, unit_events = [event_ids[i] for i in unit], [events[i] for i in unit]
             try:
@@ -528,11 +526,9 @@ def deliver(self: Task, event_ids: list[str], to: str | None = None, probe: bool
                     if event is not None:
                         _park(run, event, time.time() + INTERNAL_ERROR_DELAY, "waiting: internal error, see worker log")
                 outcomes = [Verdict.ERROR] * len(unit)
-            for one_id, verdict in zip(ids, outcomes):
-                verdicts[verdict] = verdicts.get(verdict, 0) + 1
-                ids_by_verdict.setdefault(verdict, []).append(one_id)
-                if to is not None and verdict == Verdict.RETRY:
-                    copies_to_retry.append(one_id)
+            task_outcome.tally(verdicts, ids_by_verdict, ids, outcomes)
+            if to is not None:
+                copies_to_retry += [one_id for one_id, verdict in zip(ids, outcomes) if verdict == Verdict.RETRY]
             if handed:
                 verdicts[Verdict.HANDED_OFF] = handed[0]
                 break

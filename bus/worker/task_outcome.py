@@ -27,6 +27,14 @@ def summary(counts: dict[Verdict, int]) -> str:
     return " ".join(f"{verdict}={n}" for verdict, n in sorted(counts.items()))
 
 
+def tally(counts: dict[Verdict, int], ids: dict[Verdict, list[str]], event_ids: list[str],
+          verdicts: list[Verdict]) -> None:
+    """Count each event's verdict for the task's summary (`counts`) and name it for finish (`ids`)."""
+    for event_id, verdict in zip(event_ids, verdicts):
+        counts[verdict] = counts.get(verdict, 0) + 1
+        ids.setdefault(verdict, []).append(event_id)
+
+
 def out_of_time(event_ids: list[str], events: list[Event | None], settled: Mapping[str, Verdict]
                 ) -> tuple[list[Event], list[Verdict]]:
     """The group's events left when the task's deadline passed: those to hand to a new message, and

@@ -116,3 +116,10 @@ def test_events_left_at_the_deadline_are_handed_off_unless_held_back_already_or_
                                               {"b": Verdict.WAITING, "c": Verdict.SUPERSEDED})
     assert [e.id for e in rest] == ["a"], "only the event still this task's to send goes to a new message"
     assert verdicts == [Verdict.HANDED_OFF, Verdict.WAITING, Verdict.MISSING, Verdict.SUPERSEDED]
+
+
+def test_a_tally_adds_each_verdict_to_the_counts_already_there_and_names_its_ids_in_order():
+    counts, ids = {Verdict.SUPERSEDED: 2, Verdict.WAITING: 1}, {Verdict.WAITING: ["w"]}
+    task_outcome.tally(counts, ids, ["a", "b", "c"], [Verdict.WAITING, Verdict.DELIVERED, Verdict.WAITING])
+    assert counts == {Verdict.SUPERSEDED: 2, Verdict.WAITING: 3, Verdict.DELIVERED: 1}
+    assert ids == {Verdict.WAITING: ["w", "a", "c"], Verdict.DELIVERED: ["b"]}
