@@ -94,6 +94,14 @@ local function wake_mover(route, at)
     redis.call('PEXPIRE', wake, 60000)
   end
 end"""),
+        ("park_behind", """-- The event `id` (its record `record`) waits in `parked` (scored `now`) behind the breaker of `digest`
+-- (breakers.py), off the route's retry schedule `schedule`: an ordered route's event a task took holds a
+-- lease there (lane.lua).
+local function park_behind(record, id, schedule, parked, digest, now)
+  redis.call('ZADD', parked, now, id)
+  redis.call('ZREM', schedule, id)
+  redis.call('HSET', record, 'parked', digest)
+end"""),
         ("may", f"""-- The rows of the lifecycle table this script does, 'from>to' (NO_RECORD: no record).
 local MOVES = ' {moves} '
 local function may(from, to)

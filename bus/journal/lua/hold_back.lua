@@ -22,9 +22,7 @@ for i = 6, #ARGV do
   if refused then
     moved[#moved + 1] = refused
   elseif open_until then
-    redis.call('ZADD', KEYS[3], ARGV[3], id)
-    redis.call('ZREM', KEYS[1], id)  -- an ordered route's event a task took holds a lease there (lane.lua)
-    redis.call('HSET', KEYS[i - 1], 'parked', ARGV[4])
+    park_behind(KEYS[i - 1], id, KEYS[1], KEYS[3], ARGV[4], ARGV[3])
     moved[#moved + 1] = 'held'
     held = true
   else

@@ -70,9 +70,7 @@ if ARGV[8] ~= '' then
   local open_until = breaker and redis.call('HGET', breaker, 'open_until')
   -- Only a retry due before the half-open: a later one keeps its backoff (the next probe would come sooner).
   if open_until and tonumber(ARGV[8]) <= tonumber(open_until) then
-    redis.call('ZADD', parked, ARGV[17], id)
-    redis.call('ZREM', KEYS[4], id)  -- an ordered route's event a task took holds a lease there (lane.lua)
-    redis.call('HSET', KEYS[1], 'parked', digest)
+    park_behind(KEYS[1], id, KEYS[4], parked, digest, ARGV[17])
     -- The mover lets the next probe out when it half-opens. Already in the index (breaker_fail.lua put it
     -- there), the mover knows when: a wake-up would only re-plan its sleep (the hash's open_until is
     -- the score cut to 14 digits, just earlier than the mover's mark).
