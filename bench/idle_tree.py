@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
+
+import redis
 
 from . import stats
 from .procs import Cluster
@@ -46,13 +47,15 @@ def main() -> None:
             versus.produce(bus, "down", 2_000)
         time.sleep(args.settle)
         pids = bus.pids()
-        calls0 = command_calls(bus.redis_port)
+        client = redis.Redis(port=bus.redis_port, socket_timeout=5)
+        calls0 = stats.command_calls(client)
         switches = stats.thread_switches(pids)
         before, t0 = stats.tree_cpu(pids, bus.root), time.monotonic()
         time.sleep(args.seconds)
         after, elapsed = stats.tree_cpu(pids, bus.root), time.monotonic() - t0
         switched = stats.thread_switches(pids)
-        calls = command_calls(bus.redis_port)
+        calls = stats.command_calls(client)
+        client.close()
         for pid in pids:
             cpu = (after.get(pid, 0.0) - before.get(pid, 0.0)) / elapsed * 100
             print(f"{cpu:6.2f} % {pss_kib(pid)[0] / 1024:6.1f} MiB PSS  {cmdline(pid)[:80]}")
@@ -72,24 +75,6 @@ def main() -> None:
         bus.stop()
         cluster.close()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def command_calls(port: int) -> dict[str, int]:
-    """Calls per command so far (INFO commandstats), asked over a bare socket: no client in the bench's way."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(b"INFO commandstats\r\n")
-        data = b""
-        for _ in range(1000):  # a bulk string: $N, then N bytes
-            data += sock.recv(65536)
-            head, sep, _ = data.partition(b"\r\n")
-            if sep and len(data) >= len(head) + 2 + int(head[1:]) + 2:
-                break
-    calls = {}
-    for line in data.decode().splitlines():
-        if line.startswith("cmdstat_"):
-            name, _, fields = line[8:].partition(":")
-            calls[name] = int(dict(f.split("=") for f in fields.split(","))["calls"])
-    return calls
 
 
 if __name__ == "__main__":
