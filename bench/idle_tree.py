@@ -14,17 +14,13 @@ switches), with the call it sleeps in: a 30 s window resolves 0.033 % of CPU, bu
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import redis
 
 from . import stats
-from .procs import Cluster
 from .sides import cmdline, pss_kib
-from .versus import QUICK, Versus
+from .versus import bus_tree
 
 
 def main() -> None:
@@ -34,13 +30,8 @@ def main() -> None:
     p.add_argument("--settle", type=float, default=3.0, help="seconds from the records' acceptance to the window")
     p.add_argument("--wakes", action="store_true", help="wake-ups a second of each thread that woke")
     args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bus-idle-tree-"))
-    cluster = Cluster(tmp)
-    versus = Versus(cluster, QUICK)
-    bus = versus.bus
-    try:
-        cluster.start_receiver()
-        bus.start()
+    with bus_tree("bus-idle-tree-") as versus:
+        cluster, bus = versus.cluster, versus.bus
         time.sleep(5)
         if args.down:
             cluster.stop("receiver")
@@ -71,10 +62,6 @@ def main() -> None:
             for (pid, tid), n in sorted(woke.items(), key=lambda kv: -kv[1]):
                 if n:
                     print(f"  {n / elapsed:6.2f}/s  {pid}/{tid} {stats.thread_wait(pid, tid):22}  {cmdline(pid)[:50]}")
-    finally:
-        bus.stop()
-        cluster.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
