@@ -19,7 +19,7 @@ import time
 import redis
 
 from . import stats
-from .sides import cmdline, pss_kib
+from .sides import cmdline, smaps_kib
 from .versus import bus_tree
 
 
@@ -47,11 +47,12 @@ def main() -> None:
         switched = stats.thread_switches(pids)
         calls = stats.command_calls(client)
         client.close()
+        pss = {pid: smaps_kib(pid)["Pss"] for pid in pids}
         for pid in pids:
             cpu = (after.get(pid, 0.0) - before.get(pid, 0.0)) / elapsed * 100
-            print(f"{cpu:6.2f} % {pss_kib(pid)[0] / 1024:6.1f} MiB PSS  {cmdline(pid)[:80]}")
+            print(f"{cpu:6.2f} % {pss[pid] / 1024:6.1f} MiB PSS  {cmdline(pid)[:80]}")
         total = (sum(after.values()) - sum(before.values())) / elapsed * 100
-        print(f"tree: {total:.2f} % of a core over {elapsed:.0f} s, {sum(pss_kib(p)[0] for p in pids) / 1024:.1f} MiB PSS"
+        print(f"tree: {total:.2f} % of a core over {elapsed:.0f} s, {sum(pss.values()) / 1024:.1f} MiB PSS"
               f"; load average {stats.loadavg()}")
         rates = {name: (n - calls0.get(name, 0)) / elapsed for name, n in calls.items()}
         shown = sorted(((r, name) for name, r in rates.items() if r >= 0.05 and name != "info"), reverse=True)
