@@ -9,14 +9,10 @@ its connections to Redis and the endpoint are new, and its code runs for the fir
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 from . import stats
-from .procs import Cluster
-from .versus import QUICK, Versus
+from .versus import Versus, bus_tree
 
 
 def one(versus: Versus, name: str) -> float:
@@ -33,12 +29,7 @@ def main() -> None:
     p.add_argument("--idle", type=float, default=60.0)
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bus-after-idle-"))
-    cluster = Cluster(tmp)
-    versus = Versus(cluster, QUICK)
-    try:
-        cluster.start_receiver()
-        versus.bus.start()
+    with bus_tree("bus-after-idle-") as versus:
         time.sleep(3)
         summary, accepted = versus.produce(versus.bus, "burst", 2_000)
         versus.counted(accepted, summary, 60)
@@ -49,10 +40,6 @@ def main() -> None:
             warm = one(versus, f"warm{r}")
             print(f"round {r + 1}: after {args.idle:.0f} s idle {cold:7.2f} ms, 1 s later {warm:7.2f} ms; "
                   f"load average {stats.loadavg()}", flush=True)
-    finally:
-        versus.bus.stop()
-        cluster.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from bus.archive.mover import Mover
 from bus.events import new_id
 
 from . import stats
-from .idle_tree import command_calls
 from .procs import Cluster
 
 HOT_WINDOW = 5.0
@@ -67,7 +66,7 @@ def one_round(tmp: Path, n: int, archive_url: str | None, profile: cProfile.Prof
         if per_tick:
             return trickle(cluster, client, mover, n, per_tick, profile)
         fill(client, n, HOT_WINDOW + 5)
-        calls0, rcpu0 = command_calls(cluster.redis_port), redis_cpu(client)
+        calls0, rcpu0 = stats.command_calls(client), redis_cpu(client)
         cpu0, wall0 = time.thread_time(), time.monotonic()
         moved = ticks = 0
         if profile:
@@ -81,7 +80,7 @@ def one_round(tmp: Path, n: int, archive_url: str | None, profile: cProfile.Prof
         if profile:
             profile.disable()
         cpu, wall = time.thread_time() - cpu0, time.monotonic() - wall0
-        rcpu, calls = redis_cpu(client) - rcpu0, command_calls(cluster.redis_port)
+        rcpu, calls = redis_cpu(client) - rcpu0, stats.command_calls(client)
         left = client.zcard(journal.index_key(journal.DELIVERED))
         store.close()
         per = {name: (c - calls0.get(name, 0)) / max(moved, 1) for name, c in calls.items()}
@@ -98,12 +97,12 @@ def trickle(cluster: Cluster, client, mover: Mover, n: int, per_tick: int, profi
     info_cost = (redis_cpu(client) - info_cost)
     cpu = rcpu = wall = 0.0
     moved = ticks = 0
-    calls0 = command_calls(cluster.redis_port)
+    calls0 = stats.command_calls(client)
     filled = {}
     for _ in range(n // per_tick):
-        before = command_calls(cluster.redis_port)
+        before = stats.command_calls(client)
         fill(client, per_tick, HOT_WINDOW + 5)
-        after = command_calls(cluster.redis_port)
+        after = stats.command_calls(client)
         for k, v in after.items():
             filled[k] = filled.get(k, 0) + v - before.get(k, 0)
         r0, c0, w0 = redis_cpu(client), time.thread_time(), time.monotonic()
@@ -116,7 +115,7 @@ def trickle(cluster: Cluster, client, mover: Mover, n: int, per_tick: int, profi
         cpu, wall, rcpu = cpu + c1 - c0, wall + w1 - w0, rcpu + r1 - r0 - info_cost
         moved += got.moved if got else 0
         ticks += 1
-    calls = command_calls(cluster.redis_port)
+    calls = stats.command_calls(client)
     left = client.zcard(journal.index_key(journal.DELIVERED))
     per = {name: (c - calls0.get(name, 0) - filled.get(name, 0)) / max(moved, 1) for name, c in calls.items()}
     return {"moved": moved, "left": left, "ticks": ticks, "wall": wall, "cpu": cpu, "redis_cpu": rcpu,

@@ -12,17 +12,14 @@ empty (bounded), and the CPU above the baseline's rate is divided by the records
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 from bus import journal
 
 from . import stats, verify
-from .procs import BenchError, Cluster
-from .sides import BusUp, cmdline
-from .versus import QUICK, Versus, recycle_wait
+from .procs import BenchError
+from .sides import cmdline
+from .versus import bus_tree, recycle_wait
 
 SETTLE = 3.0 + recycle_wait()
 
@@ -34,13 +31,8 @@ def main() -> None:
     p.add_argument("--hot-window", type=float, default=70.0,
                    help="seconds; longer than the delivery and the pool's recycling take")
     args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bus-archive-tree-"))
-    cluster = Cluster(tmp)
-    versus = Versus(cluster, QUICK)
-    bus = versus.bus = BusUp(cluster, env={"BUS_HOT_WINDOW": f"{args.hot_window:g}s"})
-    try:
-        cluster.start_receiver()
-        bus.start()
+    with bus_tree("bus-archive-tree-", env={"BUS_HOT_WINDOW": f"{args.hot_window:g}s"}) as versus:
+        cluster, bus = versus.cluster, versus.bus
         time.sleep(5)
         summary, accepted = versus.produce(bus, "archive", args.records, rate=args.rate,
                                            max_seconds=args.records / (args.rate or 500) + 60)
@@ -83,10 +75,6 @@ def main() -> None:
         print(f"tree: {used_total / window * 100:.2f} % of a core while archiving, "
               f"{extra_total / max(moved, 1) * 1e6:.1f} µs/record above idle; load average {stats.loadavg()}")
         client.close()
-    finally:
-        bus.stop()
-        cluster.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

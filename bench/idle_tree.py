@@ -14,16 +14,13 @@ switches), with the call it sleeps in: a 30 s window resolves 0.033 % of CPU, bu
 from __future__ import annotations
 
 import argparse
-import shutil
-import socket
-import tempfile
 import time
-from pathlib import Path
+
+import redis
 
 from . import stats
-from .procs import Cluster
-from .sides import cmdline, pss_kib
-from .versus import QUICK, Versus
+from .sides import cmdline, smaps_kib
+from .versus import bus_tree
 
 
 def main() -> None:
@@ -33,31 +30,29 @@ def main() -> None:
     p.add_argument("--settle", type=float, default=3.0, help="seconds from the records' acceptance to the window")
     p.add_argument("--wakes", action="store_true", help="wake-ups a second of each thread that woke")
     args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bus-idle-tree-"))
-    cluster = Cluster(tmp)
-    versus = Versus(cluster, QUICK)
-    bus = versus.bus
-    try:
-        cluster.start_receiver()
-        bus.start()
+    with bus_tree("bus-idle-tree-") as versus:
+        cluster, bus = versus.cluster, versus.bus
         time.sleep(5)
         if args.down:
             cluster.stop("receiver")
             versus.produce(bus, "down", 2_000)
         time.sleep(args.settle)
         pids = bus.pids()
-        calls0 = command_calls(bus.redis_port)
+        client = redis.Redis(port=bus.redis_port, socket_timeout=5)
+        calls0 = stats.command_calls(client)
         switches = stats.thread_switches(pids)
         before, t0 = stats.tree_cpu(pids, bus.root), time.monotonic()
         time.sleep(args.seconds)
         after, elapsed = stats.tree_cpu(pids, bus.root), time.monotonic() - t0
         switched = stats.thread_switches(pids)
-        calls = command_calls(bus.redis_port)
+        calls = stats.command_calls(client)
+        client.close()
+        pss = {pid: smaps_kib(pid)["Pss"] for pid in pids}
         for pid in pids:
             cpu = (after.get(pid, 0.0) - before.get(pid, 0.0)) / elapsed * 100
-            print(f"{cpu:6.2f} % {pss_kib(pid)[0] / 1024:6.1f} MiB PSS  {cmdline(pid)[:80]}")
+            print(f"{cpu:6.2f} % {pss[pid] / 1024:6.1f} MiB PSS  {cmdline(pid)[:80]}")
         total = (sum(after.values()) - sum(before.values())) / elapsed * 100
-        print(f"tree: {total:.2f} % of a core over {elapsed:.0f} s, {sum(pss_kib(p)[0] for p in pids) / 1024:.1f} MiB PSS"
+        print(f"tree: {total:.2f} % of a core over {elapsed:.0f} s, {sum(pss.values()) / 1024:.1f} MiB PSS"
               f"; load average {stats.loadavg()}")
         rates = {name: (n - calls0.get(name, 0)) / elapsed for name, n in calls.items()}
         shown = sorted(((r, name) for name, r in rates.items() if r >= 0.05 and name != "info"), reverse=True)
@@ -68,28 +63,6 @@ def main() -> None:
             for (pid, tid), n in sorted(woke.items(), key=lambda kv: -kv[1]):
                 if n:
                     print(f"  {n / elapsed:6.2f}/s  {pid}/{tid} {stats.thread_wait(pid, tid):22}  {cmdline(pid)[:50]}")
-    finally:
-        bus.stop()
-        cluster.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def command_calls(port: int) -> dict[str, int]:
-    """Calls per command so far (INFO commandstats), asked over a bare socket: no client in the bench's way."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(b"INFO commandstats\r\n")
-        data = b""
-        for _ in range(1000):  # a bulk string: $N, then N bytes
-            data += sock.recv(65536)
-            head, sep, _ = data.partition(b"\r\n")
-            if sep and len(data) >= len(head) + 2 + int(head[1:]) + 2:
-                break
-    calls = {}
-    for line in data.decode().splitlines():
-        if line.startswith("cmdstat_"):
-            name, _, fields = line[8:].partition(":")
-            calls[name] = int(dict(f.split("=") for f in fields.split(","))["calls"])
-    return calls
 
 
 if __name__ == "__main__":

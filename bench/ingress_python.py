@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import stats
+
 REQUEST = (b'POST /bench.single HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Type: application/json\r\n'
            b'Content-Length: 9\r\n\r\n{"a": 12}')
 
@@ -123,9 +125,8 @@ def main() -> None:
                       BUS_ARCHIVE_URL=f"sqlite:///{tmp}/archive.sqlite3")
     import uvloop
     per_post = uvloop.run(measure(args.posts, args.repeats))
-    load = " ".join(open("/proc/loadavg").read().split()[:3])
     print(f"ingress Python per single POST: {min(per_post):.1f} us CPU (min of {args.repeats} x {args.posts}; "
-          f"all {', '.join(f'{v:.1f}' for v in per_post)}); load average {load}")
+          f"all {', '.join(f'{v:.1f}' for v in per_post)}); load average {stats.loadavg()}")
 
 
 if __name__ == "__main__":

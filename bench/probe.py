@@ -16,9 +16,8 @@ from .procs import Cluster
 def redis_counters(client: redis.Redis) -> dict:
     info = client.info("stats")
     mem = client.info("memory")
-    calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in client.info("commandstats").items()}
     return {"commands": info["total_commands_processed"], "reads": info["total_reads_processed"],
-            "used_memory": mem["used_memory"], "calls": calls}
+            "used_memory": mem["used_memory"], "calls": stats.command_calls(client)}
 
 
 # Tools report their own CPU and RSS (getrusage) when they finish; sampling them would count them twice.

@@ -33,12 +33,6 @@ def smaps_kib(pid: int) -> dict[str, int]:
     return found
 
 
-def pss_kib(pid: int) -> tuple[int, int]:
-    """(PSS, RSS) of one process in KiB from smaps_rollup; (0, 0) when it is gone."""
-    found = smaps_kib(pid)
-    return found["Pss"], found["Rss"]
-
-
 def cmdline(pid: int) -> str:
     """The process's name and command line: `bus up` forks its ingress and workers, which keep its
     command line and name themselves (bus/up_fork.py)."""

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -64,6 +65,11 @@ def read_rss_kib(pid: int) -> int | None:
 WAITS = {0: "read", 7: "poll", 23: "select", 35: "nanosleep", 43: "accept", 45: "recvfrom", 61: "wait4",
          202: "futex", 230: "clock_nanosleep", 232: "epoll_wait", 270: "pselect6", 271: "ppoll",
          281: "epoll_pwait", 288: "accept4", 441: "epoll_pwait2"}
+
+
+def command_calls(client: Any) -> dict[str, int]:
+    """Calls per Redis command so far (INFO commandstats) by command name, from a redis.Redis client."""
+    return {k.removeprefix("cmdstat_"): v["calls"] for k, v in client.info("commandstats").items()}
 
 
 def thread_switches(pids: Iterable[int]) -> dict[tuple[int, int], int]:

@@ -19,6 +19,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +59,26 @@ def recycle_wait() -> float:
 
     idle = settings.load().pool_recycle_idle
     return idle + 2 * recycle.tick_every(idle) + 2 if idle else 0.0
+
+
+@contextmanager
+def bus_tree(prefix: str, env: dict[str, str] | None = None) -> Iterator[Versus]:
+    """The bus's side alone for the one-tree tools (bench.idle_tree, archive_tree, after_idle): the
+    receiver and a `bus up` tree (with `env` given to the tree) started in a temporary directory of
+    their own, stopped and removed after."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    cluster = Cluster(tmp)
+    versus = Versus(cluster, QUICK)
+    if env:
+        versus.bus = BusUp(cluster, env=env)
+    try:
+        cluster.start_receiver()
+        versus.bus.start()
+        yield versus
+    finally:
+        versus.bus.stop()
+        cluster.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Versus:

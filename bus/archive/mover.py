@@ -129,7 +129,8 @@ class Mover:
         wake_at = journal.plan_archive_sleep(self.client, self.owner, now, self.hot_window,
                                              min(LONGEST_SLEEP, self.hot_window), LINGER, PASS_WANTS, LEASE_MS)
         # At least TICK: an event left in Redis as changed is due at once and must not spin the loop.
-        return min(max(wake_at - now, TICK), LONGEST_SLEEP)
+        # (At most `longest`: the script caps wake_at at now + longest.)
+        return max(wake_at - now, TICK)
 
     def let_go(self) -> None:
         """Give up the lease (a worker stopping): the next worker's mover takes over at once."""

@@ -321,7 +321,7 @@ def cmd_worker(args: argparse.Namespace, config: settings.Settings) -> int:
         argv += ["--heartbeat-interval", "10"]
     seen = worker_exit.watch()
     app.worker_main(argv)
-    code, line = worker_exit.status(worker_exit.exit_code(seen), seen)
+    code, line = worker_exit.status(seen)
     if line:
         # Celery left sys.stderr redirected into its log (a WARNING line): the process's own stderr.
         print(f"bus worker: {line}", file=sys.__stderr__, flush=True)

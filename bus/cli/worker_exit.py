@@ -65,13 +65,9 @@ class _ErrorKept(logging.Filter):
         return True
 
 
-def exit_code(seen: Seen) -> int | None:
-    """The worker's exit code as Celery set it (None: no worker was made)."""
-    return getattr(seen.worker, "exitcode", None)
-
-
-def status(code: int | None, seen: Seen) -> tuple[int, str | None]:
-    """`bus worker`'s exit status from Celery's exit code and what was seen, and the line to print (None: none)."""
+def status(seen: Seen) -> tuple[int, str | None]:
+    """`bus worker`'s exit status from what was seen, and the line to print (None: none)."""
+    code = getattr(seen.worker, "exitcode", None)  # Celery's exit code (None: no worker was made)
     if seen.stop_signal in CLEAN_STOPS:
         return 0, None
     if code == 0 and seen.ready:

@@ -44,9 +44,8 @@ class DatedState(ServerState):
         now = int(time.time())
         if now != self._second:
             self._second = now
-            fixed = list(self._config.encoded_headers)
             dated = [(b"date", formatdate(now, usegmt=True).encode())] if self._config.date_header else []
-            self._headers = dated + fixed
+            self._headers = dated + self._config.encoded_headers  # a new list either way
         return self._headers
 
     @default_headers.setter

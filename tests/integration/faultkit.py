@@ -18,6 +18,7 @@ import redis
 
 from bus import intake, journal, settings
 from conftest import BusProcess, Receiver, RedisServer, bus_env, free_port, start_ingress, start_worker, wait_until
+from tests.httpkit import read_head
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -227,12 +228,9 @@ class MisbehavingReceiver:
     def _handle(self, conn: socket.socket) -> None:
         try:
             conn.settimeout(30)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
+            data = read_head(conn)
+            if b"\r\n\r\n" not in data:
+                return
             head, _, body = data.partition(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
             path = lines[0].split(" ")[1]

@@ -109,6 +109,8 @@ def test_an_event_in_the_delivered_index_that_is_not_delivered_is_left_alone_and
     client.hset(journal.event_key(event_id), "status", journal.RETRYING)  # an index out of step with its record
     assert Mover(client, store, HOT, 7 * 86400).tick().changed == 1
     assert client.zscore(journal.index_key(journal.DELIVERED), event_id) is None
+    # Its route's delivered index too (forget_archived's ZREM per route of the batch).
+    assert client.zscore(journal.index_key(journal.DELIVERED, "api"), event_id) is None
     assert journal.load(client, event_id)["status"] == journal.RETRYING and rows(archive_url) == []
 
 

@@ -18,6 +18,7 @@ import pytest
 from fluent import sender
 
 from conftest import BusProcess, bus_env, free_port, journaled, parked_tag, start_ingress, wait_until
+from faultkit import children
 from forwardkit import Client
 
 
@@ -249,7 +250,7 @@ def test_serve_with_one_http_worker_runs_both_listeners_in_one_process_and_sigte
     proc, url = start_ingress(bus.env, bus.tmp / "serve-one-process.log", forward)
     try:
         socket.create_connection(("127.0.0.1", forward), timeout=5).close()
-        assert _children(proc.proc.pid) == [], "uvicorn serves inside `bus serve`, beside the forward listener"
+        assert children(proc.proc.pid) == [], "uvicorn serves inside `bus serve`, beside the forward listener"
         proc.proc.send_signal(signal.SIGTERM)
         assert proc.proc.wait(30) == 0
         for port in (forward, int(url.rpartition(":")[2])):
@@ -281,13 +282,13 @@ def test_serve_with_several_http_workers_stops_both_on_sigterm_and_exits_when_ht
     forward = free_port()
     proc, url = start_ingress(bus.env, bus.tmp / f"serve-{how.replace(' ', '-')}.log", forward, workers=2)
     socket.create_connection(("127.0.0.1", forward), timeout=5).close()
-    children = _children(proc.proc.pid)
-    assert len(children) == 1, "bus serve runs the HTTP ingress (uvicorn) as its one child"
+    kids = children(proc.proc.pid)
+    assert len(kids) == 1, "bus serve runs the HTTP ingress (uvicorn) as its one child"
     if how == "sigterm":
         proc.proc.send_signal(signal.SIGTERM)  # to the parent only: it must stop the HTTP ingress itself
         assert proc.proc.wait(30) == 0
     else:
-        os.kill(children[0], signal.SIGKILL)
+        os.kill(kids[0], signal.SIGKILL)
         assert proc.proc.wait(30) == 1
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", forward), timeout=2)
@@ -299,10 +300,6 @@ def test_serve_with_several_http_workers_stops_both_on_sigterm_and_exits_when_ht
         if not _group_gone(proc.proc.pid):
             os.killpg(proc.proc.pid, signal.SIGKILL)
     assert "forward listener stopped" in proc.output()
-
-
-def _children(pid: int) -> list[int]:
-    return [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]
 
 
 def _group_gone(pgid: int) -> bool:

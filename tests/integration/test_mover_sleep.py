@@ -10,15 +10,14 @@ import hashlib
 import signal
 import time
 
-import orjson
 import pytest
 
 from bus import intake, journal
 from bus.journal import scripts
-from bus.journal.keys import attempts_key, breaker_key, mover_key, mover_sleeps_key, parked_key, wake_key
+from bus.journal.keys import breaker_key, mover_key, mover_sleeps_key, parked_key, wake_key
 from bus.worker import scheduler
 from conftest import wait_until
-from faultkit import make_fault_bus
+from faultkit import all_delivered
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,12 +34,8 @@ LATE = 1.5
 
 
 @pytest.fixture
-def nap_bus(tmp_path):
-    bus = make_fault_bus(tmp_path, {"nap": ROUTE}, visibility_timeout=20)
-    try:
-        yield bus
-    finally:
-        bus.close()
+def nap_bus(fault_bus):
+    return fault_bus({"nap": ROUTE})  # visibility timeout faultkit.VISIBILITY (20 s)
 
 
 def blocked_on_wake_list(client) -> bool:
@@ -102,7 +97,7 @@ def test_a_half_open_breaker_s_probe_goes_out_when_its_wait_is_over(nap_bus):
                what="the probe")
     probe = nap_bus.receiver.to("/nap/down")[5]
     assert open_until - 0.05 <= probe.at < open_until + LATE, f"probe {probe.at - open_until:+.2f} s after half-open"
-    wait_until(lambda: all(journal.load(client, i)["status"] == journal.DELIVERED for i in ids), 30,
+    wait_until(lambda: all_delivered(nap_bus, ids), 30,
                what="the held-back events after the probe succeeded")
 
 
@@ -186,7 +181,7 @@ def test_behind_a_down_endpoint_the_mover_passes_once_per_probe(nap_bus):
     assert all(0.95 <= b - a <= 2 + LATE for a, b in zip(probes, probes[1:])), f"probes at {probes}"
     assert passes <= len(probes) + 1, f"{passes} mover passes for {len(probes)} probes"  # +1: the window's edge
     nap_bus.receiver.script("/nap/dead")  # the endpoint answers again
-    wait_until(lambda: all(journal.load(client, i)["status"] == journal.DELIVERED for i in ids), 20,
+    wait_until(lambda: all_delivered(nap_bus, ids), 20,
                what="every held-back event delivered after the endpoint came back")
-    answered = [orjson.loads(a)["status_code"] for i in ids for a in client.lrange(attempts_key(i), 0, -1)]
+    answered = [a["status_code"] for i in ids for a in journal.attempts(client, i)]
     assert answered.count(200) == len(ids), "each delivered once"

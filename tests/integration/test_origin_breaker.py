@@ -9,11 +9,10 @@ import socket
 import time
 import uuid
 
-import orjson
 import pytest
 
 from bus import endpoints, journal
-from bus.journal.keys import attempts_key, breaker_key, parked_key
+from bus.journal.keys import breaker_key, parked_key
 from bus.routes import load_routes
 from bus.worker.breaker_gate import Breakers
 from bus.worker.verdict import Verdict
@@ -66,7 +65,7 @@ class Origin:
         return [e.id for e in events]
 
     def attempts(self, ids: list[str]) -> list[dict]:
-        return [orjson.loads(a) for i in ids for a in self.client.lrange(attempts_key(i), 0, -1)]
+        return [a for i in ids for a in journal.attempts(self.client, i)]
 
     def held(self) -> int:
         """Events held back behind any breaker of the route."""

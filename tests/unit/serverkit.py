@@ -5,6 +5,8 @@ import socket
 import threading
 import time
 
+from tests.httpkit import read_head
+
 CLOSE = "close"
 
 
@@ -39,12 +41,7 @@ class ScriptedServer:
 
     def _answer(self, conn: socket.socket) -> None:
         while self.answers:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_head(conn)
             if not data:
                 return
             self.requests.append((self.connections, data.partition(b"\r\n\r\n")[0]))

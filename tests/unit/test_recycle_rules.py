@@ -4,7 +4,7 @@ bookkeeping (the end-to-end behaviour is tests/integration/test_pool_recycle.py)
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from billiard.pool import RUN
 
@@ -91,3 +91,19 @@ def test_a_busy_or_starting_process_is_left_alone():
     recycler.tick(now=1.0)
     pool._busy_workers.add(10)
     assert recycler.tick(now=40.0) is None
+
+
+def test_the_stand_ins_use_names_billiard_and_celery_still_have():
+    """The stand-ins mirror private names: a billiard or celery that renamed one fails here, not only end to end."""
+    import inspect
+
+    import billiard.pool
+    import billiard.process
+    from celery.concurrency import asynpool
+
+    source = inspect.getsource(billiard.pool) + inspect.getsource(asynpool)
+    missing = [f.name for f in fields(Pool) if f"self.{f.name} =" not in source]
+    missing += [name for name in ("index", "inqW_fd") if f".{name} =" not in source]  # set on each process by the pool
+    missing += [name for name in ("pid", "exitcode", "terminate_controlled")
+                if not hasattr(billiard.process.BaseProcess, name)]
+    assert missing == []

@@ -50,20 +50,6 @@ def test_forward_connections_per_client_default_to_256():
     assert settings.load({"BUS_FORWARD_MAX_CONNECTIONS_PER_CLIENT": "4"}).forward.max_connections_per_client == 4
 
 
-@pytest.mark.parametrize("env, says", [
-    ({"BUS_HTTP_READ_TIMEOUT": "soon"}, "BUS_HTTP_READ_TIMEOUT='soon' is not a number"),
-    ({"BUS_HTTP_READ_TIMEOUT": "0"}, "BUS_HTTP_READ_TIMEOUT='0' must be a positive"),
-    ({"BUS_HTTP_READ_TIMEOUT": "inf"}, "BUS_HTTP_READ_TIMEOUT='inf' must be a positive, finite"),
-    ({"BUS_HTTP_READ_TIMEOUT": "nan"}, "BUS_HTTP_READ_TIMEOUT='nan' must be a positive, finite"),
-    ({"BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT": "-1"}, "BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT='-1' must be a positive"),
-    ({"BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT": "2.5"}, "BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT='2.5' is not a number"),
-    ({"BUS_FORWARD_MAX_CONNECTIONS_PER_CLIENT": "0"}, "BUS_FORWARD_MAX_CONNECTIONS_PER_CLIENT='0' must be a positive"),
-])
-def test_bad_http_limits_are_refused_naming_the_variable(env, says):
-    with pytest.raises(ConfigError, match=re.escape(says)):
-        settings.load(env)
-
-
 def test_redis_memory_settings_default_to_2gb_and_a_mark_at_0_9():
     loaded = settings.load({})
     assert (loaded.redis_maxmemory, loaded.redis_memory_high) == ("2gb", 0.9)
@@ -134,13 +120,21 @@ def test_a_bad_value_of_a_setting_where_0_means_off_names_it_the_value_and_what_
 
 
 @pytest.mark.parametrize("env, says", [
+    # The HTTP and forward limits: a bad value refused, naming the variable and the value.
+    ({"BUS_HTTP_READ_TIMEOUT": "soon"}, "BUS_HTTP_READ_TIMEOUT='soon' is not a number"),
+    ({"BUS_HTTP_READ_TIMEOUT": "0"}, "BUS_HTTP_READ_TIMEOUT='0' must be a positive"),
+    ({"BUS_HTTP_READ_TIMEOUT": "inf"}, "BUS_HTTP_READ_TIMEOUT='inf' must be a positive, finite"),
+    ({"BUS_HTTP_READ_TIMEOUT": "nan"}, "BUS_HTTP_READ_TIMEOUT='nan' must be a positive, finite"),
+    ({"BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT": "-1"}, "BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT='-1' must be a positive"),
+    ({"BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT": "2.5"}, "BUS_HTTP_MAX_CONNECTIONS_PER_CLIENT='2.5' is not a number"),
+    ({"BUS_FORWARD_MAX_CONNECTIONS_PER_CLIENT": "0"}, "BUS_FORWARD_MAX_CONNECTIONS_PER_CLIENT='0' must be a positive"),
     # Settings where 0 is not off but refused, naming the variable, the value and what is accepted.
     ({"BUS_HOT_WINDOW": "0"}, "BUS_HOT_WINDOW='0' must be more than 0 seconds and at most a day (24h)"),
     ({"BUS_IDEMPOTENCY_WINDOW": "0"}, "BUS_IDEMPOTENCY_WINDOW='0' is under 1 s"),
     ({"BUS_CONNECTION_MAX_AGE": "0"}, "BUS_CONNECTION_MAX_AGE='0' must be a positive, finite number"),
     ({"BUS_ACK_REPLICAS": "-1"}, "BUS_ACK_REPLICAS='-1' is not a whole number of 0 or more"),
 ])
-def test_settings_where_0_is_not_off_refuse_it_or_a_bad_value_naming_what_is_accepted(env, says):
+def test_bad_limits_and_a_0_where_0_is_not_off_are_refused_naming_the_variable_and_the_value(env, says):
     with pytest.raises(ConfigError, match=re.escape(says)):
         settings.load(env)
 
